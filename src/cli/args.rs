@@ -1,0 +1,166 @@
+//! Command-line arguments as typed (clap), before any validation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 on success; 1 when a search finds nothing or some files could \
+not be ingested; 2 on error.
+
+Examples:
+  shirabe ingest corpora/sample
+  shirabe search \"Osaka warehouse\" -k 5
+  shirabe search '\"budget approved\"' --doc '*minutes*' --json
+  shirabe extract report.pdf | less";
+
+/// shirabe (調べ): search your PDF archives from the terminal, with every
+/// passage traced to its document and page.
+#[derive(Debug, Parser)]
+#[command(name = "shirabe", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Index directory.
+    #[arg(long, global = true, env = "SHIRABE_INDEX", value_name = "DIR")]
+    pub index: Option<PathBuf>,
+    /// Config file (default: ~/.config/shirabe/config.toml).
+    #[arg(long, global = true, env = "SHIRABE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// No progress bars or notes; errors only.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// When to use colours (NO_COLOR is respected in auto mode).
+    #[arg(long, global = true, value_enum, value_name = "WHEN")]
+    pub color: Option<ColorChoice>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Colour choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when writing to a terminal.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add PDFs, text and Markdown files to the index (directories recursively).
+    Ingest(IngestArgs),
+    /// Search the index and print ranked passages with their pages.
+    Search(SearchArgs),
+    /// Print the text of a file page by page, as the index sees it.
+    Extract(ExtractArgs),
+    /// Show what is in the index.
+    Status(StatusArgs),
+    /// Measure shirabe's speed.
+    Bench(BenchArgs),
+    /// Write the generated sample corpus to DIR (used by tests).
+    #[command(hide = true)]
+    SampleCorpus {
+        /// Where to write it.
+        dir: PathBuf,
+    },
+}
+
+/// `ingest`
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and directories to ingest.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Also remove indexed files that no longer exist.
+    #[arg(long)]
+    pub prune: bool,
+    /// Tokenizer for chunk sizes: a tokenizer.json, a model directory, a Hugging
+    /// Face repo id (looked up in the local cache), or "estimate".
+    #[arg(long, value_name = "SPEC")]
+    pub tokenizer: Option<String>,
+    /// Target tokens per chunk [default: 512].
+    #[arg(long, value_name = "N")]
+    pub chunk_tokens: Option<usize>,
+    /// Tokens shared by consecutive chunks [default: 64].
+    #[arg(long, value_name = "N")]
+    pub chunk_overlap: Option<usize>,
+    /// Worker threads [default: one per core].
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `search`
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Words to look for; "quoted text" must appear as a phrase.
+    #[arg(required = true, value_name = "QUERY")]
+    pub query: Vec<String>,
+    /// Number of passages [default: 10].
+    #[arg(short = 'k', long = "limit", value_name = "N")]
+    pub limit: Option<usize>,
+    /// Only documents whose path or file name matches this glob.
+    #[arg(long = "doc", value_name = "GLOB")]
+    pub doc: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `extract`
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// A PDF, text or Markdown file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Only these pages, e.g. "1-3,7".
+    #[arg(long, value_name = "RANGES")]
+    pub pages: Option<String>,
+    /// JSON: {"path", "pages": [{"page", "label", "text"}], ...}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// List every file.
+    #[arg(long)]
+    pub files: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bench`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Search latency (p50/p99) on a synthetic index of many chunks.
+    Search {
+        /// Chunks in the synthetic index.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Queries to time.
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+        /// Keep the synthetic index here (reused if it exists).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}

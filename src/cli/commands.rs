@@ -1,0 +1,334 @@
+//! The commands: each turns settings and arguments into library calls and
+//! writes the results to stdout (JSON or text).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use shirabe::index::manifest::FileStatus;
+use shirabe::index::ShirabeIndex;
+use shirabe::ingest::{self, Event, IngestOptions};
+use shirabe::retrieve::{self, SearchRequest};
+
+use super::args::{ExtractArgs, IngestArgs, SearchArgs, StatusArgs};
+use super::style::Style;
+use super::{Settings, Status};
+
+/// Runs `f` on a thread with a large stack (deeply nested PDFs recurse).
+fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    std::thread::Builder::new()
+        .stack_size(ingest::WORKER_STACK_BYTES)
+        .spawn(f)?
+        .join()
+        .map_err(|_| anyhow::anyhow!("internal error while reading the file"))
+}
+
+pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
+    let opts = IngestOptions {
+        paths: a.paths.clone(),
+        index_dir: s.index.clone(),
+        prune: a.prune,
+        tokenizer: s.tokenizer.clone(),
+        chunking: s.chunking,
+        jobs: s.jobs,
+        commit_interval: Duration::from_secs(2),
+    };
+    let bar = if s.progress && !a.json {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner:.green} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} files · {msg} · ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let started = std::time::Instant::now();
+    let pages = std::sync::atomic::AtomicU64::new(0);
+    let report = ingest::run(&opts, &|e| {
+        let Some(bar) = &bar else { return };
+        match e {
+            Event::Started { files } => bar.set_length(*files as u64),
+            Event::FileDone { pages: p, .. } => {
+                let total = pages.fetch_add(u64::from(*p), std::sync::atomic::Ordering::Relaxed) + u64::from(*p);
+                let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{total} pages ({rate:.0} pages/s)"));
+                bar.inc(1);
+            }
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let status = if report.failed.is_empty() {
+        Status::Success
+    } else {
+        Status::Partial
+    };
+    if a.json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(status);
+    }
+    let st = Style::new(s.color);
+    if !s.quiet {
+        for note in &report.notes {
+            writeln!(out, "note: {note}")?;
+        }
+    }
+    for f in &report.failed {
+        writeln!(out, "{} {}: {}", st.error("failed:"), st.path(&f.path), f.error)?;
+    }
+    for p in &report.empty {
+        writeln!(out, "empty: {}: no extractable text (a scan without a text layer?)", st.path(p))?;
+    }
+    for p in &report.pruned {
+        writeln!(out, "pruned: {}", st.path(p))?;
+    }
+    if !s.quiet {
+        writeln!(
+            out,
+            "{} files: {} indexed, {} unchanged, {} failed{}; {} pages, {} chunks in {:.1}s → {}",
+            report.files,
+            report.indexed,
+            report.unchanged,
+            report.failed.len(),
+            if report.pruned.is_empty() { String::new() } else { format!(", {} pruned", report.pruned.len()) },
+            report.pages,
+            report.chunks,
+            report.seconds,
+            s.index.display()
+        )?;
+        if report.tokenizer.starts_with("estimate") {
+            writeln!(
+                out,
+                "note: token counts are estimated (no Qwen tokenizer found; pass --tokenizer or see README)"
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(status)
+}
+
+pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let req = SearchRequest {
+        query: a.query.join(" "),
+        limit: a.limit.unwrap_or(s.limit),
+        doc_glob: a.doc.clone(),
+    };
+    let hits = retrieve::search(&index, &req)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let st = Style::new(s.color);
+    for (i, h) in hits.iter().enumerate() {
+        if a.json {
+            let v = json!({
+                "path": h.path,
+                "title": h.title,
+                "section": h.section,
+                "page": h.page,
+                "page_start": h.page_start,
+                "page_end": h.page_end,
+                "page_label": h.page_label,
+                "chunk_id": h.chunk_id,
+                "score": h.score,
+                "text": h.text,
+                "snippet": h.snippet,
+                "highlights": h.highlights,
+            });
+            serde_json::to_writer(&mut out, &v)?;
+            writeln!(out)?;
+            continue;
+        }
+        let page = match &h.page_label {
+            Some(l) if *l != h.page.to_string() => format!("p. {} (printed {l})", h.page),
+            _ => format!("p. {}", h.page),
+        };
+        writeln!(
+            out,
+            "{}. {} {} {}",
+            i + 1,
+            st.path(&h.path),
+            st.page(&page),
+            st.dim(&format!("score {:.2} · {}", h.score, h.chunk_id))
+        )?;
+        if let Some(sec) = &h.section {
+            writeln!(out, "   {}", st.bold(sec))?;
+        }
+        writeln!(out, "   {}", st.highlight(&h.snippet, &h.highlights))?;
+        if i + 1 < hits.len() {
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(if hits.is_empty() { Status::Partial } else { Status::Success })
+}
+
+/// Parses "1-3,7" into a page filter.
+fn page_filter(spec: &str) -> Result<Vec<(u32, u32)>> {
+    spec.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let a: u32 = a.trim().parse().with_context(|| format!("--pages: bad page {a:?}"))?;
+            let b: u32 = if b.trim().is_empty() { u32::MAX } else { b.trim().parse().with_context(|| format!("--pages: bad page {b:?}"))? };
+            anyhow::ensure!(a >= 1 && a <= b, "--pages: bad range {part:?}");
+            Ok((a, b))
+        })
+        .collect()
+}
+
+pub fn extract(s: &Settings, a: &ExtractArgs) -> Result<Status> {
+    let ranges = a.pages.as_deref().map(page_filter).transpose()?;
+    let path = a.file.clone();
+    let want = move |p: u32| ranges.as_ref().is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= p && p <= hi));
+    let want2 = want.clone();
+    let doc = with_big_stack(move || -> shirabe::Result<_> {
+        let kind = ingest::FileKind::of(&path).ok_or(shirabe::Error::Unsupported)?;
+        match kind {
+            ingest::FileKind::Pdf => {
+                let bytes = std::fs::read(&path).map_err(|e| shirabe::Error::io(&path, e))?;
+                shirabe::ingest::pdf::extract_pages(&bytes, want2)
+            }
+            _ => ingest::load_file(&path),
+        }
+    })?
+    .with_context(|| a.file.display().to_string())?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        let pages: Vec<_> = doc
+            .pages
+            .iter()
+            .filter(|p| want(p.page))
+            .map(|p| json!({"page": p.page, "label": p.label, "text": p.text}))
+            .collect();
+        let v = json!({
+            "path": a.file.display().to_string(),
+            "title": doc.title,
+            "author": doc.author,
+            "created": doc.created,
+            "modified": doc.modified,
+            "pages": pages,
+            "warnings": doc.warnings,
+        });
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        for p in doc.pages.iter().filter(|p| want(p.page)) {
+            out.write_all(p.text.as_bytes())?;
+            if !p.text.is_empty() {
+                out.write_all(b"\n")?;
+            }
+            out.write_all(b"\x0c")?;
+        }
+        if !s.quiet {
+            for w in &doc.warnings {
+                eprintln!("warning: {}: {w}", a.file.display());
+            }
+        }
+    }
+    out.flush()?;
+    Ok(Status::Success)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let manifest = index.manifest.clone().unwrap_or_else(|| shirabe::index::manifest::Manifest {
+        schema_version: shirabe::index::manifest::SCHEMA_VERSION,
+        analyzer: String::new(),
+        tokenizer: shirabe::ingest::tokens::TokenizerInfo { kind: "unknown".into(), source: String::new() },
+        chunking: Default::default(),
+        files: Default::default(),
+    });
+    let reader = index.reader()?;
+    let chunks = reader.searcher().num_docs();
+    let count = |st: FileStatus| manifest.files.values().filter(|f| f.status == st).count();
+    let pages: u64 = manifest.files.values().map(|f| u64::from(f.pages)).sum();
+    let bytes = dir_size(&s.index);
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        let v = json!({
+            "index": s.index.display().to_string(),
+            "files": manifest.files.len(),
+            "ok": count(FileStatus::Ok),
+            "empty": count(FileStatus::Empty),
+            "failed": count(FileStatus::Failed),
+            "pages": pages,
+            "chunks": chunks,
+            "bytes": bytes,
+            "schema_version": manifest.schema_version,
+            "analyzer": manifest.analyzer,
+            "tokenizer": manifest.tokenizer,
+            "chunking": manifest.chunking,
+            "file_list": if a.files { Some(&manifest.files) } else { None },
+        });
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        let st = Style::new(s.color);
+        writeln!(out, "index      {} ({:.1} MB)", s.index.display(), bytes as f64 / 1e6)?;
+        writeln!(
+            out,
+            "files      {} ({} ok, {} empty, {} failed)",
+            manifest.files.len(),
+            count(FileStatus::Ok),
+            count(FileStatus::Empty),
+            count(FileStatus::Failed)
+        )?;
+        writeln!(out, "pages      {pages}")?;
+        writeln!(out, "chunks     {chunks}")?;
+        writeln!(out, "analyzer   {}", manifest.analyzer)?;
+        writeln!(out, "tokenizer  {} ({})", manifest.tokenizer.kind, manifest.tokenizer.source)?;
+        writeln!(
+            out,
+            "chunking   {} tokens, {} overlap",
+            manifest.chunking.target_tokens, manifest.chunking.overlap_tokens
+        )?;
+        if a.files {
+            writeln!(out)?;
+            for f in manifest.files.values() {
+                let state = match f.status {
+                    FileStatus::Ok => "ok".to_string(),
+                    FileStatus::Empty => "empty".to_string(),
+                    FileStatus::Failed => st.error("failed"),
+                };
+                write!(out, "{:6} {:>5} pages {:>5} chunks  {}", state, f.pages, f.chunks, st.path(&f.path))?;
+                if let Some(e) = &f.error {
+                    write!(out, "  ({e})")?;
+                }
+                writeln!(out)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(Status::Success)
+}
+
+pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
+    let files = shirabe::samples::write_sample_corpus(dir)
+        .with_context(|| format!("writing the sample corpus to {}", dir.display()))?;
+    if !s.quiet {
+        println!("wrote {} files to {}", files.len(), dir.display());
+    }
+    Ok(Status::Success)
+}

@@ -1,0 +1,108 @@
+//! The configuration file: defaults for the command-line flags.
+//!
+//! Read from `--config FILE`, else `$SHIRABE_CONFIG`, else the XDG location
+//! (`~/.config/shirabe/config.toml` on Linux). Flags and environment
+//! variables override it. Example:
+//!
+//! ```toml
+//! index = "/data/archive-index"
+//! color = "auto"            # auto | always | never
+//!
+//! [ingest]
+//! tokenizer = "Qwen/Qwen3-Embedding-0.6B"   # file, model dir, HF repo id, or "estimate"
+//! chunk_tokens = 512
+//! chunk_overlap = 64
+//! jobs = 0                  # 0 = one worker per core
+//!
+//! [search]
+//! limit = 10
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// `[ingest]` settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// Tokenizer spec.
+    pub tokenizer: Option<String>,
+    /// Target tokens per chunk.
+    pub chunk_tokens: Option<usize>,
+    /// Overlap tokens between chunks.
+    pub chunk_overlap: Option<usize>,
+    /// Worker threads.
+    pub jobs: Option<usize>,
+}
+
+/// `[search]` settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// Hits to show.
+    pub limit: Option<usize>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Index directory.
+    pub index: Option<PathBuf>,
+    /// `auto`, `always` or `never`.
+    pub color: Option<String>,
+    /// Ingest defaults.
+    #[serde(default)]
+    pub ingest: IngestSection,
+    /// Search defaults.
+    #[serde(default)]
+    pub search: SearchSection,
+}
+
+impl ConfigFile {
+    /// The XDG location of the config file.
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "shirabe").map(|d| d.config_dir().join("config.toml"))
+    }
+
+    /// Loads `explicit` (which must exist) or the default file (which may not).
+    pub fn load(explicit: Option<&Path>) -> Result<ConfigFile> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match Self::default_path() {
+                Some(p) => (p, false),
+                None => return Ok(ConfigFile::default()),
+            },
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(s) => toml::from_str(&s)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(ConfigFile::default())
+            }
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "index = \"/x\"\n[ingest]\nchunk_tokens = 300\n").unwrap();
+        let c = ConfigFile::load(Some(&p)).unwrap();
+        assert_eq!(c.index.as_deref(), Some(Path::new("/x")));
+        assert_eq!(c.ingest.chunk_tokens, Some(300));
+        std::fs::write(&p, "[ingest]\nchunk_size = 3\n").unwrap();
+        let err = ConfigFile::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("chunk_size"), "{err}");
+        assert!(ConfigFile::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! The one error type of the shirabe library, and its `Result` alias.
+//!
+//! Library code returns [`Error`]; the binary wraps it in `anyhow` at the edge
+//! and prints the whole cause chain. Variants say what the caller can do:
+//! a per-file problem ([`Error::Pdf`], [`Error::Unsupported`]) is reported and
+//! the run goes on, while index problems stop the command.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the shirabe library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PDF could not be read at all (damaged, encrypted, not a PDF).
+    #[error("{0}")]
+    Pdf(String),
+    /// A file type shirabe does not ingest.
+    #[error("unsupported file type (shirabe reads .pdf, .txt and .md files)")]
+    Unsupported,
+    /// The search index could not be opened, written or queried.
+    #[error("index error: {0}")]
+    Index(String),
+    /// The index on disk was written by an incompatible version or settings.
+    #[error("{0}")]
+    IndexMismatch(String),
+    /// A tokenizer file could not be found or loaded.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The configuration (file, flags or environment) is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A query could not be understood.
+    #[error("query: {0}")]
+    Query(String),
+}
+
+/// The `Result` of every fallible library function.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<tantivy::TantivyError> for Error {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Error::Index(e.to_string())
+    }
+}
+
+impl From<tantivy::directory::error::OpenDirectoryError> for Error {
+    fn from(e: tantivy::directory::error::OpenDirectoryError) -> Self {
+        Error::Index(e.to_string())
+    }
+}

@@ -1,0 +1,139 @@
+//! The index manifest: `manifest.json` beside the tantivy files.
+//!
+//! It says how the index was built (schema version, analyzer, tokenizer,
+//! chunk parameters) and what is in it (per file: content hash, size, mtime,
+//! pages, status and error). It is written after each tantivy commit, always
+//! by writing a temporary file and renaming it over the old one, so a crash
+//! leaves either the old or the new manifest, never a torn one. If the
+//! process dies between a commit and the manifest write, the next ingest
+//! redoes the files the manifest does not know (re-indexing a file first
+//! deletes all its chunks, so nothing is duplicated).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::chunk::ChunkParams;
+use crate::ingest::tokens::TokenizerInfo;
+use crate::{Error, Result};
+
+/// Version of the index layout; an index of another version must be rebuilt.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How a file fared at its last ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    /// Indexed.
+    Ok,
+    /// Read, but it has no text (a scanned PDF without a text layer).
+    Empty,
+    /// Could not be read; `error` says why.
+    Failed,
+}
+
+/// What the index knows of one file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The path as given to `ingest`.
+    pub path: String,
+    /// BLAKE3 of the content (hex).
+    pub hash: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: u64,
+    /// Number of pages (1 for text files).
+    pub pages: u32,
+    /// Number of chunks indexed.
+    pub chunks: u32,
+    /// Outcome.
+    pub status: FileStatus,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Problems that cost some text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Document title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`SCHEMA_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// The text analyzer of the BM25 fields.
+    pub analyzer: String,
+    /// The tokenizer that counted chunk tokens.
+    pub tokenizer: TokenizerInfo,
+    /// Chunk sizes.
+    pub chunking: ChunkParams,
+    /// Files, by canonical absolute path.
+    pub files: BTreeMap<String, FileRecord>,
+}
+
+impl Manifest {
+    /// Reads `path`; `None` if it does not exist.
+    pub fn load(path: &Path) -> Result<Option<Manifest>> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Index(format!("{}: unreadable manifest: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Writes atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Index(e.to_string()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&json).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        assert_eq!(Manifest::load(&path).unwrap(), None);
+        let mut m = Manifest {
+            schema_version: SCHEMA_VERSION,
+            analyzer: "a".into(),
+            tokenizer: TokenizerInfo { kind: "estimate".into(), source: "x".into() },
+            chunking: ChunkParams::default(),
+            files: BTreeMap::new(),
+        };
+        m.files.insert(
+            "/a.pdf".into(),
+            FileRecord {
+                path: "a.pdf".into(),
+                hash: "h".into(),
+                size: 1,
+                mtime: 2,
+                pages: 3,
+                chunks: 4,
+                status: FileStatus::Failed,
+                error: Some("damaged".into()),
+                warnings: vec![],
+                title: None,
+            },
+        );
+        m.save(&path).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap(), Some(m));
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+}

@@ -1,0 +1,246 @@
+//! The on-disk index: a tantivy BM25 index of chunks plus its manifest.
+//!
+//! Layout of the index directory: `tantivy/` holds tantivy's files,
+//! `manifest.json` the [`manifest::Manifest`]. One tantivy document is one
+//! chunk; `doc_key` (the canonical path of the source file) ties chunks to
+//! their file, so re-indexing a file is "delete by doc_key, add chunks" and
+//! is idempotent.
+
+pub mod analyzer;
+pub mod manifest;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
+    STRING,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use crate::ingest::chunk::Chunk;
+use crate::{Error, Result};
+use manifest::{Manifest, SCHEMA_VERSION};
+
+/// Memory budget of the index writer.
+const WRITER_HEAP_BYTES: usize = 128 << 20;
+
+/// The fields of the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    /// `<doc id>-<ordinal>`, unique per chunk.
+    pub chunk_id: Field,
+    /// Canonical absolute path of the source file.
+    pub doc_key: Field,
+    /// Path as given to ingest.
+    pub path: Field,
+    /// Document title (searchable).
+    pub title: Field,
+    /// Section heading (searchable).
+    pub section: Field,
+    /// Chunk text (searchable, stored for snippets).
+    pub text: Field,
+    /// First page.
+    pub page_start: Field,
+    /// Last page.
+    pub page_end: Field,
+    /// Printed page labels, JSON array.
+    pub page_labels: Field,
+    /// Source spans, JSON array of [`crate::ingest::chunk::Span`].
+    pub spans: Field,
+    /// BLAKE3 of the chunk text (hex, 32 chars).
+    pub content_hash: Field,
+    /// Position of the chunk in its document.
+    pub ordinal: Field,
+    /// Token count of the chunk.
+    pub tokens: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text_opts = |stored: bool| {
+        let o = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(analyzer::ANALYZER_NAME)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        );
+        if stored {
+            o.set_stored()
+        } else {
+            o
+        }
+    };
+    let fields = Fields {
+        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
+        doc_key: b.add_text_field("doc_key", STRING | STORED),
+        path: b.add_text_field("path", STORED),
+        title: b.add_text_field("title", text_opts(true)),
+        section: b.add_text_field("section", text_opts(true)),
+        text: b.add_text_field("text", text_opts(true)),
+        page_start: b.add_u64_field("page_start", INDEXED | STORED | FAST),
+        page_end: b.add_u64_field("page_end", INDEXED | STORED | FAST),
+        page_labels: b.add_text_field("page_labels", STORED),
+        spans: b.add_text_field("spans", STORED),
+        content_hash: b.add_text_field("content_hash", STRING | STORED),
+        ordinal: b.add_u64_field("ordinal", STORED | FAST),
+        tokens: b.add_u64_field("tokens", STORED),
+    };
+    (b.build(), fields)
+}
+
+/// An open index directory.
+pub struct ShirabeIndex {
+    /// The index directory.
+    pub dir: PathBuf,
+    /// The tantivy index.
+    pub index: Index,
+    /// Schema fields.
+    pub fields: Fields,
+    /// The manifest as last saved (or a fresh one).
+    pub manifest: Option<Manifest>,
+}
+
+impl ShirabeIndex {
+    fn tantivy_dir(dir: &Path) -> PathBuf {
+        dir.join("tantivy")
+    }
+
+    /// Path of the manifest file.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.json")
+    }
+
+    /// Opens the index in `dir`, creating it if needed.
+    pub fn open_or_create(dir: &Path) -> Result<ShirabeIndex> {
+        let tdir = Self::tantivy_dir(dir);
+        std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
+        let (schema, fields) = schema();
+        let mmap = tantivy::directory::MmapDirectory::open(&tdir)?;
+        let index = Index::open_or_create(mmap, schema).map_err(|e| match e {
+            tantivy::TantivyError::SchemaError(m) => Error::IndexMismatch(format!(
+                "{}: written by another version of shirabe ({m}); remove the directory and ingest again",
+                dir.display()
+            )),
+            other => Error::from(other),
+        })?;
+        Self::finish(dir, index, fields)
+    }
+
+    /// Opens an existing index; a clear error if there is none.
+    pub fn open(dir: &Path) -> Result<ShirabeIndex> {
+        let tdir = Self::tantivy_dir(dir);
+        if !tdir.join("meta.json").exists() {
+            return Err(Error::Index(format!(
+                "no index in {} (run `shirabe ingest PATH...` first, or pass --index DIR)",
+                dir.display()
+            )));
+        }
+        let index = Index::open_in_dir(&tdir)?;
+        let (_, fields) = schema();
+        Self::finish(dir, index, fields)
+    }
+
+    fn finish(dir: &Path, index: Index, fields: Fields) -> Result<ShirabeIndex> {
+        index
+            .tokenizers()
+            .register(analyzer::ANALYZER_NAME, analyzer::analyzer());
+        let manifest = Manifest::load(&dir.join("manifest.json"))?;
+        if let Some(m) = &manifest {
+            if m.schema_version != SCHEMA_VERSION {
+                return Err(Error::IndexMismatch(format!(
+                    "{}: index schema version {} but this shirabe writes version {SCHEMA_VERSION}; remove the directory and ingest again",
+                    dir.display(),
+                    m.schema_version
+                )));
+            }
+        }
+        Ok(ShirabeIndex {
+            dir: dir.to_path_buf(),
+            index,
+            fields,
+            manifest,
+        })
+    }
+
+    /// A writer (holds tantivy's lock until dropped).
+    pub fn writer(&self) -> Result<IndexWriter> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        self.index
+            .writer_with_num_threads(threads, WRITER_HEAP_BYTES * threads)
+            .map_err(|e| match e {
+                tantivy::TantivyError::LockFailure(..) => Error::Index(format!(
+                    "{} is being written by another shirabe process",
+                    self.dir.display()
+                )),
+                other => other.into(),
+            })
+    }
+
+    /// A reader that sees the latest commit.
+    pub fn reader(&self) -> Result<IndexReader> {
+        Ok(self
+            .index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?)
+    }
+
+    /// Every doc_key that has chunks in the index (deleted ones may linger
+    /// until segments merge; deleting them again is harmless).
+    pub fn doc_keys(&self) -> Result<HashSet<String>> {
+        let reader = self.reader()?;
+        let searcher = reader.searcher();
+        let mut out = HashSet::new();
+        for seg in searcher.segment_readers() {
+            let inv = seg.inverted_index(self.fields.doc_key)?;
+            let mut terms = inv
+                .terms()
+                .stream()
+                .map_err(|e| Error::Index(e.to_string()))?;
+            while terms.advance() {
+                out.insert(String::from_utf8_lossy(terms.key()).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every chunk of a file.
+    pub fn delete_doc(&self, writer: &IndexWriter, doc_key: &str) {
+        writer.delete_term(Term::from_field_text(self.fields.doc_key, doc_key));
+    }
+
+    /// Adds a file's chunks.
+    pub fn add_chunks(
+        &self,
+        writer: &IndexWriter,
+        doc_key: &str,
+        path: &str,
+        title: Option<&str>,
+        chunks: &[Chunk],
+    ) -> Result<()> {
+        let f = &self.fields;
+        let doc_id = &blake3::hash(doc_key.as_bytes()).to_hex()[..12];
+        for c in chunks {
+            let mut d = TantivyDocument::default();
+            d.add_text(f.chunk_id, format!("{doc_id}-{}", c.ordinal));
+            d.add_text(f.doc_key, doc_key);
+            d.add_text(f.path, path);
+            if let Some(t) = title {
+                d.add_text(f.title, t);
+            }
+            if let Some(s) = &c.section {
+                d.add_text(f.section, s);
+            }
+            d.add_text(f.text, &c.text);
+            d.add_u64(f.page_start, u64::from(c.page_start));
+            d.add_u64(f.page_end, u64::from(c.page_end));
+            d.add_text(f.page_labels, serde_json::to_string(&c.page_labels).unwrap_or_default());
+            d.add_text(f.spans, serde_json::to_string(&c.spans).unwrap_or_default());
+            d.add_text(f.content_hash, &blake3::hash(c.text.as_bytes()).to_hex()[..32]);
+            d.add_u64(f.ordinal, u64::from(c.ordinal));
+            d.add_u64(f.tokens, c.tokens as u64);
+            writer.add_document(d)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,434 @@
+//! Ingest: from files on disk to chunks in the index.
+//!
+//! [`run`] finds the files under the given paths, and, in parallel across
+//! documents, reads, hashes, extracts and chunks every new or changed one;
+//! a single writer adds the chunks to the index and commits every couple of
+//! seconds, saving the manifest after each commit (see
+//! [`crate::index::manifest`] for why that is crash-safe). A file that
+//! cannot be read is reported and recorded, and the run goes on.
+
+pub mod chunk;
+pub mod document;
+pub mod pdf;
+pub mod text;
+pub mod tokens;
+
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::index::analyzer::ANALYZER_DESCRIPTION;
+use crate::index::manifest::{FileRecord, FileStatus, Manifest, SCHEMA_VERSION};
+use crate::index::ShirabeIndex;
+use crate::{Error, Result};
+use chunk::{Chunk, ChunkParams};
+use document::ExtractedDoc;
+use tokens::TokenCounter;
+
+/// Stack size of extraction threads: deeply nested PDF objects recurse in
+/// the parser, and a stack overflow cannot be caught.
+pub const WORKER_STACK_BYTES: usize = 256 << 20;
+
+/// What kind of file a path is, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `.pdf`
+    Pdf,
+    /// `.txt`
+    Text,
+    /// `.md`, `.markdown`
+    Markdown,
+}
+
+impl FileKind {
+    /// The kind of `path`, if shirabe reads it.
+    pub fn of(path: &Path) -> Option<FileKind> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "pdf" => Some(FileKind::Pdf),
+            "txt" | "text" => Some(FileKind::Text),
+            "md" | "markdown" => Some(FileKind::Markdown),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and extracts one file. Never panics: a panic inside a parser
+/// becomes an error naming the file's problem.
+pub fn load_file(path: &Path) -> Result<ExtractedDoc> {
+    let kind = FileKind::of(path).ok_or(Error::Unsupported)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_bytes(&bytes, kind)
+}
+
+fn load_bytes(bytes: &[u8], kind: FileKind) -> Result<ExtractedDoc> {
+    match kind {
+        FileKind::Pdf => catch_unwind(AssertUnwindSafe(|| pdf::extract(bytes)))
+            .unwrap_or_else(|_| Err(Error::Pdf("damaged PDF: the parser gave up on it".into()))),
+        FileKind::Text => Ok(text::load(bytes, false)),
+        FileKind::Markdown => Ok(text::load(bytes, true)),
+    }
+}
+
+/// Settings of one ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Files and directories to ingest (directories recursively).
+    pub paths: Vec<PathBuf>,
+    /// The index directory.
+    pub index_dir: PathBuf,
+    /// Remove files that no longer exist from the index.
+    pub prune: bool,
+    /// Tokenizer spec (see [`TokenCounter::find`]).
+    pub tokenizer: Option<String>,
+    /// Chunk sizes.
+    pub chunking: ChunkParams,
+    /// Worker threads (0 = one per core).
+    pub jobs: usize,
+    /// Commit at most this often.
+    pub commit_interval: Duration,
+}
+
+/// Progress events for a progress bar.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Files found; `todo` of them will be read.
+    Started {
+        /// Files found.
+        files: usize,
+    },
+    /// One file is done.
+    FileDone {
+        /// Path as given.
+        path: String,
+        /// Pages read (0 when unchanged or failed).
+        pages: u32,
+    },
+}
+
+/// One file that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// Path as given.
+    pub path: String,
+    /// Why.
+    pub error: String,
+}
+
+/// The outcome of an ingest run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    /// Files found.
+    pub files: usize,
+    /// Files (re)indexed.
+    pub indexed: usize,
+    /// Files skipped because their content did not change.
+    pub unchanged: usize,
+    /// Files with no extractable text.
+    pub empty: Vec<String>,
+    /// Files that could not be read.
+    pub failed: Vec<Failure>,
+    /// Files removed from the index (`--prune`).
+    pub pruned: Vec<String>,
+    /// Pages read.
+    pub pages: u64,
+    /// Chunks written.
+    pub chunks: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Which tokenizer counted tokens.
+    pub tokenizer: String,
+    /// Things the user should know once.
+    pub notes: Vec<String>,
+}
+
+struct Candidate {
+    given: String,
+    path: PathBuf,
+    key: String,
+}
+
+enum Outcome {
+    Unchanged,
+    Indexed {
+        record: FileRecord,
+        title: Option<String>,
+        chunks: Vec<Chunk>,
+    },
+    Failed(FileRecord),
+}
+
+/// Finds the files to ingest; paths that do not exist or cannot be read
+/// are returned as failures.
+fn discover(paths: &[PathBuf]) -> (Vec<Candidate>, Vec<Failure>) {
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    let mut seen = HashSet::new();
+    let mut add = |given: String, path: PathBuf, out: &mut Vec<Candidate>| {
+        let key = std::fs::canonicalize(&path)
+            .unwrap_or_else(|_| path.clone())
+            .to_string_lossy()
+            .into_owned();
+        if seen.insert(key.clone()) {
+            out.push(Candidate { given, path, key });
+        }
+    };
+    for root in paths {
+        let meta = match std::fs::metadata(root) {
+            Ok(m) => m,
+            Err(e) => {
+                failed.push(Failure {
+                    path: root.display().to_string(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        if meta.is_file() {
+            add(root.display().to_string(), root.clone(), &mut out);
+            continue;
+        }
+        let mut files: Vec<PathBuf> = Vec::new();
+        for entry in walkdir::WalkDir::new(root).follow_links(false) {
+            match entry {
+                Ok(e) if e.file_type().is_file() && FileKind::of(e.path()).is_some() => {
+                    files.push(e.into_path())
+                }
+                Ok(_) => {}
+                Err(e) => failed.push(Failure {
+                    path: e.path().map_or(root.display().to_string(), |p| p.display().to_string()),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        files.sort();
+        for f in files {
+            add(f.display().to_string(), f, &mut out);
+        }
+    }
+    (out, failed)
+}
+
+fn mtime_secs(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+fn process(
+    c: &Candidate,
+    manifest: &BTreeMap<String, FileRecord>,
+    force: bool,
+    counter: &TokenCounter,
+    params: ChunkParams,
+) -> Outcome {
+    let mut record = FileRecord {
+        path: c.given.clone(),
+        hash: String::new(),
+        size: 0,
+        mtime: 0,
+        pages: 0,
+        chunks: 0,
+        status: FileStatus::Failed,
+        error: None,
+        warnings: Vec::new(),
+        title: None,
+    };
+    let fail = |mut record: FileRecord, e: Error| {
+        record.error = Some(e.to_string());
+        Outcome::Failed(record)
+    };
+    let Some(kind) = FileKind::of(&c.path) else {
+        return fail(record, Error::Unsupported);
+    };
+    let bytes = match std::fs::read(&c.path) {
+        Ok(b) => b,
+        Err(e) => return fail(record, Error::io(&c.path, e)),
+    };
+    record.size = bytes.len() as u64;
+    record.mtime = std::fs::metadata(&c.path).map(|m| mtime_secs(&m)).unwrap_or(0);
+    record.hash = blake3::hash(&bytes).to_hex().to_string();
+    if let Some(old) = manifest.get(&c.key) {
+        if !force && old.hash == record.hash && old.status != FileStatus::Failed && old.path == c.given {
+            return Outcome::Unchanged;
+        }
+    }
+    let doc = match load_bytes(&bytes, kind) {
+        Ok(d) => d,
+        Err(e) => return fail(record, e),
+    };
+    drop(bytes);
+    let title = doc.title.clone().or_else(|| {
+        c.path.file_stem().map(|s| s.to_string_lossy().into_owned())
+    });
+    let chunks = catch_unwind(AssertUnwindSafe(|| chunk::chunk(&doc, counter, params)))
+        .unwrap_or_default();
+    record.pages = doc.pages.len() as u32;
+    record.chunks = chunks.len() as u32;
+    record.warnings = doc.warnings;
+    record.title = title.clone();
+    record.status = if chunks.is_empty() {
+        FileStatus::Empty
+    } else {
+        FileStatus::Ok
+    };
+    Outcome::Indexed {
+        record,
+        title,
+        chunks,
+    }
+}
+
+/// Runs an ingest; `progress` is called from the writer thread.
+pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestReport> {
+    let started = Instant::now();
+    let counter = TokenCounter::find(opts.tokenizer.as_deref())?;
+    let index = ShirabeIndex::open_or_create(&opts.index_dir)?;
+    let mut report = IngestReport {
+        tokenizer: format!("{} ({})", counter.info().kind, counter.info().source),
+        ..IngestReport::default()
+    };
+    let mut manifest = index.manifest.clone().unwrap_or_else(|| Manifest {
+        schema_version: SCHEMA_VERSION,
+        analyzer: ANALYZER_DESCRIPTION.into(),
+        tokenizer: counter.info(),
+        chunking: opts.chunking,
+        files: BTreeMap::new(),
+    });
+    let force = manifest.tokenizer != counter.info() || manifest.chunking != opts.chunking;
+    let (mut candidates, mut failed) = discover(&opts.paths);
+    if force && !manifest.files.is_empty() {
+        report.notes.push(
+            "tokenizer or chunk settings changed since the last ingest: re-chunking every file".into(),
+        );
+        let have: HashSet<String> = candidates.iter().map(|c| c.key.clone()).collect();
+        for (key, rec) in &manifest.files {
+            if !have.contains(key) && Path::new(key).exists() {
+                candidates.push(Candidate {
+                    given: rec.path.clone(),
+                    path: PathBuf::from(key),
+                    key: key.clone(),
+                });
+            }
+        }
+    }
+    manifest.tokenizer = counter.info();
+    manifest.chunking = opts.chunking;
+    manifest.analyzer = ANALYZER_DESCRIPTION.into();
+    report.files = candidates.len() + failed.len();
+    progress(&Event::Started {
+        files: report.files,
+    });
+
+    let mut writer = index.writer()?;
+    // Chunks of files the manifest does not know are left over from a run
+    // that died between a commit and its manifest write: remove them.
+    let known: HashSet<&String> = manifest.files.keys().collect();
+    let mut dirty = false;
+    for key in index.doc_keys()? {
+        if !known.contains(&key) {
+            index.delete_doc(&writer, &key);
+            dirty = true;
+        }
+    }
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs)
+        .stack_size(WORKER_STACK_BYTES)
+        .build()
+        .map_err(|e| Error::Index(format!("cannot start worker threads: {e}")))?;
+    let (tx, rx) = mpsc::sync_channel::<(usize, Outcome)>(2 * pool.current_num_threads());
+    let snapshot = manifest.files.clone();
+    let mut last_commit = Instant::now();
+    let result: Result<()> = std::thread::scope(|s| {
+        let cands = &candidates;
+        let counter = &counter;
+        let snapshot = &snapshot;
+        s.spawn(move || {
+            pool.install(|| {
+                cands.par_iter().enumerate().for_each_with(tx, |tx, (i, c)| {
+                    let out = process(c, snapshot, force, counter, opts.chunking);
+                    let _ = tx.send((i, out));
+                })
+            })
+        });
+        for (i, outcome) in rx {
+            let c = &candidates[i];
+            let mut pages = 0;
+            match outcome {
+                Outcome::Unchanged => report.unchanged += 1,
+                Outcome::Indexed { record, title, chunks } => {
+                    index.delete_doc(&writer, &c.key);
+                    index.add_chunks(&writer, &c.key, &c.given, title.as_deref(), &chunks)?;
+                    pages = record.pages;
+                    report.pages += u64::from(record.pages);
+                    report.chunks += chunks.len() as u64;
+                    report.indexed += 1;
+                    if record.status == FileStatus::Empty {
+                        report.empty.push(c.given.clone());
+                    }
+                    manifest.files.insert(c.key.clone(), record);
+                    dirty = true;
+                }
+                Outcome::Failed(record) => {
+                    index.delete_doc(&writer, &c.key);
+                    failed.push(Failure {
+                        path: c.given.clone(),
+                        error: record.error.clone().unwrap_or_default(),
+                    });
+                    manifest.files.insert(c.key.clone(), record);
+                    dirty = true;
+                }
+            }
+            progress(&Event::FileDone {
+                path: c.given.clone(),
+                pages,
+            });
+            if dirty && last_commit.elapsed() >= opts.commit_interval {
+                writer.commit()?;
+                manifest.save(&index.manifest_path())?;
+                last_commit = Instant::now();
+                dirty = false;
+            }
+        }
+        Ok(())
+    });
+    result?;
+
+    if opts.prune {
+        let gone: Vec<String> = manifest
+            .files
+            .keys()
+            .filter(|k| !Path::new(k.as_str()).exists())
+            .cloned()
+            .collect();
+        for key in gone {
+            index.delete_doc(&writer, &key);
+            if let Some(rec) = manifest.files.remove(&key) {
+                report.pruned.push(rec.path);
+            }
+            dirty = true;
+        }
+    }
+    if dirty || index.manifest.is_none() {
+        writer.commit()?;
+        manifest.save(&index.manifest_path())?;
+    }
+    writer.wait_merging_threads()?;
+    report.failed = failed;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Seconds since the Unix epoch (for tests and records).
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,528 @@
+//! Fonts: turning the bytes of a shown string into glyphs with text and width.
+//!
+//! A [`Font`] is built once per font object (the interpreter caches it by
+//! object id) and knows, for every code, its Unicode text and its advance
+//! width. Text comes from, in order: the ToUnicode CMap; the /Differences of
+//! the /Encoding through the Adobe Glyph List; the base encoding (named, or
+//! the built-in encoding of an embedded Type1 program); for composite fonts
+//! with a UCS-2/UTF-16 CMap, the code itself.
+
+use std::borrow::Cow;
+
+use lopdf::{Dictionary, Document, Object};
+
+use super::cmap::{CMap, Codespace};
+use super::encoding::{glyph_to_unicode, BaseEncoding};
+use super::lexer::{Lexer, Operand};
+use super::objects::{dict_get, name_of, number, stream_bytes};
+use super::std_metrics;
+
+/// One decoded glyph of a shown string.
+#[derive(Debug, Clone)]
+pub struct Glyph<'f> {
+    /// Its text (empty when the font gives no Unicode for it).
+    pub text: Cow<'f, str>,
+    /// Advance width in text space units (glyph width / 1000 for most fonts).
+    pub width: f32,
+    /// True for the single-byte code 32, to which word spacing (Tw) applies.
+    pub word_space: bool,
+}
+
+#[derive(Debug)]
+enum Codes {
+    /// Two-byte codes, CID = code.
+    Identity,
+    /// Two-byte codes that are UTF-16 code units (Uni*-UCS2-*, Uni*-UTF16-*).
+    Utf16,
+    /// An embedded CMap stream.
+    Embedded(CMap),
+    /// A predefined CMap we know only the code space of.
+    Spaces(Vec<Codespace>),
+}
+
+#[derive(Debug, Default)]
+struct CidWidths {
+    /// (first CID, last CID, width or index into `list`), sorted by first CID.
+    ranges: Vec<(u32, u32, WidthOf)>,
+    list: Vec<f32>,
+    default: f32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum WidthOf {
+    Same(f32),
+    From(usize),
+}
+
+#[derive(Debug)]
+enum Kind {
+    Simple {
+        text: Vec<Option<Box<str>>>,
+        widths: Vec<f32>,
+    },
+    Composite {
+        codes: Codes,
+        to_unicode: Option<CMap>,
+        widths: CidWidths,
+    },
+}
+
+/// A font ready to decode strings.
+#[derive(Debug)]
+pub struct Font {
+    /// The /BaseFont name, for messages.
+    pub name: String,
+    /// Writing mode: true for vertical (Identity-V and other -V CMaps).
+    pub vertical: bool,
+    /// Scale from glyph space height to text space (1 except for odd Type3 fonts).
+    pub size_scale: f32,
+    kind: Kind,
+}
+
+impl Font {
+    /// Builds a font from its dictionary. Never fails: what cannot be read
+    /// falls back to defaults, so text keeps flowing.
+    pub fn load(doc: &Document, dict: &Dictionary) -> Font {
+        let subtype = dict_get(doc, dict, b"Subtype").and_then(name_of).unwrap_or(b"");
+        let name = dict_get(doc, dict, b"BaseFont")
+            .and_then(name_of)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_else(|| String::from_utf8_lossy(subtype).into_owned());
+        let to_unicode = dict_get(doc, dict, b"ToUnicode")
+            .and_then(|o| stream_bytes(doc, o))
+            .map(|b| CMap::parse(&b))
+            .filter(|c| !c.is_empty());
+        if subtype == b"Type0" {
+            Self::composite(doc, dict, name, to_unicode)
+        } else {
+            Self::simple(doc, dict, name, subtype, to_unicode)
+        }
+    }
+
+    fn simple(
+        doc: &Document,
+        dict: &Dictionary,
+        name: String,
+        subtype: &[u8],
+        to_unicode: Option<CMap>,
+    ) -> Font {
+        let descriptor = dict_get(doc, dict, b"FontDescriptor").and_then(|o| o.as_dict().ok());
+        let flags = descriptor
+            .and_then(|d| dict_get(doc, d, b"Flags"))
+            .and_then(number)
+            .unwrap_or(0.0) as u32;
+        let symbolic = flags & 4 != 0;
+        let bare = name.rsplit('+').next().unwrap_or(&name).to_string();
+
+        // Base encoding: named, else built into the font program, else by font kind.
+        let encoding = dict_get(doc, dict, b"Encoding");
+        let named_base = encoding.and_then(|e| match e {
+            Object::Name(n) => BaseEncoding::from_name(n),
+            Object::Dictionary(d) => dict_get(doc, d, b"BaseEncoding")
+                .and_then(name_of)
+                .and_then(BaseEncoding::from_name),
+            _ => None,
+        });
+        let builtin = if named_base.is_none() {
+            descriptor.and_then(|d| type1_builtin_encoding(doc, d))
+        } else {
+            None
+        };
+        let base = named_base.unwrap_or(if bare.starts_with("Symbol") {
+            BaseEncoding::Symbol
+        } else if subtype == b"TrueType" || symbolic {
+            BaseEncoding::WinAnsi
+        } else {
+            BaseEncoding::Standard
+        });
+        let mut text: Vec<Option<Box<str>>> = (0..=255u8)
+            .map(|c| base.char(c).map(|ch| ch.to_string().into_boxed_str()))
+            .collect();
+        if let Some(builtin) = builtin {
+            for (code, glyph) in builtin {
+                if let Some(t) = glyph_to_unicode(&glyph) {
+                    text[usize::from(code)] = Some(t.into());
+                }
+            }
+        }
+        if let Some(Object::Dictionary(enc)) = encoding {
+            if let Some(Object::Array(diffs)) = dict_get(doc, enc, b"Differences") {
+                let mut code = 0usize;
+                for item in diffs {
+                    match item {
+                        Object::Integer(i) => code = (*i).clamp(0, 255) as usize,
+                        Object::Real(r) => code = (*r as i64).clamp(0, 255) as usize,
+                        Object::Name(glyph) => {
+                            if code < 256 {
+                                text[code] = glyph_to_unicode(glyph).map(|t| t.into());
+                            }
+                            code += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some(cmap) = &to_unicode {
+            for (code, slot) in text.iter_mut().enumerate() {
+                if let Some(t) = cmap.lookup(code as u32) {
+                    *slot = Some(t.into());
+                }
+            }
+        }
+
+        // Widths, in text space units.
+        let matrix = dict_get(doc, dict, b"FontMatrix").and_then(|o| o.as_array().ok());
+        let (scale, size_scale) = match matrix {
+            Some(m) if subtype == b"Type3" && m.len() >= 4 => {
+                let a = number(&m[0]).unwrap_or(0.001);
+                let d = number(&m[3]).unwrap_or(0.001);
+                (a, (d.abs() * 1000.0).clamp(0.01, 100.0))
+            }
+            _ => (0.001, 1.0),
+        };
+        let missing = descriptor
+            .and_then(|d| dict_get(doc, d, b"MissingWidth"))
+            .and_then(number)
+            .filter(|w| *w > 0.0);
+        let std_widths = std_metrics::widths_for(&bare);
+        let mut widths: Vec<f32> = (0..256)
+            .map(|c| std_widths.map_or(missing.unwrap_or(500.0), |t| t(c as u8)) * 0.001)
+            .collect();
+        if let Some(Object::Array(ws)) = dict_get(doc, dict, b"Widths") {
+            let first = dict_get(doc, dict, b"FirstChar")
+                .and_then(number)
+                .unwrap_or(0.0)
+                .max(0.0) as usize;
+            let fallback = missing.map(|w| w * 0.001);
+            if let Some(fallback) = fallback {
+                widths.iter_mut().for_each(|w| *w = fallback);
+            }
+            for (i, w) in ws.iter().enumerate() {
+                if let (Some(slot), Some(w)) =
+                    (widths.get_mut(first + i), super::objects::resolve(doc, w).and_then(number))
+                {
+                    *slot = w * scale;
+                }
+            }
+        }
+        Font {
+            name,
+            vertical: false,
+            size_scale,
+            kind: Kind::Simple { text, widths },
+        }
+    }
+
+    fn composite(
+        doc: &Document,
+        dict: &Dictionary,
+        name: String,
+        to_unicode: Option<CMap>,
+    ) -> Font {
+        let encoding = dict_get(doc, dict, b"Encoding");
+        let (codes, vertical) = match encoding {
+            Some(Object::Name(n)) => predefined_cmap(n),
+            Some(obj @ Object::Stream(s)) => {
+                let vertical = dict_get(doc, &s.dict, b"WMode").and_then(number) == Some(1.0);
+                let cmap = stream_bytes(doc, obj).map(|b| CMap::parse(&b)).unwrap_or_default();
+                (Codes::Embedded(cmap), vertical)
+            }
+            _ => (Codes::Identity, false),
+        };
+        let descendant = dict_get(doc, dict, b"DescendantFonts")
+            .and_then(|o| o.as_array().ok())
+            .and_then(|a| a.first())
+            .and_then(|o| super::objects::resolve(doc, o))
+            .and_then(|o| o.as_dict().ok());
+        let mut widths = CidWidths {
+            default: 1.0,
+            ..CidWidths::default()
+        };
+        if let Some(desc) = descendant {
+            if let Some(dw) = dict_get(doc, desc, b"DW").and_then(number) {
+                widths.default = dw * 0.001;
+            }
+            if let Some(Object::Array(w)) = dict_get(doc, desc, b"W") {
+                parse_cid_widths(doc, w, &mut widths);
+            }
+        }
+        Font {
+            name,
+            vertical,
+            size_scale: 1.0,
+            kind: Kind::Composite {
+                codes,
+                to_unicode,
+                widths,
+            },
+        }
+    }
+
+    /// True when some code of this font has no Unicode text.
+    pub fn lacks_unicode(&self) -> bool {
+        match &self.kind {
+            Kind::Simple { .. } => false,
+            Kind::Composite {
+                codes, to_unicode, ..
+            } => to_unicode.is_none() && !matches!(codes, Codes::Utf16),
+        }
+    }
+
+    /// Decodes a shown string, calling `f` for every glyph in order.
+    pub fn decode(&self, bytes: &[u8], mut f: impl FnMut(Glyph<'_>)) {
+        match &self.kind {
+            Kind::Simple { text, widths } => {
+                for &b in bytes {
+                    let t = text[usize::from(b)].as_deref().unwrap_or("");
+                    f(Glyph {
+                        text: Cow::Borrowed(t),
+                        width: widths[usize::from(b)],
+                        word_space: b == 32,
+                    });
+                }
+            }
+            Kind::Composite {
+                codes,
+                to_unicode,
+                widths,
+            } => {
+                let mut i = 0;
+                while i < bytes.len() {
+                    let rest = &bytes[i..];
+                    let len = match codes {
+                        Codes::Identity | Codes::Utf16 => 2.min(rest.len()),
+                        Codes::Embedded(cmap) => cmap.code_len(rest, 2),
+                        Codes::Spaces(spaces) => super::cmap::code_len(spaces, rest, 2),
+                    };
+                    let code = rest[..len].iter().fold(0u32, |a, &b| a << 8 | u32::from(b));
+                    i += len;
+                    let cid = match codes {
+                        Codes::Embedded(cmap) => cmap.cid(code).unwrap_or(code),
+                        _ => code,
+                    };
+                    let text = match to_unicode.as_ref().and_then(|m| m.lookup(code)) {
+                        Some(t) => t,
+                        None => match codes {
+                            Codes::Utf16 => char::from_u32(code)
+                                .map(|c| Cow::Owned(c.to_string()))
+                                .unwrap_or(Cow::Borrowed("")),
+                            _ => Cow::Borrowed(""),
+                        },
+                    };
+                    f(Glyph {
+                        text,
+                        width: widths.get(cid),
+                        word_space: len == 1 && code == 32,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl CidWidths {
+    fn get(&self, cid: u32) -> f32 {
+        let idx = self.ranges.partition_point(|(lo, _, _)| *lo <= cid);
+        if idx > 0 {
+            let (lo, hi, w) = self.ranges[idx - 1];
+            if cid <= hi {
+                return match w {
+                    WidthOf::Same(w) => w,
+                    WidthOf::From(start) => self
+                        .list
+                        .get(start + (cid - lo) as usize)
+                        .copied()
+                        .unwrap_or(self.default),
+                };
+            }
+        }
+        self.default
+    }
+}
+
+fn parse_cid_widths(doc: &Document, w: &[Object], out: &mut CidWidths) {
+    let mut i = 0;
+    while i < w.len() {
+        let Some(first) = number(&w[i]) else {
+            i += 1;
+            continue;
+        };
+        let first = first.max(0.0) as u32;
+        match w.get(i + 1).and_then(|o| super::objects::resolve(doc, o)) {
+            Some(Object::Array(list)) => {
+                let start = out.list.len();
+                out.list
+                    .extend(list.iter().map(|o| number(o).unwrap_or(1000.0) * 0.001));
+                if !list.is_empty() {
+                    out.ranges.push((
+                        first,
+                        first + list.len() as u32 - 1,
+                        WidthOf::From(start),
+                    ));
+                }
+                i += 2;
+            }
+            Some(last) => {
+                let last = number(last).unwrap_or(first as f32).max(0.0) as u32;
+                let width = w.get(i + 2).and_then(number).unwrap_or(1000.0) * 0.001;
+                if last >= first {
+                    out.ranges.push((first, last, WidthOf::Same(width)));
+                }
+                i += 3;
+            }
+            None => break,
+        }
+    }
+    out.ranges.sort_by_key(|r| r.0);
+}
+
+/// Code handling for a predefined CMap name, and whether it is vertical.
+fn predefined_cmap(name: &[u8]) -> (Codes, bool) {
+    let vertical = name.ends_with(b"-V");
+    let s = String::from_utf8_lossy(name);
+    let codes = if s.starts_with("Identity") {
+        Codes::Identity
+    } else if s.contains("UCS2") || s.contains("UTF16") {
+        Codes::Utf16
+    } else {
+        let cs = |len, lo, hi| Codespace { len, lo, hi };
+        if s.contains("RKSJ") {
+            Codes::Spaces(vec![
+                cs(1, 0x00, 0x80),
+                cs(1, 0xa0, 0xdf),
+                cs(2, 0x8140, 0x9ffc),
+                cs(2, 0xe040, 0xfcfc),
+            ])
+        } else if s.contains("EUC") || s.contains("GBK") || s.contains("B5") || s.contains("HKscs")
+        {
+            Codes::Spaces(vec![cs(1, 0x00, 0x80), cs(2, 0x8140, 0xfefe)])
+        } else {
+            Codes::Identity
+        }
+    };
+    (codes, vertical)
+}
+
+/// The built-in encoding of an embedded Type1 font program (FontFile),
+/// read from its cleartext part: `dup <code> /<glyph> put` entries.
+fn type1_builtin_encoding(doc: &Document, descriptor: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
+    let file = dict_get(doc, descriptor, b"FontFile")?;
+    let clear_len = match file {
+        Object::Stream(s) => dict_get(doc, &s.dict, b"Length1").and_then(number),
+        _ => None,
+    };
+    let data = stream_bytes(doc, file)?;
+    let end = clear_len
+        .map(|l| (l.max(0.0) as usize).min(data.len()))
+        .unwrap_or(data.len())
+        .min(1 << 20);
+    let clear = &data[..end];
+    let enc_at = find(clear, b"/Encoding")?;
+    let rest = &clear[enc_at..];
+    if rest[9..].trim_ascii_start().starts_with(b"StandardEncoding") {
+        return None;
+    }
+    let mut lexer = Lexer::new(rest);
+    let mut ops = Vec::new();
+    let mut out = Vec::new();
+    while let Some(op) = lexer.next_op(&mut ops) {
+        match op {
+            b"put" => {
+                if let [.., Operand::Number(code), Operand::Name(glyph)] = ops.as_slice() {
+                    if (0.0..256.0).contains(code) {
+                        out.push((*code as u8, glyph.clone()));
+                    }
+                }
+            }
+            b"readonly" | b"def" if !out.is_empty() => break,
+            b"eexec" | b"currentfile" => break,
+            _ => {}
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lopdf::{dictionary, Stream};
+
+    fn decode_all(font: &Font, bytes: &[u8]) -> (String, Vec<f32>) {
+        let mut s = String::new();
+        let mut w = Vec::new();
+        font.decode(bytes, |g| {
+            s.push_str(&g.text);
+            w.push(g.width);
+        });
+        (s, w)
+    }
+
+    #[test]
+    fn standard_font_with_differences() {
+        let doc = Document::with_version("1.5");
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+            "Encoding" => dictionary! {
+                "BaseEncoding" => "WinAnsiEncoding",
+                "Differences" => vec![0x81.into(), "fi".into(), "fl".into()],
+            },
+        };
+        let f = Font::load(&doc, &font);
+        let (text, widths) = decode_all(&f, b"pro\x81t \x93");
+        assert_eq!(text, "profit \u{201c}");
+        assert!((widths[0] - 0.556).abs() < 1e-6);
+    }
+
+    #[test]
+    fn type0_identity_with_to_unicode_and_widths() {
+        let mut doc = Document::with_version("1.5");
+        let cmap = doc.add_object(Stream::new(
+            dictionary! {},
+            b"1 begincodespacerange <0000> <FFFF> endcodespacerange 1 beginbfchar <0001> <65E5> endbfchar".to_vec(),
+        ));
+        let desc = dictionary! {
+            "Type" => "Font", "Subtype" => "CIDFontType2", "BaseFont" => "Gothic",
+            "DW" => 1000, "W" => vec![1.into(), vec![Object::Integer(500)].into()],
+        };
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type0", "BaseFont" => "Gothic",
+            "Encoding" => "Identity-H", "ToUnicode" => cmap,
+            "DescendantFonts" => vec![desc.into()],
+        };
+        let f = Font::load(&doc, &font);
+        let (text, widths) = decode_all(&f, &[0, 1, 0, 2]);
+        assert_eq!(text, "日");
+        assert_eq!(widths, vec![0.5, 1.0]);
+        assert!(!f.lacks_unicode());
+    }
+
+    #[test]
+    fn ucs2_cmap_needs_no_to_unicode() {
+        let doc = Document::with_version("1.5");
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type0", "BaseFont" => "STSong-Light",
+            "Encoding" => "UniGB-UCS2-H",
+        };
+        let f = Font::load(&doc, &font);
+        assert_eq!(decode_all(&f, &[0x4e, 0x2d, 0x65, 0x87]).0, "中文");
+    }
+
+    #[test]
+    fn type1_builtin_encoding_is_read() {
+        let mut doc = Document::with_version("1.5");
+        let program = b"%!PS-AdobeFont-1.0: CMR10\n/Encoding 256 array\n0 1 255 {1 index exch /.notdef put} for\ndup 11 /ff put\ndup 65 /A put\nreadonly def\ncurrentfile eexec\n\x00\x01".to_vec();
+        let len1 = program.len() - 2;
+        let file = doc.add_object(Stream::new(dictionary! { "Length1" => len1 as i64 }, program));
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "CMR10",
+            "FontDescriptor" => dictionary! { "FontFile" => file, "Flags" => 4 },
+        };
+        let f = Font::load(&doc, &font);
+        assert_eq!(decode_all(&f, &[11, 65]).0, "ffA");
+    }
+}

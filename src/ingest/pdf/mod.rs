@@ -1,0 +1,248 @@
+//! PDF text extraction on lopdf, page by page.
+//!
+//! [`extract`] opens a PDF (empty-password encryption included), reads its
+//! document information and /PageLabels, and for each page runs the content
+//! streams through the [`interp`] interpreter and the [`layout`] engine. A
+//! page that cannot be read yields empty text and a warning; only a file that
+//! cannot be opened at all is an error.
+
+mod cmap;
+mod encoding;
+mod font;
+mod glyphlist;
+mod interp;
+mod labels;
+mod layout;
+pub mod lexer;
+mod objects;
+mod std_metrics;
+
+use std::collections::HashSet;
+
+use lopdf::{Dictionary, Document, Object, ObjectId};
+
+use super::document::{ExtractedDoc, PageText};
+use crate::{Error, Result};
+use objects::{dict_get, resolve, stream_bytes};
+
+/// Deepest page tree accepted.
+const MAX_TREE_DEPTH: usize = 64;
+
+/// Extracts the text of every page of the PDF in `bytes`.
+pub fn extract(bytes: &[u8]) -> Result<ExtractedDoc> {
+    extract_pages(bytes, |_| true)
+}
+
+/// Extracts the pages whose 1-based number `want` accepts (others come back
+/// with empty text, so page numbers stay physical).
+pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<ExtractedDoc> {
+    let doc = open(bytes)?;
+    let mut out = ExtractedDoc::default();
+    read_info(&doc, &mut out);
+
+    let pages = page_ids(&doc);
+    if pages.is_empty() {
+        return Err(Error::Pdf("damaged PDF: no pages could be found".into()));
+    }
+    let labels = labels::page_labels(&doc, pages.len());
+    let mut fonts = interp::FontCache::new();
+    let mut seen = HashSet::new();
+    for (i, &page_id) in pages.iter().enumerate() {
+        let number = i as u32 + 1;
+        let mut page = PageText {
+            page: number,
+            label: labels.get(i).cloned().flatten(),
+            ..PageText::default()
+        };
+        if want(number) {
+            let (laid, warnings) = page_text(&doc, page_id, &mut fonts);
+            page.text = laid.text;
+            page.headings = laid.headings;
+            for w in warnings {
+                // Each kind of problem is reported once, at its first page.
+                if seen.insert(w.clone()) {
+                    out.warnings.push(format!("page {number}: {w}"));
+                }
+            }
+        }
+        out.pages.push(page);
+    }
+    Ok(out)
+}
+
+fn open(bytes: &[u8]) -> Result<Document> {
+    if bytes.is_empty() {
+        return Err(Error::Pdf("empty file (0 bytes)".into()));
+    }
+    let head = &bytes[..bytes.len().min(1024)];
+    if !head.windows(5).any(|w| w == b"%PDF-") {
+        return Err(Error::Pdf("not a PDF (no %PDF- header)".into()));
+    }
+    let doc = Document::load_mem(bytes).map_err(|e| Error::Pdf(format!("damaged PDF: {e}")))?;
+    if doc.trailer.has(b"Encrypt") && doc.authenticate_password("").is_err() {
+        return Err(Error::Pdf(
+            "encrypted PDF: it needs a password to open (only PDFs with an empty user password can be read)".into(),
+        ));
+    }
+    Ok(doc)
+}
+
+fn read_info(doc: &Document, out: &mut ExtractedDoc) {
+    let Some(info) = doc
+        .trailer
+        .get(b"Info")
+        .ok()
+        .and_then(|o| resolve(doc, o))
+        .and_then(|o| o.as_dict().ok())
+    else {
+        return;
+    };
+    let text = |key: &[u8]| match dict_get(doc, info, key) {
+        Some(Object::String(s, _)) => {
+            let t = encoding::decode_text_string(s).trim().to_string();
+            (!t.is_empty()).then_some(t)
+        }
+        _ => None,
+    };
+    out.title = text(b"Title");
+    out.author = text(b"Author");
+    out.created = text(b"CreationDate").map(|d| pdf_date(&d));
+    out.modified = text(b"ModDate").map(|d| pdf_date(&d));
+}
+
+/// `D:20250314093000+09'00'` -> `2025-03-14T09:30:00+09:00` (as much as is there).
+fn pdf_date(s: &str) -> String {
+    let d = s.trim().trim_start_matches("D:");
+    let digits: String = d.chars().take_while(char::is_ascii_digit).collect();
+    if digits.len() < 4 {
+        return s.to_string();
+    }
+    let part = |a: usize, b: usize, def: &'static str| digits.get(a..b).unwrap_or(def).to_string();
+    let mut out = format!(
+        "{}-{}-{}T{}:{}:{}",
+        part(0, 4, "0000"),
+        part(4, 6, "01"),
+        part(6, 8, "01"),
+        part(8, 10, "00"),
+        part(10, 12, "00"),
+        part(12, 14, "00")
+    );
+    let tz = &d[digits.len()..];
+    match tz.chars().next() {
+        Some('Z') => out.push('Z'),
+        Some(sign @ ('+' | '-')) => {
+            let n: String = tz.chars().filter(char::is_ascii_digit).collect();
+            if n.len() >= 2 {
+                out.push_str(&format!("{sign}{}:{}", &n[..2], n.get(2..4).unwrap_or("00")));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Page object ids in order, walking the page tree with cycle protection.
+fn page_ids(doc: &Document) -> Vec<ObjectId> {
+    let mut out = Vec::new();
+    let Some(root) = doc
+        .trailer
+        .get(b"Root")
+        .ok()
+        .and_then(|o| resolve(doc, o))
+        .and_then(|o| o.as_dict().ok())
+    else {
+        return out;
+    };
+    let Ok(Object::Reference(pages)) = root.get(b"Pages") else {
+        return out;
+    };
+    let mut seen = HashSet::new();
+    let mut stack: Vec<(ObjectId, usize)> = vec![(*pages, 0)];
+    while let Some((id, depth)) = stack.pop() {
+        if !seen.insert(id) || depth > MAX_TREE_DEPTH {
+            continue;
+        }
+        let Some(dict) = doc.objects.get(&id).and_then(|o| o.as_dict().ok()) else {
+            continue;
+        };
+        let is_page = dict.get_type().map(|t| t == b"Page").unwrap_or(!dict.has(b"Kids"));
+        if is_page {
+            out.push(id);
+            continue;
+        }
+        if let Some(Object::Array(kids)) = dict_get(doc, dict, b"Kids") {
+            for kid in kids.iter().rev() {
+                if let Object::Reference(kid) = kid {
+                    stack.push((*kid, depth + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The page's /Resources, inherited from its ancestors when absent.
+fn resources<'a>(doc: &'a Document, page: &'a Dictionary) -> Option<&'a Dictionary> {
+    let mut node = page;
+    for _ in 0..MAX_TREE_DEPTH {
+        if let Some(r) = dict_get(doc, node, b"Resources").and_then(|o| o.as_dict().ok()) {
+            return Some(r);
+        }
+        node = dict_get(doc, node, b"Parent")?.as_dict().ok()?;
+    }
+    None
+}
+
+fn page_text(
+    doc: &Document,
+    page_id: ObjectId,
+    fonts: &mut interp::FontCache,
+) -> (layout::LaidOut, Vec<String>) {
+    let mut warnings = Vec::new();
+    let Some(page) = doc.objects.get(&page_id).and_then(|o| o.as_dict().ok()) else {
+        return (layout::LaidOut::default(), vec!["page object is missing".into()]);
+    };
+    let mut content = Vec::new();
+    match page.get(b"Contents").ok().and_then(|o| resolve(doc, o)) {
+        Some(Object::Array(parts)) => {
+            for part in parts {
+                match stream_bytes(doc, part) {
+                    Some(b) => {
+                        content.extend_from_slice(&b);
+                        content.push(b'\n');
+                    }
+                    None => warnings.push("a content stream could not be decoded".to_string()),
+                }
+            }
+        }
+        Some(obj @ Object::Stream(_)) => match stream_bytes(doc, obj) {
+            Some(b) => content = b,
+            None => warnings.push("the content stream could not be decoded".to_string()),
+        },
+        _ => {}
+    }
+    let mut it = interp::Interpreter::new(doc, fonts);
+    it.run(&content, resources(doc, page), [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    warnings.append(&mut it.warnings);
+    (layout::lay_out(&it.out), warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(pdf_date("D:20250314093000+09'00'"), "2025-03-14T09:30:00+09:00");
+        assert_eq!(pdf_date("D:2024"), "2024-01-01T00:00:00");
+        assert_eq!(pdf_date("D:20240102030405Z"), "2024-01-02T03:04:05Z");
+        assert_eq!(pdf_date("garbage"), "garbage");
+    }
+
+    #[test]
+    fn not_a_pdf() {
+        assert!(matches!(extract(b""), Err(Error::Pdf(m)) if m.contains("empty")));
+        assert!(matches!(extract(b"<html>"), Err(Error::Pdf(m)) if m.contains("not a PDF")));
+        assert!(matches!(extract(b"%PDF-1.4\n\x00\x01garbage"), Err(Error::Pdf(_))));
+    }
+}

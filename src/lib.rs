@@ -1,0 +1,16 @@
+//! shirabe (調べ, "an inquiry"): ask your PDF archives questions from a
+//! terminal and get answers that cite the document and page.
+//!
+//! The library is organised as the data flows:
+//! [`ingest`] (files -> pages -> chunks) -> [`index`] (tantivy BM25 index and
+//! its manifest) -> [`retrieve`] (ranked passages with snippets).
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod ingest;
+pub mod retrieve;
+pub mod samples;
+
+pub use error::{Error, Result};
