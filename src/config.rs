@@ -65,7 +65,8 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// The XDG location of the config file.
     pub fn default_path() -> Option<PathBuf> {
-        directories::ProjectDirs::from("", "", "shirabe").map(|d| d.config_dir().join("config.toml"))
+        directories::ProjectDirs::from("", "", "shirabe")
+            .map(|d| d.config_dir().join("config.toml"))
     }
 
     /// Loads `explicit` (which must exist) or the default file (which may not).
@@ -78,8 +79,9 @@ impl ConfigFile {
             },
         };
         match std::fs::read_to_string(&path) {
-            Ok(s) => toml::from_str(&s)
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+            Ok(s) => {
+                toml::from_str(&s).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 Ok(ConfigFile::default())
             }

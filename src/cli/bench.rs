@@ -23,8 +23,22 @@ const SYLLABLES: [&str; 24] = [
     "bo", "an", "er", "in", "on", "us", "el", "ti",
 ];
 const JA_WORDS: [&str; 16] = [
-    "会議", "予算", "承認", "倉庫", "大阪", "報告", "決定", "事項", "担当", "期限", "売上", "改善",
-    "計画", "次回", "議事録", "検討",
+    "会議",
+    "予算",
+    "承認",
+    "倉庫",
+    "大阪",
+    "報告",
+    "決定",
+    "事項",
+    "担当",
+    "期限",
+    "売上",
+    "改善",
+    "計画",
+    "次回",
+    "議事録",
+    "検討",
 ];
 
 /// A small deterministic generator (xorshift64*).
@@ -86,7 +100,13 @@ fn synthetic_chunk(rng: &mut Rng, ordinal: u32) -> Chunk {
         page_end: ordinal + 1,
         page_labels: Vec::new(),
         section: None,
-        spans: vec![Span { page: ordinal + 1, start: 0, end: chars, at: 0, label: None }],
+        spans: vec![Span {
+            page: ordinal + 1,
+            start: 0,
+            end: chars,
+            at: 0,
+            label: None,
+        }],
         tokens: shirabe::ingest::tokens::estimate(&text),
         text,
     }
@@ -107,7 +127,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
-    let BenchWhat::Search { chunks, queries, dir, json } = &a.what;
+    let BenchWhat::Search {
+        chunks,
+        queries,
+        dir,
+        json,
+    } = &a.what;
     let tmp;
     let dir: PathBuf = match dir {
         Some(d) => d.clone(),
@@ -117,7 +142,9 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
         }
     };
     let mut build_rate = None;
-    let existing = ShirabeIndex::open(&dir).ok().map(|i| -> Result<u64> { Ok(i.reader()?.searcher().num_docs()) });
+    let existing = ShirabeIndex::open(&dir)
+        .ok()
+        .map(|i| -> Result<u64> { Ok(i.reader()?.searcher().num_docs()) });
     let have = match existing {
         Some(n) => n?,
         None => 0,
@@ -133,7 +160,9 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
         let per_doc = 100;
         for d in 0..chunks.div_ceil(per_doc) {
             let n = per_doc.min(chunks - d * per_doc);
-            let batch: Vec<Chunk> = (0..n as u32).map(|i| synthetic_chunk(&mut rng, i)).collect();
+            let batch: Vec<Chunk> = (0..n as u32)
+                .map(|i| synthetic_chunk(&mut rng, i))
+                .collect();
             let key = format!("/bench/doc-{d:06}.pdf");
             index.add_chunks(&writer, &key, &key, Some("Synthetic document"), &batch)?;
         }
@@ -142,7 +171,10 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
         let secs = started.elapsed().as_secs_f64();
         build_rate = Some(*chunks as f64 / secs);
         if !s.quiet && !json {
-            eprintln!("indexed {chunks} synthetic chunks in {secs:.1}s ({:.0} chunks/s)", *chunks as f64 / secs);
+            eprintln!(
+                "indexed {chunks} synthetic chunks in {secs:.1}s ({:.0} chunks/s)",
+                *chunks as f64 / secs
+            );
         }
     }
     let index = ShirabeIndex::open(&dir)?;
@@ -159,14 +191,28 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
     };
     for _ in 0..50 {
         let q = make_query(&mut rng);
-        retrieve::search(&index, &SearchRequest { query: q, limit: 10, doc_glob: None })?;
+        retrieve::search(
+            &index,
+            &SearchRequest {
+                query: q,
+                limit: 10,
+                doc_glob: None,
+            },
+        )?;
     }
     let mut times = Vec::with_capacity(*queries);
     let mut found = 0usize;
     for _ in 0..*queries {
         let q = make_query(&mut rng);
         let t = Instant::now();
-        let hits = retrieve::search(&index, &SearchRequest { query: q, limit: 10, doc_glob: None })?;
+        let hits = retrieve::search(
+            &index,
+            &SearchRequest {
+                query: q,
+                limit: 10,
+                doc_glob: None,
+            },
+        )?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         found += usize::from(!hits.is_empty());
     }
@@ -183,8 +229,14 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
         )?;
         writeln!(out)?;
     } else {
-        writeln!(out, "search latency over {chunks} chunks, {queries} queries (top 10, with snippets):")?;
-        writeln!(out, "  p50 {p50:.2} ms   p99 {p99:.2} ms   mean {mean:.2} ms   ({found} queries had hits)")?;
+        writeln!(
+            out,
+            "search latency over {chunks} chunks, {queries} queries (top 10, with snippets):"
+        )?;
+        writeln!(
+            out,
+            "  p50 {p50:.2} ms   p99 {p99:.2} ms   mean {mean:.2} ms   ({found} queries had hits)"
+        )?;
         if let Some(r) = build_rate {
             writeln!(out, "  indexing: {r:.0} chunks/s")?;
         }

@@ -58,7 +58,8 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
         match e {
             Event::Started { files } => bar.set_length(*files as u64),
             Event::FileDone { pages: p, .. } => {
-                let total = pages.fetch_add(u64::from(*p), std::sync::atomic::Ordering::Relaxed) + u64::from(*p);
+                let total = pages.fetch_add(u64::from(*p), std::sync::atomic::Ordering::Relaxed)
+                    + u64::from(*p);
                 let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 bar.set_message(format!("{total} pages ({rate:.0} pages/s)"));
                 bar.inc(1);
@@ -87,10 +88,20 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
         }
     }
     for f in &report.failed {
-        writeln!(out, "{} {}: {}", st.error("failed:"), st.path(&f.path), f.error)?;
+        writeln!(
+            out,
+            "{} {}: {}",
+            st.error("failed:"),
+            st.path(&f.path),
+            f.error
+        )?;
     }
     for p in &report.empty {
-        writeln!(out, "empty: {}: no extractable text (a scan without a text layer?)", st.path(p))?;
+        writeln!(
+            out,
+            "empty: {}: no extractable text (a scan without a text layer?)",
+            st.path(p)
+        )?;
     }
     for p in &report.pruned {
         writeln!(out, "pruned: {}", st.path(p))?;
@@ -103,7 +114,11 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
             report.indexed,
             report.unchanged,
             report.failed.len(),
-            if report.pruned.is_empty() { String::new() } else { format!(", {} pruned", report.pruned.len()) },
+            if report.pruned.is_empty() {
+                String::new()
+            } else {
+                format!(", {} pruned", report.pruned.len())
+            },
             report.pages,
             report.chunks,
             report.seconds,
@@ -171,7 +186,11 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
         }
     }
     out.flush()?;
-    Ok(if hits.is_empty() { Status::Partial } else { Status::Success })
+    Ok(if hits.is_empty() {
+        Status::Partial
+    } else {
+        Status::Success
+    })
 }
 
 /// Parses "1-3,7" into a page filter.
@@ -180,8 +199,17 @@ fn page_filter(spec: &str) -> Result<Vec<(u32, u32)>> {
         .map(|part| {
             let part = part.trim();
             let (a, b) = part.split_once('-').unwrap_or((part, part));
-            let a: u32 = a.trim().parse().with_context(|| format!("--pages: bad page {a:?}"))?;
-            let b: u32 = if b.trim().is_empty() { u32::MAX } else { b.trim().parse().with_context(|| format!("--pages: bad page {b:?}"))? };
+            let a: u32 = a
+                .trim()
+                .parse()
+                .with_context(|| format!("--pages: bad page {a:?}"))?;
+            let b: u32 = if b.trim().is_empty() {
+                u32::MAX
+            } else {
+                b.trim()
+                    .parse()
+                    .with_context(|| format!("--pages: bad page {b:?}"))?
+            };
             anyhow::ensure!(a >= 1 && a <= b, "--pages: bad range {part:?}");
             Ok((a, b))
         })
@@ -191,7 +219,11 @@ fn page_filter(spec: &str) -> Result<Vec<(u32, u32)>> {
 pub fn extract(s: &Settings, a: &ExtractArgs) -> Result<Status> {
     let ranges = a.pages.as_deref().map(page_filter).transpose()?;
     let path = a.file.clone();
-    let want = move |p: u32| ranges.as_ref().is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= p && p <= hi));
+    let want = move |p: u32| {
+        ranges
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= p && p <= hi))
+    };
     let want2 = want.clone();
     let doc = with_big_stack(move || -> shirabe::Result<_> {
         let kind = ingest::FileKind::of(&path).ok_or(shirabe::Error::Unsupported)?;
@@ -253,13 +285,19 @@ fn dir_size(dir: &Path) -> u64 {
 
 pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
-    let manifest = index.manifest.clone().unwrap_or_else(|| shirabe::index::manifest::Manifest {
-        schema_version: shirabe::index::manifest::SCHEMA_VERSION,
-        analyzer: String::new(),
-        tokenizer: shirabe::ingest::tokens::TokenizerInfo { kind: "unknown".into(), source: String::new() },
-        chunking: Default::default(),
-        files: Default::default(),
-    });
+    let manifest = index
+        .manifest
+        .clone()
+        .unwrap_or_else(|| shirabe::index::manifest::Manifest {
+            schema_version: shirabe::index::manifest::SCHEMA_VERSION,
+            analyzer: String::new(),
+            tokenizer: shirabe::ingest::tokens::TokenizerInfo {
+                kind: "unknown".into(),
+                source: String::new(),
+            },
+            chunking: Default::default(),
+            files: Default::default(),
+        });
     let reader = index.reader()?;
     let chunks = reader.searcher().num_docs();
     let count = |st: FileStatus| manifest.files.values().filter(|f| f.status == st).count();
@@ -286,7 +324,12 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
         writeln!(out)?;
     } else {
         let st = Style::new(s.color);
-        writeln!(out, "index      {} ({:.1} MB)", s.index.display(), bytes as f64 / 1e6)?;
+        writeln!(
+            out,
+            "index      {} ({:.1} MB)",
+            s.index.display(),
+            bytes as f64 / 1e6
+        )?;
         writeln!(
             out,
             "files      {} ({} ok, {} empty, {} failed)",
@@ -298,7 +341,11 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
         writeln!(out, "pages      {pages}")?;
         writeln!(out, "chunks     {chunks}")?;
         writeln!(out, "analyzer   {}", manifest.analyzer)?;
-        writeln!(out, "tokenizer  {} ({})", manifest.tokenizer.kind, manifest.tokenizer.source)?;
+        writeln!(
+            out,
+            "tokenizer  {} ({})",
+            manifest.tokenizer.kind, manifest.tokenizer.source
+        )?;
         writeln!(
             out,
             "chunking   {} tokens, {} overlap",
@@ -312,7 +359,14 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
                     FileStatus::Empty => "empty".to_string(),
                     FileStatus::Failed => st.error("failed"),
                 };
-                write!(out, "{:6} {:>5} pages {:>5} chunks  {}", state, f.pages, f.chunks, st.path(&f.path))?;
+                write!(
+                    out,
+                    "{:6} {:>5} pages {:>5} chunks  {}",
+                    state,
+                    f.pages,
+                    f.chunks,
+                    st.path(&f.path)
+                )?;
                 if let Some(e) = &f.error {
                     write!(out, "  ({e})")?;
                 }

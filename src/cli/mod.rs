@@ -53,13 +53,16 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         (None, Some("always")) => ColorChoice::Always,
         (None, Some("never")) => ColorChoice::Never,
         (None, Some("auto") | None) => ColorChoice::Auto,
-        (None, Some(other)) => anyhow::bail!("config: color must be auto, always or never, not {other:?}"),
+        (None, Some(other)) => {
+            anyhow::bail!("config: color must be auto, always or never, not {other:?}")
+        }
     };
     let color = match color_choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stdout().is_terminal()
         }
     };
     let mut chunking = ChunkParams::default();

@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn english_is_stemmed_and_folded() {
-        assert_eq!(words("Running Cafés, grew 12%"), ["run", "cafe", "grew", "12"]);
+        assert_eq!(
+            words("Running Cafés, grew 12%"),
+            ["run", "cafe", "grew", "12"]
+        );
     }
 
     #[test]

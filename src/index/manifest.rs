@@ -113,7 +113,10 @@ mod tests {
         let mut m = Manifest {
             schema_version: SCHEMA_VERSION,
             analyzer: "a".into(),
-            tokenizer: TokenizerInfo { kind: "estimate".into(), source: "x".into() },
+            tokenizer: TokenizerInfo {
+                kind: "estimate".into(),
+                source: "x".into(),
+            },
             chunking: ChunkParams::default(),
             files: BTreeMap::new(),
         };

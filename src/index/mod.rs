@@ -13,8 +13,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
-    STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -164,7 +163,9 @@ impl ShirabeIndex {
 
     /// A writer (holds tantivy's lock until dropped).
     pub fn writer(&self) -> Result<IndexWriter> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4);
         self.index
             .writer_with_num_threads(threads, WRITER_HEAP_BYTES * threads)
             .map_err(|e| match e {
@@ -234,9 +235,15 @@ impl ShirabeIndex {
             d.add_text(f.text, &c.text);
             d.add_u64(f.page_start, u64::from(c.page_start));
             d.add_u64(f.page_end, u64::from(c.page_end));
-            d.add_text(f.page_labels, serde_json::to_string(&c.page_labels).unwrap_or_default());
+            d.add_text(
+                f.page_labels,
+                serde_json::to_string(&c.page_labels).unwrap_or_default(),
+            );
             d.add_text(f.spans, serde_json::to_string(&c.spans).unwrap_or_default());
-            d.add_text(f.content_hash, &blake3::hash(c.text.as_bytes()).to_hex()[..32]);
+            d.add_text(
+                f.content_hash,
+                &blake3::hash(c.text.as_bytes()).to_hex()[..32],
+            );
             d.add_u64(f.ordinal, u64::from(c.ordinal));
             d.add_u64(f.tokens, c.tokens as u64);
             writer.add_document(d)?;

@@ -93,17 +93,35 @@ pub fn chunk(doc: &ExtractedDoc, counter: &TokenCounter, params: ChunkParams) ->
             let section = headings.len().checked_sub(1);
             let tokens = counter.count(&text[start..end]);
             if tokens <= target {
-                units.push(Unit { page: pi, start, end, tokens, section });
+                units.push(Unit {
+                    page: pi,
+                    start,
+                    end,
+                    tokens,
+                    section,
+                });
                 continue;
             }
             for (s, e) in sentences(text, start, end) {
                 let tokens = counter.count(&text[s..e]);
                 if tokens <= target {
-                    units.push(Unit { page: pi, start: s, end: e, tokens, section });
+                    units.push(Unit {
+                        page: pi,
+                        start: s,
+                        end: e,
+                        tokens,
+                        section,
+                    });
                 } else {
                     for (a, b) in hard_split(text, s, e, tokens, target) {
                         let tokens = counter.count(&text[a..b]);
-                        units.push(Unit { page: pi, start: a, end: b, tokens, section });
+                        units.push(Unit {
+                            page: pi,
+                            start: a,
+                            end: b,
+                            tokens,
+                            section,
+                        });
                     }
                 }
             }
@@ -142,7 +160,13 @@ pub fn chunk(doc: &ExtractedDoc, counter: &TokenCounter, params: ChunkParams) ->
     chunks
 }
 
-fn build(doc: &ExtractedDoc, units: &[Unit], headings: &[String], ordinal: u32, counter: &TokenCounter) -> Chunk {
+fn build(
+    doc: &ExtractedDoc,
+    units: &[Unit],
+    headings: &[String],
+    ordinal: u32,
+    counter: &TokenCounter,
+) -> Chunk {
     let mut text = String::new();
     let mut spans: Vec<Span> = Vec::new();
     let mut i = 0;
@@ -250,7 +274,13 @@ fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
 
 /// Splits an over-long sentence into pieces of about `target` tokens, at
 /// whitespace where there is some (CJK text may have none).
-fn hard_split(text: &str, start: usize, end: usize, tokens: usize, target: usize) -> Vec<(usize, usize)> {
+fn hard_split(
+    text: &str,
+    start: usize,
+    end: usize,
+    tokens: usize,
+    target: usize,
+) -> Vec<(usize, usize)> {
     let len = end - start;
     let pieces = tokens.div_ceil(target).max(1);
     let step = len.div_ceil(pieces).max(1);
@@ -305,7 +335,13 @@ mod tests {
         assert_eq!(c[0].page_labels, ["p1", "p2"]);
         assert_eq!(
             c[0].spans[1],
-            Span { page: 2, start: 0, end: 10, at: 27, label: Some("p2".into()) }
+            Span {
+                page: 2,
+                start: 0,
+                end: 10,
+                at: 27,
+                label: Some("p2".into())
+            }
         );
     }
 
@@ -314,7 +350,10 @@ mod tests {
         let para = "This sentence has some words in it. ".repeat(6);
         let pages: Vec<String> = (0..20).map(|_| format!("{para}\n\n{para}")).collect();
         let refs: Vec<&str> = pages.iter().map(String::as_str).collect();
-        let params = ChunkParams { target_tokens: 120, overlap_tokens: 60 };
+        let params = ChunkParams {
+            target_tokens: 120,
+            overlap_tokens: 60,
+        };
         let c = chunk(&doc(&refs), &TokenCounter::Estimate, params);
         assert!(c.len() > 10);
         for ch in &c {
@@ -327,8 +366,14 @@ mod tests {
 
     #[test]
     fn spans_point_back_into_page_text() {
-        let d = doc(&["日本語の文です。次の文です。\n\nAnother paragraph here.", "Page two text."]);
-        let params = ChunkParams { target_tokens: 16, overlap_tokens: 0 };
+        let d = doc(&[
+            "日本語の文です。次の文です。\n\nAnother paragraph here.",
+            "Page two text.",
+        ]);
+        let params = ChunkParams {
+            target_tokens: 16,
+            overlap_tokens: 0,
+        };
         for c in chunk(&d, &TokenCounter::Estimate, params) {
             let chunk_chars: Vec<char> = c.text.chars().collect();
             for s in &c.spans {
@@ -343,15 +388,24 @@ mod tests {
     #[test]
     fn cjk_sentences_split() {
         let text = "会議を開始した。予算を承認した！質問はあるか？";
-        let s: Vec<_> = sentences(text, 0, text.len()).into_iter().map(|(a, b)| &text[a..b]).collect();
-        assert_eq!(s, ["会議を開始した。", "予算を承認した！", "質問はあるか？"]);
+        let s: Vec<_> = sentences(text, 0, text.len())
+            .into_iter()
+            .map(|(a, b)| &text[a..b])
+            .collect();
+        assert_eq!(
+            s,
+            ["会議を開始した。", "予算を承認した！", "質問はあるか？"]
+        );
     }
 
     #[test]
     fn sections_follow_headings() {
         let mut d = doc(&["Intro text.\n\nRevenue\n\nRevenue grew.", "More."]);
         d.pages[0].headings = vec![(13, "Revenue".into())];
-        let params = ChunkParams { target_tokens: 4, overlap_tokens: 0 };
+        let params = ChunkParams {
+            target_tokens: 4,
+            overlap_tokens: 0,
+        };
         let c = chunk(&d, &TokenCounter::Estimate, params);
         assert_eq!(c[0].section, None);
         assert_eq!(c.last().unwrap().section.as_deref(), Some("Revenue"));

@@ -201,7 +201,9 @@ fn discover(paths: &[PathBuf]) -> (Vec<Candidate>, Vec<Failure>) {
                 }
                 Ok(_) => {}
                 Err(e) => failed.push(Failure {
-                    path: e.path().map_or(root.display().to_string(), |p| p.display().to_string()),
+                    path: e
+                        .path()
+                        .map_or(root.display().to_string(), |p| p.display().to_string()),
                     error: e.to_string(),
                 }),
             }
@@ -252,10 +254,16 @@ fn process(
         Err(e) => return fail(record, Error::io(&c.path, e)),
     };
     record.size = bytes.len() as u64;
-    record.mtime = std::fs::metadata(&c.path).map(|m| mtime_secs(&m)).unwrap_or(0);
+    record.mtime = std::fs::metadata(&c.path)
+        .map(|m| mtime_secs(&m))
+        .unwrap_or(0);
     record.hash = blake3::hash(&bytes).to_hex().to_string();
     if let Some(old) = manifest.get(&c.key) {
-        if !force && old.hash == record.hash && old.status != FileStatus::Failed && old.path == c.given {
+        if !force
+            && old.hash == record.hash
+            && old.status != FileStatus::Failed
+            && old.path == c.given
+        {
             return Outcome::Unchanged;
         }
     }
@@ -264,11 +272,12 @@ fn process(
         Err(e) => return fail(record, e),
     };
     drop(bytes);
-    let title = doc.title.clone().or_else(|| {
-        c.path.file_stem().map(|s| s.to_string_lossy().into_owned())
-    });
-    let chunks = catch_unwind(AssertUnwindSafe(|| chunk::chunk(&doc, counter, params)))
-        .unwrap_or_default();
+    let title = doc
+        .title
+        .clone()
+        .or_else(|| c.path.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    let chunks =
+        catch_unwind(AssertUnwindSafe(|| chunk::chunk(&doc, counter, params))).unwrap_or_default();
     record.pages = doc.pages.len() as u32;
     record.chunks = chunks.len() as u32;
     record.warnings = doc.warnings;
@@ -305,7 +314,8 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
     let (mut candidates, mut failed) = discover(&opts.paths);
     if force && !manifest.files.is_empty() {
         report.notes.push(
-            "tokenizer or chunk settings changed since the last ingest: re-chunking every file".into(),
+            "tokenizer or chunk settings changed since the last ingest: re-chunking every file"
+                .into(),
         );
         let have: HashSet<String> = candidates.iter().map(|c| c.key.clone()).collect();
         for (key, rec) in &manifest.files {
@@ -352,10 +362,13 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         let snapshot = &snapshot;
         s.spawn(move || {
             pool.install(|| {
-                cands.par_iter().enumerate().for_each_with(tx, |tx, (i, c)| {
-                    let out = process(c, snapshot, force, counter, opts.chunking);
-                    let _ = tx.send((i, out));
-                })
+                cands
+                    .par_iter()
+                    .enumerate()
+                    .for_each_with(tx, |tx, (i, c)| {
+                        let out = process(c, snapshot, force, counter, opts.chunking);
+                        let _ = tx.send((i, out));
+                    })
             })
         });
         for (i, outcome) in rx {
@@ -363,7 +376,11 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
             let mut pages = 0;
             match outcome {
                 Outcome::Unchanged => report.unchanged += 1,
-                Outcome::Indexed { record, title, chunks } => {
+                Outcome::Indexed {
+                    record,
+                    title,
+                    chunks,
+                } => {
                     index.delete_doc(&writer, &c.key);
                     index.add_chunks(&writer, &c.key, &c.given, title.as_deref(), &chunks)?;
                     pages = record.pages;

@@ -24,7 +24,10 @@ pub fn load(bytes: &[u8], markdown: bool) -> ExtractedDoc {
             } else if !in_code && t.starts_with('#') {
                 let title = t.trim_start_matches('#');
                 if title.starts_with(' ') && t.len() - title.len() <= 6 {
-                    headings.push((offset, title.trim().trim_end_matches('#').trim().to_string()));
+                    headings.push((
+                        offset,
+                        title.trim().trim_end_matches('#').trim().to_string(),
+                    ));
                 }
             }
             offset += line.len();
@@ -49,8 +52,15 @@ mod tests {
 
     #[test]
     fn markdown_headings_become_sections() {
-        let doc = load(b"# Notes\n\nIntro.\n\n```\n# not a heading\n```\n## Osaka warehouse\nText.\n", true);
-        let headings: Vec<_> = doc.pages[0].headings.iter().map(|(_, h)| h.as_str()).collect();
+        let doc = load(
+            b"# Notes\n\nIntro.\n\n```\n# not a heading\n```\n## Osaka warehouse\nText.\n",
+            true,
+        );
+        let headings: Vec<_> = doc.pages[0]
+            .headings
+            .iter()
+            .map(|(_, h)| h.as_str())
+            .collect();
         assert_eq!(headings, ["Notes", "Osaka warehouse"]);
         assert_eq!(doc.title.as_deref(), Some("Notes"));
         let (off, _) = doc.pages[0].headings[1];

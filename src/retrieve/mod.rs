@@ -130,7 +130,9 @@ pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
             .iter()
             .flat_map(|m| m.files.iter())
             .filter(|(key, rec)| {
-                let name = std::path::Path::new(&rec.path).file_name().unwrap_or_default();
+                let name = std::path::Path::new(&rec.path)
+                    .file_name()
+                    .unwrap_or_default();
                 matcher.is_match(&rec.path) || matcher.is_match(key) || matcher.is_match(name)
             })
             .map(|(key, _)| {
@@ -143,7 +145,8 @@ pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let any: Vec<(Occur, Box<dyn Query>)> = keys.into_iter().map(|q| (Occur::Should, q)).collect();
+        let any: Vec<(Occur, Box<dyn Query>)> =
+            keys.into_iter().map(|q| (Occur::Should, q)).collect();
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
     }
     let query = BooleanQuery::new(clauses);
@@ -155,7 +158,11 @@ pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
     let mut hits = Vec::with_capacity(top.len());
     for (score, addr) in top {
         let doc: TantivyDocument = searcher.doc(addr)?;
-        let text_of = |field| doc.get_first(field).and_then(|v| v.as_str()).map(str::to_string);
+        let text_of = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
         let num_of = |field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
         let text = text_of(f.text).unwrap_or_default();
         let spans: Vec<Span> = text_of(f.spans)
@@ -236,14 +243,23 @@ pub fn snippet(text: &str, wanted: &HashSet<String>) -> Snippet {
         out.push('…');
         offset = 1;
     }
-    out.extend(text[bs..be].chars().map(|c| if c.is_whitespace() { ' ' } else { c }));
+    out.extend(
+        text[bs..be]
+            .chars()
+            .map(|c| if c.is_whitespace() { ' ' } else { c }),
+    );
     if end < n {
         out.push('…');
     }
     let highlights = matches
         .iter()
         .filter(|(_, from, to)| *from >= bs && *to <= be)
-        .map(|(_, from, to)| (to_char(*from) - start + offset, to_char(*to) - start + offset))
+        .map(|(_, from, to)| {
+            (
+                to_char(*from) - start + offset,
+                to_char(*to) - start + offset,
+            )
+        })
         .collect();
     Snippet {
         text: out,
@@ -262,7 +278,11 @@ mod tests {
 
     #[test]
     fn snippet_centres_on_matches() {
-        let text = format!("{} revenue grew twelve percent {}", "filler ".repeat(60), "tail ".repeat(60));
+        let text = format!(
+            "{} revenue grew twelve percent {}",
+            "filler ".repeat(60),
+            "tail ".repeat(60)
+        );
         let s = snippet(&text, &set(&["revenu", "grew"]));
         assert!(s.text.starts_with('…') && s.text.ends_with('…'));
         let hl: Vec<String> = s
@@ -290,6 +310,9 @@ mod tests {
     fn query_parsing() {
         let p = parse(r#"osaka "budget approved" 会議"#);
         assert_eq!(p.words, ["osaka", "会議"]);
-        assert_eq!(p.phrases, [vec!["budget".to_string(), "approv".to_string()]]);
+        assert_eq!(
+            p.phrases,
+            [vec!["budget".to_string(), "approv".to_string()]]
+        );
     }
 }

@@ -47,7 +47,10 @@ pub struct CMap {
 }
 
 fn code_of(bytes: &[u8]) -> u32 {
-    bytes.iter().take(4).fold(0u32, |acc, &b| acc << 8 | u32::from(b))
+    bytes
+        .iter()
+        .take(4)
+        .fold(0u32, |acc, &b| acc << 8 | u32::from(b))
 }
 
 fn utf16_units(bytes: &[u8]) -> Vec<u16> {
@@ -162,12 +165,14 @@ impl CMap {
         if let Some(s) = self.chars.get(&code) {
             return Some(Cow::Borrowed(s));
         }
-        let range = self.ranges.iter().rev().find(|r| r.lo <= code && code <= r.hi)?;
+        let range = self
+            .ranges
+            .iter()
+            .rev()
+            .find(|r| r.lo <= code && code <= r.hi)?;
         let offset = code - range.lo;
         match &range.target {
-            RangeTarget::Each(items) => items
-                .get(offset as usize)
-                .map(|s| Cow::Borrowed(&**s)),
+            RangeTarget::Each(items) => items.get(offset as usize).map(|s| Cow::Borrowed(&**s)),
             RangeTarget::Start(units) => {
                 let mut units = units.clone();
                 let last = units.last_mut()?;

@@ -60,11 +60,14 @@ enum Kind {
         text: Vec<Option<Box<str>>>,
         widths: Vec<f32>,
     },
-    Composite {
-        codes: Codes,
-        to_unicode: Option<CMap>,
-        widths: CidWidths,
-    },
+    Composite(Box<Composite>),
+}
+
+#[derive(Debug)]
+struct Composite {
+    codes: Codes,
+    to_unicode: Option<CMap>,
+    widths: CidWidths,
 }
 
 /// A font ready to decode strings.
@@ -83,7 +86,9 @@ impl Font {
     /// Builds a font from its dictionary. Never fails: what cannot be read
     /// falls back to defaults, so text keeps flowing.
     pub fn load(doc: &Document, dict: &Dictionary) -> Font {
-        let subtype = dict_get(doc, dict, b"Subtype").and_then(name_of).unwrap_or(b"");
+        let subtype = dict_get(doc, dict, b"Subtype")
+            .and_then(name_of)
+            .unwrap_or(b"");
         let name = dict_get(doc, dict, b"BaseFont")
             .and_then(name_of)
             .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -199,9 +204,10 @@ impl Font {
                 widths.iter_mut().for_each(|w| *w = fallback);
             }
             for (i, w) in ws.iter().enumerate() {
-                if let (Some(slot), Some(w)) =
-                    (widths.get_mut(first + i), super::objects::resolve(doc, w).and_then(number))
-                {
+                if let (Some(slot), Some(w)) = (
+                    widths.get_mut(first + i),
+                    super::objects::resolve(doc, w).and_then(number),
+                ) {
                     *slot = w * scale;
                 }
             }
@@ -225,7 +231,9 @@ impl Font {
             Some(Object::Name(n)) => predefined_cmap(n),
             Some(obj @ Object::Stream(s)) => {
                 let vertical = dict_get(doc, &s.dict, b"WMode").and_then(number) == Some(1.0);
-                let cmap = stream_bytes(doc, obj).map(|b| CMap::parse(&b)).unwrap_or_default();
+                let cmap = stream_bytes(doc, obj)
+                    .map(|b| CMap::parse(&b))
+                    .unwrap_or_default();
                 (Codes::Embedded(cmap), vertical)
             }
             _ => (Codes::Identity, false),
@@ -251,11 +259,11 @@ impl Font {
             name,
             vertical,
             size_scale: 1.0,
-            kind: Kind::Composite {
+            kind: Kind::Composite(Box::new(Composite {
                 codes,
                 to_unicode,
                 widths,
-            },
+            })),
         }
     }
 
@@ -263,9 +271,7 @@ impl Font {
     pub fn lacks_unicode(&self) -> bool {
         match &self.kind {
             Kind::Simple { .. } => false,
-            Kind::Composite {
-                codes, to_unicode, ..
-            } => to_unicode.is_none() && !matches!(codes, Codes::Utf16),
+            Kind::Composite(c) => c.to_unicode.is_none() && !matches!(c.codes, Codes::Utf16),
         }
     }
 
@@ -282,11 +288,12 @@ impl Font {
                     });
                 }
             }
-            Kind::Composite {
-                codes,
-                to_unicode,
-                widths,
-            } => {
+            Kind::Composite(c) => {
+                let Composite {
+                    codes,
+                    to_unicode,
+                    widths,
+                } = &**c;
                 let mut i = 0;
                 while i < bytes.len() {
                     let rest = &bytes[i..];
@@ -355,11 +362,8 @@ fn parse_cid_widths(doc: &Document, w: &[Object], out: &mut CidWidths) {
                 out.list
                     .extend(list.iter().map(|o| number(o).unwrap_or(1000.0) * 0.001));
                 if !list.is_empty() {
-                    out.ranges.push((
-                        first,
-                        first + list.len() as u32 - 1,
-                        WidthOf::From(start),
-                    ));
+                    out.ranges
+                        .push((first, first + list.len() as u32 - 1, WidthOf::From(start)));
                 }
                 i += 2;
             }
@@ -420,7 +424,10 @@ fn type1_builtin_encoding(doc: &Document, descriptor: &Dictionary) -> Option<Vec
     let clear = &data[..end];
     let enc_at = find(clear, b"/Encoding")?;
     let rest = &clear[enc_at..];
-    if rest[9..].trim_ascii_start().starts_with(b"StandardEncoding") {
+    if rest[9..]
+        .trim_ascii_start()
+        .starts_with(b"StandardEncoding")
+    {
         return None;
     }
     let mut lexer = Lexer::new(rest);
@@ -517,7 +524,10 @@ mod tests {
         let mut doc = Document::with_version("1.5");
         let program = b"%!PS-AdobeFont-1.0: CMR10\n/Encoding 256 array\n0 1 255 {1 index exch /.notdef put} for\ndup 11 /ff put\ndup 65 /A put\nreadonly def\ncurrentfile eexec\n\x00\x01".to_vec();
         let len1 = program.len() - 2;
-        let file = doc.add_object(Stream::new(dictionary! { "Length1" => len1 as i64 }, program));
+        let file = doc.add_object(Stream::new(
+            dictionary! { "Length1" => len1 as i64 },
+            program,
+        ));
         let font = dictionary! {
             "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "CMR10",
             "FontDescriptor" => dictionary! { "FontFile" => file, "Flags" => 4 },

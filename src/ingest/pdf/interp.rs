@@ -157,11 +157,7 @@ impl<'d, 'c> Interpreter<'d, 'c> {
             }
             self.ops_left -= 1;
             match op {
-                b"q" => {
-                    if stack.len() < MAX_GSTATE_DEPTH {
-                        stack.push(gs.clone());
-                    }
-                }
+                b"q" if stack.len() < MAX_GSTATE_DEPTH => stack.push(gs.clone()),
                 b"Q" => {
                     if let Some(saved) = stack.pop() {
                         gs = saved;
@@ -281,7 +277,10 @@ impl<'d, 'c> Interpreter<'d, 'c> {
     }
 
     fn font(&mut self, resources: Option<&'d Dictionary>, name: &[u8]) -> Option<Rc<Font>> {
-        let fonts = resources.and_then(|r| dict_get(self.doc, r, b"Font"))?.as_dict().ok()?;
+        let fonts = resources
+            .and_then(|r| dict_get(self.doc, r, b"Font"))?
+            .as_dict()
+            .ok()?;
         let entry = fonts.get(name).ok()?;
         if let Object::Reference(id) = entry {
             if let Some(font) = self.fonts.get(id) {
@@ -293,7 +292,10 @@ impl<'d, 'c> Interpreter<'d, 'c> {
             self.fonts.insert(*id, font.clone());
             return Some(font);
         }
-        let font = Rc::new(Font::load(self.doc, resolve(self.doc, entry)?.as_dict().ok()?));
+        let font = Rc::new(Font::load(
+            self.doc,
+            resolve(self.doc, entry)?.as_dict().ok()?,
+        ));
         self.note_font(&font);
         Some(font)
     }
@@ -401,7 +403,11 @@ impl<'d, 'c> Interpreter<'d, 'c> {
         self.forms.pop();
     }
 
-    fn actual_text(&self, resources: Option<&'d Dictionary>, props: Option<&Operand>) -> Option<String> {
+    fn actual_text(
+        &self,
+        resources: Option<&'d Dictionary>,
+        props: Option<&Operand>,
+    ) -> Option<String> {
         let text = match props? {
             Operand::Dict(entries) => entries.iter().find_map(|(k, v)| match v {
                 Operand::String(s) if k == b"ActualText" => Some(s.clone()),

@@ -32,7 +32,12 @@ pub fn page_labels(doc: &Document, pages: usize) -> Vec<Option<String>> {
         .collect()
 }
 
-fn collect<'a>(doc: &'a Document, node: &'a Dictionary, out: &mut Vec<(usize, &'a Dictionary)>, depth: usize) {
+fn collect<'a>(
+    doc: &'a Document,
+    node: &'a Dictionary,
+    out: &mut Vec<(usize, &'a Dictionary)>,
+    depth: usize,
+) {
     if depth > 32 || out.len() > 100_000 {
         return;
     }
@@ -60,7 +65,10 @@ fn label(doc: &Document, dict: &Dictionary, offset: usize) -> String {
         Some(Object::String(s, _)) => decode_text_string(s),
         _ => String::new(),
     };
-    let start = dict_get(doc, dict, b"St").and_then(number).unwrap_or(1.0).max(1.0) as usize;
+    let start = dict_get(doc, dict, b"St")
+        .and_then(number)
+        .unwrap_or(1.0)
+        .max(1.0) as usize;
     let n = start + offset;
     let body = match dict_get(doc, dict, b"S") {
         Some(Object::Name(s)) => match s.as_slice() {
@@ -78,8 +86,19 @@ fn label(doc: &Document, dict: &Dictionary, offset: usize) -> String {
 
 fn roman(mut n: usize) -> String {
     const TABLE: [(usize, &str); 13] = [
-        (1000, "m"), (900, "cm"), (500, "d"), (400, "cd"), (100, "c"), (90, "xc"),
-        (50, "l"), (40, "xl"), (10, "x"), (9, "ix"), (5, "v"), (4, "iv"), (1, "i"),
+        (1000, "m"),
+        (900, "cm"),
+        (500, "d"),
+        (400, "cd"),
+        (100, "c"),
+        (90, "xc"),
+        (50, "l"),
+        (40, "xl"),
+        (10, "x"),
+        (9, "ix"),
+        (5, "v"),
+        (4, "iv"),
+        (1, "i"),
     ];
     if n == 0 || n > 100_000 {
         return n.to_string();

@@ -208,7 +208,11 @@ fn xy_cut(frags: &[Frag], idx: Vec<usize>, depth: usize, out: &mut Vec<Vec<usize
     }
 
     // Rows: cut at every vertical gap clearly wider than the usual line gap.
-    let rows = merged(idx.iter().map(|&i| (-frags[i].top(), -frags[i].bottom())).collect());
+    let rows = merged(
+        idx.iter()
+            .map(|&i| (-frags[i].top(), -frags[i].bottom()))
+            .collect(),
+    );
     if rows.len() > 1 {
         let gaps: Vec<f32> = rows.windows(2).map(|w| w[1].0 - w[0].1).collect();
         let threshold = (0.45 * em).max(1.5 * median(gaps.clone()));
@@ -237,7 +241,10 @@ fn xy_cut(frags: &[Frag], idx: Vec<usize>, depth: usize, out: &mut Vec<Vec<usize
 /// The x position of a gutter that splits `idx` into columns, if any.
 fn column_cut(frags: &[Frag], idx: &[usize], em: f32) -> Option<f32> {
     let top = idx.iter().map(|&i| frags[i].top()).fold(f32::MIN, f32::max);
-    let bottom = idx.iter().map(|&i| frags[i].bottom()).fold(f32::MAX, f32::min);
+    let bottom = idx
+        .iter()
+        .map(|&i| frags[i].bottom())
+        .fold(f32::MAX, f32::min);
     if top - bottom < 2.0 * em {
         return None; // a single line is never split into columns
     }
@@ -267,8 +274,16 @@ fn is_table_like(frags: &[Frag], idx: &[usize], cut: f32, em: f32, narrow: f32) 
     if narrow > 10.0 * em {
         return false;
     }
-    let left: Vec<f32> = idx.iter().filter(|&&i| frags[i].x1 <= cut).map(|&i| frags[i].y).collect();
-    let right: Vec<f32> = idx.iter().filter(|&&i| frags[i].x0 >= cut).map(|&i| frags[i].y).collect();
+    let left: Vec<f32> = idx
+        .iter()
+        .filter(|&&i| frags[i].x1 <= cut)
+        .map(|&i| frags[i].y)
+        .collect();
+    let right: Vec<f32> = idx
+        .iter()
+        .filter(|&&i| frags[i].x0 >= cut)
+        .map(|&i| frags[i].y)
+        .collect();
     if left.is_empty() {
         return false;
     }
@@ -290,7 +305,10 @@ fn body_size(blocks: &[Vec<Frag>]) -> f32 {
             None => sizes.push((s, n)),
         }
     }
-    sizes.into_iter().max_by_key(|&(_, n)| n).map_or(10.0, |(s, _)| s)
+    sizes
+        .into_iter()
+        .max_by_key(|&(_, n)| n)
+        .map_or(10.0, |(s, _)| s)
 }
 
 struct Line {
@@ -459,8 +477,16 @@ mod tests {
     fn two_columns_read_left_then_right() {
         let mut words = Vec::new();
         for (i, y) in [700.0, 688.0, 676.0].iter().enumerate() {
-            let l: &'static str = ["left one alpha lexical retrieval", "left two beta", "left three gamma"][i];
-            let r: &'static str = ["right one delta dense retrieval", "right two eps", "right three zeta"][i];
+            let l: &'static str = [
+                "left one alpha lexical retrieval",
+                "left two beta",
+                "left three gamma",
+            ][i];
+            let r: &'static str = [
+                "right one delta dense retrieval",
+                "right two eps",
+                "right three zeta",
+            ][i];
             words.extend(line(72.0, *y, l));
             words.extend(line(300.0, *y, r));
         }
@@ -480,12 +506,29 @@ mod tests {
             x += w.len() as f32 * 8.0 + 5.0;
         }
         for (i, y) in [700.0, 688.0].iter().enumerate() {
-            words.extend(line(72.0, *y, ["aaa bbb ccc ddd eee fff ggg hhh", "eee fff ggg hhh"][i]));
-            words.extend(line(300.0, *y, ["iii jjj kkk lll mmm nnn ooo ppp", "mmm nnn ooo ppp"][i]));
+            words.extend(line(
+                72.0,
+                *y,
+                ["aaa bbb ccc ddd eee fff ggg hhh", "eee fff ggg hhh"][i],
+            ));
+            words.extend(line(
+                300.0,
+                *y,
+                ["iii jjj kkk lll mmm nnn ooo ppp", "mmm nnn ooo ppp"][i],
+            ));
         }
         let out = lay_out(&page(&words));
-        assert!(out.text.starts_with("A Study of Retrieval\n\naaa bbb"), "{}", out.text);
-        assert!(out.text.ends_with("iii jjj kkk lll mmm nnn ooo ppp\nmmm nnn ooo ppp"), "{}", out.text);
+        assert!(
+            out.text.starts_with("A Study of Retrieval\n\naaa bbb"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text
+                .ends_with("iii jjj kkk lll mmm nnn ooo ppp\nmmm nnn ooo ppp"),
+            "{}",
+            out.text
+        );
         assert_eq!(out.headings, vec![(0, "A Study of Retrieval".to_string())]);
     }
 

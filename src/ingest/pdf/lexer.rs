@@ -49,7 +49,10 @@ fn is_white(b: u8) -> bool {
 }
 
 fn is_delim(b: u8) -> bool {
-    matches!(b, b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%')
+    matches!(
+        b,
+        b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%'
+    )
 }
 
 fn is_regular(b: u8) -> bool {
@@ -198,7 +201,10 @@ impl<'a> Lexer<'a> {
         let start = self.pos;
         let mut end = self.pos;
         while end < self.data.len()
-            && matches!(self.data[end], b'+' | b'-' | b'.' | b'0'..=b'9' | b'e' | b'E')
+            && matches!(
+                self.data[end],
+                b'+' | b'-' | b'.' | b'0'..=b'9' | b'e' | b'E'
+            )
         {
             end += 1;
         }
@@ -354,9 +360,9 @@ impl<'a> Lexer<'a> {
 
     fn at_keyword_operand(&self) -> bool {
         let rest = &self.data[self.pos..];
-        [&b"true"[..], b"false", b"null"].iter().any(|k| {
-            rest.starts_with(k) && rest.get(k.len()).is_none_or(|&c| !is_regular(c))
-        })
+        [&b"true"[..], b"false", b"null"]
+            .iter()
+            .any(|k| rest.starts_with(k) && rest.get(k.len()).is_none_or(|&c| !is_regular(c)))
     }
 
     /// Skips a nested bracketed run without building it (too deep to keep).
@@ -420,7 +426,9 @@ pub fn parse_number(bytes: &[u8]) -> Option<f32> {
     let v: f32 = if t.is_empty() || t == "." {
         0.0
     } else {
-        t.parse().ok().or_else(|| t.trim_end_matches('.').parse().ok())?
+        t.parse()
+            .ok()
+            .or_else(|| t.trim_end_matches('.').parse().ok())?
     };
     if !v.is_finite() {
         return None;

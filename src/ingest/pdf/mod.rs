@@ -133,7 +133,11 @@ fn pdf_date(s: &str) -> String {
         Some(sign @ ('+' | '-')) => {
             let n: String = tz.chars().filter(char::is_ascii_digit).collect();
             if n.len() >= 2 {
-                out.push_str(&format!("{sign}{}:{}", &n[..2], n.get(2..4).unwrap_or("00")));
+                out.push_str(&format!(
+                    "{sign}{}:{}",
+                    &n[..2],
+                    n.get(2..4).unwrap_or("00")
+                ));
             }
         }
         _ => {}
@@ -165,7 +169,10 @@ fn page_ids(doc: &Document) -> Vec<ObjectId> {
         let Some(dict) = doc.objects.get(&id).and_then(|o| o.as_dict().ok()) else {
             continue;
         };
-        let is_page = dict.get_type().map(|t| t == b"Page").unwrap_or(!dict.has(b"Kids"));
+        let is_page = dict
+            .get_type()
+            .map(|t| t == b"Page")
+            .unwrap_or(!dict.has(b"Kids"));
         if is_page {
             out.push(id);
             continue;
@@ -200,7 +207,10 @@ fn page_text(
 ) -> (layout::LaidOut, Vec<String>) {
     let mut warnings = Vec::new();
     let Some(page) = doc.objects.get(&page_id).and_then(|o| o.as_dict().ok()) else {
-        return (layout::LaidOut::default(), vec!["page object is missing".into()]);
+        return (
+            layout::LaidOut::default(),
+            vec!["page object is missing".into()],
+        );
     };
     let mut content = Vec::new();
     match page.get(b"Contents").ok().and_then(|o| resolve(doc, o)) {
@@ -222,7 +232,11 @@ fn page_text(
         _ => {}
     }
     let mut it = interp::Interpreter::new(doc, fonts);
-    it.run(&content, resources(doc, page), [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    it.run(
+        &content,
+        resources(doc, page),
+        [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+    );
     warnings.append(&mut it.warnings);
     (layout::lay_out(&it.out), warnings)
 }
@@ -233,7 +247,10 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(pdf_date("D:20250314093000+09'00'"), "2025-03-14T09:30:00+09:00");
+        assert_eq!(
+            pdf_date("D:20250314093000+09'00'"),
+            "2025-03-14T09:30:00+09:00"
+        );
         assert_eq!(pdf_date("D:2024"), "2024-01-01T00:00:00");
         assert_eq!(pdf_date("D:20240102030405Z"), "2024-01-02T03:04:05Z");
         assert_eq!(pdf_date("garbage"), "garbage");
@@ -243,6 +260,9 @@ mod tests {
     fn not_a_pdf() {
         assert!(matches!(extract(b""), Err(Error::Pdf(m)) if m.contains("empty")));
         assert!(matches!(extract(b"<html>"), Err(Error::Pdf(m)) if m.contains("not a PDF")));
-        assert!(matches!(extract(b"%PDF-1.4\n\x00\x01garbage"), Err(Error::Pdf(_))));
+        assert!(matches!(
+            extract(b"%PDF-1.4\n\x00\x01garbage"),
+            Err(Error::Pdf(_))
+        ));
     }
 }
