@@ -400,13 +400,17 @@ mod tests {
 
     #[test]
     fn sections_follow_headings() {
-        let mut d = doc(&["Intro text.\n\nRevenue\n\nRevenue grew.", "More."]);
-        d.pages[0].headings = vec![(13, "Revenue".into())];
+        let intro = "Intro text that runs for a while before anything.";
+        let body = "Revenue grew twelve percent in the third quarter.";
+        let page1 = format!("{intro}\n\nRevenue\n\n{body}");
+        let mut d = doc(&[&page1, "More text on the next page, still revenue."]);
+        d.pages[0].headings = vec![(intro.len() + 2, "Revenue".into())];
         let params = ChunkParams {
-            target_tokens: 4,
+            target_tokens: 16,
             overlap_tokens: 0,
         };
         let c = chunk(&d, &TokenCounter::Estimate, params);
+        assert!(c.len() >= 3, "{c:?}");
         assert_eq!(c[0].section, None);
         assert_eq!(c.last().unwrap().section.as_deref(), Some("Revenue"));
     }

@@ -172,7 +172,7 @@ pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
         let span = spans
             .iter()
             .rev()
-            .find(|s| s.at <= snip.start_char)
+            .find(|s| s.at <= snip.anchor_char)
             .or(spans.first());
         hits.push(Hit {
             path: text_of(f.path).unwrap_or_default(),
@@ -201,6 +201,9 @@ pub struct Snippet {
     pub highlights: Vec<(usize, usize)>,
     /// Where the window starts in the chunk, in characters.
     pub start_char: usize,
+    /// Where its first match is in the chunk, in characters (the window
+    /// start when nothing matched): the hit's page is the page of this.
+    pub anchor_char: usize,
 }
 
 /// The window of `text` with the most distinct `wanted` terms.
@@ -261,10 +264,15 @@ pub fn snippet(text: &str, wanted: &HashSet<String>) -> Snippet {
             )
         })
         .collect();
+    let anchor_char = matches
+        .iter()
+        .find(|(_, from, _)| *from >= bs)
+        .map_or(start, |(_, from, _)| to_char(*from));
     Snippet {
         text: out,
         highlights,
         start_char: start,
+        anchor_char,
     }
 }
 

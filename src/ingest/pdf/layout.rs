@@ -229,8 +229,22 @@ fn xy_cut(frags: &[Frag], idx: Vec<usize>, depth: usize, out: &mut Vec<Vec<usize
                 let part = cuts.partition_point(|&c| c < top);
                 parts[part].push(i);
             }
-            for part in parts {
-                xy_cut(frags, part, depth + 1, out);
+            // Column headings sit in a slab of their own above the columns;
+            // slabs that share a gutter belong together.
+            let mut slabs: Vec<Vec<usize>> = Vec::with_capacity(parts.len());
+            for part in parts.into_iter().filter(|p| !p.is_empty()) {
+                if let Some(last) = slabs.last_mut() {
+                    let mut union = last.clone();
+                    union.extend_from_slice(&part);
+                    if column_cut(frags, &union, em).is_some() {
+                        *last = union;
+                        continue;
+                    }
+                }
+                slabs.push(part);
+            }
+            for slab in slabs {
+                xy_cut(frags, slab, depth + 1, out);
             }
             return;
         }

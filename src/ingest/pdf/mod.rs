@@ -15,7 +15,7 @@ mod labels;
 mod layout;
 pub mod lexer;
 mod objects;
-mod std_metrics;
+pub(crate) mod std_metrics;
 
 use std::collections::HashSet;
 
@@ -47,6 +47,7 @@ pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<Extract
     let labels = labels::page_labels(&doc, pages.len());
     let mut fonts = interp::FontCache::new();
     let mut seen = HashSet::new();
+    let (mut wanted, mut unreadable) = (0usize, 0usize);
     for (i, &page_id) in pages.iter().enumerate() {
         let number = i as u32 + 1;
         let mut page = PageText {
@@ -55,7 +56,9 @@ pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<Extract
             ..PageText::default()
         };
         if want(number) {
-            let (laid, warnings) = page_text(&doc, page_id, &mut fonts);
+            let (laid, warnings, readable) = page_text(&doc, page_id, &mut fonts);
+            wanted += 1;
+            unreadable += usize::from(!readable);
             page.text = laid.text;
             page.headings = laid.headings;
             for w in warnings {
@@ -66,6 +69,11 @@ pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<Extract
             }
         }
         out.pages.push(page);
+    }
+    if wanted > 0 && unreadable == wanted {
+        return Err(Error::Pdf(
+            "damaged PDF: the content of its pages could not be read".into(),
+        ));
     }
     Ok(out)
 }
@@ -200,36 +208,49 @@ fn resources<'a>(doc: &'a Document, page: &'a Dictionary) -> Option<&'a Dictiona
     None
 }
 
+/// One page's text, its warnings, and whether any of its content could be read.
 fn page_text(
     doc: &Document,
     page_id: ObjectId,
     fonts: &mut interp::FontCache,
-) -> (layout::LaidOut, Vec<String>) {
+) -> (layout::LaidOut, Vec<String>, bool) {
     let mut warnings = Vec::new();
     let Some(page) = doc.objects.get(&page_id).and_then(|o| o.as_dict().ok()) else {
         return (
             layout::LaidOut::default(),
             vec!["page object is missing".into()],
+            false,
         );
     };
     let mut content = Vec::new();
-    match page.get(b"Contents").ok().and_then(|o| resolve(doc, o)) {
-        Some(Object::Array(parts)) => {
+    let mut readable = true;
+    match page.get(b"Contents").ok().map(|o| resolve(doc, o)) {
+        None => {} // a blank page
+        Some(Some(Object::Array(parts))) => {
+            let mut read = 0;
             for part in parts {
                 match stream_bytes(doc, part) {
                     Some(b) => {
                         content.extend_from_slice(&b);
                         content.push(b'\n');
+                        read += 1;
                     }
                     None => warnings.push("a content stream could not be decoded".to_string()),
                 }
             }
+            readable = read > 0 || parts.is_empty();
         }
-        Some(obj @ Object::Stream(_)) => match stream_bytes(doc, obj) {
+        Some(Some(obj @ Object::Stream(_))) => match stream_bytes(doc, obj) {
             Some(b) => content = b,
-            None => warnings.push("the content stream could not be decoded".to_string()),
+            None => {
+                warnings.push("the content stream could not be decoded".to_string());
+                readable = false;
+            }
         },
-        _ => {}
+        Some(_) => {
+            warnings.push("the content stream is missing".to_string());
+            readable = false;
+        }
     }
     let mut it = interp::Interpreter::new(doc, fonts);
     it.run(
@@ -238,7 +259,7 @@ fn page_text(
         [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
     );
     warnings.append(&mut it.warnings);
-    (layout::lay_out(&it.out), warnings)
+    (layout::lay_out(&it.out), warnings, readable)
 }
 
 #[cfg(test)]

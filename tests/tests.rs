@@ -1,0 +1,409 @@
+//! Integration tests: run the `shirabe` binary on the generated corpus.
+
+mod fuzz;
+mod util;
+
+use std::time::Duration;
+
+use util::{file_name, Sandbox};
+
+#[test]
+fn extract_prints_pages_separated_by_form_feeds() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let pdf = corpus.join("quarterly-report.pdf");
+    let out = sb.expect(&["extract", pdf.to_str().unwrap()], 0);
+    let pages: Vec<&str> = out.split('\x0c').collect();
+    // N pages, each followed by a form feed.
+    assert!(pages.len() >= 3, "{out}");
+    assert_eq!(pages.last(), Some(&""));
+    assert!(out.contains("Osaka"), "{out}");
+}
+
+#[test]
+fn extract_json_has_pages_labels_and_metadata() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let pdf = corpus.join("quarterly-report.pdf");
+    let out = sb.expect(&["extract", pdf.to_str().unwrap(), "--json"], 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["title"], "Northwind Quarterly Report Q3 2025");
+    assert_eq!(v["author"], "Finance Office");
+    let pages = v["pages"].as_array().unwrap();
+    assert_eq!(pages[0]["page"], 1);
+    assert_eq!(pages[0]["label"], "i");
+    assert_eq!(pages[1]["label"], "1");
+    assert_eq!(pages[2]["label"], "2");
+}
+
+#[test]
+fn ligatures_and_hyphenation_are_resolved() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let pdf = corpus.join("quarterly-report.pdf");
+    let out = sb.expect(&["extract", pdf.to_str().unwrap()], 0);
+    assert!(out.contains("profit"), "{out}");
+    assert!(!out.contains('\u{fb01}') && !out.contains('\u{fb02}'));
+    assert!(out.contains("infrastructure"), "{out}");
+    assert!(!out.contains("infra-"), "{out}");
+}
+
+#[test]
+fn two_column_paper_reads_columns_in_order_with_spaces() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let pdf = corpus.join("two-column-paper.pdf");
+    let out = sb.expect(&["extract", pdf.to_str().unwrap(), "--pages", "1"], 0);
+    let lexical = out
+        .find("Lexical retrieval ranks")
+        .expect("left column text");
+    let dense = out
+        .find("Dense retrieval embeds")
+        .expect("right column text");
+    let left_heading = out.find("1 Lexical retrieval").expect("left heading");
+    let right_heading = out.find("2 Dense retrieval").expect("right heading");
+    assert!(
+        left_heading < lexical && lexical < right_heading && right_heading < dense,
+        "{out}"
+    );
+    assert!(lexical < dense, "left column must come first:\n{out}");
+    // Words come from TJ gaps, not space characters: none may run together.
+    let longest = out
+        .split_whitespace()
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap();
+    assert!(longest < 25, "words ran together:\n{out}");
+}
+
+#[test]
+fn japanese_cid_font_round_trips() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let pdf = corpus.join("japanese-minutes.pdf");
+    let out = sb.expect(&["extract", pdf.to_str().unwrap()], 0);
+    assert!(out.contains("議事録"), "{out}");
+    assert!(out.contains("決定事項"), "{out}");
+    let zh = corpus.join("chinese-notice.pdf");
+    let out = sb.expect(&["extract", zh.to_str().unwrap()], 0);
+    assert!(
+        out.chars()
+            .filter(|c| ('\u{4e00}'..='\u{9fff}').contains(c))
+            .count()
+            > 20,
+        "{out}"
+    );
+}
+
+#[test]
+fn ingest_and_search_the_sample_corpus() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    // The damaged file fails: exit 1, the rest is indexed.
+    let out = sb.expect(&["ingest", corpus.to_str().unwrap()], 1);
+    assert!(out.contains("damaged.pdf"), "{out}");
+
+    let hits = sb.search_json("Osaka warehouse", &[]);
+    assert!(!hits.is_empty());
+    for key in [
+        "path",
+        "page_start",
+        "page_end",
+        "page_label",
+        "chunk_id",
+        "score",
+        "text",
+        "snippet",
+    ] {
+        assert!(hits[0].get(key).is_some(), "missing {key}");
+    }
+    let names: Vec<String> = hits.iter().map(file_name).collect();
+    assert!(
+        names.iter().any(|n| n == "quarterly-report.pdf"),
+        "{names:?}"
+    );
+
+    // Japanese queries, typed without spaces.
+    let hits = sb.search_json("大阪倉庫の拡張計画", &[]);
+    assert_eq!(file_name(&hits[0]), "japanese-minutes.pdf");
+    let hits = sb.search_json("決定事項", &[]);
+    assert!(hits
+        .iter()
+        .take(3)
+        .any(|h| file_name(h) == "japanese-minutes.pdf"));
+    let hits = sb.search_json("销售额增长", &[]);
+    assert_eq!(file_name(&hits[0]), "chinese-notice.pdf");
+
+    // --doc restricts to matching files.
+    let hits = sb.search_json("budget", &["--doc", "*minutes*"]);
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| file_name(h).contains("minutes")));
+
+    // No hits: exit 1 and no output.
+    assert_eq!(sb.expect(&["search", "xylophonequartz"], 1), "");
+}
+
+#[test]
+fn search_reports_printed_page_labels() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(
+        &[
+            "ingest",
+            corpus.join("quarterly-report.pdf").to_str().unwrap(),
+        ],
+        0,
+    );
+    // "expect" is only on the last page (physical 4, printed "3").
+    let hits = sb.search_json("expect", &["-k", "1"]);
+    let h = &hits[0];
+    assert_eq!(h["page"], 4);
+    assert_eq!(h["page_label"], "3");
+    // The cover page is labelled "i".
+    let hits = sb.search_json("unaudited", &["-k", "1"]);
+    assert_eq!(hits[0]["page"], 1);
+    assert_eq!(hits[0]["page_label"], "i");
+}
+
+#[test]
+fn markdown_headings_become_sections() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.join("notes.md").to_str().unwrap()], 0);
+    let hits = sb.search_json("Osaka", &[]);
+    assert!(hits[0]["section"].as_str().is_some(), "{:?}", hits[0]);
+}
+
+#[test]
+fn bad_inputs_are_reported_and_skipped() {
+    let sb = Sandbox::new();
+    let bad = sb.path().join("bad");
+    let files = shirabe::samples::write_bad_inputs(&bad).unwrap();
+    std::fs::write(
+        bad.join("good.txt"),
+        "a perfectly readable file about zebras",
+    )
+    .unwrap();
+    let out = sb.run(&["ingest", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<String> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{} {}", f["path"], f["error"]))
+        .collect();
+    let joined = failed.join("\n");
+    for name in ["empty.pdf", "not-a-pdf.pdf", "encrypted-secret.pdf"] {
+        assert!(joined.contains(name), "{name} not reported:\n{joined}");
+    }
+    assert!(joined.contains("password"), "{joined}");
+    assert!(joined.contains("not a PDF"), "{joined}");
+    // The good file and the readable ones went in.
+    assert_eq!(file_name(&sb.search_json("zebras", &[])[0]), "good.txt");
+    let hits = sb.search_json("\"encrypted but readable\"", &[]);
+    assert_eq!(file_name(&hits[0]), "encrypted-empty-password.pdf");
+    let hits = sb.search_json("\"second page survives\"", &[]);
+    assert_eq!(file_name(&hits[0]), "garbage-stream.pdf");
+    assert!(files.len() >= 8);
+}
+
+#[test]
+fn huge_pdf_is_fine() {
+    let sb = Sandbox::new();
+    let path = sb.path().join("long.pdf");
+    std::fs::write(&path, shirabe::samples::long_pdf(1200)).unwrap();
+    sb.expect(&["ingest", path.to_str().unwrap()], 0);
+    let hits = sb.search_json("keyword1117", &[]);
+    assert_eq!(hits[0]["page"], 1117);
+}
+
+#[test]
+fn incremental_ingest_skips_updates_and_prunes() {
+    let sb = Sandbox::new();
+    let docs = sb.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("a.txt"), "alpha apples").unwrap();
+    std::fs::write(docs.join("b.md"), "# B\n\nbeta bananas").unwrap();
+    let d = docs.to_str().unwrap();
+    let report = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["ingest", d, "--json"];
+        a.extend_from_slice(args);
+        serde_json::from_slice(&sb.run(&a).stdout).unwrap()
+    };
+    let r = report(&[]);
+    assert_eq!(
+        (r["indexed"].as_u64(), r["unchanged"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let r = report(&[]);
+    assert_eq!(
+        (r["indexed"].as_u64(), r["unchanged"].as_u64()),
+        (Some(0), Some(2))
+    );
+    // Change one file: only it is re-indexed, and old text is gone.
+    std::fs::write(docs.join("a.txt"), "alpha apricots").unwrap();
+    let r = report(&[]);
+    assert_eq!(
+        (r["indexed"].as_u64(), r["unchanged"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(sb.search_json("apples", &[]).is_empty());
+    assert_eq!(sb.search_json("apricots", &[]).len(), 1);
+    // Delete one: without --prune it stays, with --prune it goes.
+    std::fs::remove_file(docs.join("b.md")).unwrap();
+    report(&[]);
+    assert_eq!(sb.search_json("bananas", &[]).len(), 1);
+    let r = report(&["--prune"]);
+    assert_eq!(r["pruned"].as_array().unwrap().len(), 1);
+    assert!(sb.search_json("bananas", &[]).is_empty());
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["files"], 1);
+    assert_eq!(status["chunks"], 1);
+}
+
+#[test]
+fn sigkill_during_ingest_then_recovery() {
+    let sb = Sandbox::new();
+    let docs = sb.path().join("many");
+    std::fs::create_dir(&docs).unwrap();
+    let n = 40;
+    for i in 0..n {
+        std::fs::write(
+            docs.join(format!("doc{i:03}.pdf")),
+            shirabe::samples::long_pdf(150),
+        )
+        .unwrap();
+    }
+    let d = docs.to_str().unwrap();
+    // Kill at several moments; each time the index must open and search.
+    for delay_ms in [150u64, 400, 900] {
+        let mut child = sb
+            .cmd(&["ingest", d, "--quiet", "--jobs", "2"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let out = sb.run(&["search", "keyword7", "--json"]);
+        assert!(matches!(out.status.code(), Some(0) | Some(1) | Some(2)));
+        if sb.index().join("tantivy/meta.json").exists() {
+            assert_ne!(
+                out.status.code(),
+                Some(2),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // The next ingest completes the job without duplicates.
+    sb.expect(&["ingest", d, "--quiet"], 0);
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.expect(&["status", "--json", "--files"], 0)).unwrap();
+    assert_eq!(status["files"], n);
+    // The index holds exactly the chunks the manifest lists: no duplicates.
+    let listed: u64 = status["file_list"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|f| f["chunks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(status["chunks"].as_u64().unwrap(), listed);
+    let hits = sb.search_json("keyword7", &["-k", "1000"]);
+    let mut ids: Vec<&str> = hits
+        .iter()
+        .map(|h| h["chunk_id"].as_str().unwrap())
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "duplicate chunks");
+    let mut paths: Vec<&str> = hits.iter().map(|h| h["path"].as_str().unwrap()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), n, "every document found once more");
+}
+
+#[test]
+fn head_closing_the_pipe_is_not_an_error() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.run(&["ingest", corpus.to_str().unwrap()]);
+    let mut child = sb
+        .cmd(&[
+            "extract",
+            corpus.join("quarterly-report.pdf").to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn missing_index_and_bad_flags_are_clear_errors() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["search", "anything"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no index") && err.contains("shirabe ingest"),
+        "{err}"
+    );
+    let out = sb.run(&["ingest", "x", "--chunk-tokens", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sb.run(&["extract", "nope.pdf"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.pdf"));
+}
+
+#[test]
+fn real_qwen_tokenizer_counts_when_available() {
+    let tok =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/models/qwen3-tokenizer");
+    if !tok.join("tokenizer.json").exists() {
+        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the exact-token test");
+        return;
+    }
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(
+        &[
+            "ingest",
+            corpus.to_str().unwrap(),
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--chunk-tokens",
+            "120",
+        ],
+        1,
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["tokenizer"]["kind"], "huggingface");
+    let counter = shirabe::ingest::tokens::TokenCounter::load(&tok.join("tokenizer.json")).unwrap();
+    for h in sb.search_json("the", &["-k", "200"]) {
+        let n = counter.count(h["text"].as_str().unwrap());
+        assert!(n <= 160, "chunk of {n} tokens exceeds the target");
+    }
+}
