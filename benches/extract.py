@@ -83,23 +83,27 @@ LANGS = ("en", "cjk")
 RUNNER_SRC = r"""
 import os, sys, time, resource
 inp, out = sys.stdin.buffer, sys.stdout
+null = os.open(os.devnull, os.O_RDONLY)
 for line in inp:
     fields = line.rstrip(b"\n").split(b"\0")
-    o, e, cpu, argv = fields[0], fields[1], int(fields[2]), fields[3:]
+    cpu, argv = int(fields[2]), fields[3:]
+    fo = os.open(fields[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fe = os.open(fields[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:
+        # As little Python as possible between fork and exec: pages the child
+        # touches here would count in its peak RSS.
         try:
-            fd = os.open(o, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600); os.dup2(fd, 1)
-            fd = os.open(e, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600); os.dup2(fd, 2)
-            fd = os.open(os.devnull, os.O_RDONLY); os.dup2(fd, 0)
+            os.dup2(null, 0); os.dup2(fo, 1); os.dup2(fe, 2)
             if cpu > 0:
                 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-            os.execvp(argv[0], argv)
+            os.execv(argv[0], argv)
         except BaseException as ex:
-            try: os.write(2, ("exec failed: %r\n" % (ex,)).encode())
+            try: os.write(2, b"exec failed: " + repr(ex).encode() + b"\n")
             except BaseException: pass
         os._exit(127)
+    os.close(fo); os.close(fe)
     _, status, ru = os.wait4(pid, 0)
     wall = time.perf_counter() - t0
     out.write("%d %.6f %.6f %.6f %d\n" % (status, wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss))
@@ -125,7 +129,9 @@ class Run:
         if os.WIFSIGNALED(self.status):
             sig = os.WTERMSIG(self.status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            return f"killed by {name}" + (" (CPU time limit)" if sig in (signal.SIGXCPU, signal.SIGKILL) else "")
+            why = {signal.SIGXCPU: " (CPU time limit)",
+                   signal.SIGKILL: " (CPU hard limit or OOM killer?)"}.get(sig, "")
+            return f"killed by {name}{why}"
         return f"exit {os.WEXITSTATUS(self.status)}"
 
 
@@ -141,6 +147,8 @@ class Runner:
 
     def run(self, argv: list[str]) -> Run:
         out, err = self.tmp / "out", self.tmp / "err"
+        exe = shutil.which(argv[0]) if os.sep not in argv[0] else argv[0]
+        argv = [exe or argv[0], *argv[1:]]
         fields = [str(out), str(err), str(self.cpu_limit), *argv]
         if any("\n" in f or "\0" in f for f in fields):
             raise ValueError(f"argument with newline/NUL not supported: {argv!r}")

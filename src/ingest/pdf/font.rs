@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use lopdf::{Dictionary, Document, Object};
 
+use super::cid::Collection;
 use super::cmap::{CMap, Codespace};
 use super::encoding::{glyph_to_unicode, BaseEncoding};
 use super::lexer::{Lexer, Operand};
@@ -67,6 +68,8 @@ enum Kind {
 struct Composite {
     codes: Codes,
     to_unicode: Option<CMap>,
+    /// The Adobe character collection, for CIDs the ToUnicode map lacks.
+    collection: Option<Collection>,
     widths: CidWidths,
 }
 
@@ -247,6 +250,16 @@ impl Font {
             default: 1.0,
             ..CidWidths::default()
         };
+        let collection = descendant
+            .and_then(|d| dict_get(doc, d, b"CIDSystemInfo"))
+            .and_then(|o| o.as_dict().ok())
+            .and_then(|info| {
+                let text = |key: &[u8]| match dict_get(doc, info, key) {
+                    Some(Object::String(s, _)) => Some(s.as_slice()),
+                    _ => None,
+                };
+                Collection::for_ordering(text(b"Registry")?, text(b"Ordering")?)
+            });
         if let Some(desc) = descendant {
             if let Some(dw) = dict_get(doc, desc, b"DW").and_then(number) {
                 widths.default = dw * 0.001;
@@ -262,6 +275,7 @@ impl Font {
             kind: Kind::Composite(Box::new(Composite {
                 codes,
                 to_unicode,
+                collection,
                 widths,
             })),
         }
@@ -271,7 +285,9 @@ impl Font {
     pub fn lacks_unicode(&self) -> bool {
         match &self.kind {
             Kind::Simple { .. } => false,
-            Kind::Composite(c) => c.to_unicode.is_none() && !matches!(c.codes, Codes::Utf16),
+            Kind::Composite(c) => {
+                c.to_unicode.is_none() && c.collection.is_none() && !matches!(c.codes, Codes::Utf16)
+            }
         }
     }
 
@@ -292,6 +308,7 @@ impl Font {
                 let Composite {
                     codes,
                     to_unicode,
+                    collection,
                     widths,
                 } = &**c;
                 let mut i = 0;
@@ -314,7 +331,13 @@ impl Font {
                             Codes::Utf16 => char::from_u32(code)
                                 .map(|c| Cow::Owned(c.to_string()))
                                 .unwrap_or(Cow::Borrowed("")),
-                            _ => Cow::Borrowed(""),
+                            // Predefined CMaps other than Identity map codes
+                            // to CIDs we cannot know; Identity and embedded ones we can.
+                            Codes::Identity | Codes::Embedded(_) => collection
+                                .and_then(|c| c.char(cid))
+                                .map(|c| Cow::Owned(c.to_string()))
+                                .unwrap_or(Cow::Borrowed("")),
+                            Codes::Spaces(_) => Cow::Borrowed(""),
                         },
                     };
                     f(Glyph {

@@ -6,6 +6,7 @@
 //! page that cannot be read yields empty text and a warning; only a file that
 //! cannot be opened at all is an error.
 
+mod cid;
 mod cmap;
 mod encoding;
 mod font;
