@@ -59,9 +59,9 @@ log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # --- tools ------------------------------------------------------------------
-command -v apt-get >/dev/null && command -v dpkg >/dev/null \
-  || die "apt-get and dpkg are needed (this script targets Debian/Ubuntu)"
-command -v python3 >/dev/null || die "python3 is needed"
+for t in apt-get dpkg python3; do
+  command -v "$t" >/dev/null || die "$t is needed (this script targets Debian/Ubuntu)"
+done
 if ! command -v pdftotext >/dev/null || ! command -v pdfinfo >/dev/null; then
   [ "$(id -u)" = 0 ] || die "pdftotext/pdfinfo missing: run 'sudo apt-get install poppler-utils'"
   log "installing poppler-utils (pdftotext, pdfinfo)..."
