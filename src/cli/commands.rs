@@ -124,7 +124,7 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
             report.seconds,
             s.index.display()
         )?;
-        if report.tokenizer.starts_with("estimate") {
+        if report.tokenizer.starts_with("estimate") && s.tokenizer.is_none() {
             writeln!(
                 out,
                 "note: token counts are estimated (no Qwen tokenizer found; pass --tokenizer or see README)"

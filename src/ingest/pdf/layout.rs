@@ -372,12 +372,16 @@ fn line_text(line: &Line) -> String {
     clean(&s)
 }
 
-/// NFKC (expands ligatures, unifies widths), no control characters, single spaces.
+/// NFKC (expands ligatures, unifies widths); no control, zero-width or
+/// replacement characters; single spaces.
 fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut space = false;
     for c in s.nfkc() {
-        if c.is_whitespace() || c.is_control() || c == '\u{fffd}' {
+        if c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{fffd}' | '\u{200b}'..='\u{200d}' | '\u{feff}')
+        {
             if c.is_whitespace() {
                 space = !out.is_empty();
             }
