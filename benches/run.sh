@@ -3,6 +3,7 @@
 #   1. extraction quality and speed against pdftotext (benches/extract.py)
 #   2. ingest of the whole corpus: pages/s, chunks/s, peak RSS (all cores)
 #   3. search latency p50/p99 on a synthetic 100K-chunk index
+#   4. Japanese retrieval with CJK bigrams vs a morphological analyser
 # Usage: benches/run.sh [CORPUS_DIR]   (default corpora/debian; fetched if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +42,9 @@ PY
 echo
 echo "== 3. search latency"
 "$bin" bench search --chunks 100000 --queries 2000
+
+echo
+echo "== 4. Japanese analysis: CJK bigrams vs morphological (janome, IPADIC)"
+venv="${TMPDIR:-/tmp}/shirabe-bench-venv"
+[ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" -q install janome; }
+"$venv/bin/python" benches/ja_analyzers.py --shirabe "$bin" --corpus "$corpus" --queries 200
