@@ -24,6 +24,9 @@ pub enum Error {
     /// A file type shirabe does not ingest.
     #[error("unsupported file type (shirabe reads .pdf, .txt and .md files)")]
     Unsupported,
+    /// There is no index in the directory.
+    #[error("no index at {} (run `shirabe ingest PATH...` first, or pass --index DIR)", .0.display())]
+    NoIndex(PathBuf),
     /// The search index could not be opened, written or queried.
     #[error("index error: {0}")]
     Index(String),

@@ -129,10 +129,7 @@ impl ShirabeIndex {
     pub fn open(dir: &Path) -> Result<ShirabeIndex> {
         let tdir = Self::tantivy_dir(dir);
         if !tdir.join("meta.json").exists() {
-            return Err(Error::Index(format!(
-                "no index in {} (run `shirabe ingest PATH...` first, or pass --index DIR)",
-                dir.display()
-            )));
+            return Err(Error::NoIndex(dir.to_path_buf()));
         }
         let index = Index::open_in_dir(&tdir)?;
         let (_, fields) = schema();
