@@ -36,6 +36,9 @@ pub enum Error {
     /// A tokenizer file could not be found or loaded.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A model could not be found, loaded or run.
+    #[error("model: {0}")]
+    Model(String),
     /// The configuration (file, flags or environment) is invalid.
     #[error("configuration: {0}")]
     Config(String),

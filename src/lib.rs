@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod index;
 pub mod ingest;
+pub mod models;
 pub mod retrieve;
 pub mod samples;
 

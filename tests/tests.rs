@@ -407,3 +407,63 @@ fn real_qwen_tokenizer_counts_when_available() {
         assert!(n <= 160, "chunk of {n} tokens exceeds the target");
     }
 }
+
+#[test]
+fn embed_command_with_a_tiny_model_and_the_real_tokenizer() {
+    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
+    if !tok.exists() {
+        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the embed command test");
+        return;
+    }
+    let sb = Sandbox::new();
+    let model = sb.path().join("tiny-embedding");
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
+    shirabe::models::testing::write_tiny(&model, &cfg, false).unwrap();
+    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    let m = model.to_str().unwrap();
+    let parse = |out: String| -> Vec<Vec<f32>> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let both = parse(sb.expect(
+        &[
+            "embed",
+            "--embed-model",
+            m,
+            "Osaka warehouse",
+            "大阪倉庫の拡張計画",
+        ],
+        0,
+    ));
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].len(), 32);
+    let norm: f32 = both[1].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+    // The same vector alone as in a batch.
+    let alone = parse(sb.expect(&["embed", "--embed-model", m, "大阪倉庫の拡張計画"], 0));
+    let diff = alone[0]
+        .iter()
+        .zip(&both[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff <= 1e-4, "{diff}");
+    let query = parse(sb.expect(
+        &[
+            "embed",
+            "--embed-model",
+            m,
+            "--query",
+            "--dims",
+            "8",
+            "Osaka warehouse",
+        ],
+        0,
+    ));
+    assert_eq!(query[0].len(), 8);
+    // A missing model is a clear error.
+    let out = sb.run(&["embed", "--embed-model", "Org/Missing", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}

@@ -58,6 +58,8 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Show what is in the index.
     Status(StatusArgs),
+    /// Embed texts with a Qwen3-Embedding model; one JSON vector per line.
+    Embed(EmbedArgs),
     /// Measure shirabe's speed.
     Bench(BenchArgs),
     /// Write the generated sample corpus to DIR (used by tests).
@@ -124,6 +126,34 @@ pub struct ExtractArgs {
     /// JSON: {"path", "pages": [{"page", "label", "text"}], ...}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `embed`
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Texts to embed; without any, one text per line of standard input.
+    #[arg(value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// Model: a local directory or a Hugging Face repo id in the local cache.
+    #[arg(
+        long,
+        env = "SHIRABE_EMBED_MODEL",
+        default_value = "Qwen/Qwen3-Embedding-0.6B",
+        value_name = "MODEL"
+    )]
+    pub embed_model: String,
+    /// Embed as search queries (adds the retrieval instruction).
+    #[arg(long)]
+    pub query: bool,
+    /// Keep only the first N dimensions (Matryoshka), renormalised.
+    #[arg(long, value_name = "N")]
+    pub dims: Option<usize>,
+    /// Weight type: f32, bf16 or f16.
+    #[arg(long, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: String,
+    /// Texts per batch.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub batch: usize,
 }
 
 /// `status`

@@ -14,7 +14,7 @@ use shirabe::index::ShirabeIndex;
 use shirabe::ingest::{self, Event, IngestOptions};
 use shirabe::retrieve::{self, SearchRequest};
 
-use super::args::{ExtractArgs, IngestArgs, SearchArgs, StatusArgs};
+use super::args::{EmbedArgs, ExtractArgs, IngestArgs, SearchArgs, StatusArgs};
 use super::style::Style;
 use super::{Settings, Status};
 
@@ -384,5 +384,38 @@ pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
     if !s.quiet {
         println!("wrote {} files to {}", files.len(), dir.display());
     }
+    Ok(Status::Success)
+}
+
+pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
+    use std::io::BufRead;
+    let dtype = match a.dtype.as_str() {
+        "f32" => candle_core::DType::F32,
+        "bf16" => candle_core::DType::BF16,
+        "f16" => candle_core::DType::F16,
+        other => anyhow::bail!("--dtype must be f32, bf16 or f16, not {other:?}"),
+    };
+    let texts: Vec<String> = if a.texts.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()?
+    } else {
+        a.texts.clone()
+    };
+    let mut embedder = shirabe::models::embed::Embedder::load(
+        &a.embed_model,
+        dtype,
+        &shirabe::models::default_device(),
+    )?;
+    embedder.dims = a.dims;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = embedder.embed(&refs, a.query, a.batch)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for v in vectors {
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
     Ok(Status::Success)
 }

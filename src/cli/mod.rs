@@ -122,6 +122,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Search(a) => commands::search(&settings, &a),
         Command::Extract(a) => commands::extract(&settings, &a),
         Command::Status(a) => commands::status(&settings, &a),
+        Command::Embed(a) => commands::embed(&settings, &a),
         Command::Bench(a) => bench::run(&settings, &a),
         Command::SampleCorpus { dir } => commands::sample_corpus(&settings, &dir),
     }

@@ -1,0 +1,195 @@
+//! Qwen3-Embedding: text -> unit vector.
+//!
+//! The recipe of the Qwen3-Embedding model card: queries (only queries) are
+//! wrapped as `Instruct: {task}\nQuery:{text}`; texts are tokenized with the
+//! model's tokenizer (which appends `<|endoftext|>`), sorted by length and
+//! batched with left padding and a real attention mask; the last token's
+//! hidden state is the embedding, L2-normalised, optionally cut to its first
+//! `dims` values (Matryoshka) and normalised again. Because padding is
+//! masked and positions count real tokens only, a text's vector is the same
+//! alone or in a batch.
+
+use candle_core::{DType, Device};
+
+use super::qwen3::{l2_normalize, Cache, Model};
+use super::ModelFiles;
+use crate::{Error, Result};
+
+/// The instruction for search queries.
+pub const DEFAULT_TASK: &str =
+    "Given a question, retrieve passages from the documents that answer it";
+
+/// An embedding model with its tokenizer.
+pub struct Embedder {
+    model: Model,
+    tokenizer: tokenizers::Tokenizer,
+    /// The task instruction put before queries.
+    pub task: String,
+    /// Longest input in tokens (longer texts are cut).
+    pub max_tokens: usize,
+    /// Keep only the first `dims` values (Matryoshka); `None` keeps all.
+    pub dims: Option<usize>,
+}
+
+impl Embedder {
+    /// Loads a model directory or cached repo id.
+    pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Embedder> {
+        let files = super::find(spec)?;
+        let tok = files
+            .tokenizer
+            .clone()
+            .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", files.dir.display())))?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&tok)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
+        Ok(Embedder::new(load_model(&files, dtype, device)?, tokenizer))
+    }
+
+    /// Wraps a loaded model and tokenizer.
+    pub fn new(model: Model, tokenizer: tokenizers::Tokenizer) -> Embedder {
+        Embedder {
+            model,
+            tokenizer,
+            task: DEFAULT_TASK.into(),
+            max_tokens: 8192,
+            dims: None,
+        }
+    }
+
+    /// Embeds passages (`query == false`) or queries.
+    pub fn embed(&self, texts: &[&str], query: bool, batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut ids = Vec::with_capacity(texts.len());
+        for t in texts {
+            let text = if query {
+                format!("Instruct: {}\nQuery:{t}", self.task)
+            } else {
+                t.to_string()
+            };
+            let enc = self
+                .tokenizer
+                .encode(text, true)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            let mut v = enc.get_ids().to_vec();
+            if v.len() > self.max_tokens {
+                // Keep the final (end-of-text) token the pooling reads.
+                let last = *v.last().expect("non-empty");
+                v.truncate(self.max_tokens.saturating_sub(1));
+                v.push(last);
+            }
+            if v.is_empty() {
+                return Err(Error::Model("cannot embed an empty text".into()));
+            }
+            ids.push(v);
+        }
+        self.embed_ids(&ids, batch)
+    }
+
+    /// Embeds token-id sequences, in length-sorted batches of `batch`.
+    pub fn embed_ids(&self, ids: &[Vec<u32>], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![Vec::new(); ids.len()];
+        let mut cache = Cache::new(&self.model, DType::F32);
+        for group in order.chunks(batch.max(1)) {
+            let width = group.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
+            let mut rows = Vec::with_capacity(group.len());
+            let mut valid = Vec::with_capacity(group.len());
+            for &i in group {
+                let pad = width - ids[i].len();
+                let mut row = vec![0u32; pad];
+                row.extend_from_slice(&ids[i]);
+                let mut v = vec![false; pad];
+                v.extend(std::iter::repeat_n(true, ids[i].len()));
+                rows.push(row);
+                valid.push(v);
+            }
+            cache.reset();
+            let hidden = self.model.forward(&rows, &valid, &mut cache)?;
+            let mut pooled = Model::last_hidden(&hidden)?;
+            if let Some(d) = self.dims {
+                let n = pooled.dim(1).map_err(|e| Error::Model(e.to_string()))?;
+                pooled = pooled
+                    .narrow(1, 0, d.min(n))
+                    .map_err(|e| Error::Model(e.to_string()))?;
+            }
+            let vecs: Vec<Vec<f32>> = l2_normalize(&pooled)?
+                .to_vec2()
+                .map_err(|e| Error::Model(e.to_string()))?;
+            for (&i, v) in group.iter().zip(vecs) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+}
+
+fn load_model(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Model> {
+    files.load(dtype, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::testing::{tiny_config, write_tiny};
+
+    fn tiny_embedder() -> Embedder {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), &tiny_config("qwen3", None), false).unwrap();
+        let model = ModelFiles::from_dir(dir.path())
+            .unwrap()
+            .load(DType::F32, &Device::Cpu)
+            .unwrap();
+        // A word-level tokenizer over the tiny vocabulary.
+        let vocab: String = (0..64)
+            .map(|i| format!("\"w{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let json = format!(
+            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
+            "model":{{"type":"WordLevel","vocab":{{{vocab}}},"unk_token":"w0"}}}}"#
+        );
+        let tokenizer = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
+        Embedder::new(model, tokenizer)
+    }
+
+    #[test]
+    fn batch_equals_single() {
+        let e = tiny_embedder();
+        let ids: Vec<Vec<u32>> = vec![
+            vec![5, 6, 7],
+            vec![9; 11],
+            vec![3, 4],
+            vec![1, 2, 3, 4, 5, 6, 7],
+        ];
+        let batched = e.embed_ids(&ids, 8).unwrap();
+        for (i, row) in ids.iter().enumerate() {
+            let single = e.embed_ids(std::slice::from_ref(row), 1).unwrap();
+            let diff = single[0]
+                .iter()
+                .zip(&batched[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff <= 1e-4, "row {i}: max abs diff {diff}");
+        }
+        let norm: f32 = batched[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn queries_get_the_instruction_and_mrl_truncates() {
+        let mut e = tiny_embedder();
+        let p = e.embed(&["w5 w6 w7"], false, 4).unwrap();
+        let q = e.embed(&["w5 w6 w7"], true, 4).unwrap();
+        assert_ne!(p, q, "the query instruction changes the vector");
+        e.dims = Some(16);
+        let short = e.embed(&["w5 w6 w7"], false, 4).unwrap();
+        assert_eq!(short[0].len(), 16);
+        let norm: f32 = short[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+}

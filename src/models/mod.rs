@@ -1,0 +1,209 @@
+//! Models: finding Qwen checkpoints and running them with candle.
+//!
+//! - [`config`]: `config.json` as a typed, validated [`config::Config`];
+//! - [`qwen3`]: the Qwen3/Qwen2 decoder (padding mask, owned KV cache,
+//!   YaRN, block-wise attention);
+//! - [`embed`]: Qwen3-Embedding: batched, length-sorted, left-padded,
+//!   last-token pooling, L2 normalisation, query instruction, MRL;
+//! - this file: locating a model (a directory, or a repo id in the Hugging
+//!   Face cache) and loading its weights.
+
+pub mod config;
+pub mod embed;
+pub mod qwen3;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use crate::ingest::tokens::hf_cache_dirs;
+use crate::{Error, Result};
+use config::Config;
+
+/// The default embedding model.
+pub const DEFAULT_EMBED_MODEL: &str = "Qwen/Qwen3-Embedding-0.6B";
+
+/// The files of a model on disk.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// Where they were found.
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// The safetensors shards.
+    pub weights: Vec<PathBuf>,
+    /// `tokenizer.json`, if present.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Finds a model: a local directory, or a repo id (`Org/Name`) in the
+/// Hugging Face cache. The error names every place looked at and how to
+/// fetch the model.
+pub fn find(spec: &str) -> Result<ModelFiles> {
+    find_in(spec, &hf_cache_dirs())
+}
+
+fn find_in(spec: &str, caches: &[PathBuf]) -> Result<ModelFiles> {
+    let mut looked = Vec::new();
+    let p = Path::new(spec);
+    if p.is_dir() {
+        return ModelFiles::from_dir(p);
+    }
+    looked.push(p.display().to_string());
+    if let Some((org, name)) = spec
+        .split_once('/')
+        .filter(|_| !spec.starts_with(['/', '.']))
+    {
+        for cache in caches {
+            let repo = cache.join(format!("models--{org}--{name}"));
+            looked.push(repo.display().to_string());
+            let mut snapshots = Vec::new();
+            if let Ok(rev) = std::fs::read_to_string(repo.join("refs/main")) {
+                snapshots.push(repo.join("snapshots").join(rev.trim()));
+            }
+            if let Ok(dir) = std::fs::read_dir(repo.join("snapshots")) {
+                let mut more: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+                more.sort();
+                snapshots.extend(more);
+            }
+            if let Some(snap) = snapshots
+                .into_iter()
+                .find(|s| s.join("config.json").is_file())
+            {
+                return ModelFiles::from_dir(&snap);
+            }
+        }
+    }
+    Err(Error::Model(format!(
+        "model {spec:?} not found; looked in: {}. Download it with `huggingface-cli download {spec}` (or pass a local directory)",
+        looked.join(", ")
+    )))
+}
+
+impl ModelFiles {
+    /// Reads a model directory (single or sharded safetensors).
+    pub fn from_dir(dir: &Path) -> Result<ModelFiles> {
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            return Err(Error::Model(format!("{}: no config.json", dir.display())));
+        }
+        let index = dir.join("model.safetensors.index.json");
+        let weights = if index.is_file() {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Model(format!("{}: {e}", index.display())))?;
+            let mut files: Vec<PathBuf> = v["weight_map"]
+                .as_object()
+                .ok_or_else(|| Error::Model(format!("{}: no weight_map", index.display())))?
+                .values()
+                .filter_map(|f| f.as_str())
+                .map(|f| dir.join(f))
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .collect();
+            files.sort();
+            files
+        };
+        if weights.is_empty() {
+            return Err(Error::Model(format!(
+                "{}: no *.safetensors weights",
+                dir.display()
+            )));
+        }
+        if let Some(missing) = weights.iter().find(|w| !w.is_file()) {
+            return Err(Error::Model(format!(
+                "{}: shard {} is missing",
+                dir.display(),
+                missing.display()
+            )));
+        }
+        let tokenizer = Some(dir.join("tokenizer.json")).filter(|t| t.is_file());
+        Ok(ModelFiles {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+
+    /// Parses `config.json`.
+    pub fn config(&self) -> Result<Config> {
+        let text = std::fs::read_to_string(&self.config).map_err(|e| Error::io(&self.config, e))?;
+        Config::from_json(&text)
+    }
+
+    /// Loads the decoder with weights in `dtype` on `device`.
+    pub fn load(&self, dtype: DType, device: &Device) -> Result<qwen3::Model> {
+        let cfg = self.config()?;
+        // SAFETY: the files are memory-mapped read-only; shirabe does not
+        // modify them while the model is loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
+            .map_err(|e| Error::Model(format!("{}: {e}", self.dir.display())))?;
+        qwen3::Model::new(&cfg, vb)
+    }
+}
+
+/// The device to run on: CUDA or Metal when built with them, else the CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(d) = Device::new_metal(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+#[doc(hidden)]
+pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_model_names_the_places_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = find_in("Org/Absent", &[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("models--Org--Absent") && err.contains("huggingface-cli download"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_directories_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelFiles::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        std::fs::write(dir.path().join("config.json"), "{").unwrap();
+        let err = ModelFiles::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("safetensors"), "{err}");
+        std::fs::write(dir.path().join("model.safetensors"), b"not safetensors").unwrap();
+        let files = ModelFiles::from_dir(dir.path()).unwrap();
+        assert!(files.config().is_err());
+    }
+
+    #[test]
+    fn finds_models_in_the_hf_cache() {
+        let cache = tempfile::tempdir().unwrap();
+        let snap = cache.path().join("models--Org--Tiny/snapshots/rev1");
+        testing::write_tiny(&snap, &testing::tiny_config("qwen3", None), true).unwrap();
+        let files = find_in("Org/Tiny", &[cache.path().to_path_buf()]).unwrap();
+        assert_eq!(files.dir, snap);
+        files.load(DType::F32, &Device::Cpu).unwrap();
+    }
+}

@@ -1,0 +1,638 @@
+//! The Qwen3 (and Qwen2/Qwen2.5) decoder, written on candle-core/candle-nn.
+//!
+//! Unlike candle-transformers' `qwen3`, this module takes a padding mask
+//! (so left-padded batches embed exactly like single texts), keeps its KV
+//! cache in a [`Cache`] the caller owns and can reset, reads YaRN RoPE
+//! scaling from `rope_scaling` (so Qwen3 runs at 131,072 positions), and
+//! computes attention one block of queries at a time: scores are
+//! `block × keys`, never `seq × seq`, so a long prompt needs memory for the
+//! weights, the KV cache and O(block × seq) only. Layer names equal the
+//! checkpoint keys; the embedding checkpoints' layout (no `model.` prefix)
+//! loads too.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use super::config::Config;
+use crate::{Error, Result};
+
+/// Bytes the attention scores of one query block may take (f32), by default.
+const SCORE_BUDGET_BYTES: usize = 256 << 20;
+
+fn err(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string())
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn new(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(size, "weight")?,
+            eps: eps as f32,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+/// RoPE frequencies, with YaRN scaling when the config asks for it.
+struct Rotary {
+    inv_freq: Vec<f32>,
+    /// YaRN's attention factor, applied to cos and sin (1 without YaRN).
+    mscale: f32,
+}
+
+impl Rotary {
+    fn new(cfg: &Config) -> Rotary {
+        let dim = cfg.head_dim();
+        let base = cfg.rope_theta;
+        let pos_freqs: Vec<f64> = (0..dim / 2)
+            .map(|i| base.powf((2 * i) as f64 / dim as f64))
+            .collect();
+        let Some(s) = &cfg.rope_scaling else {
+            return Rotary {
+                inv_freq: pos_freqs.iter().map(|p| (1.0 / p) as f32).collect(),
+                mscale: 1.0,
+            };
+        };
+        // YaRN, as in Hugging Face's `_compute_yarn_parameters`.
+        let factor = s.factor;
+        let orig = s
+            .original_max_position_embeddings
+            .unwrap_or(cfg.max_position_embeddings) as f64;
+        let (beta_fast, beta_slow) = (s.beta_fast.unwrap_or(32.0), s.beta_slow.unwrap_or(1.0));
+        let correction_dim = |rotations: f64| {
+            (dim as f64 * (orig / (rotations * 2.0 * std::f64::consts::PI)).ln())
+                / (2.0 * base.ln())
+        };
+        let low = correction_dim(beta_fast).floor().max(0.0);
+        let high = correction_dim(beta_slow).ceil().min(dim as f64 - 1.0);
+        let high = if high == low { high + 0.001 } else { high };
+        let inv_freq = pos_freqs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                let extrapolation = 1.0 - ramp;
+                let (inter, extra) = (1.0 / (factor * p), 1.0 / p);
+                (inter * (1.0 - extrapolation) + extra * extrapolation) as f32
+            })
+            .collect();
+        let mscale = s.attention_factor.unwrap_or(if factor <= 1.0 {
+            1.0
+        } else {
+            0.1 * factor.ln() + 1.0
+        });
+        Rotary {
+            inv_freq,
+            mscale: mscale as f32,
+        }
+    }
+
+    /// cos and sin, each (batch, seq, head_dim / 2), for the given positions.
+    fn cos_sin(
+        &self,
+        positions: &[Vec<u32>],
+        dev: &Device,
+        dtype: DType,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, t, half) = (positions.len(), positions[0].len(), self.inv_freq.len());
+        let mut cos = Vec::with_capacity(b * t * half);
+        let mut sin = Vec::with_capacity(b * t * half);
+        for row in positions {
+            for &p in row {
+                for &f in &self.inv_freq {
+                    // f64 keeps positions past 100K exact enough.
+                    let a = p as f64 * f as f64;
+                    cos.push((a.cos() as f32) * self.mscale);
+                    sin.push((a.sin() as f32) * self.mscale);
+                }
+            }
+        }
+        let cos = Tensor::from_vec(cos, (b, t, half), dev)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (b, t, half), dev)?.to_dtype(dtype)?;
+        Ok((cos, sin))
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+fn linear(i: usize, o: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
+    if bias {
+        candle_nn::linear(i, o, vb)
+    } else {
+        candle_nn::linear_no_bias(i, o, vb)
+    }
+}
+
+impl Attention {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (h, kvh, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim(),
+        );
+        let bias = cfg.qkv_bias();
+        let norms = cfg.is_qwen3();
+        Ok(Attention {
+            q: linear(cfg.hidden_size, h * d, bias, vb.pp("q_proj"))?,
+            k: linear(cfg.hidden_size, kvh * d, bias, vb.pp("k_proj"))?,
+            v: linear(cfg.hidden_size, kvh * d, bias, vb.pp("v_proj"))?,
+            o: linear(h * d, cfg.hidden_size, false, vb.pp("o_proj"))?,
+            q_norm: if norms {
+                Some(RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("q_norm"))?)
+            } else {
+                None
+            },
+            k_norm: if norms {
+                Some(RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("k_norm"))?)
+            } else {
+                None
+            },
+            heads: h,
+            kv_heads: kvh,
+            head_dim: d,
+        })
+    }
+
+    /// `x` is (b, t, hidden); `cache` holds this layer's earlier keys/values;
+    /// `valid` is (b, keys) — which keys are real tokens (not padding).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        cache_dtype: DType,
+        valid: &[Vec<bool>],
+        past: usize,
+        budget: usize,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let q = self.q.forward(x)?.reshape((b, t, h, d))?;
+        let k = self.k.forward(x)?.reshape((b, t, kvh, d))?;
+        let v = self.v.forward(x)?.reshape((b, t, kvh, d))?;
+        let q = match &self.q_norm {
+            Some(n) => n.forward(&q)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(&k)?,
+            None => k,
+        };
+        let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let (k, v) = (k.to_dtype(cache_dtype)?, v.to_dtype(cache_dtype)?);
+        let (k_all, v_all) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *cache = Some((k_all.clone(), v_all.clone()));
+        let keys = k_all.dim(2)?;
+        let k32 = k_all.to_dtype(DType::F32)?.transpose(2, 3)?.contiguous()?; // (b, kvh, d, keys)
+        let v32 = v_all.to_dtype(DType::F32)?;
+        let q32 = q.to_dtype(DType::F32)?;
+        let rep = h / kvh;
+        let scale = 1.0 / (d as f64).sqrt();
+        // Query rows per block, so scores stay within the budget.
+        let block = (budget / (4 * b * h * keys.max(1))).clamp(1, 512);
+        let mut outs = Vec::new();
+        let mut start = 0;
+        while start < t {
+            let len = block.min(t - start);
+            // (b, h, len, d) -> (b, kvh, rep * len, d): grouped heads share keys.
+            let qb = q32.narrow(2, start, len)?.reshape((b, kvh, rep * len, d))?;
+            let scores = (qb.matmul(&k32)? * scale)?.reshape((b, kvh, rep, len, keys))?;
+            let mut mask = Vec::with_capacity(b * len * keys);
+            for row in valid {
+                for r in 0..len {
+                    let me = past + start + r;
+                    for (j, &ok) in row.iter().enumerate().take(keys) {
+                        let allowed = j == me || (j < me && ok);
+                        mask.push(if allowed { 0f32 } else { f32::NEG_INFINITY });
+                    }
+                }
+            }
+            let mask = Tensor::from_vec(mask, (b, 1, 1, len, keys), x.device())?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+            let ob = probs
+                .reshape((b, kvh, rep * len, keys))?
+                .matmul(&v32)?
+                .reshape((b, h, len, d))?;
+            outs.push(ob);
+            start += len;
+        }
+        let out = Tensor::cat(&outs, 2)?
+            .to_dtype(x.dtype())?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
+        self.o.forward(&out)
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (hs, is) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate: candle_nn::linear_no_bias(hs, is, vb.pp("gate_proj"))?,
+            up: candle_nn::linear_no_bias(hs, is, vb.pp("up_proj"))?,
+            down: candle_nn::linear_no_bias(is, hs, vb.pp("down_proj"))?,
+        })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+struct Layer {
+    attn: Attention,
+    mlp: Mlp,
+    ln1: RmsNorm,
+    ln2: RmsNorm,
+}
+
+/// Keys and values of earlier tokens, per layer. Owned by the caller, so a
+/// conversation can keep it and a new prompt can [`Cache::reset`] it.
+pub struct Cache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Per batch row: which cached positions are real tokens.
+    valid: Vec<Vec<bool>>,
+    dtype: DType,
+}
+
+impl Cache {
+    /// An empty cache storing keys/values as `dtype` (f32, bf16 or f16).
+    pub fn new(model: &Model, dtype: DType) -> Cache {
+        Cache {
+            layers: vec![None; model.layers.len()],
+            valid: Vec::new(),
+            dtype,
+        }
+    }
+    /// Forgets everything.
+    pub fn reset(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.valid.clear();
+    }
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A loaded Qwen decoder.
+pub struct Model {
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+    rotary: Rotary,
+    cfg: Config,
+    dtype: DType,
+    device: Device,
+    score_budget: usize,
+}
+
+impl Model {
+    /// Caps the memory of one block of attention scores (bytes): smaller
+    /// blocks for long prompts on small machines.
+    pub fn set_attention_budget(&mut self, bytes: usize) {
+        self.score_budget = bytes.max(1);
+    }
+
+    /// Builds the model from weights named as in the checkpoint, with or
+    /// without the `model.` prefix (Qwen3-Embedding checkpoints have none).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Model> {
+        let body = if vb.contains_tensor("model.embed_tokens.weight") {
+            vb.pp("model")
+        } else if vb.contains_tensor("embed_tokens.weight") {
+            vb.clone()
+        } else {
+            return Err(Error::Model(
+                "the weights have no embed_tokens.weight (with or without the model. prefix): not a Qwen checkpoint".into(),
+            ));
+        };
+        let build = || -> candle_core::Result<Model> {
+            let embed_w = body.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+            let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+            for i in 0..cfg.num_hidden_layers {
+                let lv = body.pp(format!("layers.{i}"));
+                layers.push(Layer {
+                    attn: Attention::new(cfg, lv.pp("self_attn"))?,
+                    mlp: Mlp::new(cfg, lv.pp("mlp"))?,
+                    ln1: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, lv.pp("input_layernorm"))?,
+                    ln2: RmsNorm::new(
+                        cfg.hidden_size,
+                        cfg.rms_norm_eps,
+                        lv.pp("post_attention_layernorm"),
+                    )?,
+                });
+            }
+            let lm_head = if vb.contains_tensor("lm_head.weight") {
+                Some(candle_nn::linear_no_bias(
+                    cfg.hidden_size,
+                    cfg.vocab_size,
+                    vb.pp("lm_head"),
+                )?)
+            } else if cfg.tie_word_embeddings {
+                Some(Linear::new(embed_w.clone(), None))
+            } else {
+                None
+            };
+            Ok(Model {
+                embed: Embedding::new(embed_w, cfg.hidden_size),
+                layers,
+                norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, body.pp("norm"))?,
+                lm_head,
+                rotary: Rotary::new(cfg),
+                cfg: cfg.clone(),
+                dtype: vb.dtype(),
+                device: vb.device().clone(),
+                score_budget: SCORE_BUDGET_BYTES,
+            })
+        };
+        build().map_err(|e| Error::Model(format!("loading weights: {e}")))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs `ids` (one row per sequence, all the same length) after what
+    /// `cache` holds. `valid[b][i]` says whether token i of row b is real
+    /// (false for left padding); positions count real tokens only, so a
+    /// padded row computes exactly what it would alone. Returns the final
+    /// normalised hidden states, (b, t, hidden).
+    pub fn forward(
+        &self,
+        ids: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut Cache,
+    ) -> Result<Tensor> {
+        let b = ids.len();
+        let t = ids.first().map_or(0, Vec::len);
+        if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) || valid.len() != b {
+            return Err(Error::Model(
+                "forward needs rows of equal, non-zero length".into(),
+            ));
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::Model(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        if !cache.valid.is_empty() && cache.valid.len() != b {
+            return Err(Error::Model(
+                "the cache holds another batch size; reset it first".into(),
+            ));
+        }
+        let past = cache.len();
+        if cache.valid.is_empty() {
+            cache.valid = vec![Vec::new(); b];
+        }
+        // Positions: real tokens seen before this one.
+        let mut positions = Vec::with_capacity(b);
+        for (row, v) in cache.valid.iter_mut().zip(valid) {
+            let mut p = row.iter().filter(|&&x| x).count() as u32;
+            let mut pos = Vec::with_capacity(t);
+            for &ok in v {
+                pos.push(p);
+                if ok {
+                    p += 1;
+                }
+            }
+            row.extend_from_slice(v);
+            positions.push(pos);
+        }
+        let mut run = || -> candle_core::Result<Tensor> {
+            let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+            let ids = Tensor::from_vec(flat, (b, t), &self.device)?;
+            let (cos, sin) = self.rotary.cos_sin(&positions, &self.device, self.dtype)?;
+            let mut x = self.embed.forward(&ids)?;
+            for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+                let h = layer.attn.forward(
+                    &layer.ln1.forward(&x)?,
+                    &cos,
+                    &sin,
+                    slot,
+                    cache.dtype,
+                    &cache.valid,
+                    past,
+                    self.score_budget,
+                )?;
+                x = (x + h)?;
+                let h = layer.mlp.forward(&layer.ln2.forward(&x)?)?;
+                x = (x + h)?;
+            }
+            self.norm.forward(&x)
+        };
+        run().map_err(err)
+    }
+
+    /// Logits (f32) of hidden states (…, hidden).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let head = self.lm_head.as_ref().ok_or_else(|| {
+            Error::Model("this checkpoint has no lm_head (an embedding model?)".into())
+        })?;
+        head.forward(hidden)
+            .and_then(|l| l.to_dtype(DType::F32))
+            .map_err(err)
+    }
+
+    /// Hidden state of the last position of every row, (b, hidden), as f32.
+    pub fn last_hidden(hidden: &Tensor) -> Result<Tensor> {
+        let t = hidden.dim(1).map_err(err)?;
+        hidden
+            .narrow(1, t - 1, 1)
+            .and_then(|h| h.squeeze(1))
+            .and_then(|h| h.to_dtype(DType::F32))
+            .map_err(err)
+    }
+}
+
+/// L2-normalises the rows of a (b, n) tensor.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .sqr()
+        .and_then(|s| s.sum_keepdim(D::Minus1))
+        .and_then(|s| s.sqrt())
+        .and_then(|s| s.clamp(1e-12, f64::MAX))
+        .map_err(err)?;
+    x.broadcast_div(&norm).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::testing::{tiny_config, write_tiny};
+    use crate::models::ModelFiles;
+
+    fn tiny(model_type: &str, yarn: Option<f64>) -> Model {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), &tiny_config(model_type, yarn), true).unwrap();
+        ModelFiles::from_dir(dir.path())
+            .unwrap()
+            .load(DType::F32, &Device::Cpu)
+            .unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    const PROMPT: [u32; 12] = [3, 17, 42, 8, 8, 61, 5, 30, 12, 9, 44, 2];
+
+    #[test]
+    fn incremental_decode_matches_full_forward() {
+        for kind in ["qwen3", "qwen2"] {
+            let m = tiny(kind, None);
+            let mut cache = Cache::new(&m, DType::F32);
+            let full = m
+                .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut cache)
+                .unwrap();
+            let full = m.logits(&full).unwrap();
+            let mut cache = Cache::new(&m, DType::F32);
+            let mut steps = Vec::new();
+            for &id in &PROMPT {
+                let h = m.forward(&[vec![id]], &[vec![true]], &mut cache).unwrap();
+                steps.push(m.logits(&h).unwrap());
+            }
+            let steps = Tensor::cat(&steps, 1).unwrap();
+            assert!(
+                max_diff(&full, &steps) < 1e-4,
+                "{kind}: {}",
+                max_diff(&full, &steps)
+            );
+            assert_eq!(cache.len(), 12);
+            cache.reset();
+            assert!(cache.is_empty());
+        }
+    }
+
+    #[test]
+    fn chunked_prefill_matches_one_shot() {
+        let mut m = tiny("qwen3", None);
+        let mut cache = Cache::new(&m, DType::F32);
+        let one = m
+            .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut cache)
+            .unwrap();
+        // Prompt in pieces through the cache.
+        let mut cache = Cache::new(&m, DType::F32);
+        let mut parts = Vec::new();
+        for piece in PROMPT.chunks(5) {
+            parts.push(
+                m.forward(&[piece.to_vec()], &[vec![true; piece.len()]], &mut cache)
+                    .unwrap(),
+            );
+        }
+        assert!(max_diff(&one, &Tensor::cat(&parts, 1).unwrap()) < 1e-4);
+        // Attention one query row at a time (a tiny score budget).
+        m.set_attention_budget(1);
+        let mut cache = Cache::new(&m, DType::F32);
+        let blocked = m
+            .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut cache)
+            .unwrap();
+        assert!(max_diff(&one, &blocked) < 1e-4);
+    }
+
+    #[test]
+    fn bf16_cache_stays_close() {
+        let m = tiny("qwen3", None);
+        let mut c32 = Cache::new(&m, DType::F32);
+        let mut c16 = Cache::new(&m, DType::BF16);
+        let a = m
+            .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut c32)
+            .unwrap();
+        let b = m
+            .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut c16)
+            .unwrap();
+        assert!(max_diff(&a, &b) < 0.1);
+    }
+
+    #[test]
+    fn yarn_positions_past_32k_are_finite_and_distinct() {
+        let m = tiny("qwen3", Some(256.0)); // 256 trained positions x 256
+        let rot = &m.rotary;
+        assert!(rot.mscale > 1.0);
+        let (cos, _) = rot
+            .cos_sin(&[vec![5, 40_000, 65_000]], &Device::Cpu, DType::F32)
+            .unwrap();
+        let v: Vec<Vec<f32>> = cos.squeeze(0).unwrap().to_vec2().unwrap();
+        assert!(v.iter().flatten().all(|x| x.is_finite()));
+        assert_ne!(v[1], v[2]);
+        // A token far into a long context still gives finite hidden states.
+        let mut cache = Cache::new(&m, DType::F32);
+        cache.valid = vec![vec![true; 40_000]];
+        let fake_past = Tensor::zeros((1, 2, 40_000, 8), DType::F32, &Device::Cpu).unwrap();
+        for slot in cache.layers.iter_mut() {
+            *slot = Some((fake_past.clone(), fake_past.clone()));
+        }
+        let h = m.forward(&[vec![7]], &[vec![true]], &mut cache).unwrap();
+        let h: Vec<f32> = h.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(h.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let m = tiny("qwen3", None);
+        let mut cache = Cache::new(&m, DType::F32);
+        assert!(m.forward(&[vec![999]], &[vec![true]], &mut cache).is_err());
+        assert!(m.forward(&[vec![]], &[vec![]], &mut cache).is_err());
+        assert!(m
+            .forward(
+                &[vec![1, 2], vec![3]],
+                &[vec![true; 2], vec![true]],
+                &mut cache
+            )
+            .is_err());
+    }
+}

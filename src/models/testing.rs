@@ -1,0 +1,143 @@
+//! Tiny random-weight Qwen checkpoints with the real tensor names, written
+//! by the tests themselves (public so integration tests can use it too).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+/// A tiny config.json: 2 layers, 4 query heads over 2 key/value heads.
+pub fn tiny_config(model_type: &str, yarn_factor: Option<f64>) -> String {
+    tiny_config_with_vocab(model_type, yarn_factor, 64)
+}
+
+/// [`tiny_config`] with a vocabulary of `vocab` tokens (151,936 for Qwen's tokenizer).
+pub fn tiny_config_with_vocab(model_type: &str, yarn_factor: Option<f64>, vocab: usize) -> String {
+    let qwen3 = model_type == "qwen3";
+    let scaling = match yarn_factor {
+        Some(f) => {
+            format!(r#"{{"rope_type":"yarn","factor":{f},"original_max_position_embeddings":256}}"#)
+        }
+        None => "null".into(),
+    };
+    format!(
+        r#"{{"model_type":"{model_type}","vocab_size":{vocab},"hidden_size":32,"intermediate_size":64,
+        "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,{}
+        "max_position_embeddings":256,"rope_theta":10000.0,"rms_norm_eps":1e-6,
+        "tie_word_embeddings":{},"rope_scaling":{scaling},"hidden_act":"silu","eos_token_id":[1,2]}}"#,
+        if qwen3 {
+            r#""head_dim":8,"attention_bias":false,"#
+        } else {
+            ""
+        },
+        qwen3,
+    )
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn tensor(&mut self, shape: &[usize], scale: f32, offset: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                offset + scale * ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).expect("shape")
+    }
+}
+
+/// Writes `config.json` and `model.safetensors` with seeded random weights.
+/// `prefixed` puts the body under `model.` as causal-LM checkpoints do;
+/// embedding checkpoints have no prefix.
+pub fn write_tiny(dir: &Path, config: &str, prefixed: bool) -> crate::Result<()> {
+    let cfg = super::config::Config::from_json(config)?;
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    std::fs::write(dir.join("config.json"), config).map_err(|e| crate::Error::io(dir, e))?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (h, kv, d) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim(),
+    );
+    let (hs, is, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let p = if prefixed { "model." } else { "" };
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    t.insert(
+        format!("{p}embed_tokens.weight"),
+        rng.tensor(&[v, hs], 1.0, 0.0),
+    );
+    for i in 0..cfg.num_hidden_layers {
+        let l = format!("{p}layers.{i}.");
+        t.insert(
+            format!("{l}self_attn.q_proj.weight"),
+            rng.tensor(&[h * d, hs], 0.4, 0.0),
+        );
+        t.insert(
+            format!("{l}self_attn.k_proj.weight"),
+            rng.tensor(&[kv * d, hs], 0.4, 0.0),
+        );
+        t.insert(
+            format!("{l}self_attn.v_proj.weight"),
+            rng.tensor(&[kv * d, hs], 0.4, 0.0),
+        );
+        t.insert(
+            format!("{l}self_attn.o_proj.weight"),
+            rng.tensor(&[hs, h * d], 0.4, 0.0),
+        );
+        if cfg.qkv_bias() {
+            t.insert(
+                format!("{l}self_attn.q_proj.bias"),
+                rng.tensor(&[h * d], 0.2, 0.0),
+            );
+            t.insert(
+                format!("{l}self_attn.k_proj.bias"),
+                rng.tensor(&[kv * d], 0.2, 0.0),
+            );
+            t.insert(
+                format!("{l}self_attn.v_proj.bias"),
+                rng.tensor(&[kv * d], 0.2, 0.0),
+            );
+        }
+        if cfg.is_qwen3() {
+            t.insert(
+                format!("{l}self_attn.q_norm.weight"),
+                rng.tensor(&[d], 0.2, 1.0),
+            );
+            t.insert(
+                format!("{l}self_attn.k_norm.weight"),
+                rng.tensor(&[d], 0.2, 1.0),
+            );
+        }
+        t.insert(
+            format!("{l}mlp.gate_proj.weight"),
+            rng.tensor(&[is, hs], 0.4, 0.0),
+        );
+        t.insert(
+            format!("{l}mlp.up_proj.weight"),
+            rng.tensor(&[is, hs], 0.4, 0.0),
+        );
+        t.insert(
+            format!("{l}mlp.down_proj.weight"),
+            rng.tensor(&[hs, is], 0.4, 0.0),
+        );
+        t.insert(
+            format!("{l}input_layernorm.weight"),
+            rng.tensor(&[hs], 0.2, 1.0),
+        );
+        t.insert(
+            format!("{l}post_attention_layernorm.weight"),
+            rng.tensor(&[hs], 0.2, 1.0),
+        );
+    }
+    t.insert(format!("{p}norm.weight"), rng.tensor(&[hs], 0.2, 1.0));
+    if !cfg.tie_word_embeddings {
+        t.insert("lm_head.weight".into(), rng.tensor(&[v, hs], 0.4, 0.0));
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors"))
+        .map_err(|e| crate::Error::Model(e.to_string()))
+}
