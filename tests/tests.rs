@@ -467,3 +467,39 @@ fn embed_command_with_a_tiny_model_and_the_real_tokenizer() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+#[test]
+fn generate_streams_whole_characters_matching_the_final_text() {
+    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
+    if !tok.exists() {
+        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the generate command test");
+        return;
+    }
+    let sb = Sandbox::new();
+    let model = sb.path().join("tiny-lm");
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
+    shirabe::models::testing::write_tiny(&model, &cfg, true).unwrap();
+    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    let m = model.to_str().unwrap();
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "会議の決定事項を日本語でまとめてください",
+        "--max-tokens",
+        "40",
+    ];
+    let streamed = sb.expect(&args, 0);
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v: serde_json::Value = serde_json::from_str(sb.expect(&json_args, 0).trim()).unwrap();
+    assert_eq!(streamed.trim_end_matches('\n'), v["text"].as_str().unwrap());
+    assert_eq!(
+        v["completion_tokens"].as_u64().unwrap() as usize,
+        v["ids"].as_array().unwrap().len()
+    );
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 5);
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+}

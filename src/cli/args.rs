@@ -58,6 +58,8 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Show what is in the index.
     Status(StatusArgs),
+    /// Generate text with a Qwen model (streams to stdout).
+    Generate(GenerateArgs),
     /// Embed texts with a Qwen3-Embedding model; one JSON vector per line.
     Embed(EmbedArgs),
     /// Measure shirabe's speed.
@@ -154,6 +156,55 @@ pub struct EmbedArgs {
     /// Texts per batch.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch: usize,
+}
+
+/// `generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model: a local directory or a Hugging Face repo id in the local cache.
+    #[arg(
+        long,
+        env = "SHIRABE_MODEL",
+        default_value = "Qwen/Qwen3-0.6B",
+        value_name = "MODEL"
+    )]
+    pub model: String,
+    /// The prompt (sent as one user turn of Qwen's chat format unless --raw).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// A system message for the chat format.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Use the prompt as it is, without the chat format.
+    #[arg(long)]
+    pub raw: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    pub top_p: f32,
+    /// Sample among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub top_k: usize,
+    /// Penalty for repeating generated tokens (1 = none).
+    #[arg(long, default_value_t = 1.0, value_name = "X")]
+    pub repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Weight type: f32, bf16 or f16.
+    #[arg(long, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: String,
+    /// KV cache type: f32, bf16 or f16.
+    #[arg(long, default_value = "f32", value_name = "DTYPE")]
+    pub cache_dtype: String,
+    /// Print one JSON object at the end: text, token ids, counts, speeds.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status`

@@ -14,7 +14,7 @@ use shirabe::index::ShirabeIndex;
 use shirabe::ingest::{self, Event, IngestOptions};
 use shirabe::retrieve::{self, SearchRequest};
 
-use super::args::{EmbedArgs, ExtractArgs, IngestArgs, SearchArgs, StatusArgs};
+use super::args::{EmbedArgs, ExtractArgs, GenerateArgs, IngestArgs, SearchArgs, StatusArgs};
 use super::style::Style;
 use super::{Settings, Status};
 
@@ -387,14 +387,18 @@ pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
     Ok(Status::Success)
 }
 
-pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
-    use std::io::BufRead;
-    let dtype = match a.dtype.as_str() {
+fn dtype(name: &str, flag: &str) -> Result<candle_core::DType> {
+    Ok(match name {
         "f32" => candle_core::DType::F32,
         "bf16" => candle_core::DType::BF16,
         "f16" => candle_core::DType::F16,
-        other => anyhow::bail!("--dtype must be f32, bf16 or f16, not {other:?}"),
-    };
+        other => anyhow::bail!("{flag} must be f32, bf16 or f16, not {other:?}"),
+    })
+}
+
+pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
+    use std::io::BufRead;
+    let dtype = dtype(&a.dtype, "--dtype")?;
     let texts: Vec<String> = if a.texts.is_empty() {
         std::io::stdin()
             .lock()
@@ -416,6 +420,53 @@ pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
     }
+    out.flush()?;
+    Ok(Status::Success)
+}
+
+pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
+    use shirabe::models::generate::{Generator, SamplingParams};
+    let mut generator = Generator::load(
+        &a.model,
+        dtype(&a.dtype, "--dtype")?,
+        &shirabe::models::default_device(),
+    )?;
+    generator.cache_dtype = dtype(&a.cache_dtype, "--cache-dtype")?;
+    let prompt = if a.raw {
+        a.prompt.clone()
+    } else {
+        generator.chat_prompt(a.system.as_deref(), &a.prompt)
+    };
+    let ids = generator.encode(&prompt)?;
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        repeat_penalty: a.repeat_penalty,
+        seed: a.seed,
+        max_tokens: a.max_tokens,
+        ..SamplingParams::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut out = std::io::stdout().lock();
+    let mut write_err: Option<std::io::Error> = None;
+    let result = generator.generate(&ids, &params, &cancel, |piece| {
+        if a.json || write_err.is_some() {
+            return;
+        }
+        if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+            // A closed pipe ends the generation early.
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            write_err = Some(e);
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    if a.json {
+        serde_json::to_writer(&mut out, &result)?;
+    }
+    writeln!(out)?;
     out.flush()?;
     Ok(Status::Success)
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod embed;
+pub mod generate;
 pub mod qwen3;
 
 use std::path::{Path, PathBuf};

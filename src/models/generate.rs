@@ -1,0 +1,439 @@
+//! Text generation with a Qwen decoder: chunked prefill, sampling, stop
+//! conditions, and tokens streamed out as text that never splits a
+//! character.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use super::qwen3::{Cache, Model};
+use crate::{Error, Result};
+
+/// How to pick tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 = off).
+    pub top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Penalty for tokens already generated (1 = off).
+    pub repeat_penalty: f32,
+    /// Random seed.
+    pub seed: u64,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Prompt tokens per prefill step.
+    pub prefill_block: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repeat_penalty: 1.0,
+            seed: 42,
+            max_tokens: 512,
+            prefill_block: 512,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// An end-of-turn or end-of-text token.
+    EndOfText,
+    /// `max_tokens` reached.
+    MaxTokens,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// What a generation produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// The text (thinking, if any, removed).
+    pub text: String,
+    /// Generated token ids (the stop token excluded).
+    pub ids: Vec<u32>,
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// Prefill speed.
+    pub prefill_tokens_per_s: f64,
+    /// Decode speed.
+    pub decode_tokens_per_s: f64,
+    /// Why it stopped.
+    pub stop: StopReason,
+}
+
+/// A model with its tokenizer, ready to generate.
+pub struct Generator {
+    model: Model,
+    tokenizer: tokenizers::Tokenizer,
+    stop_ids: Vec<u32>,
+    /// Key/value cache dtype.
+    pub cache_dtype: DType,
+}
+
+/// xorshift64*, enough for sampling and reproducible with a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (v >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Picks the next token from logits.
+fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut Rng) -> u32 {
+    if p.repeat_penalty != 1.0 {
+        for &id in history {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = if *l > 0.0 {
+                    *l / p.repeat_penalty
+                } else {
+                    *l * p.repeat_penalty
+                };
+            }
+        }
+    }
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    if p.temperature <= 0.0 {
+        return argmax();
+    }
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if p.top_k > 0 {
+        idx.truncate(p.top_k);
+    }
+    let max = logits[idx[0]];
+    let mut probs: Vec<f32> = idx
+        .iter()
+        .map(|&i| ((logits[i] - max) / p.temperature).exp())
+        .collect();
+    let sum: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|x| *x /= sum);
+    if p.top_p < 1.0 {
+        let mut acc = 0.0;
+        let keep = probs
+            .iter()
+            .position(|&x| {
+                acc += x;
+                acc >= p.top_p
+            })
+            .map_or(probs.len(), |i| i + 1);
+        probs.truncate(keep);
+        idx.truncate(keep);
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= sum);
+    }
+    let r = rng.uniform();
+    let mut acc = 0.0;
+    for (i, &pr) in probs.iter().enumerate() {
+        acc += pr;
+        if r < acc {
+            return idx[i] as u32;
+        }
+    }
+    idx[probs.len() - 1] as u32
+}
+
+/// Drops `<think>…</think>` (Qwen3's reasoning) from a finished answer.
+pub fn strip_thinking(text: &str) -> String {
+    match (text.find("<think>"), text.find("</think>")) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &text[..a], text[b + 8..].trim_start()),
+        (None, Some(b)) => text[b + 8..].trim_start().to_string(),
+        _ => text.to_string(),
+    }
+}
+
+impl Generator {
+    /// Wraps a model and its tokenizer; stop tokens are the config's
+    /// `eos_token_id`s plus `<|im_end|>` and `<|endoftext|>`.
+    pub fn new(model: Model, tokenizer: tokenizers::Tokenizer) -> Generator {
+        let mut stop_ids = model.config().eos_ids();
+        for t in ["<|im_end|>", "<|endoftext|>"] {
+            if let Some(id) = tokenizer.token_to_id(t) {
+                stop_ids.push(id);
+            }
+        }
+        Generator {
+            model,
+            tokenizer,
+            stop_ids,
+            cache_dtype: DType::F32,
+        }
+    }
+
+    /// Loads a model directory or cached repo id.
+    pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Generator> {
+        let files = super::find(spec)?;
+        let tok = files
+            .tokenizer
+            .clone()
+            .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", files.dir.display())))?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&tok)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
+        Ok(Generator::new(files.load(dtype, device)?, tokenizer))
+    }
+
+    /// A one-turn ChatML prompt, as Qwen's chat template renders it, with
+    /// Qwen3's thinking switched off (an empty think block).
+    pub fn chat_prompt(&self, system: Option<&str>, user: &str) -> String {
+        let mut p = String::new();
+        if let Some(s) = system {
+            p.push_str(&format!("<|im_start|>system\n{s}<|im_end|>\n"));
+        }
+        p.push_str(&format!(
+            "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+        ));
+        if self.model.config().is_qwen3() {
+            p.push_str("<think>\n\n</think>\n\n");
+        }
+        p
+    }
+
+    /// Tokenizes a prompt (special tokens in the text are honoured).
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(prompt, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Generates after `prompt_ids`, calling `on_text` with each new piece
+    /// of text as soon as it forms whole characters. `cancel` stops it.
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        params: &SamplingParams,
+        cancel: &AtomicBool,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        if prompt_ids.is_empty() {
+            return Err(Error::Model("the prompt is empty".into()));
+        }
+        let mut cache = Cache::new(&self.model, self.cache_dtype);
+        let started = Instant::now();
+        let mut hidden = None;
+        for block in prompt_ids.chunks(params.prefill_block.max(1)) {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(self.finish(
+                    Vec::new(),
+                    prompt_ids.len(),
+                    0.0,
+                    0.0,
+                    StopReason::Cancelled,
+                ));
+            }
+            hidden = Some(self.model.forward(
+                &[block.to_vec()],
+                &[vec![true; block.len()]],
+                &mut cache,
+            )?);
+        }
+        let prefill_s = started.elapsed().as_secs_f64();
+        let mut logits = self.last_logits(hidden.as_ref().expect("non-empty prompt"))?;
+        let mut rng = Rng(params.seed.max(1));
+        let mut ids: Vec<u32> = Vec::new();
+        let mut emitted = 0usize; // bytes of decoded text already sent
+        let decode_start = Instant::now();
+        let stop = loop {
+            if cancel.load(Ordering::Relaxed) {
+                break StopReason::Cancelled;
+            }
+            if ids.len() >= params.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            let next = sample(&mut logits, &ids, params, &mut rng);
+            if self.stop_ids.contains(&next) {
+                break StopReason::EndOfText;
+            }
+            ids.push(next);
+            let text = self.decode(&ids)?;
+            // Hold back a trailing partial character (shown as U+FFFD).
+            if !text.ends_with('\u{fffd}') && text.len() > emitted && text.is_char_boundary(emitted)
+            {
+                on_text(&text[emitted..]);
+                emitted = text.len();
+            }
+            let h = self
+                .model
+                .forward(&[vec![next]], &[vec![true]], &mut cache)?;
+            logits = self.last_logits(&h)?;
+        };
+        // Whatever is still held back (a token cut mid-character at the end).
+        let text = self.decode(&ids)?;
+        if text.len() > emitted && text.is_char_boundary(emitted) {
+            on_text(&text[emitted..]);
+        }
+        let decode_s = decode_start.elapsed().as_secs_f64();
+        let prefill_rate = prompt_ids.len() as f64 / prefill_s.max(1e-9);
+        let decode_rate = ids.len() as f64 / decode_s.max(1e-9);
+        Ok(self.finish(ids, prompt_ids.len(), prefill_rate, decode_rate, stop))
+    }
+
+    fn finish(
+        &self,
+        ids: Vec<u32>,
+        prompt: usize,
+        prefill: f64,
+        decode: f64,
+        stop: StopReason,
+    ) -> Generation {
+        let text = self.decode(&ids).unwrap_or_default();
+        Generation {
+            text: strip_thinking(&text),
+            completion_tokens: ids.len(),
+            ids,
+            prompt_tokens: prompt,
+            prefill_tokens_per_s: prefill,
+            decode_tokens_per_s: decode,
+            stop,
+        }
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    fn last_logits(&self, hidden: &Tensor) -> Result<Vec<f32>> {
+        let last = Model::last_hidden(hidden)?;
+        self.model
+            .logits(&last)?
+            .squeeze(0)
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(|e| Error::Model(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::testing::{tiny_config, write_tiny};
+    use crate::models::ModelFiles;
+
+    fn tiny_generator() -> Generator {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), &tiny_config("qwen3", None), true).unwrap();
+        let model = ModelFiles::from_dir(dir.path())
+            .unwrap()
+            .load(DType::F32, &Device::Cpu)
+            .unwrap();
+        let vocab: String = (0..64)
+            .map(|i| format!("\"w{i}\":{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let json = format!(
+            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
+            "model":{{"type":"WordLevel","vocab":{{{vocab}}},"unk_token":"w0"}}}}"#
+        );
+        Generator::new(
+            model,
+            tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn greedy_is_deterministic_and_prefill_block_does_not_matter() {
+        let g = tiny_generator();
+        let never = AtomicBool::new(false);
+        let prompt = [3u32, 17, 42, 8, 9, 10, 11];
+        let p = SamplingParams {
+            max_tokens: 8,
+            ..SamplingParams::default()
+        };
+        let a = g.generate(&prompt, &p, &never, |_| {}).unwrap();
+        let b = g
+            .generate(
+                &prompt,
+                &SamplingParams {
+                    prefill_block: 2,
+                    ..p.clone()
+                },
+                &never,
+                |_| {},
+            )
+            .unwrap();
+        assert_eq!(a.ids, b.ids);
+        assert!(matches!(
+            a.stop,
+            StopReason::MaxTokens | StopReason::EndOfText
+        ));
+        assert_eq!(a.prompt_tokens, 7);
+    }
+
+    #[test]
+    fn sampling_respects_seed_and_top_k() {
+        let mut rng = Rng(7);
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            ..SamplingParams::default()
+        };
+        let mut logits = vec![0.0, 5.0, 1.0];
+        assert_eq!(sample(&mut logits, &[], &p, &mut rng), 1);
+        let p = SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::default()
+        };
+        let draw = |seed| {
+            let mut rng = Rng(seed);
+            (0..20)
+                .map(|_| sample(&mut [1.0, 1.1, 0.9, 1.0], &[], &p, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+        // Repetition penalty pushes a repeated token down.
+        let p = SamplingParams {
+            repeat_penalty: 10.0,
+            ..SamplingParams::default()
+        };
+        assert_eq!(sample(&mut [2.0, 1.5], &[0], &p, &mut Rng(1)), 1);
+    }
+
+    #[test]
+    fn cancellation_stops() {
+        let g = tiny_generator();
+        let cancel = AtomicBool::new(true);
+        let out = g
+            .generate(&[1, 2, 3], &SamplingParams::default(), &cancel, |_| {})
+            .unwrap();
+        assert_eq!(out.stop, StopReason::Cancelled);
+        assert!(out.ids.is_empty());
+    }
+
+    #[test]
+    fn thinking_is_stripped() {
+        assert_eq!(
+            strip_thinking("<think>\nhmm\n</think>\n\nAnswer [1]."),
+            "Answer [1]."
+        );
+        assert_eq!(strip_thinking("Plain."), "Plain.");
+    }
+}
