@@ -22,6 +22,30 @@ pub struct RopeScaling {
     pub attention_factor: Option<f64>,
 }
 
+/// `rope_parameters` of `config.json`, as transformers 5 writes it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct RopeParameters {
+    /// RoPE base.
+    pub rope_theta: Option<f64>,
+    /// `"default"` or `"yarn"`.
+    #[serde(default = "default_rope_type")]
+    pub rope_type: String,
+    /// As in [`RopeScaling`].
+    pub factor: Option<f64>,
+    /// As in [`RopeScaling`].
+    pub original_max_position_embeddings: Option<usize>,
+    /// As in [`RopeScaling`].
+    pub beta_fast: Option<f64>,
+    /// As in [`RopeScaling`].
+    pub beta_slow: Option<f64>,
+    /// As in [`RopeScaling`].
+    pub attention_factor: Option<f64>,
+}
+
+fn default_rope_type() -> String {
+    "default".into()
+}
+
 /// A Qwen2/Qwen2.5/Qwen3 decoder configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Config {
@@ -58,6 +82,8 @@ pub struct Config {
     pub attention_bias: Option<bool>,
     /// RoPE scaling (YaRN).
     pub rope_scaling: Option<RopeScaling>,
+    /// The newer form (transformers 5): theta and scaling in one object.
+    pub rope_parameters: Option<RopeParameters>,
     /// Activation; only SiLU is supported.
     #[serde(default = "default_act")]
     pub hidden_act: String,
@@ -85,8 +111,26 @@ impl Config {
     /// Parses and validates `config.json` text; unsupported settings fail
     /// here, not in the middle of a run.
     pub fn from_json(text: &str) -> Result<Config> {
-        let cfg: Config =
+        let mut cfg: Config =
             serde_json::from_str(text).map_err(|e| Error::Model(format!("config.json: {e}")))?;
+        if let Some(p) = cfg.rope_parameters.take() {
+            if let Some(theta) = p.rope_theta {
+                cfg.rope_theta = theta;
+            }
+            match p.rope_type.as_str() {
+                "default" => {}
+                _ => {
+                    cfg.rope_scaling = Some(RopeScaling {
+                        rope_type: p.rope_type,
+                        factor: p.factor.unwrap_or(1.0),
+                        original_max_position_embeddings: p.original_max_position_embeddings,
+                        beta_fast: p.beta_fast,
+                        beta_slow: p.beta_slow,
+                        attention_factor: p.attention_factor,
+                    })
+                }
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }

@@ -621,6 +621,51 @@ mod tests {
         assert!(h.iter().all(|x| x.is_finite()));
     }
 
+    /// Logits against Hugging Face transformers on the same tiny random
+    /// weights (tests/fixtures/qwen, made by gen_reference.py).
+    #[test]
+    fn matches_transformers() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen");
+        for name in ["qwen3", "qwen2", "qwen3-yarn"] {
+            let dir = root.join(name);
+            let m = ModelFiles::from_dir(&dir)
+                .unwrap()
+                .load(DType::F32, &Device::Cpu)
+                .unwrap();
+            let expected: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                    .unwrap();
+            let ids: Vec<u32> = expected["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+            let mut cache = Cache::new(&m, DType::F32);
+            let h = m
+                .forward(&[ids.clone()], &[vec![true; ids.len()]], &mut cache)
+                .unwrap();
+            let got: Vec<Vec<f32>> = m.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+            assert_eq!(
+                (got.len(), got[0].len()),
+                (want.len(), want[0].len()),
+                "{name}"
+            );
+            assert_eq!(got.len(), ids.len());
+            let diff = got
+                .iter()
+                .flatten()
+                .zip(want.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff <= 1e-4,
+                "{name}: max abs diff {diff} against transformers"
+            );
+        }
+    }
+
     #[test]
     fn bad_inputs_are_errors() {
         let m = tiny("qwen3", None);
