@@ -644,7 +644,11 @@ mod tests {
             let want: Vec<Vec<f32>> = serde_json::from_value(expected["logits"].clone()).unwrap();
             let mut cache = Cache::new(&m, DType::F32);
             let h = m
-                .forward(&[ids.clone()], &[vec![true; ids.len()]], &mut cache)
+                .forward(
+                    std::slice::from_ref(&ids),
+                    &[vec![true; ids.len()]],
+                    &mut cache,
+                )
                 .unwrap();
             let got: Vec<Vec<f32>> = m.logits(&h).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
             assert_eq!(
