@@ -40,6 +40,7 @@ impl Sandbox {
             .env("SHIRABE_CONFIG", self.path().join("config.toml"))
             .env_remove("HF_HOME")
             .env("HF_HUB_CACHE", self.path().join("no-hf-cache"))
+            .env("HF_HUB_OFFLINE", "1")
             .env("NO_COLOR", "1")
             .args(args);
         c

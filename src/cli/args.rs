@@ -58,6 +58,8 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Show what is in the index.
     Status(StatusArgs),
+    /// List local models or download one.
+    Models(ModelsArgs),
     /// Generate text with a Qwen model (streams to stdout).
     Generate(GenerateArgs),
     /// Embed texts with a Qwen3-Embedding model; one JSON vector per line.
@@ -156,6 +158,30 @@ pub struct EmbedArgs {
     /// Texts per batch.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch: usize,
+}
+
+/// `models`
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ModelsAction,
+}
+
+/// `models` actions.
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Models in the local Hugging Face cache.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a model repo (config, tokenizer, safetensors) into the cache.
+    Pull {
+        /// Repo id, e.g. Qwen/Qwen3-Embedding-0.6B.
+        repo: String,
+    },
 }
 
 /// `generate`

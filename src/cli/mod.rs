@@ -124,6 +124,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Status(a) => commands::status(&settings, &a),
         Command::Embed(a) => commands::embed(&settings, &a),
         Command::Generate(a) => commands::generate(&settings, &a),
+        Command::Models(a) => commands::models(&settings, &a),
         Command::Bench(a) => bench::run(&settings, &a),
         Command::SampleCorpus { dir } => commands::sample_corpus(&settings, &dir),
     }

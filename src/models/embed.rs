@@ -34,7 +34,7 @@ pub struct Embedder {
 impl Embedder {
     /// Loads a model directory or cached repo id.
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Embedder> {
-        let files = super::find(spec)?;
+        let files = super::find_or_pull(spec)?;
         let tok = files
             .tokenizer
             .clone()

@@ -186,7 +186,7 @@ impl Generator {
 
     /// Loads a model directory or cached repo id.
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Generator> {
-        let files = super::find(spec)?;
+        let files = super::find_or_pull(spec)?;
         let tok = files
             .tokenizer
             .clone()

@@ -45,6 +45,130 @@ pub fn find(spec: &str) -> Result<ModelFiles> {
     find_in(spec, &hf_cache_dirs())
 }
 
+/// [`find`], and when a repo id is not cached, download it (unless
+/// `HF_HUB_OFFLINE` is set); if that fails too, both reasons are given.
+pub fn find_or_pull(spec: &str) -> Result<ModelFiles> {
+    match find(spec) {
+        Ok(files) => Ok(files),
+        Err(not_found) => {
+            let is_repo =
+                spec.contains('/') && !Path::new(spec).exists() && !spec.starts_with(['/', '.']);
+            let offline =
+                std::env::var_os("HF_HUB_OFFLINE").is_some_and(|v| v != "0" && !v.is_empty());
+            if !is_repo || offline {
+                return Err(not_found);
+            }
+            pull(spec)
+                .map_err(|e| Error::Model(format!("{not_found}; downloading failed too: {e}")))
+        }
+    }
+}
+
+/// Downloads a model repo into the Hugging Face cache with hf-hub:
+/// `config.json`, the tokenizer files and every safetensors shard.
+pub fn pull(repo_id: &str) -> Result<ModelFiles> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| Error::Model(format!("Hugging Face hub: {e}")))?;
+    let repo = api.model(repo_id.to_string());
+    let get = |name: &str| {
+        repo.get(name)
+            .map_err(|e| Error::Model(format!("{repo_id}/{name}: {e}")))
+    };
+    let config = get("config.json")?;
+    for optional in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        let _ = repo.get(optional);
+    }
+    match get("model.safetensors.index.json") {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Model(format!("{}: {e}", index.display())))?;
+            let mut shards: Vec<&str> = v["weight_map"]
+                .as_object()
+                .map(|m| m.values().filter_map(|f| f.as_str()).collect())
+                .unwrap_or_default();
+            shards.sort();
+            shards.dedup();
+            for shard in shards {
+                get(shard)?;
+            }
+        }
+        Err(_) => {
+            get("model.safetensors")?;
+        }
+    }
+    let dir = config.parent().unwrap_or(Path::new(".")).to_path_buf();
+    ModelFiles::from_dir(&dir)
+}
+
+/// A model found in the local Hugging Face cache.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CachedModel {
+    /// `Org/Name`.
+    pub repo: String,
+    /// The snapshot directory.
+    pub path: PathBuf,
+    /// Bytes of weights.
+    pub weight_bytes: u64,
+    /// `model_type` from config.json.
+    pub model_type: Option<String>,
+    /// Whether shirabe can load it (a Qwen2/Qwen3 with safetensors).
+    pub loadable: bool,
+}
+
+/// Models in the local Hugging Face cache.
+pub fn list_cached() -> Vec<CachedModel> {
+    list_in(&hf_cache_dirs())
+}
+
+fn list_in(caches: &[PathBuf]) -> Vec<CachedModel> {
+    let mut out = Vec::new();
+    for cache in caches {
+        let Ok(entries) = std::fs::read_dir(cache) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("models--") else {
+                continue;
+            };
+            let repo = rest.replacen("--", "/", 1);
+            if out.iter().any(|m: &CachedModel| m.repo == repo) {
+                continue;
+            }
+            let Ok(files) = find_in(&repo, std::slice::from_ref(cache)) else {
+                continue;
+            };
+            let weight_bytes = files
+                .weights
+                .iter()
+                .filter_map(|w| std::fs::metadata(w).ok())
+                .map(|m| m.len())
+                .sum();
+            let config = files.config().ok();
+            let model_type = std::fs::read_to_string(&files.config)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["model_type"].as_str().map(str::to_string));
+            out.push(CachedModel {
+                repo,
+                path: files.dir,
+                weight_bytes,
+                model_type,
+                loadable: config.is_some(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.repo.cmp(&b.repo));
+    out
+}
+
 fn find_in(spec: &str, caches: &[PathBuf]) -> Result<ModelFiles> {
     let mut looked = Vec::new();
     let p = Path::new(spec);
@@ -77,7 +201,7 @@ fn find_in(spec: &str, caches: &[PathBuf]) -> Result<ModelFiles> {
         }
     }
     Err(Error::Model(format!(
-        "model {spec:?} not found; looked in: {}. Download it with `huggingface-cli download {spec}` (or pass a local directory)",
+        "model {spec:?} not found; looked in: {}. Download it with `shirabe models pull {spec}` (or `huggingface-cli download {spec}`), or pass a local directory",
         looked.join(", ")
     )))
 }
@@ -199,12 +323,17 @@ mod tests {
     }
 
     #[test]
-    fn finds_models_in_the_hf_cache() {
+    fn finds_and_lists_models_in_the_hf_cache() {
         let cache = tempfile::tempdir().unwrap();
         let snap = cache.path().join("models--Org--Tiny/snapshots/rev1");
         testing::write_tiny(&snap, &testing::tiny_config("qwen3", None), true).unwrap();
         let files = find_in("Org/Tiny", &[cache.path().to_path_buf()]).unwrap();
         assert_eq!(files.dir, snap);
         files.load(DType::F32, &Device::Cpu).unwrap();
+        let listed = list_in(&[cache.path().to_path_buf()]);
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].repo, "Org/Tiny");
+        assert!(listed[0].loadable && listed[0].weight_bytes > 0);
+        assert_eq!(listed[0].model_type.as_deref(), Some("qwen3"));
     }
 }
