@@ -184,8 +184,25 @@ impl Generator {
         }
     }
 
-    /// Loads a model directory or cached repo id.
+    /// Loads a model directory, a cached repo id, or a `.gguf` file (whose
+    /// `tokenizer.json` must sit beside it).
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Generator> {
+        let path = std::path::Path::new(spec);
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            let tok = path.with_file_name("tokenizer.json");
+            if !tok.is_file() {
+                return Err(Error::Model(format!(
+                    "{}: put the model's tokenizer.json beside the GGUF file",
+                    tok.display()
+                )));
+            }
+            let tokenizer = tokenizers::Tokenizer::from_file(&tok)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
+            return Ok(Generator::new(super::load_gguf(path, device)?, tokenizer));
+        }
         let files = super::find_or_pull(spec)?;
         let tok = files
             .tokenizer

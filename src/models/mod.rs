@@ -12,6 +12,7 @@ pub mod config;
 pub mod embed;
 pub mod generate;
 pub mod qwen3;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -273,8 +274,15 @@ impl ModelFiles {
         // modify them while the model is loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
             .map_err(|e| Error::Model(format!("{}: {e}", self.dir.display())))?;
-        qwen3::Model::new(&cfg, vb)
+        qwen3::Model::new(&cfg, &weights::Safetensors::new(vb)?)
     }
+}
+
+/// Loads a GGUF file (Q8_0, Q4_K_M, …) as a decoder with quantized matrices.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<qwen3::Model> {
+    let gguf = weights::Gguf::open(path, device)?;
+    let cfg = gguf.config()?;
+    qwen3::Model::new(&cfg, &gguf)
 }
 
 /// The device to run on: CUDA or Metal when built with them, else the CPU.

@@ -10,10 +10,12 @@
 //! checkpoint keys; the embedding checkpoints' layout (no `model.` prefix)
 //! loads too.
 
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear};
 
 use super::config::Config;
+use super::weights::Weights;
 use crate::{Error, Result};
 
 /// Bytes the attention scores of one query block may take (f32), by default.
@@ -23,15 +25,38 @@ fn err(e: candle_core::Error) -> Error {
     Error::Model(e.to_string())
 }
 
+/// A projection: dense (safetensors) or quantized (GGUF) weights.
+pub enum Proj {
+    /// Dense weights (and bias).
+    Dense(Linear),
+    /// Quantized weights, with a dense bias.
+    Quant(QMatMul, Option<Tensor>),
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Proj::Dense(l) => l.forward(x),
+            Proj::Quant(q, bias) => {
+                let y = q.forward(x)?;
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
 struct RmsNorm {
     weight: Tensor,
     eps: f32,
 }
 
 impl RmsNorm {
-    fn new(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(size: usize, eps: f64, w: &dyn Weights, name: &str) -> candle_core::Result<Self> {
         Ok(RmsNorm {
-            weight: vb.get(size, "weight")?,
+            weight: w.tensor(&format!("{name}.weight"), &[size])?,
             eps: eps as f32,
         })
     }
@@ -121,10 +146,10 @@ impl Rotary {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     heads: usize,
@@ -132,38 +157,30 @@ struct Attention {
     head_dim: usize,
 }
 
-fn linear(i: usize, o: usize, bias: bool, vb: VarBuilder) -> candle_core::Result<Linear> {
-    if bias {
-        candle_nn::linear(i, o, vb)
-    } else {
-        candle_nn::linear_no_bias(i, o, vb)
-    }
-}
-
 impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, w: &dyn Weights, p: &str) -> candle_core::Result<Self> {
         let (h, kvh, d) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim(),
         );
         let bias = cfg.qkv_bias();
-        let norms = cfg.is_qwen3();
+        let hs = cfg.hidden_size;
+        let eps = cfg.rms_norm_eps;
+        let norm = |name: &str| -> candle_core::Result<Option<RmsNorm>> {
+            if cfg.is_qwen3() {
+                Ok(Some(RmsNorm::new(d, eps, w, &format!("{p}.{name}"))?))
+            } else {
+                Ok(None)
+            }
+        };
         Ok(Attention {
-            q: linear(cfg.hidden_size, h * d, bias, vb.pp("q_proj"))?,
-            k: linear(cfg.hidden_size, kvh * d, bias, vb.pp("k_proj"))?,
-            v: linear(cfg.hidden_size, kvh * d, bias, vb.pp("v_proj"))?,
-            o: linear(h * d, cfg.hidden_size, false, vb.pp("o_proj"))?,
-            q_norm: if norms {
-                Some(RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("q_norm"))?)
-            } else {
-                None
-            },
-            k_norm: if norms {
-                Some(RmsNorm::new(d, cfg.rms_norm_eps, vb.pp("k_norm"))?)
-            } else {
-                None
-            },
+            q: w.proj(&format!("{p}.q_proj"), hs, h * d, bias)?,
+            k: w.proj(&format!("{p}.k_proj"), hs, kvh * d, bias)?,
+            v: w.proj(&format!("{p}.v_proj"), hs, kvh * d, bias)?,
+            o: w.proj(&format!("{p}.o_proj"), h * d, hs, false)?,
+            q_norm: norm("q_norm")?,
+            k_norm: norm("k_norm")?,
             heads: h,
             kv_heads: kvh,
             head_dim: d,
@@ -249,18 +266,18 @@ impl Attention {
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
 }
 
 impl Mlp {
-    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, w: &dyn Weights, p: &str) -> candle_core::Result<Self> {
         let (hs, is) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate: candle_nn::linear_no_bias(hs, is, vb.pp("gate_proj"))?,
-            up: candle_nn::linear_no_bias(hs, is, vb.pp("up_proj"))?,
-            down: candle_nn::linear_no_bias(is, hs, vb.pp("down_proj"))?,
+            gate: w.proj(&format!("{p}.gate_proj"), hs, is, false)?,
+            up: w.proj(&format!("{p}.up_proj"), hs, is, false)?,
+            down: w.proj(&format!("{p}.down_proj"), is, hs, false)?,
         })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -314,7 +331,7 @@ pub struct Model {
     embed: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    lm_head: Option<Linear>,
+    lm_head: Option<Proj>,
     rotary: Rotary,
     cfg: Config,
     dtype: DType,
@@ -329,54 +346,44 @@ impl Model {
         self.score_budget = bytes.max(1);
     }
 
-    /// Builds the model from weights named as in the checkpoint, with or
-    /// without the `model.` prefix (Qwen3-Embedding checkpoints have none).
-    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Model> {
-        let body = if vb.contains_tensor("model.embed_tokens.weight") {
-            vb.pp("model")
-        } else if vb.contains_tensor("embed_tokens.weight") {
-            vb.clone()
-        } else {
-            return Err(Error::Model(
-                "the weights have no embed_tokens.weight (with or without the model. prefix): not a Qwen checkpoint".into(),
-            ));
-        };
+    /// Builds the model from `weights`, whose names follow the Hugging Face
+    /// checkpoint without the `model.` prefix (the [`Weights`] source maps
+    /// them to its own layout).
+    pub fn new(cfg: &Config, w: &dyn Weights) -> Result<Model> {
         let build = || -> candle_core::Result<Model> {
-            let embed_w = body.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+            let embed_w = w.tensor("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden_size])?;
             let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+            let eps = cfg.rms_norm_eps;
             for i in 0..cfg.num_hidden_layers {
-                let lv = body.pp(format!("layers.{i}"));
+                let p = format!("layers.{i}");
                 layers.push(Layer {
-                    attn: Attention::new(cfg, lv.pp("self_attn"))?,
-                    mlp: Mlp::new(cfg, lv.pp("mlp"))?,
-                    ln1: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, lv.pp("input_layernorm"))?,
+                    attn: Attention::new(cfg, w, &format!("{p}.self_attn"))?,
+                    mlp: Mlp::new(cfg, w, &format!("{p}.mlp"))?,
+                    ln1: RmsNorm::new(cfg.hidden_size, eps, w, &format!("{p}.input_layernorm"))?,
                     ln2: RmsNorm::new(
                         cfg.hidden_size,
-                        cfg.rms_norm_eps,
-                        lv.pp("post_attention_layernorm"),
+                        eps,
+                        w,
+                        &format!("{p}.post_attention_layernorm"),
                     )?,
                 });
             }
-            let lm_head = if vb.contains_tensor("lm_head.weight") {
-                Some(candle_nn::linear_no_bias(
-                    cfg.hidden_size,
-                    cfg.vocab_size,
-                    vb.pp("lm_head"),
-                )?)
+            let lm_head = if w.contains("lm_head.weight") {
+                Some(w.proj("lm_head", cfg.hidden_size, cfg.vocab_size, false)?)
             } else if cfg.tie_word_embeddings {
-                Some(Linear::new(embed_w.clone(), None))
+                Some(Proj::Dense(Linear::new(embed_w.clone(), None)))
             } else {
                 None
             };
             Ok(Model {
                 embed: Embedding::new(embed_w, cfg.hidden_size),
                 layers,
-                norm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, body.pp("norm"))?,
+                norm: RmsNorm::new(cfg.hidden_size, eps, w, "norm")?,
                 lm_head,
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
-                dtype: vb.dtype(),
-                device: vb.device().clone(),
+                dtype: w.dtype(),
+                device: w.device().clone(),
                 score_budget: SCORE_BUDGET_BYTES,
             })
         };
@@ -668,6 +675,59 @@ mod tests {
                 "{name}: max abs diff {diff} against transformers"
             );
         }
+    }
+
+    /// GGUF with quantized matrices gives logits close to the f32 model's.
+    #[test]
+    fn gguf_quantized_logits_track_f32() {
+        use candle_core::quantized::GgmlDType;
+        // Width 256 so K-quant blocks (256 values) fit the rows.
+        let cfg_text = tiny_config("qwen3", None)
+            .replace(r#""hidden_size":32"#, r#""hidden_size":256"#)
+            .replace(r#""intermediate_size":64"#, r#""intermediate_size":256"#)
+            .replace(r#""head_dim":8"#, r#""head_dim":64"#);
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), &cfg_text, true).unwrap();
+        let files = ModelFiles::from_dir(dir.path()).unwrap();
+        let dense = files.load(DType::F32, &Device::Cpu).unwrap();
+        let tensors =
+            candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu)
+                .unwrap();
+        let cfg = files.config().unwrap();
+        let run = |m: &Model| {
+            let mut cache = Cache::new(m, DType::F32);
+            let h = m
+                .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut cache)
+                .unwrap();
+            m.logits(&h)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        let want = run(&dense);
+        // 4-bit on uniform random weights (the worst case for it) stays near 0.9.
+        for (dtype, min_cos) in [(GgmlDType::Q8_0, 0.999), (GgmlDType::Q4K, 0.85)] {
+            let path = dir.path().join(format!("tiny-{dtype:?}.gguf"));
+            crate::models::weights::write_gguf(&path, &cfg, &tensors, dtype).unwrap();
+            let q = crate::models::load_gguf(&path, &Device::Cpu).unwrap();
+            assert_eq!(q.config().num_hidden_layers, 2);
+            let got = run(&q);
+            for (a, b) in got.iter().zip(&want) {
+                let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+                let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+                assert!(
+                    dot / (na * nb) >= min_cos,
+                    "{dtype:?}: cosine {}",
+                    dot / (na * nb)
+                );
+            }
+        }
+        // Not a GGUF file: a clear error.
+        let err = crate::models::load_gguf(&dir.path().join("model.safetensors"), &Device::Cpu);
+        assert!(err.is_err_and(|e| e.to_string().contains("GGUF")));
     }
 
     #[test]
