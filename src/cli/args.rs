@@ -255,6 +255,30 @@ pub struct BenchArgs {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
+    /// Model speed with random weights in a real model's shapes.
+    Model {
+        /// qwen3-embedding-0.6b, qwen3-0.6b or qwen3-4b.
+        #[arg(long, default_value = "qwen3-0.6b")]
+        preset: String,
+        /// Use random weights (the only mode: weights cannot be fetched here).
+        #[arg(long, default_value_t = true)]
+        random: bool,
+        /// Weight types to measure, comma-separated (f32, bf16, f16).
+        #[arg(long, default_value = "f32,bf16")]
+        dtypes: String,
+        /// Prompt lengths for prefill, comma-separated.
+        #[arg(long, default_value = "512,2048")]
+        prefill: String,
+        /// Embedding batch sizes (512-token passages), comma-separated.
+        #[arg(long, default_value = "1,8")]
+        embed_batch: String,
+        /// Tokens to decode after a 2,048-token prompt.
+        #[arg(long, default_value_t = 16)]
+        decode: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Search latency (p50/p99) on a synthetic index of many chunks.
     Search {
         /// Chunks in the synthetic index.

@@ -127,12 +127,176 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
-    let BenchWhat::Search {
-        chunks,
-        queries,
-        dir,
-        json,
-    } = &a.what;
+    match &a.what {
+        BenchWhat::Search {
+            chunks,
+            queries,
+            dir,
+            json,
+        } => search(s, *chunks, *queries, dir.as_ref(), *json),
+        BenchWhat::Model {
+            preset,
+            dtypes,
+            prefill,
+            embed_batch,
+            decode,
+            json,
+            ..
+        } => model(preset, dtypes, prefill, embed_batch, *decode, *json),
+    }
+}
+
+fn list(spec: &str, flag: &str) -> Result<Vec<usize>> {
+    spec.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("{flag}: bad number {x:?}"))
+        })
+        .collect()
+}
+
+/// Memory bandwidth (GB/s) from copying a 512 MB buffer a few times.
+fn bandwidth_gbs() -> f64 {
+    let n = 512usize << 20;
+    let src = vec![1u8; n];
+    let mut dst = vec![0u8; n];
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    // A copy reads and writes every byte.
+    2.0 * n as f64 / best / 1e9
+}
+
+fn preset_config(preset: &str) -> Result<shirabe::models::config::Config> {
+    let (hidden, inter, layers, heads, kv) = match preset {
+        "qwen3-0.6b" | "qwen3-embedding-0.6b" => (1024, 3072, 28, 16, 8),
+        "qwen3-4b" => (2560, 9728, 36, 32, 8),
+        other => {
+            anyhow::bail!("unknown preset {other:?} (qwen3-embedding-0.6b, qwen3-0.6b, qwen3-4b)")
+        }
+    };
+    let json = format!(
+        r#"{{"model_type":"qwen3","vocab_size":151936,"hidden_size":{hidden},"intermediate_size":{inter},
+        "num_hidden_layers":{layers},"num_attention_heads":{heads},"num_key_value_heads":{kv},"head_dim":128,
+        "max_position_embeddings":40960,"rope_theta":1000000,"rms_norm_eps":1e-6,"tie_word_embeddings":true}}"#
+    );
+    Ok(shirabe::models::config::Config::from_json(&json)?)
+}
+
+fn model(
+    preset: &str,
+    dtypes: &str,
+    prefill: &str,
+    embed_batch: &str,
+    decode: usize,
+    json: bool,
+) -> Result<Status> {
+    use candle_core::{DType, Device};
+    use shirabe::models::qwen3::{Cache, Model};
+    let cfg = preset_config(preset)?;
+    let prefill = list(prefill, "--prefill")?;
+    let batches = list(embed_batch, "--embed-batch")?;
+    let bw = bandwidth_gbs();
+    let mut rng = Rng(0x5eed);
+    let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(151_000) as u32).collect() };
+    let mut results = Vec::new();
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{preset}, random weights in the real shapes; memory bandwidth {bw:.1} GB/s (copy)"
+        )?;
+    }
+    for name in dtypes.split(',') {
+        let name = name.trim();
+        let dtype = match name {
+            "f32" => DType::F32,
+            "bf16" => DType::BF16,
+            "f16" => DType::F16,
+            other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16 or f16"),
+        };
+        let weights = shirabe::models::weights::Random::new(dtype, &Device::Cpu);
+        let m = Model::new(&cfg, &weights)?;
+        let params = m.parameter_count();
+        let mut row = json!({"dtype": name, "parameters": params});
+        // Embedding: 512-token passages, last-token pooling.
+        for &b in &batches {
+            let ids: Vec<Vec<u32>> = (0..b).map(|_| tokens(512)).collect();
+            let valid = vec![vec![true; 512]; b];
+            let mut cache = Cache::new(&m, DType::F32);
+            let t = Instant::now();
+            let h = m.forward(&ids, &valid, &mut cache)?;
+            Model::last_hidden(&h)?;
+            let secs = t.elapsed().as_secs_f64();
+            row[format!("embed_batch{b}_passages_per_s")] = (b as f64 / secs).into();
+            row[format!("embed_batch{b}_tokens_per_s")] = ((b * 512) as f64 / secs).into();
+            if !json {
+                writeln!(
+                    out,
+                    "  {name:5} embed batch {b:>2}: {:.2} passages/s, {:.0} tokens/s",
+                    b as f64 / secs,
+                    (b * 512) as f64 / secs
+                )?;
+            }
+        }
+        for &n in &prefill {
+            let mut cache = Cache::new(&m, dtype);
+            let t = Instant::now();
+            m.forward(&[tokens(n)], &[vec![true; n]], &mut cache)?;
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            row[format!("prefill_{n}_tokens_per_s")] = rate.into();
+            if !json {
+                writeln!(out, "  {name:5} prefill {n:>5} tokens: {rate:.0} tokens/s")?;
+            }
+        }
+        if decode > 0 {
+            let mut cache = Cache::new(&m, dtype);
+            let h = m.forward(&[tokens(2048)], &[vec![true; 2048]], &mut cache)?;
+            let mut logits = m.logits(&Model::last_hidden(&h)?)?;
+            let t = Instant::now();
+            for _ in 0..decode {
+                let next = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?[0];
+                let h = m.forward(&[vec![next]], &[vec![true]], &mut cache)?;
+                logits = m.logits(&Model::last_hidden(&h)?)?;
+            }
+            let rate = decode as f64 / t.elapsed().as_secs_f64();
+            let bytes_per_token = params as f64 * dtype.size_in_bytes() as f64;
+            let bound = bw * 1e9 / bytes_per_token;
+            row["decode_tokens_per_s"] = rate.into();
+            row["decode_bandwidth_bound_tokens_per_s"] = bound.into();
+            row["decode_fraction_of_bound"] = (rate / bound).into();
+            if !json {
+                writeln!(out, "  {name:5} decode after 2048: {rate:.2} tokens/s = {:.0}% of the bandwidth bound ({bound:.2} tokens/s)", 100.0 * rate / bound)?;
+            }
+        }
+        row["peak_rss_mb"] = peak_rss_mb().into();
+        results.push(row);
+    }
+    if json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({"preset": preset, "bandwidth_gbs": bw, "runs": results}),
+        )?;
+        writeln!(out)?;
+    } else if let Some(rss) = peak_rss_mb() {
+        writeln!(out, "  peak RSS {rss:.0} MB")?;
+    }
+    Ok(Status::Success)
+}
+
+fn search(
+    s: &Settings,
+    chunks: usize,
+    queries: usize,
+    dir: Option<&PathBuf>,
+    json: bool,
+) -> Result<Status> {
+    let (chunks, queries, json) = (&chunks, &queries, &json);
     let tmp;
     let dir: PathBuf = match dir {
         Some(d) => d.clone(),

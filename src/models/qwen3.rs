@@ -390,6 +390,20 @@ impl Model {
         build().map_err(|e| Error::Model(format!("loading weights: {e}")))
     }
 
+    /// Parameters in the decoder (the tied head counted once).
+    pub fn parameter_count(&self) -> usize {
+        let c = &self.cfg;
+        let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let attn = c.hidden_size * d * (2 * h + 2 * kv);
+        let mlp = 3 * c.hidden_size * c.intermediate_size;
+        let head = if c.tie_word_embeddings {
+            0
+        } else {
+            c.vocab_size * c.hidden_size
+        };
+        c.vocab_size * c.hidden_size + c.num_hidden_layers * (attn + mlp) + head
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
@@ -481,7 +495,9 @@ impl Model {
         let head = self.lm_head.as_ref().ok_or_else(|| {
             Error::Model("this checkpoint has no lm_head (an embedding model?)".into())
         })?;
-        head.forward(hidden)
+        hidden
+            .to_dtype(self.dtype)
+            .and_then(|h| head.forward(&h))
             .and_then(|l| l.to_dtype(DType::F32))
             .map_err(err)
     }
@@ -589,6 +605,23 @@ mod tests {
             .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut cache)
             .unwrap();
         assert!(max_diff(&one, &blocked) < 1e-4);
+    }
+
+    #[test]
+    fn bf16_weights_run_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), &tiny_config("qwen3", None), true).unwrap();
+        let m = ModelFiles::from_dir(dir.path())
+            .unwrap()
+            .load(DType::BF16, &Device::Cpu)
+            .unwrap();
+        let mut cache = Cache::new(&m, DType::BF16);
+        let h = m
+            .forward(&[PROMPT.to_vec()], &[vec![true; 12]], &mut cache)
+            .unwrap();
+        // Pooled (f32) hidden states go through the bf16 head.
+        let logits = m.logits(&Model::last_hidden(&h).unwrap()).unwrap();
+        assert_eq!(logits.dims(), &[1, 64]);
     }
 
     #[test]

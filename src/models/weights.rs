@@ -301,6 +301,52 @@ pub fn write_gguf(
     gguf_file::write(&mut file, &md_refs, &t_refs).map_err(err)
 }
 
+/// Random weights of any shape, generated on request: for benchmarks in a
+/// real model's shapes without its files (speed does not depend on values).
+pub struct Random {
+    dtype: DType,
+    device: Device,
+}
+
+impl Random {
+    /// Random weights of `dtype` on `device`.
+    pub fn new(dtype: DType, device: &Device) -> Random {
+        Random {
+            dtype,
+            device: device.clone(),
+        }
+    }
+}
+
+impl Weights for Random {
+    fn tensor(&self, name: &str, shape: &[usize]) -> candle_core::Result<Tensor> {
+        let (lo, hi) = if name.ends_with("norm.weight") {
+            (0.9f32, 1.1f32)
+        } else {
+            (-0.05, 0.05)
+        };
+        Tensor::rand(lo, hi, shape, &self.device)?.to_dtype(self.dtype)
+    }
+    fn proj(&self, name: &str, inp: usize, out: usize, bias: bool) -> candle_core::Result<Proj> {
+        let w = self.tensor(&format!("{name}.weight"), &[out, inp])?;
+        let b = if bias {
+            Some(self.tensor(&format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        };
+        Ok(Proj::Dense(Linear::new(w, b)))
+    }
+    fn contains(&self, _name: &str) -> bool {
+        false
+    }
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
