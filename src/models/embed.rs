@@ -12,7 +12,6 @@
 use candle_core::{DType, Device};
 
 use super::qwen3::{l2_normalize, Cache, Model};
-use super::ModelFiles;
 use crate::{Error, Result};
 
 /// The instruction for search queries.
@@ -35,13 +34,8 @@ impl Embedder {
     /// Loads a model directory or cached repo id.
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Embedder> {
         let files = super::find_or_pull(spec)?;
-        let tok = files
-            .tokenizer
-            .clone()
-            .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", files.dir.display())))?;
-        let tokenizer = tokenizers::Tokenizer::from_file(&tok)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
-        Ok(Embedder::new(load_model(&files, dtype, device)?, tokenizer))
+        let tokenizer = files.load_tokenizer()?;
+        Ok(Embedder::new(files.load(dtype, device)?, tokenizer))
     }
 
     /// Wraps a loaded model and tokenizer.
@@ -127,14 +121,11 @@ impl Embedder {
     }
 }
 
-fn load_model(files: &ModelFiles, dtype: DType, device: &Device) -> Result<Model> {
-    files.load(dtype, device)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::testing::{tiny_config, write_tiny};
+    use crate::models::ModelFiles;
 
     fn tiny_embedder() -> Embedder {
         let dir = tempfile::tempdir().unwrap();
@@ -143,17 +134,7 @@ mod tests {
             .unwrap()
             .load(DType::F32, &Device::Cpu)
             .unwrap();
-        // A word-level tokenizer over the tiny vocabulary.
-        let vocab: String = (0..64)
-            .map(|i| format!("\"w{i}\":{i}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let json = format!(
-            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
-            "model":{{"type":"WordLevel","vocab":{{{vocab}}},"unk_token":"w0"}}}}"#
-        );
-        let tokenizer = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
+        let tokenizer = crate::models::testing::tiny_tokenizer(64);
         Embedder::new(model, tokenizer)
     }
 

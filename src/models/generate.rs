@@ -204,13 +204,10 @@ impl Generator {
             return Ok(Generator::new(super::load_gguf(path, device)?, tokenizer));
         }
         let files = super::find_or_pull(spec)?;
-        let tok = files
-            .tokenizer
-            .clone()
-            .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", files.dir.display())))?;
-        let tokenizer = tokenizers::Tokenizer::from_file(&tok)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
-        Ok(Generator::new(files.load(dtype, device)?, tokenizer))
+        Ok(Generator::new(
+            files.load(dtype, device)?,
+            files.load_tokenizer()?,
+        ))
     }
 
     /// A one-turn ChatML prompt, as Qwen's chat template renders it, with
@@ -360,19 +357,7 @@ mod tests {
             .unwrap()
             .load(DType::F32, &Device::Cpu)
             .unwrap();
-        let vocab: String = (0..64)
-            .map(|i| format!("\"w{i}\":{i}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let json = format!(
-            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-            "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
-            "model":{{"type":"WordLevel","vocab":{{{vocab}}},"unk_token":"w0"}}}}"#
-        );
-        Generator::new(
-            model,
-            tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap(),
-        )
+        Generator::new(model, crate::models::testing::tiny_tokenizer(64))
     }
 
     #[test]

@@ -261,6 +261,16 @@ impl ModelFiles {
         })
     }
 
+    /// Loads `tokenizer.json` (an error if the directory has none).
+    pub fn load_tokenizer(&self) -> Result<tokenizers::Tokenizer> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", self.dir.display())))?;
+        tokenizers::Tokenizer::from_file(tok)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))
+    }
+
     /// Parses `config.json`.
     pub fn config(&self) -> Result<Config> {
         let text = std::fs::read_to_string(&self.config).map_err(|e| Error::io(&self.config, e))?;

@@ -141,3 +141,15 @@ pub fn write_tiny(dir: &Path, config: &str, prefixed: bool) -> crate::Result<()>
     candle_core::safetensors::save(&t, dir.join("model.safetensors"))
         .map_err(|e| crate::Error::Model(e.to_string()))
 }
+
+/// A word-level tokenizer whose words `w0`..`w{vocab-1}` are the token ids.
+pub fn tiny_tokenizer(vocab: usize) -> tokenizers::Tokenizer {
+    let words: Vec<String> = (0..vocab).map(|i| format!("\"w{i}\":{i}")).collect();
+    let json = format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+        "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
+        "model":{{"type":"WordLevel","vocab":{{{}}},"unk_token":"w0"}}}}"#,
+        words.join(",")
+    );
+    tokenizers::Tokenizer::from_bytes(json.as_bytes()).expect("valid tokenizer json")
+}
