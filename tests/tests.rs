@@ -122,6 +122,12 @@ fn ingest_and_search_the_sample_corpus() {
         names.iter().any(|n| n == "quarterly-report.pdf"),
         "{names:?}"
     );
+    // The section shown is the one the matching text is in.
+    let report = hits
+        .iter()
+        .find(|h| file_name(h) == "quarterly-report.pdf")
+        .unwrap();
+    assert_eq!(report["section"], "2. Operating costs");
 
     // Japanese queries, typed without spaces.
     let hits = sb.search_json("大阪倉庫の拡張計画", &[]);

@@ -100,6 +100,7 @@ fn synthetic_chunk(rng: &mut Rng, ordinal: u32) -> Chunk {
         page_end: ordinal + 1,
         page_labels: Vec::new(),
         section: None,
+        sections: Vec::new(),
         spans: vec![Span {
             page: ordinal + 1,
             start: 0,

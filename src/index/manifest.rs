@@ -20,7 +20,7 @@ use crate::ingest::tokens::TokenizerInfo;
 use crate::{Error, Result};
 
 /// Version of the index layout; an index of another version must be rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How a file fared at its last ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

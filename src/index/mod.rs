@@ -47,6 +47,8 @@ pub struct Fields {
     pub page_labels: Field,
     /// Source spans, JSON array of [`crate::ingest::chunk::Span`].
     pub spans: Field,
+    /// Sections starting inside the chunk, JSON array of [offset, heading].
+    pub sections: Field,
     /// BLAKE3 of the chunk text (hex, 32 chars).
     pub content_hash: Field,
     /// Position of the chunk in its document.
@@ -80,6 +82,7 @@ fn schema() -> (Schema, Fields) {
         page_end: b.add_u64_field("page_end", INDEXED | STORED | FAST),
         page_labels: b.add_text_field("page_labels", STORED),
         spans: b.add_text_field("spans", STORED),
+        sections: b.add_text_field("sections", STORED),
         content_hash: b.add_text_field("content_hash", STRING | STORED),
         ordinal: b.add_u64_field("ordinal", STORED | FAST),
         tokens: b.add_u64_field("tokens", STORED),
@@ -237,6 +240,10 @@ impl ShirabeIndex {
                 serde_json::to_string(&c.page_labels).unwrap_or_default(),
             );
             d.add_text(f.spans, serde_json::to_string(&c.spans).unwrap_or_default());
+            d.add_text(
+                f.sections,
+                serde_json::to_string(&c.sections).unwrap_or_default(),
+            );
             d.add_text(
                 f.content_hash,
                 &blake3::hash(c.text.as_bytes()).to_hex()[..32],

@@ -62,6 +62,8 @@ pub struct Chunk {
     pub page_labels: Vec<String>,
     /// The section heading in force at the chunk's start.
     pub section: Option<String>,
+    /// Sections that start inside the chunk: (character offset, heading).
+    pub sections: Vec<(usize, String)>,
     /// Source ranges, one per page touched.
     pub spans: Vec<Span>,
     /// Token count of `text`.
@@ -169,9 +171,11 @@ fn build(
 ) -> Chunk {
     let mut text = String::new();
     let mut spans: Vec<Span> = Vec::new();
+    let mut sections: Vec<(usize, String)> = Vec::new();
     let mut i = 0;
     while i < units.len() {
         // Consecutive units of one page are one contiguous slice of its text.
+        let first_unit = i;
         let page = units[i].page;
         let start = units[i].start;
         let mut end = units[i].end;
@@ -185,6 +189,14 @@ fn build(
             text.push_str("\n\n");
         }
         let at = text.chars().count();
+        // Where a new section starts inside the chunk.
+        for (k, u) in units.iter().enumerate().take(i).skip(first_unit) {
+            let changed = k == 0 || units[k - 1].section != u.section;
+            if let (true, Some(sec)) = (changed && k > 0, u.section) {
+                let offset = at + page_text[start..u.start.max(start)].chars().count();
+                sections.push((offset, headings[sec].clone()));
+            }
+        }
         let start_chars = page_text[..start].chars().count();
         let slice = &page_text[start..end];
         text.push_str(slice);
@@ -207,6 +219,7 @@ fn build(
         page_end: last.page,
         page_labels,
         section: units[0].section.map(|s| headings[s].clone()),
+        sections,
         spans,
         tokens,
     }
@@ -413,5 +426,12 @@ mod tests {
         assert!(c.len() >= 3, "{c:?}");
         assert_eq!(c[0].section, None);
         assert_eq!(c.last().unwrap().section.as_deref(), Some("Revenue"));
+        // In one big chunk, the heading is recorded where it starts.
+        let big = chunk(&d, &TokenCounter::Estimate, ChunkParams::default());
+        assert_eq!(big.len(), 1);
+        let (at, heading) = &big[0].sections[0];
+        assert_eq!(heading, "Revenue");
+        let rest: String = big[0].text.chars().skip(*at).take(7).collect();
+        assert_eq!(rest, "Revenue");
     }
 }

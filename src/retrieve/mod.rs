@@ -174,10 +174,19 @@ pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
             .rev()
             .find(|s| s.at <= snip.anchor_char)
             .or(spans.first());
+        let sections: Vec<(usize, String)> = text_of(f.sections)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let section = sections
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= snip.anchor_char)
+            .map(|(_, h)| h.clone())
+            .or_else(|| text_of(f.section));
         hits.push(Hit {
             path: text_of(f.path).unwrap_or_default(),
             title: text_of(f.title),
-            section: text_of(f.section),
+            section,
             page_start: num_of(f.page_start),
             page_end: num_of(f.page_end),
             page: span.map_or(num_of(f.page_start), |s| s.page),
