@@ -135,7 +135,13 @@ impl ShirabeIndex {
             return Err(Error::NoIndex(dir.to_path_buf()));
         }
         let index = Index::open_in_dir(&tdir)?;
-        let (_, fields) = schema();
+        let (expected, fields) = schema();
+        if index.schema() != expected {
+            return Err(Error::IndexMismatch(format!(
+                "{}: written by another version of shirabe; remove the directory and ingest again",
+                dir.display()
+            )));
+        }
         Self::finish(dir, index, fields)
     }
 
