@@ -195,7 +195,7 @@ impl Attention {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<KvSlot>,
         cache_dtype: DType,
         valid: &[Vec<bool>],
         past: usize,
@@ -218,13 +218,10 @@ impl Attention {
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let (k, v) = (k.to_dtype(cache_dtype)?, v.to_dtype(cache_dtype)?);
-        let (k_all, v_all) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        *cache = Some((k_all.clone(), v_all.clone()));
+        let (k_all, v_all) = KvSlot::append(cache, &k, &v)?;
         let keys = k_all.dim(2)?;
-        let k32 = k_all.to_dtype(DType::F32)?.transpose(2, 3)?.contiguous()?; // (b, kvh, d, keys)
+        // Views into the cache buffers: an f32 cache is read in place.
+        let k32 = k_all.to_dtype(DType::F32)?.t()?; // (b, kvh, d, keys)
         let v32 = v_all.to_dtype(DType::F32)?;
         let q32 = q.to_dtype(DType::F32)?;
         let rep = h / kvh;
@@ -293,10 +290,49 @@ struct Layer {
     ln2: RmsNorm,
 }
 
+/// One layer's cached keys and values: buffers with room to grow (doubling),
+/// written in place, so a decode step copies only its own new row.
+#[derive(Clone)]
+pub struct KvSlot {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvSlot {
+    /// Appends `k`/`v` (b, kv_heads, t, d) and returns views of all keys/values.
+    fn append(
+        slot: &mut Option<KvSlot>,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let (b, kvh, t, d) = k.dims4()?;
+        let len = slot.as_ref().map_or(0, |s| s.len);
+        let cap = slot.as_ref().map_or(0, |s| s.k.dim(2).unwrap_or(0));
+        if len + t > cap {
+            let new_cap = (2 * cap).max(len + t).max(256);
+            let nk = Tensor::zeros((b, kvh, new_cap, d), k.dtype(), k.device())?;
+            let nv = Tensor::zeros((b, kvh, new_cap, d), v.dtype(), v.device())?;
+            if let Some(old) = slot.as_ref() {
+                if old.len > 0 {
+                    nk.slice_set(&old.k.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+                    nv.slice_set(&old.v.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+                }
+            }
+            *slot = Some(KvSlot { k: nk, v: nv, len });
+        }
+        let s = slot.as_mut().expect("allocated above");
+        s.k.slice_set(&k.contiguous()?, 2, len)?;
+        s.v.slice_set(&v.contiguous()?, 2, len)?;
+        s.len = len + t;
+        Ok((s.k.narrow(2, 0, s.len)?, s.v.narrow(2, 0, s.len)?))
+    }
+}
+
 /// Keys and values of earlier tokens, per layer. Owned by the caller, so a
 /// conversation can keep it and a new prompt can [`Cache::reset`] it.
 pub struct Cache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<KvSlot>>,
     /// Per batch row: which cached positions are real tokens.
     valid: Vec<Vec<bool>>,
     dtype: DType,
@@ -582,6 +618,25 @@ mod tests {
     }
 
     #[test]
+    fn cache_growth_keeps_earlier_keys() {
+        // 300 tokens one at a time: the cache buffer grows past its first 256 rows.
+        let m = tiny("qwen3", None);
+        let ids: Vec<u32> = (0..300u32).map(|i| (i * 7 + 3) % 64).collect();
+        let mut cache = Cache::new(&m, DType::F32);
+        let full = m
+            .forward(std::slice::from_ref(&ids), &[vec![true; 300]], &mut cache)
+            .unwrap();
+        let mut cache = Cache::new(&m, DType::F32);
+        let mut last = None;
+        for &id in &ids {
+            last = Some(m.forward(&[vec![id]], &[vec![true]], &mut cache).unwrap());
+        }
+        let a = full.narrow(1, 299, 1).unwrap();
+        assert!(max_diff(&a, &last.unwrap()) < 1e-4);
+        assert_eq!(cache.len(), 300);
+    }
+
+    #[test]
     fn chunked_prefill_matches_one_shot() {
         let mut m = tiny("qwen3", None);
         let mut cache = Cache::new(&m, DType::F32);
@@ -654,7 +709,7 @@ mod tests {
         cache.valid = vec![vec![true; 40_000]];
         let fake_past = Tensor::zeros((1, 2, 40_000, 8), DType::F32, &Device::Cpu).unwrap();
         for slot in cache.layers.iter_mut() {
-            *slot = Some((fake_past.clone(), fake_past.clone()));
+            KvSlot::append(slot, &fake_past, &fake_past).unwrap();
         }
         let h = m.forward(&[vec![7]], &[vec![true]], &mut cache).unwrap();
         let h: Vec<f32> = h.flatten_all().unwrap().to_vec1().unwrap();
