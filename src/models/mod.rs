@@ -11,6 +11,7 @@
 pub mod config;
 pub mod embed;
 pub mod generate;
+pub mod kernels;
 pub mod qwen3;
 pub mod weights;
 

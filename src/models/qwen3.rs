@@ -11,10 +11,12 @@
 //! loads too.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Storage, Tensor, WithDType, D};
 use candle_nn::{Embedding, Linear};
+use half::{bf16, f16};
 
 use super::config::Config;
+use super::kernels::{self, AttnShape, Elem};
 use super::weights::Weights;
 use crate::{Error, Result};
 
@@ -33,9 +35,78 @@ pub enum Proj {
     Quant(QMatMul, Option<Tensor>),
 }
 
+/// Runs `f` on the elements of a contiguous CPU tensor, in place.
+fn with_cpu_slice<T: WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("expected a CPU tensor")
+    };
+    let all = cpu.as_slice::<T>()?;
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        candle_core::bail!("expected a contiguous tensor")
+    };
+    Ok(f(&all[a..b]))
+}
+
+/// `x` (…, in) × `w`ᵀ (out × in) with the project's CPU kernel.
+fn cpu_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let dims = x.dims().to_vec();
+    let k = *dims.last().unwrap_or(&0);
+    let m = x.elem_count() / k.max(1);
+    let n = w.dim(0)?;
+    let y = with_cpu_slice::<f32, _>(&x, |xs| -> candle_core::Result<Vec<f32>> {
+        Ok(match w.dtype() {
+            DType::F32 => with_cpu_slice::<f32, _>(w, |ws| kernels::linear(xs, m, k, ws, n))?,
+            DType::BF16 => with_cpu_slice::<bf16, _>(w, |ws| kernels::linear(xs, m, k, ws, n))?,
+            DType::F16 => with_cpu_slice::<f16, _>(w, |ws| kernels::linear(xs, m, k, ws, n))?,
+            other => candle_core::bail!("no CPU projection kernel for {other:?} weights"),
+        })
+    })??;
+    let mut shape = dims;
+    if let Some(last) = shape.last_mut() {
+        *last = n;
+    }
+    Tensor::from_vec(y, shape, x.device())
+}
+
 impl Proj {
+    /// One dense projection whose outputs are `projs`' outputs side by side,
+    /// so one pass over the input serves all of them; `None` for quantized
+    /// weights.
+    fn fuse(projs: &[&Proj]) -> candle_core::Result<Option<Proj>> {
+        let mut ws = Vec::new();
+        let mut bs = Vec::new();
+        for p in projs {
+            let Proj::Dense(l) = p else { return Ok(None) };
+            ws.push(l.weight().clone());
+            bs.push(l.bias().cloned());
+        }
+        let bias = if bs.iter().all(Option::is_some) {
+            Some(Tensor::cat(
+                &bs.into_iter().flatten().collect::<Vec<_>>(),
+                0,
+            )?)
+        } else if bs.iter().all(Option::is_none) {
+            None
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(Proj::Dense(Linear::new(Tensor::cat(&ws, 0)?, bias))))
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            Proj::Dense(l) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                let y = cpu_linear(x, l.weight())?;
+                match l.bias() {
+                    Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?),
+                    None => Ok(y),
+                }
+            }
             Proj::Dense(l) => l.forward(x),
             Proj::Quant(q, bias) => {
                 let y = q.forward(x)?;
@@ -56,12 +127,25 @@ struct RmsNorm {
 impl RmsNorm {
     fn new(size: usize, eps: f64, w: &dyn Weights, name: &str) -> candle_core::Result<Self> {
         Ok(RmsNorm {
-            weight: w.tensor(&format!("{name}.weight"), &[size])?,
+            weight: w
+                .tensor(&format!("{name}.weight"), &[size])?
+                .to_dtype(activation_dtype(w))?,
             eps: eps as f32,
         })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+/// The dtype activations flow in: f32 on the CPU (the kernels read bf16/f16
+/// weights directly, and candle's CPU ops would widen them anyway), the
+/// weights' dtype on a GPU.
+fn activation_dtype(w: &dyn Weights) -> DType {
+    if w.device().is_cpu() {
+        DType::F32
+    } else {
+        w.dtype()
     }
 }
 
@@ -145,10 +229,43 @@ impl Rotary {
     }
 }
 
+/// Projections that read the same input: one fused matrix (dense weights)
+/// or each on its own (quantized).
+enum Split {
+    Fused(Proj, Vec<usize>),
+    Separate(Vec<Proj>),
+}
+
+impl Split {
+    fn new(projs: Vec<Proj>, widths: Vec<usize>) -> candle_core::Result<Split> {
+        let refs: Vec<&Proj> = projs.iter().collect();
+        Ok(match Proj::fuse(&refs)? {
+            Some(f) => Split::Fused(f, widths),
+            None => Split::Separate(projs),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Split::Separate(ps) => ps.iter().map(|p| p.forward(x)).collect(),
+            Split::Fused(p, widths) => {
+                let y = p.forward(x)?;
+                let mut start = 0;
+                widths
+                    .iter()
+                    .map(|&w| {
+                        let part = y.narrow(D::Minus1, start, w);
+                        start += w;
+                        part
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 struct Attention {
-    q: Proj,
-    k: Proj,
-    v: Proj,
+    qkv: Split,
     o: Proj,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -175,9 +292,14 @@ impl Attention {
             }
         };
         Ok(Attention {
-            q: w.proj(&format!("{p}.q_proj"), hs, h * d, bias)?,
-            k: w.proj(&format!("{p}.k_proj"), hs, kvh * d, bias)?,
-            v: w.proj(&format!("{p}.v_proj"), hs, kvh * d, bias)?,
+            qkv: Split::new(
+                vec![
+                    w.proj(&format!("{p}.q_proj"), hs, h * d, bias)?,
+                    w.proj(&format!("{p}.k_proj"), hs, kvh * d, bias)?,
+                    w.proj(&format!("{p}.v_proj"), hs, kvh * d, bias)?,
+                ],
+                vec![h * d, kvh * d, kvh * d],
+            )?,
             o: w.proj(&format!("{p}.o_proj"), h * d, hs, false)?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
@@ -203,9 +325,10 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let q = self.q.forward(x)?.reshape((b, t, h, d))?;
-        let k = self.k.forward(x)?.reshape((b, t, kvh, d))?;
-        let v = self.v.forward(x)?.reshape((b, t, kvh, d))?;
+        let qkv = self.qkv.forward(x)?;
+        let q = qkv[0].reshape((b, t, h, d))?;
+        let k = qkv[1].reshape((b, t, kvh, d))?;
+        let v = qkv[2].reshape((b, t, kvh, d))?;
         let q = match &self.q_norm {
             Some(n) => n.forward(&q)?,
             None => q,
@@ -218,6 +341,30 @@ impl Attention {
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let v = v.transpose(1, 2)?.contiguous()?;
         let (k, v) = (k.to_dtype(cache_dtype)?, v.to_dtype(cache_dtype)?);
+        let scale = 1.0 / (d as f64).sqrt();
+        if x.device().is_cpu() {
+            KvSlot::append(cache, &k, &v)?;
+            let slot = cache.as_ref().expect("appended above");
+            let shape = AttnShape {
+                batch: b,
+                heads: h,
+                kv_heads: kvh,
+                t,
+                dim: d,
+                past,
+                keys: slot.len,
+                cap: slot.k.dim(2)?,
+            };
+            let q = q.to_dtype(DType::F32)?.contiguous()?;
+            let out = match cache_dtype {
+                DType::F32 => cpu_attention::<f32>(&q, slot, valid, shape, scale as f32)?,
+                DType::BF16 => cpu_attention::<bf16>(&q, slot, valid, shape, scale as f32)?,
+                DType::F16 => cpu_attention::<f16>(&q, slot, valid, shape, scale as f32)?,
+                other => candle_core::bail!("KV cache dtype {other:?} is not f32, bf16 or f16"),
+            };
+            let out = Tensor::from_vec(out, (b, t, h * d), x.device())?.to_dtype(x.dtype())?;
+            return self.o.forward(&out);
+        }
         let (k_all, v_all) = KvSlot::append(cache, &k, &v)?;
         let keys = k_all.dim(2)?;
         // Views into the cache buffers: an f32 cache is read in place.
@@ -225,7 +372,6 @@ impl Attention {
         let v32 = v_all.to_dtype(DType::F32)?;
         let q32 = q.to_dtype(DType::F32)?;
         let rep = h / kvh;
-        let scale = 1.0 / (d as f64).sqrt();
         // Query rows per block, so scores stay within the budget.
         let block = (budget / (4 * b * h * keys.max(1))).clamp(1, 512);
         let mut outs = Vec::new();
@@ -262,9 +408,26 @@ impl Attention {
     }
 }
 
+/// Attention over a layer's cache with the CPU kernel, reading the cache
+/// buffers in place.
+fn cpu_attention<K: Elem + WithDType>(
+    q: &Tensor,
+    slot: &KvSlot,
+    valid: &[Vec<bool>],
+    shape: AttnShape,
+    scale: f32,
+) -> candle_core::Result<Vec<f32>> {
+    with_cpu_slice::<f32, _>(q, |qs| {
+        with_cpu_slice::<K, _>(&slot.k, |ks| {
+            with_cpu_slice::<K, _>(&slot.v, |vs| {
+                kernels::attention(qs, ks, vs, valid, shape, scale)
+            })
+        })
+    })??
+}
+
 struct Mlp {
-    gate: Proj,
-    up: Proj,
+    gate_up: Split,
     down: Proj,
 }
 
@@ -272,14 +435,20 @@ impl Mlp {
     fn new(cfg: &Config, w: &dyn Weights, p: &str) -> candle_core::Result<Self> {
         let (hs, is) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate: w.proj(&format!("{p}.gate_proj"), hs, is, false)?,
-            up: w.proj(&format!("{p}.up_proj"), hs, is, false)?,
+            gate_up: Split::new(
+                vec![
+                    w.proj(&format!("{p}.gate_proj"), hs, is, false)?,
+                    w.proj(&format!("{p}.up_proj"), hs, is, false)?,
+                ],
+                vec![is, is],
+            )?,
             down: w.proj(&format!("{p}.down_proj"), is, hs, false)?,
         })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        let gu = self.gate_up.forward(x)?;
+        let g = candle_nn::ops::silu(&gu[0])?;
+        self.down.forward(&(g * &gu[1])?)
     }
 }
 
@@ -418,7 +587,7 @@ impl Model {
                 lm_head,
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
-                dtype: w.dtype(),
+                dtype: activation_dtype(w),
                 device: w.device().clone(),
                 score_budget: SCORE_BUDGET_BYTES,
             })
@@ -505,7 +674,7 @@ impl Model {
             let flat: Vec<u32> = ids.iter().flatten().copied().collect();
             let ids = Tensor::from_vec(flat, (b, t), &self.device)?;
             let (cos, sin) = self.rotary.cos_sin(&positions, &self.device, self.dtype)?;
-            let mut x = self.embed.forward(&ids)?;
+            let mut x = self.embed.forward(&ids)?.to_dtype(self.dtype)?;
             for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
                 let h = layer.attn.forward(
                     &layer.ln1.forward(&x)?,

@@ -1,0 +1,928 @@
+//! CPU kernels for the two operations that dominate a Qwen forward pass:
+//! projections (activations × weightsᵀ) and attention.
+//!
+//! candle's CPU backend widens bf16 weights to f32 on every op and runs
+//! attention through generic matmul + mask + softmax tensors. These kernels
+//! work on the weight buffers in place instead:
+//!
+//! - [`linear`]: for a few rows (decode, one token per sequence) a matrix ×
+//!   vector product that streams each weight row once, f32/bf16/f16 read
+//!   directly with AVX2+FMA where the CPU has it, split over all cores; for
+//!   many rows (prefill, embedding) `gemm` on panels of weights widened to
+//!   f32 once per call.
+//! - [`attention`]: causal attention with online softmax over key tiles
+//!   (flash-attention style): scores exist for one tile of keys at a time,
+//!   so memory is O(rows × tile), keys and values are read straight from the
+//!   KV cache buffers in their own dtype, grouped-query heads share each key
+//!   tile, and the output comes out in (batch, time, heads × dim) order for
+//!   the output projection.
+//!
+//! Everything here is safe to call; the `unsafe` blocks are SIMD intrinsics
+//! behind runtime feature checks and `gemm` calls on bounds-checked slices.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// A weight or cache element: f32, bf16 or f16.
+pub trait Elem: Copy + Send + Sync + 'static {
+    /// Writes `src` as f32 into `dst` (same length).
+    fn widen(src: &[Self], dst: &mut [f32]);
+    /// `src` itself, when it already is f32.
+    fn as_f32(src: &[Self]) -> Option<&[f32]>;
+    /// One element as f32.
+    fn to_f32(self) -> f32;
+    /// `x` arranged as [`Elem::dot4`] reads it (a copy, reordered where the
+    /// SIMD path wants it).
+    fn prepare(x: &[f32]) -> Vec<f32> {
+        x.to_vec()
+    }
+    /// Dot products of a [`Elem::prepare`]d `x` with four rows, on this
+    /// CPU's best path.
+    fn dot4(x: &[f32], rows: [&[Self]; 4]) -> [f32; 4];
+    /// `acc += a · row`.
+    fn axpy(acc: &mut [f32], a: f32, row: &[Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            return unsafe { axpy_avx2(acc, a, row) };
+        }
+        axpy_body(acc, a, row)
+    }
+}
+
+/// The same loop compiled for AVX2+FMA (the compiler vectorises it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
+    axpy_body(acc, a, row)
+}
+
+#[inline(always)]
+fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
+    for (o, w) in acc.iter_mut().zip(row) {
+        *o += a * w.to_f32();
+    }
+}
+
+impl Elem for f32 {
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn as_f32(src: &[f32]) -> Option<&[f32]> {
+        Some(src)
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            return unsafe { avx2::dot4_f32(x, rows) };
+        }
+        dot4_portable(x, rows)
+    }
+}
+
+impl Elem for bf16 {
+    fn widen(src: &[bf16], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            // bf16 is the upper half of an f32.
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
+        }
+    }
+    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
+        None
+    }
+    fn to_f32(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+    /// Each full block of 16 becomes its 8 even elements, then its 8 odd
+    /// ones: the AVX2 kernel widens a 32-byte load of bf16 pairs into the
+    /// even lanes (shift) and the odd lanes (mask) without shuffles.
+    fn prepare(x: &[f32]) -> Vec<f32> {
+        let mut p = x.to_vec();
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            for (dst, src) in p.chunks_exact_mut(16).zip(x.chunks_exact(16)) {
+                for i in 0..8 {
+                    dst[i] = src[2 * i];
+                    dst[8 + i] = src[2 * i + 1];
+                }
+            }
+        }
+        p
+    }
+    fn dot4(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above), and
+            // `prepare` arranged `x` for this kernel.
+            return unsafe { avx2::dot4_bf16_pairs(x, rows) };
+        }
+        dot4_portable(x, rows)
+    }
+}
+
+impl Elem for f16 {
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+    fn as_f32(_: &[f16]) -> Option<&[f32]> {
+        None
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn dot4(x: &[f32], rows: [&[f16]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+            return unsafe { avx2::dot4_f16(x, rows) };
+        }
+        dot4_portable(x, rows)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+/// Eight independent lanes: the compiler vectorises this with whatever SIMD
+/// the target has (SSE2, NEON), without reassociating a single sum.
+fn dot4_portable<W: Elem>(x: &[f32], rows: [&[W]; 4]) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for (o, row) in out.iter_mut().zip(rows) {
+        let mut acc = [0f32; 8];
+        let (xc, xr) = x.split_at(x.len() / 8 * 8);
+        let (wc, wr) = row.split_at(xc.len());
+        for (xs, ws) in xc.chunks_exact(8).zip(wc.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] += xs[l] * ws[l].to_f32();
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for (a, b) in xr.iter().zip(wr) {
+            s += a * b.to_f32();
+        }
+        *o = s;
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::{bf16, f16};
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Four dot products of `x` with rows of `$t`, two accumulators each
+    /// (eight FMAs in flight); `$load` turns eight elements into f32 lanes.
+    macro_rules! dot4 {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// The CPU must support the enabled features; every row must be
+            /// at least as long as `x`.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(x: &[f32], rows: [&[$t]; 4]) -> [f32; 4] {
+                let k = x.len();
+                assert!(rows.iter().all(|r| r.len() >= k));
+                let xp = x.as_ptr();
+                let p = rows.map(|r| r.as_ptr());
+                let mut a = [_mm256_setzero_ps(); 8];
+                let mut i = 0;
+                while i + 16 <= k {
+                    let x0 = _mm256_loadu_ps(xp.add(i));
+                    let x1 = _mm256_loadu_ps(xp.add(i + 8));
+                    for r in 0..4 {
+                        // The next group of four rows, same offset: the
+                        // hardware prefetcher does not cross to it in time.
+                        _mm_prefetch(p[r].wrapping_add(4 * k + i) as *const i8, _MM_HINT_T0);
+                        let $p = p[r].add(i);
+                        a[2 * r] = _mm256_fmadd_ps(x0, $load, a[2 * r]);
+                        let $p = p[r].add(i + 8);
+                        a[2 * r + 1] = _mm256_fmadd_ps(x1, $load, a[2 * r + 1]);
+                    }
+                    i += 16;
+                }
+                let mut out = [0f32; 4];
+                for r in 0..4 {
+                    out[r] = hsum(_mm256_add_ps(a[2 * r], a[2 * r + 1]));
+                    for j in i..k {
+                        out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    dot4!(dot4_f32, f32, "avx2,fma", |p| _mm256_loadu_ps(p));
+    dot4!(dot4_f16, f16, "avx2,fma,f16c", |p| _mm256_cvtph_ps(
+        _mm_loadu_si128(p as *const __m128i)
+    ));
+
+    /// bf16 rows against an `x` whose blocks of 16 are split into evens and
+    /// odds (see `Elem::prepare` for bf16): each 32-byte load holds 16 bf16,
+    /// a shift gives the even ones as f32 and a mask the odd ones.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; every row must be at least as
+    /// long as `x`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
+        let k = x.len();
+        assert!(rows.iter().all(|r| r.len() >= k));
+        let xp = x.as_ptr();
+        let p = rows.map(|r| r.as_ptr());
+        let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let mut a = [_mm256_setzero_ps(); 8];
+        let mut i = 0;
+        while i + 32 <= k {
+            let xe = _mm256_loadu_ps(xp.add(i));
+            let xo = _mm256_loadu_ps(xp.add(i + 8));
+            let xe2 = _mm256_loadu_ps(xp.add(i + 16));
+            let xo2 = _mm256_loadu_ps(xp.add(i + 24));
+            for r in 0..4 {
+                // The next group of four rows (see `dot4!`).
+                _mm_prefetch(p[r].wrapping_add(4 * k + i) as *const i8, _MM_HINT_T0);
+                let w = _mm256_loadu_si256(p[r].add(i) as *const __m256i);
+                let w2 = _mm256_loadu_si256(p[r].add(i + 16) as *const __m256i);
+                let even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+                let odd = _mm256_castsi256_ps(_mm256_and_si256(w, hi));
+                a[2 * r] = _mm256_fmadd_ps(xe, even, a[2 * r]);
+                a[2 * r + 1] = _mm256_fmadd_ps(xo, odd, a[2 * r + 1]);
+                let even = _mm256_castsi256_ps(_mm256_slli_epi32(w2, 16));
+                let odd = _mm256_castsi256_ps(_mm256_and_si256(w2, hi));
+                a[2 * r] = _mm256_fmadd_ps(xe2, even, a[2 * r]);
+                a[2 * r + 1] = _mm256_fmadd_ps(xo2, odd, a[2 * r + 1]);
+            }
+            i += 32;
+        }
+        while i + 16 <= k {
+            let xe = _mm256_loadu_ps(xp.add(i));
+            let xo = _mm256_loadu_ps(xp.add(i + 8));
+            for r in 0..4 {
+                let w = _mm256_loadu_si256(p[r].add(i) as *const __m256i);
+                let even = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+                let odd = _mm256_castsi256_ps(_mm256_and_si256(w, hi));
+                a[2 * r] = _mm256_fmadd_ps(xe, even, a[2 * r]);
+                a[2 * r + 1] = _mm256_fmadd_ps(xo, odd, a[2 * r + 1]);
+            }
+            i += 16;
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            out[r] = hsum(_mm256_add_ps(a[2 * r], a[2 * r + 1]));
+            // The tail was left in order by `prepare`.
+            for j in i..k {
+                out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
+            }
+        }
+        out
+    }
+}
+
+/// Rows of activations at or below which [`linear`] streams weights as a
+/// matrix × vector product instead of calling `gemm`.
+const GEMV_MAX_ROWS: usize = 4;
+
+/// Weight rows widened per `gemm` panel.
+const PANEL_ROWS: usize = 128;
+
+/// Raw output pointer shared by tasks that write disjoint parts.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every task writes only its own, disjoint region.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `x` (m × k, row-major) times `w`ᵀ, with `w` (n × k) as checkpoints store
+/// projections: returns m × n.
+pub fn linear<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "activations");
+    assert_eq!(w.len(), n * k, "weights");
+    let mut out = vec![0f32; m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    if k == 0 {
+        return out;
+    }
+    if m <= GEMV_MAX_ROWS {
+        gemv(x, m, k, w, n, &mut out);
+    } else {
+        gemm_panels(x, m, k, w, n, &mut out);
+    }
+    out
+}
+
+fn gemv<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f32]) {
+    // Output columns per task: enough tasks to balance the cores, each a
+    // multiple of four weight rows.
+    let threads = rayon::current_num_threads().max(1);
+    let per = (n / (threads * 8)).clamp(16, 1024).next_multiple_of(4);
+    // Transposed (n × m) so tasks own contiguous chunks.
+    let mut t = vec![0f32; n * m];
+    t.par_chunks_mut(per * m)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let j0 = c * per;
+            let cols = chunk.len() / m;
+            let row = |j: usize| &w[(j0 + j) * k..(j0 + j + 1) * k];
+            let xs: Vec<Vec<f32>> = (0..m).map(|i| W::prepare(&x[i * k..(i + 1) * k])).collect();
+            let mut j = 0;
+            while j < cols {
+                let rows = [
+                    row(j),
+                    row((j + 1).min(cols - 1)),
+                    row((j + 2).min(cols - 1)),
+                    row((j + 3).min(cols - 1)),
+                ];
+                for i in 0..m {
+                    let d = W::dot4(&xs[i], rows);
+                    for (r, v) in d.iter().enumerate().take((cols - j).min(4)) {
+                        chunk[(j + r) * m + i] = *v;
+                    }
+                }
+                j += 4;
+            }
+        });
+    for j in 0..n {
+        for i in 0..m {
+            out[i * n + j] = t[j * m + i];
+        }
+    }
+}
+
+fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f32]) {
+    if let Some(w32) = W::as_f32(w) {
+        // SAFETY: dimensions and strides describe the slices exactly.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w32.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        return;
+    }
+    let dst = SendPtr(out.as_mut_ptr());
+    let panels = n.div_ceil(PANEL_ROWS);
+    (0..panels).into_par_iter().for_each_init(
+        || vec![0f32; PANEL_ROWS * k],
+        |buf, p| {
+            let j0 = p * PANEL_ROWS;
+            let cols = PANEL_ROWS.min(n - j0);
+            let wp = &mut buf[..cols * k];
+            W::widen(&w[j0 * k..(j0 + cols) * k], wp);
+            let dst = dst;
+            // SAFETY: this task writes only columns j0..j0+cols of `out`
+            // (m × n, row stride n), which no other task touches.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    cols,
+                    k,
+                    dst.0.add(j0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    wp.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+}
+
+/// The shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    /// Sequences.
+    pub batch: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (`heads` is a multiple).
+    pub kv_heads: usize,
+    /// New query tokens per sequence.
+    pub t: usize,
+    /// Head dimension.
+    pub dim: usize,
+    /// Tokens cached before these queries (the first query's key index).
+    pub past: usize,
+    /// Keys in the cache, `past + t`.
+    pub keys: usize,
+    /// Rows between one (batch, kv head) and the next in the cache buffers
+    /// (the buffers' capacity).
+    pub cap: usize,
+}
+
+/// Keys per tile of the online softmax.
+const KEY_TILE: usize = 256;
+/// Query rows (over the heads of a group) per task.
+const QUERY_ROWS: usize = 64;
+/// Tasks with at most this many query rows (decode) use dot products and
+/// axpys on the cache rows instead of `gemm`, whose packing would dominate.
+const SMALL_ROWS: usize = 8;
+
+/// Causal attention. `q` is (batch, heads, t, dim) f32; `k` and `v` are the
+/// cache buffers (batch, kv_heads, cap, dim), of which the first `keys`
+/// rows are filled; `valid[b][j]` says whether key j of sequence b is a real
+/// token. Query i attends to keys `j <= past + i` that are valid, and always
+/// to itself. Returns (batch, t, heads × dim).
+pub fn attention<K: Elem>(
+    q: &[f32],
+    k: &[K],
+    v: &[K],
+    valid: &[Vec<bool>],
+    s: AttnShape,
+    scale: f32,
+) -> Vec<f32> {
+    let AttnShape {
+        batch: b,
+        heads: h,
+        kv_heads: kvh,
+        t,
+        dim: d,
+        past,
+        keys,
+        cap,
+    } = s;
+    assert_eq!(q.len(), b * h * t * d, "queries");
+    assert!(k.len() >= b * kvh * cap * d && v.len() >= b * kvh * cap * d);
+    assert!(keys <= cap && past + t == keys && h % kvh == 0 && valid.len() == b);
+    let rep = h / kvh;
+    // Query positions per head in one task.
+    let per_head = (QUERY_ROWS / rep).max(1).min(t);
+    let blocks = t.div_ceil(per_head);
+    // Key masks per sequence: 0 for a real token, -inf for padding.
+    let masks: Vec<Vec<f32>> = valid
+        .iter()
+        .map(|row| {
+            row.iter()
+                .take(keys)
+                .map(|&ok| if ok { 0.0 } else { f32::NEG_INFINITY })
+                .collect()
+        })
+        .collect();
+    let mut out = vec![0f32; b * t * h * d];
+    let dst = SendPtr(out.as_mut_ptr());
+    let tasks = b * kvh * blocks;
+    (0..tasks).into_par_iter().for_each(|task| {
+        let bi = task / (kvh * blocks);
+        let g = task / blocks % kvh;
+        let t0 = task % blocks * per_head;
+        let t1 = (t0 + per_head).min(t);
+        let rows = (t1 - t0) * rep;
+        // Gather this group's query rows, scaled: row r = head g*rep + r / n, time t0 + r % n.
+        let n = t1 - t0;
+        let mut qb = vec![0f32; rows * d];
+        for r in 0..rows {
+            let (hh, ti) = (g * rep + r / n, t0 + r % n);
+            let src = &q[((bi * h + hh) * t + ti) * d..][..d];
+            for (o, x) in qb[r * d..(r + 1) * d].iter_mut().zip(src) {
+                *o = x * scale;
+            }
+        }
+        let base = (bi * kvh + g) * cap * d;
+        let kend = past + t1;
+        let mut m = vec![f32::NEG_INFINITY; rows];
+        let mut l = vec![0f32; rows];
+        let mut acc = vec![0f32; rows * d];
+        let mut sc = vec![0f32; rows * KEY_TILE];
+        let mut kbuf = Vec::new();
+        let mut vbuf = Vec::new();
+        let mask = &masks[bi];
+        let small = rows <= SMALL_ROWS;
+        let qprep: Vec<Vec<f32>> = if small {
+            (0..rows)
+                .map(|r| K::prepare(&qb[r * d..(r + 1) * d]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut j0 = 0;
+        while j0 < kend {
+            let jl = KEY_TILE.min(kend - j0);
+            let st = &mut sc[..rows * jl];
+            let ks = &k[base + j0 * d..base + (j0 + jl) * d];
+            let vs = &v[base + j0 * d..base + (j0 + jl) * d];
+            if small {
+                // Few rows (decode): stream the keys once, four at a time.
+                for (r, qr) in qprep.iter().enumerate() {
+                    let srow = &mut st[r * jl..(r + 1) * jl];
+                    let mut j = 0;
+                    while j < jl {
+                        let key = |o: usize| &ks[(j + o).min(jl - 1) * d..][..d];
+                        let dots = K::dot4(qr, [key(0), key(1), key(2), key(3)]);
+                        let take = (jl - j).min(4);
+                        srow[j..j + take].copy_from_slice(&dots[..take]);
+                        j += 4;
+                    }
+                }
+            } else {
+                let kt = tile(ks, &mut kbuf);
+                // SAFETY: qb is rows × d, kt is jl × d (read transposed), st is rows × jl.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        jl,
+                        d,
+                        st.as_mut_ptr(),
+                        1,
+                        jl as isize,
+                        false,
+                        qb.as_ptr(),
+                        1,
+                        d as isize,
+                        kt.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            for r in 0..rows {
+                let me = past + t0 + r % n;
+                let srow = &mut st[r * jl..(r + 1) * jl];
+                // Keys after this query are not seen; padding keys are masked
+                // except the query's own position.
+                let seen = (me + 1).saturating_sub(j0).min(jl);
+                let own = me.checked_sub(j0).filter(|&o| o < jl).map(|o| srow[o]);
+                for (sv, mv) in srow[..seen].iter_mut().zip(&mask[j0..j0 + seen]) {
+                    *sv += mv;
+                }
+                if let Some(o) = own {
+                    srow[me - j0] = o;
+                }
+                let mx = srow[..seen]
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mnew = m[r].max(mx);
+                if mnew == f32::NEG_INFINITY {
+                    srow.iter_mut().for_each(|x| *x = 0.0);
+                    continue;
+                }
+                let sum = exp_shifted(&mut srow[..seen], mnew);
+                srow[seen..].iter_mut().for_each(|x| *x = 0.0);
+                let factor = if m[r] == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    (m[r] - mnew).exp()
+                };
+                if factor != 1.0 {
+                    acc[r * d..(r + 1) * d]
+                        .iter_mut()
+                        .for_each(|a| *a *= factor);
+                }
+                l[r] = l[r] * factor + sum;
+                m[r] = mnew;
+            }
+            if small {
+                for r in 0..rows {
+                    let ar = &mut acc[r * d..(r + 1) * d];
+                    for (j, &p) in st[r * jl..(r + 1) * jl].iter().enumerate() {
+                        if p != 0.0 {
+                            K::axpy(ar, p, &vs[j * d..(j + 1) * d]);
+                        }
+                    }
+                }
+            } else {
+                let vt = tile(vs, &mut vbuf);
+                // SAFETY: st is rows × jl, vt is jl × d, acc is rows × d.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        d,
+                        jl,
+                        acc.as_mut_ptr(),
+                        1,
+                        d as isize,
+                        true,
+                        st.as_ptr(),
+                        1,
+                        jl as isize,
+                        vt.as_ptr(),
+                        1,
+                        d as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            j0 += jl;
+        }
+        let dst = dst;
+        for r in 0..rows {
+            let (hh, ti) = (g * rep + r / n, t0 + r % n);
+            let inv = 1.0 / l[r];
+            // SAFETY: (bi, ti, hh) is owned by this task alone; the row lies
+            // inside `out` (batch × t × heads × dim).
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(dst.0.add(((bi * t + ti) * h + hh) * d), d)
+            };
+            for (o, a) in o.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
+                *o = a * inv;
+            }
+        }
+    });
+    out
+}
+
+/// A key or value tile as f32: the cache itself when it is f32, else widened.
+fn tile<'a, K: Elem>(src: &'a [K], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    match K::as_f32(src) {
+        Some(s) => s,
+        None => {
+            buf.resize(src.len(), 0.0);
+            K::widen(src, buf);
+            buf
+        }
+    }
+}
+
+/// Replaces each x with exp(x − shift) and returns their sum. A polynomial
+/// exp written without branches so the loop vectorises (relative error
+/// below 1e-6 over the range softmax sees).
+fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked above).
+        return unsafe { exp_shifted_avx2(xs, shift) };
+    }
+    exp_shifted_body(xs, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_body(xs, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_body(xs: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            c[l] = fast_exp(c[l] - shift);
+            lanes[l] += c[l];
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = fast_exp(*x - shift);
+        sum += *x;
+    }
+    sum
+}
+
+/// exp(x) for x ≤ 0 (softmax after the max is subtracted); below −87
+/// (and −inf, a masked score) gives exactly 0.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    // exp(x) = 2^i · 2^f with x·log2(e) = i + f, f in [-0.5, 0.5].
+    let under = x < -87.0;
+    let x = x.max(-87.0);
+    let t = x * std::f32::consts::LOG2_E;
+    let i = (t + 0.5).floor();
+    let f = t - i;
+    // 2^f, minimax-style polynomial (degree 6) in f.
+    let p = 1.535_336_2e-4_f32;
+    let p = p * f + 1.339_887_4e-3;
+    let p = p * f + 9.618_437e-3;
+    let p = p * f + 5.550_332_5e-2;
+    let p = p * f + 2.402_264_6e-1;
+    let p = p * f + 6.931_472e-1;
+    let p = p * f + 1.0;
+    let bits = ((i as i32 + 127) << 23) as u32;
+    let r = p * f32::from_bits(bits);
+    if under {
+        0.0
+    } else {
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: &mut u64) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed % 20_000) as f32 / 10_000.0 - 1.0
+    }
+
+    fn naive_linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| x[i * k + p] * w[j * k + p]).sum();
+            }
+        }
+        out
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn linear_matches_naive_for_all_dtypes_and_shapes() {
+        let mut s = 7u64;
+        for &(m, k, n) in &[
+            (1, 37, 5),
+            (1, 64, 130),
+            (3, 128, 67),
+            (4, 16, 4),
+            (5, 40, 300),
+            (9, 1, 3),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng(&mut s)).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng(&mut s)).collect();
+            let want = naive_linear(&x, m, k, &w, n);
+            assert!(
+                max_diff(&linear(&x, m, k, &w, n), &want) < 1e-4,
+                "f32 {m}x{k}x{n}"
+            );
+            // Rounded weights, compared with the naive product of the same rounded values.
+            let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wbf: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+            let want = naive_linear(&x, m, k, &wbf, n);
+            assert!(
+                max_diff(&linear(&x, m, k, &wb, n), &want) < 1e-4,
+                "bf16 {m}x{k}x{n}"
+            );
+            let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+            let want = naive_linear(&x, m, k, &whf, n);
+            assert!(
+                max_diff(&linear(&x, m, k, &wh, n), &want) < 1e-4,
+                "f16 {m}x{k}x{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        for i in 0..10_000 {
+            let x = -(i as f32) * 0.0087;
+            let (a, b) = (fast_exp(x), x.exp());
+            assert!((a - b).abs() <= 1e-6 * b + 1e-12, "{x}: {a} vs {b}");
+        }
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fast_exp(-100.0), 0.0);
+    }
+
+    /// Attention the obvious way: full score rows, softmax, weighted sum.
+    fn naive_attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        valid: &[Vec<bool>],
+        s: AttnShape,
+        scale: f32,
+    ) -> Vec<f32> {
+        let (h, d, rep) = (s.heads, s.dim, s.heads / s.kv_heads);
+        let mut out = vec![0f32; s.batch * s.t * h * d];
+        for b in 0..s.batch {
+            for hh in 0..h {
+                let g = hh / rep;
+                for i in 0..s.t {
+                    let me = s.past + i;
+                    let qr = &q[((b * h + hh) * s.t + i) * d..][..d];
+                    let krow = |j: usize| &k[((b * s.kv_heads + g) * s.cap + j) * d..][..d];
+                    let vrow = |j: usize| &v[((b * s.kv_heads + g) * s.cap + j) * d..][..d];
+                    let allowed: Vec<usize> =
+                        (0..=me).filter(|&j| j == me || valid[b][j]).collect();
+                    let sc: Vec<f32> = allowed
+                        .iter()
+                        .map(|&j| qr.iter().zip(krow(j)).map(|(a, b)| a * b).sum::<f32>() * scale)
+                        .collect();
+                    let mx = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = sc.iter().map(|x| (x - mx).exp()).collect();
+                    let z: f32 = e.iter().sum();
+                    let o = &mut out[((b * s.t + i) * h + hh) * d..][..d];
+                    for (&j, p) in allowed.iter().zip(&e) {
+                        for (o, vv) in o.iter_mut().zip(vrow(j)) {
+                            *o += p / z * vv;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_matches_naive_with_padding_cache_and_groups() {
+        let mut seed = 11u64;
+        // Several tiles of keys, several query blocks, padding, a cache prefix.
+        for &(batch, heads, kv_heads, t, past, dim) in &[
+            (1, 2, 1, 1, 0, 8),
+            (2, 4, 2, 7, 5, 16),
+            (1, 16, 8, 70, 600, 32),
+            (2, 3, 3, 130, 0, 8),
+            // Decode: one query row per head over a long cache (dot products).
+            (2, 16, 8, 1, 700, 128),
+        ] {
+            let keys = past + t;
+            let cap = keys + 3;
+            let s = AttnShape {
+                batch,
+                heads,
+                kv_heads,
+                t,
+                dim,
+                past,
+                keys,
+                cap,
+            };
+            let q: Vec<f32> = (0..batch * heads * t * dim)
+                .map(|_| rng(&mut seed) * 3.0)
+                .collect();
+            let kv_len = batch * kv_heads * cap * dim;
+            let k: Vec<f32> = (0..kv_len).map(|_| rng(&mut seed)).collect();
+            let v: Vec<f32> = (0..kv_len).map(|_| rng(&mut seed)).collect();
+            // Row 1 (if any) starts with padding.
+            let valid: Vec<Vec<bool>> = (0..batch)
+                .map(|b| (0..keys).map(|j| b == 0 || j >= 4).collect())
+                .collect();
+            let want = naive_attention(&q, &k, &v, &valid, s, 0.3);
+            let got = attention(&q, &k, &v, &valid, s, 0.3);
+            assert!(
+                max_diff(&got, &want) < 1e-5,
+                "{s:?}: {}",
+                max_diff(&got, &want)
+            );
+            // bf16 cache against the naive result on the rounded values.
+            let kb: Vec<bf16> = k.iter().map(|&x| bf16::from_f32(x)).collect();
+            let vb: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+            let kr: Vec<f32> = kb.iter().map(|x| x.to_f32()).collect();
+            let vr: Vec<f32> = vb.iter().map(|x| x.to_f32()).collect();
+            let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
+            let got = attention(&q, &kb, &vb, &valid, s, 0.3);
+            assert!(max_diff(&got, &want) < 1e-5, "bf16 {s:?}");
+        }
+    }
+}
