@@ -263,8 +263,8 @@ pub enum BenchWhat {
         /// Use random weights (the only mode: weights cannot be fetched here).
         #[arg(long, default_value_t = true)]
         random: bool,
-        /// Weight types to measure, comma-separated (f32, bf16, f16).
-        #[arg(long, default_value = "f32,bf16")]
+        /// Weight types to measure, comma-separated (f32, bf16, f16, q8_0, q4_k).
+        #[arg(long, default_value = "f32,bf16,q8_0")]
         dtypes: String,
         /// Prompt lengths for prefill, comma-separated.
         #[arg(long, default_value = "512,2048")]

@@ -39,6 +39,16 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// Dot products of a [`Elem::prepare`]d `x` with four rows, on this
     /// CPU's best path.
     fn dot4(x: &[f32], rows: [&[Self]; 4]) -> [f32; 4];
+    /// `acc += Σ_j p[j] · rows[j]` for `p.len()` rows of `acc.len()`
+    /// elements each, laid out one after another in `rows`.
+    fn pv(acc: &mut [f32], p: &[f32], rows: &[Self]) {
+        let d = acc.len();
+        for (j, &pj) in p.iter().enumerate() {
+            if pj != 0.0 {
+                Self::axpy(acc, pj, &rows[j * d..(j + 1) * d]);
+            }
+        }
+    }
     /// `acc += a · row`.
     fn axpy(acc: &mut [f32], a: f32, row: &[Self]) {
         #[cfg(target_arch = "x86_64")]
@@ -74,6 +84,19 @@ impl Elem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+    fn pv(acc: &mut [f32], p: &[f32], rows: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() && acc.len().is_multiple_of(64) {
+            // SAFETY: the CPU has the features (checked above); the kernel
+            // checks the lengths.
+            return unsafe { avx2::pv_f32(acc, p, rows) };
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            if pj != 0.0 {
+                Self::axpy(acc, pj, &rows[j * acc.len()..(j + 1) * acc.len()]);
+            }
+        }
+    }
     fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
@@ -97,23 +120,49 @@ impl Elem for bf16 {
     fn to_f32(self) -> f32 {
         f32::from_bits((self.to_bits() as u32) << 16)
     }
-    /// Each full block of 16 becomes its 8 even elements, then its 8 odd
-    /// ones: the AVX2 kernel widens a 32-byte load of bf16 pairs into the
+    /// Each full block of 16 (32 with AVX-512) becomes its even elements,
+    /// then its odd ones: the kernels widen a load of bf16 pairs into the
     /// even lanes (shift) and the odd lanes (mask) without shuffles.
     fn prepare(x: &[f32]) -> Vec<f32> {
         let mut p = x.to_vec();
         #[cfg(target_arch = "x86_64")]
-        if has_avx2_fma() {
-            for (dst, src) in p.chunks_exact_mut(16).zip(x.chunks_exact(16)) {
-                for i in 0..8 {
+        {
+            let block = if has_avx512() {
+                32
+            } else if has_avx2_fma() {
+                16
+            } else {
+                return p;
+            };
+            for (dst, src) in p.chunks_exact_mut(block).zip(x.chunks_exact(block)) {
+                for i in 0..block / 2 {
                     dst[i] = src[2 * i];
-                    dst[8 + i] = src[2 * i + 1];
+                    dst[block / 2 + i] = src[2 * i + 1];
                 }
             }
         }
         p
     }
+    fn pv(acc: &mut [f32], p: &[f32], rows: &[bf16]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() && acc.len().is_multiple_of(64) {
+            // SAFETY: the CPU has the features (checked above); the kernel
+            // checks the lengths.
+            return unsafe { avx2::pv_bf16(acc, p, rows) };
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            if pj != 0.0 {
+                Self::axpy(acc, pj, &rows[j * acc.len()..(j + 1) * acc.len()]);
+            }
+        }
+    }
     fn dot4(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked above), and
+            // `prepare` arranged `x` for this kernel.
+            return unsafe { avx512::dot4_bf16_pairs(x, rows) };
+        }
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked above), and
@@ -135,6 +184,22 @@ impl Elem for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    fn pv(acc: &mut [f32], p: &[f32], rows: &[f16]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma()
+            && std::arch::is_x86_feature_detected!("f16c")
+            && acc.len().is_multiple_of(64)
+        {
+            // SAFETY: the CPU has the features (checked above); the kernel
+            // checks the lengths.
+            return unsafe { avx2::pv_f16(acc, p, rows) };
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            if pj != 0.0 {
+                Self::axpy(acc, pj, &rows[j * acc.len()..(j + 1) * acc.len()]);
+            }
+        }
+    }
     fn dot4(x: &[f32], rows: [&[f16]; 4]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() && std::arch::is_x86_feature_detected!("f16c") {
@@ -150,8 +215,77 @@ fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        simd_cap() >= 1
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
     })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| simd_cap() >= 2 && std::arch::is_x86_feature_detected!("avx512f"))
+}
+
+/// The widest SIMD the kernels may use: `SHIRABE_SIMD=none|avx2|avx512`
+/// (default: whatever the CPU has), for comparing paths and for CPUs that
+/// slow down on AVX-512.
+#[cfg(target_arch = "x86_64")]
+fn simd_cap() -> u8 {
+    match std::env::var("SHIRABE_SIMD").as_deref() {
+        Ok("none") => 0,
+        Ok("avx2") => 1,
+        _ => 2,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use half::bf16;
+
+    /// bf16 rows against an `x` whose blocks of 32 are split into evens and
+    /// odds: one 64-byte load holds 32 bf16 (a cache line), a shift gives
+    /// the even ones as f32 and a mask the odd ones.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; every row must be at least as long
+    /// as `x`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
+        let k = x.len();
+        assert!(rows.iter().all(|r| r.len() >= k));
+        let xp = x.as_ptr();
+        let p = rows.map(|r| r.as_ptr());
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let mut a = [_mm512_setzero_ps(); 8];
+        let mut i = 0;
+        while i + 32 <= k {
+            let xe = _mm512_loadu_ps(xp.add(i));
+            let xo = _mm512_loadu_ps(xp.add(i + 16));
+            for r in 0..4 {
+                // The next group of four rows, same offset.
+                _mm_prefetch(p[r].wrapping_add(4 * k + i) as *const i8, _MM_HINT_T0);
+                let w = _mm512_loadu_si512(p[r].add(i) as *const __m512i);
+                let even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+                let odd = _mm512_castsi512_ps(_mm512_and_si512(w, hi));
+                a[2 * r] = _mm512_fmadd_ps(xe, even, a[2 * r]);
+                a[2 * r + 1] = _mm512_fmadd_ps(xo, odd, a[2 * r + 1]);
+            }
+            i += 32;
+        }
+        let mut out = [0f32; 4];
+        for r in 0..4 {
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[2 * r], a[2 * r + 1]));
+            // The tail was left in order by `prepare`.
+            for j in i..k {
+                out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
+            }
+        }
+        out
+    }
 }
 
 /// Eight independent lanes: the compiler vectorises this with whatever SIMD
@@ -238,6 +372,50 @@ mod avx2 {
         _mm_loadu_si128(p as *const __m128i)
     ));
 
+    /// Weighted sums of rows: 64 output lanes stay in registers while every
+    /// row is added, instead of a load and store of `acc` per row.
+    macro_rules! pv {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(acc: &mut [f32], p: &[f32], rows: &[$t]) {
+                let d = acc.len();
+                assert!(d.is_multiple_of(64) && rows.len() >= p.len() * d);
+                let rp = rows.as_ptr();
+                for c in (0..d).step_by(64) {
+                    let ap = acc.as_mut_ptr().add(c);
+                    let mut a = [_mm256_setzero_ps(); 8];
+                    for (l, al) in a.iter_mut().enumerate() {
+                        *al = _mm256_loadu_ps(ap.add(8 * l));
+                    }
+                    for (j, &pj) in p.iter().enumerate() {
+                        let w = _mm256_set1_ps(pj);
+                        let base = rp.add(j * d + c);
+                        for (l, al) in a.iter_mut().enumerate() {
+                            let $p = base.add(8 * l);
+                            *al = _mm256_fmadd_ps(w, $load, *al);
+                        }
+                    }
+                    for (l, al) in a.iter().enumerate() {
+                        _mm256_storeu_ps(ap.add(8 * l), *al);
+                    }
+                }
+            }
+        };
+    }
+
+    pv!(pv_f32, f32, "avx2,fma", |p| _mm256_loadu_ps(p));
+    pv!(pv_bf16, bf16, "avx2,fma", |p| _mm256_castsi256_ps(
+        _mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+            16
+        )
+    ));
+    pv!(pv_f16, f16, "avx2,fma,f16c", |p| _mm256_cvtph_ps(
+        _mm_loadu_si128(p as *const __m128i)
+    ));
+
     /// bf16 rows against an `x` whose blocks of 16 are split into evens and
     /// odds (see `Elem::prepare` for bf16): each 32-byte load holds 16 bf16,
     /// a shift gives the even ones as f32 and a mask the odd ones.
@@ -312,6 +490,13 @@ struct SendPtr(*mut f32);
 // SAFETY: every task writes only its own, disjoint region.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// `x` (m × k, row-major) times `w`ᵀ, with `w` (n × k) as checkpoints store
 /// projections: returns m × n.
@@ -408,7 +593,6 @@ fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &
             let cols = PANEL_ROWS.min(n - j0);
             let wp = &mut buf[..cols * k];
             W::widen(&w[j0 * k..(j0 + cols) * k], wp);
-            let dst = dst;
             // SAFETY: this task writes only columns j0..j0+cols of `out`
             // (m × n, row stride n), which no other task touches.
             unsafe {
@@ -416,7 +600,7 @@ fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &
                     m,
                     cols,
                     k,
-                    dst.0.add(j0),
+                    dst.get().add(j0),
                     1,
                     n as isize,
                     false,
@@ -462,6 +646,9 @@ pub struct AttnShape {
 
 /// Keys per tile of the online softmax.
 const KEY_TILE: usize = 256;
+/// Keys per tile for few query rows: the tile stays in L1 while every row
+/// reads it.
+const KEY_TILE_SMALL: usize = 256;
 /// Query rows (over the heads of a group) per task.
 const QUERY_ROWS: usize = 64;
 /// Tasks with at most this many query rows (decode) use dot products and
@@ -544,9 +731,10 @@ pub fn attention<K: Elem>(
         } else {
             Vec::new()
         };
+        let tile_len = if small { KEY_TILE_SMALL } else { KEY_TILE };
         let mut j0 = 0;
         while j0 < kend {
-            let jl = KEY_TILE.min(kend - j0);
+            let jl = tile_len.min(kend - j0);
             let st = &mut sc[..rows * jl];
             let ks = &k[base + j0 * d..base + (j0 + jl) * d];
             let vs = &v[base + j0 * d..base + (j0 + jl) * d];
@@ -629,12 +817,7 @@ pub fn attention<K: Elem>(
             }
             if small {
                 for r in 0..rows {
-                    let ar = &mut acc[r * d..(r + 1) * d];
-                    for (j, &p) in st[r * jl..(r + 1) * jl].iter().enumerate() {
-                        if p != 0.0 {
-                            K::axpy(ar, p, &vs[j * d..(j + 1) * d]);
-                        }
-                    }
+                    K::pv(&mut acc[r * d..(r + 1) * d], &st[r * jl..(r + 1) * jl], vs);
                 }
             } else {
                 let vt = tile(vs, &mut vbuf);
@@ -665,14 +848,13 @@ pub fn attention<K: Elem>(
             }
             j0 += jl;
         }
-        let dst = dst;
         for r in 0..rows {
             let (hh, ti) = (g * rep + r / n, t0 + r % n);
             let inv = 1.0 / l[r];
             // SAFETY: (bi, ti, hh) is owned by this task alone; the row lies
             // inside `out` (batch × t × heads × dim).
             let o = unsafe {
-                std::slice::from_raw_parts_mut(dst.0.add(((bi * t + ti) * h + hh) * d), d)
+                std::slice::from_raw_parts_mut(dst.get().add(((bi * t + ti) * h + hh) * d), d)
             };
             for (o, a) in o.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
                 *o = a * inv;
@@ -819,6 +1001,51 @@ mod tests {
                 max_diff(&linear(&x, m, k, &wh, n), &want) < 1e-4,
                 "f16 {m}x{k}x{n}"
             );
+        }
+    }
+
+    /// Every bf16 dot-product path this CPU can run, not only the one
+    /// `dot4` picks: portable, AVX2 (blocks of 16), AVX-512 (blocks of 32).
+    #[test]
+    fn bf16_dot_paths_agree() {
+        let mut s = 3u64;
+        for k in [5usize, 16, 47, 64, 100, 1024] {
+            let x: Vec<f32> = (0..k).map(|_| rng(&mut s)).collect();
+            let rows: Vec<Vec<bf16>> = (0..4)
+                .map(|_| (0..k).map(|_| bf16::from_f32(rng(&mut s))).collect())
+                .collect();
+            let r = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let want: Vec<f32> = rows
+                .iter()
+                .map(|row| x.iter().zip(row).map(|(a, b)| a * b.to_f32()).sum())
+                .collect();
+            let close = |got: [f32; 4], path: &str| {
+                assert!(max_diff(&got, &want) < 1e-4, "{path}, k = {k}");
+            };
+            close(dot4_portable(&x, r), "portable");
+            #[cfg(target_arch = "x86_64")]
+            {
+                let split = |block: usize| {
+                    let mut p = x.clone();
+                    for (dst, src) in p.chunks_exact_mut(block).zip(x.chunks_exact(block)) {
+                        for i in 0..block / 2 {
+                            dst[i] = src[2 * i];
+                            dst[block / 2 + i] = src[2 * i + 1];
+                        }
+                    }
+                    p
+                };
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: features checked just above.
+                    close(unsafe { avx2::dot4_bf16_pairs(&split(16), r) }, "avx2");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: feature checked just above.
+                    close(unsafe { avx512::dot4_bf16_pairs(&split(32), r) }, "avx512");
+                }
+            }
         }
     }
 

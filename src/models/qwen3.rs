@@ -575,6 +575,9 @@ impl Model {
             }
             let lm_head = if w.contains("lm_head.weight") {
                 Some(w.proj("lm_head", cfg.hidden_size, cfg.vocab_size, false)?)
+            } else if cfg.tie_word_embeddings && w.quantized() {
+                // The table stays quantized as the head (GGUF files tie it too).
+                Some(w.proj("embed_tokens", cfg.hidden_size, cfg.vocab_size, false)?)
             } else if cfg.tie_word_embeddings {
                 Some(Proj::Dense(Linear::new(embed_w.clone(), None)))
             } else {

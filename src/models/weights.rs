@@ -28,6 +28,11 @@ pub trait Weights {
     fn contains(&self, name: &str) -> bool;
     /// Activation dtype.
     fn dtype(&self) -> DType;
+    /// Whether projections come quantized (a tied head is then built with
+    /// [`Weights::proj`] on the embedding table, kept quantized too).
+    fn quantized(&self) -> bool {
+        false
+    }
     /// Device.
     fn device(&self) -> &Device;
 }
@@ -225,6 +230,9 @@ impl Weights for Gguf {
     fn dtype(&self) -> DType {
         DType::F32
     }
+    fn quantized(&self) -> bool {
+        true
+    }
     fn device(&self) -> &Device {
         &self.device
     }
@@ -306,6 +314,7 @@ pub fn write_gguf(
 pub struct Random {
     dtype: DType,
     device: Device,
+    quant: Option<candle_core::quantized::GgmlDType>,
 }
 
 impl Random {
@@ -314,6 +323,16 @@ impl Random {
         Random {
             dtype,
             device: device.clone(),
+            quant: None,
+        }
+    }
+    /// Random weights with projections quantized to `q` (as a GGUF file
+    /// would hold them) and f32 elsewhere.
+    pub fn quantized(q: candle_core::quantized::GgmlDType, device: &Device) -> Random {
+        Random {
+            dtype: DType::F32,
+            device: device.clone(),
+            quant: Some(q),
         }
     }
 }
@@ -334,13 +353,22 @@ impl Weights for Random {
         } else {
             None
         };
-        Ok(Proj::Dense(Linear::new(w, b)))
+        match self.quant {
+            Some(q) => {
+                let qt = candle_core::quantized::QTensor::quantize(&w, q)?;
+                Ok(Proj::Quant(QMatMul::from_qtensor(qt)?, b))
+            }
+            None => Ok(Proj::Dense(Linear::new(w, b))),
+        }
     }
     fn contains(&self, _name: &str) -> bool {
         false
     }
     fn dtype(&self) -> DType {
         self.dtype
+    }
+    fn quantized(&self) -> bool {
+        self.quant.is_some()
     }
     fn device(&self) -> &Device {
         &self.device
