@@ -16,12 +16,14 @@ theirs=$("$venv/bin/python" benches/model_torch.py "${args[@]}")
 python3 - "$ours" "$theirs" <<'PY'
 import json, sys
 ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"{ours['preset']}: shirabe (candle, our Qwen module) vs PyTorch {theirs['torch']} ({theirs['threads']} threads); bandwidth {ours['bandwidth_gbs']:.1f} GB/s")
+print(f"{ours['preset']}: shirabe (our Qwen module and kernels) vs PyTorch {theirs['torch']} ({theirs['threads']} threads); read bandwidth {ours['bandwidth_gbs']:.1f} GB/s")
 for o, t in zip(ours["runs"], theirs["runs"]):
     print(f"  {o['dtype']}:")
     for k in sorted(k for k in o if k.endswith("_per_s") and "bound" not in k):
         if k in t:
             print(f"    {k:32} shirabe {o[k]:9.2f}   torch {t[k]:9.2f}   ratio {o[k] / t[k]:.2f}")
     if "decode_fraction_of_bound" in o:
-        print(f"    decode: {100 * o['decode_fraction_of_bound']:.0f}% of the bandwidth bound; peak RSS {o['peak_rss_mb']:.0f} MB")
+        print(f"    decode: {100 * o['decode_fraction_of_bound']:.0f}% of the bound set by the weights "
+              f"({o['decode_bandwidth_bound_tokens_per_s']:.1f} tokens/s at {o['decode_read_bandwidth_gbs']:.1f} GB/s read), "
+              f"{100 * o['decode_fraction_of_bound_with_kv']:.0f}% counting the KV cache; peak RSS {o['peak_rss_mb']:.0f} MB")
 PY
