@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(cli::Status::Success) => ExitCode::from(0),
         Ok(cli::Status::Partial) => ExitCode::from(1),
+        Ok(cli::Status::Interrupted) => ExitCode::from(130),
         Err(err) => {
             // `shirabe search ... | head` closes the pipe early: not an error.
             let broken_pipe = err.chain().any(|e| {

@@ -509,3 +509,54 @@ fn generate_streams_whole_characters_matching_the_final_text() {
     assert!(v["prompt_tokens"].as_u64().unwrap() > 5);
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn ctrl_c_stops_generate_cleanly() {
+    use std::io::Read;
+    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
+    if !tok.exists() {
+        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the Ctrl-C test");
+        return;
+    }
+    let sb = Sandbox::new();
+    let model = sb.path().join("tiny-lm");
+    // No end-of-text ids in reach of the tiny model, so only Ctrl-C stops it.
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936)
+        .replace(r#""eos_token_id":[1,2]"#, r#""eos_token_id":[151935]"#);
+    shirabe::models::testing::write_tiny(&model, &cfg, true).unwrap();
+    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    let mut child = sb
+        .cmd(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "100000",
+            "--raw",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once text streams.
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted after"), "{stderr}");
+}

@@ -450,10 +450,10 @@ pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
         max_tokens: a.max_tokens,
         ..SamplingParams::default()
     };
-    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let cancel = interrupt_flag();
     let mut out = std::io::stdout().lock();
     let mut write_err: Option<std::io::Error> = None;
-    let result = generator.generate(&ids, &params, &cancel, |piece| {
+    let result = generator.generate(&ids, &params, cancel, |piece| {
         if a.json || write_err.is_some() {
             return;
         }
@@ -471,7 +471,25 @@ pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
     }
     writeln!(out)?;
     out.flush()?;
+    if result.stop == shirabe::models::generate::StopReason::Cancelled {
+        eprintln!("interrupted after {} tokens", result.completion_tokens);
+        return Ok(Status::Interrupted);
+    }
     Ok(Status::Success)
+}
+
+/// A flag that Ctrl-C sets, so long work stops cleanly and keeps what it
+/// has; a second Ctrl-C exits at once.
+fn interrupt_flag() -> &'static std::sync::atomic::AtomicBool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    // Fails only if a handler is already installed, which is then ours.
+    let _ = ctrlc::set_handler(|| {
+        if FLAG.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
+    &FLAG
 }
 
 pub fn models(s: &Settings, a: &ModelsArgs) -> Result<Status> {

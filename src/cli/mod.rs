@@ -22,6 +22,8 @@ pub enum Status {
     Success,
     /// A search found nothing, or some files failed to ingest.
     Partial,
+    /// Ctrl-C stopped the work (what was done is kept).
+    Interrupted,
 }
 
 /// Settings merged from flags, environment and config file.
