@@ -54,12 +54,7 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// `acc += Σ_j p[j] · rows[j]` for `p.len()` rows of `acc.len()`
     /// elements each, laid out one after another in `rows`.
     fn pv(acc: &mut [f32], p: &[f32], rows: &[Self]) {
-        let d = acc.len();
-        for (j, &pj) in p.iter().enumerate() {
-            if pj != 0.0 {
-                Self::axpy(acc, pj, &rows[j * d..(j + 1) * d]);
-            }
-        }
+        pv_portable(acc, p, rows)
     }
     /// `acc += a · row`.
     fn axpy(acc: &mut [f32], a: f32, row: &[Self]) {
@@ -69,6 +64,16 @@ pub trait Elem: Copy + Send + Sync + 'static {
             return unsafe { axpy_avx2(acc, a, row) };
         }
         axpy_body(acc, a, row)
+    }
+}
+
+/// [`Elem::pv`] as a row-by-row axpy.
+fn pv_portable<W: Elem>(acc: &mut [f32], p: &[f32], rows: &[W]) {
+    let d = acc.len();
+    for (j, &pj) in p.iter().enumerate() {
+        if pj != 0.0 {
+            W::axpy(acc, pj, &rows[j * d..(j + 1) * d]);
+        }
     }
 }
 
@@ -103,11 +108,7 @@ impl Elem for f32 {
             // checks the lengths.
             return unsafe { avx2::pv_f32(acc, p, rows) };
         }
-        for (j, &pj) in p.iter().enumerate() {
-            if pj != 0.0 {
-                Self::axpy(acc, pj, &rows[j * acc.len()..(j + 1) * acc.len()]);
-            }
-        }
+        pv_portable(acc, p, rows)
     }
     fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
@@ -174,11 +175,7 @@ impl Elem for bf16 {
             // checks the lengths.
             return unsafe { avx2::pv_bf16(acc, p, rows) };
         }
-        for (j, &pj) in p.iter().enumerate() {
-            if pj != 0.0 {
-                Self::axpy(acc, pj, &rows[j * acc.len()..(j + 1) * acc.len()]);
-            }
-        }
+        pv_portable(acc, p, rows)
     }
     fn dot4(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
@@ -218,11 +215,7 @@ impl Elem for f16 {
             // checks the lengths.
             return unsafe { avx2::pv_f16(acc, p, rows) };
         }
-        for (j, &pj) in p.iter().enumerate() {
-            if pj != 0.0 {
-                Self::axpy(acc, pj, &rows[j * acc.len()..(j + 1) * acc.len()]);
-            }
-        }
+        pv_portable(acc, p, rows)
     }
     fn dot4(x: &[f32], rows: [&[f16]; 4]) -> [f32; 4] {
         #[cfg(target_arch = "x86_64")]
