@@ -267,10 +267,10 @@ pub enum BenchWhat {
         #[arg(long, default_value = "f32,bf16,q8_0")]
         dtypes: String,
         /// Prompt lengths for prefill, comma-separated.
-        #[arg(long, default_value = "512,2048")]
+        #[arg(long, default_value = "512,2048,8192")]
         prefill: String,
         /// Embedding batch sizes (512-token passages), comma-separated.
-        #[arg(long, default_value = "1,8")]
+        #[arg(long, default_value = "1,8,32")]
         embed_batch: String,
         /// Tokens to decode after a 2,048-token prompt.
         #[arg(long, default_value_t = 16)]
