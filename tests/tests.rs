@@ -416,17 +416,12 @@ fn real_qwen_tokenizer_counts_when_available() {
 
 #[test]
 fn embed_command_with_a_tiny_model_and_the_real_tokenizer() {
-    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
-    if !tok.exists() {
-        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the embed command test");
-        return;
-    }
     let sb = Sandbox::new();
-    let model = sb.path().join("tiny-embedding");
     let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
-    shirabe::models::testing::write_tiny(&model, &cfg, false).unwrap();
-    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    let Some(model) = tiny_model(&sb, "tiny-embedding", &cfg, false, "the embed command test")
+    else {
+        return;
+    };
     let m = model.to_str().unwrap();
     let parse = |out: String| -> Vec<Vec<f32>> {
         out.lines()
@@ -476,17 +471,11 @@ fn embed_command_with_a_tiny_model_and_the_real_tokenizer() {
 
 #[test]
 fn generate_streams_whole_characters_matching_the_final_text() {
-    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
-    if !tok.exists() {
-        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the generate command test");
-        return;
-    }
     let sb = Sandbox::new();
-    let model = sb.path().join("tiny-lm");
     let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
-    shirabe::models::testing::write_tiny(&model, &cfg, true).unwrap();
-    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    let Some(model) = tiny_model(&sb, "tiny-lm", &cfg, true, "the generate command test") else {
+        return;
+    };
     let m = model.to_str().unwrap();
     let args = [
         "generate",
@@ -513,19 +502,13 @@ fn generate_streams_whole_characters_matching_the_final_text() {
 #[test]
 fn ctrl_c_stops_generate_cleanly() {
     use std::io::Read;
-    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
-    if !tok.exists() {
-        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the Ctrl-C test");
-        return;
-    }
     let sb = Sandbox::new();
-    let model = sb.path().join("tiny-lm");
     // No end-of-text ids in reach of the tiny model, so only Ctrl-C stops it.
     let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936)
         .replace(r#""eos_token_id":[1,2]"#, r#""eos_token_id":[151935]"#);
-    shirabe::models::testing::write_tiny(&model, &cfg, true).unwrap();
-    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    let Some(model) = tiny_model(&sb, "tiny-lm", &cfg, true, "the Ctrl-C test") else {
+        return;
+    };
     let mut child = sb
         .cmd(&[
             "generate",
@@ -559,4 +542,26 @@ fn ctrl_c_stops_generate_cleanly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted after"), "{stderr}");
+}
+
+/// A tiny random-weight Qwen model directory `name` in the sandbox, with the
+/// real Qwen3 tokenizer; `None` (saying which test is skipped) when
+/// `corpora/fetch-qwen-tokenizer.sh` has not fetched it.
+fn tiny_model(
+    sb: &Sandbox,
+    name: &str,
+    cfg: &str,
+    lm_head: bool,
+    test: &str,
+) -> Option<std::path::PathBuf> {
+    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
+    if !tok.exists() {
+        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for {test}");
+        return None;
+    }
+    let model = sb.path().join(name);
+    shirabe::models::testing::write_tiny(&model, cfg, lm_head).unwrap();
+    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    Some(model)
 }

@@ -650,16 +650,67 @@ impl SendPtr {
     }
 }
 
+/// `dst (m × n, row stride dst_rs) = lhs · rhs` (or `+=` with
+/// `accumulate`): `lhs` is m × k row-major with row stride `lhs_rs`; rhs
+/// element (p, j) sits at `p * rhs_rs + j * rhs_cs`, so a row-major matrix
+/// read transposed is just swapped strides. The one place `gemm` is called.
+///
+/// # Safety
+/// `dst` must be valid for writes of the m × n block, which no other thread
+/// touches meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    par: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(lhs.len() >= (m - 1) * lhs_rs + k, "lhs too short");
+    assert!(
+        rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
+        "rhs too short"
+    );
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.as_ptr(),
+        1,
+        lhs_rs as isize,
+        rhs.as_ptr(),
+        rhs_cs as isize,
+        rhs_rs as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
 /// `x` (m × k, row-major) times `w`ᵀ, with `w` (n × k) as checkpoints store
 /// projections: returns m × n.
 pub fn linear<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "activations");
     assert_eq!(w.len(), n * k, "weights");
     let mut out = vec![0f32; m * n];
-    if m == 0 || n == 0 {
-        return out;
-    }
-    if k == 0 {
+    if m == 0 || n == 0 || k == 0 {
         return out;
     }
     if m <= GEMV_MAX_ROWS {
@@ -675,6 +726,8 @@ fn gemv<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f3
     // multiple of four weight rows.
     let threads = rayon::current_num_threads().max(1);
     let per = (n / (threads * 8)).clamp(16, 1024).next_multiple_of(4);
+    // Activation rows arranged for the dot kernel once, shared by all tasks.
+    let xs: Vec<Vec<f32>> = (0..m).map(|i| W::prepare(&x[i * k..(i + 1) * k])).collect();
     // Transposed (n × m) so tasks own contiguous chunks.
     let mut t = vec![0f32; n * m];
     t.par_chunks_mut(per * m)
@@ -683,7 +736,6 @@ fn gemv<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f3
             let j0 = c * per;
             let cols = chunk.len() / m;
             let row = |j: usize| &w[(j0 + j) * k..(j0 + j + 1) * k];
-            let xs: Vec<Vec<f32>> = (0..m).map(|i| W::prepare(&x[i * k..(i + 1) * k])).collect();
             let mut j = 0;
             while j < cols {
                 let rows = [
@@ -715,25 +767,18 @@ fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &
     if let Some(w32) = W::as_f32(w) {
         // SAFETY: dimensions and strides describe the slices exactly.
         unsafe {
-            gemm::gemm(
+            matmul(
                 m,
                 n,
                 k,
                 out.as_mut_ptr(),
+                n,
+                false,
+                x,
+                k,
+                w32,
                 1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w32.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+                k,
                 gemm::Parallelism::Rayon(0),
             );
         }
@@ -751,25 +796,18 @@ fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &
             // SAFETY: this task writes only columns j0..j0+cols of `out`
             // (m × n, row stride n), which no other task touches.
             unsafe {
-                gemm::gemm(
+                matmul(
                     m,
                     cols,
                     k,
                     dst.get().add(j0),
+                    n,
+                    false,
+                    x,
+                    k,
+                    wp,
                     1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    wp.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    k,
                     gemm::Parallelism::None,
                 );
             }
@@ -910,25 +948,18 @@ pub fn attention<K: Elem>(
                 let kt = tile(ks, &mut kbuf);
                 // SAFETY: qb is rows × d, kt is jl × d (read transposed), st is rows × jl.
                 unsafe {
-                    gemm::gemm(
+                    matmul(
                         rows,
                         jl,
                         d,
                         st.as_mut_ptr(),
+                        jl,
+                        false,
+                        &qb,
+                        d,
+                        kt,
                         1,
-                        jl as isize,
-                        false,
-                        qb.as_ptr(),
-                        1,
-                        d as isize,
-                        kt.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        d,
                         gemm::Parallelism::None,
                     );
                 }
@@ -978,25 +1009,18 @@ pub fn attention<K: Elem>(
                 let vt = tile(vs, &mut vbuf);
                 // SAFETY: st is rows × jl, vt is jl × d, acc is rows × d.
                 unsafe {
-                    gemm::gemm(
+                    matmul(
                         rows,
                         d,
                         jl,
                         acc.as_mut_ptr(),
-                        1,
-                        d as isize,
+                        d,
                         true,
-                        st.as_ptr(),
+                        st,
+                        jl,
+                        vt,
+                        d,
                         1,
-                        jl as isize,
-                        vt.as_ptr(),
-                        1,
-                        d as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
                         gemm::Parallelism::None,
                     );
                 }
