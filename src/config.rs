@@ -14,8 +14,14 @@
 //! chunk_overlap = 64
 //! jobs = 0                  # 0 = one worker per core
 //!
+//! [embed]
+//! model = "Qwen/Qwen3-Embedding-0.6B"   # directory or HF repo id
+//! dtype = "f32"             # weights: f32 | bf16 | f16
+//! vector_dtype = "f16"      # store: f16 | f32
+//!
 //! [search]
 //! limit = 10
+//! mode = "hybrid"           # bm25 | dense | hybrid
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,12 +44,28 @@ pub struct IngestSection {
     pub jobs: Option<usize>,
 }
 
+/// `[embed]` settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedSection {
+    /// Embedding model.
+    pub model: Option<String>,
+    /// Weight type.
+    pub dtype: Option<String>,
+    /// Matryoshka dimensions.
+    pub dims: Option<usize>,
+    /// Store type.
+    pub vector_dtype: Option<String>,
+}
+
 /// `[search]` settings.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSection {
     /// Hits to show.
     pub limit: Option<usize>,
+    /// Ranking mode.
+    pub mode: Option<String>,
 }
 
 /// The whole file.
@@ -57,6 +79,9 @@ pub struct ConfigFile {
     /// Ingest defaults.
     #[serde(default)]
     pub ingest: IngestSection,
+    /// Embedding defaults.
+    #[serde(default)]
+    pub embed: EmbedSection,
     /// Search defaults.
     #[serde(default)]
     pub search: SearchSection,

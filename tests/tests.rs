@@ -565,3 +565,189 @@ fn tiny_model(
     std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
     Some(model)
 }
+
+/// A tiny random BERT (sentence-transformers layout) in the sandbox.
+fn tiny_bert(sb: &Sandbox) -> String {
+    let dir = sb.path().join("tiny-bert");
+    std::fs::create_dir_all(&dir).unwrap();
+    shirabe::models::testing::write_tiny_bert(&dir, "mean");
+    dir.to_str().unwrap().to_string()
+}
+
+/// The JSON document a command printed (pretty or on its last line).
+fn json_of(out: &str) -> serde_json::Value {
+    serde_json::from_str(out)
+        .or_else(|_| serde_json::from_str(out.lines().last().unwrap_or_default()))
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn embeddings_arrive_later_and_search_turns_hybrid() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let c = corpus.to_str().unwrap();
+    let model = tiny_bert(&sb);
+    let out = sb.expect(&["ingest", c, "--no-embed"], 1);
+    assert_eq!(out.matches("BM25-only").count(), 1, "{out}");
+    let status = json_of(&sb.expect(&["status", "--json"], 0));
+    assert!(status["embeddings"].is_null());
+    let hits = sb.search_json("Osaka warehouse", &[]);
+    assert_eq!(hits[0]["mode"], "bm25");
+    let err = sb.run(&["search", "Osaka", "--mode", "dense"]);
+    assert_eq!(err.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("embed-index"));
+
+    // Part of the work, then the rest: it resumes.
+    let first = json_of(&sb.expect(
+        &[
+            "embed-index",
+            "--embed-model",
+            &model,
+            "--limit",
+            "2",
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(first["embedded"], 2);
+    assert_eq!(first["stopped"], true);
+    let status = json_of(&sb.expect(&["status", "--json"], 0));
+    let chunks = status["chunks"].as_u64().unwrap();
+    assert_eq!(status["embeddings"]["with_vectors"], 2);
+    assert!(status["embeddings"]["eta_seconds"].as_f64().is_some());
+    let human = sb.expect(&["status"], 0);
+    assert!(human.contains(&format!("2/{chunks} chunks")), "{human}");
+    assert!(human.contains("ETA"), "{human}");
+    // No model flag: the index remembers its model.
+    let rest = json_of(&sb.expect(&["embed-index", "--json"], 0));
+    assert_eq!(rest["embedded"].as_u64().unwrap(), chunks - 2);
+    assert_eq!(rest["with_vectors"].as_u64().unwrap(), chunks);
+
+    // Search is hybrid by default now, and explains itself.
+    let hits = sb.search_json("Osaka warehouse", &["--explain"]);
+    assert_eq!(hits[0]["mode"], "hybrid");
+    let e = &hits[0]["explain"];
+    assert!(e["fused"].as_f64().unwrap() > 0.0, "{e}");
+    assert!(hits.iter().any(|h| !h["explain"]["dense_rank"].is_null()));
+    let text = sb.expect(&["search", "Osaka warehouse", "--explain", "-k", "2"], 0);
+    assert!(
+        text.contains("bm25 #") && text.contains("dense #") && text.contains("fused"),
+        "{text}"
+    );
+    // Dense: a chunk's own text is its nearest neighbour.
+    let target = &sb.search_json("tender documents", &["--mode", "bm25", "-k", "1"])[0];
+    let dense = sb.search_json(
+        target["text"].as_str().unwrap(),
+        &["--mode", "dense", "-k", "1"],
+    );
+    assert_eq!(dense[0]["chunk_id"], target["chunk_id"]);
+    // Neighbour expansion.
+    let with_n = sb.search_json("Osaka", &["--neighbors", "1", "-k", "3"]);
+    assert!(with_n
+        .iter()
+        .all(|h| h["neighbors"].is_array() || h["neighbors"].is_null()));
+
+    // Re-ingesting unchanged files embeds nothing.
+    let again = json_of(&sb.expect(&["ingest", c, "--json"], 1));
+    assert_eq!(again["embedding"]["embedded"], 0, "{again}");
+    assert_eq!(again["embedding"]["with_vectors"].as_u64().unwrap(), chunks);
+}
+
+#[test]
+fn eval_reports_metrics_for_each_mode() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let model = tiny_bert(&sb);
+    sb.expect(
+        &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
+        1,
+    );
+    let queries = sb.path().join("q.jsonl");
+    std::fs::write(
+        &queries,
+        r#"{"query": "Osaka warehouse expansion budget", "doc": "meeting-minutes.pdf", "page": 1}
+{"query": "operating costs fell", "doc": "quarterly-report.pdf", "tags": ["copied"]}
+{"query": "予算案", "doc": "japanese-minutes.pdf", "tags": ["ja"]}
+{"query": "no such thing anywhere xyzzy", "doc": "notes.md"}
+"#,
+    )
+    .unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&sb.expect(&["eval", queries.to_str().unwrap(), "--json"], 0))
+            .unwrap();
+    let get = |group: &str, mode: &str| {
+        rows.iter()
+            .find(|r| r["group"] == group && r["mode"] == mode)
+            .unwrap_or_else(|| panic!("{group}/{mode} in {rows:?}"))
+            .clone()
+    };
+    let bm25 = get("all", "bm25");
+    assert_eq!(bm25["queries"], 4);
+    assert_eq!(bm25["recall_10"], 0.75, "{bm25}");
+    assert_eq!(get("ja", "bm25")["recall_1"], 1.0);
+    for mode in ["dense", "hybrid"] {
+        let r = get("all", mode);
+        let x = r["ndcg_10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{r}");
+    }
+    let table = sb.expect(&["eval", queries.to_str().unwrap(), "--modes", "bm25"], 0);
+    assert!(
+        table.contains("R@10") && table.contains("MRR@10"),
+        "{table}"
+    );
+    assert!(!table.contains("dense"), "{table}");
+    // A malformed line is a clear error.
+    std::fs::write(&queries, "{\"query\": 3}\n").unwrap();
+    let out = sb.run(&["eval", queries.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("q.jsonl:1"));
+}
+
+#[test]
+fn sigkill_during_embedding_keeps_the_store_consistent() {
+    let sb = Sandbox::new();
+    let docs = sb.path().join("many");
+    std::fs::create_dir(&docs).unwrap();
+    for i in 0..6 {
+        std::fs::write(
+            docs.join(format!("doc{i:03}.pdf")),
+            shirabe::samples::long_pdf(120),
+        )
+        .unwrap();
+    }
+    let model = tiny_bert(&sb);
+    sb.expect(
+        &["ingest", docs.to_str().unwrap(), "--quiet", "--no-embed"],
+        0,
+    );
+    let mut before = 0;
+    for delay_ms in [300u64, 700, 1200] {
+        let mut child = sb
+            .cmd(&["embed-index", "--embed-model", &model, "--quiet"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let status = json_of(&sb.expect(&["status", "--json"], 0));
+        let e = &status["embeddings"];
+        if e.is_null() {
+            continue; // killed before the first commit
+        }
+        let with = e["with_vectors"].as_u64().unwrap();
+        assert!(with <= status["chunks"].as_u64().unwrap());
+        assert!(with >= before, "committed vectors never go away");
+        assert!(e["rows"].as_u64().unwrap() >= with);
+        before = with;
+    }
+    let done = json_of(&sb.expect(&["embed-index", "--embed-model", &model, "--json"], 0));
+    let status = json_of(&sb.expect(&["status", "--json"], 0));
+    assert_eq!(done["with_vectors"], status["chunks"]);
+    assert_eq!(status["embeddings"]["with_vectors"], status["chunks"]);
+    // Killed runs left no duplicate or orphan rows behind.
+    assert!(status["embeddings"]["rows"].as_u64().unwrap() <= status["chunks"].as_u64().unwrap());
+    assert!(
+        before < status["chunks"].as_u64().unwrap(),
+        "a kill landed mid-run"
+    );
+}

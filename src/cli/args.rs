@@ -64,6 +64,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Embed texts with a Qwen3-Embedding model; one JSON vector per line.
     Embed(EmbedArgs),
+    /// Embed the indexed chunks that have no vector yet (resumable).
+    EmbedIndex(EmbedIndexArgs),
+    /// Measure retrieval quality on labelled queries (Recall@k, MRR, nDCG).
+    Eval(EvalArgs),
     /// Measure shirabe's speed.
     Bench(BenchArgs),
     /// Write the generated sample corpus to DIR (used by tests).
@@ -99,6 +103,63 @@ pub struct IngestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Embedding options.
+    #[command(flatten)]
+    pub embed: EmbedModelArgs,
+    /// Do not embed: a BM25-only index (`embed-index` can add vectors later).
+    #[arg(long)]
+    pub no_embed: bool,
+}
+
+/// Which embedding model, and how to run it.
+#[derive(Debug, Args, Clone, Default)]
+pub struct EmbedModelArgs {
+    /// Embedding model: a directory or Hugging Face repo id (Qwen3-Embedding,
+    /// or a sentence-transformers BERT/XLM-RoBERTa model) [default: the
+    /// index's model, else Qwen/Qwen3-Embedding-0.6B if it is cached].
+    #[arg(long, env = "SHIRABE_EMBED_MODEL", value_name = "MODEL")]
+    pub embed_model: Option<String>,
+    /// Weight type of the embedding model: f32, bf16 or f16 [default: f32].
+    #[arg(long, value_name = "DTYPE")]
+    pub embed_dtype: Option<String>,
+    /// Keep only the first N dimensions (Qwen3-Embedding, Matryoshka).
+    #[arg(long, value_name = "N")]
+    pub dims: Option<usize>,
+    /// How the store keeps vectors: f16 or f32 [default: f16].
+    #[arg(long, value_name = "DTYPE")]
+    pub vector_dtype: Option<String>,
+}
+
+/// `embed-index`
+#[derive(Debug, Args)]
+pub struct EmbedIndexArgs {
+    /// Embedding options.
+    #[command(flatten)]
+    pub embed: EmbedModelArgs,
+    /// Embed at most N chunks, then stop (run again to go on).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `eval`
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// JSON lines: {"query": "...", "doc": "file name or glob", "page": N}
+    /// (`page` optional; `pages: [..]` also accepted).
+    #[arg(value_name = "QUERIES.jsonl")]
+    pub queries: PathBuf,
+    /// Modes to compare, comma-separated [default: every mode the index supports].
+    #[arg(long, value_name = "MODES")]
+    pub modes: Option<String>,
+    /// Print per-query results too.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `search`
@@ -113,6 +174,25 @@ pub struct SearchArgs {
     /// Only documents whose path or file name matches this glob.
     #[arg(long = "doc", value_name = "GLOB")]
     pub doc: Option<String>,
+    /// bm25, dense or hybrid [default: hybrid when the index has vectors].
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Show each hit's BM25 rank and score, dense rank and similarity, and
+    /// fused score.
+    #[arg(long)]
+    pub explain: bool,
+    /// Also show the N chunks before and after each hit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub neighbors: usize,
+    /// RRF weight of the BM25 ranking.
+    #[arg(long, value_name = "W", default_value_t = 1.0)]
+    pub bm25_weight: f32,
+    /// RRF weight of the dense ranking.
+    #[arg(long, value_name = "W", default_value_t = 1.0)]
+    pub dense_weight: f32,
+    /// RRF constant k.
+    #[arg(long, value_name = "K", default_value_t = 60.0)]
+    pub rrf_k: f32,
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,

@@ -399,28 +399,14 @@ fn search(
     };
     for _ in 0..50 {
         let q = make_query(&mut rng);
-        retrieve::search(
-            &index,
-            &SearchRequest {
-                query: q,
-                limit: 10,
-                doc_glob: None,
-            },
-        )?;
+        retrieve::search(&index, &SearchRequest::new(q, 10), None)?;
     }
     let mut times = Vec::with_capacity(*queries);
     let mut found = 0usize;
     for _ in 0..*queries {
         let q = make_query(&mut rng);
         let t = Instant::now();
-        let hits = retrieve::search(
-            &index,
-            &SearchRequest {
-                query: q,
-                limit: 10,
-                doc_glob: None,
-            },
-        )?;
+        let hits = retrieve::search(&index, &SearchRequest::new(q, 10), None)?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         found += usize::from(!hits.is_empty());
     }

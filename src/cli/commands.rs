@@ -14,9 +14,13 @@ use shirabe::index::ShirabeIndex;
 use shirabe::ingest::{self, Event, IngestOptions};
 use shirabe::retrieve::{self, SearchRequest};
 
+use shirabe::ingest::embed::{EmbedEvent, EmbedOptions, EmbedReport};
+use shirabe::models::embed::TextEmbedder;
+use shirabe::retrieve::{DenseQuery, Mode};
+
 use super::args::{
-    EmbedArgs, ExtractArgs, GenerateArgs, IngestArgs, ModelsAction, ModelsArgs, SearchArgs,
-    StatusArgs,
+    EmbedArgs, EmbedIndexArgs, ExtractArgs, GenerateArgs, IngestArgs, ModelsAction, ModelsArgs,
+    SearchArgs, StatusArgs,
 };
 use super::style::Style;
 use super::{Settings, Status};
@@ -73,13 +77,31 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
         bar.finish_and_clear();
     }
     let mut out = BufWriter::new(std::io::stdout().lock());
-    let status = if report.failed.is_empty() {
+    let mut status = if report.failed.is_empty() {
         Status::Success
     } else {
         Status::Partial
     };
     if a.json {
-        serde_json::to_writer(&mut out, &report)?;
+        let mut report = report;
+        let embedding = if a.no_embed {
+            report
+                .notes
+                .push("--no-embed: the index is BM25-only".into());
+            None
+        } else {
+            let (r, st) = run_embedding(s, None, false, false)?;
+            if st == Status::Interrupted {
+                status = st;
+            }
+            if let Err(why) = &r {
+                report.notes.push(why.clone());
+            }
+            r.ok()
+        };
+        let mut v = serde_json::to_value(&report)?;
+        v["embedding"] = serde_json::to_value(&embedding)?;
+        serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
         out.flush()?;
         return Ok(status);
@@ -135,17 +157,272 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
         }
     }
     out.flush()?;
+    drop(out);
+    if a.no_embed {
+        if !s.quiet {
+            println!(
+                "note: --no-embed: the index is BM25-only (`shirabe embed-index` adds vectors)"
+            );
+        }
+        return Ok(status);
+    }
+    let (report, st) = run_embedding(s, None, false, !s.quiet)?;
+    if let Ok(r) = &report {
+        print_embed_report(s, r)?;
+    }
+    Ok(if st == Status::Interrupted {
+        st
+    } else {
+        status
+    })
+}
+
+/// The embedding model to use for `index`: the one given, else the one the
+/// index was embedded with, else the default model if it is in the local
+/// cache. `None` (with the reason) when there is none.
+fn choose_embed_model(s: &Settings, index: &ShirabeIndex) -> std::result::Result<String, String> {
+    if let Some(m) = &s.embed.model {
+        return Ok(m.clone());
+    }
+    if let Some((_, st)) = index.manifest.as_ref().and_then(|m| m.active_store()) {
+        if !st.spec.is_empty() {
+            return Ok(st.spec.clone());
+        }
+    }
+    let default = shirabe::models::DEFAULT_EMBED_MODEL;
+    match shirabe::models::find(default) {
+        Ok(_) => Ok(default.to_string()),
+        Err(_) => Err(format!(
+            "no embedding model ({default} is not in the Hugging Face cache): the index is BM25-only; pass --embed-model DIR|REPO or run `shirabe models pull {default}`"
+        )),
+    }
+}
+
+fn load_embedder(s: &Settings, spec: &str) -> Result<Box<dyn TextEmbedder>> {
+    shirabe::models::embed::load(
+        spec,
+        s.embed.dtype,
+        &shirabe::models::default_device(),
+        s.embed.dims,
+    )
+    .with_context(|| format!("loading the embedding model {spec}"))
+}
+
+/// Embeds the chunks of the index that have no vector. `required`: a
+/// missing model is an error rather than a reason returned (and printed as
+/// a note when `print_note`).
+fn run_embedding(
+    s: &Settings,
+    limit: Option<usize>,
+    required: bool,
+    print_note: bool,
+) -> Result<(std::result::Result<EmbedReport, String>, Status)> {
+    let mut index = ShirabeIndex::open(&s.index)?;
+    let _lock = index.lock()?;
+    // Re-read the manifest under the lock.
+    index = ShirabeIndex::open(&s.index)?;
+    let spec = match choose_embed_model(s, &index) {
+        Ok(spec) => spec,
+        Err(why) if !required => {
+            if print_note {
+                println!("note: {why}");
+            }
+            return Ok((Err(why), Status::Success));
+        }
+        Err(why) => anyhow::bail!(why),
+    };
+    // Nothing to do for the index's own model: answer without loading it.
+    if let Some(c) = shirabe::ingest::embed::coverage(&index)? {
+        if c.spec == spec && c.with_vectors == c.chunks && s.embed.dims.is_none() {
+            let report = EmbedReport {
+                model: c.model,
+                chunks: c.chunks,
+                with_vectors: c.with_vectors,
+                cached: c.chunks,
+                ..EmbedReport::default()
+            };
+            return Ok((Ok(report), Status::Success));
+        }
+    }
+    let embedder = load_embedder(s, &spec)?;
+    let mut manifest = index
+        .manifest
+        .clone()
+        .context("the index has no manifest; run `shirabe ingest` first")?;
+    let bar = s.progress.then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner:.green} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} chunks embedded · {msg} · ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let started = std::time::Instant::now();
+    let opts = EmbedOptions {
+        dtype: s.embed.vector_dtype,
+        spec: spec.clone(),
+        limit,
+        ..EmbedOptions::default()
+    };
+    let cancel = interrupt_flag();
+    let report = shirabe::ingest::embed::embed_index(
+        &index,
+        &mut manifest,
+        embedder.as_ref(),
+        &opts,
+        cancel,
+        &|e| {
+            let Some(bar) = &bar else { return };
+            match e {
+                EmbedEvent::Started { pending, .. } => bar.set_length(*pending as u64),
+                EmbedEvent::Batch { done, tokens } => {
+                    let secs = started.elapsed().as_secs_f64().max(1e-3);
+                    bar.set_position(*done as u64);
+                    bar.set_message(format!(
+                        "{:.1} chunks/s, {:.0} tokens/s",
+                        *done as f64 / secs,
+                        *tokens as f64 / secs
+                    ));
+                }
+            }
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let interrupted = cancel.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((
+        Ok(report),
+        if interrupted {
+            Status::Interrupted
+        } else {
+            Status::Success
+        },
+    ))
+}
+
+fn print_embed_report(s: &Settings, r: &EmbedReport) -> Result<()> {
+    if s.quiet {
+        return Ok(());
+    }
+    let rate = if r.seconds > 0.0 && r.embedded > 0 {
+        format!(
+            " in {:.1}s ({:.1} chunks/s, {:.0} tokens/s)",
+            r.seconds,
+            r.embedded as f64 / r.seconds,
+            r.tokens as f64 / r.seconds
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "embeddings ({}): {} embedded{rate}, {} reused from the cache; {}/{} chunks have vectors{}",
+        r.model,
+        r.embedded,
+        r.cached,
+        r.with_vectors,
+        r.chunks,
+        if r.stopped {
+            " (stopped early: run `shirabe embed-index` to go on)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+pub fn embed_index(s: &Settings, a: &EmbedIndexArgs) -> Result<Status> {
+    let (report, status) = run_embedding(s, a.limit, true, false)?;
+    let report = report.map_err(anyhow::Error::msg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_embed_report(s, &report)?;
+    }
     Ok(status)
+}
+
+/// The query embedder and the store it searches.
+pub(super) type DenseBackend = (Box<dyn TextEmbedder>, shirabe::index::vectors::VectorStore);
+
+/// The mode to search in and, for dense and hybrid, the embedder and store.
+/// With no mode asked for, hybrid when the index has vectors and their
+/// model loads, else BM25 (saying why on stderr).
+pub(super) fn search_backend(
+    s: &Settings,
+    index: &ShirabeIndex,
+    asked: Option<Mode>,
+) -> Result<(Mode, Option<DenseBackend>)> {
+    let asked = asked.or(s.mode);
+    if asked == Some(Mode::Bm25) {
+        return Ok((Mode::Bm25, None));
+    }
+    let store = index.active_store()?.filter(|(_, st)| !st.is_empty());
+    let Some((state, store)) = store else {
+        if let Some(m) = asked {
+            anyhow::bail!(
+                "{} search needs embeddings, and this index has none yet (run `shirabe embed-index`)",
+                m.name()
+            );
+        }
+        return Ok((Mode::Bm25, None));
+    };
+    let spec = s.embed.model.clone().unwrap_or(state.spec.clone());
+    match load_embedder(s, &spec) {
+        Ok(e) if e.id() == state.model => Ok((asked.unwrap_or(Mode::Hybrid), Some((e, store)))),
+        Ok(e) => {
+            let why = format!(
+                "the index was embedded with {}, but {spec} is {}",
+                state.model,
+                e.id()
+            );
+            if asked.is_some() {
+                anyhow::bail!(why);
+            }
+            if !s.quiet {
+                eprintln!("note: {why}; searching with BM25 only");
+            }
+            Ok((Mode::Bm25, None))
+        }
+        Err(e) if asked.is_none() => {
+            if !s.quiet {
+                eprintln!("note: {e:#}; searching with BM25 only");
+            }
+            Ok((Mode::Bm25, None))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
+    let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
+    let (mode, backend) = search_backend(s, &index, asked)?;
+    let query = a.query.join(" ");
+    let dense = match &backend {
+        Some((embedder, store)) => {
+            let vector = embedder
+                .embed(&[query.as_str()], true)?
+                .pop()
+                .context("the embedder returned no vector")?;
+            Some(DenseQuery { store, vector })
+        }
+        None => None,
+    };
     let req = SearchRequest {
-        query: a.query.join(" "),
+        query,
         limit: a.limit.unwrap_or(s.limit),
         doc_glob: a.doc.clone(),
+        mode,
+        weights: (a.bm25_weight, a.dense_weight),
+        rrf_k: a.rrf_k,
+        neighbors: a.neighbors,
     };
-    let hits = retrieve::search(&index, &req)?;
+    let hits = retrieve::search(&index, &req, dense.as_ref())?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     let st = Style::new(s.color);
     for (i, h) in hits.iter().enumerate() {
@@ -163,6 +440,9 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
                 "text": h.text,
                 "snippet": h.snippet,
                 "highlights": h.highlights,
+                "mode": mode.name(),
+                "explain": if a.explain { Some(&h.explain) } else { None },
+                "neighbors": h.neighbors,
             });
             serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
@@ -178,12 +458,38 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
             i + 1,
             st.path(&h.path),
             st.page(&page),
-            st.dim(&format!("score {:.2} · {}", h.score, h.chunk_id))
+            st.dim(&format!("{} {:.3} · {}", mode.name(), h.score, h.chunk_id))
         )?;
         if let Some(sec) = &h.section {
             writeln!(out, "   {}", st.bold(sec))?;
         }
         writeln!(out, "   {}", st.highlight(&h.snippet, &h.highlights))?;
+        if a.explain {
+            let e = &h.explain;
+            let part = |rank: Option<usize>, score: Option<f32>, what: &str| match (rank, score) {
+                (Some(r), Some(v)) => format!("{what} #{r} ({v:.3})"),
+                _ => format!("{what} –"),
+            };
+            let mut line = vec![
+                part(e.bm25_rank, e.bm25_score, "bm25"),
+                part(e.dense_rank, e.similarity, "dense"),
+            ];
+            if let Some(f) = e.fused {
+                line.push(format!("fused {f:.4}"));
+            }
+            writeln!(out, "   {}", st.dim(&line.join(" · ")))?;
+        }
+        for n in &h.neighbors {
+            let text: String = n.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let short: String = text.chars().take(160).collect();
+            writeln!(
+                out,
+                "   {} {}{}",
+                st.dim(&format!("[{:+}] p. {}", n.offset, n.page_start)),
+                short,
+                if short.len() < text.len() { "…" } else { "" }
+            )?;
+        }
         if i + 1 < hits.len() {
             writeln!(out)?;
         }
@@ -288,24 +594,22 @@ fn dir_size(dir: &Path) -> u64 {
 
 pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
-    let manifest = index
-        .manifest
-        .clone()
-        .unwrap_or_else(|| shirabe::index::manifest::Manifest {
-            schema_version: shirabe::index::manifest::SCHEMA_VERSION,
-            analyzer: String::new(),
-            tokenizer: shirabe::ingest::tokens::TokenizerInfo {
+    let manifest = index.manifest.clone().unwrap_or_else(|| {
+        shirabe::index::manifest::Manifest::new(
+            String::new(),
+            shirabe::ingest::tokens::TokenizerInfo {
                 kind: "unknown".into(),
                 source: String::new(),
             },
-            chunking: Default::default(),
-            files: Default::default(),
-        });
+            Default::default(),
+        )
+    });
     let reader = index.reader()?;
     let chunks = reader.searcher().num_docs();
     let count = |st: FileStatus| manifest.files.values().filter(|f| f.status == st).count();
     let pages: u64 = manifest.files.values().map(|f| u64::from(f.pages)).sum();
     let bytes = dir_size(&s.index);
+    let coverage = shirabe::ingest::embed::coverage(&index)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     if a.json {
         let v = json!({
@@ -321,6 +625,8 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
             "analyzer": manifest.analyzer,
             "tokenizer": manifest.tokenizer,
             "chunking": manifest.chunking,
+            "generation": manifest.generation,
+            "embeddings": coverage,
             "file_list": if a.files { Some(&manifest.files) } else { None },
         });
         serde_json::to_writer_pretty(&mut out, &v)?;
@@ -354,6 +660,36 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
             "chunking   {} tokens, {} overlap",
             manifest.chunking.target_tokens, manifest.chunking.overlap_tokens
         )?;
+        match &coverage {
+            None => writeln!(
+                out,
+                "vectors    none (BM25 only; `shirabe embed-index` adds them)"
+            )?,
+            Some(c) => {
+                let pct = 100.0 * c.with_vectors as f64 / c.chunks.max(1) as f64;
+                write!(
+                    out,
+                    "vectors    {}/{} chunks ({pct:.0}%) · {} · {} rows, {:.1} MB",
+                    c.with_vectors,
+                    c.chunks,
+                    c.model,
+                    c.rows,
+                    c.bytes as f64 / 1e6
+                )?;
+                if c.with_vectors < c.chunks {
+                    match (c.tokens_per_second, c.eta_seconds) {
+                        (Some(r), Some(eta)) => write!(
+                            out,
+                            " · {} tokens to go, ETA {} at {r:.0} tokens/s",
+                            c.pending_tokens,
+                            human_duration(eta)
+                        )?,
+                        _ => write!(out, " · {} tokens to go", c.pending_tokens)?,
+                    }
+                }
+                writeln!(out)?;
+            }
+        }
         if a.files {
             writeln!(out)?;
             for f in manifest.files.values() {
@@ -381,6 +717,16 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
     Ok(Status::Success)
 }
 
+fn human_duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
 pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
     let files = shirabe::samples::write_sample_corpus(dir)
         .with_context(|| format!("writing the sample corpus to {}", dir.display()))?;
@@ -391,12 +737,7 @@ pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
 }
 
 fn dtype(name: &str, flag: &str) -> Result<candle_core::DType> {
-    Ok(match name {
-        "f32" => candle_core::DType::F32,
-        "bf16" => candle_core::DType::BF16,
-        "f16" => candle_core::DType::F16,
-        other => anyhow::bail!("{flag} must be f32, bf16 or f16, not {other:?}"),
-    })
+    super::parse_dtype(name, flag)
 }
 
 pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {

@@ -4,6 +4,7 @@
 pub mod args;
 mod bench;
 mod commands;
+mod eval;
 mod style;
 
 use std::path::PathBuf;
@@ -45,6 +46,33 @@ pub struct Settings {
     pub jobs: usize,
     /// Default search limit.
     pub limit: usize,
+    /// Default search mode (None: hybrid when the index has vectors).
+    pub mode: Option<shirabe::retrieve::Mode>,
+    /// The embedding model.
+    pub embed: EmbedSettings,
+}
+
+/// Which embedding model to use, and how.
+#[derive(Debug, Clone)]
+pub struct EmbedSettings {
+    /// Given by flag, environment or config file.
+    pub model: Option<String>,
+    /// Weight type.
+    pub dtype: candle_core::DType,
+    /// Matryoshka dimensions.
+    pub dims: Option<usize>,
+    /// Store type for a new store.
+    pub vector_dtype: shirabe::index::vectors::VectorDtype,
+}
+
+/// Parses a weight type name.
+pub fn parse_dtype(name: &str, what: &str) -> Result<candle_core::DType> {
+    Ok(match name {
+        "f32" => candle_core::DType::F32,
+        "bf16" => candle_core::DType::BF16,
+        "f16" => candle_core::DType::F16,
+        other => anyhow::bail!("{what} must be f32, bf16 or f16, not {other:?}"),
+    })
 }
 
 fn build_settings(cli: &Cli) -> Result<Settings> {
@@ -100,6 +128,37 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         chunking.overlap_tokens,
         chunking.target_tokens
     );
+    let flags = match &cli.command {
+        Command::Ingest(a) => a.embed.clone(),
+        Command::EmbedIndex(a) => a.embed.clone(),
+        _ => args::EmbedModelArgs::default(),
+    };
+    let e = &file.embed;
+    let embed = EmbedSettings {
+        model: flags.embed_model.or(e.model.clone()),
+        dtype: parse_dtype(
+            flags
+                .embed_dtype
+                .as_deref()
+                .or(e.dtype.as_deref())
+                .unwrap_or("f32"),
+            "--embed-dtype",
+        )?,
+        dims: flags.dims.or(e.dims),
+        vector_dtype: shirabe::index::vectors::VectorDtype::parse(
+            flags
+                .vector_dtype
+                .as_deref()
+                .or(e.vector_dtype.as_deref())
+                .unwrap_or("f16"),
+        )?,
+    };
+    let mode = file
+        .search
+        .mode
+        .as_deref()
+        .map(shirabe::retrieve::Mode::parse)
+        .transpose()?;
     Ok(Settings {
         index: cli
             .index
@@ -113,6 +172,8 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         chunking,
         jobs,
         limit: file.search.limit.unwrap_or(10),
+        mode,
+        embed,
     })
 }
 
@@ -125,6 +186,8 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Extract(a) => commands::extract(&settings, &a),
         Command::Status(a) => commands::status(&settings, &a),
         Command::Embed(a) => commands::embed(&settings, &a),
+        Command::EmbedIndex(a) => commands::embed_index(&settings, &a),
+        Command::Eval(a) => eval::run(&settings, &a),
         Command::Generate(a) => commands::generate(&settings, &a),
         Command::Models(a) => commands::models(&settings, &a),
         Command::Bench(a) => bench::run(&settings, &a),

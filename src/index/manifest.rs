@@ -8,6 +8,12 @@
 //! process dies between a commit and the manifest write, the next ingest
 //! redoes the files the manifest does not know (re-indexing a file first
 //! deletes all its chunks, so nothing is duplicated).
+//!
+//! The manifest also records the embedded vector stores
+//! ([`VectorState`]): each store's committed row count is only ever
+//! advanced here, after its rows are on disk, and every save bumps one
+//! `generation` number, so the tantivy commit, the vector rows and the file
+//! records a reader sees always belong together.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,12 +21,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::index::vectors::VectorDtype;
 use crate::ingest::chunk::ChunkParams;
 use crate::ingest::tokens::TokenizerInfo;
 use crate::{Error, Result};
 
 /// Version of the index layout; an index of another version must be rebuilt.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How a file fared at its last ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +69,36 @@ pub struct FileRecord {
     pub title: Option<String>,
 }
 
+/// One embedded vector store (the vectors of one embedding model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorState {
+    /// The model id ([`crate::models::embed::TextEmbedder::id`]).
+    pub model: String,
+    /// How to load the model again (a repo id or a directory).
+    pub spec: String,
+    /// Width of the vectors.
+    pub dims: usize,
+    /// How values are stored.
+    pub dtype: VectorDtype,
+    /// Committed rows.
+    pub rows: u64,
+    /// Tokens embedded so far, and the seconds it took (the throughput the
+    /// ETA is computed from).
+    #[serde(default)]
+    pub embedded_tokens: u64,
+    /// See `embedded_tokens`.
+    #[serde(default)]
+    pub embed_seconds: f64,
+}
+
+impl VectorState {
+    /// Measured tokens per second, if anything was embedded.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        (self.embed_seconds > 0.0 && self.embedded_tokens > 0)
+            .then(|| self.embedded_tokens as f64 / self.embed_seconds)
+    }
+}
+
 /// The manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -75,6 +112,15 @@ pub struct Manifest {
     pub chunking: ChunkParams,
     /// Files, by canonical absolute path.
     pub files: BTreeMap<String, FileRecord>,
+    /// Bumped by every save.
+    #[serde(default)]
+    pub generation: u64,
+    /// Vector stores, by directory name under `vectors/`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vectors: BTreeMap<String, VectorState>,
+    /// The store search uses (the last model the index was embedded with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_vectors: Option<String>,
 }
 
 impl Manifest {
@@ -89,8 +135,30 @@ impl Manifest {
         }
     }
 
-    /// Writes atomically (temporary file, fsync, rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// A manifest for a new index.
+    pub fn new(analyzer: String, tokenizer: TokenizerInfo, chunking: ChunkParams) -> Manifest {
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            analyzer,
+            tokenizer,
+            chunking,
+            files: BTreeMap::new(),
+            generation: 0,
+            vectors: BTreeMap::new(),
+            active_vectors: None,
+        }
+    }
+
+    /// The store search uses, with its directory name.
+    pub fn active_store(&self) -> Option<(&str, &VectorState)> {
+        let key = self.active_vectors.as_deref()?;
+        self.vectors.get(key).map(|v| (key, v))
+    }
+
+    /// Bumps the generation and writes atomically (temporary file, fsync,
+    /// rename).
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.generation += 1;
         let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Index(e.to_string()))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -110,16 +178,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manifest.json");
         assert_eq!(Manifest::load(&path).unwrap(), None);
-        let mut m = Manifest {
-            schema_version: SCHEMA_VERSION,
-            analyzer: "a".into(),
-            tokenizer: TokenizerInfo {
+        let mut m = Manifest::new(
+            "a".into(),
+            TokenizerInfo {
                 kind: "estimate".into(),
                 source: "x".into(),
             },
-            chunking: ChunkParams::default(),
-            files: BTreeMap::new(),
-        };
+            ChunkParams::default(),
+        );
         m.files.insert(
             "/a.pdf".into(),
             FileRecord {
@@ -136,7 +202,10 @@ mod tests {
             },
         );
         m.save(&path).unwrap();
-        assert_eq!(Manifest::load(&path).unwrap(), Some(m));
+        assert_eq!(m.generation, 1);
+        assert_eq!(Manifest::load(&path).unwrap(), Some(m.clone()));
+        m.save(&path).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap().unwrap().generation, 2);
         assert!(!path.with_extension("json.tmp").exists());
     }
 }

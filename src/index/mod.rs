@@ -4,22 +4,45 @@
 //! `manifest.json` the [`manifest::Manifest`]. One tantivy document is one
 //! chunk; `doc_key` (the canonical path of the source file) ties chunks to
 //! their file, so re-indexing a file is "delete by doc_key, add chunks" and
-//! is idempotent.
+//! is idempotent. `vectors/` holds the embedded vector stores
+//! ([`vectors`]), and `lock` is held by the one process writing (ingest or
+//! embed-index).
 
 pub mod analyzer;
 pub mod manifest;
+pub mod vectors;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use tantivy::collector::DocSetCollector;
+use tantivy::query::TermQuery;
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
+};
 
 use crate::ingest::chunk::Chunk;
 use crate::{Error, Result};
-use manifest::{Manifest, SCHEMA_VERSION};
+use manifest::{Manifest, VectorState, SCHEMA_VERSION};
+use vectors::{Key, VectorStore};
+
+/// A chunk in the index, as [`ShirabeIndex::live_keys`] lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveChunk {
+    /// Where it is.
+    pub addr: DocAddress,
+    /// Its content key.
+    pub key: Key,
+    /// Its tokens.
+    pub tokens: u64,
+}
+
+/// The write lock of an index directory, released when dropped.
+#[derive(Debug)]
+pub struct WriteLock(#[allow(dead_code)] std::fs::File);
 
 /// Memory budget of the index writer.
 const WRITER_HEAP_BYTES: usize = 128 << 20;
@@ -83,9 +106,9 @@ fn schema() -> (Schema, Fields) {
         page_labels: b.add_text_field("page_labels", STORED),
         spans: b.add_text_field("spans", STORED),
         sections: b.add_text_field("sections", STORED),
-        content_hash: b.add_text_field("content_hash", STRING | STORED),
+        content_hash: b.add_text_field("content_hash", STRING | STORED | FAST),
         ordinal: b.add_u64_field("ordinal", STORED | FAST),
-        tokens: b.add_u64_field("tokens", STORED),
+        tokens: b.add_u64_field("tokens", STORED | FAST),
     };
     (b.build(), fields)
 }
@@ -165,6 +188,83 @@ impl ShirabeIndex {
             fields,
             manifest,
         })
+    }
+
+    /// Takes the write lock, or says which process has it.
+    pub fn lock(&self) -> Result<WriteLock> {
+        let path = self.dir.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(WriteLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Index(format!(
+                "{} is being written by another shirabe process (ingest or embed-index); wait for it or stop it",
+                self.dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Opens the vector store `key` of the manifest at its committed length.
+    pub fn open_store(&self, key: &str, state: &VectorState) -> Result<VectorStore> {
+        VectorStore::open(
+            &self.dir.join("vectors").join(key),
+            state.dims,
+            state.dtype,
+            state.rows as usize,
+        )
+    }
+
+    /// The active vector store (the one search uses), if the index has one.
+    pub fn active_store(&self) -> Result<Option<(VectorState, VectorStore)>> {
+        let Some((key, state)) = self.manifest.as_ref().and_then(|m| m.active_store()) else {
+            return Ok(None);
+        };
+        Ok(Some((state.clone(), self.open_store(key, state)?)))
+    }
+
+    /// The content key and token count of every live chunk.
+    pub fn live_keys(&self, searcher: &Searcher) -> Result<Vec<LiveChunk>> {
+        let mut out = Vec::with_capacity(searcher.num_docs() as usize);
+        let mut hex = String::new();
+        for (seg_ord, seg) in searcher.segment_readers().iter().enumerate() {
+            let col = seg
+                .fast_fields()
+                .str("content_hash")?
+                .ok_or_else(|| Error::Index("content_hash is not a fast field".into()))?;
+            let tokens = seg.fast_fields().u64("tokens")?;
+            for doc in seg.doc_ids_alive() {
+                for ord in col.term_ords(doc) {
+                    hex.clear();
+                    col.ord_to_str(ord, &mut hex)
+                        .map_err(|e| Error::Index(e.to_string()))?;
+                    if let Some(key) = vectors::key_from_hex(&hex) {
+                        out.push(LiveChunk {
+                            addr: DocAddress::new(seg_ord as u32, doc),
+                            key,
+                            tokens: tokens.first(doc).unwrap_or(0),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live chunks whose text has `key`.
+    pub fn docs_with_key(&self, searcher: &Searcher, key: &Key) -> Result<Vec<DocAddress>> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.content_hash, &vectors::key_hex(key)),
+            IndexRecordOption::Basic,
+        );
+        let mut docs: Vec<DocAddress> =
+            searcher.search(&q, &DocSetCollector)?.into_iter().collect();
+        docs.sort();
+        Ok(docs)
     }
 
     /// A writer (holds tantivy's lock until dropped).

@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod document;
+pub mod embed;
 pub mod pdf;
 pub mod text;
 pub mod tokens;
@@ -23,7 +24,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::index::analyzer::ANALYZER_DESCRIPTION;
-use crate::index::manifest::{FileRecord, FileStatus, Manifest, SCHEMA_VERSION};
+use crate::index::manifest::{FileRecord, FileStatus, Manifest};
 use crate::index::ShirabeIndex;
 use crate::{Error, Result};
 use chunk::{Chunk, ChunkParams};
@@ -299,16 +300,15 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
     let started = Instant::now();
     let counter = TokenCounter::find(opts.tokenizer.as_deref())?;
     let index = ShirabeIndex::open_or_create(&opts.index_dir)?;
+    let _lock = index.lock()?;
+    // The manifest as of now, under the lock.
+    let index = ShirabeIndex::open(&opts.index_dir).or(Ok::<_, Error>(index))?;
     let mut report = IngestReport {
         tokenizer: format!("{} ({})", counter.info().kind, counter.info().source),
         ..IngestReport::default()
     };
-    let mut manifest = index.manifest.clone().unwrap_or_else(|| Manifest {
-        schema_version: SCHEMA_VERSION,
-        analyzer: ANALYZER_DESCRIPTION.into(),
-        tokenizer: counter.info(),
-        chunking: opts.chunking,
-        files: BTreeMap::new(),
+    let mut manifest = index.manifest.clone().unwrap_or_else(|| {
+        Manifest::new(ANALYZER_DESCRIPTION.into(), counter.info(), opts.chunking)
     });
     let force = manifest.tokenizer != counter.info() || manifest.chunking != opts.chunking;
     let (mut candidates, mut failed) = discover(&opts.paths);

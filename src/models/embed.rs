@@ -8,6 +8,10 @@
 //! `dims` values (Matryoshka) and normalised again. Because padding is
 //! masked and positions count real tokens only, a text's vector is the same
 //! alone or in a batch.
+//!
+//! [`TextEmbedder`] is the seam the index and search use: this Qwen model
+//! and the sentence-transformers encoders of [`super::sentence`] both
+//! implement it, and [`load`] picks one by the model's `config.json`.
 
 use candle_core::{DType, Device};
 
@@ -17,6 +21,102 @@ use crate::{Error, Result};
 /// The instruction for search queries.
 pub const DEFAULT_TASK: &str =
     "Given a question, retrieve passages from the documents that answer it";
+
+/// A model that turns texts into unit vectors.
+pub trait TextEmbedder: Send + Sync {
+    /// Identifies the model and its settings: vectors of different ids are
+    /// never mixed, and the embedding cache is keyed by it.
+    fn id(&self) -> &str;
+    /// Width of the vectors.
+    fn dims(&self) -> usize;
+    /// Embeds passages (`query == false`) or search queries.
+    fn embed(&self, texts: &[&str], query: bool) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Texts per forward pass when embedding for the index.
+pub const INDEX_BATCH: usize = 8;
+
+struct Named<T> {
+    id: String,
+    dims: usize,
+    inner: T,
+}
+
+impl TextEmbedder for Named<Embedder> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn dims(&self) -> usize {
+        self.dims
+    }
+    fn embed(&self, texts: &[&str], query: bool) -> Result<Vec<Vec<f32>>> {
+        self.inner.embed(texts, query, INDEX_BATCH)
+    }
+}
+
+impl TextEmbedder for Named<super::sentence::SentenceEncoder> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn dims(&self) -> usize {
+        self.dims
+    }
+    fn embed(&self, texts: &[&str], query: bool) -> Result<Vec<Vec<f32>>> {
+        self.inner.embed(texts, query, INDEX_BATCH)
+    }
+}
+
+/// Loads an embedding model: a Qwen3-Embedding checkpoint, or a
+/// sentence-transformers BERT / XLM-RoBERTa model. `dims` keeps only the
+/// first values (Qwen3-Embedding's Matryoshka dimensions).
+pub fn load(
+    spec: &str,
+    dtype: DType,
+    device: &Device,
+    dims: Option<usize>,
+) -> Result<Box<dyn TextEmbedder>> {
+    let files = super::find_or_pull(spec)?;
+    let name = if std::path::Path::new(spec).exists() {
+        files
+            .dir
+            .file_name()
+            .map_or(spec.to_string(), |n| n.to_string_lossy().into_owned())
+    } else {
+        spec.to_string()
+    };
+    let fingerprint = files.fingerprint()?;
+    if super::sentence::is_sentence_model(&files.dir) {
+        if dims.is_some() {
+            return Err(Error::Model(format!(
+                "{spec}: --dims applies to Qwen3-Embedding models only"
+            )));
+        }
+        let inner = super::sentence::SentenceEncoder::load(&files, dtype, device)?;
+        return Ok(Box::new(Named {
+            id: format!("{name}@{fingerprint}"),
+            dims: inner.dims(),
+            inner,
+        }));
+    }
+    let tokenizer = files.load_tokenizer()?;
+    let mut inner = Embedder::new(files.load(dtype, device)?, tokenizer);
+    let full = inner.model().config().hidden_size;
+    if let Some(d) = dims {
+        if d == 0 || d > full {
+            return Err(Error::Model(format!(
+                "{spec}: --dims must be between 1 and {full}"
+            )));
+        }
+    }
+    inner.dims = dims;
+    let d = dims.unwrap_or(full);
+    let id = if d == full {
+        format!("{name}@{fingerprint}")
+    } else {
+        format!("{name}@{fingerprint}/{d}")
+    };
+    Ok(Box::new(Named { id, dims: d, inner }))
+}
 
 /// An embedding model with its tokenizer.
 pub struct Embedder {

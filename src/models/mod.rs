@@ -13,6 +13,7 @@ pub mod embed;
 pub mod generate;
 pub mod kernels;
 pub mod qwen3;
+pub mod sentence;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -270,6 +271,30 @@ impl ModelFiles {
             .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", self.dir.display())))?;
         tokenizers::Tokenizer::from_file(tok)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))
+    }
+
+    /// A short digest that changes when the model does: of `config.json`
+    /// and, per weight file, its size and first and last 64 KiB (reading
+    /// whole multi-gigabyte files for an id would cost seconds).
+    pub fn fingerprint(&self) -> Result<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut h = blake3::Hasher::new();
+        h.update(&std::fs::read(&self.config).map_err(|e| Error::io(&self.config, e))?);
+        for w in &self.weights {
+            let mut f = std::fs::File::open(w).map_err(|e| Error::io(w, e))?;
+            let len = f.metadata().map_err(|e| Error::io(w, e))?.len();
+            h.update(&len.to_le_bytes());
+            let mut buf = vec![0u8; 64 << 10];
+            let n = f.read(&mut buf).map_err(|e| Error::io(w, e))?;
+            h.update(&buf[..n]);
+            if len > 128 << 10 {
+                f.seek(SeekFrom::End(-(64 << 10)))
+                    .map_err(|e| Error::io(w, e))?;
+                f.read_exact(&mut buf).map_err(|e| Error::io(w, e))?;
+                h.update(&buf);
+            }
+        }
+        Ok(h.finalize().to_hex()[..12].to_string())
     }
 
     /// Parses `config.json`.

@@ -153,3 +153,125 @@ pub fn tiny_tokenizer(vocab: usize) -> tokenizers::Tokenizer {
     );
     tokenizers::Tokenizer::from_bytes(json.as_bytes()).expect("valid tokenizer json")
 }
+
+/// Writes a tiny random BERT in the sentence-transformers layout (2 layers,
+/// hidden size 32, the real tensor names) with the given pooling (`mean`,
+/// `cls`, `max` or `sqrt`), and a character-level WordPiece tokenizer so
+/// that different English texts get different tokens.
+pub fn write_tiny_bert(dir: &Path, pooling: &str) {
+    use candle_core::{DType, Device, Tensor};
+    use std::collections::HashMap;
+    let special = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"];
+    let chars = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-/%";
+    let vocab = special.len() + 2 * chars.chars().count();
+    let (hidden, inter, layers) = (32usize, 64usize, 2usize);
+    let config = serde_json::json!({
+        "model_type": "bert", "architectures": ["BertModel"],
+        "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers,
+        "num_attention_heads": 4, "intermediate_size": inter, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512, "type_vocab_size": 2, "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("tiny BERT");
+    std::fs::create_dir_all(dir.join("1_Pooling")).expect("tiny BERT");
+    let flag = |m: &str| pooling == m;
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        serde_json::json!({
+            "word_embedding_dimension": hidden,
+            "pooling_mode_cls_token": flag("cls"),
+            "pooling_mode_mean_tokens": flag("mean"),
+            "pooling_mode_max_tokens": flag("max"),
+            "pooling_mode_mean_sqrt_len_tokens": flag("sqrt"),
+        })
+        .to_string(),
+    )
+    .expect("tiny BERT");
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 512}"#,
+    )
+    .expect("tiny BERT");
+    let dev = Device::Cpu;
+    let mut seed = 7u64;
+    let mut rand = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &dev).expect("tiny BERT")
+    };
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).expect("tiny BERT");
+    t.insert(
+        "embeddings.word_embeddings.weight".into(),
+        rand(&[vocab, hidden]),
+    );
+    t.insert(
+        "embeddings.position_embeddings.weight".into(),
+        rand(&[512, hidden]),
+    );
+    t.insert(
+        "embeddings.token_type_embeddings.weight".into(),
+        rand(&[2, hidden]),
+    );
+    t.insert("embeddings.LayerNorm.weight".into(), ones(hidden));
+    t.insert("embeddings.LayerNorm.bias".into(), rand(&[hidden]));
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, o, i) in [
+            ("attention.self.query", hidden, hidden),
+            ("attention.self.key", hidden, hidden),
+            ("attention.self.value", hidden, hidden),
+            ("attention.output.dense", hidden, hidden),
+            ("intermediate.dense", inter, hidden),
+            ("output.dense", hidden, inter),
+        ] {
+            t.insert(format!("{p}.{name}.weight"), rand(&[o, i]));
+            t.insert(format!("{p}.{name}.bias"), rand(&[o]));
+        }
+        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            t.insert(format!("{p}.{ln}.weight"), ones(hidden));
+            t.insert(format!("{p}.{ln}.bias"), rand(&[hidden]));
+        }
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).expect("tiny BERT");
+    // Character-level WordPiece: "osaka" is o ##s ##a ##k ##a.
+    let mut vocab_map = serde_json::Map::new();
+    for tok in special {
+        let id = vocab_map.len();
+        vocab_map.insert(tok.to_string(), id.into());
+    }
+    for c in chars.chars() {
+        for piece in [c.to_string(), format!("##{c}")] {
+            let id = vocab_map.len();
+            vocab_map.insert(piece, id.into());
+        }
+    }
+    assert_eq!(vocab_map.len(), vocab);
+    let tok = serde_json::json!({
+        "version": "1.0",
+        "model": {"type": "WordPiece", "vocab": vocab_map, "unk_token": "[UNK]",
+                  "continuing_subword_prefix": "##", "max_input_chars_per_word": 100},
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [2], "tokens": ["[SEP]"]}
+            }
+        },
+        "added_tokens": [], "decoder": null, "truncation": null, "padding": null
+    });
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).expect("tiny BERT");
+}

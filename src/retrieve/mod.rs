@@ -1,27 +1,76 @@
-//! Retrieval: BM25 search over the chunk index, with highlighted snippets.
+//! Retrieval: BM25, dense and hybrid search over the chunk index, with
+//! highlighted snippets.
 //!
-//! Queries are analysed like the indexed text, so English words match their
-//! stems and Japanese/Chinese text matches by character bigrams. Free words
-//! are OR-ed (BM25 ranks chunks with more of them higher); `"quoted text"` must
-//! appear as a phrase. A snippet is the window of the chunk with the most
-//! distinct query terms, and the hit's page is the page that window is on.
+//! **BM25.** Queries are analysed like the indexed text, so English words
+//! match their stems and Japanese/Chinese text matches by character
+//! bigrams. Free words are OR-ed (BM25 ranks chunks with more of them
+//! higher); `"quoted text"` must appear as a phrase.
+//!
+//! **Dense.** The caller embeds the query (the model is not this module's
+//! business) and passes the vector with the store; the store's exact scan
+//! returns content hashes, which resolve to live chunks through the tantivy
+//! index, so deleted or stale vectors never surface.
+//!
+//! **Hybrid** fuses the two rankings by reciprocal rank ([`fusion`]).
+//!
+//! A snippet is the window of the chunk with the most distinct query terms,
+//! and the hit's page is the page that window is on. Neighbour expansion
+//! adds the chunks just before and after a hit in its document.
 
-use std::collections::HashSet;
+pub mod fusion;
+
+use std::collections::{HashMap, HashSet};
 
 use globset::Glob;
 use serde::Serialize;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{TantivyDocument, Term};
+use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 use crate::index::analyzer::terms;
+use crate::index::vectors::VectorStore;
 use crate::index::ShirabeIndex;
 use crate::ingest::chunk::Span;
 use crate::{Error, Result};
 
 /// Characters of chunk text shown around the best match.
 const SNIPPET_CHARS: usize = 220;
+
+/// How to rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Words only.
+    Bm25,
+    /// Meaning only (embeddings).
+    Dense,
+    /// Both, fused by reciprocal rank.
+    Hybrid,
+}
+
+impl Mode {
+    /// Parses `bm25`, `dense` or `hybrid`.
+    pub fn parse(s: &str) -> Result<Mode> {
+        match s {
+            "bm25" => Ok(Mode::Bm25),
+            "dense" => Ok(Mode::Dense),
+            "hybrid" => Ok(Mode::Hybrid),
+            other => Err(Error::Query(format!(
+                "mode must be bm25, dense or hybrid, not {other:?}"
+            ))),
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Bm25 => "bm25",
+            Mode::Dense => "dense",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+}
 
 /// What to search for.
 #[derive(Debug, Clone)]
@@ -32,6 +81,67 @@ pub struct SearchRequest {
     pub limit: usize,
     /// Only documents whose path matches this glob.
     pub doc_glob: Option<String>,
+    /// How to rank.
+    pub mode: Mode,
+    /// RRF weights of the BM25 and dense lists.
+    pub weights: (f32, f32),
+    /// RRF constant.
+    pub rrf_k: f32,
+    /// Add this many chunks before and after each hit.
+    pub neighbors: usize,
+}
+
+impl SearchRequest {
+    /// A BM25 request with the usual settings.
+    pub fn new(query: impl Into<String>, limit: usize) -> SearchRequest {
+        SearchRequest {
+            query: query.into(),
+            limit,
+            doc_glob: None,
+            mode: Mode::Bm25,
+            weights: (1.0, 1.0),
+            rrf_k: fusion::DEFAULT_K,
+            neighbors: 0,
+        }
+    }
+}
+
+/// The query's vector and the store to search with it.
+pub struct DenseQuery<'a> {
+    /// The store.
+    pub store: &'a VectorStore,
+    /// The embedded query (unit length).
+    pub vector: Vec<f32>,
+}
+
+/// How a hit was ranked (`--explain`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Explain {
+    /// Rank in the BM25 list (from 1).
+    pub bm25_rank: Option<usize>,
+    /// BM25 score.
+    pub bm25_score: Option<f32>,
+    /// Rank in the dense list.
+    pub dense_rank: Option<usize>,
+    /// Cosine similarity.
+    pub similarity: Option<f32>,
+    /// Fused RRF score (hybrid only).
+    pub fused: Option<f32>,
+}
+
+/// A chunk next to a hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Neighbor {
+    /// Chunk id.
+    pub chunk_id: String,
+    /// Position relative to the hit (-1 = just before).
+    pub offset: i64,
+    /// First page.
+    pub page_start: u32,
+    /// Last page.
+    pub page_end: u32,
+    /// Text.
+    pub text: String,
 }
 
 /// One ranked passage.
@@ -55,7 +165,7 @@ pub struct Hit {
     pub page_label: Option<String>,
     /// Chunk id.
     pub chunk_id: String,
-    /// BM25 score.
+    /// The ranking score: BM25, similarity or fused, by mode.
     pub score: f32,
     /// The whole chunk text.
     pub text: String,
@@ -63,6 +173,11 @@ pub struct Hit {
     pub snippet: String,
     /// Matched terms in `snippet`, as character ranges.
     pub highlights: Vec<(usize, usize)>,
+    /// How it was ranked.
+    pub explain: Explain,
+    /// Adjacent chunks (with `neighbors`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub neighbors: Vec<Neighbor>,
 }
 
 struct ParsedQuery {
@@ -84,16 +199,37 @@ fn parse(query: &str) -> ParsedQuery {
     ParsedQuery { words, phrases }
 }
 
-/// Searches the index.
-pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
+/// The doc keys `--doc GLOB` selects; `None` without a glob.
+fn doc_filter(index: &ShirabeIndex, glob: Option<&str>) -> Result<Option<HashSet<String>>> {
+    let Some(glob) = glob else { return Ok(None) };
+    let matcher = Glob::new(glob)
+        .map_err(|e| Error::Query(format!("--doc {glob:?}: {e}")))?
+        .compile_matcher();
+    Ok(Some(
+        index
+            .manifest
+            .iter()
+            .flat_map(|m| m.files.iter())
+            .filter(|(key, rec)| {
+                let name = std::path::Path::new(&rec.path)
+                    .file_name()
+                    .unwrap_or_default();
+                matcher.is_match(&rec.path) || matcher.is_match(key) || matcher.is_match(name)
+            })
+            .map(|(key, _)| key.clone())
+            .collect(),
+    ))
+}
+
+/// The BM25 ranking, best first.
+fn bm25(
+    index: &ShirabeIndex,
+    searcher: &Searcher,
+    parsed: &ParsedQuery,
+    docs: Option<&HashSet<String>>,
+    depth: usize,
+) -> Result<Vec<(DocAddress, f32)>> {
     let f = index.fields;
-    let parsed = parse(&req.query);
-    if parsed.words.is_empty() && parsed.phrases.is_empty() {
-        return Err(Error::Query(format!(
-            "{:?} has no searchable words",
-            req.query
-        )));
-    }
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     let mut seen = HashSet::new();
     for w in &parsed.words {
@@ -121,84 +257,265 @@ pub fn search(index: &ShirabeIndex, req: &SearchRequest) -> Result<Vec<Hit>> {
         };
         clauses.push((Occur::Must, q));
     }
-    if let Some(glob) = &req.doc_glob {
-        let matcher = Glob::new(glob)
-            .map_err(|e| Error::Query(format!("--doc {glob:?}: {e}")))?
-            .compile_matcher();
-        let keys: Vec<Box<dyn Query>> = index
-            .manifest
-            .iter()
-            .flat_map(|m| m.files.iter())
-            .filter(|(key, rec)| {
-                let name = std::path::Path::new(&rec.path)
-                    .file_name()
-                    .unwrap_or_default();
-                matcher.is_match(&rec.path) || matcher.is_match(key) || matcher.is_match(name)
-            })
-            .map(|(key, _)| {
-                Box::new(TermQuery::new(
-                    Term::from_field_text(f.doc_key, key),
-                    IndexRecordOption::Basic,
-                )) as Box<dyn Query>
-            })
-            .collect();
+    if clauses.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(keys) = docs {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let any: Vec<(Occur, Box<dyn Query>)> =
-            keys.into_iter().map(|q| (Occur::Should, q)).collect();
+        let any: Vec<(Occur, Box<dyn Query>)> = keys
+            .iter()
+            .map(|key| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(f.doc_key, key),
+                    IndexRecordOption::Basic,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
     }
     let query = BooleanQuery::new(clauses);
+    Ok(searcher
+        .search(&query, &TopDocs::with_limit(depth.max(1)))?
+        .into_iter()
+        .map(|(s, a)| (a, s))
+        .collect())
+}
+
+/// The dense ranking, best first: store rows resolved to live chunks.
+fn dense(
+    index: &ShirabeIndex,
+    searcher: &Searcher,
+    q: &DenseQuery<'_>,
+    docs: Option<&HashSet<String>>,
+    depth: usize,
+) -> Result<Vec<(DocAddress, f32)>> {
+    let f = index.fields;
+    let mut k = depth * 2 + 16;
+    loop {
+        let rows = q.store.search(&q.vector, k, None)?;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for r in &rows {
+            for addr in index.docs_with_key(searcher, &q.store.key(r.row))? {
+                if let Some(keys) = docs {
+                    let doc: TantivyDocument = searcher.doc(addr)?;
+                    let key = doc.get_first(f.doc_key).and_then(|v| v.as_str());
+                    if !key.is_some_and(|k| keys.contains(k)) {
+                        continue;
+                    }
+                }
+                if seen.insert(addr) {
+                    out.push((addr, r.score));
+                }
+            }
+            if out.len() >= depth {
+                break;
+            }
+        }
+        // Stale rows (text no longer indexed) or a narrow --doc filter can
+        // leave too few: look further.
+        if out.len() >= depth || rows.len() < k {
+            out.truncate(depth);
+            return Ok(out);
+        }
+        k = (k * 4).min(q.store.len());
+    }
+}
+
+/// Searches the index. `dense` is required for the dense and hybrid modes.
+pub fn search(
+    index: &ShirabeIndex,
+    req: &SearchRequest,
+    dense_query: Option<&DenseQuery<'_>>,
+) -> Result<Vec<Hit>> {
+    let parsed = parse(&req.query);
+    if req.mode == Mode::Bm25 && parsed.words.is_empty() && parsed.phrases.is_empty() {
+        return Err(Error::Query(format!(
+            "{:?} has no searchable words",
+            req.query
+        )));
+    }
+    if req.query.trim().is_empty() {
+        return Err(Error::Query("the query is empty".into()));
+    }
+    let docs = doc_filter(index, req.doc_glob.as_deref())?;
     let reader = index.reader()?;
     let searcher = reader.searcher();
-    let top = searcher.search(&query, &TopDocs::with_limit(req.limit.max(1)))?;
+    let limit = req.limit.max(1);
+    let depth = if req.mode == Mode::Hybrid {
+        (limit * 5).max(50)
+    } else {
+        limit
+    };
+    let need_dense = || {
+        dense_query.ok_or_else(|| {
+            Error::Query(format!(
+                "{} search needs embeddings (run `shirabe embed-index`)",
+                req.mode.name()
+            ))
+        })
+    };
+    let lexical = if req.mode == Mode::Dense {
+        Vec::new()
+    } else {
+        bm25(index, &searcher, &parsed, docs.as_ref(), depth)?
+    };
+    let semantic = if req.mode == Mode::Bm25 {
+        Vec::new()
+    } else {
+        dense(index, &searcher, need_dense()?, docs.as_ref(), depth)?
+    };
+    let info = |list: &[(DocAddress, f32)]| -> HashMap<DocAddress, (usize, f32)> {
+        list.iter()
+            .enumerate()
+            .map(|(i, (a, s))| (*a, (i + 1, *s)))
+            .collect()
+    };
+    let (lex, sem) = (info(&lexical), info(&semantic));
+    let ranked: Vec<(DocAddress, f32, Option<f32>)> = match req.mode {
+        Mode::Bm25 => lexical.iter().map(|(a, s)| (*a, *s, None)).collect(),
+        Mode::Dense => semantic.iter().map(|(a, s)| (*a, *s, None)).collect(),
+        Mode::Hybrid => {
+            let l: Vec<DocAddress> = lexical.iter().map(|x| x.0).collect();
+            let d: Vec<DocAddress> = semantic.iter().map(|x| x.0).collect();
+            fusion::rrf(&[(req.weights.0, &l), (req.weights.1, &d)], req.rrf_k)
+                .into_iter()
+                .map(|f| (f.item, f.score, Some(f.score)))
+                .collect()
+        }
+    };
     let mut highlight_terms: HashSet<String> = parsed.words.into_iter().collect();
     highlight_terms.extend(parsed.phrases.into_iter().flatten());
-    let mut hits = Vec::with_capacity(top.len());
-    for (score, addr) in top {
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        let text_of = |field| {
-            doc.get_first(field)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
+    let mut hits = Vec::with_capacity(limit);
+    for (addr, score, fused) in ranked.into_iter().take(limit) {
+        let explain = Explain {
+            bm25_rank: lex.get(&addr).map(|x| x.0),
+            bm25_score: lex.get(&addr).map(|x| x.1),
+            dense_rank: sem.get(&addr).map(|x| x.0),
+            similarity: sem.get(&addr).map(|x| x.1),
+            fused,
         };
-        let num_of = |field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-        let text = text_of(f.text).unwrap_or_default();
-        let spans: Vec<Span> = text_of(f.spans)
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        let snip = snippet(&text, &highlight_terms);
-        let span = spans
-            .iter()
-            .rev()
-            .find(|s| s.at <= snip.anchor_char)
-            .or(spans.first());
-        let sections: Vec<(usize, String)> = text_of(f.sections)
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        let section = sections
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= snip.anchor_char)
-            .map(|(_, h)| h.clone())
-            .or_else(|| text_of(f.section));
-        hits.push(Hit {
-            path: text_of(f.path).unwrap_or_default(),
-            title: text_of(f.title),
-            section,
-            page_start: num_of(f.page_start),
-            page_end: num_of(f.page_end),
-            page: span.map_or(num_of(f.page_start), |s| s.page),
-            page_label: span.and_then(|s| s.label.clone()),
-            chunk_id: text_of(f.chunk_id).unwrap_or_default(),
-            score,
-            text,
-            snippet: snip.text,
-            highlights: snip.highlights,
-        });
+        let mut hit = make_hit(index, &searcher, addr, score, &highlight_terms)?;
+        hit.explain = explain;
+        if req.neighbors > 0 {
+            hit.neighbors = neighbors(index, &searcher, addr, req.neighbors)?;
+        }
+        hits.push(hit);
     }
     Ok(hits)
+}
+
+fn make_hit(
+    index: &ShirabeIndex,
+    searcher: &Searcher,
+    addr: DocAddress,
+    score: f32,
+    highlight_terms: &HashSet<String>,
+) -> Result<Hit> {
+    let f = index.fields;
+    let doc: TantivyDocument = searcher.doc(addr)?;
+    let text_of = |field| {
+        doc.get_first(field)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let num_of = |field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    let text = text_of(f.text).unwrap_or_default();
+    let spans: Vec<Span> = text_of(f.spans)
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let snip = snippet(&text, highlight_terms);
+    let span = spans
+        .iter()
+        .rev()
+        .find(|s| s.at <= snip.anchor_char)
+        .or(spans.first());
+    let sections: Vec<(usize, String)> = text_of(f.sections)
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let section = sections
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= snip.anchor_char)
+        .map(|(_, h)| h.clone())
+        .or_else(|| text_of(f.section));
+    Ok(Hit {
+        path: text_of(f.path).unwrap_or_default(),
+        title: text_of(f.title),
+        section,
+        page_start: num_of(f.page_start),
+        page_end: num_of(f.page_end),
+        page: span.map_or(num_of(f.page_start), |s| s.page),
+        page_label: span.and_then(|s| s.label.clone()),
+        chunk_id: text_of(f.chunk_id).unwrap_or_default(),
+        score,
+        text,
+        snippet: snip.text,
+        highlights: snip.highlights,
+        explain: Explain::default(),
+        neighbors: Vec::new(),
+    })
+}
+
+/// The chunks within `n` positions of `addr` in its document, in order.
+fn neighbors(
+    index: &ShirabeIndex,
+    searcher: &Searcher,
+    addr: DocAddress,
+    n: usize,
+) -> Result<Vec<Neighbor>> {
+    let f = index.fields;
+    let doc: TantivyDocument = searcher.doc(addr)?;
+    let key = doc
+        .get_first(f.doc_key)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let ord = doc
+        .get_first(f.ordinal)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as i64;
+    let q = TermQuery::new(
+        Term::from_field_text(f.doc_key, &key),
+        IndexRecordOption::Basic,
+    );
+    let all = searcher.search(&q, &tantivy::collector::DocSetCollector)?;
+    let mut out = Vec::new();
+    for a in all {
+        if a == addr {
+            continue;
+        }
+        let seg = searcher.segment_reader(a.segment_ord);
+        let o = seg
+            .fast_fields()
+            .u64("ordinal")?
+            .first(a.doc_id)
+            .unwrap_or(0) as i64;
+        if (o - ord).unsigned_abs() as usize <= n {
+            let d: TantivyDocument = searcher.doc(a)?;
+            let num = |field| d.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+            out.push(Neighbor {
+                chunk_id: d
+                    .get_first(f.chunk_id)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                offset: o - ord,
+                page_start: num(f.page_start),
+                page_end: num(f.page_end),
+                text: d
+                    .get_first(f.text)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+    }
+    out.sort_by_key(|n| n.offset);
+    Ok(out)
 }
 
 /// A window of a chunk's text.
