@@ -751,3 +751,48 @@ fn sigkill_during_embedding_keeps_the_store_consistent() {
         "a kill landed mid-run"
     );
 }
+
+#[test]
+fn real_minilm_matches_sentence_transformers() {
+    // Reference: transformers 5.24 + PyTorch 2.15, mean pooling over the
+    // attention mask, L2-normalised (what sentence-transformers computes
+    // for this model); first 8 values.
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").exists() {
+        eprintln!(
+            "SKIPPED: run corpora/fetch-minilm.sh for real_minilm_matches_sentence_transformers"
+        );
+        return;
+    }
+    let want: [[f32; 8]; 2] = [
+        [
+            -0.047985, -0.058556, 0.039228, 0.04623, 0.047112, -0.023043, 0.021664, -0.019808,
+        ],
+        [
+            0.017445, 0.114365, 0.065872, 0.017946, -0.013449, 0.033805, 0.091256, 0.051208,
+        ],
+    ];
+    let sb = Sandbox::new();
+    let out = sb.expect(
+        &[
+            "embed",
+            "--embed-model",
+            dir.to_str().unwrap(),
+            "The Osaka warehouse moved to automated picking in August.",
+            "本日の会議では予算案を承認した。",
+        ],
+        0,
+    );
+    let vecs: Vec<Vec<f32>> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(vecs.len(), 2);
+    for (v, w) in vecs.iter().zip(want) {
+        assert_eq!(v.len(), 384);
+        for (a, b) in v.iter().zip(w) {
+            assert!((a - b).abs() < 1e-4, "{:?} vs {w:?}", &v[..8]);
+        }
+    }
+}

@@ -406,7 +406,7 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
     let dense = match &backend {
         Some((embedder, store)) => {
             let vector = embedder
-                .embed(&[query.as_str()], true)?
+                .embed(&[query.as_str()], true, 1)?
                 .pop()
                 .context("the embedder returned no vector")?;
             Some(DenseQuery { store, vector })
@@ -751,12 +751,12 @@ pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
     } else {
         a.texts.clone()
     };
-    let mut embedder = shirabe::models::embed::Embedder::load(
+    let embedder = shirabe::models::embed::load(
         &a.embed_model,
         dtype,
         &shirabe::models::default_device(),
+        a.dims,
     )?;
-    embedder.dims = a.dims;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let vectors = embedder.embed(&refs, a.query, a.batch)?;
     let mut out = BufWriter::new(std::io::stdout().lock());

@@ -153,7 +153,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
             .with_context(|| format!("bad doc glob {:?}", q.doc))?
             .compile_matcher();
         let vector = match &backend {
-            Some((e, _)) => e.embed(&[q.query.as_str()], true)?.pop(),
+            Some((e, _)) => e.embed(&[q.query.as_str()], true, 1)?.pop(),
             None => None,
         };
         for (mi, &mode) in modes.iter().enumerate() {

@@ -21,7 +21,7 @@ use tantivy::TantivyDocument;
 use crate::index::manifest::{Manifest, VectorState};
 use crate::index::vectors::{Key, VectorDtype};
 use crate::index::ShirabeIndex;
-use crate::models::embed::TextEmbedder;
+use crate::models::embed::{TextEmbedder, INDEX_BATCH};
 use crate::{Error, Result};
 
 /// Settings of an embedding run.
@@ -237,7 +237,7 @@ pub fn embed_index(
         let group = &pending[at..(at + batch).min(pending.len())];
         let t0 = Instant::now();
         let texts: Vec<&str> = group.iter().map(|p| p.text.as_str()).collect();
-        let vecs = embedder.embed(&texts, false)?;
+        let vecs = embedder.embed(&texts, false, INDEX_BATCH)?;
         let secs = t0.elapsed().as_secs_f64();
         let items: Vec<(Key, Vec<f32>)> = group.iter().map(|p| p.key).zip(vecs).collect();
         store.append(&items)?;
@@ -355,7 +355,7 @@ pub(crate) mod tests {
         fn dims(&self) -> usize {
             16
         }
-        fn embed(&self, texts: &[&str], _query: bool) -> Result<Vec<Vec<f32>>> {
+        fn embed(&self, texts: &[&str], _query: bool, _batch: usize) -> Result<Vec<Vec<f32>>> {
             self.texts.fetch_add(texts.len(), Ordering::Relaxed);
             Ok(texts
                 .iter()
@@ -467,7 +467,10 @@ pub(crate) mod tests {
         let (_, store) = index.active_store().unwrap().unwrap();
         let bm25 = search(&index, &SearchRequest::new("beta7", 1), None).unwrap();
         let target = &bm25[0];
-        let vector = fake.embed(&[target.text.as_str()], true).unwrap().remove(0);
+        let vector = fake
+            .embed(&[target.text.as_str()], true, 1)
+            .unwrap()
+            .remove(0);
         let dense = DenseQuery {
             store: &store,
             vector,

@@ -29,8 +29,9 @@ pub trait TextEmbedder: Send + Sync {
     fn id(&self) -> &str;
     /// Width of the vectors.
     fn dims(&self) -> usize;
-    /// Embeds passages (`query == false`) or search queries.
-    fn embed(&self, texts: &[&str], query: bool) -> Result<Vec<Vec<f32>>>;
+    /// Embeds passages (`query == false`) or search queries, `batch` texts
+    /// per forward pass.
+    fn embed(&self, texts: &[&str], query: bool, batch: usize) -> Result<Vec<Vec<f32>>>;
 }
 
 /// Texts per forward pass when embedding for the index.
@@ -49,8 +50,8 @@ impl TextEmbedder for Named<Embedder> {
     fn dims(&self) -> usize {
         self.dims
     }
-    fn embed(&self, texts: &[&str], query: bool) -> Result<Vec<Vec<f32>>> {
-        self.inner.embed(texts, query, INDEX_BATCH)
+    fn embed(&self, texts: &[&str], query: bool, batch: usize) -> Result<Vec<Vec<f32>>> {
+        self.inner.embed(texts, query, batch)
     }
 }
 
@@ -61,8 +62,8 @@ impl TextEmbedder for Named<super::sentence::SentenceEncoder> {
     fn dims(&self) -> usize {
         self.dims
     }
-    fn embed(&self, texts: &[&str], query: bool) -> Result<Vec<Vec<f32>>> {
-        self.inner.embed(texts, query, INDEX_BATCH)
+    fn embed(&self, texts: &[&str], query: bool, batch: usize) -> Result<Vec<Vec<f32>>> {
+        self.inner.embed(texts, query, batch)
     }
 }
 
