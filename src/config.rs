@@ -19,6 +19,10 @@
 //! dtype = "f32"             # weights: f32 | bf16 | f16
 //! vector_dtype = "f16"      # store: f16 | f32
 //!
+//! [qdrant]
+//! url = "http://localhost:6334"  # gRPC; vectors are mirrored and searched there
+//! collection = "my-archive"      # default: shirabe-<digest of the index dir>
+//!
 //! [search]
 //! limit = 10
 //! mode = "hybrid"           # bm25 | dense | hybrid
@@ -58,6 +62,18 @@ pub struct EmbedSection {
     pub vector_dtype: Option<String>,
 }
 
+/// `[qdrant]` settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSection {
+    /// gRPC URL.
+    pub url: Option<String>,
+    /// API key (better: `QDRANT_API_KEY`).
+    pub api_key: Option<String>,
+    /// Collection.
+    pub collection: Option<String>,
+}
+
 /// `[search]` settings.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +98,9 @@ pub struct ConfigFile {
     /// Embedding defaults.
     #[serde(default)]
     pub embed: EmbedSection,
+    /// Qdrant.
+    #[serde(default)]
+    pub qdrant: QdrantSection,
     /// Search defaults.
     #[serde(default)]
     pub search: SearchSection,

@@ -796,3 +796,76 @@ fn real_minilm_matches_sentence_transformers() {
         }
     }
 }
+
+#[test]
+fn qdrant_mirrors_the_index_and_matches_the_embedded_store() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("SKIPPED: set QDRANT_URL (a Qdrant gRPC URL) for qdrant_mirrors_the_index_and_matches_the_embedded_store");
+        return;
+    };
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let c = corpus.to_str().unwrap();
+    let model = tiny_bert(&sb);
+    let collection = format!(
+        "shirabe-test-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let q = [
+        "--qdrant",
+        url.as_str(),
+        "--qdrant-collection",
+        collection.as_str(),
+    ];
+    let mut args = vec!["ingest", c, "--embed-model", &model, "--json"];
+    args.extend_from_slice(&q);
+    let out = json_of(&sb.expect(&args, 1));
+    let chunks = out["embedding"]["with_vectors"].as_u64().unwrap();
+    assert_eq!(out["qdrant"]["upserted"].as_u64().unwrap(), chunks, "{out}");
+    // The manifest remembers the collection: plain search uses Qdrant.
+    let via_qdrant = sb.search_json("Osaka warehouse budget", &["--mode", "dense", "-k", "5"]);
+    let filtered = sb.search_json(
+        "Osaka warehouse budget",
+        &["--mode", "dense", "--doc", "*minutes*"],
+    );
+    assert!(!filtered.is_empty());
+    assert!(filtered.iter().all(|h| file_name(h).contains("minutes")));
+    sb.expect(&["migrate", "--to", "embedded"], 0);
+    let embedded = sb.search_json("Osaka warehouse budget", &["--mode", "dense", "-k", "5"]);
+    let ids = |hits: &[serde_json::Value]| -> Vec<String> {
+        hits.iter()
+            .map(|h| h["chunk_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&via_qdrant), ids(&embedded));
+    for (a, b) in via_qdrant.iter().zip(&embedded) {
+        let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+        assert!((a - b).abs() < 2e-3, "{a} vs {b}");
+    }
+    // Migrating back finds everything in place.
+    let mut args = vec!["migrate", "--to", "qdrant", url.as_str(), "--json"];
+    args.extend_from_slice(&q[2..]);
+    let back = json_of(&sb.expect(&args, 0));
+    assert_eq!(back["unchanged"].as_u64().unwrap(), chunks);
+    // Removing a file and pruning removes its points.
+    std::fs::remove_file(corpus.join("notes.md")).unwrap();
+    let out = json_of(&sb.expect(&["ingest", c, "--prune", "--json"], 1));
+    assert!(out["qdrant"]["deleted"].as_u64().unwrap() >= 1, "{out}");
+    let hits = sb.search_json(
+        "warehouse automation notes",
+        &["--mode", "dense", "-k", "20"],
+    );
+    assert!(hits.iter().all(|h| file_name(h) != "notes.md"));
+    // Clean up the collection.
+    let cfg = shirabe::index::qdrant::QdrantConfig {
+        url: url.clone(),
+        api_key: None,
+        collection: collection.clone(),
+    };
+    let q = shirabe::index::qdrant::QdrantIndex::connect(&cfg, 32).unwrap();
+    assert_eq!(q.count().unwrap(), chunks - 1);
+    q.drop_collection().unwrap();
+}

@@ -68,6 +68,8 @@ pub enum Command {
     EmbedIndex(EmbedIndexArgs),
     /// Measure retrieval quality on labelled queries (Recall@k, MRR, nDCG).
     Eval(EvalArgs),
+    /// Move the index's vectors to Qdrant (or back to the embedded store).
+    Migrate(MigrateArgs),
     /// Measure shirabe's speed.
     Bench(BenchArgs),
     /// Write the generated sample corpus to DIR (used by tests).
@@ -109,6 +111,9 @@ pub struct IngestArgs {
     /// Do not embed: a BM25-only index (`embed-index` can add vectors later).
     #[arg(long)]
     pub no_embed: bool,
+    /// Qdrant options.
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
 }
 
 /// Which embedding model, and how to run it.
@@ -130,9 +135,46 @@ pub struct EmbedModelArgs {
     pub vector_dtype: Option<String>,
 }
 
+/// Where a Qdrant server is.
+#[derive(Debug, Args, Clone, Default)]
+pub struct QdrantArgs {
+    /// Keep vectors in this Qdrant server too, and search them there
+    /// (gRPC URL, e.g. http://localhost:6334; https for TLS).
+    #[arg(long, env = "SHIRABE_QDRANT_URL", value_name = "URL")]
+    pub qdrant: Option<String>,
+    /// Qdrant API key.
+    #[arg(
+        long,
+        env = "QDRANT_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub qdrant_api_key: Option<String>,
+    /// Qdrant collection [default: shirabe-<digest of the index directory>].
+    #[arg(long, value_name = "NAME")]
+    pub qdrant_collection: Option<String>,
+}
+
+/// `migrate`
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Where the vectors go: "qdrant URL", or "embedded" to stop using Qdrant.
+    #[arg(long, value_name = "TARGET", num_args = 1..=2, required = true)]
+    pub to: Vec<String>,
+    /// Qdrant options.
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `embed-index`
 #[derive(Debug, Args)]
 pub struct EmbedIndexArgs {
+    /// Qdrant options.
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
     /// Embedding options.
     #[command(flatten)]
     pub embed: EmbedModelArgs,
@@ -157,6 +199,9 @@ pub struct EvalArgs {
     /// Print per-query results too.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Qdrant options.
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -193,6 +238,9 @@ pub struct SearchArgs {
     /// RRF constant k.
     #[arg(long, value_name = "K", default_value_t = 60.0)]
     pub rrf_k: f32,
+    /// Qdrant options.
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,

@@ -18,9 +18,12 @@ use shirabe::ingest::embed::{EmbedEvent, EmbedOptions, EmbedReport};
 use shirabe::models::embed::TextEmbedder;
 use shirabe::retrieve::{DenseQuery, Mode};
 
+use shirabe::index::qdrant::{QdrantConfig, QdrantIndex, SyncReport};
+use shirabe::retrieve::VectorIndex;
+
 use super::args::{
-    EmbedArgs, EmbedIndexArgs, ExtractArgs, GenerateArgs, IngestArgs, ModelsAction, ModelsArgs,
-    SearchArgs, StatusArgs,
+    EmbedArgs, EmbedIndexArgs, ExtractArgs, GenerateArgs, IngestArgs, MigrateArgs, ModelsAction,
+    ModelsArgs, SearchArgs, StatusArgs,
 };
 use super::style::Style;
 use super::{Settings, Status};
@@ -99,8 +102,10 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
             }
             r.ok()
         };
+        let synced = sync_qdrant(s)?;
         let mut v = serde_json::to_value(&report)?;
         v["embedding"] = serde_json::to_value(&embedding)?;
+        v["qdrant"] = serde_json::to_value(&synced)?;
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
         out.flush()?;
@@ -169,6 +174,9 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
     let (report, st) = run_embedding(s, None, false, !s.quiet)?;
     if let Ok(r) = &report {
         print_embed_report(s, r)?;
+    }
+    if let Some(q) = sync_qdrant(s)? {
+        print_sync_report(s, &q);
     }
     Ok(if st == Status::Interrupted {
         st
@@ -338,16 +346,143 @@ fn print_embed_report(s: &Settings, r: &EmbedReport) -> Result<()> {
 pub fn embed_index(s: &Settings, a: &EmbedIndexArgs) -> Result<Status> {
     let (report, status) = run_embedding(s, a.limit, true, false)?;
     let report = report.map_err(anyhow::Error::msg)?;
+    let synced = sync_qdrant(s)?;
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["qdrant"] = serde_json::to_value(&synced)?;
+        println!("{}", serde_json::to_string(&v)?);
     } else {
         print_embed_report(s, &report)?;
+        if let Some(q) = &synced {
+            print_sync_report(s, q);
+        }
     }
     Ok(status)
 }
 
-/// The query embedder and the store it searches.
-pub(super) type DenseBackend = (Box<dyn TextEmbedder>, shirabe::index::vectors::VectorStore);
+/// The Qdrant collection of `index`: given by flag, environment or config,
+/// else the one the manifest remembers. `None`: the index does not use Qdrant.
+fn qdrant_config(s: &Settings, index: &ShirabeIndex) -> Option<QdrantConfig> {
+    let known = index.manifest.as_ref().and_then(|m| m.qdrant.clone());
+    let url = s
+        .qdrant
+        .qdrant
+        .clone()
+        .or(known.as_ref().map(|k| k.url.clone()))?;
+    let collection = s
+        .qdrant
+        .qdrant_collection
+        .clone()
+        .or(known.map(|k| k.collection))
+        .unwrap_or_else(|| QdrantConfig::default_collection(index));
+    Some(QdrantConfig {
+        url,
+        api_key: s.qdrant.qdrant_api_key.clone(),
+        collection,
+    })
+}
+
+/// Mirrors the active vector store into Qdrant, if the index uses it.
+fn sync_qdrant(s: &Settings) -> Result<Option<SyncReport>> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let Some(cfg) = qdrant_config(s, &index) else {
+        return Ok(None);
+    };
+    let _lock = index.lock()?;
+    let index = ShirabeIndex::open(&s.index)?;
+    let Some((key, state)) = index
+        .manifest
+        .as_ref()
+        .and_then(|m| m.active_store())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+    else {
+        if !s.quiet {
+            println!("note: no vectors yet, nothing to send to Qdrant");
+        }
+        return Ok(None);
+    };
+    let store = index.open_store(&key, &state)?;
+    let q = QdrantIndex::connect(&cfg, state.dims)?;
+    let bar = s.progress.then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner:.green} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} points to Qdrant · ETA {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let report = q.sync(&index, &store, &|done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut manifest = index.manifest.clone().expect("has a store");
+    manifest.qdrant = Some(shirabe::index::manifest::QdrantState {
+        url: cfg.url.clone(),
+        collection: cfg.collection.clone(),
+        store: key,
+    });
+    manifest.save(&index.manifest_path())?;
+    Ok(Some(report))
+}
+
+fn print_sync_report(s: &Settings, r: &SyncReport) {
+    if !s.quiet {
+        println!(
+            "qdrant ({}): {} points written, {} removed, {} unchanged{}",
+            r.collection,
+            r.upserted,
+            r.deleted,
+            r.unchanged,
+            if r.without_vectors > 0 {
+                format!("; {} chunks have no vector yet", r.without_vectors)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+pub fn migrate(s: &Settings, a: &MigrateArgs) -> Result<Status> {
+    if a.to.first().map(String::as_str) == Some("embedded") {
+        let index = ShirabeIndex::open(&s.index)?;
+        let _lock = index.lock()?;
+        let index = ShirabeIndex::open(&s.index)?;
+        let mut manifest = index
+            .manifest
+            .clone()
+            .context("the index has no manifest")?;
+        let old = manifest.qdrant.take();
+        manifest.save(&index.manifest_path())?;
+        if !s.quiet {
+            match old {
+                Some(q) => println!(
+                    "search uses the embedded store again; the Qdrant collection {} at {} is left as it is",
+                    q.collection, q.url
+                ),
+                None => println!("the index already uses the embedded store"),
+            }
+        }
+        return Ok(Status::Success);
+    }
+    let report = sync_qdrant(s)?
+        .context("the index has no vectors to migrate (run `shirabe embed-index`)")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_sync_report(s, &report);
+    }
+    Ok(Status::Success)
+}
+
+/// The query embedder and the vector index it searches.
+pub(super) type DenseBackend = (Box<dyn TextEmbedder>, Box<dyn VectorIndex>);
 
 /// The mode to search in and, for dense and hybrid, the embedder and store.
 /// With no mode asked for, hybrid when the index has vectors and their
@@ -372,8 +507,12 @@ pub(super) fn search_backend(
         return Ok((Mode::Bm25, None));
     };
     let spec = s.embed.model.clone().unwrap_or(state.spec.clone());
+    let vectors: Box<dyn VectorIndex> = match qdrant_config(s, index) {
+        Some(cfg) => Box::new(QdrantIndex::connect(&cfg, state.dims)?),
+        None => Box::new(store),
+    };
     match load_embedder(s, &spec) {
-        Ok(e) if e.id() == state.model => Ok((asked.unwrap_or(Mode::Hybrid), Some((e, store)))),
+        Ok(e) if e.id() == state.model => Ok((asked.unwrap_or(Mode::Hybrid), Some((e, vectors)))),
         Ok(e) => {
             let why = format!(
                 "the index was embedded with {}, but {spec} is {}",
@@ -409,7 +548,10 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
                 .embed(&[query.as_str()], true, 1)?
                 .pop()
                 .context("the embedder returned no vector")?;
-            Some(DenseQuery { store, vector })
+            Some(DenseQuery {
+                store: store.as_ref(),
+                vector,
+            })
         }
         None => None,
     };

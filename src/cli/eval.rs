@@ -159,7 +159,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         for (mi, &mode) in modes.iter().enumerate() {
             let dense = match (&backend, &vector) {
                 (Some((_, store)), Some(v)) => Some(DenseQuery {
-                    store,
+                    store: store.as_ref(),
                     vector: v.clone(),
                 }),
                 _ => None,

@@ -50,6 +50,8 @@ pub struct Settings {
     pub mode: Option<shirabe::retrieve::Mode>,
     /// The embedding model.
     pub embed: EmbedSettings,
+    /// Qdrant, when given by flag, environment or config file.
+    pub qdrant: args::QdrantArgs,
 }
 
 /// Which embedding model to use, and how.
@@ -153,6 +155,25 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
                 .unwrap_or("f16"),
         )?,
     };
+    let mut qdrant = match &cli.command {
+        Command::Ingest(a) => a.qdrant.clone(),
+        Command::EmbedIndex(a) => a.qdrant.clone(),
+        Command::Search(a) => a.qdrant.clone(),
+        Command::Eval(a) => a.qdrant.clone(),
+        Command::Migrate(a) => a.qdrant.clone(),
+        _ => args::QdrantArgs::default(),
+    };
+    if let Command::Migrate(a) = &cli.command {
+        match a.to.as_slice() {
+            [t, url] if t == "qdrant" => qdrant.qdrant = Some(url.clone()),
+            [t] if t == "qdrant" && qdrant.qdrant.is_some() => {}
+            [t] if t == "embedded" => {}
+            _ => anyhow::bail!("--to must be `qdrant URL` or `embedded`"),
+        }
+    }
+    qdrant.qdrant = qdrant.qdrant.or(file.qdrant.url.clone());
+    qdrant.qdrant_api_key = qdrant.qdrant_api_key.or(file.qdrant.api_key.clone());
+    qdrant.qdrant_collection = qdrant.qdrant_collection.or(file.qdrant.collection.clone());
     let mode = file
         .search
         .mode
@@ -174,6 +195,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         limit: file.search.limit.unwrap_or(10),
         mode,
         embed,
+        qdrant,
     })
 }
 
@@ -188,6 +210,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Embed(a) => commands::embed(&settings, &a),
         Command::EmbedIndex(a) => commands::embed_index(&settings, &a),
         Command::Eval(a) => eval::run(&settings, &a),
+        Command::Migrate(a) => commands::migrate(&settings, &a),
         Command::Generate(a) => commands::generate(&settings, &a),
         Command::Models(a) => commands::models(&settings, &a),
         Command::Bench(a) => bench::run(&settings, &a),

@@ -121,6 +121,21 @@ pub struct Manifest {
     /// The store search uses (the last model the index was embedded with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_vectors: Option<String>,
+    /// The Qdrant collection that mirrors the active store, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qdrant: Option<QdrantState>,
+}
+
+/// Where an index's vectors are mirrored in Qdrant (the API key is never
+/// written down: it comes from the flag or `QDRANT_API_KEY` each time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QdrantState {
+    /// gRPC URL.
+    pub url: String,
+    /// Collection.
+    pub collection: String,
+    /// The vector store it mirrors.
+    pub store: String,
 }
 
 impl Manifest {
@@ -146,6 +161,7 @@ impl Manifest {
             generation: 0,
             vectors: BTreeMap::new(),
             active_vectors: None,
+            qdrant: None,
         }
     }
 

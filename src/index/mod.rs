@@ -10,6 +10,7 @@
 
 pub mod analyzer;
 pub mod manifest;
+pub mod qdrant;
 pub mod vectors;
 
 use std::collections::HashSet;
@@ -95,8 +96,8 @@ fn schema() -> (Schema, Fields) {
         }
     };
     let fields = Fields {
-        chunk_id: b.add_text_field("chunk_id", STRING | STORED),
-        doc_key: b.add_text_field("doc_key", STRING | STORED),
+        chunk_id: b.add_text_field("chunk_id", STRING | STORED | FAST),
+        doc_key: b.add_text_field("doc_key", STRING | STORED | FAST),
         path: b.add_text_field("path", STORED),
         title: b.add_text_field("title", text_opts(true)),
         section: b.add_text_field("section", text_opts(true)),
@@ -253,6 +254,30 @@ impl ShirabeIndex {
             }
         }
         Ok(out)
+    }
+
+    /// The chunk id of a live chunk (from the fast column).
+    pub fn chunk_id_of(&self, searcher: &Searcher, addr: DocAddress) -> Result<String> {
+        let seg = searcher.segment_reader(addr.segment_ord);
+        let col = seg
+            .fast_fields()
+            .str("chunk_id")?
+            .ok_or_else(|| Error::Index("chunk_id is not a fast field".into()))?;
+        let mut out = String::new();
+        if let Some(ord) = col.term_ords(addr.doc_id).next() {
+            col.ord_to_str(ord, &mut out)
+                .map_err(|e| Error::Index(e.to_string()))?;
+        }
+        Ok(out)
+    }
+
+    /// The live chunk with this chunk id.
+    pub fn chunk_by_id(&self, searcher: &Searcher, chunk_id: &str) -> Result<Option<DocAddress>> {
+        let q = TermQuery::new(
+            Term::from_field_text(self.fields.chunk_id, chunk_id),
+            IndexRecordOption::Basic,
+        );
+        Ok(searcher.search(&q, &DocSetCollector)?.into_iter().min())
     }
 
     /// The live chunks whose text has `key`.

@@ -106,12 +106,41 @@ impl SearchRequest {
     }
 }
 
+/// Where dense search finds its nearest chunks: the embedded store or a
+/// Qdrant collection. Either way the result is live chunks of the index,
+/// best first.
+pub trait VectorIndex {
+    /// The `depth` live chunks nearest to `vector`, only in `docs` (doc
+    /// keys) when given.
+    fn nearest(
+        &self,
+        index: &ShirabeIndex,
+        searcher: &Searcher,
+        vector: &[f32],
+        docs: Option<&HashSet<String>>,
+        depth: usize,
+    ) -> Result<Vec<(DocAddress, f32)>>;
+}
+
 /// The query's vector and the store to search with it.
 pub struct DenseQuery<'a> {
     /// The store.
-    pub store: &'a VectorStore,
+    pub store: &'a dyn VectorIndex,
     /// The embedded query (unit length).
     pub vector: Vec<f32>,
+}
+
+impl VectorIndex for VectorStore {
+    fn nearest(
+        &self,
+        index: &ShirabeIndex,
+        searcher: &Searcher,
+        vector: &[f32],
+        docs: Option<&HashSet<String>>,
+        depth: usize,
+    ) -> Result<Vec<(DocAddress, f32)>> {
+        dense(index, searcher, self, vector, docs, depth)
+    }
 }
 
 /// How a hit was ranked (`--explain`).
@@ -288,18 +317,19 @@ fn bm25(
 fn dense(
     index: &ShirabeIndex,
     searcher: &Searcher,
-    q: &DenseQuery<'_>,
+    store: &VectorStore,
+    vector: &[f32],
     docs: Option<&HashSet<String>>,
     depth: usize,
 ) -> Result<Vec<(DocAddress, f32)>> {
     let f = index.fields;
     let mut k = depth * 2 + 16;
     loop {
-        let rows = q.store.search(&q.vector, k, None)?;
+        let rows = store.search(vector, k, None)?;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for r in &rows {
-            for addr in index.docs_with_key(searcher, &q.store.key(r.row))? {
+            for addr in index.docs_with_key(searcher, &store.key(r.row))? {
                 if let Some(keys) = docs {
                     let doc: TantivyDocument = searcher.doc(addr)?;
                     let key = doc.get_first(f.doc_key).and_then(|v| v.as_str());
@@ -321,7 +351,7 @@ fn dense(
             out.truncate(depth);
             return Ok(out);
         }
-        k = (k * 4).min(q.store.len());
+        k = (k * 4).min(store.len());
     }
 }
 
@@ -366,7 +396,9 @@ pub fn search(
     let semantic = if req.mode == Mode::Bm25 {
         Vec::new()
     } else {
-        dense(index, &searcher, need_dense()?, docs.as_ref(), depth)?
+        let q = need_dense()?;
+        q.store
+            .nearest(index, &searcher, &q.vector, docs.as_ref(), depth)?
     };
     let info = |list: &[(DocAddress, f32)]| -> HashMap<DocAddress, (usize, f32)> {
         list.iter()
