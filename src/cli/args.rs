@@ -407,6 +407,28 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Dense search latency (p50/p99) over random unit vectors in the
+    /// embedded store, and its size on disk.
+    Vectors {
+        /// Store sizes, comma-separated.
+        #[arg(long, default_value = "100000,1000000")]
+        rows: String,
+        /// Dimensions.
+        #[arg(long, default_value_t = 1024)]
+        dims: usize,
+        /// f16 or f32.
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+        /// Queries to time per size.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Where to build the stores [default: a temporary directory].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Search latency (p50/p99) on a synthetic index of many chunks.
     Search {
         /// Chunks in the synthetic index.

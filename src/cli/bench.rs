@@ -1,5 +1,8 @@
 //! `shirabe bench`: speed measurements that print figures.
 //!
+//! `bench vectors` fills embedded vector stores with random unit vectors
+//! and times exact dense search (top 10) over them.
+//!
 //! `bench search` builds (or reuses) a synthetic index of N chunks of
 //! Zipf-distributed words, with a share of Japanese chunks, and times full
 //! searches (query analysis, BM25, top 10, stored fields and snippets).
@@ -135,6 +138,21 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             dir,
             json,
         } => search(s, *chunks, *queries, dir.as_ref(), *json),
+        BenchWhat::Vectors {
+            rows,
+            dims,
+            dtype,
+            queries,
+            dir,
+            json,
+        } => vectors(
+            &list(rows, "--rows")?,
+            *dims,
+            dtype,
+            *queries,
+            dir.as_ref(),
+            *json,
+        ),
         BenchWhat::Model {
             preset,
             dtypes,
@@ -145,6 +163,104 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             ..
         } => model(preset, dtypes, prefill, embed_batch, *decode, *json),
     }
+}
+
+/// A random unit vector.
+fn random_unit(rng: &mut Rng, dims: usize) -> Vec<f32> {
+    // Sums of uniforms: near-Gaussian, enough for random directions.
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            (0..4)
+                .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                .sum()
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn vectors(
+    sizes: &[usize],
+    dims: usize,
+    dtype: &str,
+    queries: usize,
+    dir: Option<&PathBuf>,
+    json: bool,
+) -> Result<Status> {
+    use shirabe::index::vectors::{Key, VectorDtype, VectorStore};
+    let dtype = VectorDtype::parse(dtype)?;
+    let tmp = tempfile::tempdir()?;
+    let root = dir.cloned().unwrap_or_else(|| tmp.path().to_path_buf());
+    let mut rows_out = Vec::new();
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:>9} {:>5} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9}",
+            "rows", "dims", "type", "p50 ms", "p99 ms", "mean ms", "disk MB", "fill s"
+        )?;
+    }
+    for &n in sizes {
+        let path = root.join(format!("bench-{n}-{dims}-{dtype:?}"));
+        let _ = std::fs::remove_dir_all(&path);
+        let mut store = VectorStore::open(&path, dims, dtype, 0)?;
+        let mut rng = Rng(0x5eed ^ n as u64);
+        let t = Instant::now();
+        let batch = 8192;
+        let mut done = 0;
+        while done < n {
+            let m = batch.min(n - done);
+            let items: Vec<(Key, Vec<f32>)> = (0..m)
+                .map(|i| {
+                    let mut key = [0u8; 16];
+                    key[..8].copy_from_slice(&((done + i) as u64).to_le_bytes());
+                    (key, random_unit(&mut rng, dims))
+                })
+                .collect();
+            store.append(&items)?;
+            done += m;
+        }
+        let fill = t.elapsed().as_secs_f64();
+        let qs: Vec<Vec<f32>> = (0..queries).map(|_| random_unit(&mut rng, dims)).collect();
+        for q in qs.iter().take(5) {
+            store.search(q, 10, None)?;
+        }
+        let mut times = Vec::with_capacity(queries);
+        for q in &qs {
+            let t = Instant::now();
+            let hits = store.search(q, 10, None)?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(hits.len(), 10.min(n));
+        }
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        let disk = store.disk_bytes() as f64 / 1e6;
+        let scan_gbs = (n * dims * dtype.size()) as f64 / (p50 / 1000.0) / 1e9;
+        if json {
+            rows_out.push(json!({
+                "rows": n, "dims": dims, "dtype": format!("{dtype:?}").to_lowercase(),
+                "p50_ms": p50, "p99_ms": p99, "mean_ms": mean, "disk_mb": disk,
+                "fill_seconds": fill, "scan_gb_per_s": scan_gbs,
+            }));
+        } else {
+            writeln!(
+                out,
+                "{n:>9} {dims:>5} {:>5} {p50:>9.2} {p99:>9.2} {mean:>9.2} {disk:>10.1} {fill:>9.1}   (exact scan, {scan_gbs:.1} GB/s)",
+                format!("{dtype:?}").to_lowercase()
+            )?;
+        }
+        drop(store);
+        if dir.is_none() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    if json {
+        serde_json::to_writer(&mut out, &rows_out)?;
+        writeln!(out)?;
+    }
+    Ok(Status::Success)
 }
 
 fn list(spec: &str, flag: &str) -> Result<Vec<usize>> {

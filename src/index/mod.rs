@@ -210,8 +210,19 @@ impl ShirabeIndex {
         }
     }
 
-    /// Opens the vector store `key` of the manifest at its committed length.
+    /// Opens the vector store `key` of the manifest at its committed
+    /// length, for reading.
     pub fn open_store(&self, key: &str, state: &VectorState) -> Result<VectorStore> {
+        VectorStore::open_read(
+            &self.dir.join("vectors").join(key),
+            state.dims,
+            state.dtype,
+            state.rows as usize,
+        )
+    }
+
+    /// Opens the vector store `key` for appending (hold [`Self::lock`]).
+    pub fn open_store_for_write(&self, key: &str, state: &VectorState) -> Result<VectorStore> {
         VectorStore::open(
             &self.dir.join("vectors").join(key),
             state.dims,

@@ -127,39 +127,74 @@ impl std::fmt::Debug for VectorStore {
 }
 
 impl VectorStore {
-    /// Opens (creating if needed) the store in `dir` with `rows` committed
-    /// rows; anything past them is cut off.
+    /// Opens the store in `dir` for writing (the caller holds the index
+    /// lock), creating it if needed, with `rows` committed rows; anything
+    /// past them (a write that was never committed) is cut off.
     pub fn open(dir: &Path, dims: usize, dtype: VectorDtype, rows: usize) -> Result<VectorStore> {
+        Self::open_with(dir, dims, dtype, rows, true)
+    }
+
+    /// Opens the store for reading: the first `rows` rows, leaving the
+    /// files alone (a writer may be appending to them at this moment).
+    pub fn open_read(
+        dir: &Path,
+        dims: usize,
+        dtype: VectorDtype,
+        rows: usize,
+    ) -> Result<VectorStore> {
+        Self::open_with(dir, dims, dtype, rows, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        dims: usize,
+        dtype: VectorDtype,
+        rows: usize,
+        write: bool,
+    ) -> Result<VectorStore> {
         if dims == 0 {
             return Err(Error::Index("vector store: zero dimensions".into()));
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let keys_path = dir.join("keys.bin");
         let data_path = dir.join("vectors.bin");
         let row_bytes = dims * dtype.size();
+        if !write && rows == 0 && !keys_path.exists() {
+            return Ok(VectorStore {
+                dir: dir.to_path_buf(),
+                dims,
+                dtype,
+                keys: Vec::new(),
+                rows_of: HashMap::new(),
+                map: None,
+            });
+        }
+        if write {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         for (path, width) in [(&keys_path, 16), (&data_path, row_bytes)] {
             let f = OpenOptions::new()
-                .create(true)
+                .create(write)
                 .truncate(false)
                 .read(true)
-                .write(true)
+                .write(write)
                 .open(path)
                 .map_err(|e| Error::io(path, e))?;
             let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
             let want = (rows * width) as u64;
             if len < want {
                 return Err(Error::Index(format!(
-                    "{}: {} rows committed but the file holds {} (the index is damaged; run `shirabe embed-index --rebuild`)",
+                    "{}: {} rows committed but the file holds {} (the index is damaged; remove the vectors/ directory and run `shirabe embed-index`)",
                     path.display(),
                     rows,
                     len / width as u64
                 )));
             }
-            if len > want {
+            if len > want && write {
                 f.set_len(want).map_err(|e| Error::io(path, e))?;
             }
         }
-        let raw = std::fs::read(&keys_path).map_err(|e| Error::io(&keys_path, e))?;
+        let mut raw = std::fs::read(&keys_path).map_err(|e| Error::io(&keys_path, e))?;
+        raw.truncate(rows * 16);
         let keys: Vec<Key> = raw
             .chunks_exact(16)
             .map(|c| c.try_into().expect("16 bytes"))
@@ -628,8 +663,21 @@ mod tests {
                 .len(),
             16
         );
+        // A reader sees the committed rows and leaves a writer's tail alone.
+        let mut writer = store;
+        writer.append(&[b.clone()]).unwrap();
+        let reader = VectorStore::open_read(dir.path(), 8, VectorDtype::F16, 1).unwrap();
+        assert_eq!(reader.len(), 1);
+        assert!(!reader.contains(&b.0));
+        assert_eq!(
+            std::fs::metadata(dir.path().join("keys.bin"))
+                .unwrap()
+                .len(),
+            32,
+            "the reader truncated nothing"
+        );
+        drop((writer, reader));
         // More rows committed than on disk is damage, reported.
-        drop(store);
         let err = VectorStore::open(dir.path(), 8, VectorDtype::F16, 5).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
     }

@@ -149,7 +149,7 @@ pub fn embed_index(
     if !opts.spec.is_empty() {
         state.spec = opts.spec.clone();
     }
-    let mut store = index.open_store(&key, state)?;
+    let mut store = index.open_store_for_write(&key, state)?;
     manifest.active_vectors = Some(key.clone());
 
     let reader = index.reader()?;
