@@ -665,7 +665,7 @@ mod tests {
         );
         // A reader sees the committed rows and leaves a writer's tail alone.
         let mut writer = store;
-        writer.append(&[b.clone()]).unwrap();
+        writer.append(std::slice::from_ref(&b)).unwrap();
         let reader = VectorStore::open_read(dir.path(), 8, VectorDtype::F16, 1).unwrap();
         assert_eq!(reader.len(), 1);
         assert!(!reader.contains(&b.0));
