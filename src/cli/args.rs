@@ -422,6 +422,18 @@ pub enum BenchWhat {
         /// Queries to time per size.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Also build an HNSW graph (and time ANN search, recall@10 against
+        /// exact) for sizes up to this (graph building is single-threaded).
+        #[arg(long, default_value_t = 200_000)]
+        ann_max_rows: usize,
+        /// Candidates an HNSW search explores.
+        #[arg(long, default_value_t = shirabe::index::vectors::ANN_EF)]
+        ef: usize,
+        /// Vectors around 1,000 random centres (like real embeddings, which
+        /// have few intrinsic dimensions) instead of uniform on the sphere
+        /// (the worst case for any ANN index).
+        #[arg(long)]
+        clustered: bool,
         /// Where to build the stores [default: a temporary directory].
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,

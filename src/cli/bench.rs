@@ -145,11 +145,15 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             queries,
             dir,
             json,
+            ann_max_rows,
+            ef,
+            clustered,
         } => vectors(
             &list(rows, "--rows")?,
             *dims,
             dtype,
             *queries,
+            (*ann_max_rows, *ef, *clustered),
             dir.as_ref(),
             *json,
         ),
@@ -180,16 +184,20 @@ fn random_unit(rng: &mut Rng, dims: usize) -> Vec<f32> {
     v
 }
 
+#[allow(clippy::too_many_arguments)]
 fn vectors(
     sizes: &[usize],
     dims: usize,
     dtype: &str,
     queries: usize,
+    (ann_max_rows, ef, clustered): (usize, usize, bool),
     dir: Option<&PathBuf>,
     json: bool,
 ) -> Result<Status> {
+    use shirabe::index::hnsw::Params;
     use shirabe::index::vectors::{Key, VectorDtype, VectorStore};
     let dtype = VectorDtype::parse(dtype)?;
+    let tname = format!("{dtype:?}").to_lowercase();
     let tmp = tempfile::tempdir()?;
     let root = dir.cloned().unwrap_or_else(|| tmp.path().to_path_buf());
     let mut rows_out = Vec::new();
@@ -197,15 +205,61 @@ fn vectors(
     if !json {
         writeln!(
             out,
-            "{:>9} {:>5} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9}",
-            "rows", "dims", "type", "p50 ms", "p99 ms", "mean ms", "disk MB", "fill s"
+            "{:>9} {:>5} {:>5} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9}",
+            "rows",
+            "dims",
+            "type",
+            "search",
+            "p50 ms",
+            "p99 ms",
+            "mean ms",
+            "disk MB",
+            "build s",
+            "recall@10"
         )?;
+        out.flush()?;
     }
+    let time =
+        |store: &VectorStore, qs: &[Vec<f32>], ann: bool| -> Result<(Vec<f64>, Vec<Vec<u32>>)> {
+            let mut times = Vec::with_capacity(qs.len());
+            let mut found = Vec::with_capacity(qs.len());
+            for q in qs.iter().take(5) {
+                store.search(q, 10, None)?;
+            }
+            for q in qs {
+                let t = Instant::now();
+                let hits = if ann {
+                    store.search_ann(q, 10, ef)?
+                } else {
+                    store.search(q, 10, None)?
+                };
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                found.push(hits.iter().map(|h| h.row).collect());
+            }
+            times.sort_by(f64::total_cmp);
+            Ok((times, found))
+        };
     for &n in sizes {
-        let path = root.join(format!("bench-{n}-{dims}-{dtype:?}"));
+        let path = root.join(format!("bench-{n}-{dims}-{tname}"));
         let _ = std::fs::remove_dir_all(&path);
         let mut store = VectorStore::open(&path, dims, dtype, 0)?;
         let mut rng = Rng(0x5eed ^ n as u64);
+        let centres: Vec<Vec<f32>> = if clustered {
+            (0..1000).map(|_| random_unit(&mut rng, dims)).collect()
+        } else {
+            Vec::new()
+        };
+        let draw = |rng: &mut Rng| {
+            let v = random_unit(rng, dims);
+            if centres.is_empty() {
+                return v;
+            }
+            let c = &centres[rng.below(centres.len() as u64) as usize];
+            let mut w: Vec<f32> = c.iter().zip(&v).map(|(a, b)| a + 0.6 * b).collect();
+            let n = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            w.iter_mut().for_each(|x| *x /= n);
+            w
+        };
         let t = Instant::now();
         let batch = 8192;
         let mut done = 0;
@@ -215,41 +269,56 @@ fn vectors(
                 .map(|i| {
                     let mut key = [0u8; 16];
                     key[..8].copy_from_slice(&((done + i) as u64).to_le_bytes());
-                    (key, random_unit(&mut rng, dims))
+                    (key, draw(&mut rng))
                 })
                 .collect();
             store.append(&items)?;
             done += m;
         }
         let fill = t.elapsed().as_secs_f64();
-        let qs: Vec<Vec<f32>> = (0..queries).map(|_| random_unit(&mut rng, dims)).collect();
-        for q in qs.iter().take(5) {
-            store.search(q, 10, None)?;
-        }
-        let mut times = Vec::with_capacity(queries);
-        for q in &qs {
-            let t = Instant::now();
-            let hits = store.search(q, 10, None)?;
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(hits.len(), 10.min(n));
-        }
-        times.sort_by(f64::total_cmp);
-        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-        let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+        let qs: Vec<Vec<f32>> = (0..queries).map(|_| draw(&mut rng)).collect();
+        let (times, exact) = time(&store, &qs, false)?;
+        let mut report = |kind: &str,
+                          times: &[f64],
+                          build: f64,
+                          recall: Option<f64>,
+                          disk: f64|
+         -> Result<()> {
+            let (p50, p99) = (percentile(times, 0.5), percentile(times, 0.99));
+            let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+            if json {
+                rows_out.push(json!({
+                    "rows": n, "dims": dims, "dtype": tname, "search": kind,
+                    "p50_ms": p50, "p99_ms": p99, "mean_ms": mean, "disk_mb": disk,
+                    "build_seconds": build, "recall_at_10": recall,
+                    "clustered": clustered, "ef": ef,
+                }));
+            } else {
+                writeln!(
+                    out,
+                    "{n:>9} {dims:>5} {tname:>5} {kind:>6} {p50:>8.2} {p99:>8.2} {mean:>8.2} {disk:>9.1} {build:>8.1} {:>9}",
+                    recall.map_or("-".to_string(), |r| format!("{r:.3}"))
+                )?;
+                out.flush()?;
+            }
+            Ok(())
+        };
         let disk = store.disk_bytes() as f64 / 1e6;
-        let scan_gbs = (n * dims * dtype.size()) as f64 / (p50 / 1000.0) / 1e9;
-        if json {
-            rows_out.push(json!({
-                "rows": n, "dims": dims, "dtype": format!("{dtype:?}").to_lowercase(),
-                "p50_ms": p50, "p99_ms": p99, "mean_ms": mean, "disk_mb": disk,
-                "fill_seconds": fill, "scan_gb_per_s": scan_gbs,
-            }));
-        } else {
-            writeln!(
-                out,
-                "{n:>9} {dims:>5} {:>5} {p50:>9.2} {p99:>9.2} {mean:>9.2} {disk:>10.1} {fill:>9.1}   (exact scan, {scan_gbs:.1} GB/s)",
-                format!("{dtype:?}").to_lowercase()
-            )?;
+        report("exact", &times, fill, None, disk)?;
+        if n <= ann_max_rows {
+            let t = Instant::now();
+            store.build_ann(Params::default(), &|_, _| {})?;
+            let build = t.elapsed().as_secs_f64();
+            let graph =
+                std::fs::metadata(path.join("hnsw.bin")).map_or(0, |m| m.len()) as f64 / 1e6;
+            let (times, got) = time(&store, &qs, true)?;
+            let hit: usize = got
+                .iter()
+                .zip(&exact)
+                .map(|(g, e)| g.iter().filter(|r| e.contains(r)).count())
+                .sum();
+            let recall = hit as f64 / exact.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+            report("hnsw", &times, build, Some(recall), disk + graph)?;
         }
         drop(store);
         if dir.is_none() {

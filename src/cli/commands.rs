@@ -287,6 +287,11 @@ fn run_embedding(
             let Some(bar) = &bar else { return };
             match e {
                 EmbedEvent::Started { pending, .. } => bar.set_length(*pending as u64),
+                EmbedEvent::Graph { done, total } => {
+                    bar.set_length(*total as u64);
+                    bar.set_position(*done as u64);
+                    bar.set_message("building the HNSW graph".to_string());
+                }
                 EmbedEvent::Batch { done, tokens } => {
                     let secs = started.elapsed().as_secs_f64().max(1e-3);
                     bar.set_position(*done as u64);

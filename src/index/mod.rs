@@ -9,6 +9,7 @@
 //! embed-index).
 
 pub mod analyzer;
+pub mod hnsw;
 pub mod manifest;
 pub mod qdrant;
 pub mod vectors;

@@ -32,6 +32,7 @@ use half::f16;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::index::hnsw::{Hnsw, Params};
 use crate::models::kernels::Elem;
 use crate::{Error, Result};
 
@@ -105,6 +106,13 @@ pub struct DenseHit {
     pub score: f32,
 }
 
+/// Stores with at least this many rows get an HNSW graph (below it an
+/// exact scan takes a few milliseconds anyway).
+pub const ANN_MIN_ROWS: usize = 50_000;
+
+/// Candidates an ANN search explores (at least `k`).
+pub const ANN_EF: usize = 128;
+
 /// An open store.
 pub struct VectorStore {
     dir: PathBuf,
@@ -113,6 +121,7 @@ pub struct VectorStore {
     keys: Vec<Key>,
     rows_of: HashMap<Key, u32>,
     map: Option<memmap2::Mmap>,
+    ann: Option<std::sync::Mutex<Hnsw>>,
 }
 
 impl std::fmt::Debug for VectorStore {
@@ -166,6 +175,7 @@ impl VectorStore {
                 keys: Vec::new(),
                 rows_of: HashMap::new(),
                 map: None,
+                ann: None,
             });
         }
         if write {
@@ -204,6 +214,14 @@ impl VectorStore {
             .enumerate()
             .map(|(i, k)| (*k, i as u32))
             .collect();
+        let ann = match Hnsw::load(&dir.join("hnsw.bin"))? {
+            Some((g, last))
+                if g.len() <= keys.len() && (g.is_empty() || keys[g.len() - 1] == last) =>
+            {
+                Some(std::sync::Mutex::new(g))
+            }
+            _ => None,
+        };
         let mut store = VectorStore {
             dir: dir.to_path_buf(),
             dims,
@@ -211,6 +229,7 @@ impl VectorStore {
             keys,
             rows_of,
             map: None,
+            ann,
         };
         store.remap()?;
         Ok(store)
@@ -393,6 +412,83 @@ impl VectorStore {
         Ok(hits)
     }
 
+    /// Rows the HNSW graph covers (0 without one).
+    pub fn ann_rows(&self) -> usize {
+        self.ann
+            .as_ref()
+            .map_or(0, |g| g.lock().map_or(0, |g| g.len()))
+    }
+
+    /// Similarities of `rows` to a [`Elem::prepare`]d query.
+    fn sims(&self, q: &[f32], rows: &[u32], out: &mut [f32]) {
+        match self.dtype {
+            VectorDtype::F16 => sims_of(q, self.f16_rows(), self.dims, rows, out),
+            VectorDtype::F32 => sims_of(q, self.f32_rows(), self.dims, rows, out),
+        }
+    }
+
+    fn prepared(&self, v: &[f32]) -> Vec<f32> {
+        match self.dtype {
+            VectorDtype::F16 => f16::prepare(v),
+            VectorDtype::F32 => f32::prepare(v),
+        }
+    }
+
+    /// Extends the HNSW graph to every row (building it if there is none)
+    /// and saves it; `progress(done, total)` is called as rows go in.
+    /// Returns the rows added.
+    pub fn build_ann(&mut self, params: Params, progress: &dyn Fn(usize, usize)) -> Result<usize> {
+        let mut g = match self.ann.take() {
+            Some(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+            None => Hnsw::new(params),
+        };
+        let start = g.len();
+        let total = self.len();
+        for r in start..total {
+            let new = self.prepared(&self.vector(r as u32));
+            g.insert(&|rows, out| self.sims(&new, rows, out), &|a, rows, out| {
+                let pa = self.prepared(&self.vector(a));
+                self.sims(&pa, rows, out)
+            });
+            if (r + 1) % 1024 == 0 || r + 1 == total {
+                progress(r + 1 - start, total - start);
+            }
+        }
+        if total > 0 {
+            g.save(&self.dir.join("hnsw.bin"), &self.keys[total - 1])?;
+        }
+        self.ann = Some(std::sync::Mutex::new(g));
+        Ok(total - start)
+    }
+
+    /// Like [`VectorStore::search`], through the HNSW graph when there is
+    /// one (approximate, exploring `ef` candidates), with rows the graph
+    /// does not cover yet scanned exactly and merged in.
+    pub fn search_ann(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<DenseHit>> {
+        let Some(ann) = &self.ann else {
+            return self.search(query, k, None);
+        };
+        if query.len() != self.dims {
+            return self.search(query, k, None);
+        }
+        let mut g = ann.lock().unwrap_or_else(|e| e.into_inner());
+        let covered = g.len() as u32;
+        let q = self.prepared(query);
+        let mut hits: Vec<DenseHit> = g
+            .search(&|rows, out| self.sims(&q, rows, out), k, ef.max(k))
+            .into_iter()
+            .map(|(row, score)| DenseHit { row, score })
+            .collect();
+        drop(g);
+        if (covered as usize) < self.len() {
+            let tail = self.search(query, k, Some(&|r| r >= covered))?;
+            hits.extend(tail);
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+            hits.truncate(k);
+        }
+        Ok(hits)
+    }
+
     /// Rewrites the store keeping only `keep`'s vectors; returns the rows
     /// dropped. The caller saves the manifest with the new length; until
     /// then the old files stay valid (the new ones are written beside them
@@ -427,6 +523,9 @@ impl VectorStore {
             })?;
         }
         self.map = None;
+        // Row numbers change: the graph no longer fits.
+        self.ann = None;
+        let _ = std::fs::remove_file(self.dir.join("hnsw.bin"));
         std::fs::rename(&tmp_data, self.data_path()).map_err(|e| Error::io(&tmp_data, e))?;
         std::fs::rename(&tmp_keys, self.dir.join("keys.bin"))
             .map_err(|e| Error::io(&tmp_keys, e))?;
@@ -513,6 +612,20 @@ impl TopK {
             .collect();
         v.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
         v
+    }
+}
+
+/// Similarities of some rows to a prepared query, four at a time.
+fn sims_of<W: Elem>(q: &[f32], data: &[W], dims: usize, rows: &[u32], out: &mut [f32]) {
+    let row = |r: u32| &data[r as usize * dims..(r as usize + 1) * dims];
+    let mut i = 0;
+    while i < rows.len() {
+        let pick = |j: usize| row(rows[(i + j).min(rows.len() - 1)]);
+        let s = W::dot4(q, [pick(0), pick(1), pick(2), pick(3)]);
+        for (j, &v) in s.iter().enumerate().take(rows.len() - i) {
+            out[i + j] = v;
+        }
+        i += 4;
     }
 }
 
@@ -680,6 +793,52 @@ mod tests {
         // More rows committed than on disk is damage, reported.
         let err = VectorStore::open(dir.path(), 8, VectorDtype::F16, 5).unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn ann_search_finds_what_exact_search_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let dims = 32;
+        let mut store = VectorStore::open(dir.path(), dims, VectorDtype::F16, 0).unwrap();
+        let vs: Vec<Vec<f32>> = (0..2000).map(|i| unit(i, dims)).collect();
+        let items: Vec<(Key, Vec<f32>)> = vs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (key_of(&i.to_string()), v.clone()))
+            .collect();
+        store.append(&items[..1500]).unwrap();
+        assert_eq!(
+            store.build_ann(Params::default(), &|_, _| {}).unwrap(),
+            1500
+        );
+        // Rows added after the graph are found by the exact tail scan.
+        store.append(&items[1500..]).unwrap();
+        assert_eq!(store.ann_rows(), 1500);
+        let hit = store.search_ann(&vs[1900], 1, ANN_EF).unwrap()[0];
+        assert_eq!(hit.row, 1900);
+        let mut overlap = 0;
+        for qi in 0..20u64 {
+            let q = unit(qi + 50_000, dims);
+            let exact: Vec<u32> = store
+                .search(&q, 10, None)
+                .unwrap()
+                .iter()
+                .map(|h| h.row)
+                .collect();
+            let ann = store.search_ann(&q, 10, ANN_EF).unwrap();
+            overlap += ann.iter().filter(|h| exact.contains(&h.row)).count();
+        }
+        assert!(overlap >= 180, "recall@10 {}", overlap as f64 / 200.0);
+        // The graph is saved and reloaded with the store; extending it
+        // covers the new rows.
+        drop(store);
+        let mut store = VectorStore::open(dir.path(), dims, VectorDtype::F16, 2000).unwrap();
+        assert_eq!(store.ann_rows(), 1500);
+        assert_eq!(store.build_ann(Params::default(), &|_, _| {}).unwrap(), 500);
+        // A store cut back below the graph (a crash) drops the graph.
+        drop(store);
+        let store = VectorStore::open(dir.path(), dims, VectorDtype::F16, 1000).unwrap();
+        assert_eq!(store.ann_rows(), 0);
     }
 
     #[test]

@@ -18,8 +18,9 @@ use serde::Serialize;
 use tantivy::schema::Value;
 use tantivy::TantivyDocument;
 
+use crate::index::hnsw::Params;
 use crate::index::manifest::{Manifest, VectorState};
-use crate::index::vectors::{Key, VectorDtype};
+use crate::index::vectors::{Key, VectorDtype, ANN_MIN_ROWS};
 use crate::index::ShirabeIndex;
 use crate::models::embed::{TextEmbedder, INDEX_BATCH};
 use crate::{Error, Result};
@@ -64,6 +65,13 @@ pub enum EmbedEvent {
         /// Live chunks whose vector was already in the store.
         cached: usize,
     },
+    /// The HNSW graph is being extended (large stores only).
+    Graph {
+        /// Rows added so far.
+        done: usize,
+        /// Rows to add.
+        total: usize,
+    },
     /// A batch is done.
     Batch {
         /// Chunks embedded so far in this run.
@@ -94,6 +102,8 @@ pub struct EmbedReport {
     pub stopped: bool,
     /// Stale vectors dropped from the store.
     pub compacted: usize,
+    /// Rows added to the HNSW graph.
+    pub graph_rows_added: usize,
 }
 
 struct Pending {
@@ -266,6 +276,17 @@ pub fn embed_index(
         save(index, manifest, &key, store.len())?;
     } else {
         manifest.save(&index.manifest_path())?;
+    }
+    // Large stores get an HNSW graph, extended to the new rows. It is saved
+    // after the rows are committed and checked against them on open, so a
+    // crash here costs only the graph's new part.
+    if store.len() >= ANN_MIN_ROWS
+        && store.ann_rows() < store.len()
+        && !cancel.load(Ordering::Relaxed)
+    {
+        report.graph_rows_added = store.build_ann(Params::default(), &|done, total| {
+            progress(&EmbedEvent::Graph { done, total })
+        })?;
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.with_vectors = live.iter().filter(|c| store.contains(&c.key)).count();

@@ -325,7 +325,7 @@ fn dense(
     let f = index.fields;
     let mut k = depth * 2 + 16;
     loop {
-        let rows = store.search(vector, k, None)?;
+        let rows = store.search_ann(vector, k, crate::index::vectors::ANN_EF)?;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for r in &rows {
