@@ -869,3 +869,64 @@ fn qdrant_mirrors_the_index_and_matches_the_embedded_store() {
     assert_eq!(q.count().unwrap(), chunks - 1);
     q.drop_collection().unwrap();
 }
+
+#[test]
+fn rerank_reorders_the_top_hits_and_shows_its_cost() {
+    let sb = Sandbox::new();
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
+    let Some(model) = tiny_model(&sb, "tiny-reranker", &cfg, true, "the rerank test") else {
+        return;
+    };
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let m = model.to_str().unwrap();
+    let args = [
+        "search",
+        "Osaka warehouse",
+        "--rerank",
+        "--rerank-model",
+        m,
+        "--rerank-depth",
+        "2",
+        "-k",
+        "3",
+        "--explain",
+        "--json",
+    ];
+    let out = sb.run(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reranked 2 passages"));
+    let hits: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hits.len(), 3);
+    let scores: Vec<f64> = hits[..2]
+        .iter()
+        .map(|h| h["explain"]["rerank"].as_f64().unwrap())
+        .collect();
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(
+        hits[2]["explain"]["rerank"].is_null(),
+        "the 3rd was not reranked"
+    );
+    // The reranked set is the BM25 top 2.
+    let bm25 = sb.search_json("Osaka warehouse", &["-k", "2"]);
+    let mut a: Vec<&str> = bm25
+        .iter()
+        .map(|h| h["chunk_id"].as_str().unwrap())
+        .collect();
+    let mut b: Vec<&str> = hits[..2]
+        .iter()
+        .map(|h| h["chunk_id"].as_str().unwrap())
+        .collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}

@@ -238,6 +238,21 @@ pub struct SearchArgs {
     /// RRF constant k.
     #[arg(long, value_name = "K", default_value_t = 60.0)]
     pub rrf_k: f32,
+    /// Rerank the top hits with a Qwen3-Reranker (slow on a CPU: the cost is
+    /// printed).
+    #[arg(long)]
+    pub rerank: bool,
+    /// The reranking model.
+    #[arg(
+        long,
+        env = "SHIRABE_RERANK_MODEL",
+        default_value = shirabe::models::DEFAULT_RERANK_MODEL,
+        value_name = "MODEL"
+    )]
+    pub rerank_model: String,
+    /// How many of the top hits to rerank.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub rerank_depth: usize,
     /// Qdrant options.
     #[command(flatten)]
     pub qdrant: QdrantArgs,

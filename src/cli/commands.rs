@@ -560,16 +560,45 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
         }
         None => None,
     };
+    let limit = a.limit.unwrap_or(s.limit);
     let req = SearchRequest {
         query,
-        limit: a.limit.unwrap_or(s.limit),
+        limit: if a.rerank {
+            limit.max(a.rerank_depth)
+        } else {
+            limit
+        },
         doc_glob: a.doc.clone(),
         mode,
         weights: (a.bm25_weight, a.dense_weight),
         rrf_k: a.rrf_k,
         neighbors: a.neighbors,
     };
-    let hits = retrieve::search(&index, &req, dense.as_ref())?;
+    let mut hits = retrieve::search(&index, &req, dense.as_ref())?;
+    if a.rerank && !hits.is_empty() {
+        let t = std::time::Instant::now();
+        let reranker = shirabe::models::rerank::Reranker::load(
+            &a.rerank_model,
+            s.embed.dtype,
+            &shirabe::models::default_device(),
+        )
+        .with_context(|| format!("loading the reranker {}", a.rerank_model))?;
+        let loaded = t.elapsed().as_secs_f64();
+        let depth = a.rerank_depth.min(hits.len());
+        let rest = hits.split_off(depth);
+        let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+        let scores = reranker.score(&req.query, &texts)?;
+        hits = retrieve::apply_rerank(hits, &scores);
+        hits.extend(rest);
+        hits.truncate(limit);
+        if !s.quiet {
+            eprintln!(
+                "reranked {depth} passages with {} in {:.1}s (model load {loaded:.1}s)",
+                a.rerank_model,
+                t.elapsed().as_secs_f64() - loaded
+            );
+        }
+    }
     let mut out = BufWriter::new(std::io::stdout().lock());
     let st = Style::new(s.color);
     for (i, h) in hits.iter().enumerate() {
@@ -623,6 +652,9 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
             ];
             if let Some(f) = e.fused {
                 line.push(format!("fused {f:.4}"));
+            }
+            if let Some(r) = e.rerank {
+                line.push(format!("rerank {r:.3}"));
             }
             writeln!(out, "   {}", st.dim(&line.join(" · ")))?;
         }

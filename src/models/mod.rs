@@ -13,6 +13,7 @@ pub mod embed;
 pub mod generate;
 pub mod kernels;
 pub mod qwen3;
+pub mod rerank;
 pub mod sentence;
 pub mod weights;
 
@@ -24,6 +25,9 @@ use candle_nn::VarBuilder;
 use crate::ingest::tokens::hf_cache_dirs;
 use crate::{Error, Result};
 use config::Config;
+
+/// The default reranking model.
+pub const DEFAULT_RERANK_MODEL: &str = "Qwen/Qwen3-Reranker-0.6B";
 
 /// The default embedding model.
 pub const DEFAULT_EMBED_MODEL: &str = "Qwen/Qwen3-Embedding-0.6B";

@@ -156,6 +156,25 @@ pub struct Explain {
     pub similarity: Option<f32>,
     /// Fused RRF score (hybrid only).
     pub fused: Option<f32>,
+    /// Reranker probability (with `--rerank`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<f32>,
+}
+
+/// Reorders hits by reranker scores (one per hit, in order; ties keep the
+/// retrieval order) and records each score in the hit's [`Explain`].
+pub fn apply_rerank(hits: Vec<Hit>, scores: &[f32]) -> Vec<Hit> {
+    let mut scored: Vec<(f32, usize, Hit)> = hits
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut h)| {
+            let s = scores.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+            h.explain.rerank = Some(s);
+            (s, i, h)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().map(|x| x.2).collect()
 }
 
 /// A chunk next to a hit.
@@ -429,6 +448,7 @@ pub fn search(
             dense_rank: sem.get(&addr).map(|x| x.0),
             similarity: sem.get(&addr).map(|x| x.1),
             fused,
+            rerank: None,
         };
         let mut hit = make_hit(index, &searcher, addr, score, &highlight_terms)?;
         hit.explain = explain;
