@@ -456,6 +456,27 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Ingest embedding throughput: a random-weight model in real shapes
+    /// embeds synthetic 512-token chunks through the whole pipeline
+    /// (tokenizer, batches, store, commits). Needs the real Qwen3 tokenizer
+    /// (corpora/fetch-qwen-tokenizer.sh).
+    IngestEmbed {
+        /// qwen3-embedding-0.6b or qwen3-4b.
+        #[arg(long, default_value = "qwen3-embedding-0.6b")]
+        preset: String,
+        /// Weight type: f32, bf16 or f16.
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Chunks to embed.
+        #[arg(long, default_value_t = 16)]
+        chunks: usize,
+        /// The tokenizer.json.
+        #[arg(long, default_value = "corpora/models/qwen3-tokenizer/tokenizer.json")]
+        tokenizer: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Search latency (p50/p99) on a synthetic index of many chunks.
     Search {
         /// Chunks in the synthetic index.

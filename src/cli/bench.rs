@@ -138,6 +138,13 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             dir,
             json,
         } => search(s, *chunks, *queries, dir.as_ref(), *json),
+        BenchWhat::IngestEmbed {
+            preset,
+            dtype,
+            chunks,
+            tokenizer,
+            json,
+        } => ingest_embed(preset, dtype, *chunks, tokenizer, *json),
         BenchWhat::Vectors {
             rows,
             dims,
@@ -167,6 +174,96 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             ..
         } => model(preset, dtypes, prefill, embed_batch, *decode, *json),
     }
+}
+
+fn ingest_embed(
+    preset: &str,
+    dtype: &str,
+    chunks: usize,
+    tokenizer: &std::path::Path,
+    json: bool,
+) -> Result<Status> {
+    use candle_core::Device;
+    use shirabe::ingest::embed::{embed_index, EmbedOptions};
+    use shirabe::models::embed::{named, Embedder};
+    use shirabe::models::qwen3::Model;
+    use shirabe::models::weights::Random;
+    anyhow::ensure!(
+        tokenizer.is_file(),
+        "{}: no tokenizer (run corpora/fetch-qwen-tokenizer.sh)",
+        tokenizer.display()
+    );
+    let dt = super::parse_dtype(dtype, "--dtype")?;
+    let cfg = preset_config(preset)?;
+    let tmp = tempfile::tempdir()?;
+    // Synthetic English: each file becomes one 512-token chunk.
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs)?;
+    let mut rng = Rng(0x1de5);
+    for i in 0..chunks {
+        let text: Vec<String> = (0..240).map(|_| word(50 + rng.zipf(5_000))).collect();
+        std::fs::write(docs.join(format!("doc{i:04}.txt")), text.join(" "))?;
+    }
+    let opts = shirabe::ingest::IngestOptions {
+        paths: vec![docs],
+        index_dir: tmp.path().join("index"),
+        prune: false,
+        tokenizer: Some(tokenizer.display().to_string()),
+        chunking: shirabe::ingest::chunk::ChunkParams {
+            target_tokens: 512,
+            overlap_tokens: 0,
+        },
+        jobs: 0,
+        commit_interval: std::time::Duration::from_secs(2),
+    };
+    let ingest = shirabe::ingest::run(&opts, &|_| {})?;
+    let t = Instant::now();
+    let model = Model::new(&cfg, &Random::new(dt, &Device::Cpu))?;
+    let tok = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let embedder = named(
+        Embedder::new(model, tok),
+        format!("random-{preset}-{dtype}"),
+    );
+    let load = t.elapsed().as_secs_f64();
+    let index = ShirabeIndex::open(&opts.index_dir)?;
+    let _lock = index.lock()?;
+    let mut manifest = index.manifest.clone().expect("ingested");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let r = embed_index(
+        &index,
+        &mut manifest,
+        embedder.as_ref(),
+        &EmbedOptions::default(),
+        &stop,
+        &|_| {},
+    )?;
+    let (cps, tps) = (r.embedded as f64 / r.seconds, r.tokens as f64 / r.seconds);
+    let rss = peak_rss_mb();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({
+                "preset": preset, "dtype": dtype, "chunks": r.embedded, "tokens": r.tokens,
+                "seconds": r.seconds, "chunks_per_s": cps, "tokens_per_s": tps,
+                "seconds_per_chunk": r.seconds / r.embedded.max(1) as f64,
+                "model_build_seconds": load, "ingest_seconds": ingest.seconds, "peak_rss_mb": rss,
+            }),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{preset} ({dtype}, random weights): {} chunks, {} tokens embedded in {:.1}s: {cps:.2} chunks/s, {tps:.0} tokens/s, {:.1} s per chunk; BM25 ingest {:.2}s; peak RSS {:.0} MB",
+            r.embedded,
+            r.tokens,
+            r.seconds,
+            r.seconds / r.embedded.max(1) as f64,
+            ingest.seconds,
+            rss.unwrap_or(0.0)
+        )?;
+    }
+    Ok(Status::Success)
 }
 
 /// A random unit vector.

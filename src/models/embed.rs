@@ -67,6 +67,15 @@ impl TextEmbedder for Named<super::sentence::SentenceEncoder> {
     }
 }
 
+/// A Qwen embedder under a given id (for models built in memory, such as
+/// the random-weight ones of the benchmarks).
+pub fn named(inner: Embedder, id: String) -> Box<dyn TextEmbedder> {
+    let dims = inner
+        .dims
+        .unwrap_or_else(|| inner.model().config().hidden_size);
+    Box::new(Named { id, dims, inner })
+}
+
 /// Loads an embedding model: a Qwen3-Embedding checkpoint, or a
 /// sentence-transformers BERT / XLM-RoBERTa model. `dims` keeps only the
 /// first values (Qwen3-Embedding's Matryoshka dimensions).
