@@ -930,3 +930,43 @@ fn rerank_reorders_the_top_hits_and_shows_its_cost() {
     b.sort();
     assert_eq!(a, b);
 }
+
+#[test]
+fn background_embedding_fills_in_vectors_after_ingest_returns() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let model = tiny_bert(&sb);
+    let out = sb.expect(
+        &[
+            "ingest",
+            corpus.to_str().unwrap(),
+            "--embed-model",
+            &model,
+            "--background",
+        ],
+        1,
+    );
+    assert!(out.contains("embedding in the background"), "{out}");
+    // BM25 works at once.
+    assert!(!sb.search_json("Osaka", &["--mode", "bm25"]).is_empty());
+    let mut done = false;
+    for _ in 0..300 {
+        let status = json_of(&sb.expect(&["status", "--json"], 0));
+        if status["embeddings"]["with_vectors"] == status["chunks"] {
+            done = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(done, "the background run finished");
+    // Wait for it to release the lock, then the index is hybrid.
+    for _ in 0..100 {
+        if sb.run(&["embed-index", "--json"]).status.code() == Some(0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sb.search_json("Osaka", &[])[0]["mode"], "hybrid");
+    let log = std::fs::read_to_string(sb.index().join("embed.log")).unwrap();
+    assert!(log.contains("embedded"), "{log}");
+}

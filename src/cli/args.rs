@@ -111,6 +111,10 @@ pub struct IngestArgs {
     /// Do not embed: a BM25-only index (`embed-index` can add vectors later).
     #[arg(long)]
     pub no_embed: bool,
+    /// Return once BM25 is ready and embed in a background process
+    /// (`shirabe status` shows its progress; the log is INDEX/embed.log).
+    #[arg(long, conflicts_with = "no_embed")]
+    pub background: bool,
     /// Qdrant options.
     #[command(flatten)]
     pub qdrant: QdrantArgs,

@@ -171,6 +171,16 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
         }
         return Ok(status);
     }
+    if a.background {
+        let pid = spawn_background_embedding(s)?;
+        if !s.quiet {
+            println!(
+                "embedding in the background (pid {pid}, log {}); search works now and turns hybrid as vectors arrive; `shirabe status` shows the progress",
+                s.index.join("embed.log").display()
+            );
+        }
+        return Ok(status);
+    }
     let (report, st) = run_embedding(s, None, false, !s.quiet)?;
     if let Ok(r) = &report {
         print_embed_report(s, r)?;
@@ -183,6 +193,48 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
     } else {
         status
     })
+}
+
+/// Starts `shirabe embed-index` detached from this terminal (its own
+/// process group, so Ctrl-C here does not stop it), logging to
+/// INDEX/embed.log. Returns its pid.
+fn spawn_background_embedding(s: &Settings) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log_path = s.index.join("embed.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--index").arg(&s.index).arg("embed-index");
+    if let Some(m) = &s.embed.model {
+        cmd.arg("--embed-model").arg(m);
+    }
+    if let Some(d) = s.embed.dims {
+        cmd.arg("--dims").arg(d.to_string());
+    }
+    let dtype = match s.embed.dtype {
+        candle_core::DType::BF16 => "bf16",
+        candle_core::DType::F16 => "f16",
+        _ => "f32",
+    };
+    cmd.arg("--embed-dtype").arg(dtype);
+    cmd.arg("--vector-dtype").arg(match s.embed.vector_dtype {
+        shirabe::index::vectors::VectorDtype::F16 => "f16",
+        shirabe::index::vectors::VectorDtype::F32 => "f32",
+    });
+    if let Some(q) = &s.qdrant.qdrant {
+        cmd.arg("--qdrant").arg(q);
+    }
+    if let Some(c) = &s.qdrant.qdrant_collection {
+        cmd.arg("--qdrant-collection").arg(c);
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the background embedding")?;
+    Ok(child.id())
 }
 
 /// The embedding model to use for `index`: the one given, else the one the
@@ -806,6 +858,7 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
             "chunking": manifest.chunking,
             "generation": manifest.generation,
             "embeddings": coverage,
+            "qdrant": manifest.qdrant,
             "file_list": if a.files { Some(&manifest.files) } else { None },
         });
         serde_json::to_writer_pretty(&mut out, &v)?;
@@ -868,6 +921,9 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
                 }
                 writeln!(out)?;
             }
+        }
+        if let Some(q) = &manifest.qdrant {
+            writeln!(out, "qdrant     collection {} at {}", q.collection, q.url)?;
         }
         if a.files {
             writeln!(out)?;
