@@ -203,6 +203,12 @@ pub struct EvalArgs {
     /// Print per-query results too.
     #[arg(long, short)]
     pub verbose: bool,
+    /// RRF weight of the BM25 ranking (hybrid).
+    #[arg(long, value_name = "W", default_value_t = 1.0)]
+    pub bm25_weight: f32,
+    /// RRF weight of the dense ranking (hybrid).
+    #[arg(long, value_name = "W", default_value_t = 1.0)]
+    pub dense_weight: f32,
     /// Qdrant options.
     #[command(flatten)]
     pub qdrant: QdrantArgs,

@@ -166,6 +166,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
             };
             let req = SearchRequest {
                 mode,
+                weights: (a.bm25_weight, a.dense_weight),
                 ..SearchRequest::new(q.query.clone(), 10)
             };
             let hits = match retrieve::search(&index, &req, dense.as_ref()) {
