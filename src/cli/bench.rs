@@ -404,7 +404,11 @@ fn vectors(
         report("exact", &times, fill, None, disk)?;
         if n <= ann_max_rows {
             let t = Instant::now();
-            store.build_ann(Params::default(), &|_, _| {})?;
+            store.build_ann(
+                Params::default(),
+                &std::sync::atomic::AtomicBool::new(false),
+                &|_, _| {},
+            )?;
             let build = t.elapsed().as_secs_f64();
             let graph =
                 std::fs::metadata(path.join("hnsw.bin")).map_or(0, |m| m.len()) as f64 / 1e6;

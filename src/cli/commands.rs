@@ -224,6 +224,10 @@ fn spawn_background_embedding(s: &Settings) -> Result<u32> {
     if let Some(q) = &s.qdrant.qdrant {
         cmd.arg("--qdrant").arg(q);
     }
+    // The key travels in the environment, not in argv (visible in ps).
+    if let Some(k) = &s.qdrant.qdrant_api_key {
+        cmd.env("QDRANT_API_KEY", k);
+    }
     if let Some(c) = &s.qdrant.qdrant_collection {
         cmd.arg("--qdrant-collection").arg(c);
     }
@@ -258,12 +262,13 @@ fn choose_embed_model(s: &Settings, index: &ShirabeIndex) -> std::result::Result
     }
 }
 
-fn load_embedder(s: &Settings, spec: &str) -> Result<Box<dyn TextEmbedder>> {
+/// Loads `spec`; `dims` narrows a Qwen3-Embedding (Matryoshka).
+fn load_embedder(s: &Settings, spec: &str, dims: Option<usize>) -> Result<Box<dyn TextEmbedder>> {
     shirabe::models::embed::load(
         spec,
         s.embed.dtype,
         &shirabe::models::default_device(),
-        s.embed.dims,
+        dims,
     )
     .with_context(|| format!("loading the embedding model {spec}"))
 }
@@ -304,7 +309,16 @@ fn run_embedding(
             return Ok((Ok(report), Status::Success));
         }
     }
-    let embedder = load_embedder(s, &spec)?;
+    // The index's own model keeps the width it was embedded with.
+    let dims = s.embed.dims.or_else(|| {
+        index
+            .manifest
+            .as_ref()
+            .and_then(|m| m.active_store())
+            .filter(|(_, st)| st.spec == spec)
+            .map(|(_, st)| st.dims)
+    });
+    let embedder = load_embedder(s, &spec, dims)?;
     let mut manifest = index
         .manifest
         .clone()
@@ -460,6 +474,12 @@ fn sync_qdrant(s: &Settings) -> Result<Option<SyncReport>> {
     };
     let store = index.open_store(&key, &state)?;
     let q = QdrantIndex::connect(&cfg, state.dims)?;
+    // Another store's (model's) vectors in the collection: write all again.
+    let rewrite = index
+        .manifest
+        .as_ref()
+        .and_then(|m| m.qdrant.as_ref())
+        .is_some_and(|known| known.store != key && known.collection == cfg.collection);
     let bar = s.progress.then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -470,7 +490,7 @@ fn sync_qdrant(s: &Settings) -> Result<Option<SyncReport>> {
         );
         bar
     });
-    let report = q.sync(&index, &store, &|done, total| {
+    let report = q.sync(&index, &store, rewrite, &|done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -564,11 +584,40 @@ pub(super) fn search_backend(
         return Ok((Mode::Bm25, None));
     };
     let spec = s.embed.model.clone().unwrap_or(state.spec.clone());
+    // Qdrant only when it mirrors this very store (same model, synced).
+    let active_key = index
+        .manifest
+        .as_ref()
+        .and_then(|m| m.active_vectors.clone())
+        .unwrap_or_default();
+    let synced = index
+        .manifest
+        .as_ref()
+        .and_then(|m| m.qdrant.as_ref())
+        .is_some_and(|q| q.store == active_key);
     let vectors: Box<dyn VectorIndex> = match qdrant_config(s, index) {
-        Some(cfg) => Box::new(QdrantIndex::connect(&cfg, state.dims)?),
+        Some(cfg) if synced => match QdrantIndex::open_existing(&cfg, state.dims) {
+            Ok(q) => Box::new(q),
+            Err(e) if asked.is_none() => {
+                if !s.quiet {
+                    eprintln!("note: {e}; searching the local vector store");
+                }
+                Box::new(store)
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Some(cfg) => {
+            if !s.quiet {
+                eprintln!(
+                    "note: the Qdrant collection {} does not mirror this index's vectors yet (`shirabe migrate --to qdrant {}`); searching the local vector store",
+                    cfg.collection, cfg.url
+                );
+            }
+            Box::new(store)
+        }
         None => Box::new(store),
     };
-    match load_embedder(s, &spec) {
+    match load_embedder(s, &spec, s.embed.dims.or(Some(state.dims))) {
         Ok(e) if e.id() == state.model => Ok((asked.unwrap_or(Mode::Hybrid), Some((e, vectors)))),
         Ok(e) => {
             let why = format!(

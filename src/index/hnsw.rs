@@ -25,6 +25,9 @@ use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"SHNSW001";
 
+/// Highest layer a node may have.
+const MAX_LEVEL: usize = 16;
+
 /// Build and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
@@ -122,7 +125,7 @@ impl Hnsw {
         self.rng ^= self.rng << 17;
         let u = ((self.rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let ml = 1.0 / (self.params.m as f64).ln();
-        ((-u.ln() * ml) as usize).min(16)
+        ((-u.ln() * ml) as usize).min(MAX_LEVEL)
     }
 
     fn next_stamp(&mut self) -> u32 {
@@ -325,6 +328,7 @@ impl Hnsw {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),
         };
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
         let mut r = BufReader::new(file);
         let parsed = (|| -> std::io::Result<Option<(Hnsw, [u8; 16])>> {
             let mut magic = [0u8; 8];
@@ -339,21 +343,30 @@ impl Hnsw {
                 *x = u64::from_le_bytes(b);
             }
             let [m, m0, efc, n, top] = u64s.map(|x| x as usize);
+            // Every node takes at least three bytes: a count larger than
+            // the file allows is damage, not a reason to allocate.
+            if n > file_len / 3 || top > MAX_LEVEL || m < 2 || m0 < 2 {
+                return Ok(None);
+            }
             let mut b4 = [0u8; 4];
             r.read_exact(&mut b4)?;
             let entry = Some(u32::from_le_bytes(b4)).filter(|&e| e != u32::MAX);
             let mut key = [0u8; 16];
             r.read_exact(&mut key)?;
-            let mut links = Vec::with_capacity(n);
+            let mut links: Vec<Vec<Vec<u32>>> = Vec::with_capacity(n);
             for _ in 0..n {
                 let mut l = [0u8; 1];
                 r.read_exact(&mut l)?;
-                let mut node = Vec::with_capacity(l[0] as usize);
-                for _ in 0..l[0] {
+                let levels = l[0] as usize;
+                if levels == 0 || levels > MAX_LEVEL + 1 {
+                    return Ok(None);
+                }
+                let mut node = Vec::with_capacity(levels);
+                for _ in 0..levels {
                     let mut c = [0u8; 2];
                     r.read_exact(&mut c)?;
                     let count = u16::from_le_bytes(c) as usize;
-                    let mut list = Vec::with_capacity(count);
+                    let mut list = Vec::with_capacity(count.min(m0.max(m) + 1));
                     for _ in 0..count {
                         r.read_exact(&mut b4)?;
                         let x = u32::from_le_bytes(b4);
@@ -366,8 +379,19 @@ impl Hnsw {
                 }
                 links.push(node);
             }
-            if entry.is_some_and(|e| e as usize >= n) || (entry.is_none() && n > 0) {
-                return Ok(None);
+            // Links must point at nodes that have the layer they are in,
+            // and the entry point must be on the top layer.
+            for node in &links {
+                for (layer, list) in node.iter().enumerate() {
+                    if list.iter().any(|&x| links[x as usize].len() <= layer) {
+                        return Ok(None);
+                    }
+                }
+            }
+            match entry {
+                Some(e) if (e as usize) < n && links[e as usize].len() == top + 1 => {}
+                None if n == 0 => {}
+                _ => return Ok(None),
             }
             let mut g = Hnsw::new(Params {
                 m,
@@ -463,6 +487,29 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         assert!(Hnsw::load(&path).unwrap().is_none());
         std::fs::write(&path, b"nonsense").unwrap();
+        assert!(Hnsw::load(&path).unwrap().is_none());
+        // A header claiming more nodes than the file can hold, or a huge
+        // top layer, is refused before anything is allocated or walked.
+        for (n, top) in [(u64::MAX / 2, 0u64), (10, 1 << 40)] {
+            let mut bad = MAGIC.to_vec();
+            for x in [16u64, 32, 100, n, top] {
+                bad.extend_from_slice(&x.to_le_bytes());
+            }
+            bad.extend_from_slice(&[0u8; 20]);
+            std::fs::write(&path, &bad).unwrap();
+            assert!(Hnsw::load(&path).unwrap().is_none());
+        }
+        // A link to a node without that layer is refused too.
+        let mut bad = MAGIC.to_vec();
+        for x in [16u64, 32, 100, 2, 1] {
+            bad.extend_from_slice(&x.to_le_bytes());
+        }
+        bad.extend_from_slice(&0u32.to_le_bytes()); // entry 0
+        bad.extend_from_slice(&[0u8; 16]);
+        // node 0: 2 levels, layer 0 -> [1], layer 1 -> [1]; node 1: 1 level.
+        bad.extend_from_slice(&[2, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0]);
+        bad.extend_from_slice(&[1, 0, 0]);
+        std::fs::write(&path, &bad).unwrap();
         assert!(Hnsw::load(&path).unwrap().is_none());
     }
 }

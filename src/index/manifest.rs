@@ -82,6 +82,9 @@ pub struct VectorState {
     pub dtype: VectorDtype,
     /// Committed rows.
     pub rows: u64,
+    /// Which generation of files holds them (compaction makes a new one).
+    #[serde(default)]
+    pub file_gen: u64,
     /// Tokens embedded so far, and the seconds it took (the throughput the
     /// ETA is computed from).
     #[serde(default)]

@@ -214,21 +214,23 @@ impl ShirabeIndex {
     /// Opens the vector store `key` of the manifest at its committed
     /// length, for reading.
     pub fn open_store(&self, key: &str, state: &VectorState) -> Result<VectorStore> {
-        VectorStore::open_read(
+        VectorStore::open_read_gen(
             &self.dir.join("vectors").join(key),
             state.dims,
             state.dtype,
             state.rows as usize,
+            state.file_gen,
         )
     }
 
     /// Opens the vector store `key` for appending (hold [`Self::lock`]).
     pub fn open_store_for_write(&self, key: &str, state: &VectorState) -> Result<VectorStore> {
-        VectorStore::open(
+        VectorStore::open_gen(
             &self.dir.join("vectors").join(key),
             state.dims,
             state.dtype,
             state.rows as usize,
+            state.file_gen,
         )
     }
 
@@ -268,19 +270,29 @@ impl ShirabeIndex {
         Ok(out)
     }
 
-    /// The chunk id of a live chunk (from the fast column).
-    pub fn chunk_id_of(&self, searcher: &Searcher, addr: DocAddress) -> Result<String> {
+    /// A string fast column's value for a chunk.
+    fn fast_str(&self, searcher: &Searcher, addr: DocAddress, field: &str) -> Result<String> {
         let seg = searcher.segment_reader(addr.segment_ord);
         let col = seg
             .fast_fields()
-            .str("chunk_id")?
-            .ok_or_else(|| Error::Index("chunk_id is not a fast field".into()))?;
+            .str(field)?
+            .ok_or_else(|| Error::Index(format!("{field} is not a fast field")))?;
         let mut out = String::new();
         if let Some(ord) = col.term_ords(addr.doc_id).next() {
             col.ord_to_str(ord, &mut out)
                 .map_err(|e| Error::Index(e.to_string()))?;
         }
         Ok(out)
+    }
+
+    /// The chunk id of a live chunk (from the fast column).
+    pub fn chunk_id_of(&self, searcher: &Searcher, addr: DocAddress) -> Result<String> {
+        self.fast_str(searcher, addr, "chunk_id")
+    }
+
+    /// The doc key (file) of a live chunk (from the fast column).
+    pub fn doc_key_of(&self, searcher: &Searcher, addr: DocAddress) -> Result<String> {
+        self.fast_str(searcher, addr, "doc_key")
     }
 
     /// The live chunk with this chunk id.

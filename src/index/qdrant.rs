@@ -123,9 +123,19 @@ fn payload_str<'a>(
 }
 
 impl QdrantIndex {
+    /// Connects to an existing collection (for searching: nothing is
+    /// created).
+    pub fn open_existing(cfg: &QdrantConfig, dims: usize) -> Result<QdrantIndex> {
+        Self::connect_with(cfg, dims, false)
+    }
+
     /// Connects, and creates the collection (and its payload index) if it
     /// does not exist; an existing collection must have `dims` dimensions.
     pub fn connect(cfg: &QdrantConfig, dims: usize) -> Result<QdrantIndex> {
+        Self::connect_with(cfg, dims, true)
+    }
+
+    fn connect_with(cfg: &QdrantConfig, dims: usize, create: bool) -> Result<QdrantIndex> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -143,7 +153,7 @@ impl QdrantIndex {
             rt,
             collection: cfg.collection.clone(),
         };
-        this.ensure_collection(dims).map_err(|e| {
+        this.ensure_collection(dims, create).map_err(|e| {
             Error::Index(format!(
                 "{e} (is a Qdrant server listening on {}? it takes the gRPC port, usually 6334)",
                 cfg.url
@@ -152,7 +162,7 @@ impl QdrantIndex {
         Ok(this)
     }
 
-    fn ensure_collection(&self, dims: usize) -> Result<()> {
+    fn ensure_collection(&self, dims: usize, create: bool) -> Result<()> {
         let name = &self.collection;
         self.rt.block_on(async {
             if self.client.collection_exists(name).await.map_err(err)? {
@@ -178,6 +188,11 @@ impl QdrantIndex {
                         "collection {name} has no dense vector named {VECTOR_NAME:?}; it was not made by shirabe"
                     ))),
                 };
+            }
+            if !create {
+                return Err(err(format!(
+                    "collection {name} does not exist (run `shirabe migrate --to qdrant URL`)"
+                )));
             }
             let mut vectors = VectorsConfigBuilder::default();
             vectors.add_named_vector_params(
@@ -235,11 +250,13 @@ impl QdrantIndex {
     }
 
     /// Makes the collection hold exactly the live chunks of `index` that
-    /// have a vector in `store`.
+    /// have a vector in `store`. `rewrite`: every point is written again
+    /// (the collection held another store's vectors, e.g. another model's).
     pub fn sync(
         &self,
         index: &ShirabeIndex,
         store: &VectorStore,
+        rewrite: bool,
         progress: &dyn Fn(usize, usize),
     ) -> Result<SyncReport> {
         let reader = index.reader()?;
@@ -260,7 +277,7 @@ impl QdrantIndex {
             let id = point_id(&chunk_id);
             let hash = key_hex(&c.key);
             match existing.remove(&id) {
-                Some(h) if h == hash => report.unchanged += 1,
+                Some(h) if h == hash && !rewrite => report.unchanged += 1,
                 _ => todo.push((c.addr, id, c.key)),
             }
         }
@@ -353,7 +370,7 @@ impl VectorIndex for QdrantIndex {
             .query(vector.to_vec())
             .using(VECTOR_NAME)
             .limit(depth as u64)
-            .with_payload(include(&["chunk_id"]));
+            .with_payload(include(&["chunk_id", "content_hash"]));
         if let Some(keys) = docs {
             if keys.is_empty() {
                 return Ok(Vec::new());
@@ -367,10 +384,18 @@ impl VectorIndex for QdrantIndex {
             let Some(chunk_id) = payload_str(&p.payload, "chunk_id") else {
                 continue;
             };
-            // A point whose chunk is gone (index changed since the last
-            // sync) is skipped.
+            // A point whose chunk is gone or whose text changed since the
+            // last sync is skipped: its vector is not this chunk's.
+            let hash = payload_str(&p.payload, "content_hash").unwrap_or_default();
             if let Some(addr) = index.chunk_by_id(searcher, chunk_id)? {
-                out.push((addr, p.score));
+                let doc: TantivyDocument = searcher.doc(addr)?;
+                let live = doc
+                    .get_first(index.fields.content_hash)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                if live == hash {
+                    out.push((addr, p.score));
+                }
             }
         }
         Ok(out)

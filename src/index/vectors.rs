@@ -122,6 +122,18 @@ pub struct VectorStore {
     rows_of: HashMap<Key, u32>,
     map: Option<memmap2::Mmap>,
     ann: Option<std::sync::Mutex<Hnsw>>,
+    /// Which generation of files: compaction writes a new one beside the
+    /// old, which stays valid until the manifest names the new one.
+    gen: u64,
+}
+
+/// The path of a store file of generation `gen`.
+fn file_of(dir: &Path, name: &str, gen: u64) -> PathBuf {
+    if gen == 0 {
+        dir.join(format!("{name}.bin"))
+    } else {
+        dir.join(format!("{name}-{gen}.bin"))
+    }
 }
 
 impl std::fmt::Debug for VectorStore {
@@ -140,7 +152,29 @@ impl VectorStore {
     /// lock), creating it if needed, with `rows` committed rows; anything
     /// past them (a write that was never committed) is cut off.
     pub fn open(dir: &Path, dims: usize, dtype: VectorDtype, rows: usize) -> Result<VectorStore> {
-        Self::open_with(dir, dims, dtype, rows, true)
+        Self::open_with(dir, dims, dtype, rows, 0, true)
+    }
+
+    /// [`VectorStore::open`] of the files of generation `gen`.
+    pub fn open_gen(
+        dir: &Path,
+        dims: usize,
+        dtype: VectorDtype,
+        rows: usize,
+        gen: u64,
+    ) -> Result<VectorStore> {
+        Self::open_with(dir, dims, dtype, rows, gen, true)
+    }
+
+    /// [`VectorStore::open_read`] of the files of generation `gen`.
+    pub fn open_read_gen(
+        dir: &Path,
+        dims: usize,
+        dtype: VectorDtype,
+        rows: usize,
+        gen: u64,
+    ) -> Result<VectorStore> {
+        Self::open_with(dir, dims, dtype, rows, gen, false)
     }
 
     /// Opens the store for reading: the first `rows` rows, leaving the
@@ -151,7 +185,7 @@ impl VectorStore {
         dtype: VectorDtype,
         rows: usize,
     ) -> Result<VectorStore> {
-        Self::open_with(dir, dims, dtype, rows, false)
+        Self::open_with(dir, dims, dtype, rows, 0, false)
     }
 
     fn open_with(
@@ -159,13 +193,14 @@ impl VectorStore {
         dims: usize,
         dtype: VectorDtype,
         rows: usize,
+        gen: u64,
         write: bool,
     ) -> Result<VectorStore> {
         if dims == 0 {
             return Err(Error::Index("vector store: zero dimensions".into()));
         }
-        let keys_path = dir.join("keys.bin");
-        let data_path = dir.join("vectors.bin");
+        let keys_path = file_of(dir, "keys", gen);
+        let data_path = file_of(dir, "vectors", gen);
         let row_bytes = dims * dtype.size();
         if !write && rows == 0 && !keys_path.exists() {
             return Ok(VectorStore {
@@ -176,6 +211,7 @@ impl VectorStore {
                 rows_of: HashMap::new(),
                 map: None,
                 ann: None,
+                gen,
             });
         }
         if write {
@@ -230,13 +266,29 @@ impl VectorStore {
             rows_of,
             map: None,
             ann,
+            gen,
         };
         store.remap()?;
         Ok(store)
     }
 
     fn data_path(&self) -> PathBuf {
-        self.dir.join("vectors.bin")
+        file_of(&self.dir, "vectors", self.gen)
+    }
+
+    /// The generation of the files in use.
+    pub fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    /// Deletes the files of another generation (after the manifest names
+    /// this one).
+    pub fn remove_generation(&self, gen: u64) {
+        if gen != self.gen {
+            for name in ["keys", "vectors"] {
+                let _ = std::fs::remove_file(file_of(&self.dir, name, gen));
+            }
+        }
     }
 
     fn remap(&mut self) -> Result<()> {
@@ -344,7 +396,7 @@ impl VectorStore {
         if fresh.is_empty() {
             return Ok(0);
         }
-        let keys_path = self.dir.join("keys.bin");
+        let keys_path = file_of(&self.dir, "keys", self.gen);
         let data_path = self.data_path();
         let open = |p: &Path| {
             OpenOptions::new()
@@ -402,7 +454,8 @@ impl VectorStore {
                 self.dims
             )));
         }
-        if k == 0 || self.is_empty() {
+        let k = k.min(self.len());
+        if k == 0 {
             return Ok(Vec::new());
         }
         let hits = match self.dtype {
@@ -437,14 +490,24 @@ impl VectorStore {
     /// Extends the HNSW graph to every row (building it if there is none)
     /// and saves it; `progress(done, total)` is called as rows go in.
     /// Returns the rows added.
-    pub fn build_ann(&mut self, params: Params, progress: &dyn Fn(usize, usize)) -> Result<usize> {
+    pub fn build_ann(
+        &mut self,
+        params: Params,
+        cancel: &std::sync::atomic::AtomicBool,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<usize> {
         let mut g = match self.ann.take() {
             Some(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
             None => Hnsw::new(params),
         };
         let start = g.len();
         let total = self.len();
+        let path = self.dir.join("hnsw.bin");
+        let mut saved = start;
         for r in start..total {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             let new = self.prepared(&self.vector(r as u32));
             g.insert(&|rows, out| self.sims(&new, rows, out), &|a, rows, out| {
                 let pa = self.prepared(&self.vector(a));
@@ -453,18 +516,26 @@ impl VectorStore {
             if (r + 1) % 1024 == 0 || r + 1 == total {
                 progress(r + 1 - start, total - start);
             }
+            // A graph of a prefix is a valid graph: save now and then, so
+            // a stop loses little.
+            if g.len() - saved >= 100_000 {
+                g.save(&path, &self.keys[g.len() - 1])?;
+                saved = g.len();
+            }
         }
-        if total > 0 {
-            g.save(&self.dir.join("hnsw.bin"), &self.keys[total - 1])?;
+        if g.len() > saved {
+            g.save(&path, &self.keys[g.len() - 1])?;
         }
+        let added = g.len() - start;
         self.ann = Some(std::sync::Mutex::new(g));
-        Ok(total - start)
+        Ok(added)
     }
 
     /// Like [`VectorStore::search`], through the HNSW graph when there is
     /// one (approximate, exploring `ef` candidates), with rows the graph
     /// does not cover yet scanned exactly and merged in.
     pub fn search_ann(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<DenseHit>> {
+        let k = k.min(self.len());
         let Some(ann) = &self.ann else {
             return self.search(query, k, None);
         };
@@ -489,10 +560,11 @@ impl VectorStore {
         Ok(hits)
     }
 
-    /// Rewrites the store keeping only `keep`'s vectors; returns the rows
-    /// dropped. The caller saves the manifest with the new length; until
-    /// then the old files stay valid (the new ones are written beside them
-    /// and renamed in).
+    /// Writes the store again keeping only `keep`'s vectors, as the next
+    /// generation of files, and switches to it; returns the rows dropped.
+    /// The old files stay untouched (and valid for the old manifest) until
+    /// the caller has saved the manifest with the new generation and length
+    /// and calls [`VectorStore::remove_generation`].
     pub fn compact(&mut self, keep: &HashSet<Key>) -> Result<usize> {
         let rows: Vec<usize> = (0..self.keys.len())
             .filter(|&r| keep.contains(&self.keys[r]))
@@ -502,8 +574,9 @@ impl VectorStore {
             return Ok(0);
         }
         let rb = self.row_bytes();
-        let tmp_keys = self.dir.join("keys.bin.tmp");
-        let tmp_data = self.dir.join("vectors.bin.tmp");
+        let next = self.gen + 1;
+        let new_keys = file_of(&self.dir, "keys", next);
+        let new_data = file_of(&self.dir, "vectors", next);
         {
             let write = |path: &Path, f: &dyn Fn(&mut dyn Write) -> std::io::Result<()>| {
                 let file = File::create(path).map_err(|e| Error::io(path, e))?;
@@ -514,11 +587,11 @@ impl VectorStore {
                 file.sync_all().map_err(|e| Error::io(path, e))
             };
             let bytes = self.bytes();
-            write(&tmp_data, &|w| {
+            write(&new_data, &|w| {
                 rows.iter()
                     .try_for_each(|&r| w.write_all(&bytes[r * rb..(r + 1) * rb]))
             })?;
-            write(&tmp_keys, &|w| {
+            write(&new_keys, &|w| {
                 rows.iter().try_for_each(|&r| w.write_all(&self.keys[r]))
             })?;
         }
@@ -526,9 +599,7 @@ impl VectorStore {
         // Row numbers change: the graph no longer fits.
         self.ann = None;
         let _ = std::fs::remove_file(self.dir.join("hnsw.bin"));
-        std::fs::rename(&tmp_data, self.data_path()).map_err(|e| Error::io(&tmp_data, e))?;
-        std::fs::rename(&tmp_keys, self.dir.join("keys.bin"))
-            .map_err(|e| Error::io(&tmp_keys, e))?;
+        self.gen = next;
         self.keys = rows.iter().map(|&r| self.keys[r]).collect();
         self.rows_of = self
             .keys
@@ -808,7 +879,13 @@ mod tests {
             .collect();
         store.append(&items[..1500]).unwrap();
         assert_eq!(
-            store.build_ann(Params::default(), &|_, _| {}).unwrap(),
+            store
+                .build_ann(
+                    Params::default(),
+                    &std::sync::atomic::AtomicBool::new(false),
+                    &|_, _| {}
+                )
+                .unwrap(),
             1500
         );
         // Rows added after the graph are found by the exact tail scan.
@@ -834,7 +911,16 @@ mod tests {
         drop(store);
         let mut store = VectorStore::open(dir.path(), dims, VectorDtype::F16, 2000).unwrap();
         assert_eq!(store.ann_rows(), 1500);
-        assert_eq!(store.build_ann(Params::default(), &|_, _| {}).unwrap(), 500);
+        assert_eq!(
+            store
+                .build_ann(
+                    Params::default(),
+                    &std::sync::atomic::AtomicBool::new(false),
+                    &|_, _| {}
+                )
+                .unwrap(),
+            500
+        );
         // A store cut back below the graph (a crash) drops the graph.
         drop(store);
         let store = VectorStore::open(dir.path(), dims, VectorDtype::F16, 1000).unwrap();
@@ -852,9 +938,15 @@ mod tests {
         let keep: HashSet<Key> = items.iter().step_by(3).map(|x| x.0).collect();
         assert_eq!(store.compact(&keep).unwrap(), 6);
         assert_eq!(store.len(), 4);
+        assert_eq!(store.generation(), 1);
         let r = store.row_of(&items[3].0).unwrap();
         assert_eq!(store.vector(r), items[3].1);
-        let reopened = VectorStore::open(dir.path(), 8, VectorDtype::F32, 4).unwrap();
+        // Until the manifest moves on, the old generation is intact.
+        let old = VectorStore::open_read(dir.path(), 8, VectorDtype::F32, 10).unwrap();
+        assert_eq!(old.len(), 10);
+        let reopened = VectorStore::open_gen(dir.path(), 8, VectorDtype::F32, 4, 1).unwrap();
         assert_eq!(reopened.vector(r), items[3].1);
+        reopened.remove_generation(0);
+        assert!(!dir.path().join("keys.bin").exists());
     }
 }

@@ -146,6 +146,7 @@ pub fn embed_index(
             dims: embedder.dims(),
             dtype: opts.dtype,
             rows: 0,
+            file_gen: 0,
             embedded_tokens: 0,
             embed_seconds: 0.0,
         });
@@ -174,8 +175,13 @@ pub fn embed_index(
     };
     let stale = store.len() - live_set.iter().filter(|k| store.contains(k)).count();
     if stale > 1024 && stale > live_set.len() {
+        let old = store.generation();
         report.compacted = store.compact(&live_set)?;
+        if let Some(st) = manifest.vectors.get_mut(&key) {
+            st.file_gen = store.generation();
+        }
         save(index, manifest, &key, store.len())?;
+        store.remove_generation(old);
     }
 
     let mut wanted: Vec<(tantivy::DocAddress, Key)> = Vec::new();
@@ -284,7 +290,7 @@ pub fn embed_index(
         && store.ann_rows() < store.len()
         && !cancel.load(Ordering::Relaxed)
     {
-        report.graph_rows_added = store.build_ann(Params::default(), &|done, total| {
+        report.graph_rows_added = store.build_ann(Params::default(), cancel, &|done, total| {
             progress(&EmbedEvent::Graph { done, total })
         })?;
     }
@@ -530,6 +536,43 @@ pub(crate) mod tests {
         );
         assert!(!hits[0].neighbors.is_empty());
         assert!(hits[0].neighbors.iter().all(|n| n.offset.abs() == 1));
+    }
+
+    #[test]
+    fn dense_search_over_only_stale_vectors_ends_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (docs, index_dir) = (tmp.path().join("docs"), tmp.path().join("index"));
+        std::fs::create_dir_all(&docs).unwrap();
+        let text: String = (0..400).map(|i| format!("word{i} ")).collect();
+        std::fs::write(docs.join("a.txt"), text).unwrap();
+        ingest(&docs, &index_dir);
+        let fake = Fake {
+            texts: AtomicUsize::new(0),
+        };
+        let r = embed(&index_dir, &fake, None);
+        assert!(
+            r.embedded > 18,
+            "more rows than the first look takes: {r:?}"
+        );
+        // Every chunk goes away; the vectors stay as cache entries.
+        std::fs::remove_file(docs.join("a.txt")).unwrap();
+        std::fs::write(docs.join("b.txt"), "unrelated").unwrap();
+        ingest(&docs, &index_dir);
+        let index = ShirabeIndex::open(&index_dir).unwrap();
+        let (_, store) = index.active_store().unwrap().unwrap();
+        assert!(store.len() > 18);
+        let vector = fake.embed(&["word1 word2"], true, 1).unwrap().remove(0);
+        let dense = DenseQuery {
+            store: &store,
+            vector,
+        };
+        let req = SearchRequest {
+            mode: Mode::Dense,
+            ..SearchRequest::new("word1", 1)
+        };
+        // Terminates, and finds nothing stale.
+        let hits = search(&index, &req, Some(&dense)).unwrap();
+        assert!(hits.iter().all(|h| h.path.ends_with("b.txt")), "{hits:?}");
     }
 
     #[test]

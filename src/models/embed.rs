@@ -96,12 +96,12 @@ pub fn load(
     };
     let fingerprint = files.fingerprint()?;
     if super::sentence::is_sentence_model(&files.dir) {
-        if dims.is_some() {
+        let inner = super::sentence::SentenceEncoder::load(&files, dtype, device)?;
+        if dims.is_some_and(|d| d != inner.dims()) {
             return Err(Error::Model(format!(
                 "{spec}: --dims applies to Qwen3-Embedding models only"
             )));
         }
-        let inner = super::sentence::SentenceEncoder::load(&files, dtype, device)?;
         return Ok(Box::new(Named {
             id: format!("{name}@{fingerprint}"),
             dims: inner.dims(),

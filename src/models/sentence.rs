@@ -101,6 +101,8 @@ struct Head {
     hidden_size: usize,
     #[serde(default = "default_max_pos")]
     max_position_embeddings: usize,
+    #[serde(default)]
+    pad_token_id: usize,
 }
 
 fn default_max_pos() -> usize {
@@ -121,8 +123,11 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 }
 
 impl SentenceEncoder {
-    /// Loads a model directory.
-    pub fn load(files: &ModelFiles, dtype: DType, device: &Device) -> Result<SentenceEncoder> {
+    /// Loads a model directory. Weights are always f32: candle-transformers'
+    /// BERT fills its attention mask with `f32::MIN`, which is -inf (and
+    /// NaN vectors) in bf16/f16, and its XLM-RoBERTa rejects those types.
+    pub fn load(files: &ModelFiles, _dtype: DType, device: &Device) -> Result<SentenceEncoder> {
+        let dtype = DType::F32;
         let dir = &files.dir;
         let err = |e: candle_core::Error| Error::Model(format!("{}: {e}", dir.display()));
         let text =
@@ -159,10 +164,18 @@ impl SentenceEncoder {
         let mut tokenizer = files.load_tokenizer()?;
         tokenizer.with_padding(None);
         let _ = tokenizer.with_truncation(None);
+        // XLM-RoBERTa numbers positions from pad_token_id + 1.
+        let positions = if head.model_type.as_deref() == Some("xlm-roberta") {
+            head.max_position_embeddings
+                .saturating_sub(head.pad_token_id + 1)
+        } else {
+            head.max_position_embeddings
+        };
         let max_seq = read_json(&dir.join("sentence_bert_config.json"))
             .and_then(|v| v["max_seq_length"].as_u64())
-            .map_or(head.max_position_embeddings, |n| n as usize)
-            .min(head.max_position_embeddings);
+            .map_or(positions, |n| n as usize)
+            .min(positions)
+            .max(2);
         let prompts = read_json(&dir.join("config_sentence_transformers.json"))
             .map(|v| v["prompts"].clone())
             .unwrap_or_default();
@@ -205,10 +218,11 @@ impl SentenceEncoder {
                 .encode(format!("{prefix}{t}"), true)
                 .map_err(|e| Error::Tokenizer(e.to_string()))?;
             let mut v = enc.get_ids().to_vec();
-            if v.len() > self.max_tokens {
+            let max = self.max_tokens.max(2);
+            if v.len() > max {
                 // Keep the closing [SEP] / </s>.
                 let last = *v.last().expect("non-empty");
-                v.truncate(self.max_tokens - 1);
+                v.truncate(max - 1);
                 v.push(last);
             }
             ids.push(v);

@@ -325,8 +325,9 @@ fn bm25(
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
     }
     let query = BooleanQuery::new(clauses);
+    let depth = depth.min(searcher.num_docs() as usize).max(1);
     Ok(searcher
-        .search(&query, &TopDocs::with_limit(depth.max(1)))?
+        .search(&query, &TopDocs::with_limit(depth))?
         .into_iter()
         .map(|(s, a)| (a, s))
         .collect())
@@ -341,7 +342,31 @@ fn dense(
     docs: Option<&HashSet<String>>,
     depth: usize,
 ) -> Result<Vec<(DocAddress, f32)>> {
-    let f = index.fields;
+    if let Some(keys) = docs {
+        // Only the rows of the selected documents' chunks, scanned exactly
+        // (an ANN graph does not know about filters).
+        let mut rows: HashSet<u32> = HashSet::new();
+        for c in index.live_keys(searcher)? {
+            if let Some(r) = store.row_of(&c.key) {
+                if keys.contains(&index.doc_key_of(searcher, c.addr)?) {
+                    rows.insert(r);
+                }
+            }
+        }
+        let allow = |r: u32| rows.contains(&r);
+        let hits = store.search(vector, depth.max(1), Some(&allow))?;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for h in &hits {
+            for addr in index.docs_with_key(searcher, &store.key(h.row))? {
+                if keys.contains(&index.doc_key_of(searcher, addr)?) && seen.insert(addr) {
+                    out.push((addr, h.score));
+                }
+            }
+        }
+        out.truncate(depth);
+        return Ok(out);
+    }
     let mut k = depth * 2 + 16;
     loop {
         let rows = store.search_ann(vector, k, crate::index::vectors::ANN_EF)?;
@@ -349,13 +374,6 @@ fn dense(
         let mut seen = HashSet::new();
         for r in &rows {
             for addr in index.docs_with_key(searcher, &store.key(r.row))? {
-                if let Some(keys) = docs {
-                    let doc: TantivyDocument = searcher.doc(addr)?;
-                    let key = doc.get_first(f.doc_key).and_then(|v| v.as_str());
-                    if !key.is_some_and(|k| keys.contains(k)) {
-                        continue;
-                    }
-                }
                 if seen.insert(addr) {
                     out.push((addr, r.score));
                 }
@@ -364,9 +382,9 @@ fn dense(
                 break;
             }
         }
-        // Stale rows (text no longer indexed) or a narrow --doc filter can
-        // leave too few: look further.
-        if out.len() >= depth || rows.len() < k {
+        // Stale rows (text no longer indexed) can leave too few: look
+        // further, up to the whole store.
+        if out.len() >= depth || rows.len() < k || k >= store.len() {
             out.truncate(depth);
             return Ok(out);
         }
@@ -440,7 +458,7 @@ pub fn search(
     };
     let mut highlight_terms: HashSet<String> = parsed.words.into_iter().collect();
     highlight_terms.extend(parsed.phrases.into_iter().flatten());
-    let mut hits = Vec::with_capacity(limit);
+    let mut hits = Vec::with_capacity(limit.min(ranked.len()));
     for (addr, score, fused) in ranked.into_iter().take(limit) {
         let explain = Explain {
             bm25_rank: lex.get(&addr).map(|x| x.0),
