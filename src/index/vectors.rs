@@ -8,7 +8,8 @@
 //!
 //! Layout of `vectors/<store key>/`: `keys.bin` (16 bytes of hash per row)
 //! and `vectors.bin` (`dims` little-endian f16 or f32 values per row), both
-//! append-only. The number of committed rows lives in the index manifest
+//! append-only; compaction writes `keys-N.bin` / `vectors-N.bin` beside
+//! them and the manifest's `file_gen` says which generation is current. The number of committed rows lives in the index manifest
 //! (see [`crate::index::manifest::VectorState`]), next to the generation
 //! number the manifest bumps on every save: rows past it are the remains of
 //! a write the process did not live to commit, and are cut off on open. So
