@@ -6,11 +6,13 @@
 //! its manifest) -> [`retrieve`] (ranked passages with snippets).
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod config;
 pub mod error;
 pub mod index;
 pub mod ingest;
 pub mod models;
+pub mod prompt;
 pub mod retrieve;
 pub mod samples;
 

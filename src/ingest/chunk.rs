@@ -262,8 +262,9 @@ fn push_trimmed(text: &str, start: usize, end: usize, out: &mut Vec<(usize, usiz
     }
 }
 
-/// Sentence ranges within `text[start..end]`.
-fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+/// Sentence ranges (byte offsets) within `text[start..end]`: cut after
+/// `。！？`, and after `.!?` followed by whitespace.
+pub fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut s = start;
     let mut it = text[start..end].char_indices().peekable();

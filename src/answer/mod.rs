@@ -1,0 +1,384 @@
+//! Answers: citations parsed and checked against the passages, the sources
+//! list, and the extractive answer used when there is no model.
+//!
+//! [`parse_citations`] finds `[n]`, `[n, m]`, `[n-m]` (also with full-width
+//! brackets `［n］` and `【n】`), outside code spans. [`check`] splits the
+//! answer into sentences, maps each citation to its passage, drops and
+//! reports numbers that name no passage, and scores each cited sentence by
+//! lexical support: the share of its terms (analysed as the index analyses
+//! text, so CJK sentences count by bigrams) found in the passages it cites.
+//! Sentences below [`SUPPORT_THRESHOLD`] are flagged. Each citation also
+//! gets the passage sentence that supports it best, for the sources list.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::index::analyzer::terms;
+use crate::ingest::chunk::sentences;
+use crate::prompt::Passage;
+
+/// Below this share of supported terms a claim is flagged.
+pub const SUPPORT_THRESHOLD: f32 = 0.35;
+
+/// One `[…]` in the answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Citation {
+    /// Byte range of the brackets in the answer.
+    pub span: (usize, usize),
+    /// The passage numbers it names.
+    pub numbers: Vec<usize>,
+}
+
+/// Finds the citations of `answer` (not inside `code spans`).
+pub fn parse_citations(answer: &str) -> Vec<Citation> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    let chars: Vec<(usize, char)> = answer.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        if c == '`' {
+            in_code = !in_code;
+            i += 1;
+            continue;
+        }
+        let close = match c {
+            '[' => ']',
+            '［' => '］',
+            '【' => '】',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if in_code {
+            i += 1;
+            continue;
+        }
+        let Some(j) = (i + 1..chars.len().min(i + 40)).find(|&j| chars[j].1 == close) else {
+            i += 1;
+            continue;
+        };
+        let inner: String = chars[i + 1..j].iter().map(|x| x.1).collect();
+        if let Some(numbers) = parse_numbers(&inner) {
+            let end = chars[j].0 + close.len_utf8();
+            out.push(Citation {
+                span: (at, end),
+                numbers,
+            });
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `1`, `1, 3`, `2-4`, `2–4`, `１` → numbers; `None` if it is not a list of
+/// numbers (a link, a checkbox, prose in brackets).
+fn parse_numbers(inner: &str) -> Option<Vec<usize>> {
+    let norm: String = inner
+        .chars()
+        .map(|c| match c {
+            '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
+            '，' | '、' | ';' => ',',
+            '–' | '—' | '－' | '~' | '〜' => '-',
+            _ => c,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for part in norm.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return None;
+        }
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            if a == 0 || b < a || b - a > 50 {
+                return None;
+            }
+            out.extend(a..=b);
+        } else {
+            let n: usize = part.parse().ok()?;
+            if n == 0 {
+                return None;
+            }
+            out.push(n);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A checked citation of one sentence.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckedCitation {
+    /// The passage number.
+    pub n: usize,
+    /// Byte range of the citing sentence in the answer.
+    pub sentence: (usize, usize),
+    /// Share of the sentence's terms found in this passage.
+    pub support: f32,
+    /// The passage sentence that supports it best (byte range in the
+    /// passage text) and its text.
+    pub quote: (usize, usize),
+    /// The quoted text.
+    pub quote_text: String,
+}
+
+/// A sentence whose citations do not support it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unsupported {
+    /// Byte range in the answer.
+    pub sentence: (usize, usize),
+    /// Its best support among the passages it cites.
+    pub support: f32,
+}
+
+/// The outcome of [`check`].
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Checked {
+    /// Valid citations, per cited sentence and passage.
+    pub citations: Vec<CheckedCitation>,
+    /// Numbers that name no passage (dropped).
+    pub invalid: Vec<usize>,
+    /// Cited sentences the passages do not support.
+    pub unsupported: Vec<Unsupported>,
+    /// The answer with invalid citations removed.
+    pub answer: String,
+}
+
+fn term_set(text: &str) -> HashSet<String> {
+    terms(text).into_iter().map(|t| t.0).collect()
+}
+
+/// Checks the citations of `answer` against `passages`.
+pub fn check(answer: &str, passages: &[Passage]) -> Checked {
+    let cites = parse_citations(answer);
+    let valid = |n: usize| n >= 1 && n <= passages.len();
+    let mut invalid: Vec<usize> = cites
+        .iter()
+        .flat_map(|c| c.numbers.iter().copied())
+        .filter(|&n| !valid(n))
+        .collect();
+    invalid.sort();
+    invalid.dedup();
+    // Rewrite the answer without invalid numbers.
+    let mut cleaned = String::with_capacity(answer.len());
+    let mut at = 0;
+    for c in &cites {
+        cleaned.push_str(&answer[at..c.span.0]);
+        let keep: Vec<String> = c
+            .numbers
+            .iter()
+            .filter(|&&n| valid(n))
+            .map(|n| n.to_string())
+            .collect();
+        if !keep.is_empty() {
+            cleaned.push_str(&format!("[{}]", keep.join(", ")));
+        }
+        at = c.span.1;
+    }
+    cleaned.push_str(&answer[at..]);
+    // Score each sentence of the cleaned answer against what it cites.
+    let passage_terms: Vec<HashSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
+    let mut out = Checked {
+        invalid,
+        ..Checked::default()
+    };
+    let cites = parse_citations(&cleaned);
+    for (s, e) in sentences(&cleaned, 0, cleaned.len()) {
+        // A citation right after the sentence end belongs to it too.
+        let mut e2 = e;
+        while let Some(c) = cites
+            .iter()
+            .find(|c| c.span.0 >= e2 && cleaned[e2..c.span.0].trim().is_empty())
+        {
+            e2 = c.span.1;
+        }
+        let mine: Vec<usize> = cites
+            .iter()
+            .filter(|c| c.span.0 >= s && c.span.1 <= e2.max(e))
+            .flat_map(|c| c.numbers.iter().copied())
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut claim = cleaned[s..e].to_string();
+        for c in cites
+            .iter()
+            .rev()
+            .filter(|c| c.span.0 >= s && c.span.1 <= e)
+        {
+            claim.replace_range(c.span.0 - s..c.span.1 - s, "");
+        }
+        let words = term_set(&claim);
+        let mut best = 0f32;
+        for n in mine.iter().copied().collect::<HashSet<_>>() {
+            let pt = &passage_terms[n - 1];
+            let support = if words.is_empty() {
+                1.0
+            } else {
+                words.iter().filter(|w| pt.contains(*w)).count() as f32 / words.len() as f32
+            };
+            best = best.max(support);
+            let (quote, quote_text) = best_sentence(&passages[n - 1].text, &words);
+            out.citations.push(CheckedCitation {
+                n,
+                sentence: (s, e),
+                support,
+                quote,
+                quote_text,
+            });
+        }
+        if best < SUPPORT_THRESHOLD {
+            out.unsupported.push(Unsupported {
+                sentence: (s, e),
+                support: best,
+            });
+        }
+    }
+    out.answer = cleaned;
+    out
+}
+
+/// The sentence of `text` sharing the most terms with `words`.
+fn best_sentence(text: &str, words: &HashSet<String>) -> ((usize, usize), String) {
+    let mut best = ((0, 0), 0usize);
+    for (s, e) in sentences(text, 0, text.len()) {
+        let n = term_set(&text[s..e]).intersection(words).count();
+        if n > best.1 || best.0 == (0, 0) {
+            best = ((s, e), n);
+        }
+    }
+    let (s, e) = best.0;
+    (
+        best.0,
+        text[s..e].split_whitespace().collect::<Vec<_>>().join(" "),
+    )
+}
+
+/// The extractive answer: the sentences of the passages that share the
+/// most terms with the question (at most `max` of them, at most two per
+/// passage), each followed by its citation, in passage order.
+pub fn extractive(question: &str, passages: &[Passage], max: usize) -> String {
+    let q = term_set(question);
+    if q.is_empty() {
+        return String::new();
+    }
+    let mut scored: Vec<(f32, usize, usize, usize)> = Vec::new(); // score, passage idx, start, end
+    for (pi, p) in passages.iter().enumerate() {
+        for (s, e) in sentences(&p.text, 0, p.text.len()) {
+            let t = term_set(&p.text[s..e]);
+            let hits = t.intersection(&q).count();
+            if hits == 0 {
+                continue;
+            }
+            // Coverage of the question, a little for density, earlier
+            // passages (better ranked) first on ties.
+            let score = hits as f32 / q.len() as f32 + 0.1 * hits as f32 / t.len().max(1) as f32
+                - 0.001 * p.rank as f32;
+            scored.push((score, pi, s, e));
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut per_passage = vec![0usize; passages.len()];
+    let mut chosen = Vec::new();
+    for (_, pi, s, e) in scored {
+        if chosen.len() >= max {
+            break;
+        }
+        if per_passage[pi] >= 2 {
+            continue;
+        }
+        per_passage[pi] += 1;
+        chosen.push((pi, s, e));
+    }
+    chosen.sort();
+    chosen
+        .iter()
+        .map(|&(pi, s, e)| {
+            let text: String = passages[pi].text[s..e]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("{text} [{}]", passages[pi].n)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(n: usize, text: &str) -> Passage {
+        Passage {
+            n,
+            path: format!("d{n}.pdf"),
+            title: format!("Doc {n}"),
+            page_start: n as u32,
+            page_end: n as u32,
+            page_label: None,
+            text: text.into(),
+            chunk_ids: vec![format!("d{n}-0")],
+            rank: n,
+        }
+    }
+
+    #[test]
+    fn parses_the_forms_and_skips_code_and_prose() {
+        let a = "A [1]. B [2, 3]. C [4-6]. D［７］. E【2–3】. `x[9]` [see above] [0] [a](b) [1,]";
+        let got: Vec<Vec<usize>> = parse_citations(a).into_iter().map(|c| c.numbers).collect();
+        assert_eq!(
+            got,
+            [vec![1], vec![2, 3], vec![4, 5, 6], vec![7], vec![2, 3]]
+        );
+        let c = &parse_citations("x [12] y")[0];
+        assert_eq!(c.span, (2, 6));
+    }
+
+    #[test]
+    fn checks_support_and_drops_invalid_numbers() {
+        let passages = vec![
+            passage(
+                1,
+                "The board approved the budget of 1.8 million euros. It met in Osaka.",
+            ),
+            passage(2, "本日の会議では予算案を承認した。次回は来月に開催する。"),
+        ];
+        let answer = "The board approved a budget of 1.8 million euros [1]. The moon is made of cheese [1]. 会議で予算案を承認した[2]。Something else [7].";
+        let c = check(answer, &passages);
+        assert_eq!(c.invalid, [7]);
+        assert!(!c.answer.contains("[7]"));
+        assert!(c.answer.contains("Something else"));
+        let first = c.citations.iter().find(|x| x.n == 1).unwrap();
+        assert!(first.support > 0.6, "{first:?}");
+        assert!(first.quote_text.starts_with("The board approved"));
+        let ja = c.citations.iter().find(|x| x.n == 2).unwrap();
+        assert!(ja.support > 0.5, "{ja:?}");
+        assert_eq!(c.unsupported.len(), 1);
+        let (s, e) = c.unsupported[0].sentence;
+        assert!(c.answer[s..e].contains("cheese"));
+    }
+
+    #[test]
+    fn extractive_answers_cite_every_sentence() {
+        let passages = vec![
+            passage(
+                1,
+                "Filler text here. The Osaka warehouse budget was approved in October.",
+            ),
+            passage(2, "Unrelated words only. Nothing."),
+        ];
+        let a = extractive(
+            "When was the Osaka warehouse budget approved?",
+            &passages,
+            3,
+        );
+        assert_eq!(a, "The Osaka warehouse budget was approved in October. [1]");
+        let c = check(&a, &passages);
+        assert!(c.invalid.is_empty() && c.unsupported.is_empty(), "{c:?}");
+        assert_eq!(extractive("zzz", &passages, 3), "");
+    }
+}
