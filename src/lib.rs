@@ -2,8 +2,11 @@
 //! terminal and get answers that cite the document and page.
 //!
 //! The library is organised as the data flows:
-//! [`ingest`] (files -> pages -> chunks) -> [`index`] (tantivy BM25 index and
-//! its manifest) -> [`retrieve`] (ranked passages with snippets).
+//! [`ingest`] (files -> pages -> chunks, then embeddings) -> [`index`]
+//! (tantivy BM25 index, vector store, manifest) -> [`retrieve`] (BM25, dense
+//! and hybrid ranking) -> [`prompt`] (passages packed by token count) ->
+//! [`answer`] (citations checked, extractive answers); [`models`] runs the
+//! embedding and Qwen models.
 #![warn(missing_docs)]
 
 pub mod answer;

@@ -970,3 +970,115 @@ fn background_embedding_fills_in_vectors_after_ingest_returns() {
     let log = std::fs::read_to_string(sb.index().join("embed.log")).unwrap();
     assert!(log.contains("embedded"), "{log}");
 }
+
+#[test]
+fn ask_answers_extractively_with_checked_citations() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let out = sb.expect(
+        &[
+            "ask",
+            "How much was the budget for the Osaka warehouse expansion?",
+        ],
+        0,
+    );
+    assert!(out.contains("1.8 million euros"), "{out}");
+    assert!(
+        out.contains("Sources") && out.contains("meeting-minutes.pdf"),
+        "{out}"
+    );
+    let v = json_of(&sb.expect(
+        &[
+            "ask",
+            "How much was the budget for the Osaka warehouse expansion?",
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(v["backend"], "extractive");
+    let passages = v["passages"].as_array().unwrap();
+    let cites = v["citations"].as_array().unwrap();
+    assert!(!cites.is_empty());
+    for c in cites {
+        let n = c["n"].as_u64().unwrap() as usize;
+        assert!(n >= 1 && n <= passages.len());
+        assert!(c["support"].as_f64().unwrap() > 0.9, "{c}");
+    }
+    assert!(v["invalid_citations"].as_array().unwrap().is_empty());
+    assert!(v["context"]["tokens"].as_u64().unwrap() <= v["context"]["budget"].as_u64().unwrap());
+    // Japanese works as typed.
+    let ja = sb.expect(&["ask", "大阪倉庫の拡張計画の予算"], 0);
+    assert!(ja.contains("japanese-minutes.pdf"), "{ja}");
+    // No answer in the documents: said plainly, exit 1.
+    let none = sb.expect(&["ask", "What colour is the sky on Mars?"], 1);
+    assert!(none.contains("do not seem to contain"), "{none}");
+    // A tight window: the packed prompt still fits.
+    let v = json_of(&sb.expect(
+        &[
+            "ask",
+            "Osaka warehouse",
+            "--ctx",
+            "1400",
+            "--max-tokens",
+            "200",
+            "--json",
+        ],
+        0,
+    ));
+    assert!(
+        v["context"]["tokens"].as_u64().unwrap() <= 1200,
+        "{}",
+        v["context"]
+    );
+}
+
+#[test]
+fn ask_with_a_tiny_local_model_streams_and_checks() {
+    let sb = Sandbox::new();
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
+    let Some(model) = tiny_model(&sb, "tiny-lm", &cfg, true, "the ask-with-a-model test") else {
+        return;
+    };
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let m = model.to_str().unwrap();
+    let v = json_of(&sb.expect(
+        &[
+            "ask",
+            "Osaka warehouse budget",
+            "--model",
+            m,
+            "--max-tokens",
+            "12",
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(v["backend"], m);
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        prompt_tokens,
+        v["context"]["tokens"].as_u64().unwrap(),
+        "the packer counted exactly what the model read"
+    );
+    // Random weights write noise: whatever it cites is checked, not trusted.
+    for n in v["invalid_citations"].as_array().unwrap() {
+        assert!(n.as_u64().unwrap() as usize > v["passages"].as_array().unwrap().len());
+    }
+    let shown = sb.run(&[
+        "ask",
+        "Osaka",
+        "--model",
+        m,
+        "--max-tokens",
+        "4",
+        "--show-context",
+    ]);
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        stderr.contains("<passage id=\"1\"") && stderr.contains("context: "),
+        "{stderr}"
+    );
+}

@@ -148,8 +148,69 @@ pub struct Checked {
     pub answer: String,
 }
 
+/// Words too common to show that a sentence answers a question (the
+/// analyzer's stemmed forms).
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "doe", "did", "what",
+    "which", "who", "whom", "when", "where", "why", "how", "of", "in", "on", "at", "to", "for",
+    "from", "by", "with", "and", "or", "it", "it'", "this", "that", "these", "those", "there",
+    "as", "if", "than", "then", "so", "not", "no", "can", "could", "should", "would", "will",
+    "shall", "may", "might", "must", "has", "have", "had", "i", "you", "we", "they", "he", "she",
+    "my", "our", "their", "its", "about", "into", "over", "after", "befor", "any", "some", "all",
+    "more", "most", "much", "mani", "veri", "also", "onli", "tell", "me",
+];
+
 fn term_set(text: &str) -> HashSet<String> {
-    terms(text).into_iter().map(|t| t.0).collect()
+    terms(text)
+        .into_iter()
+        .map(|t| t.0)
+        .filter(|t| !STOPWORDS.contains(&t.as_str()))
+        .collect()
+}
+
+/// Sentence ranges of `text`: paragraphs (blank lines) first, so a heading
+/// line is not glued to the sentence after it, then sentences; citations
+/// that open a sentence belong to the one before ("… one. [1] Next …").
+fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i <= text.len() {
+        let at_break = i == text.len()
+            || (bytes[i] == b'\n'
+                && text[i + 1..]
+                    .trim_start_matches([' ', '\t'])
+                    .starts_with('\n'));
+        if at_break {
+            if start < i {
+                out.extend(sentences(text, start, i));
+            }
+            start = (i + 1).min(text.len());
+        }
+        i += 1;
+    }
+    let cites = parse_citations(text);
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(out.len());
+    for (mut s, e) in out {
+        if let Some(prev) = merged.last_mut() {
+            while let Some(c) = cites
+                .iter()
+                .find(|c| c.span.0 == s + (text[s..e].len() - text[s..e].trim_start().len()))
+            {
+                prev.1 = c.span.1;
+                s = c.span.1;
+                if s >= e {
+                    break;
+                }
+            }
+        }
+        if s < e && !text[s..e].trim().is_empty() {
+            let lead = text[s..e].len() - text[s..e].trim_start().len();
+            merged.push((s + lead, e));
+        }
+    }
+    merged
 }
 
 /// Checks the citations of `answer` against `passages`.
@@ -187,18 +248,10 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
         ..Checked::default()
     };
     let cites = parse_citations(&cleaned);
-    for (s, e) in sentences(&cleaned, 0, cleaned.len()) {
-        // A citation right after the sentence end belongs to it too.
-        let mut e2 = e;
-        while let Some(c) = cites
-            .iter()
-            .find(|c| c.span.0 >= e2 && cleaned[e2..c.span.0].trim().is_empty())
-        {
-            e2 = c.span.1;
-        }
+    for (s, e) in sentence_ranges(&cleaned) {
         let mine: Vec<usize> = cites
             .iter()
-            .filter(|c| c.span.0 >= s && c.span.1 <= e2.max(e))
+            .filter(|c| c.span.0 >= s && c.span.1 <= e)
             .flat_map(|c| c.numbers.iter().copied())
             .collect();
         if mine.is_empty() {
@@ -245,7 +298,7 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
 /// The sentence of `text` sharing the most terms with `words`.
 fn best_sentence(text: &str, words: &HashSet<String>) -> ((usize, usize), String) {
     let mut best = ((0, 0), 0usize);
-    for (s, e) in sentences(text, 0, text.len()) {
+    for (s, e) in sentence_ranges(text) {
         let n = term_set(&text[s..e]).intersection(words).count();
         if n > best.1 || best.0 == (0, 0) {
             best = ((s, e), n);
@@ -258,52 +311,72 @@ fn best_sentence(text: &str, words: &HashSet<String>) -> ((usize, usize), String
     )
 }
 
-/// The extractive answer: the sentences of the passages that share the
-/// most terms with the question (at most `max` of them, at most two per
-/// passage), each followed by its citation, in passage order.
+/// The extractive answer: the sentences of the passages that best cover
+/// the question's words (rarer words count more), at most `max` of them and
+/// two per passage, each followed by its citation, in passage order. Empty
+/// when no sentence covers enough of the question: the documents do not
+/// seem to answer it.
 pub fn extractive(question: &str, passages: &[Passage], max: usize) -> String {
     let q = term_set(question);
     if q.is_empty() {
         return String::new();
     }
-    let mut scored: Vec<(f32, usize, usize, usize)> = Vec::new(); // score, passage idx, start, end
+    let mut cands: Vec<(usize, usize, usize, HashSet<String>)> = Vec::new();
     for (pi, p) in passages.iter().enumerate() {
-        for (s, e) in sentences(&p.text, 0, p.text.len()) {
+        for (s, e) in sentence_ranges(&p.text) {
             let t = term_set(&p.text[s..e]);
-            let hits = t.intersection(&q).count();
-            if hits == 0 {
-                continue;
+            if t.iter().any(|w| q.contains(w)) {
+                cands.push((pi, s, e, t));
             }
-            // Coverage of the question, a little for density, earlier
-            // passages (better ranked) first on ties.
-            let score = hits as f32 / q.len() as f32 + 0.1 * hits as f32 / t.len().max(1) as f32
-                - 0.001 * p.rank as f32;
-            scored.push((score, pi, s, e));
         }
     }
+    // Inverse sentence frequency of each question word.
+    let total = cands.len().max(1) as f32;
+    let weight = |w: &String| {
+        let df = cands.iter().filter(|c| c.3.contains(w)).count() as f32;
+        (1.0 + total / (1.0 + df)).ln()
+    };
+    let weights: Vec<(String, f32)> = q.iter().map(|w| (w.clone(), weight(w))).collect();
+    let full: f32 = weights.iter().map(|x| x.1).sum();
+    let mut scored: Vec<(f32, usize, usize, usize)> = cands
+        .iter()
+        .map(|(pi, s, e, t)| {
+            let got: f32 = weights
+                .iter()
+                .filter(|(w, _)| t.contains(w))
+                .map(|x| x.1)
+                .sum();
+            (got / full - 0.001 * passages[*pi].rank as f32, *pi, *s, *e)
+        })
+        .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let Some(&(best, ..)) = scored.first() else {
+        return String::new();
+    };
+    if best < 0.5 {
+        return String::new();
+    }
     let mut per_passage = vec![0usize; passages.len()];
+    let mut seen: HashSet<String> = HashSet::new();
     let mut chosen = Vec::new();
-    for (_, pi, s, e) in scored {
-        if chosen.len() >= max {
+    for (score, pi, s, e) in scored {
+        if chosen.len() >= max || score < 0.6 * best {
             break;
         }
-        if per_passage[pi] >= 2 {
+        let text: String = passages[pi].text[s..e]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if per_passage[pi] >= 2 || !seen.insert(text.clone()) {
             continue;
         }
         per_passage[pi] += 1;
-        chosen.push((pi, s, e));
+        chosen.push((pi, s, text));
     }
-    chosen.sort();
+    chosen.sort_by_key(|c| (c.0, c.1));
     chosen
-        .iter()
-        .map(|&(pi, s, e)| {
-            let text: String = passages[pi].text[s..e]
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            format!("{text} [{}]", passages[pi].n)
-        })
+        .into_iter()
+        .map(|(pi, _, text)| format!("{text} [{}]", passages[pi].n))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -360,6 +433,25 @@ mod tests {
         assert_eq!(c.unsupported.len(), 1);
         let (s, e) = c.unsupported[0].sentence;
         assert!(c.answer[s..e].contains("cheese"));
+    }
+
+    #[test]
+    fn citations_opening_a_sentence_belong_to_the_one_before() {
+        let passages = vec![
+            passage(1, "Alpha beta gamma delta."),
+            passage(2, "Epsilon zeta eta theta."),
+        ];
+        let c = check("Alpha beta gamma. [1] Epsilon zeta eta. [2]", &passages);
+        assert!(c.unsupported.is_empty(), "{c:?}");
+        let by_n: Vec<(usize, &str)> = c
+            .citations
+            .iter()
+            .map(|x| (x.n, c.answer[x.sentence.0..x.sentence.1].trim()))
+            .collect();
+        assert_eq!(
+            by_n,
+            [(1, "Alpha beta gamma. [1]"), (2, "Epsilon zeta eta. [2]")]
+        );
     }
 
     #[test]

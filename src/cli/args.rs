@@ -54,6 +54,9 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Search the index and print ranked passages with their pages.
     Search(SearchArgs),
+    /// Answer a question from the index, with checked [n] citations and the
+    /// sources (extractive without a model).
+    Ask(AskArgs),
     /// Print the text of a file page by page, as the index sees it.
     Extract(ExtractArgs),
     /// Show what is in the index.
@@ -271,6 +274,48 @@ pub struct SearchArgs {
     pub json: bool,
 }
 
+/// `ask`
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question.
+    #[arg(required = true, value_name = "QUESTION")]
+    pub question: Vec<String>,
+    /// A Qwen model to write the answer (directory, Hugging Face repo id or
+    /// GGUF file); without one the answer is extractive.
+    #[arg(long, env = "SHIRABE_MODEL", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Answer extractively even if a model is configured.
+    #[arg(long)]
+    pub extractive: bool,
+    /// Context window in tokens [default: the model's, else 131072].
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<usize>,
+    /// Tokens reserved for the answer.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_tokens: usize,
+    /// Passages to retrieve before packing.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub passages: usize,
+    /// Only documents whose path or file name matches this glob.
+    #[arg(long = "doc", value_name = "GLOB")]
+    pub doc: Option<String>,
+    /// bm25, dense or hybrid [default: hybrid when the index has vectors].
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
+    /// Weight type of the model: f32, bf16 or f16.
+    #[arg(long, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: String,
+    /// Print the packed prompt (to stderr) before answering.
+    #[arg(long)]
+    pub show_context: bool,
+    /// One JSON object: answer, citations with support, passages, usage, timings.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `extract`
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
@@ -480,6 +525,22 @@ pub enum BenchWhat {
         /// Chunks to embed.
         #[arg(long, default_value_t = 16)]
         chunks: usize,
+        /// The tokenizer.json.
+        #[arg(long, default_value = "corpora/models/qwen3-tokenizer/tokenizer.json")]
+        tokenizer: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Context packing time for a full window of retrieved passages, with
+    /// the real Qwen3 tokenizer.
+    Pack {
+        /// The window in tokens.
+        #[arg(long, default_value_t = 131_072)]
+        ctx: usize,
+        /// Retrieved passages of ~512 tokens to choose from.
+        #[arg(long, default_value_t = 400)]
+        passages: usize,
         /// The tokenizer.json.
         #[arg(long, default_value = "corpora/models/qwen3-tokenizer/tokenizer.json")]
         tokenizer: PathBuf,

@@ -138,6 +138,12 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             dir,
             json,
         } => search(s, *chunks, *queries, dir.as_ref(), *json),
+        BenchWhat::Pack {
+            ctx,
+            passages,
+            tokenizer,
+            json,
+        } => pack_bench(*ctx, *passages, tokenizer, *json),
         BenchWhat::IngestEmbed {
             preset,
             dtype,
@@ -174,6 +180,90 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             ..
         } => model(preset, dtypes, prefill, embed_batch, *decode, *json),
     }
+}
+
+fn pack_bench(ctx: usize, n: usize, tokenizer: &std::path::Path, json: bool) -> Result<Status> {
+    use shirabe::ingest::tokens::TokenCounter;
+    use shirabe::retrieve::{Explain, Hit};
+    anyhow::ensure!(
+        tokenizer.is_file(),
+        "{}: no tokenizer (run corpora/fetch-qwen-tokenizer.sh)",
+        tokenizer.display()
+    );
+    let counter = TokenCounter::load(tokenizer)?;
+    let mut rng = Rng(0xfeed);
+    let hits: Vec<Hit> = (0..n)
+        .map(|i| {
+            let text: Vec<String> = (0..40)
+                .map(|_| {
+                    let words: Vec<String> = (0..6).map(|_| word(50 + rng.zipf(5_000))).collect();
+                    format!("{}.", words.join(" "))
+                })
+                .collect();
+            Hit {
+                path: format!("doc{}.pdf", i % 37),
+                title: Some(format!("Document {}", i % 37)),
+                section: None,
+                page_start: i as u32 + 1,
+                page_end: i as u32 + 1,
+                page: i as u32 + 1,
+                page_label: None,
+                chunk_id: format!("d{}-{}", i % 37, i * 3),
+                score: 1.0,
+                text: text.join(" "),
+                snippet: String::new(),
+                highlights: Vec::new(),
+                explain: Explain::default(),
+                neighbors: Vec::new(),
+            }
+        })
+        .collect();
+    let budget = ctx - 1024;
+    let t = Instant::now();
+    let cpu0 = cpu_seconds();
+    let packed = shirabe::prompt::pack(
+        &hits,
+        "What did the board decide about the budget?",
+        &counter,
+        budget,
+        &[],
+    );
+    let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({"ctx": ctx, "budget": budget, "tokens": packed.tokens, "passages": packed.passages.len(),
+                    "candidates": n, "wall_seconds": wall, "cpu_seconds": cpu}),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} from {n} candidates: packed in {wall:.3}s wall, {cpu:.3}s CPU",
+            packed.summary()
+        )?;
+    }
+    Ok(Status::Success)
+}
+
+/// CPU time of this process (user + system), seconds.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |x| x.1)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn ingest_embed(

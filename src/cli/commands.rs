@@ -1105,7 +1105,7 @@ pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
 
 /// A flag that Ctrl-C sets, so long work stops cleanly and keeps what it
 /// has; a second Ctrl-C exits at once.
-fn interrupt_flag() -> &'static std::sync::atomic::AtomicBool {
+pub(super) fn interrupt_flag() -> &'static std::sync::atomic::AtomicBool {
     use std::sync::atomic::{AtomicBool, Ordering};
     static FLAG: AtomicBool = AtomicBool::new(false);
     // Fails only if a handler is already installed, which is then ours.

@@ -2,6 +2,7 @@
 //! command runs on the library and writes to stdout.
 
 pub mod args;
+mod ask;
 mod bench;
 mod commands;
 mod eval;
@@ -205,6 +206,7 @@ pub fn run(cli: Cli) -> Result<Status> {
     match cli.command {
         Command::Ingest(a) => commands::ingest(&settings, &a),
         Command::Search(a) => commands::search(&settings, &a),
+        Command::Ask(a) => ask::run(&settings, &a),
         Command::Extract(a) => commands::extract(&settings, &a),
         Command::Status(a) => commands::status(&settings, &a),
         Command::Embed(a) => commands::embed(&settings, &a),

@@ -80,6 +80,14 @@ impl TokenCounter {
         }
     }
 
+    /// Wraps a loaded tokenizer (`path` is what the manifest records).
+    pub fn from_tokenizer(tokenizer: tokenizers::Tokenizer, path: &Path) -> TokenCounter {
+        TokenCounter::HuggingFace {
+            tokenizer: Box::new(tokenizer),
+            path: path.to_path_buf(),
+        }
+    }
+
     /// Loads a `tokenizer.json`.
     pub fn load(path: &Path) -> Result<TokenCounter> {
         let tokenizer = tokenizers::Tokenizer::from_file(path)

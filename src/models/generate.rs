@@ -210,6 +210,16 @@ impl Generator {
         ))
     }
 
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The context window the model's config declares.
+    pub fn context_window(&self) -> usize {
+        self.model.config().max_position_embeddings
+    }
+
     /// A one-turn ChatML prompt, as Qwen's chat template renders it, with
     /// Qwen3's thinking switched off (an empty think block).
     pub fn chat_prompt(&self, system: Option<&str>, user: &str) -> String {

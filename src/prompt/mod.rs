@@ -217,17 +217,22 @@ pub fn pack(
     let mut taken: Vec<Passage> = Vec::new();
     let total = groups.len();
     for g in groups {
-        let mut p = Passage {
-            n: 0,
-            path: g.hit.path.clone(),
-            title: g.hit.title.clone().unwrap_or_else(|| g.hit.path.clone()),
-            page_start: g.hit.page_start,
-            page_end: g.hit.page_end,
-            page_label: g.hit.page_label.clone(),
-            text: g.text,
-            chunk_ids: g.chunk_ids,
-            rank: g.rank,
-        };
+        let mut p =
+            Passage {
+                n: 0,
+                path: g.hit.path.clone(),
+                title: g.hit.title.clone().unwrap_or_else(|| g.hit.path.clone()),
+                page_start: g.hit.page_start,
+                page_end: g.hit.page_end,
+                // The hit's label is that of its snippet page: only say it when
+                // that is the passage's one page.
+                page_label: g.hit.page_label.clone().filter(|_| {
+                    g.hit.page == g.hit.page_start && g.hit.page_start == g.hit.page_end
+                }),
+                text: g.text,
+                chunk_ids: g.chunk_ids,
+                rank: g.rank,
+            };
         p.n = taken.len() + 1;
         let cost = counter.count(&p.render());
         if used + cost <= budget {
@@ -323,7 +328,7 @@ mod tests {
             section: None,
             page_start: page,
             page_end: page,
-            page: page,
+            page,
             page_label: None,
             chunk_id: format!("{doc}-{ord}"),
             score: 1.0,

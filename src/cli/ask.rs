@@ -1,0 +1,241 @@
+//! `shirabe ask`: retrieve, pack the passages into a Qwen prompt by exact
+//! token count, answer (a local Qwen model, or extractively without one),
+//! check the citations and print the sources.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use shirabe::answer::{check, extractive, Checked};
+use shirabe::index::ShirabeIndex;
+use shirabe::ingest::tokens::TokenCounter;
+use shirabe::prompt::{pack, Packed};
+use shirabe::retrieve::{self, DenseQuery, Mode, SearchRequest};
+
+use super::args::AskArgs;
+use super::style::Style;
+use super::{Settings, Status};
+
+/// Context window when nothing says otherwise (Qwen3 with YaRN).
+const DEFAULT_CTX: usize = 131_072;
+
+pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
+    let question = a.question.join(" ");
+    anyhow::ensure!(!question.trim().is_empty(), "the question is empty");
+    let t0 = Instant::now();
+    let index = ShirabeIndex::open(&s.index)?;
+    let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
+    let (mode, backend) = super::commands::search_backend(s, &index, asked)?;
+    let dense = match &backend {
+        Some((embedder, store)) => Some(DenseQuery {
+            store: store.as_ref(),
+            vector: embedder
+                .embed(&[question.as_str()], true, 1)?
+                .pop()
+                .context("the embedder returned no vector")?,
+        }),
+        None => None,
+    };
+    let req = SearchRequest {
+        mode,
+        doc_glob: a.doc.clone(),
+        ..SearchRequest::new(question.clone(), a.passages)
+    };
+    let hits = match retrieve::search(&index, &req, dense.as_ref()) {
+        Ok(h) => h,
+        Err(shirabe::Error::Query(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let retrieved = t0.elapsed().as_secs_f64();
+
+    // The model (if any) decides the tokenizer and the window.
+    let generator = match &a.model {
+        Some(m) if !a.extractive => Some(
+            shirabe::models::generate::Generator::load(
+                m,
+                super::parse_dtype(&a.dtype, "--dtype")?,
+                &shirabe::models::default_device(),
+            )
+            .with_context(|| format!("loading the model {m}"))?,
+        ),
+        _ => None,
+    };
+    let counter = match &generator {
+        Some(g) => {
+            TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
+        }
+        None => TokenCounter::find(
+            index
+                .manifest
+                .as_ref()
+                .map(|m| m.tokenizer.source.as_str())
+                .filter(|s| std::path::Path::new(s).exists()),
+        )?,
+    };
+    let window = a
+        .ctx
+        .or(generator.as_ref().map(|g| g.context_window()))
+        .unwrap_or(DEFAULT_CTX);
+    let budget = window.saturating_sub(a.max_tokens);
+    let t1 = Instant::now();
+    let packed = pack(&hits, &question, &counter, budget, &[]);
+    let pack_secs = t1.elapsed().as_secs_f64();
+    if a.show_context {
+        eprintln!("{}", packed.prompt);
+    }
+    if !s.quiet && !a.json {
+        eprintln!("{}", packed.summary());
+    }
+
+    let mut out = std::io::stdout().lock();
+    let st = Style::new(s.color);
+    let (raw, gen_stats, interrupted) = match &generator {
+        Some(g) if !packed.passages.is_empty() => {
+            let ids = g.encode(&packed.prompt)?;
+            let params = shirabe::models::generate::SamplingParams {
+                max_tokens: a.max_tokens,
+                temperature: a.temperature,
+                ..Default::default()
+            };
+            let cancel = super::commands::interrupt_flag();
+            let stream = !a.json;
+            let mut failed: Option<std::io::Error> = None;
+            let r = g.generate(&ids, &params, cancel, |piece| {
+                if stream && failed.is_none() {
+                    if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                        failed = Some(e);
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            if stream {
+                writeln!(out)?;
+            }
+            let stopped = r.stop == shirabe::models::generate::StopReason::Cancelled;
+            (r.text.clone(), Some(r), stopped)
+        }
+        _ => (extractive(&question, &packed.passages, 5), None, false),
+    };
+    let checked = check(&raw, &packed.passages);
+    let answer_secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        let v = json!({
+            "question": question,
+            "answer": checked.answer,
+            "backend": if generator.is_some() { a.model.clone() } else { Some("extractive".to_string()) },
+            "mode": mode.name(),
+            "citations": checked.citations,
+            "invalid_citations": checked.invalid,
+            "unsupported": checked.unsupported,
+            "passages": packed.passages,
+            "context": {"tokens": packed.tokens, "budget": packed.budget, "window": window,
+                        "documents": packed.documents, "left_out": packed.left_out},
+            "usage": gen_stats.as_ref().map(|g| json!({
+                "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                "prefill_tokens_per_s": g.prefill_tokens_per_s, "decode_tokens_per_s": g.decode_tokens_per_s,
+            })),
+            "timings": {"retrieve_s": retrieved, "pack_s": pack_secs, "total_s": answer_secs},
+        });
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(status(&checked, interrupted));
+    }
+    if generator.is_none() {
+        if checked.answer.is_empty() {
+            writeln!(
+                out,
+                "The indexed documents do not seem to contain an answer to this question."
+            )?;
+        } else {
+            writeln!(out, "{}", checked.answer)?;
+        }
+        if !s.quiet {
+            writeln!(
+                out,
+                "{}",
+                st.dim("(extractive answer: the most relevant sentences; pass --model for a written one)")
+            )?;
+        }
+    }
+    print_checks(&mut out, &st, &checked)?;
+    print_sources(&mut out, &st, &packed, &checked)?;
+    out.flush()?;
+    Ok(status(&checked, interrupted))
+}
+
+fn status(checked: &Checked, interrupted: bool) -> Status {
+    if interrupted {
+        Status::Interrupted
+    } else if checked.answer.trim().is_empty() {
+        Status::Partial
+    } else {
+        Status::Success
+    }
+}
+
+fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Result<()> {
+    if !c.invalid.is_empty() {
+        writeln!(
+            out,
+            "{} citations to passages that do not exist were removed: {}",
+            st.error("warning:"),
+            c.invalid
+                .iter()
+                .map(|n| format!("[{n}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    for u in &c.unsupported {
+        let text = c.answer[u.sentence.0..u.sentence.1].trim();
+        writeln!(
+            out,
+            "{} not supported by its sources ({:.0}% of its words found): {text}",
+            st.error("unsupported:"),
+            100.0 * u.support
+        )?;
+    }
+    Ok(())
+}
+
+fn print_sources(out: &mut impl Write, st: &Style, p: &Packed, c: &Checked) -> Result<()> {
+    let mut cited: Vec<usize> = c.citations.iter().map(|x| x.n).collect();
+    cited.sort();
+    cited.dedup();
+    if cited.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n{}", st.bold("Sources"))?;
+    for n in cited {
+        let passage = &p.passages[n - 1];
+        let quote = c
+            .citations
+            .iter()
+            .filter(|x| x.n == n)
+            .max_by(|a, b| a.support.total_cmp(&b.support))
+            .map(|x| x.quote_text.clone())
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "[{n}] {} — {}  {}",
+            st.path(&passage.title),
+            st.page(&passage.pages()),
+            st.dim(&passage.path)
+        )?;
+        if !quote.is_empty() {
+            let short: String = quote.chars().take(240).collect();
+            writeln!(
+                out,
+                "    “{short}{}”",
+                if short.len() < quote.len() { "…" } else { "" }
+            )?;
+        }
+    }
+    Ok(())
+}
