@@ -41,6 +41,7 @@ impl Sandbox {
             .env_remove("HF_HOME")
             .env("HF_HUB_CACHE", self.path().join("no-hf-cache"))
             .env("HF_HUB_OFFLINE", "1")
+            .env("XDG_CACHE_HOME", self.path().join("cache"))
             .env("NO_COLOR", "1")
             .args(args);
         c

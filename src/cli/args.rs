@@ -293,6 +293,10 @@ pub struct AskArgs {
     /// Tokens reserved for the answer.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_tokens: usize,
+    /// On a CPU, size the context so the prompt's prefill takes at most
+    /// this long (seconds; measured prefill speed, cached). Ignored with --ctx.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub max_wait: f64,
     /// Passages to retrieve before packing.
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,

@@ -74,10 +74,32 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                 .filter(|s| std::path::Path::new(s).exists()),
         )?,
     };
-    let window = a
+    let mut window = a
         .ctx
         .or(generator.as_ref().map(|g| g.context_window()))
         .unwrap_or(DEFAULT_CTX);
+    // A local CPU prefills tens to hundreds of tokens per second: unless the
+    // user set --ctx, keep the expected time to first token within
+    // --max-wait at the measured speed.
+    let mut prefill_speed = None;
+    if let (Some(g), None) = (&generator, a.ctx) {
+        if g.on_cpu() {
+            let key = format!("{}|{}", a.model.as_deref().unwrap_or_default(), a.dtype);
+            let tps = prefill_speed_cached(&key, || g.measure_prefill(256))?;
+            // Attention makes long prompts slower per token: keep a margin.
+            let affordable = (tps * a.max_wait * 0.7) as usize + a.max_tokens;
+            if affordable < window {
+                if !s.quiet && !a.json {
+                    eprintln!(
+                        "note: local CPU prefill runs at ~{tps:.0} tokens/s: using a {affordable}-token context to answer within ~{:.0}s (--ctx N or --max-wait S to change)",
+                        a.max_wait
+                    );
+                }
+                window = affordable.max(a.max_tokens + 256);
+            }
+            prefill_speed = Some(tps);
+        }
+    }
     let budget = window.saturating_sub(a.max_tokens);
     let t1 = Instant::now();
     let packed = pack(&hits, &question, &counter, budget, &[]);
@@ -86,7 +108,14 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         eprintln!("{}", packed.prompt);
     }
     if !s.quiet && !a.json {
-        eprintln!("{}", packed.summary());
+        match prefill_speed {
+            Some(tps) if generator.is_some() => eprintln!(
+                "{}; time to first token ~{:.0}s",
+                packed.summary(),
+                packed.tokens as f64 / tps
+            ),
+            _ => eprintln!("{}", packed.summary()),
+        }
     }
 
     let mut out = std::io::stdout().lock();
@@ -134,7 +163,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "unsupported": checked.unsupported,
             "passages": packed.passages,
             "context": {"tokens": packed.tokens, "budget": packed.budget, "window": window,
-                        "documents": packed.documents, "left_out": packed.left_out},
+                        "documents": packed.documents, "left_out": packed.left_out,
+                        "prefill_tokens_per_s_measured": prefill_speed},
             "usage": gen_stats.as_ref().map(|g| json!({
                 "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                 "prefill_tokens_per_s": g.prefill_tokens_per_s, "decode_tokens_per_s": g.decode_tokens_per_s,
@@ -167,6 +197,30 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     print_sources(&mut out, &st, &packed, &checked)?;
     out.flush()?;
     Ok(status(&checked, interrupted))
+}
+
+/// Prefill tokens/s of a model configuration, measured once and kept in
+/// the user's cache directory.
+fn prefill_speed_cached(key: &str, measure: impl FnOnce() -> shirabe::Result<f64>) -> Result<f64> {
+    let path = directories::ProjectDirs::from("", "", "shirabe")
+        .map(|d| d.cache_dir().join("prefill-speed.json"));
+    let mut known: std::collections::BTreeMap<String, f64> = path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some(&tps) = known.get(key).filter(|t| t.is_finite() && **t > 0.0) {
+        return Ok(tps);
+    }
+    let tps = measure()?;
+    known.insert(key.to_string(), tps);
+    if let Some(p) = path {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&p, serde_json::to_vec_pretty(&known).unwrap_or_default());
+    }
+    Ok(tps)
 }
 
 fn status(checked: &Checked, interrupted: bool) -> Status {

@@ -215,6 +215,24 @@ impl Generator {
         &self.tokenizer
     }
 
+    /// Measures prefill speed (tokens/s) on `n` tokens. Prefill per token
+    /// slows as the context grows (attention), so this is optimistic for
+    /// long prompts; callers leave a margin.
+    pub fn measure_prefill(&self, n: usize) -> Result<f64> {
+        let n = n.clamp(8, 4096);
+        let vocab = self.model.config().vocab_size as u32;
+        let ids: Vec<u32> = (0..n as u32).map(|i| (1000 + i * 7) % vocab).collect();
+        let mut cache = Cache::new(&self.model, self.cache_dtype);
+        let t = Instant::now();
+        self.model.forward(&[ids], &[vec![true; n]], &mut cache)?;
+        Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
+    }
+
+    /// True when the model runs on the CPU.
+    pub fn on_cpu(&self) -> bool {
+        self.model.device().is_cpu()
+    }
+
     /// The context window the model's config declares.
     pub fn context_window(&self) -> usize {
         self.model.config().max_position_embeddings
