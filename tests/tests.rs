@@ -1082,3 +1082,139 @@ fn ask_with_a_tiny_local_model_streams_and_checks() {
         "{stderr}"
     );
 }
+
+/// A one-thread HTTP server answering each request with the next of
+/// `replies` (status line + headers + body); returns its base URL and the
+/// requests it saw.
+fn mock_server(replies: Vec<String>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for reply in replies {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).unwrap();
+            log.lock()
+                .unwrap()
+                .push(format!("{head}\n{}", String::from_utf8_lossy(&body)));
+            let mut s = stream;
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+fn sse(pieces: &[&str]) -> String {
+    let mut body = String::new();
+    for p in pieces {
+        body.push_str(&format!(
+            "data: {}\n\n",
+            serde_json::json!({"choices": [{"delta": {"content": p}}]})
+        ));
+    }
+    body.push_str("data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 321, \"completion_tokens\": 9}}\n\ndata: [DONE]\n\n");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn ask_through_an_openai_compatible_endpoint_retries_and_repacks() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let busy =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+            .to_string();
+    let answer = sse(&[
+        "The board approved ",
+        "1.8 million euros for the Osaka warehouse [1]",
+        ". Also [9].",
+    ]);
+    let (url, seen) = mock_server(vec![busy, answer.clone()]);
+    let out = sb
+        .cmd(&[
+            "ask",
+            "Osaka warehouse budget",
+            "--endpoint",
+            &url,
+            "--model",
+            "qwen-test",
+            "--api-key",
+            "sekret",
+            "--json",
+        ])
+        .env("SHIRABE_RETRY_BACKOFF_MS", "10")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&stdout);
+    assert!(
+        v["answer"].as_str().unwrap().contains("1.8 million euros"),
+        "{v}"
+    );
+    assert_eq!(v["invalid_citations"], serde_json::json!([9]));
+    assert_eq!(v["usage"]["attempts"], 2);
+    assert_eq!(v["usage"]["prompt_tokens"], 321);
+    let reqs = seen.lock().unwrap();
+    assert_eq!(reqs.len(), 2);
+    let last = &reqs[1];
+    assert!(
+        last.to_ascii_lowercase()
+            .contains("authorization: bearer sekret"),
+        "{last}"
+    );
+    assert!(
+        last.contains("\"model\":\"qwen-test\"") && last.contains("<passage id=\\\"1\\\""),
+        "{last}"
+    );
+    drop(reqs);
+    // Too long for the server: half the context, once more.
+    let msg = r#"{"error": {"message": "This model's maximum context length is 512 tokens."}}"#;
+    let too_long = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{msg}",
+        msg.len()
+    );
+    let (url, seen) = mock_server(vec![too_long, answer]);
+    let out = sb.run(&[
+        "ask",
+        "Osaka warehouse budget",
+        "--endpoint",
+        &url,
+        "--model",
+        "m",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("retrying with half the context"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Sources"));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}

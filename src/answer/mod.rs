@@ -10,6 +10,8 @@
 //! Sentences below [`SUPPORT_THRESHOLD`] are flagged. Each citation also
 //! gets the passage sentence that supports it best, for the sources list.
 
+pub mod openai;
+
 use std::collections::HashSet;
 
 use serde::Serialize;

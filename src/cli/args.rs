@@ -287,6 +287,25 @@ pub struct AskArgs {
     /// Answer extractively even if a model is configured.
     #[arg(long)]
     pub extractive: bool,
+    /// An OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, …) to answer
+    /// with; --model is then the model name it serves.
+    #[arg(long, env = "OPENAI_BASE_URL", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The endpoint's API key.
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Use DashScope's OpenAI-compatible mode (key from DASHSCOPE_API_KEY;
+    /// model default qwen-plus).
+    #[arg(long)]
+    pub dashscope: bool,
+    /// Endpoint timeout in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
     /// Context window in tokens [default: the model's, else 131072].
     #[arg(long, value_name = "TOKENS")]
     pub ctx: Option<usize>,

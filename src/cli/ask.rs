@@ -50,9 +50,10 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     };
     let retrieved = t0.elapsed().as_secs_f64();
 
+    let endpoint = endpoint_of(a)?;
     // The model (if any) decides the tokenizer and the window.
     let generator = match &a.model {
-        Some(m) if !a.extractive => Some(
+        Some(m) if !a.extractive && endpoint.is_none() => Some(
             shirabe::models::generate::Generator::load(
                 m,
                 super::parse_dtype(&a.dtype, "--dtype")?,
@@ -102,7 +103,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     }
     let budget = window.saturating_sub(a.max_tokens);
     let t1 = Instant::now();
-    let packed = pack(&hits, &question, &counter, budget, &[]);
+    let mut packed = pack(&hits, &question, &counter, budget, &[]);
     let pack_secs = t1.elapsed().as_secs_f64();
     if a.show_context {
         eprintln!("{}", packed.prompt);
@@ -120,6 +121,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
 
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
+    let mut remote: Option<serde_json::Value> = None;
     let (raw, gen_stats, interrupted) = match &generator {
         Some(g) if !packed.passages.is_empty() => {
             let ids = g.encode(&packed.prompt)?;
@@ -148,7 +150,47 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             let stopped = r.stop == shirabe::models::generate::StopReason::Cancelled;
             (r.text.clone(), Some(r), stopped)
         }
-        _ => (extractive(&question, &packed.passages, 5), None, false),
+        _ => match &endpoint {
+            Some(ep) if !packed.passages.is_empty() => {
+                let cancel = super::commands::interrupt_flag();
+                let stream = !a.json;
+                let call = |p: &Packed, out: &mut std::io::StdoutLock<'_>| {
+                    ep.complete(
+                        shirabe::prompt::SYSTEM_PROMPT,
+                        &p.user,
+                        a.max_tokens,
+                        a.temperature,
+                        cancel,
+                        |piece| {
+                            if stream {
+                                let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
+                            }
+                        },
+                    )
+                };
+                let r = match call(&packed, &mut out) {
+                    Err(shirabe::answer::openai::CompletionError::ContextTooLong(why)) => {
+                        // One more try with half the context.
+                        if !s.quiet {
+                            eprintln!("note: {why}; retrying with half the context");
+                        }
+                        packed = pack(&hits, &question, &counter, packed.budget / 2, &[]);
+                        call(&packed, &mut out)
+                    }
+                    other => other,
+                }
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if stream {
+                    writeln!(out)?;
+                }
+                remote = Some(json!({
+                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                    "first_token_s": r.first_token_s, "total_s": r.total_s, "attempts": r.attempts,
+                }));
+                (r.text, None, r.cancelled)
+            }
+            _ => (extractive(&question, &packed.passages, 5), None, false),
+        },
     };
     let checked = check(&raw, &packed.passages);
     let answer_secs = t0.elapsed().as_secs_f64();
@@ -156,7 +198,11 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         let v = json!({
             "question": question,
             "answer": checked.answer,
-            "backend": if generator.is_some() { a.model.clone() } else { Some("extractive".to_string()) },
+            "backend": match (&generator, &endpoint) {
+                (Some(_), _) => a.model.clone(),
+                (None, Some(ep)) => Some(format!("{} ({})", ep.model, ep.base_url)),
+                _ => Some("extractive".to_string()),
+            },
             "mode": mode.name(),
             "citations": checked.citations,
             "invalid_citations": checked.invalid,
@@ -168,7 +214,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "usage": gen_stats.as_ref().map(|g| json!({
                 "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                 "prefill_tokens_per_s": g.prefill_tokens_per_s, "decode_tokens_per_s": g.decode_tokens_per_s,
-            })),
+            })).or(remote),
             "timings": {"retrieve_s": retrieved, "pack_s": pack_secs, "total_s": answer_secs},
         });
         serde_json::to_writer(&mut out, &v)?;
@@ -176,7 +222,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         out.flush()?;
         return Ok(status(&checked, interrupted));
     }
-    if generator.is_none() {
+    if generator.is_none() && endpoint.is_none() {
         if checked.answer.is_empty() {
             writeln!(
                 out,
@@ -197,6 +243,44 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     print_sources(&mut out, &st, &packed, &checked)?;
     out.flush()?;
     Ok(status(&checked, interrupted))
+}
+
+/// The OpenAI-compatible endpoint the flags name, if any.
+fn endpoint_of(a: &AskArgs) -> Result<Option<shirabe::answer::openai::Endpoint>> {
+    use shirabe::answer::openai::{Endpoint, DASHSCOPE_BASE};
+    if a.extractive {
+        return Ok(None);
+    }
+    let (base, key, default_model) = if a.dashscope {
+        let key = std::env::var("DASHSCOPE_API_KEY")
+            .ok()
+            .or(a.api_key.clone())
+            .context("--dashscope needs DASHSCOPE_API_KEY (or --api-key)")?;
+        (DASHSCOPE_BASE.to_string(), Some(key), Some("qwen-plus"))
+    } else {
+        match &a.endpoint {
+            Some(url) => (url.clone(), a.api_key.clone(), None),
+            None => return Ok(None),
+        }
+    };
+    let model = a
+        .model
+        .clone()
+        .or(default_model.map(str::to_string))
+        .context("--endpoint needs --model NAME (the model the server serves)")?;
+    Ok(Some(Endpoint {
+        base_url: base,
+        api_key: key,
+        model,
+        timeout: std::time::Duration::from_secs(a.timeout),
+        retries: 3,
+        backoff: std::time::Duration::from_millis(
+            std::env::var("SHIRABE_RETRY_BACKOFF_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000),
+        ),
+    }))
 }
 
 /// Prefill tokens/s of a model configuration, measured once and kept in

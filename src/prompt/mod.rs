@@ -91,6 +91,9 @@ pub struct Packed {
     pub passages: Vec<Passage>,
     /// The whole prompt (chat template applied).
     pub prompt: String,
+    /// The user turn alone (passages and question), for chat APIs that
+    /// apply the template themselves.
+    pub user: String,
     /// Its tokens.
     pub tokens: usize,
     /// The budget it had to fit.
@@ -126,6 +129,11 @@ fn thousands(n: usize) -> String {
     out
 }
 
+/// The user turn: the fenced passages, then the question.
+pub fn user_turn(context: &str, question: &str) -> String {
+    format!("<passages>\n{context}</passages>\n\nQuestion: {question}")
+}
+
 /// The chat prompt around a context and a question (Qwen's ChatML, with
 /// Qwen3's thinking turned off).
 pub fn render(system: &str, context: &str, question: &str, history: &[(String, String)]) -> String {
@@ -136,7 +144,8 @@ pub fn render(system: &str, context: &str, question: &str, history: &[(String, S
         ));
     }
     p.push_str(&format!(
-        "<|im_start|>user\n<passages>\n{context}</passages>\n\nQuestion: {question}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+        user_turn(context, question)
     ));
     p
 }
@@ -268,6 +277,7 @@ pub fn pack(
                 .len();
             let left_out = total - taken.len();
             return Packed {
+                user: user_turn(&context, question),
                 passages: taken,
                 prompt,
                 tokens,
