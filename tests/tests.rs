@@ -1218,3 +1218,64 @@ fn ask_through_an_openai_compatible_endpoint_retries_and_repacks() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Sources"));
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn summarize_whole_documents_and_map_reduce_keeps_citations() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(
+        &[
+            "ingest",
+            corpus.to_str().unwrap(),
+            "--no-embed",
+            "--chunk-tokens",
+            "40",
+            "--chunk-overlap",
+            "4",
+        ],
+        1,
+    );
+    // Extractive, without a model.
+    let out = sb.expect(&["summarize", "meeting-minutes.pdf"], 0);
+    assert!(
+        out.contains("1.8 million euros") && out.contains("Sources"),
+        "{out}"
+    );
+    let err = sb.run(&["summarize", "no-such-file.pdf"]);
+    assert_eq!(err.status.code(), Some(2));
+    // A window far smaller than the document: map-reduce through a
+    // (mock) endpoint whose every reply cites passage 2.
+    let reply = sse(&["The board approved the budget [2]."]);
+    let (url, seen) = mock_server(vec![reply; 60]);
+    let v = json_of(&sb.expect(
+        &[
+            "summarize",
+            "meeting-minutes.pdf",
+            "--meeting",
+            "--endpoint",
+            &url,
+            "--model",
+            "m",
+            "--ctx",
+            "520",
+            "--max-tokens",
+            "64",
+            "--json",
+        ],
+        0,
+    ));
+    assert!(v["levels"].as_u64().unwrap() >= 2, "{v}");
+    let calls = v["calls"].as_u64().unwrap() as usize;
+    assert!(calls >= 3);
+    assert_eq!(seen.lock().unwrap().len(), calls);
+    assert!(v["invalid_citations"].as_array().unwrap().is_empty());
+    let cites = v["citations"].as_array().unwrap();
+    assert!(!cites.is_empty() && cites.iter().all(|c| c["n"] == 2));
+    // The meeting instructions reached the final call.
+    assert!(seen
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .contains("Action items"));
+}

@@ -11,6 +11,67 @@
 //! gets the passage sentence that supports it best, for the sources list.
 
 pub mod openai;
+pub mod summarize;
+
+/// What writes text: a local Qwen, an OpenAI-compatible endpoint (the
+/// seam `ask`'s and `summarize`'s model calls go through).
+pub trait Backend {
+    /// One chat turn: `system` instructions, `user` content; at most
+    /// `max_tokens` tokens back.
+    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String>;
+}
+
+/// A local Qwen model as a [`Backend`].
+pub struct LocalBackend<'a> {
+    /// The model.
+    pub generator: &'a crate::models::generate::Generator,
+    /// Stops generation.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
+    /// Sampling temperature.
+    pub temperature: f32,
+}
+
+impl Backend for LocalBackend<'_> {
+    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String> {
+        let prompt = self.generator.chat_prompt(Some(system), user);
+        let ids = self.generator.encode(&prompt)?;
+        let params = crate::models::generate::SamplingParams {
+            max_tokens,
+            temperature: self.temperature,
+            ..Default::default()
+        };
+        Ok(self
+            .generator
+            .generate(&ids, &params, self.cancel, |_| {})?
+            .text)
+    }
+}
+
+/// An OpenAI-compatible endpoint as a [`Backend`].
+pub struct EndpointBackend<'a> {
+    /// The endpoint.
+    pub endpoint: &'a openai::Endpoint,
+    /// Stops the stream.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
+    /// Sampling temperature.
+    pub temperature: f32,
+}
+
+impl Backend for EndpointBackend<'_> {
+    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String> {
+        self.endpoint
+            .complete(
+                system,
+                user,
+                max_tokens,
+                self.temperature,
+                self.cancel,
+                |_| {},
+            )
+            .map(|c| c.text)
+            .map_err(|e| crate::Error::Model(e.to_string()))
+    }
+}
 
 use std::collections::HashSet;
 
@@ -152,7 +213,7 @@ pub struct Checked {
 
 /// Words too common to show that a sentence answers a question (the
 /// analyzer's stemmed forms).
-const STOPWORDS: &[&str] = &[
+pub(crate) const STOPWORDS: &[&str] = &[
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "doe", "did", "what",
     "which", "who", "whom", "when", "where", "why", "how", "of", "in", "on", "at", "to", "for",
     "from", "by", "with", "and", "or", "it", "it'", "this", "that", "these", "those", "there",
@@ -173,7 +234,7 @@ fn term_set(text: &str) -> HashSet<String> {
 /// Sentence ranges of `text`: paragraphs (blank lines) first, so a heading
 /// line is not glued to the sentence after it, then sentences; citations
 /// that open a sentence belong to the one before ("… one. [1] Next …").
-fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
+pub(crate) fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();

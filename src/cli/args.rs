@@ -57,6 +57,8 @@ pub enum Command {
     /// Answer a question from the index, with checked [n] citations and the
     /// sources (extractive without a model).
     Ask(AskArgs),
+    /// Summarize a document (or what the archive says about a query), cited.
+    Summarize(SummarizeArgs),
     /// Print the text of a file page by page, as the index sees it.
     Extract(ExtractArgs),
     /// Show what is in the index.
@@ -280,6 +282,29 @@ pub struct AskArgs {
     /// The question.
     #[arg(required = true, value_name = "QUESTION")]
     pub question: Vec<String>,
+    /// Passages to retrieve before packing.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub passages: usize,
+    /// Only documents whose path or file name matches this glob.
+    #[arg(long = "doc", value_name = "GLOB")]
+    pub doc: Option<String>,
+    /// bm25, dense or hybrid [default: hybrid when the index has vectors].
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Print the packed prompt (to stderr) before answering.
+    #[arg(long)]
+    pub show_context: bool,
+    /// One JSON object: answer, citations with support, passages, usage, timings.
+    #[arg(long)]
+    pub json: bool,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub b: BackendArgs,
+}
+
+/// What writes answers and summaries.
+#[derive(Debug, Args, Clone)]
+pub struct BackendArgs {
     /// A Qwen model to write the answer (directory, Hugging Face repo id or
     /// GGUF file); without one the answer is extractive.
     #[arg(long, env = "SHIRABE_MODEL", value_name = "MODEL")]
@@ -316,27 +341,32 @@ pub struct AskArgs {
     /// this long (seconds; measured prefill speed, cached). Ignored with --ctx.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     pub max_wait: f64,
-    /// Passages to retrieve before packing.
-    #[arg(long, default_value_t = 40, value_name = "N")]
-    pub passages: usize,
-    /// Only documents whose path or file name matches this glob.
-    #[arg(long = "doc", value_name = "GLOB")]
-    pub doc: Option<String>,
-    /// bm25, dense or hybrid [default: hybrid when the index has vectors].
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0, value_name = "T")]
     pub temperature: f32,
     /// Weight type of the model: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: String,
-    /// Print the packed prompt (to stderr) before answering.
+}
+
+/// `summarize`
+#[derive(Debug, Args)]
+pub struct SummarizeArgs {
+    /// The document: a file name, path or glob (see `status --files`).
+    #[arg(value_name = "DOC", required_unless_present = "all")]
+    pub doc: Option<String>,
+    /// Summarize what the whole archive says about QUERY instead.
+    #[arg(long, value_name = "QUERY", conflicts_with = "doc")]
+    pub all: Option<String>,
+    /// Meeting minutes: decisions, action items (owner, due date), open questions.
     #[arg(long)]
-    pub show_context: bool,
-    /// One JSON object: answer, citations with support, passages, usage, timings.
+    pub meeting: bool,
+    /// JSON output: summary, citations, passages, calls, levels.
     #[arg(long)]
     pub json: bool,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub b: BackendArgs,
 }
 
 /// `extract`

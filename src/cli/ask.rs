@@ -14,7 +14,7 @@ use shirabe::ingest::tokens::TokenCounter;
 use shirabe::prompt::{pack, Packed};
 use shirabe::retrieve::{self, DenseQuery, Mode, SearchRequest};
 
-use super::args::AskArgs;
+use super::args::{AskArgs, BackendArgs};
 use super::style::Style;
 use super::{Settings, Status};
 
@@ -50,13 +50,13 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     };
     let retrieved = t0.elapsed().as_secs_f64();
 
-    let endpoint = endpoint_of(a)?;
+    let endpoint = endpoint_of(&a.b)?;
     // The model (if any) decides the tokenizer and the window.
-    let generator = match &a.model {
-        Some(m) if !a.extractive && endpoint.is_none() => Some(
+    let generator = match &a.b.model {
+        Some(m) if !a.b.extractive && endpoint.is_none() => Some(
             shirabe::models::generate::Generator::load(
                 m,
-                super::parse_dtype(&a.dtype, "--dtype")?,
+                super::parse_dtype(&a.b.dtype, "--dtype")?,
                 &shirabe::models::default_device(),
             )
             .with_context(|| format!("loading the model {m}"))?,
@@ -75,33 +75,33 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                 .filter(|s| std::path::Path::new(s).exists()),
         )?,
     };
-    let mut window = a
-        .ctx
-        .or(generator.as_ref().map(|g| g.context_window()))
-        .unwrap_or(DEFAULT_CTX);
+    let mut window =
+        a.b.ctx
+            .or(generator.as_ref().map(|g| g.context_window()))
+            .unwrap_or(DEFAULT_CTX);
     // A local CPU prefills tens to hundreds of tokens per second: unless the
     // user set --ctx, keep the expected time to first token within
     // --max-wait at the measured speed.
     let mut prefill_speed = None;
-    if let (Some(g), None) = (&generator, a.ctx) {
+    if let (Some(g), None) = (&generator, a.b.ctx) {
         if g.on_cpu() {
-            let key = format!("{}|{}", a.model.as_deref().unwrap_or_default(), a.dtype);
+            let key = format!("{}|{}", a.b.model.as_deref().unwrap_or_default(), a.b.dtype);
             let tps = prefill_speed_cached(&key, || g.measure_prefill(256))?;
             // Attention makes long prompts slower per token: keep a margin.
-            let affordable = (tps * a.max_wait * 0.7) as usize + a.max_tokens;
+            let affordable = (tps * a.b.max_wait * 0.7) as usize + a.b.max_tokens;
             if affordable < window {
                 if !s.quiet && !a.json {
                     eprintln!(
                         "note: local CPU prefill runs at ~{tps:.0} tokens/s: using a {affordable}-token context to answer within ~{:.0}s (--ctx N or --max-wait S to change)",
-                        a.max_wait
+                        a.b.max_wait
                     );
                 }
-                window = affordable.max(a.max_tokens + 256);
+                window = affordable.max(a.b.max_tokens + 256);
             }
             prefill_speed = Some(tps);
         }
     }
-    let budget = window.saturating_sub(a.max_tokens);
+    let budget = window.saturating_sub(a.b.max_tokens);
     let t1 = Instant::now();
     let mut packed = pack(&hits, &question, &counter, budget, &[]);
     let pack_secs = t1.elapsed().as_secs_f64();
@@ -126,8 +126,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         Some(g) if !packed.passages.is_empty() => {
             let ids = g.encode(&packed.prompt)?;
             let params = shirabe::models::generate::SamplingParams {
-                max_tokens: a.max_tokens,
-                temperature: a.temperature,
+                max_tokens: a.b.max_tokens,
+                temperature: a.b.temperature,
                 ..Default::default()
             };
             let cancel = super::commands::interrupt_flag();
@@ -158,8 +158,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                     ep.complete(
                         shirabe::prompt::SYSTEM_PROMPT,
                         &p.user,
-                        a.max_tokens,
-                        a.temperature,
+                        a.b.max_tokens,
+                        a.b.temperature,
                         cancel,
                         |piece| {
                             if stream {
@@ -199,7 +199,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "question": question,
             "answer": checked.answer,
             "backend": match (&generator, &endpoint) {
-                (Some(_), _) => a.model.clone(),
+                (Some(_), _) => a.b.model.clone(),
                 (None, Some(ep)) => Some(format!("{} ({})", ep.model, ep.base_url)),
                 _ => Some("extractive".to_string()),
             },
@@ -246,7 +246,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
 }
 
 /// The OpenAI-compatible endpoint the flags name, if any.
-fn endpoint_of(a: &AskArgs) -> Result<Option<shirabe::answer::openai::Endpoint>> {
+pub(super) fn endpoint_of(a: &BackendArgs) -> Result<Option<shirabe::answer::openai::Endpoint>> {
     use shirabe::answer::openai::{Endpoint, DASHSCOPE_BASE};
     if a.extractive {
         return Ok(None);
@@ -376,4 +376,157 @@ fn print_sources(out: &mut impl Write, st: &Style, p: &Packed, c: &Checked) -> R
         }
     }
     Ok(())
+}
+
+/// `shirabe summarize DOC | --all QUERY`.
+pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status> {
+    use shirabe::answer::summarize::{
+        extractive_summary, summarize, MEETING_PROMPT, SUMMARY_PROMPT,
+    };
+    use shirabe::answer::{Backend, EndpointBackend, LocalBackend};
+    let index = ShirabeIndex::open(&s.index)?;
+    let hits = match (&a.doc, &a.all) {
+        (Some(doc), _) => {
+            let keys = retrieve::matching_docs(&index, doc)?;
+            anyhow::ensure!(
+                !keys.is_empty(),
+                "no indexed document matches {doc:?} (see `shirabe status --files`)"
+            );
+            retrieve::document_chunks(&index, &keys)?
+        }
+        (None, Some(q)) => {
+            let (mode, backend) = super::commands::search_backend(s, &index, None)?;
+            let dense = match &backend {
+                Some((e, store)) => Some(DenseQuery {
+                    store: store.as_ref(),
+                    vector: e
+                        .embed(&[q.as_str()], true, 1)?
+                        .pop()
+                        .context("no vector")?,
+                }),
+                None => None,
+            };
+            let req = SearchRequest {
+                mode,
+                ..SearchRequest::new(q.clone(), 40)
+            };
+            let mut hits = retrieve::search(&index, &req, dense.as_ref())?;
+            // In document and page order, so the summary reads in order.
+            hits.sort_by(|x, y| (&x.path, x.page_start).cmp(&(&y.path, y.page_start)));
+            hits
+        }
+        (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
+    };
+    let passages = shirabe::prompt::passages_of(&hits);
+    anyhow::ensure!(
+        !passages.is_empty(),
+        "the document has no text in the index"
+    );
+    let task = if a.meeting {
+        MEETING_PROMPT
+    } else {
+        SUMMARY_PROMPT
+    };
+    let endpoint = endpoint_of(&a.b)?;
+    let generator = match &a.b.model {
+        Some(m) if !a.b.extractive && endpoint.is_none() => Some(
+            shirabe::models::generate::Generator::load(
+                m,
+                super::parse_dtype(&a.b.dtype, "--dtype")?,
+                &shirabe::models::default_device(),
+            )
+            .with_context(|| format!("loading the model {m}"))?,
+        ),
+        _ => None,
+    };
+    let counter = match &generator {
+        Some(g) => {
+            TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
+        }
+        None => TokenCounter::find(
+            index
+                .manifest
+                .as_ref()
+                .map(|m| m.tokenizer.source.as_str())
+                .filter(|s| std::path::Path::new(s).exists()),
+        )?,
+    };
+    let window =
+        a.b.ctx
+            .or(generator.as_ref().map(|g| g.context_window()))
+            .unwrap_or(DEFAULT_CTX);
+    let cancel = super::commands::interrupt_flag();
+    let t = Instant::now();
+    let local;
+    let remote;
+    let backend: Option<&dyn Backend> = match (&generator, &endpoint) {
+        (Some(g), _) => {
+            local = LocalBackend {
+                generator: g,
+                cancel,
+                temperature: a.b.temperature,
+            };
+            Some(&local)
+        }
+        (None, Some(ep)) => {
+            remote = EndpointBackend {
+                endpoint: ep,
+                cancel,
+                temperature: a.b.temperature,
+            };
+            Some(&remote)
+        }
+        _ => None,
+    };
+    let (text, calls, levels) = match backend {
+        Some(b) => {
+            let r = summarize(&passages, task, b, &counter, window, a.b.max_tokens)?;
+            (r.text, r.calls, r.levels)
+        }
+        None => (extractive_summary(&passages, 8), 0, 0),
+    };
+    let checked = check(&text, &passages);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = json!({
+            "summary": checked.answer,
+            "citations": checked.citations,
+            "invalid_citations": checked.invalid,
+            "unsupported": checked.unsupported,
+            "passages": passages,
+            "calls": calls,
+            "levels": levels,
+            "seconds": t.elapsed().as_secs_f64(),
+        });
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(Status::Success);
+    }
+    let st = Style::new(s.color);
+    writeln!(out, "{}", checked.answer.trim())?;
+    if backend.is_none() && !s.quiet {
+        writeln!(
+            out,
+            "{}",
+            st.dim("(extractive summary: the most characteristic sentences; pass --model for a written one)")
+        )?;
+    } else if !s.quiet {
+        eprintln!(
+            "{} passages, {calls} model calls in {levels} level(s), {:.1}s",
+            passages.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    print_checks(&mut out, &st, &checked)?;
+    let packed = Packed {
+        passages: passages.clone(),
+        prompt: String::new(),
+        user: String::new(),
+        tokens: 0,
+        budget: window,
+        documents: 1,
+        left_out: 0,
+    };
+    print_sources(&mut out, &st, &packed, &checked)?;
+    Ok(Status::Success)
 }

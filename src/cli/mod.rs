@@ -207,6 +207,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Ingest(a) => commands::ingest(&settings, &a),
         Command::Search(a) => commands::search(&settings, &a),
         Command::Ask(a) => ask::run(&settings, &a),
+        Command::Summarize(a) => ask::summarize(&settings, &a),
         Command::Extract(a) => commands::extract(&settings, &a),
         Command::Status(a) => commands::status(&settings, &a),
         Command::Embed(a) => commands::embed(&settings, &a),

@@ -69,7 +69,8 @@ impl Passage {
         }
     }
 
-    fn render(&self) -> String {
+    /// The passage as the prompt shows it: fenced, with its id and pages.
+    pub fn render(&self) -> String {
         let text = self
             .text
             .replace("<passage", "‹passage")
@@ -166,6 +167,28 @@ fn join_overlap(a: &str, b: &str) -> String {
         k -= 1;
     }
     format!("{a}\n{b}")
+}
+
+/// Every hit as a passage, numbered in the order given (for a whole
+/// document, in page order); no budget.
+pub fn passages_of(hits: &[Hit]) -> Vec<Passage> {
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| Passage {
+            n: i + 1,
+            path: h.path.clone(),
+            title: h.title.clone().unwrap_or_else(|| h.path.clone()),
+            page_start: h.page_start,
+            page_end: h.page_end,
+            page_label: h
+                .page_label
+                .clone()
+                .filter(|_| h.page == h.page_start && h.page_start == h.page_end),
+            text: h.text.clone(),
+            chunk_ids: vec![h.chunk_id.clone()],
+            rank: i + 1,
+        })
+        .collect()
 }
 
 /// Packs `hits` (best first) into at most `budget` tokens of prompt.

@@ -478,6 +478,44 @@ pub fn search(
     Ok(hits)
 }
 
+/// Every chunk of the documents `doc_keys`, in document then chunk order.
+pub fn document_chunks(index: &ShirabeIndex, doc_keys: &[String]) -> Result<Vec<Hit>> {
+    let reader = index.reader()?;
+    let searcher = reader.searcher();
+    let mut out = Vec::new();
+    for key in doc_keys {
+        let q = TermQuery::new(
+            Term::from_field_text(index.fields.doc_key, key),
+            IndexRecordOption::Basic,
+        );
+        let mut addrs: Vec<(u64, DocAddress)> = Vec::new();
+        for a in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
+            let ord = searcher
+                .segment_reader(a.segment_ord)
+                .fast_fields()
+                .u64("ordinal")?
+                .first(a.doc_id)
+                .unwrap_or(0);
+            addrs.push((ord, a));
+        }
+        addrs.sort();
+        for (_, a) in addrs {
+            out.push(make_hit(index, &searcher, a, 0.0, &HashSet::new())?);
+        }
+    }
+    Ok(out)
+}
+
+/// The doc keys whose path or file name matches `glob`.
+pub fn matching_docs(index: &ShirabeIndex, glob: &str) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = doc_filter(index, Some(glob))?
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
 fn make_hit(
     index: &ShirabeIndex,
     searcher: &Searcher,
