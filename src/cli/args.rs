@@ -59,6 +59,8 @@ pub enum Command {
     Ask(AskArgs),
     /// Summarize a document (or what the archive says about a query), cited.
     Summarize(SummarizeArgs),
+    /// Serve an OpenAI-compatible API (model "shirabe" answers from the index).
+    Serve(ServeArgs),
     /// Print the text of a file page by page, as the index sees it.
     Extract(ExtractArgs),
     /// Show what is in the index.
@@ -347,6 +349,31 @@ pub struct BackendArgs {
     /// Weight type of the model: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: String,
+}
+
+/// `serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
+    pub host: String,
+    /// Port (0 = any free one; the address is printed).
+    #[arg(long, default_value_t = 8088, value_name = "N")]
+    pub port: u16,
+    /// Bearer token clients must send (required off loopback).
+    #[arg(
+        long,
+        env = "SHIRABE_SERVE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Passages to retrieve per question.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub passages: usize,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub b: BackendArgs,
 }
 
 /// `summarize`

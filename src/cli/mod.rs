@@ -6,6 +6,7 @@ mod ask;
 mod bench;
 mod commands;
 mod eval;
+mod serve;
 mod style;
 
 use std::path::PathBuf;
@@ -208,6 +209,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Search(a) => commands::search(&settings, &a),
         Command::Ask(a) => ask::run(&settings, &a),
         Command::Summarize(a) => ask::summarize(&settings, &a),
+        Command::Serve(a) => serve::run(&settings, &a),
         Command::Extract(a) => commands::extract(&settings, &a),
         Command::Status(a) => commands::status(&settings, &a),
         Command::Embed(a) => commands::embed(&settings, &a),
