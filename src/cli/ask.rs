@@ -50,40 +50,15 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     };
     let retrieved = t0.elapsed().as_secs_f64();
 
-    let endpoint = endpoint_of(&a.b)?;
     // The model (if any) decides the tokenizer and the window.
-    let generator = match &a.b.model {
-        Some(m) if !a.b.extractive && endpoint.is_none() => Some(
-            shirabe::models::generate::Generator::load(
-                m,
-                super::parse_dtype(&a.b.dtype, "--dtype")?,
-                &shirabe::models::default_device(),
-            )
-            .with_context(|| format!("loading the model {m}"))?,
-        ),
-        _ => None,
-    };
-    let counter = match &generator {
-        Some(g) => {
-            TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
-        }
-        None => TokenCounter::find(
-            index
-                .manifest
-                .as_ref()
-                .map(|m| m.tokenizer.source.as_str())
-                .filter(|s| std::path::Path::new(s).exists()),
-        )?,
-    };
-    let mut window =
-        a.b.ctx
-            .or(generator.as_ref().map(|g| g.context_window()))
-            .unwrap_or(DEFAULT_CTX);
+    let writer = Writer::new(&index, &a.b)?;
+    let (generator, endpoint, counter) = (&writer.generator, &writer.endpoint, &writer.counter);
+    let mut window = writer.window;
     // A local CPU prefills tens to hundreds of tokens per second: unless the
     // user set --ctx, keep the expected time to first token within
     // --max-wait at the measured speed.
     let mut prefill_speed = None;
-    if let (Some(g), None) = (&generator, a.b.ctx) {
+    if let (Some(g), None) = (generator, a.b.ctx) {
         if g.on_cpu() {
             let key = format!("{}|{}", a.b.model.as_deref().unwrap_or_default(), a.b.dtype);
             let tps = prefill_speed_cached(&key, || g.measure_prefill(256))?;
@@ -103,7 +78,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     }
     let budget = window.saturating_sub(a.b.max_tokens);
     let t1 = Instant::now();
-    let mut packed = pack(&hits, &question, &counter, budget, &[]);
+    let mut packed = pack(&hits, &question, counter, budget, &[]);
     let pack_secs = t1.elapsed().as_secs_f64();
     if a.show_context {
         eprintln!("{}", packed.prompt);
@@ -122,7 +97,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
     let mut remote: Option<serde_json::Value> = None;
-    let (raw, gen_stats, interrupted) = match &generator {
+    let (raw, gen_stats, interrupted) = match generator {
         Some(g) if !packed.passages.is_empty() => {
             let ids = g.encode(&packed.prompt)?;
             let params = shirabe::models::generate::SamplingParams {
@@ -150,7 +125,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             let stopped = r.stop == shirabe::models::generate::StopReason::Cancelled;
             (r.text.clone(), Some(r), stopped)
         }
-        _ => match &endpoint {
+        _ => match endpoint {
             Some(ep) if !packed.passages.is_empty() => {
                 let cancel = super::commands::interrupt_flag();
                 let stream = !a.json;
@@ -174,7 +149,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                         if !s.quiet {
                             eprintln!("note: {why}; retrying with half the context");
                         }
-                        packed = pack(&hits, &question, &counter, packed.budget / 2, &[]);
+                        packed = pack(&hits, &question, counter, packed.budget / 2, &[]);
                         call(&packed, &mut out)
                     }
                     other => other,
@@ -198,7 +173,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         let v = json!({
             "question": question,
             "answer": checked.answer,
-            "backend": match (&generator, &endpoint) {
+            "backend": match (generator, endpoint) {
                 (Some(_), _) => a.b.model.clone(),
                 (None, Some(ep)) => Some(format!("{} ({})", ep.model, ep.base_url)),
                 _ => Some("extractive".to_string()),
@@ -243,6 +218,77 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     print_sources(&mut out, &st, &packed, &checked)?;
     out.flush()?;
     Ok(status(&checked, interrupted))
+}
+
+/// The model side of a command, from its backend flags: a local Qwen or an
+/// endpoint (or neither: extractive), the token counter that matches it,
+/// and the context window.
+pub(super) struct Writer {
+    pub generator: Option<shirabe::models::generate::Generator>,
+    pub endpoint: Option<shirabe::answer::openai::Endpoint>,
+    pub counter: TokenCounter,
+    pub window: usize,
+}
+
+impl Writer {
+    pub fn new(index: &ShirabeIndex, b: &BackendArgs) -> Result<Writer> {
+        let endpoint = endpoint_of(b)?;
+        let generator = match &b.model {
+            Some(m) if !b.extractive && endpoint.is_none() => Some(
+                shirabe::models::generate::Generator::load(
+                    m,
+                    super::parse_dtype(&b.dtype, "--dtype")?,
+                    &shirabe::models::default_device(),
+                )
+                .with_context(|| format!("loading the model {m}"))?,
+            ),
+            _ => None,
+        };
+        let counter = match &generator {
+            Some(g) => {
+                TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
+            }
+            None => TokenCounter::find(
+                index
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.tokenizer.source.as_str())
+                    .filter(|s| std::path::Path::new(s).exists()),
+            )?,
+        };
+        let window = b
+            .ctx
+            .or(generator.as_ref().map(|g| g.context_window()))
+            .unwrap_or(DEFAULT_CTX);
+        Ok(Writer {
+            generator,
+            endpoint,
+            counter,
+            window,
+        })
+    }
+
+    /// The backend, if there is a model.
+    pub fn backend<'a>(
+        &'a self,
+        cancel: &'a std::sync::atomic::AtomicBool,
+        temperature: f32,
+    ) -> Option<Box<dyn shirabe::answer::Backend + 'a>> {
+        use shirabe::answer::{EndpointBackend, LocalBackend};
+        match (&self.generator, &self.endpoint) {
+            (Some(g), _) => Some(Box::new(LocalBackend {
+                generator: g,
+                cancel,
+                temperature,
+            })),
+            (None, Some(ep)) => Some(Box::new(EndpointBackend {
+                endpoint: ep,
+                cancel,
+                temperature,
+            })),
+            _ => None,
+        }
+    }
 }
 
 /// The OpenAI-compatible endpoint the flags name, if any.
@@ -383,7 +429,6 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
     use shirabe::answer::summarize::{
         extractive_summary, summarize, MEETING_PROMPT, SUMMARY_PROMPT,
     };
-    use shirabe::answer::{Backend, EndpointBackend, LocalBackend};
     let index = ShirabeIndex::open(&s.index)?;
     let hits = match (&a.doc, &a.all) {
         (Some(doc), _) => {
@@ -427,60 +472,15 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
     } else {
         SUMMARY_PROMPT
     };
-    let endpoint = endpoint_of(&a.b)?;
-    let generator = match &a.b.model {
-        Some(m) if !a.b.extractive && endpoint.is_none() => Some(
-            shirabe::models::generate::Generator::load(
-                m,
-                super::parse_dtype(&a.b.dtype, "--dtype")?,
-                &shirabe::models::default_device(),
-            )
-            .with_context(|| format!("loading the model {m}"))?,
-        ),
-        _ => None,
-    };
-    let counter = match &generator {
-        Some(g) => {
-            TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
-        }
-        None => TokenCounter::find(
-            index
-                .manifest
-                .as_ref()
-                .map(|m| m.tokenizer.source.as_str())
-                .filter(|s| std::path::Path::new(s).exists()),
-        )?,
-    };
-    let window =
-        a.b.ctx
-            .or(generator.as_ref().map(|g| g.context_window()))
-            .unwrap_or(DEFAULT_CTX);
+    let writer = Writer::new(&index, &a.b)?;
+    let (counter, window) = (&writer.counter, writer.window);
     let cancel = super::commands::interrupt_flag();
     let t = Instant::now();
-    let local;
-    let remote;
-    let backend: Option<&dyn Backend> = match (&generator, &endpoint) {
-        (Some(g), _) => {
-            local = LocalBackend {
-                generator: g,
-                cancel,
-                temperature: a.b.temperature,
-            };
-            Some(&local)
-        }
-        (None, Some(ep)) => {
-            remote = EndpointBackend {
-                endpoint: ep,
-                cancel,
-                temperature: a.b.temperature,
-            };
-            Some(&remote)
-        }
-        _ => None,
-    };
+    let boxed = writer.backend(cancel, a.b.temperature);
+    let backend = boxed.as_deref();
     let (text, calls, levels) = match backend {
         Some(b) => {
-            let r = summarize(&passages, task, b, &counter, window, a.b.max_tokens)?;
+            let r = summarize(&passages, task, b, counter, window, a.b.max_tokens)?;
             (r.text, r.calls, r.levels)
         }
         None => (extractive_summary(&passages, 8), 0, 0),

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use shirabe::answer::{check, extractive, Backend, EndpointBackend, LocalBackend};
+use shirabe::answer::{check, extractive, Backend};
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::tokens::TokenCounter;
 use shirabe::prompt::{pack, SYSTEM_PROMPT};
@@ -34,7 +34,7 @@ struct Server<'a> {
     a: &'a ServeArgs,
     backend: Option<&'a dyn Backend>,
     backend_name: Option<String>,
-    counter: TokenCounter,
+    counter: &'a TokenCounter,
     window: usize,
 }
 
@@ -46,56 +46,9 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         a.host
     );
     let index = ShirabeIndex::open(&s.index)?;
-    let endpoint = super::ask::endpoint_of(&a.b)?;
-    let generator = match &a.b.model {
-        Some(m) if !a.b.extractive && endpoint.is_none() => Some(
-            shirabe::models::generate::Generator::load(
-                m,
-                super::parse_dtype(&a.b.dtype, "--dtype")?,
-                &shirabe::models::default_device(),
-            )
-            .with_context(|| format!("loading the model {m}"))?,
-        ),
-        _ => None,
-    };
-    let counter = match &generator {
-        Some(g) => {
-            TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
-        }
-        None => TokenCounter::find(
-            index
-                .manifest
-                .as_ref()
-                .map(|m| m.tokenizer.source.as_str())
-                .filter(|s| std::path::Path::new(s).exists()),
-        )?,
-    };
-    let window =
-        a.b.ctx
-            .or(generator.as_ref().map(|g| g.context_window()))
-            .unwrap_or(131_072);
+    let writer = super::ask::Writer::new(&index, &a.b)?;
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let local;
-    let remote;
-    let backend: Option<&dyn Backend> = match (&generator, &endpoint) {
-        (Some(g), _) => {
-            local = LocalBackend {
-                generator: g,
-                cancel: &NEVER,
-                temperature: a.b.temperature,
-            };
-            Some(&local)
-        }
-        (None, Some(ep)) => {
-            remote = EndpointBackend {
-                endpoint: ep,
-                cancel: &NEVER,
-                temperature: a.b.temperature,
-            };
-            Some(&remote)
-        }
-        _ => None,
-    };
+    let boxed = writer.backend(&NEVER, a.b.temperature);
     let listener = TcpListener::bind((a.host.as_str(), a.port))
         .with_context(|| format!("binding {}:{}", a.host, a.port))?;
     let addr = listener.local_addr()?;
@@ -104,10 +57,10 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     let server = Server {
         s,
         a,
-        backend,
+        backend: boxed.as_deref(),
         backend_name: a.b.model.clone(),
-        counter,
-        window,
+        counter: &writer.counter,
+        window: writer.window,
     };
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
