@@ -238,7 +238,7 @@ impl Server<'_> {
         let packed = pack(
             &hits,
             &question,
-            &self.counter,
+            self.counter,
             self.window.saturating_sub(max_tokens),
             &[],
         );
