@@ -1402,3 +1402,43 @@ fn serve_answers_as_shirabe_and_passes_other_models_through() {
     local.kill().unwrap();
     local.wait().unwrap();
 }
+
+#[test]
+fn chat_answers_follow_ups_and_saves_the_conversation() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let md = sb.path().join("talk.md");
+    let mut child = sb
+        .cmd(&["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "How much was the budget for the Osaka warehouse expansion?\nWho prepares the tender documents?\n/save {}\n/quit\n",
+        md.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("1.8 million euros"), "{stdout}");
+    assert!(
+        stdout.contains("Kenji Sato will prepare the tender documents"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("saved 2 turns"), "{stdout}");
+    let saved = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        saved.contains("## Who prepares the tender documents?"),
+        "{saved}"
+    );
+    assert!(saved.contains("meeting-minutes.pdf"), "{saved}");
+}

@@ -61,6 +61,8 @@ pub enum Command {
     Summarize(SummarizeArgs),
     /// Serve an OpenAI-compatible API (model "shirabe" answers from the index).
     Serve(ServeArgs),
+    /// A conversation: follow-up questions, /save FILE.md, /quit.
+    Chat(ChatArgs),
     /// Print the text of a file page by page, as the index sees it.
     Extract(ExtractArgs),
     /// Show what is in the index.
@@ -349,6 +351,17 @@ pub struct BackendArgs {
     /// Weight type of the model: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: String,
+}
+
+/// `chat`
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Passages to retrieve per question.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub passages: usize,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub b: BackendArgs,
 }
 
 /// `serve`

@@ -363,7 +363,7 @@ fn status(checked: &Checked, interrupted: bool) -> Status {
     }
 }
 
-fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Result<()> {
+pub(super) fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Result<()> {
     if !c.invalid.is_empty() {
         writeln!(
             out,
@@ -388,7 +388,12 @@ fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Result<()> {
     Ok(())
 }
 
-fn print_sources(out: &mut impl Write, st: &Style, p: &Packed, c: &Checked) -> Result<()> {
+pub(super) fn print_sources(
+    out: &mut impl Write,
+    st: &Style,
+    p: &Packed,
+    c: &Checked,
+) -> Result<()> {
     let mut cited: Vec<usize> = c.citations.iter().map(|x| x.n).collect();
     cited.sort();
     cited.dedup();

@@ -4,6 +4,7 @@
 pub mod args;
 mod ask;
 mod bench;
+mod chat;
 mod commands;
 mod eval;
 mod serve;
@@ -210,6 +211,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Ask(a) => ask::run(&settings, &a),
         Command::Summarize(a) => ask::summarize(&settings, &a),
         Command::Serve(a) => serve::run(&settings, &a),
+        Command::Chat(a) => chat::run(&settings, &a),
         Command::Extract(a) => commands::extract(&settings, &a),
         Command::Status(a) => commands::status(&settings, &a),
         Command::Embed(a) => commands::embed(&settings, &a),

@@ -1,0 +1,222 @@
+//! `shirabe chat`: questions and follow-ups in one session.
+//!
+//! Each line of input is a question (or `/save FILE.md`, `/quit`, `/help`).
+//! A follow-up ("and the second phase?", "それはいつ？") is retrieved
+//! together with the previous question, so its subject is found; the
+//! conversation so far goes into the prompt, oldest turns dropped first so
+//! that history takes at most a quarter of the window. Answers are checked
+//! and cited as in `ask`; `/save` writes the conversation with its sources
+//! as Markdown.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, Result};
+
+use shirabe::answer::{check, extractive};
+use shirabe::index::ShirabeIndex;
+use shirabe::prompt::{pack, Packed};
+use shirabe::retrieve::{self, DenseQuery, SearchRequest};
+
+use super::args::ChatArgs;
+use super::style::Style;
+use super::{Settings, Status};
+
+/// Words that make a short question lean on the one before it.
+const FOLLOW_UP: &[&str] = &[
+    "it", "its", "they", "them", "their", "that", "this", "those", "these", "he", "she", "there",
+    "then", "and", "also", "それ", "その", "これ", "この", "あれ", "它", "这", "那", "他们",
+];
+
+/// The retrieval query for `question` after `previous`.
+pub fn retrieval_query(question: &str, previous: Option<&str>) -> String {
+    let Some(prev) = previous else {
+        return question.to_string();
+    };
+    let lower = question.to_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    let leans = words.len() <= 6
+        || words
+            .iter()
+            .any(|w| FOLLOW_UP.contains(&w.trim_matches(|c: char| !c.is_alphanumeric())))
+        || FOLLOW_UP
+            .iter()
+            .any(|f| !f.is_ascii() && question.contains(f));
+    if leans {
+        format!("{prev} {question}")
+    } else {
+        question.to_string()
+    }
+}
+
+struct Turn {
+    question: String,
+    answer: String,
+    sources: Vec<String>,
+}
+
+pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let (mode, dense_backend) = super::commands::search_backend(s, &index, None)?;
+    let writer = super::ask::Writer::new(&index, &a.b)?;
+    let cancel = super::commands::interrupt_flag();
+    let backend = writer.backend(cancel, a.b.temperature);
+    let st = Style::new(s.color);
+    let interactive = std::io::stdin().is_terminal();
+    if interactive && !s.quiet {
+        eprintln!("shirabe chat — ask about the indexed documents; /save FILE.md, /quit");
+    }
+    let mut turns: Vec<Turn> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush()?;
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut out = std::io::stdout().lock();
+        match line
+            .split_once(' ')
+            .map_or((line, ""), |(c, r)| (c, r.trim()))
+        {
+            ("/quit" | "/exit", _) => break,
+            ("/help", _) => {
+                writeln!(
+                    out,
+                    "Type a question. /save FILE.md writes the conversation; /quit ends."
+                )?;
+                continue;
+            }
+            ("/save", path) => {
+                anyhow::ensure!(!path.is_empty(), "/save needs a file name");
+                save(path, &turns)?;
+                writeln!(out, "saved {} turns to {path}", turns.len())?;
+                continue;
+            }
+            _ => {}
+        }
+        let question = line.to_string();
+        let query = retrieval_query(&question, turns.last().map(|t| t.question.as_str()));
+        let dense = match &dense_backend {
+            Some((e, store)) => Some(DenseQuery {
+                store: store.as_ref(),
+                vector: e
+                    .embed(&[query.as_str()], true, 1)?
+                    .pop()
+                    .context("no vector")?,
+            }),
+            None => None,
+        };
+        let req = SearchRequest {
+            mode,
+            ..SearchRequest::new(query.clone(), a.passages)
+        };
+        let hits = match retrieve::search(&index, &req, dense.as_ref()) {
+            Ok(h) => h,
+            Err(shirabe::Error::Query(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        // History within a quarter of the window, newest kept.
+        let mut history: Vec<(String, String)> = Vec::new();
+        let mut used = 0;
+        for t in turns.iter().rev() {
+            let cost = writer.counter.count(&t.question) + writer.counter.count(&t.answer) + 16;
+            if used + cost > writer.window / 4 {
+                break;
+            }
+            used += cost;
+            history.insert(0, (t.question.clone(), t.answer.clone()));
+        }
+        let budget = writer.window.saturating_sub(a.b.max_tokens);
+        let packed = pack(&hits, &question, &writer.counter, budget, &history);
+        let raw = match (&writer.generator, &backend) {
+            (Some(g), _) if !packed.passages.is_empty() => {
+                // The packed prompt carries the history for a local model.
+                let ids = g.encode(&packed.prompt)?;
+                let params = shirabe::models::generate::SamplingParams {
+                    max_tokens: a.b.max_tokens,
+                    temperature: a.b.temperature,
+                    ..Default::default()
+                };
+                g.generate(&ids, &params, cancel, |_| {})?.text
+            }
+            (None, Some(b)) if !packed.passages.is_empty() => {
+                let earlier: String = history
+                    .iter()
+                    .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
+                    .collect();
+                b.complete(
+                    shirabe::prompt::SYSTEM_PROMPT,
+                    &format!("{earlier}{}", packed.user),
+                    a.b.max_tokens,
+                )?
+            }
+            _ => extractive(&question, &packed.passages, 5),
+        };
+        let checked = check(&raw, &packed.passages);
+        let answer = if checked.answer.trim().is_empty() {
+            "The indexed documents do not seem to contain an answer to this question.".to_string()
+        } else {
+            checked.answer.trim().to_string()
+        };
+        writeln!(out, "{answer}")?;
+        super::ask::print_checks(&mut out, &st, &checked)?;
+        super::ask::print_sources(&mut out, &st, &packed, &checked)?;
+        writeln!(out)?;
+        out.flush()?;
+        turns.push(Turn {
+            question,
+            answer,
+            sources: sources_of(&packed, &checked),
+        });
+        cancel.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Status::Success)
+}
+
+fn sources_of(p: &Packed, c: &shirabe::answer::Checked) -> Vec<String> {
+    let mut cited: Vec<usize> = c.citations.iter().map(|x| x.n).collect();
+    cited.sort();
+    cited.dedup();
+    cited
+        .into_iter()
+        .map(|n| {
+            let x = &p.passages[n - 1];
+            format!("[{n}] {} — {} ({})", x.title, x.pages(), x.path)
+        })
+        .collect()
+}
+
+fn save(path: &str, turns: &[Turn]) -> Result<()> {
+    let mut md = String::from("# shirabe chat\n");
+    for t in turns {
+        md.push_str(&format!("\n## {}\n\n{}\n", t.question, t.answer));
+        if !t.sources.is_empty() {
+            md.push_str("\nSources:\n\n");
+            for s in &t.sources {
+                md.push_str(&format!("- {s}\n"));
+            }
+        }
+    }
+    std::fs::write(path, md).with_context(|| format!("writing {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_ups_lean_on_the_previous_question() {
+        let prev = Some("What did the board decide about the Osaka warehouse?");
+        assert_eq!(retrieval_query("When?", None), "When?");
+        assert!(retrieval_query("And when does it start?", prev).starts_with("What did the board"));
+        assert!(retrieval_query("それはいつ決まりましたか", prev).starts_with("What did"));
+        let fresh = "How many data engineers were hired for the analytics team last quarter?";
+        assert_eq!(retrieval_query(fresh, prev), fresh);
+    }
+}
