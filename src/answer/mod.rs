@@ -187,6 +187,10 @@ pub struct CheckedCitation {
     pub quote: (usize, usize),
     /// The quoted text.
     pub quote_text: String,
+    /// Cosine similarity of the claim and the quote, when an embedding
+    /// model was at hand ([`add_similarity`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
 }
 
 /// A sentence whose citations do not support it.
@@ -345,6 +349,7 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
                 support,
                 quote,
                 quote_text,
+                similarity: None,
             });
         }
         if best < SUPPORT_THRESHOLD {
@@ -356,6 +361,39 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
     }
     out.answer = cleaned;
     out
+}
+
+/// Similarity at which a claim counts as supported by meaning even when
+/// its words differ (a paraphrase, a translation).
+pub const SIMILARITY_THRESHOLD: f32 = 0.6;
+
+/// Adds the embedding similarity of each cited claim and its quote, and
+/// clears the "unsupported" flag of claims their sources support by
+/// meaning. `embed` embeds passages (unit vectors).
+pub fn add_similarity(
+    c: &mut Checked,
+    embed: &dyn Fn(&[&str]) -> crate::Result<Vec<Vec<f32>>>,
+) -> crate::Result<()> {
+    if c.citations.is_empty() {
+        return Ok(());
+    }
+    let mut texts: Vec<&str> = Vec::with_capacity(2 * c.citations.len());
+    for x in &c.citations {
+        texts.push(&c.answer[x.sentence.0..x.sentence.1]);
+        texts.push(&x.quote_text);
+    }
+    let v = embed(&texts)?;
+    for (i, x) in c.citations.iter_mut().enumerate() {
+        let (a, b) = (&v[2 * i], &v[2 * i + 1]);
+        x.similarity = Some(a.iter().zip(b).map(|(p, q)| p * q).sum());
+    }
+    let citations = &c.citations;
+    c.unsupported.retain(|u| {
+        !citations.iter().any(|x| {
+            x.sentence == u.sentence && x.similarity.is_some_and(|s| s >= SIMILARITY_THRESHOLD)
+        })
+    });
+    Ok(())
 }
 
 /// The sentence of `text` sharing the most terms with `words`.
@@ -496,6 +534,34 @@ mod tests {
         assert_eq!(c.unsupported.len(), 1);
         let (s, e) = c.unsupported[0].sentence;
         assert!(c.answer[s..e].contains("cheese"));
+    }
+
+    #[test]
+    fn similarity_clears_paraphrases_only() {
+        let passages = vec![passage(1, "The board approved the budget.")];
+        let mut c = check(
+            "Spending got the green light [1]. Cheese is blue [1].",
+            &passages,
+        );
+        assert_eq!(c.unsupported.len(), 2);
+        // A fake embedder: the paraphrase and the quote point the same way.
+        let embed = |texts: &[&str]| -> crate::Result<Vec<Vec<f32>>> {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    if t.contains("green light") || t.contains("approved") {
+                        vec![1.0, 0.0]
+                    } else {
+                        vec![0.0, 1.0]
+                    }
+                })
+                .collect())
+        };
+        add_similarity(&mut c, &embed).unwrap();
+        assert_eq!(c.unsupported.len(), 1);
+        let (s, e) = c.unsupported[0].sentence;
+        assert!(c.answer[s..e].contains("Cheese"));
+        assert!(c.citations[0].similarity.unwrap() > 0.99);
     }
 
     #[test]

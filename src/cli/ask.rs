@@ -167,7 +167,12 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             _ => (extractive(&question, &packed.passages, 5), None, false),
         },
     };
-    let checked = check(&raw, &packed.passages);
+    let mut checked = check(&raw, &packed.passages);
+    // With an embedding model at hand, paraphrased claims are checked by
+    // meaning too.
+    if let Some((embedder, _)) = &backend {
+        shirabe::answer::add_similarity(&mut checked, &|t| embedder.embed(t, false, 8))?;
+    }
     let answer_secs = t0.elapsed().as_secs_f64();
     if a.json {
         let v = json!({
