@@ -363,6 +363,9 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
     out
 }
 
+/// Embeds texts as unit vectors.
+pub type EmbedFn<'a> = &'a dyn Fn(&[&str]) -> crate::Result<Vec<Vec<f32>>>;
+
 /// Similarity at which a claim counts as supported by meaning even when
 /// its words differ (a paraphrase, a translation).
 pub const SIMILARITY_THRESHOLD: f32 = 0.6;
@@ -370,10 +373,7 @@ pub const SIMILARITY_THRESHOLD: f32 = 0.6;
 /// Adds the embedding similarity of each cited claim and its quote, and
 /// clears the "unsupported" flag of claims their sources support by
 /// meaning. `embed` embeds passages (unit vectors).
-pub fn add_similarity(
-    c: &mut Checked,
-    embed: &dyn Fn(&[&str]) -> crate::Result<Vec<Vec<f32>>>,
-) -> crate::Result<()> {
+pub fn add_similarity(c: &mut Checked, embed: EmbedFn<'_>) -> crate::Result<()> {
     if c.citations.is_empty() {
         return Ok(());
     }
