@@ -420,6 +420,29 @@ mod tests {
     }
 
     #[test]
+    fn rendered_prompt_snapshot() {
+        // The estimate keeps the snapshot independent of the fetched
+        // tokenizer; the layout is what is pinned here.
+        let hits = vec![
+            hit(
+                "minutes",
+                0,
+                1,
+                "The board approved the budget of 1.8 million euros.",
+            ),
+            hit("report", 3, 4, "Operating costs fell by 3 percent."),
+        ];
+        let p = pack(
+            &hits,
+            "What was approved?",
+            &TokenCounter::Estimate,
+            10_000,
+            &[],
+        );
+        insta::assert_snapshot!(p.prompt);
+    }
+
+    #[test]
     fn fences_cannot_be_closed_from_inside_a_document() {
         let hits = vec![hit(
             "x",
