@@ -12,7 +12,7 @@ use shirabe::answer::{check, extractive, Checked};
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::tokens::TokenCounter;
 use shirabe::prompt::{pack, Packed};
-use shirabe::retrieve::{self, DenseQuery, Mode, SearchRequest};
+use shirabe::retrieve::{self, Mode};
 
 use super::args::{AskArgs, BackendArgs};
 use super::style::Style;
@@ -28,26 +28,14 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
     let (mode, backend) = super::commands::search_backend(s, &index, asked)?;
-    let dense = match &backend {
-        Some((embedder, store)) => Some(DenseQuery {
-            store: store.as_ref(),
-            vector: embedder
-                .embed(&[question.as_str()], true, 1)?
-                .pop()
-                .context("the embedder returned no vector")?,
-        }),
-        None => None,
-    };
-    let req = SearchRequest {
+    let hits = super::commands::retrieve_passages(
+        &index,
         mode,
-        doc_glob: a.doc.clone(),
-        ..SearchRequest::new(question.clone(), a.passages)
-    };
-    let hits = match retrieve::search(&index, &req, dense.as_ref()) {
-        Ok(h) => h,
-        Err(shirabe::Error::Query(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
+        backend.as_ref(),
+        &question,
+        a.passages,
+        a.doc.clone(),
+    )?;
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
@@ -451,21 +439,8 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         }
         (None, Some(q)) => {
             let (mode, backend) = super::commands::search_backend(s, &index, None)?;
-            let dense = match &backend {
-                Some((e, store)) => Some(DenseQuery {
-                    store: store.as_ref(),
-                    vector: e
-                        .embed(&[q.as_str()], true, 1)?
-                        .pop()
-                        .context("no vector")?,
-                }),
-                None => None,
-            };
-            let req = SearchRequest {
-                mode,
-                ..SearchRequest::new(q.clone(), 40)
-            };
-            let mut hits = retrieve::search(&index, &req, dense.as_ref())?;
+            let mut hits =
+                super::commands::retrieve_passages(&index, mode, backend.as_ref(), q, 40, None)?;
             // In document and page order, so the summary reads in order.
             hits.sort_by(|x, y| (&x.path, x.page_start).cmp(&(&y.path, y.page_start)));
             hits

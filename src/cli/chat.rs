@@ -15,7 +15,6 @@ use anyhow::{Context, Result};
 use shirabe::answer::{check, extractive};
 use shirabe::index::ShirabeIndex;
 use shirabe::prompt::{pack, Packed};
-use shirabe::retrieve::{self, DenseQuery, SearchRequest};
 
 use super::args::ChatArgs;
 use super::style::Style;
@@ -102,25 +101,14 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         }
         let question = line.to_string();
         let query = retrieval_query(&question, turns.last().map(|t| t.question.as_str()));
-        let dense = match &dense_backend {
-            Some((e, store)) => Some(DenseQuery {
-                store: store.as_ref(),
-                vector: e
-                    .embed(&[query.as_str()], true, 1)?
-                    .pop()
-                    .context("no vector")?,
-            }),
-            None => None,
-        };
-        let req = SearchRequest {
+        let hits = super::commands::retrieve_passages(
+            &index,
             mode,
-            ..SearchRequest::new(query.clone(), a.passages)
-        };
-        let hits = match retrieve::search(&index, &req, dense.as_ref()) {
-            Ok(h) => h,
-            Err(shirabe::Error::Query(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+            dense_backend.as_ref(),
+            &query,
+            a.passages,
+            None,
+        )?;
         // History within a quarter of the window, newest kept.
         let mut history: Vec<(String, String)> = Vec::new();
         let mut used = 0;

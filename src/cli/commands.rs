@@ -643,6 +643,39 @@ pub(super) fn search_backend(
     }
 }
 
+/// The passages for a question: the query embedded when there is a dense
+/// backend, searched in `mode`; a query without searchable words finds
+/// nothing (rather than failing).
+pub(super) fn retrieve_passages(
+    index: &ShirabeIndex,
+    mode: Mode,
+    backend: Option<&DenseBackend>,
+    query: &str,
+    limit: usize,
+    doc_glob: Option<String>,
+) -> Result<Vec<retrieve::Hit>> {
+    let dense = match backend {
+        Some((embedder, store)) => Some(DenseQuery {
+            store: store.as_ref(),
+            vector: embedder
+                .embed(&[query], true, 1)?
+                .pop()
+                .context("the embedder returned no vector")?,
+        }),
+        None => None,
+    };
+    let req = SearchRequest {
+        mode,
+        doc_glob,
+        ..SearchRequest::new(query, limit)
+    };
+    match retrieve::search(index, &req, dense.as_ref()) {
+        Ok(h) => Ok(h),
+        Err(shirabe::Error::Query(_)) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let asked = a.mode.as_deref().map(Mode::parse).transpose()?;

@@ -21,7 +21,6 @@ use shirabe::answer::{check, extractive, Backend};
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::tokens::TokenCounter;
 use shirabe::prompt::{pack, SYSTEM_PROMPT};
-use shirabe::retrieve::{self, DenseQuery, SearchRequest};
 
 use super::args::ServeArgs;
 use super::{Settings, Status};
@@ -216,25 +215,14 @@ impl Server<'_> {
         let question = text_of("user").last().cloned().context("no user message")?;
         let index = ShirabeIndex::open(&self.s.index)?;
         let (mode, dense_backend) = super::commands::search_backend(self.s, &index, None)?;
-        let dense = match &dense_backend {
-            Some((e, store)) => Some(DenseQuery {
-                store: store.as_ref(),
-                vector: e
-                    .embed(&[question.as_str()], true, 1)?
-                    .pop()
-                    .context("no vector")?,
-            }),
-            None => None,
-        };
-        let req = SearchRequest {
+        let hits = super::commands::retrieve_passages(
+            &index,
             mode,
-            ..SearchRequest::new(question.clone(), self.a.passages)
-        };
-        let hits = match retrieve::search(&index, &req, dense.as_ref()) {
-            Ok(h) => h,
-            Err(shirabe::Error::Query(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+            dense_backend.as_ref(),
+            &question,
+            self.a.passages,
+            None,
+        )?;
         let packed = pack(
             &hits,
             &question,

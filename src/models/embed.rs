@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Device};
 
-use super::qwen3::{l2_normalize, Cache, Model};
+use super::qwen3::{l2_normalize, left_padded, Cache, Model};
 use crate::{Error, Result};
 
 /// The instruction for search queries.
@@ -194,18 +194,7 @@ impl Embedder {
         let mut out = vec![Vec::new(); ids.len()];
         let mut cache = Cache::new(&self.model, DType::F32);
         for group in order.chunks(batch.max(1)) {
-            let width = group.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
-            let mut rows = Vec::with_capacity(group.len());
-            let mut valid = Vec::with_capacity(group.len());
-            for &i in group {
-                let pad = width - ids[i].len();
-                let mut row = vec![0u32; pad];
-                row.extend_from_slice(&ids[i]);
-                let mut v = vec![false; pad];
-                v.extend(std::iter::repeat_n(true, ids[i].len()));
-                rows.push(row);
-                valid.push(v);
-            }
+            let (rows, valid) = left_padded(ids, group);
             cache.reset();
             let hidden = self.model.forward(&rows, &valid, &mut cache)?;
             let mut pooled = Model::last_hidden(&hidden)?;

@@ -721,6 +721,23 @@ impl Model {
     }
 }
 
+/// The rows `group` of `ids`, left-padded to one width, with the mask that
+/// marks real tokens (what [`Model::forward`] takes for a batch).
+pub fn left_padded(ids: &[Vec<u32>], group: &[usize]) -> (Vec<Vec<u32>>, Vec<Vec<bool>>) {
+    let width = group.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
+    group
+        .iter()
+        .map(|&i| {
+            let pad = width - ids[i].len();
+            let mut row = vec![0u32; pad];
+            row.extend_from_slice(&ids[i]);
+            let mut valid = vec![false; pad];
+            valid.extend(std::iter::repeat_n(true, ids[i].len()));
+            (row, valid)
+        })
+        .unzip()
+}
+
 /// L2-normalises the rows of a (b, n) tensor.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Device, IndexOp};
 
-use super::qwen3::{Cache, Model};
+use super::qwen3::{left_padded, Cache, Model};
 use crate::{Error, Result};
 
 /// The default instruction.
@@ -112,18 +112,7 @@ impl Reranker {
         let mut out = vec![0f32; ids.len()];
         let mut cache = Cache::new(&self.model, DType::F32);
         for group in order.chunks(self.batch.max(1)) {
-            let width = group.iter().map(|&i| ids[i].len()).max().unwrap_or(1);
-            let mut rows = Vec::with_capacity(group.len());
-            let mut valid = Vec::with_capacity(group.len());
-            for &i in group {
-                let pad = width - ids[i].len();
-                let mut row = vec![0u32; pad];
-                row.extend_from_slice(&ids[i]);
-                let mut v = vec![false; pad];
-                v.extend(std::iter::repeat_n(true, ids[i].len()));
-                rows.push(row);
-                valid.push(v);
-            }
+            let (rows, valid) = left_padded(ids, group);
             cache.reset();
             let hidden = self.model.forward(&rows, &valid, &mut cache)?;
             let logits = self.model.logits(&Model::last_hidden(&hidden)?)?;
