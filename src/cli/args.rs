@@ -625,6 +625,25 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Time to first token of `ask`'s prompt (packing, tokenizing, prefill)
+    /// with a random-weight model in real shapes, at several windows.
+    Ttft {
+        /// qwen3-0.6b or qwen3-4b.
+        #[arg(long, default_value = "qwen3-0.6b")]
+        preset: String,
+        /// Weight type: f32, bf16 or f16.
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Windows in tokens, comma-separated.
+        #[arg(long, default_value = "1024,4096,8192")]
+        ctx: String,
+        /// The tokenizer.json.
+        #[arg(long, default_value = "corpora/models/qwen3-tokenizer/tokenizer.json")]
+        tokenizer: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Context packing time for a full window of retrieved passages, with
     /// the real Qwen3 tokenizer.
     Pack {

@@ -138,6 +138,13 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             dir,
             json,
         } => search(s, *chunks, *queries, dir.as_ref(), *json),
+        BenchWhat::Ttft {
+            preset,
+            dtype,
+            ctx,
+            tokenizer,
+            json,
+        } => ttft_bench(preset, dtype, &list(ctx, "--ctx")?, tokenizer, *json),
         BenchWhat::Pack {
             ctx,
             passages,
@@ -182,17 +189,11 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
     }
 }
 
-fn pack_bench(ctx: usize, n: usize, tokenizer: &std::path::Path, json: bool) -> Result<Status> {
-    use shirabe::ingest::tokens::TokenCounter;
+/// `n` retrieved passages of ~520 tokens over 37 documents.
+fn synthetic_hits(n: usize) -> Vec<shirabe::retrieve::Hit> {
     use shirabe::retrieve::{Explain, Hit};
-    anyhow::ensure!(
-        tokenizer.is_file(),
-        "{}: no tokenizer (run corpora/fetch-qwen-tokenizer.sh)",
-        tokenizer.display()
-    );
-    let counter = TokenCounter::load(tokenizer)?;
     let mut rng = Rng(0xfeed);
-    let hits: Vec<Hit> = (0..n)
+    (0..n)
         .map(|i| {
             let text: Vec<String> = (0..40)
                 .map(|_| {
@@ -217,7 +218,81 @@ fn pack_bench(ctx: usize, n: usize, tokenizer: &std::path::Path, json: bool) -> 
                 neighbors: Vec::new(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Time to first token of a packed prompt with a random-weight model in
+/// real shapes: packing, tokenizing and prefill, at several windows.
+fn ttft_bench(
+    preset: &str,
+    dtype: &str,
+    ctxs: &[usize],
+    tokenizer: &std::path::Path,
+    json: bool,
+) -> Result<Status> {
+    use candle_core::Device;
+    use shirabe::ingest::tokens::TokenCounter;
+    use shirabe::models::generate::{Generator, SamplingParams};
+    use shirabe::models::qwen3::Model;
+    use shirabe::models::weights::Random;
+    anyhow::ensure!(
+        tokenizer.is_file(),
+        "{}: no tokenizer (run corpora/fetch-qwen-tokenizer.sh)",
+        tokenizer.display()
+    );
+    let tok = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let counter = TokenCounter::from_tokenizer(tok.clone(), tokenizer);
+    let cfg = preset_config(preset)?;
+    let dt = super::parse_dtype(dtype, "--dtype")?;
+    let generator = Generator::new(Model::new(&cfg, &Random::new(dt, &Device::Cpu))?, tok);
+    let hits = synthetic_hits(400);
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    for &ctx in ctxs {
+        let t = Instant::now();
+        let packed =
+            shirabe::prompt::pack(&hits, "What did the board decide?", &counter, ctx - 64, &[]);
+        let ids = generator.encode(&packed.prompt)?;
+        let pack_s = t.elapsed().as_secs_f64();
+        let params = SamplingParams {
+            max_tokens: 1,
+            ..Default::default()
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let t = Instant::now();
+        generator.generate(&ids, &params, &stop, |_| {})?;
+        let first = t.elapsed().as_secs_f64();
+        let row = json!({"ctx": ctx, "prompt_tokens": ids.len(), "pack_and_tokenize_s": pack_s,
+                         "prefill_and_first_token_s": first, "ttft_s": pack_s + first,
+                         "prefill_tokens_per_s": ids.len() as f64 / first});
+        if !json {
+            writeln!(
+                out,
+                "{preset} {dtype}: {} prompt tokens: pack+tokenize {pack_s:.2}s, prefill+first token {first:.1}s ({:.0} tokens/s) → time to first token {:.1}s",
+                ids.len(),
+                ids.len() as f64 / first,
+                pack_s + first
+            )?;
+            out.flush()?;
+        }
+        rows.push(row);
+    }
+    if json {
+        serde_json::to_writer(&mut out, &rows)?;
+        writeln!(out)?;
+    }
+    Ok(Status::Success)
+}
+
+fn pack_bench(ctx: usize, n: usize, tokenizer: &std::path::Path, json: bool) -> Result<Status> {
+    use shirabe::ingest::tokens::TokenCounter;
+    anyhow::ensure!(
+        tokenizer.is_file(),
+        "{}: no tokenizer (run corpora/fetch-qwen-tokenizer.sh)",
+        tokenizer.display()
+    );
+    let counter = TokenCounter::load(tokenizer)?;
+    let hits = synthetic_hits(n);
     let budget = ctx - 1024;
     let t = Instant::now();
     let cpu0 = cpu_seconds();
