@@ -1351,6 +1351,10 @@ fn serve_answers_as_shirabe_and_passes_other_models_through() {
         sse.contains("chat.completion.chunk") && sse.trim_end().ends_with("data: [DONE]"),
         "{sse}"
     );
+    assert!(
+        sse.contains("Sources:") && sse.contains("\"finish_reason\":\"stop\""),
+        "{sse}"
+    );
     // Another model with none configured: a clear error, not a hang.
     let (code, body) = http(
         &url,

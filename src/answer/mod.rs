@@ -18,7 +18,19 @@ pub mod summarize;
 pub trait Backend {
     /// One chat turn: `system` instructions, `user` content; at most
     /// `max_tokens` tokens back.
-    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String>;
+    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String> {
+        self.stream(system, user, max_tokens, &mut |_| {})
+    }
+
+    /// [`Backend::complete`], handing each piece of text to `on_text` as it
+    /// is produced.
+    fn stream(
+        &self,
+        system: &str,
+        user: &str,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> crate::Result<String>;
 }
 
 /// A local Qwen model as a [`Backend`].
@@ -32,7 +44,13 @@ pub struct LocalBackend<'a> {
 }
 
 impl Backend for LocalBackend<'_> {
-    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String> {
+    fn stream(
+        &self,
+        system: &str,
+        user: &str,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> crate::Result<String> {
         let prompt = self.generator.chat_prompt(Some(system), user);
         let ids = self.generator.encode(&prompt)?;
         let params = crate::models::generate::SamplingParams {
@@ -42,7 +60,7 @@ impl Backend for LocalBackend<'_> {
         };
         Ok(self
             .generator
-            .generate(&ids, &params, self.cancel, |_| {})?
+            .generate(&ids, &params, self.cancel, |t| on_text(t))?
             .text)
     }
 }
@@ -58,7 +76,13 @@ pub struct EndpointBackend<'a> {
 }
 
 impl Backend for EndpointBackend<'_> {
-    fn complete(&self, system: &str, user: &str, max_tokens: usize) -> crate::Result<String> {
+    fn stream(
+        &self,
+        system: &str,
+        user: &str,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> crate::Result<String> {
         self.endpoint
             .complete(
                 system,
@@ -66,7 +90,7 @@ impl Backend for EndpointBackend<'_> {
                 max_tokens,
                 self.temperature,
                 self.cancel,
-                |_| {},
+                |t| on_text(t),
             )
             .map(|c| c.text)
             .map_err(|e| crate::Error::Model(e.to_string()))

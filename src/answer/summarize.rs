@@ -187,7 +187,13 @@ mod tests {
     }
 
     impl Backend for Scripted {
-        fn complete(&self, system: &str, user: &str, _max: usize) -> Result<String> {
+        fn stream(
+            &self,
+            system: &str,
+            user: &str,
+            _max: usize,
+            _on_text: &mut dyn FnMut(&str),
+        ) -> Result<String> {
             self.calls
                 .borrow_mut()
                 .push((system.to_string(), user.to_string()));

@@ -5,7 +5,8 @@
 //! with retrieval, packing, the configured backend (or an extractive
 //! answer) and checked citations, the sources appended to the answer and
 //! the details under a `shirabe` key; any other model name passes straight
-//! to the configured backend. It listens on loopback unless told otherwise,
+//! to the configured backend. A streamed reply sends the text as the model
+//! writes it, then the sources (and any citations removed) in a last chunk. It listens on loopback unless told otherwise,
 //! and then only with a bearer token. Requests are served one at a time
 //! (the model is the bottleneck); a plain HTTP/1.1 loop on the standard
 //! library is all it needs.
@@ -70,6 +71,16 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         }
     }
     Ok(Status::Success)
+}
+
+/// A finished answer.
+struct Reply {
+    /// The whole text (citations checked, sources appended).
+    content: String,
+    /// What a stream sends after the generated text.
+    appendix: String,
+    /// Citation details (model `shirabe`).
+    extra: Value,
 }
 
 struct Request {
@@ -171,8 +182,11 @@ impl Server<'_> {
                         )
                     }
                 };
-                match self.complete(&body) {
-                    Ok((content, extra)) => self.send(&stream, &body, &content, extra),
+                if body["stream"].as_bool() == Some(true) {
+                    return self.stream_reply(&stream, &body);
+                }
+                match self.complete(&body, &mut |_| {}) {
+                    Ok(r) => self.send(&stream, &body, &r.content, r.extra),
                     Err(e) => respond(
                         &stream,
                         500,
@@ -190,8 +204,8 @@ impl Server<'_> {
         }
     }
 
-    /// The answer text and, for model `shirabe`, the citation details.
-    fn complete(&self, body: &Value) -> Result<(String, Value)> {
+    /// The answer; generated text goes to `sink` as it comes.
+    fn complete(&self, body: &Value, sink: &mut dyn FnMut(&str)) -> Result<Reply> {
         let model = body["model"].as_str().unwrap_or(SHIRABE_MODEL);
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let text_of = |role: &str| -> Vec<String> {
@@ -210,7 +224,12 @@ impl Server<'_> {
             )?;
             let system = text_of("system").join("\n");
             let user = text_of("user").last().cloned().unwrap_or_default();
-            return Ok((backend.complete(&system, &user, max_tokens)?, Value::Null));
+            let text = backend.stream(&system, &user, max_tokens, sink)?;
+            return Ok(Reply {
+                content: text,
+                appendix: String::new(),
+                extra: Value::Null,
+            });
         }
         let question = text_of("user").last().cloned().context("no user message")?;
         let index = ShirabeIndex::open(&self.s.index)?;
@@ -232,9 +251,18 @@ impl Server<'_> {
         );
         let raw = match self.backend {
             Some(b) if !packed.passages.is_empty() => {
-                b.complete(SYSTEM_PROMPT, &packed.user, max_tokens)?
+                b.stream(SYSTEM_PROMPT, &packed.user, max_tokens, sink)?
             }
-            _ => extractive(&question, &packed.passages, 5),
+            _ => {
+                let text = extractive(&question, &packed.passages, 5);
+                let shown = if text.is_empty() {
+                    "The indexed documents do not seem to contain an answer to this question."
+                } else {
+                    text.as_str()
+                };
+                sink(shown);
+                text
+            }
         };
         let checked = check(&raw, &packed.passages);
         let mut content = if checked.answer.trim().is_empty() {
@@ -242,16 +270,33 @@ impl Server<'_> {
         } else {
             checked.answer.clone()
         };
+        // What follows the streamed text: notes on removed citations, and
+        // the sources.
+        let mut appendix = String::new();
+        if !checked.invalid.is_empty() {
+            appendix.push_str(&format!(
+                "\n\n(removed citations to passages that do not exist: {})",
+                checked
+                    .invalid
+                    .iter()
+                    .map(|n| format!("[{n}]"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         let mut cited: Vec<usize> = checked.citations.iter().map(|c| c.n).collect();
         cited.sort();
         cited.dedup();
+        let mut sources = String::new();
         if !cited.is_empty() {
-            content.push_str("\n\nSources:\n");
+            sources.push_str("\n\nSources:\n");
             for n in &cited {
                 let p = &packed.passages[n - 1];
-                content.push_str(&format!("[{n}] {} — {}\n", p.title, p.pages()));
+                sources.push_str(&format!("[{n}] {} — {}\n", p.title, p.pages()));
             }
         }
+        content.push_str(&sources);
+        appendix.push_str(&sources);
         let extra = json!({
             "citations": checked.citations,
             "invalid_citations": checked.invalid,
@@ -259,32 +304,68 @@ impl Server<'_> {
             "passages": packed.passages,
             "context_tokens": packed.tokens,
         });
-        Ok((content, extra))
+        Ok(Reply {
+            content,
+            appendix,
+            extra,
+        })
+    }
+
+    /// A streamed reply: text as the model writes it, then the appendix
+    /// (sources, removed citations), the finish chunk and `[DONE]`.
+    fn stream_reply(&self, stream: &TcpStream, body: &Value) -> Result<()> {
+        let model = body["model"].as_str().unwrap_or(SHIRABE_MODEL).to_string();
+        let created = shirabe::ingest::now_secs();
+        let id = format!("chatcmpl-{created}");
+        let mut w = stream;
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+        )?;
+        let chunk = |delta: Value, finish: Value| {
+            let c = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            format!("data: {c}\n\n")
+        };
+        let mut first = true;
+        let mut failed = false;
+        let mut sink = |piece: &str| {
+            let delta = if first {
+                json!({"role": "assistant", "content": piece})
+            } else {
+                json!({"content": piece})
+            };
+            first = false;
+            if !failed
+                && w.write_all(chunk(delta, Value::Null).as_bytes())
+                    .and_then(|_| w.flush())
+                    .is_err()
+            {
+                failed = true;
+            }
+        };
+        match self.complete(body, &mut sink) {
+            Ok(r) => {
+                if !r.appendix.is_empty() {
+                    sink(&r.appendix);
+                }
+                w.write_all(chunk(json!({}), json!("stop")).as_bytes())?;
+            }
+            Err(e) => {
+                w.write_all(format!("data: {}\n\n", error_json(&format!("{e:#}"))).as_bytes())?;
+            }
+        }
+        w.write_all(b"data: [DONE]\n\n")?;
+        w.flush()?;
+        Ok(())
     }
 
     fn send(&self, stream: &TcpStream, body: &Value, content: &str, extra: Value) -> Result<()> {
         let model = body["model"].as_str().unwrap_or(SHIRABE_MODEL);
         let created = shirabe::ingest::now_secs();
         let id = format!("chatcmpl-{created}");
-        if body["stream"].as_bool() == Some(true) {
-            // The answer is checked before it is sent, so it arrives as one
-            // chunk (then the finish chunk).
-            let mut sse = String::new();
-            for delta in [json!({"role": "assistant", "content": content}), json!({})] {
-                let finish = if delta.as_object().is_some_and(|o| o.is_empty()) {
-                    json!("stop")
-                } else {
-                    Value::Null
-                };
-                let chunk = json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                });
-                sse.push_str(&format!("data: {chunk}\n\n"));
-            }
-            sse.push_str("data: [DONE]\n\n");
-            return respond(stream, 200, "text/event-stream", &sse);
-        }
         let mut v = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
