@@ -1446,3 +1446,38 @@ fn chat_answers_follow_ups_and_saves_the_conversation() {
     );
     assert!(saved.contains("meeting-minutes.pdf"), "{saved}");
 }
+
+#[test]
+fn chat_lets_the_model_rewrite_follow_ups() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let replies = vec![
+        sse(&["The budget was 1.8 million euros [1]."]),
+        sse(&["Kenji Sato tender documents"]),
+        sse(&["Kenji Sato prepares them [1]."]),
+    ];
+    let (url, seen) = mock_server(replies);
+    let mut child = sb
+        .cmd(&["chat", "--endpoint", &url, "--model", "m"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What was the Osaka warehouse budget?\nAnd who prepares them?\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Kenji Sato prepares them"), "{stdout}");
+    let reqs = seen.lock().unwrap();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs[1].contains("Rewrite the follow-up"), "{}", reqs[1]);
+    // The answer call carries the earlier turn.
+    assert!(reqs[2].contains("Earlier question: What was the Osaka warehouse budget?"));
+}

@@ -1,8 +1,9 @@
 //! `shirabe chat`: questions and follow-ups in one session.
 //!
 //! Each line of input is a question (or `/save FILE.md`, `/quit`, `/help`).
-//! A follow-up ("and the second phase?", "それはいつ？") is retrieved
-//! together with the previous question, so its subject is found; the
+//! A follow-up ("and the second phase?", "それはいつ？") is rewritten into a
+//! standalone query by the model when there is one, else retrieved together
+//! with the previous question, so its subject is found; the
 //! conversation so far goes into the prompt, oldest turns dropped first so
 //! that history takes at most a quarter of the window. Answers are checked
 //! and cited as in `ask`; `/save` writes the conversation with its sources
@@ -100,7 +101,30 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             _ => {}
         }
         let question = line.to_string();
-        let query = retrieval_query(&question, turns.last().map(|t| t.question.as_str()));
+        let previous = turns.last().map(|t| t.question.as_str());
+        let mut query = retrieval_query(&question, previous);
+        // With a model, a follow-up is rewritten into a standalone query
+        // (the rule above stays the fallback).
+        if let (Some(b), Some(prev)) = (&backend, previous) {
+            if query != question {
+                let prompt = format!(
+                    "Earlier question: {prev}\nFollow-up: {question}\n\nRewrite the follow-up as one standalone search query, in its language. Reply with the query only."
+                );
+                if let Ok(q) =
+                    b.complete("You rewrite follow-up questions for search.", &prompt, 48)
+                {
+                    let q = q
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .trim_matches('"');
+                    if !q.is_empty() && q.len() < 300 {
+                        query = format!("{q} {question}");
+                    }
+                }
+            }
+        }
         let hits = super::commands::retrieve_passages(
             &index,
             mode,
