@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
-Exit status: 0 on success; 1 when a search finds nothing or some files could \
-not be ingested; 2 on error.
+Exit status: 0 on success; 1 when a search finds nothing, the documents do \
+not answer a question, or some files could not be ingested; 2 on error; 130 \
+when Ctrl-C stopped the work (what was done is kept).
 
 Examples:
   shirabe ingest corpora/sample
-  shirabe search \"Osaka warehouse\" -k 5
+  shirabe ask \"How much was the budget for the Osaka warehouse?\"
+  shirabe search \"Osaka warehouse\" -k 5 --explain
   shirabe search '\"budget approved\"' --doc '*minutes*' --json
   shirabe extract report.pdf | less";
 
@@ -71,7 +73,8 @@ pub enum Command {
     Models(ModelsArgs),
     /// Generate text with a Qwen model (streams to stdout).
     Generate(GenerateArgs),
-    /// Embed texts with a Qwen3-Embedding model; one JSON vector per line.
+    /// Embed texts with an embedding model (Qwen3-Embedding or
+    /// sentence-transformers); one JSON vector per line.
     Embed(EmbedArgs),
     /// Embed the indexed chunks that have no vector yet (resumable).
     EmbedIndex(EmbedIndexArgs),
