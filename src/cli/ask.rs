@@ -208,7 +208,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         }
     }
     print_checks(&mut out, &st, &checked)?;
-    print_sources(&mut out, &st, &packed, &checked)?;
+    print_sources(&mut out, &st, &packed.passages, &checked)?;
     out.flush()?;
     Ok(status(&checked, interrupted))
 }
@@ -384,7 +384,7 @@ pub(super) fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Res
 pub(super) fn print_sources(
     out: &mut impl Write,
     st: &Style,
-    p: &Packed,
+    passages: &[shirabe::prompt::Passage],
     c: &Checked,
 ) -> Result<()> {
     let mut cited: Vec<usize> = c.citations.iter().map(|x| x.n).collect();
@@ -395,7 +395,7 @@ pub(super) fn print_sources(
     }
     writeln!(out, "\n{}", st.bold("Sources"))?;
     for n in cited {
-        let passage = &p.passages[n - 1];
+        let passage = &passages[n - 1];
         let quote = c
             .citations
             .iter()
@@ -503,15 +503,6 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         );
     }
     print_checks(&mut out, &st, &checked)?;
-    let packed = Packed {
-        passages: passages.clone(),
-        prompt: String::new(),
-        user: String::new(),
-        tokens: 0,
-        budget: window,
-        documents: 1,
-        left_out: 0,
-    };
-    print_sources(&mut out, &st, &packed, &checked)?;
+    print_sources(&mut out, &st, &passages, &checked)?;
     Ok(Status::Success)
 }

@@ -178,7 +178,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         };
         writeln!(out, "{answer}")?;
         super::ask::print_checks(&mut out, &st, &checked)?;
-        super::ask::print_sources(&mut out, &st, &packed, &checked)?;
+        super::ask::print_sources(&mut out, &st, &packed.passages, &checked)?;
         writeln!(out)?;
         out.flush()?;
         turns.push(Turn {

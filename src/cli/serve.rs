@@ -30,8 +30,10 @@ use super::{Settings, Status};
 const SHIRABE_MODEL: &str = "shirabe";
 
 struct Server<'a> {
-    s: &'a Settings,
     a: &'a ServeArgs,
+    index: &'a ShirabeIndex,
+    mode: shirabe::retrieve::Mode,
+    dense: Option<&'a super::commands::DenseBackend>,
     backend: Option<&'a dyn Backend>,
     backend_name: Option<String>,
     counter: &'a TokenCounter,
@@ -54,9 +56,14 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}/v1");
     std::io::stdout().flush()?;
+    // The query embedder and vector store are loaded once, not per request
+    // (BM25 sees new commits anyway; restart to see new vectors).
+    let (mode, dense) = super::commands::search_backend(s, &index, None)?;
     let server = Server {
-        s,
         a,
+        index: &index,
+        mode,
+        dense: dense.as_ref(),
         backend: boxed.as_deref(),
         backend_name: a.b.model.clone(),
         counter: &writer.counter,
@@ -232,12 +239,10 @@ impl Server<'_> {
             });
         }
         let question = text_of("user").last().cloned().context("no user message")?;
-        let index = ShirabeIndex::open(&self.s.index)?;
-        let (mode, dense_backend) = super::commands::search_backend(self.s, &index, None)?;
         let hits = super::commands::retrieve_passages(
-            &index,
-            mode,
-            dense_backend.as_ref(),
+            self.index,
+            self.mode,
+            self.dense,
             &question,
             self.a.passages,
             None,

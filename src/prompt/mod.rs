@@ -56,6 +56,26 @@ pub struct Passage {
 }
 
 impl Passage {
+    /// A passage (not yet numbered) with `hit`'s source and pages.
+    fn of(hit: &Hit, text: String, chunk_ids: Vec<String>, rank: usize) -> Passage {
+        Passage {
+            n: 0,
+            path: hit.path.clone(),
+            title: hit.title.clone().unwrap_or_else(|| hit.path.clone()),
+            page_start: hit.page_start,
+            page_end: hit.page_end,
+            // The hit's label is that of its snippet page: only say it when
+            // that is the passage's one page.
+            page_label: hit
+                .page_label
+                .clone()
+                .filter(|_| hit.page == hit.page_start && hit.page_start == hit.page_end),
+            text,
+            chunk_ids,
+            rank,
+        }
+    }
+
     /// `p. 3`, `pp. 3–4`, with the printed label when it differs.
     pub fn pages(&self) -> String {
         let range = if self.page_start == self.page_end {
@@ -174,19 +194,10 @@ fn join_overlap(a: &str, b: &str) -> String {
 pub fn passages_of(hits: &[Hit]) -> Vec<Passage> {
     hits.iter()
         .enumerate()
-        .map(|(i, h)| Passage {
-            n: i + 1,
-            path: h.path.clone(),
-            title: h.title.clone().unwrap_or_else(|| h.path.clone()),
-            page_start: h.page_start,
-            page_end: h.page_end,
-            page_label: h
-                .page_label
-                .clone()
-                .filter(|_| h.page == h.page_start && h.page_start == h.page_end),
-            text: h.text.clone(),
-            chunk_ids: vec![h.chunk_id.clone()],
-            rank: i + 1,
+        .map(|(i, h)| {
+            let mut p = Passage::of(h, h.text.clone(), vec![h.chunk_id.clone()], i + 1);
+            p.n = i + 1;
+            p
         })
         .collect()
 }
@@ -249,22 +260,7 @@ pub fn pack(
     let mut taken: Vec<Passage> = Vec::new();
     let total = groups.len();
     for g in groups {
-        let mut p =
-            Passage {
-                n: 0,
-                path: g.hit.path.clone(),
-                title: g.hit.title.clone().unwrap_or_else(|| g.hit.path.clone()),
-                page_start: g.hit.page_start,
-                page_end: g.hit.page_end,
-                // The hit's label is that of its snippet page: only say it when
-                // that is the passage's one page.
-                page_label: g.hit.page_label.clone().filter(|_| {
-                    g.hit.page == g.hit.page_start && g.hit.page_start == g.hit.page_end
-                }),
-                text: g.text,
-                chunk_ids: g.chunk_ids,
-                rank: g.rank,
-            };
+        let mut p = Passage::of(&g.hit, g.text, g.chunk_ids, g.rank);
         p.n = taken.len() + 1;
         let cost = counter.count(&p.render());
         if used + cost <= budget {
