@@ -18,5 +18,6 @@ pub mod models;
 pub mod prompt;
 pub mod retrieve;
 pub mod samples;
+pub mod tui;
 
 pub use error::{Error, Result};

@@ -7,7 +7,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let mut args = cli::Cli::parse();
+    if args.command.is_none() {
+        // `shirabe` alone: the TUI in a terminal, the help elsewhere.
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            args =
+                cli::Cli::parse_from(std::env::args_os().chain([std::ffi::OsString::from("tui")]));
+        } else {
+            let _ = <cli::Cli as clap::CommandFactory>::command().print_help();
+            return ExitCode::from(2);
+        }
+    }
     // lopdf logs its own recoveries; shirabe reports per-file problems itself.
     tracing_subscriber::fmt()
         .with_env_filter(

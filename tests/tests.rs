@@ -1,6 +1,7 @@
 //! Integration tests: run the `shirabe` binary on the generated corpus.
 
 mod fuzz;
+mod tui;
 mod util;
 
 use std::time::Duration;

@@ -33,9 +33,9 @@ pub struct Cli {
     /// When to use colours (NO_COLOR is respected in auto mode).
     #[arg(long, global = true, value_enum, value_name = "WHEN")]
     pub color: Option<ColorChoice>,
-    /// The command to run.
+    /// The command to run (`tui` when none is given in a terminal).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Colour choice.
@@ -65,6 +65,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// A conversation: follow-up questions, /save FILE.md, /quit.
     Chat(ChatArgs),
+    /// The terminal UI: search as you type, ask with streaming cited
+    /// answers, preview the cited page, browse and ingest documents.
+    Tui(Box<TuiArgs>),
     /// Print the text of a file page by page, as the index sees it.
     Extract(ExtractArgs),
     /// Show what is in the index.
@@ -362,6 +365,24 @@ pub struct ChatArgs {
     /// Passages to retrieve per question.
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,
+    /// The model and how to run it.
+    #[command(flatten)]
+    pub b: BackendArgs,
+}
+
+/// `tui`
+#[derive(Debug, Args)]
+pub struct TuiArgs {
+    /// A query to start with.
+    #[arg(value_name = "QUERY")]
+    pub query: Vec<String>,
+    /// Passages to retrieve per question.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub passages: usize,
+    /// Leave the mouse to the terminal (text selection) instead of
+    /// scrolling panes with it.
+    #[arg(long)]
+    pub no_mouse: bool,
     /// The model and how to run it.
     #[command(flatten)]
     pub b: BackendArgs,

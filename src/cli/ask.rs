@@ -39,7 +39,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    let writer = Writer::new(&index, &a.b)?;
+    let writer = Writer::new(index.manifest.as_ref(), &a.b)?;
     let (generator, endpoint, counter) = (&writer.generator, &writer.endpoint, &writer.counter);
     let mut window = writer.window;
     // A local CPU prefills tens to hundreds of tokens per second: unless the
@@ -224,7 +224,10 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn new(index: &ShirabeIndex, b: &BackendArgs) -> Result<Writer> {
+    pub fn new(
+        manifest: Option<&shirabe::index::manifest::Manifest>,
+        b: &BackendArgs,
+    ) -> Result<Writer> {
         let endpoint = endpoint_of(b)?;
         let generator = match &b.model {
             Some(m) if !b.extractive && endpoint.is_none() => Some(
@@ -242,9 +245,7 @@ impl Writer {
                 TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
             }
             None => TokenCounter::find(
-                index
-                    .manifest
-                    .as_ref()
+                manifest
                     .map(|m| m.tokenizer.source.as_str())
                     .filter(|s| std::path::Path::new(s).exists()),
             )?,
@@ -422,11 +423,64 @@ pub(super) fn print_sources(
     Ok(())
 }
 
-/// `shirabe summarize DOC | --all QUERY`.
-pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status> {
+/// A summary and what it cost.
+pub(super) struct Summarized {
+    pub passages: Vec<shirabe::prompt::Passage>,
+    pub checked: Checked,
+    pub calls: usize,
+    pub levels: usize,
+    pub extractive: bool,
+}
+
+/// Summarizes the chunks `hits` (in reading order): map-reduce through the
+/// model when there is one, else the most characteristic sentences;
+/// citations checked.
+pub(super) fn summarize_hits(
+    hits: &[retrieve::Hit],
+    meeting: bool,
+    writer: &Writer,
+    b: &BackendArgs,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Summarized> {
     use shirabe::answer::summarize::{
         extractive_summary, summarize, MEETING_PROMPT, SUMMARY_PROMPT,
     };
+    let passages = shirabe::prompt::passages_of(hits);
+    anyhow::ensure!(
+        !passages.is_empty(),
+        "the document has no text in the index"
+    );
+    let task = if meeting {
+        MEETING_PROMPT
+    } else {
+        SUMMARY_PROMPT
+    };
+    let boxed = writer.backend(cancel, b.temperature);
+    let (text, calls, levels) = match boxed.as_deref() {
+        Some(m) => {
+            let r = summarize(
+                &passages,
+                task,
+                m,
+                &writer.counter,
+                writer.window,
+                b.max_tokens,
+            )?;
+            (r.text, r.calls, r.levels)
+        }
+        None => (extractive_summary(&passages, 8), 0, 0),
+    };
+    Ok(Summarized {
+        checked: check(&text, &passages),
+        passages,
+        calls,
+        levels,
+        extractive: boxed.is_none(),
+    })
+}
+
+/// `shirabe summarize DOC | --all QUERY`.
+pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let hits = match (&a.doc, &a.all) {
         (Some(doc), _) => {
@@ -447,30 +501,16 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         }
         (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
     };
-    let passages = shirabe::prompt::passages_of(&hits);
-    anyhow::ensure!(
-        !passages.is_empty(),
-        "the document has no text in the index"
-    );
-    let task = if a.meeting {
-        MEETING_PROMPT
-    } else {
-        SUMMARY_PROMPT
-    };
-    let writer = Writer::new(&index, &a.b)?;
-    let (counter, window) = (&writer.counter, writer.window);
+    let writer = Writer::new(index.manifest.as_ref(), &a.b)?;
     let cancel = super::commands::interrupt_flag();
     let t = Instant::now();
-    let boxed = writer.backend(cancel, a.b.temperature);
-    let backend = boxed.as_deref();
-    let (text, calls, levels) = match backend {
-        Some(b) => {
-            let r = summarize(&passages, task, b, counter, window, a.b.max_tokens)?;
-            (r.text, r.calls, r.levels)
-        }
-        None => (extractive_summary(&passages, 8), 0, 0),
-    };
-    let checked = check(&text, &passages);
+    let Summarized {
+        passages,
+        checked,
+        calls,
+        levels,
+        extractive,
+    } = summarize_hits(&hits, a.meeting, &writer, &a.b, cancel)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let v = json!({
@@ -489,7 +529,7 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
     }
     let st = Style::new(s.color);
     writeln!(out, "{}", checked.answer.trim())?;
-    if backend.is_none() && !s.quiet {
+    if extractive && !s.quiet {
         writeln!(
             out,
             "{}",

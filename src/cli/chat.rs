@@ -57,9 +57,8 @@ struct Turn {
 pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let (mode, dense_backend) = super::commands::search_backend(s, &index, None)?;
-    let writer = super::ask::Writer::new(&index, &a.b)?;
+    let writer = super::ask::Writer::new(index.manifest.as_ref(), &a.b)?;
     let cancel = super::commands::interrupt_flag();
-    let backend = writer.backend(cancel, a.b.temperature);
     let st = Style::new(s.color);
     let interactive = std::io::stdin().is_terminal();
     if interactive && !s.quiet {
@@ -101,78 +100,33 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             _ => {}
         }
         let question = line.to_string();
-        let previous = turns.last().map(|t| t.question.as_str());
-        let mut query = retrieval_query(&question, previous);
-        // With a model, a follow-up is rewritten into a standalone query
-        // (the rule above stays the fallback).
-        if let (Some(b), Some(prev)) = (&backend, previous) {
-            if query != question {
-                let prompt = format!(
-                    "Earlier question: {prev}\nFollow-up: {question}\n\nRewrite the follow-up as one standalone search query, in its language. Reply with the query only."
-                );
-                if let Ok(q) =
-                    b.complete("You rewrite follow-up questions for search.", &prompt, 48)
-                {
-                    let q = q
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .trim()
-                        .trim_matches('"');
-                    if !q.is_empty() && q.len() < 300 {
-                        query = format!("{q} {question}");
-                    }
-                }
-            }
-        }
-        let hits = super::commands::retrieve_passages(
-            &index,
-            mode,
-            dense_backend.as_ref(),
-            &query,
-            a.passages,
-            None,
-        )?;
-        // History within a quarter of the window, newest kept.
-        let mut history: Vec<(String, String)> = Vec::new();
-        let mut used = 0;
-        for t in turns.iter().rev() {
-            let cost = writer.counter.count(&t.question) + writer.counter.count(&t.answer) + 16;
-            if used + cost > writer.window / 4 {
-                break;
-            }
-            used += cost;
-            history.insert(0, (t.question.clone(), t.answer.clone()));
-        }
-        let budget = writer.window.saturating_sub(a.b.max_tokens);
-        let packed = pack(&hits, &question, &writer.counter, budget, &history);
-        let raw = match (&writer.generator, &backend) {
-            (Some(g), _) if !packed.passages.is_empty() => {
-                // The packed prompt carries the history for a local model.
-                let ids = g.encode(&packed.prompt)?;
-                let params = shirabe::models::generate::SamplingParams {
-                    max_tokens: a.b.max_tokens,
-                    temperature: a.b.temperature,
-                    ..Default::default()
-                };
-                g.generate(&ids, &params, cancel, |_| {})?.text
-            }
-            (None, Some(b)) if !packed.passages.is_empty() => {
-                let earlier: String = history
-                    .iter()
-                    .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
-                    .collect();
-                b.complete(
-                    shirabe::prompt::SYSTEM_PROMPT,
-                    &format!("{earlier}{}", packed.user),
-                    a.b.max_tokens,
-                )?
-            }
-            _ => extractive(&question, &packed.passages, 5),
+        let history: Vec<(String, String)> = turns
+            .iter()
+            .map(|t| (t.question.clone(), t.answer.clone()))
+            .collect();
+        let retrieve = |q: &str| {
+            super::commands::retrieve_passages(
+                &index,
+                mode,
+                dense_backend.as_ref(),
+                q,
+                a.passages,
+                None,
+            )
         };
-        let checked = check(&raw, &packed.passages);
+        let Reply {
+            packed, checked, ..
+        } = reply(
+            &retrieve,
+            &writer,
+            &a.b,
+            &question,
+            &history,
+            cancel,
+            &mut |_| {},
+        )?;
         let answer = if checked.answer.trim().is_empty() {
-            "The indexed documents do not seem to contain an answer to this question.".to_string()
+            NO_ANSWER.to_string()
         } else {
             checked.answer.trim().to_string()
         };
@@ -189,6 +143,105 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         cancel.store(false, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Status::Success)
+}
+
+/// What `chat` says when the documents hold no answer.
+pub(super) const NO_ANSWER: &str =
+    "The indexed documents do not seem to contain an answer to this question.";
+
+/// One answered question of a conversation.
+pub(super) struct Reply {
+    /// The passages, packed.
+    pub packed: Packed,
+    /// The answer, checked.
+    pub checked: shirabe::answer::Checked,
+    /// Written extractively (no model, or no passages).
+    pub extractive: bool,
+}
+
+/// Answers `question` after the earlier `(question, answer)` turns: the
+/// follow-up made standalone for retrieval (by the model when there is
+/// one), passages retrieved and packed with the history (at most a quarter
+/// of the window, newest kept), the answer written (streaming pieces to
+/// `on_text`) and checked.
+pub(super) fn reply(
+    retrieve: &dyn Fn(&str) -> Result<Vec<shirabe::retrieve::Hit>>,
+    writer: &super::ask::Writer,
+    b: &super::args::BackendArgs,
+    question: &str,
+    turns: &[(String, String)],
+    cancel: &std::sync::atomic::AtomicBool,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Reply> {
+    let backend = writer.backend(cancel, b.temperature);
+    let previous = turns.last().map(|t| t.0.as_str());
+    let mut query = retrieval_query(question, previous);
+    // With a model, a follow-up is rewritten into a standalone query (the
+    // rule above stays the fallback).
+    if let (Some(m), Some(prev)) = (&backend, previous) {
+        if query != question {
+            let prompt = format!(
+                "Earlier question: {prev}\nFollow-up: {question}\n\nRewrite the follow-up as one standalone search query, in its language. Reply with the query only."
+            );
+            if let Ok(q) = m.complete("You rewrite follow-up questions for search.", &prompt, 48) {
+                let q = q
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_matches('"');
+                if !q.is_empty() && q.len() < 300 {
+                    query = format!("{q} {question}");
+                }
+            }
+        }
+    }
+    let hits = retrieve(&query)?;
+    let mut history: Vec<(String, String)> = Vec::new();
+    let mut used = 0;
+    for (q, a) in turns.iter().rev() {
+        let cost = writer.counter.count(q) + writer.counter.count(a) + 16;
+        if used + cost > writer.window / 4 {
+            break;
+        }
+        used += cost;
+        history.insert(0, (q.clone(), a.clone()));
+    }
+    let budget = writer.window.saturating_sub(b.max_tokens);
+    let packed = pack(&hits, question, &writer.counter, budget, &history);
+    let (raw, extractive) = match (&writer.generator, &backend) {
+        (Some(g), _) if !packed.passages.is_empty() => {
+            // The packed prompt carries the history for a local model.
+            let ids = g.encode(&packed.prompt)?;
+            let params = shirabe::models::generate::SamplingParams {
+                max_tokens: b.max_tokens,
+                temperature: b.temperature,
+                ..Default::default()
+            };
+            (
+                g.generate(&ids, &params, cancel, |t| on_text(t))?.text,
+                false,
+            )
+        }
+        (None, Some(m)) if !packed.passages.is_empty() => {
+            let earlier: String = history
+                .iter()
+                .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
+                .collect();
+            let user = format!("{earlier}{}", packed.user);
+            (
+                m.stream(shirabe::prompt::SYSTEM_PROMPT, &user, b.max_tokens, on_text)?,
+                false,
+            )
+        }
+        _ => (extractive(question, &packed.passages, 5), true),
+    };
+    let checked = check(&raw, &packed.passages);
+    Ok(Reply {
+        packed,
+        checked,
+        extractive,
+    })
 }
 
 fn sources_of(p: &Packed, c: &shirabe::answer::Checked) -> Vec<String> {

@@ -276,7 +276,7 @@ fn load_embedder(s: &Settings, spec: &str, dims: Option<usize>) -> Result<Box<dy
 /// Embeds the chunks of the index that have no vector. `required`: a
 /// missing model is an error rather than a reason returned (and printed as
 /// a note when `print_note`).
-fn run_embedding(
+pub(super) fn run_embedding(
     s: &Settings,
     limit: Option<usize>,
     required: bool,

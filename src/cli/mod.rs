@@ -9,6 +9,7 @@ mod commands;
 mod eval;
 mod serve;
 mod style;
+mod tui;
 
 use std::path::PathBuf;
 
@@ -108,7 +109,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
     if let Some(n) = file.ingest.chunk_overlap {
         chunking.overlap_tokens = n;
     }
-    if let Command::Ingest(a) = &cli.command {
+    if let Some(Command::Ingest(a)) = &cli.command {
         if let Some(n) = a.chunk_tokens {
             chunking.target_tokens = n;
         }
@@ -134,8 +135,8 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         chunking.target_tokens
     );
     let flags = match &cli.command {
-        Command::Ingest(a) => a.embed.clone(),
-        Command::EmbedIndex(a) => a.embed.clone(),
+        Some(Command::Ingest(a)) => a.embed.clone(),
+        Some(Command::EmbedIndex(a)) => a.embed.clone(),
         _ => args::EmbedModelArgs::default(),
     };
     let e = &file.embed;
@@ -159,14 +160,14 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         )?,
     };
     let mut qdrant = match &cli.command {
-        Command::Ingest(a) => a.qdrant.clone(),
-        Command::EmbedIndex(a) => a.qdrant.clone(),
-        Command::Search(a) => a.qdrant.clone(),
-        Command::Eval(a) => a.qdrant.clone(),
-        Command::Migrate(a) => a.qdrant.clone(),
+        Some(Command::Ingest(a)) => a.qdrant.clone(),
+        Some(Command::EmbedIndex(a)) => a.qdrant.clone(),
+        Some(Command::Search(a)) => a.qdrant.clone(),
+        Some(Command::Eval(a)) => a.qdrant.clone(),
+        Some(Command::Migrate(a)) => a.qdrant.clone(),
         _ => args::QdrantArgs::default(),
     };
-    if let Command::Migrate(a) = &cli.command {
+    if let Some(Command::Migrate(a)) = &cli.command {
         match a.to.as_slice() {
             [t, url] if t == "qdrant" => qdrant.qdrant = Some(url.clone()),
             [t] if t == "qdrant" && qdrant.qdrant.is_some() => {}
@@ -205,7 +206,11 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Status> {
     let settings = build_settings(&cli)?;
-    match cli.command {
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given (see `shirabe --help`)");
+    };
+    match command {
+        Command::Tui(a) => tui::run(&settings, *a),
         Command::Ingest(a) => commands::ingest(&settings, &a),
         Command::Search(a) => commands::search(&settings, &a),
         Command::Ask(a) => ask::run(&settings, &a),

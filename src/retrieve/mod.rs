@@ -109,7 +109,7 @@ impl SearchRequest {
 /// Where dense search finds its nearest chunks: the embedded store or a
 /// Qdrant collection. Either way the result is live chunks of the index,
 /// best first.
-pub trait VectorIndex {
+pub trait VectorIndex: Send + Sync {
     /// The `depth` live chunks nearest to `vector`, only in `docs` (doc
     /// keys) when given.
     fn nearest(

@@ -1,0 +1,319 @@
+//! `shirabe tui` (and `shirabe` alone in a terminal): the terminal UI over
+//! the same retrieval, answering and ingest as the other commands. This
+//! module implements the UI's [`Engine`] with them.
+//!
+//! Searching and answering hold separate locks, so search as you type
+//! keeps working while an answer is written; an ingest reopens the index
+//! when it is done.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Result;
+
+use shirabe::index::manifest::{FileRecord, FileStatus};
+use shirabe::index::ShirabeIndex;
+use shirabe::retrieve::{self, Mode};
+use shirabe::tui::{Answer, Engine, EngineResult, Info};
+
+use super::args::TuiArgs;
+use super::ask::Writer;
+use super::commands::DenseBackend;
+use super::{Settings, Status};
+
+/// The index and how it is searched.
+struct Search {
+    index: ShirabeIndex,
+    mode: Mode,
+    dense: Option<DenseBackend>,
+}
+
+struct CliEngine {
+    settings: Settings,
+    args: TuiArgs,
+    /// None until there is an index.
+    search: Mutex<Option<Search>>,
+    writer: Mutex<Writer>,
+    backend_name: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in a worker is reported by it; the state stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn open_search(s: &Settings) -> Result<Option<Search>> {
+    let index = match ShirabeIndex::open(&s.index) {
+        Ok(i) => i,
+        Err(shirabe::Error::NoIndex(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (mode, dense) = super::commands::search_backend(s, &index, None)?;
+    Ok(Some(Search { index, mode, dense }))
+}
+
+fn text_of(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+const NO_INDEX: &str = "there is no index yet: press i (outside the query line) to ingest a folder";
+
+impl CliEngine {
+    fn with_search<T>(&self, f: impl FnOnce(&Search) -> Result<T>) -> EngineResult<T> {
+        let guard = lock(&self.search);
+        let s = guard.as_ref().ok_or_else(|| NO_INDEX.to_string())?;
+        f(s).map_err(text_of)
+    }
+
+    fn retrieve(
+        &self,
+        query: &str,
+        limit: usize,
+        doc: Option<String>,
+    ) -> Result<Vec<retrieve::Hit>> {
+        let guard = lock(&self.search);
+        let s = guard.as_ref().ok_or_else(|| anyhow::anyhow!(NO_INDEX))?;
+        super::commands::retrieve_passages(&s.index, s.mode, s.dense.as_ref(), query, limit, doc)
+    }
+
+    /// Checks paraphrased claims by meaning too, when there is an embedder.
+    fn add_similarity(&self, checked: &mut shirabe::answer::Checked) {
+        let guard = lock(&self.search);
+        if let Some((embedder, _)) = guard.as_ref().and_then(|s| s.dense.as_ref()) {
+            let _ = shirabe::answer::add_similarity(checked, &|t| embedder.embed(t, false, 8));
+        }
+    }
+}
+
+impl Engine for CliEngine {
+    fn info(&self) -> Info {
+        let window = lock(&self.writer).window;
+        let guard = lock(&self.search);
+        let Some(s) = guard.as_ref() else {
+            return Info {
+                mode: "no index".into(),
+                backend: self.backend_name.clone(),
+                window,
+                ..Info::default()
+            };
+        };
+        let documents = s.index.manifest.as_ref().map_or(0, |m| {
+            m.files
+                .values()
+                .filter(|f| f.status == FileStatus::Ok)
+                .count()
+        });
+        let chunks = s
+            .index
+            .reader()
+            .map(|r| r.searcher().num_docs())
+            .unwrap_or(0);
+        let embedded = shirabe::ingest::embed::coverage(&s.index)
+            .ok()
+            .flatten()
+            .map_or(0, |c| c.with_vectors as u64);
+        Info {
+            documents,
+            chunks,
+            embedded,
+            mode: s.mode.name().to_string(),
+            backend: self.backend_name.clone(),
+            window,
+        }
+    }
+
+    fn search(&self, query: &str, limit: usize) -> EngineResult<Vec<retrieve::Hit>> {
+        self.retrieve(query, limit, None).map_err(text_of)
+    }
+
+    fn ask(
+        &self,
+        question: &str,
+        history: &[(String, String)],
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> EngineResult<Answer> {
+        let retrieve = |q: &str| self.retrieve(q, self.args.passages, None);
+        let writer = lock(&self.writer);
+        let r = super::chat::reply(
+            &retrieve,
+            &writer,
+            &self.args.b,
+            question,
+            history,
+            cancel,
+            on_text,
+        )
+        .map_err(text_of)?;
+        drop(writer);
+        let mut checked = r.checked;
+        self.add_similarity(&mut checked);
+        Ok(Answer {
+            note: r.packed.summary(),
+            tokens: r.packed.tokens,
+            budget: r.packed.budget,
+            passages: r.packed.passages,
+            checked,
+            extractive: r.extractive,
+        })
+    }
+
+    fn summarize(
+        &self,
+        path: &str,
+        cancel: &AtomicBool,
+        _on_text: &mut dyn FnMut(&str),
+    ) -> EngineResult<Answer> {
+        let hits = self.with_search(|s| {
+            let keys: Vec<String> = s
+                .index
+                .manifest
+                .as_ref()
+                .map(|m| {
+                    m.files
+                        .iter()
+                        .filter(|(_, f)| f.path == path)
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            anyhow::ensure!(!keys.is_empty(), "{path} is not in the index");
+            Ok(retrieve::document_chunks(&s.index, &keys)?)
+        })?;
+        let writer = lock(&self.writer);
+        let t = std::time::Instant::now();
+        let r = super::ask::summarize_hits(&hits, false, &writer, &self.args.b, cancel)
+            .map_err(text_of)?;
+        let tokens = r
+            .passages
+            .iter()
+            .map(|p| writer.counter.count(&p.render()))
+            .sum();
+        drop(writer);
+        Ok(Answer {
+            note: if r.extractive {
+                format!("summary of {path}: {} passages", r.passages.len())
+            } else {
+                format!(
+                    "summary of {path}: {} passages, {} model calls in {} level(s), {:.1}s",
+                    r.passages.len(),
+                    r.calls,
+                    r.levels,
+                    t.elapsed().as_secs_f64()
+                )
+            },
+            tokens,
+            budget: 0,
+            passages: r.passages,
+            checked: r.checked,
+            extractive: r.extractive,
+        })
+    }
+
+    fn documents(&self) -> EngineResult<Vec<FileRecord>> {
+        let guard = lock(&self.search);
+        Ok(guard
+            .as_ref()
+            .and_then(|s| s.index.manifest.as_ref())
+            .map(|m| m.files.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn ingest(
+        &self,
+        path: &Path,
+        _cancel: &AtomicBool,
+        progress: &(dyn Fn(usize, usize, &str) + Sync),
+    ) -> EngineResult<String> {
+        if !path.exists() {
+            return Err(format!("{} does not exist", path.display()));
+        }
+        let s = &self.settings;
+        let opts = shirabe::ingest::IngestOptions {
+            paths: vec![path.to_path_buf()],
+            index_dir: s.index.clone(),
+            prune: false,
+            tokenizer: s.tokenizer.clone(),
+            chunking: s.chunking,
+            jobs: s.jobs,
+            commit_interval: std::time::Duration::from_secs(2),
+        };
+        let total = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let report = shirabe::ingest::run(&opts, &|e| match e {
+            shirabe::ingest::Event::Started { files } => {
+                total.store(*files, std::sync::atomic::Ordering::Relaxed);
+                progress(0, *files, "");
+            }
+            shirabe::ingest::Event::FileDone { path, .. } => {
+                let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(d, total.load(std::sync::atomic::Ordering::Relaxed), path);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        // Vectors for what is new (when the index has an embedding model),
+        // then the index reopened so searches see it all.
+        let embedded = match super::commands::run_embedding(s, None, false, false) {
+            Ok((Ok(r), _)) if r.embedded > 0 => format!(", {} chunks embedded", r.embedded),
+            _ => String::new(),
+        };
+        let reopened = open_search(s).map_err(text_of)?;
+        *lock(&self.search) = reopened;
+        let mut line = format!(
+            "ingested {}: {} files, {} indexed, {} unchanged, {} failed; {} pages, {} chunks{embedded}",
+            path.display(),
+            report.files,
+            report.indexed,
+            report.unchanged,
+            report.failed.len(),
+            report.pages,
+            report.chunks
+        );
+        if let Some(f) = report.failed.first() {
+            line.push_str(&format!(" — {}: {}", f.path, f.error));
+        }
+        Ok(line)
+    }
+}
+
+pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
+    use std::io::IsTerminal;
+    anyhow::ensure!(
+        std::io::stdout().is_terminal() && std::io::stdin().is_terminal(),
+        "the TUI needs a terminal (for scripts, use `shirabe search`, `ask` or `chat`)"
+    );
+    // Loading models and the index prints its notes before the screen is
+    // taken over.
+    let search = open_search(s)?;
+    let writer = Writer::new(
+        search.as_ref().and_then(|x| x.index.manifest.as_ref()),
+        &a.b,
+    )?;
+    let backend_name = match (&writer.generator, &writer.endpoint) {
+        (Some(_), _) => a.b.model.clone().unwrap_or_default(),
+        (None, Some(ep)) => format!("{} ({})", ep.model, ep.base_url),
+        _ => "extractive".to_string(),
+    };
+    let mut settings = s.clone();
+    settings.quiet = true;
+    settings.progress = false;
+    let color = s.color;
+    let log =
+        directories::ProjectDirs::from("", "", "shirabe").map(|d| d.cache_dir().join("tui.log"));
+    let opts = shirabe::tui::Options {
+        color,
+        mouse: !a.no_mouse,
+        log,
+        query: (!a.query.is_empty()).then(|| a.query.join(" ")),
+    };
+    let engine = Arc::new(CliEngine {
+        settings,
+        args: a,
+        search: Mutex::new(search),
+        writer: Mutex::new(writer),
+        backend_name,
+    });
+    shirabe::tui::run(engine, opts)?;
+    Ok(Status::Success)
+}

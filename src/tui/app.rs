@@ -1,0 +1,1397 @@
+//! The TUI's state and its event handling, with no terminal: keys, mouse
+//! and worker messages change the [`App`] and return [`Action`]s for the
+//! event loop to carry out.
+
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::layout::{Position, Rect};
+
+use super::{Answer, Info};
+use crate::index::manifest::FileRecord;
+use crate::prompt::Passage;
+use crate::retrieve::Hit;
+
+/// How long typing must pause before the query is searched.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Results shown for a search.
+pub const RESULT_LIMIT: usize = 30;
+
+/// The pane that has the keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// The query line: keys type.
+    Query,
+    /// Results, sources or documents.
+    List,
+    /// The answer.
+    Answer,
+    /// The passage preview.
+    Preview,
+}
+
+impl Focus {
+    fn next(self) -> Focus {
+        match self {
+            Focus::Query => Focus::List,
+            Focus::List => Focus::Answer,
+            Focus::Answer => Focus::Preview,
+            Focus::Preview => Focus::Query,
+        }
+    }
+
+    fn prev(self) -> Focus {
+        match self {
+            Focus::Query => Focus::Preview,
+            Focus::List => Focus::Query,
+            Focus::Answer => Focus::List,
+            Focus::Preview => Focus::Answer,
+        }
+    }
+}
+
+/// What the list pane shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListView {
+    /// Search results for the query.
+    Results,
+    /// The passages the answer was given (its sources).
+    Sources,
+    /// The ingested documents.
+    Documents,
+}
+
+/// A one-line prompt over the status bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    /// A path to ingest.
+    Ingest(String),
+    /// A file to save the conversation to.
+    Save(String),
+}
+
+/// Work for the event loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Search `query`; the result comes back as [`Msg::Results`] with `seq`.
+    Search {
+        /// Sequence number (older results are dropped).
+        seq: u64,
+        /// The query.
+        query: String,
+    },
+    /// Answer `question` after `history`.
+    Ask {
+        /// Sequence number.
+        seq: u64,
+        /// The question.
+        question: String,
+        /// Earlier (question, answer) turns.
+        history: Vec<(String, String)>,
+    },
+    /// Summarize the document at `path`.
+    Summarize {
+        /// Sequence number.
+        seq: u64,
+        /// Its path as indexed.
+        path: String,
+    },
+    /// Stop the running answer.
+    Cancel,
+    /// Reload the document list.
+    LoadDocuments,
+    /// Ingest a path in the background.
+    Ingest(String),
+    /// Open a file at a page with the system viewer.
+    Open {
+        /// The file.
+        path: String,
+        /// Its (physical) page.
+        page: u32,
+    },
+    /// Put text on the clipboard.
+    Copy(String),
+    /// Write the conversation as Markdown.
+    Save {
+        /// The file.
+        path: String,
+        /// Its content.
+        markdown: String,
+    },
+    /// Leave the TUI.
+    Quit,
+}
+
+/// What the workers report.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// Results of [`Action::Search`].
+    Results {
+        /// Its sequence number.
+        seq: u64,
+        /// The hits.
+        hits: Vec<Hit>,
+    },
+    /// A piece of a streaming answer.
+    Text {
+        /// The answer's sequence number.
+        seq: u64,
+        /// The text.
+        text: String,
+    },
+    /// The answer is complete.
+    Answered {
+        /// Its sequence number.
+        seq: u64,
+        /// The answer.
+        answer: Box<Answer>,
+    },
+    /// A search or an answer failed.
+    Failed {
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        error: String,
+    },
+    /// The document list.
+    Documents(Result<Vec<FileRecord>, String>),
+    /// Ingest progress.
+    IngestProgress {
+        /// Files done.
+        done: usize,
+        /// Files in all.
+        total: usize,
+        /// The file just done.
+        current: String,
+    },
+    /// The ingest finished (its report) or failed.
+    IngestDone(Result<String, String>),
+    /// New status bar figures.
+    Info(Info),
+    /// The outcome of an action the loop carried out itself (open, copy,
+    /// save): a note, or an error.
+    Note(Result<String, String>),
+}
+
+/// A running or finished answer.
+#[derive(Debug, Clone)]
+pub struct AnswerView {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The question (or `summary of PATH`).
+    pub question: String,
+    /// Text so far; the checked text once done.
+    pub text: String,
+    /// Set when done.
+    pub answer: Option<Answer>,
+    /// When it started.
+    pub started: Instant,
+    /// Stopped by the user.
+    pub cancelled: bool,
+    /// Whether it is a conversation turn (summaries are not).
+    pub turn: bool,
+}
+
+impl AnswerView {
+    /// Still streaming.
+    pub fn running(&self) -> bool {
+        self.answer.is_none()
+    }
+}
+
+/// One finished question and answer.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The question.
+    pub question: String,
+    /// The answer (checked).
+    pub answer: String,
+    /// `[n] title — p. 3 (path)` for each cited passage.
+    pub sources: Vec<String>,
+}
+
+/// A status-bar message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The text.
+    pub text: String,
+    /// Shown as an error.
+    pub error: bool,
+}
+
+/// A running ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestView {
+    /// What is ingested.
+    pub path: String,
+    /// Files done.
+    pub done: usize,
+    /// Files in all (0 until known).
+    pub total: usize,
+    /// The file just done.
+    pub current: String,
+}
+
+/// Where the panes were drawn last (for the mouse).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Areas {
+    /// Query line.
+    pub query: Rect,
+    /// List pane.
+    pub list: Rect,
+    /// Answer pane.
+    pub answer: Rect,
+    /// Preview pane.
+    pub preview: Rect,
+}
+
+/// The whole state of the TUI.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The query line.
+    pub query: String,
+    /// Cursor in the query line, in characters.
+    pub cursor: usize,
+    /// The focused pane.
+    pub focus: Focus,
+    /// What the list shows.
+    pub list: ListView,
+    /// Search results.
+    pub results: Vec<Hit>,
+    /// The query the results are for.
+    pub results_query: String,
+    /// Selected result.
+    pub result_sel: usize,
+    /// Selected source.
+    pub source_sel: usize,
+    /// Ingested documents.
+    pub documents: Vec<FileRecord>,
+    /// Selected document.
+    pub doc_sel: usize,
+    /// The current answer.
+    pub answer: Option<AnswerView>,
+    /// Finished turns of the conversation.
+    pub turns: Vec<Turn>,
+    /// Answer pane scroll (lines).
+    pub answer_scroll: u16,
+    /// Preview pane scroll (lines).
+    pub preview_scroll: u16,
+    /// The key help is shown.
+    pub help: bool,
+    /// An open one-line prompt.
+    pub prompt: Option<Prompt>,
+    /// Status-bar message.
+    pub message: Option<Message>,
+    /// Status-bar figures.
+    pub info: Info,
+    /// A running ingest.
+    pub ingest: Option<IngestView>,
+    /// Colours allowed (`NO_COLOR` unset).
+    pub color: bool,
+    /// Where the panes were drawn.
+    pub areas: Areas,
+    /// Set when the user quits.
+    pub quit: bool,
+    seq: u64,
+    search_seq: u64,
+    search_due: Option<Instant>,
+    searching: bool,
+}
+
+impl App {
+    /// A fresh session.
+    pub fn new(info: Info, color: bool) -> App {
+        App {
+            query: String::new(),
+            cursor: 0,
+            focus: Focus::Query,
+            list: ListView::Results,
+            results: Vec::new(),
+            results_query: String::new(),
+            result_sel: 0,
+            source_sel: 0,
+            documents: Vec::new(),
+            doc_sel: 0,
+            answer: None,
+            turns: Vec::new(),
+            answer_scroll: 0,
+            preview_scroll: 0,
+            help: false,
+            prompt: None,
+            message: None,
+            info,
+            ingest: None,
+            color,
+            areas: Areas::default(),
+            quit: false,
+            seq: 0,
+            search_seq: 0,
+            search_due: None,
+            searching: false,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// An answer is streaming.
+    pub fn generating(&self) -> bool {
+        self.answer.as_ref().is_some_and(AnswerView::running)
+    }
+
+    /// A search is on its way.
+    pub fn searching(&self) -> bool {
+        self.searching || self.search_due.is_some()
+    }
+
+    /// Something is running that changes the screen by itself, so it must
+    /// be redrawn often.
+    pub fn busy(&self) -> bool {
+        self.generating() || self.ingest.is_some()
+    }
+
+    /// When the pending search is due, if one is.
+    pub fn search_due(&self) -> Option<Instant> {
+        self.search_due
+    }
+
+    /// The debounced search, once typing has paused long enough.
+    pub fn tick(&mut self, now: Instant) -> Option<Action> {
+        let due = self.search_due?;
+        if now < due {
+            return None;
+        }
+        self.search_due = None;
+        let query = self.query.trim().to_string();
+        if query.is_empty() {
+            self.results.clear();
+            self.results_query.clear();
+            return None;
+        }
+        self.search_seq = self.next_seq();
+        self.searching = true;
+        Some(Action::Search {
+            seq: self.search_seq,
+            query,
+        })
+    }
+
+    fn info_msg(&mut self, text: impl Into<String>) {
+        self.message = Some(Message {
+            text: text.into(),
+            error: false,
+        });
+    }
+
+    fn error_msg(&mut self, text: impl Into<String>) {
+        self.message = Some(Message {
+            text: text.into(),
+            error: true,
+        });
+    }
+
+    /// The passage the preview shows: the selected source, result or
+    /// nothing (documents).
+    pub fn previewed(&self) -> Option<Preview<'_>> {
+        match self.list {
+            ListView::Sources => {
+                let a = self.answer.as_ref()?.answer.as_ref()?;
+                let p = a.passages.get(self.source_sel)?;
+                let quotes = a
+                    .checked
+                    .citations
+                    .iter()
+                    .filter(|c| c.n == p.n)
+                    .map(|c| c.quote)
+                    .collect();
+                Some(Preview::Passage {
+                    passage: p,
+                    query: self.answer.as_ref().map_or("", |a| a.question.as_str()),
+                    quotes,
+                })
+            }
+            ListView::Results => self.results.get(self.result_sel).map(|h| Preview::Hit {
+                hit: h,
+                query: &self.results_query,
+            }),
+            ListView::Documents => self.documents.get(self.doc_sel).map(Preview::Document),
+        }
+    }
+
+    /// The file and page of the previewed passage.
+    fn previewed_page(&self) -> Option<(String, u32)> {
+        match self.previewed()? {
+            Preview::Passage { passage, .. } => Some((passage.path.clone(), passage.page_start)),
+            Preview::Hit { hit, .. } => Some((hit.path.clone(), hit.page)),
+            Preview::Document(d) => Some((d.path.clone(), 1)),
+        }
+    }
+
+    fn list_len(&self) -> usize {
+        match self.list {
+            ListView::Results => self.results.len(),
+            ListView::Sources => self.sources().len(),
+            ListView::Documents => self.documents.len(),
+        }
+    }
+
+    /// The answer's passages (empty while it streams).
+    pub fn sources(&self) -> &[Passage] {
+        self.answer
+            .as_ref()
+            .and_then(|a| a.answer.as_ref())
+            .map_or(&[], |a| a.passages.as_slice())
+    }
+
+    fn selected_mut(&mut self) -> &mut usize {
+        match self.list {
+            ListView::Results => &mut self.result_sel,
+            ListView::Sources => &mut self.source_sel,
+            ListView::Documents => &mut self.doc_sel,
+        }
+    }
+
+    /// The selection in the list pane.
+    pub fn selected(&self) -> usize {
+        match self.list {
+            ListView::Results => self.result_sel,
+            ListView::Sources => self.source_sel,
+            ListView::Documents => self.doc_sel,
+        }
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        let len = self.list_len();
+        if len == 0 {
+            return;
+        }
+        let sel = self.selected_mut();
+        *sel = (*sel as isize + by).clamp(0, len as isize - 1) as usize;
+        self.preview_scroll = 0;
+    }
+
+    fn scroll(&mut self, pane: Focus, by: i32) {
+        let s = match pane {
+            Focus::Answer => &mut self.answer_scroll,
+            Focus::Preview => &mut self.preview_scroll,
+            Focus::List => {
+                self.move_selection(by as isize);
+                return;
+            }
+            Focus::Query => return,
+        };
+        *s = (i32::from(*s) + by).clamp(0, i32::from(u16::MAX)) as u16;
+    }
+
+    /// Jumps the preview to passage `n` of the answer (or result `n`).
+    fn jump(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if !self.sources().is_empty() {
+            if n <= self.sources().len() {
+                self.list = ListView::Sources;
+                self.source_sel = n - 1;
+                self.preview_scroll = 0;
+            } else {
+                self.error_msg(format!("there is no passage [{n}]"));
+            }
+        } else if n <= self.results.len() {
+            self.list = ListView::Results;
+            self.result_sel = n - 1;
+            self.preview_scroll = 0;
+        }
+    }
+
+    /// Moves to the next (or previous) passage the answer cites.
+    fn cycle_citation(&mut self, forward: bool) {
+        let Some(a) = self.answer.as_ref().and_then(|a| a.answer.as_ref()) else {
+            return;
+        };
+        let mut cited: Vec<usize> = a.checked.citations.iter().map(|c| c.n).collect();
+        cited.sort_unstable();
+        cited.dedup();
+        if cited.is_empty() {
+            return;
+        }
+        let current = self.source_sel + 1;
+        let next = if forward {
+            cited.iter().find(|&&n| n > current).unwrap_or(&cited[0])
+        } else {
+            cited
+                .iter()
+                .rev()
+                .find(|&&n| n < current)
+                .unwrap_or(&cited[cited.len() - 1])
+        };
+        self.jump(*next);
+    }
+
+    fn schedule_search(&mut self, now: Instant) {
+        self.search_due = Some(now + DEBOUNCE);
+    }
+
+    fn history(&self) -> Vec<(String, String)> {
+        self.turns
+            .iter()
+            .map(|t| (t.question.clone(), t.answer.clone()))
+            .collect()
+    }
+
+    fn start_answer(&mut self, question: String, turn: bool, now: Instant) -> u64 {
+        let seq = self.next_seq();
+        self.answer = Some(AnswerView {
+            seq,
+            question,
+            text: String::new(),
+            answer: None,
+            started: now,
+            cancelled: false,
+            turn,
+        });
+        self.answer_scroll = 0;
+        self.message = None;
+        seq
+    }
+
+    fn ask(&mut self, now: Instant) -> Vec<Action> {
+        let question = self.query.trim().to_string();
+        if question.is_empty() {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        if self.generating() {
+            out.push(Action::Cancel);
+        }
+        let history = self.history();
+        let seq = self.start_answer(question.clone(), true, now);
+        out.push(Action::Ask {
+            seq,
+            question,
+            history,
+        });
+        out
+    }
+
+    fn summarize_selected(&mut self, now: Instant) -> Vec<Action> {
+        let path = match self.list {
+            ListView::Documents => self.documents.get(self.doc_sel).map(|d| d.path.clone()),
+            ListView::Results => self.results.get(self.result_sel).map(|h| h.path.clone()),
+            ListView::Sources => self.sources().get(self.source_sel).map(|p| p.path.clone()),
+        };
+        let Some(path) = path else {
+            self.error_msg("select a document to summarize");
+            return vec![];
+        };
+        let mut out = Vec::new();
+        if self.generating() {
+            out.push(Action::Cancel);
+        }
+        let seq = self.start_answer(format!("Summary of {path}"), false, now);
+        out.push(Action::Summarize { seq, path });
+        out
+    }
+
+    /// The answer and its cited sources as plain text (for `y`).
+    pub fn answer_with_sources(&self) -> Option<String> {
+        let view = self.answer.as_ref()?;
+        let a = view.answer.as_ref()?;
+        let mut s = format!("{}\n", a.checked.answer.trim());
+        let sources = sources_of(a);
+        if !sources.is_empty() {
+            s.push_str("\nSources\n");
+            for line in sources {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+        Some(s)
+    }
+
+    /// The conversation as Markdown (for `w`).
+    pub fn markdown(&self) -> String {
+        let mut md = String::from("# shirabe session\n");
+        for t in &self.turns {
+            md.push_str(&format!("\n## {}\n\n{}\n", t.question, t.answer));
+            if !t.sources.is_empty() {
+                md.push_str("\nSources:\n\n");
+                for s in &t.sources {
+                    md.push_str(&format!("- {s}\n"));
+                }
+            }
+        }
+        md
+    }
+
+    /// Handles a key press.
+    pub fn on_key(&mut self, key: KeyEvent, now: Instant) -> Vec<Action> {
+        if key.kind == KeyEventKind::Release {
+            return vec![];
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        // Ctrl-C stops an answer, else quits; Ctrl-Q always quits.
+        match key.code {
+            KeyCode::Char('c') if ctrl => {
+                return if self.generating() {
+                    self.cancel()
+                } else {
+                    self.quit = true;
+                    vec![Action::Quit]
+                };
+            }
+            KeyCode::Char('q') if ctrl => {
+                self.quit = true;
+                return vec![Action::Quit];
+            }
+            _ => {}
+        }
+        if self.help {
+            self.help = false;
+            return vec![];
+        }
+        if let Some(p) = &mut self.prompt {
+            let text = match p {
+                Prompt::Ingest(t) | Prompt::Save(t) => t,
+            };
+            match key.code {
+                KeyCode::Esc => self.prompt = None,
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char('u') if ctrl => text.clear(),
+                KeyCode::Char(c) if !ctrl => text.push(c),
+                KeyCode::Enter => {
+                    let p = self.prompt.take().expect("prompt is open");
+                    return self.submit_prompt(p);
+                }
+                _ => {}
+            }
+            return vec![];
+        }
+        match key.code {
+            KeyCode::F(1) => {
+                self.help = true;
+                return vec![];
+            }
+            KeyCode::Tab => {
+                self.focus = self.focus.next();
+                return vec![];
+            }
+            KeyCode::BackTab => {
+                self.focus = self.focus.prev();
+                return vec![];
+            }
+            KeyCode::Esc if self.generating() => return self.cancel(),
+            _ => {}
+        }
+        if self.focus == Focus::Query {
+            return self.on_query_key(key, now);
+        }
+        let page = 10;
+        match key.code {
+            KeyCode::Esc => {
+                if self.list == ListView::Documents {
+                    self.list = ListView::Results;
+                } else {
+                    self.focus = Focus::Query;
+                }
+            }
+            KeyCode::Char('q') => {
+                self.quit = true;
+                return vec![Action::Quit];
+            }
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('/') => self.focus = Focus::Query,
+            KeyCode::Down | KeyCode::Char('j') => self.scroll(self.focus, 1),
+            KeyCode::Up | KeyCode::Char('k') => self.scroll(self.focus, -1),
+            KeyCode::PageDown => self.scroll(self.focus, page),
+            KeyCode::PageUp => self.scroll(self.focus, -page),
+            KeyCode::Char('d') if ctrl => self.scroll(self.focus, page),
+            KeyCode::Char('u') if ctrl => self.scroll(self.focus, -page),
+            KeyCode::Home | KeyCode::Char('g') => match self.focus {
+                Focus::List => *self.selected_mut() = 0,
+                Focus::Answer => self.answer_scroll = 0,
+                _ => self.preview_scroll = 0,
+            },
+            KeyCode::End | KeyCode::Char('G') => match self.focus {
+                Focus::List => *self.selected_mut() = self.list_len().saturating_sub(1),
+                Focus::Answer => self.answer_scroll = u16::MAX / 2,
+                _ => self.preview_scroll = u16::MAX / 2,
+            },
+            KeyCode::Left | KeyCode::Char('h') => self.focus = self.focus.prev(),
+            KeyCode::Right | KeyCode::Char('l') => self.focus = self.focus.next(),
+            KeyCode::Char(']') | KeyCode::Char('n') => self.cycle_citation(true),
+            KeyCode::Char('[') | KeyCode::Char('N') => self.cycle_citation(false),
+            KeyCode::Char(c @ '1'..='9') => self.jump(c as usize - '0' as usize),
+            KeyCode::Enter => match self.list {
+                ListView::Documents => {
+                    if let Some(d) = self.documents.get(self.doc_sel) {
+                        self.info_msg(format!(
+                            "{}: {} pages, {} chunks — s summarizes it, o opens it",
+                            d.path, d.pages, d.chunks
+                        ));
+                    }
+                }
+                _ => self.focus = Focus::Preview,
+            },
+            KeyCode::Char('s') => return self.summarize_selected(now),
+            KeyCode::Char('r') => {
+                self.list = ListView::Results;
+                self.preview_scroll = 0;
+            }
+            KeyCode::Char('c') if !self.sources().is_empty() => {
+                self.list = ListView::Sources;
+                self.preview_scroll = 0;
+            }
+            KeyCode::Char('d') => {
+                if self.list == ListView::Documents {
+                    self.list = ListView::Results;
+                } else {
+                    self.list = ListView::Documents;
+                    self.focus = Focus::List;
+                    return vec![Action::LoadDocuments];
+                }
+            }
+            KeyCode::Char('i') => {
+                if self.ingest.is_some() {
+                    self.error_msg("an ingest is already running");
+                } else {
+                    self.prompt = Some(Prompt::Ingest(String::new()));
+                }
+            }
+            KeyCode::Char('w') => {
+                if self.turns.is_empty() {
+                    self.error_msg("nothing to save yet: ask a question first");
+                } else {
+                    self.prompt = Some(Prompt::Save("shirabe-session.md".into()));
+                }
+            }
+            KeyCode::Char('o') => match self.previewed_page() {
+                Some((path, page)) => return vec![Action::Open { path, page }],
+                None => self.error_msg("nothing selected to open"),
+            },
+            KeyCode::Char('y') => match self.answer_with_sources() {
+                Some(text) => return vec![Action::Copy(text)],
+                None => self.error_msg("no finished answer to copy"),
+            },
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn on_query_key(&mut self, key: KeyEvent, now: Instant) -> Vec<Action> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let byte_at = |s: &str, chars: usize| s.char_indices().nth(chars).map_or(s.len(), |c| c.0);
+        let before = self.query.clone();
+        match key.code {
+            KeyCode::Enter => return self.ask(now),
+            KeyCode::Esc => self.focus = Focus::List,
+            KeyCode::Down => self.focus = Focus::List,
+            KeyCode::Left => self.cursor = self.cursor.saturating_sub(1),
+            KeyCode::Right => self.cursor = (self.cursor + 1).min(self.query.chars().count()),
+            KeyCode::Home => self.cursor = 0,
+            KeyCode::Char('a') if ctrl => self.cursor = 0,
+            KeyCode::End => self.cursor = self.query.chars().count(),
+            KeyCode::Char('e') if ctrl => self.cursor = self.query.chars().count(),
+            KeyCode::Char('u') if ctrl => {
+                let at = byte_at(&self.query, self.cursor);
+                self.query.replace_range(..at, "");
+                self.cursor = 0;
+            }
+            KeyCode::Char('w') if ctrl => {
+                let chars: Vec<char> = self.query.chars().collect();
+                let mut start = self.cursor;
+                while start > 0 && chars[start - 1].is_whitespace() {
+                    start -= 1;
+                }
+                while start > 0 && !chars[start - 1].is_whitespace() {
+                    start -= 1;
+                }
+                let (a, b) = (
+                    byte_at(&self.query, start),
+                    byte_at(&self.query, self.cursor),
+                );
+                self.query.replace_range(a..b, "");
+                self.cursor = start;
+            }
+            KeyCode::Backspace if self.cursor > 0 => {
+                let at = byte_at(&self.query, self.cursor - 1);
+                self.query.remove(at);
+                self.cursor -= 1;
+            }
+            KeyCode::Delete if self.cursor < self.query.chars().count() => {
+                let at = byte_at(&self.query, self.cursor);
+                self.query.remove(at);
+            }
+            // Alt-letter is no letter (and Esc then a fast key reads as it).
+            KeyCode::Char(c) if !ctrl && !key.modifiers.contains(KeyModifiers::ALT) => {
+                let at = byte_at(&self.query, self.cursor);
+                self.query.insert(at, c);
+                self.cursor += 1;
+            }
+            _ => {}
+        }
+        if self.query != before {
+            self.schedule_search(now);
+        }
+        vec![]
+    }
+
+    fn submit_prompt(&mut self, p: Prompt) -> Vec<Action> {
+        match p {
+            Prompt::Ingest(path) => {
+                let path = path.trim().to_string();
+                if path.is_empty() {
+                    return vec![];
+                }
+                self.ingest = Some(IngestView {
+                    path: path.clone(),
+                    done: 0,
+                    total: 0,
+                    current: String::new(),
+                });
+                vec![Action::Ingest(path)]
+            }
+            Prompt::Save(path) => {
+                let path = path.trim().to_string();
+                if path.is_empty() {
+                    return vec![];
+                }
+                vec![Action::Save {
+                    path,
+                    markdown: self.markdown(),
+                }]
+            }
+        }
+    }
+
+    fn cancel(&mut self) -> Vec<Action> {
+        if let Some(a) = &mut self.answer {
+            if a.running() {
+                a.cancelled = true;
+                self.info_msg("stopping the answer…");
+                return vec![Action::Cancel];
+            }
+        }
+        vec![]
+    }
+
+    /// Handles a mouse event: the wheel scrolls the pane under the
+    /// pointer, a click focuses it.
+    pub fn on_mouse(&mut self, m: MouseEvent) {
+        let at = Position::new(m.column, m.row);
+        let a = self.areas;
+        let pane = [
+            (a.query, Focus::Query),
+            (a.list, Focus::List),
+            (a.answer, Focus::Answer),
+            (a.preview, Focus::Preview),
+        ]
+        .into_iter()
+        .find(|(r, _)| r.contains(at))
+        .map(|(_, f)| f);
+        let Some(pane) = pane else { return };
+        match m.kind {
+            MouseEventKind::ScrollDown => {
+                self.scroll(pane, if pane == Focus::List { 1 } else { 3 })
+            }
+            MouseEventKind::ScrollUp => {
+                self.scroll(pane, if pane == Focus::List { -1 } else { -3 })
+            }
+            MouseEventKind::Down(_) => {
+                self.focus = pane;
+                if pane == Focus::List {
+                    // Each list item takes two rows under the border.
+                    let row = m.row.saturating_sub(a.list.y + 1) as usize / 2;
+                    let len = self.list_len();
+                    if row < len {
+                        *self.selected_mut() = row;
+                        self.preview_scroll = 0;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles a worker's message.
+    pub fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Results { seq, hits } => {
+                if seq != self.search_seq {
+                    return;
+                }
+                self.searching = false;
+                self.results = hits;
+                self.results_query = self.query.trim().to_string();
+                self.result_sel = 0;
+                self.preview_scroll = 0;
+                // Typing a new query asks for its results.
+                if self.list == ListView::Documents
+                    || (self.list == ListView::Sources && !self.generating())
+                {
+                    self.list = ListView::Results;
+                }
+            }
+            Msg::Text { seq, text } => {
+                if let Some(a) = self.answer.as_mut().filter(|a| a.seq == seq && a.running()) {
+                    a.text.push_str(&text);
+                }
+            }
+            Msg::Answered { seq, answer } => {
+                let Some(view) = self.answer.as_mut().filter(|a| a.seq == seq) else {
+                    return;
+                };
+                view.text = answer.checked.answer.trim().to_string();
+                if view.text.is_empty() {
+                    view.text =
+                        "The indexed documents do not seem to contain an answer to this question."
+                            .into();
+                }
+                let note = answer.note.clone();
+                if view.turn && !view.cancelled {
+                    self.turns.push(Turn {
+                        question: view.question.clone(),
+                        answer: view.text.clone(),
+                        sources: sources_of(&answer),
+                    });
+                }
+                let cancelled = view.cancelled;
+                view.answer = Some(*answer);
+                self.source_sel = 0;
+                if !self.sources().is_empty() {
+                    self.list = ListView::Sources;
+                    // The first cited passage.
+                    let first = self
+                        .answer
+                        .as_ref()
+                        .and_then(|a| a.answer.as_ref())
+                        .and_then(|a| a.checked.citations.iter().map(|c| c.n).min());
+                    self.source_sel = first.map_or(0, |n| n - 1);
+                }
+                self.preview_scroll = 0;
+                if cancelled {
+                    self.info_msg("answer stopped");
+                } else {
+                    self.info_msg(note);
+                }
+            }
+            Msg::Failed { seq, error } => {
+                if seq == self.search_seq {
+                    self.searching = false;
+                    self.error_msg(format!("search failed: {error}"));
+                } else if let Some(a) = self.answer.as_ref().filter(|a| a.seq == seq) {
+                    let what = if a.turn { "answer" } else { "summary" };
+                    self.answer = None;
+                    self.error_msg(format!("{what} failed: {error}"));
+                }
+            }
+            Msg::Documents(Ok(docs)) => {
+                self.documents = docs;
+                self.doc_sel = self.doc_sel.min(self.documents.len().saturating_sub(1));
+            }
+            Msg::Documents(Err(e)) => self.error_msg(format!("listing documents failed: {e}")),
+            Msg::IngestProgress {
+                done,
+                total,
+                current,
+            } => {
+                if let Some(i) = &mut self.ingest {
+                    i.done = done;
+                    i.total = total;
+                    i.current = current;
+                }
+            }
+            Msg::IngestDone(r) => {
+                self.ingest = None;
+                match r {
+                    Ok(report) => self.info_msg(report),
+                    Err(e) => self.error_msg(format!("ingest failed: {e}")),
+                }
+            }
+            Msg::Info(info) => self.info = info,
+            Msg::Note(Ok(n)) => self.info_msg(n),
+            Msg::Note(Err(e)) => self.error_msg(e),
+        }
+    }
+}
+
+/// What the preview pane shows.
+#[derive(Debug, Clone)]
+pub enum Preview<'a> {
+    /// A passage of the answer, with the spans its citations quote.
+    Passage {
+        /// The passage.
+        passage: &'a Passage,
+        /// The question (its terms are highlighted).
+        query: &'a str,
+        /// Quoted byte ranges of the passage text.
+        quotes: Vec<(usize, usize)>,
+    },
+    /// A search result.
+    Hit {
+        /// The hit.
+        hit: &'a Hit,
+        /// The query (its terms are highlighted).
+        query: &'a str,
+    },
+    /// A document of the browser.
+    Document(&'a FileRecord),
+}
+
+/// `[n] title — p. 3 (path)` for each passage the answer cites.
+pub fn sources_of(a: &Answer) -> Vec<String> {
+    let mut cited: Vec<usize> = a.checked.citations.iter().map(|c| c.n).collect();
+    cited.sort_unstable();
+    cited.dedup();
+    cited
+        .into_iter()
+        .filter_map(|n| a.passages.get(n - 1))
+        .map(|p| format!("[{}] {} — {} ({})", p.n, p.title, p.pages(), p.path))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::check;
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    fn ctrl(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+    }
+
+    fn typed(app: &mut App, text: &str, now: Instant) {
+        for c in text.chars() {
+            assert!(app.on_key(key(KeyCode::Char(c)), now).is_empty());
+        }
+    }
+
+    fn passage(n: usize, text: &str) -> Passage {
+        Passage {
+            n,
+            path: format!("doc{n}.pdf"),
+            title: format!("Doc {n}"),
+            page_start: n as u32,
+            page_end: n as u32,
+            page_label: None,
+            text: text.into(),
+            chunk_ids: vec![format!("c{n}")],
+            rank: n,
+        }
+    }
+
+    fn answer(text: &str, passages: Vec<Passage>) -> Answer {
+        Answer {
+            checked: check(text, &passages),
+            passages,
+            tokens: 900,
+            budget: 4000,
+            extractive: true,
+            note: "context: 900 / 4,000 tokens".into(),
+        }
+    }
+
+    #[test]
+    fn typing_searches_once_after_a_pause() {
+        let t0 = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "osaka", t0);
+        assert_eq!(app.query, "osaka");
+        assert!(app.searching());
+        assert_eq!(app.tick(t0 + DEBOUNCE / 2), None);
+        let Some(Action::Search { seq, query }) = app.tick(t0 + DEBOUNCE) else {
+            panic!("no search after the pause")
+        };
+        assert_eq!(query, "osaka");
+        assert_eq!(app.tick(t0 + DEBOUNCE * 3), None, "searched twice");
+        // A stale result (an older sequence number) is dropped.
+        app.on_msg(Msg::Results {
+            seq: seq + 7,
+            hits: vec![],
+        });
+        assert!(app.searching());
+        app.on_msg(Msg::Results { seq, hits: vec![] });
+        assert!(!app.searching());
+        assert_eq!(app.results_query, "osaka");
+    }
+
+    #[test]
+    fn the_query_line_edits_by_character() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "大阪の倉庫", t);
+        app.on_key(key(KeyCode::Left), t);
+        app.on_key(key(KeyCode::Backspace), t);
+        assert_eq!(app.query, "大阪の庫");
+        assert_eq!(app.cursor, 3);
+        app.on_key(key(KeyCode::Home), t);
+        app.on_key(key(KeyCode::Delete), t);
+        assert_eq!(app.cursor, 0);
+        typed(&mut app, "x ", t);
+        app.on_key(key(KeyCode::End), t);
+        app.on_key(ctrl('w'), t);
+        assert_eq!(app.query, "x ");
+        app.on_key(ctrl('u'), t);
+        assert_eq!(app.query, "");
+        // q and ? are letters in the query line.
+        typed(&mut app, "q?", t);
+        assert!(!app.quit && !app.help);
+    }
+
+    #[test]
+    fn enter_asks_and_the_answer_streams_then_shows_its_sources() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "What was the budget?", t);
+        let actions = app.on_key(key(KeyCode::Enter), t);
+        let [Action::Ask {
+            seq,
+            question,
+            history,
+        }] = actions.as_slice()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(question, "What was the budget?");
+        assert!(history.is_empty());
+        assert!(app.generating() && app.busy());
+        app.on_msg(Msg::Text {
+            seq: *seq,
+            text: "The budget was ".into(),
+        });
+        app.on_msg(Msg::Text {
+            seq: *seq,
+            text: "1.8 million euros [2].".into(),
+        });
+        assert_eq!(
+            app.answer.as_ref().unwrap().text,
+            "The budget was 1.8 million euros [2]."
+        );
+        let a = answer(
+            "The budget was 1.8 million euros [2]. Bogus [9].",
+            vec![
+                passage(1, "Other things."),
+                passage(2, "The budget was 1.8 million euros for the warehouse."),
+            ],
+        );
+        app.on_msg(Msg::Answered {
+            seq: *seq,
+            answer: Box::new(a),
+        });
+        assert!(!app.generating());
+        assert_eq!(app.list, ListView::Sources);
+        assert_eq!(
+            app.source_sel, 1,
+            "the preview starts at the first cited passage"
+        );
+        let Some(Preview::Passage {
+            passage, quotes, ..
+        }) = app.previewed()
+        else {
+            panic!("no passage preview")
+        };
+        assert_eq!(passage.n, 2);
+        assert_eq!(quotes.len(), 1);
+        assert_eq!(app.turns.len(), 1);
+        assert_eq!(app.turns[0].sources, vec!["[2] Doc 2 — p. 2 (doc2.pdf)"]);
+        // A follow-up carries the history.
+        app.focus = Focus::Query;
+        app.on_key(ctrl('u'), t);
+        typed(&mut app, "And when?", t);
+        let actions = app.on_key(key(KeyCode::Enter), t);
+        let [Action::Ask { history, .. }] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(history.len(), 1);
+        assert!(history[0].1.contains("1.8 million"));
+    }
+
+    #[test]
+    fn digits_and_brackets_jump_between_cited_passages() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "q", t);
+        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        let ps = (1..=4)
+            .map(|n| passage(n, &format!("alpha beta {n}")))
+            .collect();
+        app.on_msg(Msg::Answered {
+            seq,
+            answer: Box::new(answer("Alpha beta 1 [1]. Alpha beta 3 [3].", ps)),
+        });
+        app.focus = Focus::Answer;
+        assert_eq!(app.source_sel, 0);
+        app.on_key(key(KeyCode::Char(']')), t);
+        assert_eq!(app.source_sel, 2);
+        app.on_key(key(KeyCode::Char(']')), t);
+        assert_eq!(app.source_sel, 0, "wraps around");
+        app.on_key(key(KeyCode::Char('[')), t);
+        assert_eq!(app.source_sel, 2);
+        app.on_key(key(KeyCode::Char('4')), t);
+        assert_eq!(app.source_sel, 3);
+        app.on_key(key(KeyCode::Char('9')), t);
+        assert!(app.message.as_ref().unwrap().error);
+        assert_eq!(app.source_sel, 3);
+        // o opens the previewed passage's file at its page.
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('o')), t),
+            vec![Action::Open {
+                path: "doc4.pdf".into(),
+                page: 4
+            }]
+        );
+        let actions = app.on_key(key(KeyCode::Char('y')), t);
+        let [Action::Copy(text)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert!(text.contains("Sources\n[1] Doc 1 — p. 1 (doc1.pdf)\n[3] Doc 3"));
+    }
+
+    #[test]
+    fn escape_cancels_and_a_late_answer_is_not_a_turn() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "budget", t);
+        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(app.on_key(key(KeyCode::Esc), t), vec![Action::Cancel]);
+        app.on_msg(Msg::Answered {
+            seq,
+            answer: Box::new(answer("Part", vec![passage(1, "Part")])),
+        });
+        assert!(app.turns.is_empty());
+        assert_eq!(app.message.as_ref().unwrap().text, "answer stopped");
+        // With nothing running, Ctrl-C quits.
+        assert_eq!(app.on_key(ctrl('c'), t), vec![Action::Quit]);
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn panes_keys_help_and_prompts() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        app.on_key(key(KeyCode::Tab), t);
+        assert_eq!(app.focus, Focus::List);
+        app.on_key(key(KeyCode::Char('?')), t);
+        assert!(app.help);
+        app.on_key(key(KeyCode::Char('x')), t);
+        assert!(!app.help, "any key closes the help");
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('d')), t),
+            vec![Action::LoadDocuments]
+        );
+        assert_eq!(app.list, ListView::Documents);
+        app.on_msg(Msg::Documents(Ok(vec![])));
+        // Nothing to summarize, nothing to save: said, not done.
+        assert!(app.on_key(key(KeyCode::Char('s')), t).is_empty());
+        assert!(app.message.as_ref().unwrap().error);
+        assert!(app.on_key(key(KeyCode::Char('w')), t).is_empty());
+        app.on_key(key(KeyCode::Char('i')), t);
+        assert_eq!(app.prompt, Some(Prompt::Ingest(String::new())));
+        for c in "corpora/x".chars() {
+            app.on_key(key(KeyCode::Char(c)), t);
+        }
+        assert!(!app.quit, "q... in a prompt is typed");
+        assert_eq!(
+            app.on_key(key(KeyCode::Enter), t),
+            vec![Action::Ingest("corpora/x".into())]
+        );
+        assert!(app.busy());
+        app.on_msg(Msg::IngestProgress {
+            done: 1,
+            total: 3,
+            current: "a.pdf".into(),
+        });
+        assert_eq!(app.ingest.as_ref().unwrap().done, 1);
+        app.on_msg(Msg::IngestDone(Ok("3 files: 3 indexed".into())));
+        assert!(app.ingest.is_none() && !app.busy());
+        app.on_key(key(KeyCode::Esc), t);
+        assert_eq!(app.list, ListView::Results);
+        app.on_key(key(KeyCode::Char('q')), t);
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn save_writes_the_conversation_with_sources() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "budget?", t);
+        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        app.on_msg(Msg::Answered {
+            seq,
+            answer: Box::new(answer("Alpha beta [1].", vec![passage(1, "alpha beta")])),
+        });
+        app.focus = Focus::List;
+        app.on_key(key(KeyCode::Char('w')), t);
+        let actions = app.on_key(key(KeyCode::Enter), t);
+        let [Action::Save { path, markdown }] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(path, "shirabe-session.md");
+        assert_eq!(
+            markdown,
+            "# shirabe session\n\n## budget?\n\nAlpha beta [1].\n\nSources:\n\n- [1] Doc 1 — p. 1 (doc1.pdf)\n"
+        );
+    }
+
+    #[test]
+    fn the_mouse_scrolls_the_pane_under_it() {
+        let mut app = App::new(Info::default(), true);
+        app.areas = Areas {
+            query: Rect::new(0, 0, 80, 3),
+            list: Rect::new(0, 3, 40, 20),
+            answer: Rect::new(40, 3, 40, 10),
+            preview: Rect::new(40, 13, 40, 10),
+        };
+        let ev = |kind, column, row| MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        };
+        app.on_mouse(ev(MouseEventKind::ScrollDown, 50, 15));
+        assert_eq!((app.preview_scroll, app.answer_scroll), (3, 0));
+        app.on_mouse(ev(MouseEventKind::ScrollDown, 50, 5));
+        app.on_mouse(ev(MouseEventKind::ScrollUp, 50, 15));
+        assert_eq!((app.preview_scroll, app.answer_scroll), (0, 3));
+        app.on_mouse(ev(
+            MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            5,
+            5,
+        ));
+        assert_eq!(app.focus, Focus::List);
+    }
+
+    #[test]
+    fn a_failed_answer_is_reported() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "x", t);
+        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        app.on_msg(Msg::Failed {
+            seq,
+            error: "the endpoint refused".into(),
+        });
+        assert!(app.answer.is_none());
+        let m = app.message.clone().unwrap();
+        assert!(m.error && m.text == "answer failed: the endpoint refused");
+    }
+}

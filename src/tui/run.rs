@@ -1,0 +1,324 @@
+//! The terminal and the event loop: raw mode and the alternate screen
+//! (restored on every exit, panics included), crossterm's event stream,
+//! and the engine's work on tokio's blocking pool, reporting by messages.
+
+use std::io::{Stdout, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event, EventStream, KeyEventKind};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use futures_util::StreamExt;
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use super::app::{Action, App, Msg, RESULT_LIMIT};
+use super::{system, Engine};
+
+/// How the TUI runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Colours allowed.
+    pub color: bool,
+    /// Capture the mouse (wheel scrolling, click to focus).
+    pub mouse: bool,
+    /// Where stderr goes while the screen is ours (library notes, logs),
+    /// so they cannot scribble over it.
+    pub log: Option<PathBuf>,
+    /// A query to start with.
+    pub query: Option<String>,
+}
+
+/// Redraw period while an answer streams or an ingest runs.
+const FRAME: Duration = Duration::from_millis(33);
+
+/// Runs the TUI until the user quits.
+pub fn run(engine: Arc<dyn Engine>, opts: Options) -> std::io::Result<()> {
+    let mut app = App::new(engine.info(), opts.color);
+    if let Some(q) = &opts.query {
+        app.query = q.clone();
+        app.cursor = q.chars().count();
+    }
+    let _stderr = opts.log.as_deref().map(StderrTo::file).transpose()?;
+    let mut term = TerminalGuard::enter(opts.mouse)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let result = rt.block_on(event_loop(&mut term.terminal, &mut app, engine, &opts));
+    drop(term);
+    result
+}
+
+/// Raw mode, the alternate screen and mouse capture, undone on drop and
+/// by the panic hook.
+struct TerminalGuard {
+    terminal: Terminal<CrosstermBackend<Stdout>>,
+    mouse: bool,
+}
+
+fn restore(mouse: bool) {
+    let _ = disable_raw_mode();
+    let mut out = std::io::stdout();
+    if mouse {
+        let _ = crossterm::execute!(out, DisableMouseCapture);
+    }
+    let _ = crossterm::execute!(out, LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = out.flush();
+}
+
+impl TerminalGuard {
+    fn enter(mouse: bool) -> std::io::Result<TerminalGuard> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore(mouse);
+            previous(info);
+        }));
+        enable_raw_mode()?;
+        let mut out = std::io::stdout();
+        let entered = crossterm::execute!(out, EnterAlternateScreen).and_then(|_| {
+            if mouse {
+                crossterm::execute!(out, EnableMouseCapture)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = entered {
+            restore(mouse);
+            return Err(e);
+        }
+        match Terminal::new(CrosstermBackend::new(out)) {
+            Ok(terminal) => Ok(TerminalGuard { terminal, mouse }),
+            Err(e) => {
+                restore(mouse);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore(self.mouse);
+        let _ = std::panic::take_hook();
+    }
+}
+
+/// stderr sent to a file while the TUI runs, put back on drop.
+struct StderrTo {
+    #[cfg(unix)]
+    saved: libc::c_int,
+}
+
+impl StderrTo {
+    #[cfg(unix)]
+    fn file(path: &std::path::Path) -> std::io::Result<StderrTo> {
+        use std::os::fd::AsRawFd;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        // SAFETY: plain descriptor calls on descriptors this process owns;
+        // failures are checked.
+        unsafe {
+            let saved = libc::dup(2);
+            if saved < 0 || libc::dup2(log.as_raw_fd(), 2) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(StderrTo { saved })
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn file(_path: &std::path::Path) -> std::io::Result<StderrTo> {
+        Ok(StderrTo {})
+    }
+}
+
+impl Drop for StderrTo {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        // SAFETY: puts back the descriptor saved in `file`.
+        unsafe {
+            libc::dup2(self.saved, 2);
+            libc::close(self.saved);
+        }
+    }
+}
+
+async fn event_loop(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    app: &mut App,
+    engine: Arc<dyn Engine>,
+    opts: &Options,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = unbounded_channel::<Msg>();
+    let mut events = EventStream::new();
+    let mut frame = tokio::time::interval(FRAME);
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut cancel = Arc::new(AtomicBool::new(false));
+    let mut pending: Vec<Action> = Vec::new();
+    if opts.query.is_some() {
+        // Search the starting query at once.
+        app.on_key(
+            crossterm::event::KeyEvent::new(
+                crossterm::event::KeyCode::End,
+                crossterm::event::KeyModifiers::NONE,
+            ),
+            Instant::now(),
+        );
+        pending.extend(app.tick(Instant::now() + super::app::DEBOUNCE));
+    }
+    loop {
+        for action in pending.drain(..) {
+            if action == Action::Quit {
+                return Ok(());
+            }
+            carry_out(action, &engine, &tx, &mut cancel);
+        }
+        if app.quit {
+            return Ok(());
+        }
+        terminal.draw(|f| super::ui::draw(f, app))?;
+        let due = app.search_due();
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(Event::Key(k))) if k.kind != KeyEventKind::Release => {
+                    pending.extend(app.on_key(k, Instant::now()));
+                }
+                Some(Ok(Event::Mouse(m))) => app.on_mouse(m),
+                Some(Ok(_)) => {} // resize and focus: the next draw reflows
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            Some(msg) = rx.recv() => {
+                app.on_msg(msg);
+                // Tokens come in bursts: take all that are waiting, draw once.
+                while let Ok(m) = rx.try_recv() {
+                    app.on_msg(m);
+                }
+            }
+            _ = frame.tick(), if app.busy() => {}
+            _ = sleep_until(due), if due.is_some() => {
+                pending.extend(app.tick(Instant::now()));
+            }
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(d) = due {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+/// Starts the work of one action.
+fn carry_out(
+    action: Action,
+    engine: &Arc<dyn Engine>,
+    tx: &UnboundedSender<Msg>,
+    cancel: &mut Arc<AtomicBool>,
+) {
+    let (engine, tx) = (Arc::clone(engine), tx.clone());
+    match action {
+        Action::Search { seq, query } => {
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(match engine.search(&query, RESULT_LIMIT) {
+                    Ok(hits) => Msg::Results { seq, hits },
+                    Err(error) => Msg::Failed { seq, error },
+                });
+            });
+        }
+        Action::Ask {
+            seq,
+            question,
+            history,
+        } => {
+            *cancel = Arc::new(AtomicBool::new(false));
+            let stop = Arc::clone(cancel);
+            tokio::task::spawn_blocking(move || {
+                let text_tx = tx.clone();
+                let r = engine.ask(&question, &history, &stop, &mut |t| {
+                    let _ = text_tx.send(Msg::Text {
+                        seq,
+                        text: t.to_string(),
+                    });
+                });
+                let _ = tx.send(match r {
+                    Ok(a) => Msg::Answered {
+                        seq,
+                        answer: Box::new(a),
+                    },
+                    Err(error) => Msg::Failed { seq, error },
+                });
+            });
+        }
+        Action::Summarize { seq, path } => {
+            *cancel = Arc::new(AtomicBool::new(false));
+            let stop = Arc::clone(cancel);
+            tokio::task::spawn_blocking(move || {
+                let text_tx = tx.clone();
+                let r = engine.summarize(&path, &stop, &mut |t| {
+                    let _ = text_tx.send(Msg::Text {
+                        seq,
+                        text: t.to_string(),
+                    });
+                });
+                let _ = tx.send(match r {
+                    Ok(a) => Msg::Answered {
+                        seq,
+                        answer: Box::new(a),
+                    },
+                    Err(error) => Msg::Failed { seq, error },
+                });
+            });
+        }
+        Action::Cancel => cancel.store(true, Ordering::Relaxed),
+        Action::LoadDocuments => {
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(Msg::Documents(engine.documents()));
+            });
+        }
+        Action::Ingest(path) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            tokio::task::spawn_blocking(move || {
+                let progress_tx = tx.clone();
+                let r = engine.ingest(
+                    std::path::Path::new(&path),
+                    &stop,
+                    &|done, total, current| {
+                        let _ = progress_tx.send(Msg::IngestProgress {
+                            done,
+                            total,
+                            current: current.to_string(),
+                        });
+                    },
+                );
+                let _ = tx.send(Msg::IngestDone(r));
+                let _ = tx.send(Msg::Info(engine.info()));
+                let _ = tx.send(Msg::Documents(engine.documents()));
+            });
+        }
+        Action::Open { path, page } => {
+            let _ = tx.send(Msg::Note(system::open_at_page(&path, page)));
+        }
+        Action::Copy(text) => {
+            let _ = tx.send(Msg::Note(system::copy(&text)));
+        }
+        Action::Save { path, markdown } => {
+            let _ = tx.send(Msg::Note(
+                std::fs::write(&path, markdown)
+                    .map(|_| format!("saved the conversation to {path}"))
+                    .map_err(|e| format!("saving {path}: {e}")),
+            ));
+        }
+        Action::Quit => {}
+    }
+}

@@ -1,0 +1,1056 @@
+//! Drawing an [`App`]: the query line, the list (results, sources or
+//! documents), the answer, the passage preview, the status bar with the
+//! token-budget gauge, and the key help. Pure rendering; the layout it
+//! used is written back to the app for the mouse.
+
+use std::collections::HashSet;
+
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Borders, Clear, Gauge, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{App, Areas, Focus, ListView, Preview, Prompt};
+use crate::answer::parse_citations;
+use crate::index::analyzer::terms;
+use crate::index::manifest::FileStatus;
+
+/// Styles, with or without colour (`NO_COLOR`): without, only bold,
+/// underline, reverse and dim tell things apart.
+#[derive(Debug, Clone, Copy)]
+struct Theme {
+    color: bool,
+}
+
+impl Theme {
+    fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+    fn border(self, focused: bool) -> Style {
+        if focused {
+            self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+        } else {
+            self.fg(Color::DarkGray)
+        }
+    }
+    fn cite(self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::UNDERLINED)
+    }
+    fn term(self) -> Style {
+        if self.color {
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+        }
+    }
+    fn quote(self) -> Style {
+        if self.color {
+            Style::default().bg(Color::Rgb(40, 60, 40))
+        } else {
+            Style::default().add_modifier(Modifier::REVERSED)
+        }
+    }
+    fn unsupported(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::UNDERLINED)
+    }
+    fn error(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+    fn dim(self) -> Style {
+        if self.color {
+            Style::default().fg(Color::DarkGray)
+        } else {
+            Style::default().add_modifier(Modifier::DIM)
+        }
+    }
+    fn path(self) -> Style {
+        self.fg(Color::Magenta)
+    }
+    fn page(self) -> Style {
+        self.fg(Color::Green)
+    }
+    fn selected(self) -> Style {
+        if self.color {
+            Style::default()
+                .bg(Color::Rgb(50, 50, 70))
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().add_modifier(Modifier::REVERSED)
+        }
+    }
+}
+
+/// Where each part of the screen goes.
+struct Screen {
+    areas: Areas,
+    gauge: Option<Rect>,
+    message: Rect,
+    info: Rect,
+}
+
+fn layout(area: Rect, ingesting: bool) -> Screen {
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(3),
+            Constraint::Min(6),
+            Constraint::Length(u16::from(ingesting)),
+            Constraint::Length(1),
+            Constraint::Length(1),
+        ])
+        .split(area);
+    let body = rows[1];
+    let (list, answer, preview) = if body.width >= 100 {
+        let cols = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(38), Constraint::Percentage(62)])
+            .split(body);
+        let right = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Percentage(45), Constraint::Percentage(55)])
+            .split(cols[1]);
+        (cols[0], right[0], right[1])
+    } else {
+        let parts = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([
+                Constraint::Percentage(30),
+                Constraint::Percentage(30),
+                Constraint::Percentage(40),
+            ])
+            .split(body);
+        (parts[0], parts[1], parts[2])
+    };
+    Screen {
+        areas: Areas {
+            query: rows[0],
+            list,
+            answer,
+            preview,
+        },
+        gauge: ingesting.then_some(rows[2]),
+        message: rows[3],
+        info: rows[4],
+    }
+}
+
+/// Draws the whole screen and records where the panes went.
+pub fn draw(f: &mut Frame<'_>, app: &mut App) {
+    let screen = layout(f.area(), app.ingest.is_some());
+    app.areas = screen.areas;
+    let th = Theme { color: app.color };
+    draw_query(f, app, th, screen.areas.query);
+    draw_list(f, app, th, screen.areas.list);
+    draw_answer(f, app, th, screen.areas.answer);
+    draw_preview(f, app, th, screen.areas.preview);
+    if let (Some(r), Some(i)) = (screen.gauge, &app.ingest) {
+        let ratio = if i.total == 0 {
+            0.0
+        } else {
+            i.done as f64 / i.total as f64
+        };
+        let label = format!(
+            "ingesting {}: {}/{} files{}",
+            i.path,
+            i.done,
+            i.total,
+            if i.current.is_empty() {
+                String::new()
+            } else {
+                format!(" · {}", i.current)
+            }
+        );
+        f.render_widget(
+            Gauge::default()
+                .gauge_style(th.fg(Color::Blue))
+                .ratio(ratio.clamp(0.0, 1.0))
+                .label(label),
+            r,
+        );
+    }
+    draw_message(f, app, th, screen.message);
+    draw_info(f, app, th, screen.info);
+    if app.help {
+        draw_help(f, th);
+    }
+}
+
+fn pane<'a>(title: impl Into<Line<'a>>, focused: bool, th: Theme) -> Block<'a> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(th.border(focused))
+        .title(title)
+}
+
+fn draw_query(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let focused = app.focus == Focus::Query;
+    let mut title = vec![Span::raw(" shirabe — ask or search ")];
+    if app.searching() {
+        title.push(Span::styled("searching… ", th.dim()));
+    }
+    let line = if app.query.is_empty() && !focused {
+        Line::from(Span::styled("/ to type a question", th.dim()))
+    } else {
+        Line::from(vec![
+            Span::styled("> ", th.dim()),
+            Span::raw(app.query.as_str()),
+        ])
+    };
+    f.render_widget(
+        Paragraph::new(line).block(pane(Line::from(title), focused, th)),
+        r,
+    );
+    if focused {
+        let before: String = app.query.chars().take(app.cursor).collect();
+        let x = r.x + 3 + ratatui::text::Line::raw(before).width() as u16;
+        f.set_cursor_position((x.min(r.right().saturating_sub(2)), r.y + 1));
+    }
+}
+
+fn page_text(start: u32, end: u32, label: Option<&str>) -> String {
+    let range = if start == end {
+        format!("p. {start}")
+    } else {
+        format!("pp. {start}–{end}")
+    };
+    match label {
+        Some(l) if l != start.to_string() => format!("{range} (printed {l})"),
+        _ => range,
+    }
+}
+
+fn draw_list(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let focused = app.focus == Focus::List;
+    let (title, items): (String, Vec<ListItem>) = match app.list {
+        ListView::Results => (
+            if app.results_query.is_empty() {
+                " Results ".into()
+            } else {
+                format!(" Results ({}) ", app.results.len())
+            },
+            app.results
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let head = Line::from(vec![
+                        Span::styled(format!("{}. ", i + 1), th.dim()),
+                        Span::styled(h.title.clone().unwrap_or_else(|| h.path.clone()), th.path()),
+                        Span::raw(" "),
+                        Span::styled(
+                            page_text(h.page, h.page, h.page_label.as_deref()),
+                            th.page(),
+                        ),
+                    ]);
+                    let snippet =
+                        marked_line(&h.snippet, &char_ranges(&h.snippet, &h.highlights), th);
+                    ListItem::new(Text::from(vec![head, snippet]))
+                })
+                .collect(),
+        ),
+        ListView::Sources => {
+            let a = app.answer.as_ref().and_then(|a| a.answer.as_ref());
+            let cited: HashSet<usize> = a
+                .map(|a| a.checked.citations.iter().map(|c| c.n).collect())
+                .unwrap_or_default();
+            (
+                format!(
+                    " Sources ({} passages, {} cited) · r: results ",
+                    app.sources().len(),
+                    cited.len()
+                ),
+                app.sources()
+                    .iter()
+                    .map(|p| {
+                        let mark = if cited.contains(&p.n) {
+                            Span::styled(
+                                format!("[{}] ", p.n),
+                                th.cite().add_modifier(Modifier::BOLD),
+                            )
+                        } else {
+                            Span::styled(format!("[{}] ", p.n), th.dim())
+                        };
+                        let head = Line::from(vec![
+                            mark,
+                            Span::styled(p.title.clone(), th.path()),
+                            Span::raw(" "),
+                            Span::styled(p.pages(), th.page()),
+                        ]);
+                        let text: String = p.text.split_whitespace().collect::<Vec<_>>().join(" ");
+                        ListItem::new(Text::from(vec![head, Line::styled(text, th.dim())]))
+                    })
+                    .collect(),
+            )
+        }
+        ListView::Documents => (
+            format!(
+                " Documents ({}) · s: summarize · o: open · i: ingest ",
+                app.documents.len()
+            ),
+            app.documents
+                .iter()
+                .map(|d| {
+                    let head = Line::from(Span::styled(d.path.clone(), th.path()));
+                    let detail = match d.status {
+                        FileStatus::Ok => Line::styled(
+                            format!(
+                                "{} pages · {} chunks{}",
+                                d.pages,
+                                d.chunks,
+                                if d.warnings.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" · {} warnings", d.warnings.len())
+                                }
+                            ),
+                            th.dim(),
+                        ),
+                        FileStatus::Empty => {
+                            Line::styled("no text (a scan without a text layer?)", th.error())
+                        }
+                        FileStatus::Failed => Line::styled(
+                            format!("failed: {}", d.error.as_deref().unwrap_or("unknown error")),
+                            th.error(),
+                        ),
+                    };
+                    ListItem::new(Text::from(vec![head, detail]))
+                })
+                .collect(),
+        ),
+    };
+    let empty = items.is_empty();
+    let block = pane(title, focused, th);
+    if empty {
+        let hint = match app.list {
+            ListView::Results if app.info.chunks == 0 => {
+                "The index is empty: press i (outside the query line) to ingest a folder."
+            }
+            ListView::Results if app.results_query.is_empty() => {
+                "Type to search; results update as you type."
+            }
+            ListView::Results => "Nothing matches.",
+            ListView::Sources => "No passages.",
+            ListView::Documents => "No documents yet: press i to ingest a folder.",
+        };
+        f.render_widget(
+            Paragraph::new(Line::styled(hint, th.dim()))
+                .wrap(Wrap { trim: true })
+                .block(block),
+            r,
+        );
+        return;
+    }
+    let mut state = ListState::default().with_selected(Some(app.selected()));
+    f.render_stateful_widget(
+        List::new(items).block(block).highlight_style(th.selected()),
+        r,
+        &mut state,
+    );
+}
+
+/// Character ranges (as [`crate::retrieve::Hit::highlights`] gives them)
+/// to byte ranges.
+fn char_ranges(text: &str, ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let at: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
+    let b = |c: usize| at.get(c).copied().unwrap_or(text.len());
+    ranges.iter().map(|&(s, e)| (b(s), b(e))).collect()
+}
+
+fn marked_line<'a>(text: &str, ranges: &[(usize, usize)], th: Theme) -> Line<'a> {
+    let marks: Vec<(usize, usize, Style)> =
+        ranges.iter().map(|&(s, e)| (s, e, th.term())).collect();
+    styled(text, &marks, Style::default())
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// `text` as lines, with `marks` (byte ranges and styles, later ones on
+/// top) patched over `base`.
+fn styled<'a>(text: &str, marks: &[(usize, usize, Style)], base: Style) -> Vec<Line<'a>> {
+    let fix = |mut i: usize| {
+        i = i.min(text.len());
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let mut cuts: Vec<usize> = vec![0, text.len()];
+    for &(s, e, _) in marks {
+        cuts.push(fix(s));
+        cuts.push(fix(e));
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut lines: Vec<Line<'a>> = vec![Line::default()];
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        let mut style = base;
+        for &(s, e, st) in marks {
+            if fix(s) <= a && b <= fix(e) {
+                style = style.patch(st);
+            }
+        }
+        for (k, part) in text[a..b].split('\n').enumerate() {
+            if k > 0 {
+                lines.push(Line::default());
+            }
+            if !part.is_empty() {
+                let part = part.replace('\t', "    ");
+                lines
+                    .last_mut()
+                    .expect("at least one line")
+                    .spans
+                    .push(Span::styled(part, style));
+            }
+        }
+    }
+    lines
+}
+
+fn draw_answer(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let focused = app.focus == Focus::Answer;
+    let Some(view) = &app.answer else {
+        let lines = vec![
+            Line::styled("Type a question and press Enter.", th.dim()),
+            Line::styled(
+                "The answer streams here, with [n] citations checked against the passages;",
+                th.dim(),
+            ),
+            Line::styled(
+                "1–9 or ]/[ show a cited passage, o opens its page, ? lists the keys.",
+                th.dim(),
+            ),
+        ];
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(pane(" Answer ", focused, th)),
+            r,
+        );
+        return;
+    };
+    let title = if view.running() {
+        format!(
+            " {} — writing… {:.1}s · Esc stops ",
+            if view.turn { "Answer" } else { "Summary" },
+            view.started.elapsed().as_secs_f64()
+        )
+    } else {
+        format!(
+            " {} · y: copy · w: save ",
+            if view.turn { "Answer" } else { "Summary" }
+        )
+    };
+    let mut lines = vec![
+        Line::from(Span::styled(
+            view.question.clone(),
+            Style::default().add_modifier(Modifier::BOLD),
+        )),
+        Line::default(),
+    ];
+    match &view.answer {
+        None => {
+            let text = &view.text;
+            let marks: Vec<(usize, usize, Style)> = parse_citations(text)
+                .into_iter()
+                .map(|c| (c.span.0, c.span.1, th.cite()))
+                .collect();
+            let mut body = styled(text, &marks, Style::default());
+            if let Some(last) = body.last_mut() {
+                last.spans.push(Span::styled("▌", th.dim()));
+            }
+            if text.is_empty() {
+                body = vec![Line::styled("retrieving passages…", th.dim())];
+            }
+            lines.extend(body);
+        }
+        Some(a) => {
+            let full = &a.checked.answer;
+            let lead = full.len() - full.trim_start().len();
+            let text = full.trim();
+            if text.is_empty() {
+                lines.push(Line::raw(view.text.clone()));
+            } else {
+                let shift = |x: usize| x.saturating_sub(lead);
+                let mut marks: Vec<(usize, usize, Style)> = a
+                    .checked
+                    .unsupported
+                    .iter()
+                    .map(|u| (shift(u.sentence.0), shift(u.sentence.1), th.unsupported()))
+                    .collect();
+                marks.extend(
+                    parse_citations(text)
+                        .into_iter()
+                        .map(|c| (c.span.0, c.span.1, th.cite())),
+                );
+                lines.extend(styled(text, &marks, Style::default()));
+            }
+            lines.push(Line::default());
+            if !a.checked.unsupported.is_empty() {
+                lines.push(Line::styled(
+                    format!(
+                        "⚠ {} claim(s) not supported by the passages they cite (underlined)",
+                        a.checked.unsupported.len()
+                    ),
+                    th.error(),
+                ));
+            }
+            if !a.checked.invalid.is_empty() {
+                lines.push(Line::styled(
+                    format!(
+                        "⚠ removed citations to passages that do not exist: {}",
+                        a.checked
+                            .invalid
+                            .iter()
+                            .map(|n| format!("[{n}]"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    th.error(),
+                ));
+            }
+            if a.extractive {
+                lines.push(Line::styled(
+                    "(extractive: the most relevant sentences; start with --model or --endpoint for a written answer)",
+                    th.dim(),
+                ));
+            }
+            let sources = super::app::sources_of(a);
+            if !sources.is_empty() {
+                lines.push(Line::default());
+                lines.push(Line::styled(
+                    "Sources",
+                    Style::default().add_modifier(Modifier::BOLD),
+                ));
+                for s in sources {
+                    lines.push(Line::raw(s));
+                }
+            }
+        }
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((app.answer_scroll, 0))
+            .block(pane(title, focused, th)),
+        r,
+    );
+}
+
+/// Byte ranges of `text` holding terms of `query` (as the index analyses
+/// both, so CJK matches by bigram).
+fn query_terms(text: &str, query: &str) -> Vec<(usize, usize)> {
+    let wanted: HashSet<String> = terms(query).into_iter().map(|t| t.0).collect();
+    terms(text)
+        .into_iter()
+        .filter(|t| wanted.contains(&t.0))
+        .map(|t| (t.1, t.2))
+        .collect()
+}
+
+fn draw_preview(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let focused = app.focus == Focus::Preview;
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let mut auto_scroll = 0u16;
+    let (title, lines): (String, Vec<Line>) = match app.previewed() {
+        None => (
+            " Preview ".into(),
+            vec![Line::styled(
+                "The selected passage shows here, its cited sentences marked.",
+                th.dim(),
+            )],
+        ),
+        Some(Preview::Hit { hit, query }) => {
+            let mut lines = vec![
+                Line::styled(hit.title.clone().unwrap_or_else(|| hit.path.clone()), bold),
+                Line::from(vec![
+                    Span::styled(
+                        page_text(hit.page_start, hit.page_end, hit.page_label.as_deref()),
+                        th.page(),
+                    ),
+                    Span::styled(format!(" · {}", hit.path), th.dim()),
+                ]),
+            ];
+            if let Some(sec) = &hit.section {
+                lines.push(Line::styled(format!("§ {sec}"), th.dim()));
+            }
+            lines.push(Line::default());
+            let marks: Vec<_> = query_terms(&hit.text, query)
+                .into_iter()
+                .map(|(s, e)| (s, e, th.term()))
+                .collect();
+            lines.extend(styled(hit.text.trim_end(), &marks, Style::default()));
+            (" Preview · o: open the page ".into(), lines)
+        }
+        Some(Preview::Passage {
+            passage,
+            query,
+            quotes,
+        }) => {
+            let mut lines = vec![
+                Line::styled(format!("[{}] {}", passage.n, passage.title), bold),
+                Line::from(vec![
+                    Span::styled(passage.pages(), th.page()),
+                    Span::styled(format!(" · {}", passage.path), th.dim()),
+                ]),
+                Line::default(),
+            ];
+            // Scrolled so the first cited sentence is in view.
+            auto_scroll = quotes
+                .iter()
+                .map(|q| q.0)
+                .min()
+                .map_or(0, |at| {
+                    lines_before(&passage.text, at, r.width.saturating_sub(2))
+                })
+                .saturating_add(lines.len() as u16);
+            if auto_scroll + 2 < r.height.saturating_sub(2) {
+                auto_scroll = 0;
+            } else {
+                auto_scroll = auto_scroll.saturating_sub(2);
+            }
+            let mut marks: Vec<_> = quotes.iter().map(|&(s, e)| (s, e, th.quote())).collect();
+            marks.extend(
+                query_terms(&passage.text, query)
+                    .into_iter()
+                    .map(|(s, e)| (s, e, th.term())),
+            );
+            lines.extend(styled(passage.text.trim_end(), &marks, Style::default()));
+            (
+                format!(
+                    " Passage [{}]{} · o: open the page ",
+                    passage.n,
+                    if quotes.is_empty() {
+                        ""
+                    } else {
+                        " · cited sentence marked"
+                    }
+                ),
+                lines,
+            )
+        }
+        Some(Preview::Document(d)) => {
+            let mut lines = vec![
+                Line::styled(d.title.clone().unwrap_or_else(|| d.path.clone()), bold),
+                Line::styled(d.path.clone(), th.dim()),
+                Line::default(),
+                Line::raw(format!(
+                    "{} pages · {} chunks · {} bytes · {:?}",
+                    d.pages, d.chunks, d.size, d.status
+                )),
+            ];
+            if let Some(e) = &d.error {
+                lines.push(Line::styled(format!("error: {e}"), th.error()));
+            }
+            for w in &d.warnings {
+                lines.push(Line::styled(format!("warning: {w}"), th.error()));
+            }
+            (" Document ".into(), lines)
+        }
+    };
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((auto_scroll.saturating_add(app.preview_scroll), 0))
+            .block(pane(title, focused, th)),
+        r,
+    );
+}
+
+/// Screen lines `text[..at]` takes when wrapped at `width` columns (an
+/// estimate: wrapping at words can take a little more).
+fn lines_before(text: &str, at: usize, width: u16) -> u16 {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let width = usize::from(width.max(1));
+    let parts: Vec<&str> = text[..at].split('\n').collect();
+    let full: usize = parts[..parts.len() - 1]
+        .iter()
+        .map(|l| Line::raw(*l).width().div_ceil(width).max(1))
+        .sum();
+    let last = Line::raw(parts[parts.len() - 1]).width() / width;
+    u16::try_from(full + last).unwrap_or(u16::MAX)
+}
+
+fn draw_message(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let line = match (&app.prompt, &app.message) {
+        (Some(p), _) => {
+            let (label, text) = match p {
+                Prompt::Ingest(t) => ("ingest (file or folder): ", t),
+                Prompt::Save(t) => ("save the conversation to: ", t),
+            };
+            f.set_cursor_position((
+                r.x + (Line::raw(label).width() + Line::raw(text.as_str()).width()) as u16,
+                r.y,
+            ));
+            Line::from(vec![
+                Span::styled(label, Style::default().add_modifier(Modifier::BOLD)),
+                Span::raw(text.clone()),
+            ])
+        }
+        (None, Some(m)) if m.error => Line::styled(format!("error: {}", m.text), th.error()),
+        (None, Some(m)) => Line::raw(m.text.clone()),
+        (None, None) => Line::styled(
+            "Enter: ask · Tab: next pane · d: documents · i: ingest · F1 or ?: keys · Ctrl-Q: quit",
+            th.dim(),
+        ),
+    };
+    f.render_widget(Paragraph::new(line), r);
+}
+
+/// `96K` for token counts.
+fn kilo(n: usize) -> String {
+    if n < 1024 {
+        n.to_string()
+    } else if n < 10 * 1024 {
+        format!("{:.1}K", n as f64 / 1024.0)
+    } else {
+        format!("{}K", (n as f64 / 1024.0).round())
+    }
+}
+
+fn draw_info(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let i = &app.info;
+    let embedded = if i.chunks == 0 || i.embedded == 0 {
+        "no vectors".to_string()
+    } else {
+        format!(
+            "{:.0}% embedded",
+            100.0 * i.embedded as f64 / i.chunks as f64
+        )
+    };
+    let left = format!(
+        " {} docs · {} chunks · {embedded} · {} · {} ",
+        i.documents, i.chunks, i.mode, i.backend
+    );
+    let used = app
+        .answer
+        .as_ref()
+        .and_then(|a| a.answer.as_ref())
+        .map_or(0, |a| a.tokens);
+    let label = format!("ctx {} / {}", kilo(used), kilo(i.window));
+    let gauge_width = (label.len() as u16 + 12).min(r.width / 2);
+    let cols = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Min(10), Constraint::Length(gauge_width)])
+        .split(r);
+    f.render_widget(Paragraph::new(Line::styled(left, th.dim())), cols[0]);
+    let ratio = if i.window == 0 {
+        0.0
+    } else {
+        (used as f64 / i.window as f64).clamp(0.0, 1.0)
+    };
+    f.render_widget(
+        Gauge::default()
+            .gauge_style(th.fg(Color::Green))
+            .ratio(ratio)
+            .label(label),
+        cols[1],
+    );
+}
+
+const KEYS: &[(&str, &str)] = &[
+    ("typing", "search as you type (in the query line)"),
+    ("Enter", "ask (a follow-up keeps the conversation)"),
+    ("Tab / Shift-Tab", "next / previous pane"),
+    ("Esc", "stop the answer; leave the query line"),
+    ("/", "back to the query line"),
+    (
+        "↑↓ j k, PgUp PgDn",
+        "move or scroll; the mouse wheel scrolls",
+    ),
+    ("1–9", "show passage [n] (or result n)"),
+    ("] [  n N", "next / previous cited passage"),
+    ("r  c", "show results / the answer's sources"),
+    ("o", "open the PDF at the page (SHIRABE_VIEWER, zathura, …)"),
+    ("y", "copy the answer with its sources"),
+    ("w", "save the conversation as Markdown"),
+    ("d", "documents: pages, status, errors"),
+    ("s", "summarize the selected document"),
+    ("i", "ingest a file or folder in the background"),
+    ("? F1", "this help (any key closes it)"),
+    ("q  Ctrl-Q", "quit (Ctrl-C stops an answer, else quits)"),
+];
+
+fn draw_help(f: &mut Frame<'_>, th: Theme) {
+    let area = f.area();
+    let w = 80.min(area.width);
+    let h = (KEYS.len() as u16 + 2).min(area.height);
+    let r = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{k:>17}  "),
+                    th.cite().remove_modifier(Modifier::UNDERLINED),
+                ),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    f.render_widget(Clear, r);
+    f.render_widget(Paragraph::new(lines).block(pane(" Keys ", true, th)), r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::app::{Action, Msg};
+    use crate::tui::{Answer, Info};
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use std::time::Instant;
+
+    fn info() -> Info {
+        Info {
+            documents: 6,
+            chunks: 42,
+            embedded: 0,
+            mode: "bm25".into(),
+            backend: "extractive".into(),
+            window: 131_072,
+        }
+    }
+
+    fn screen(app: &mut App, w: u16, h: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| draw(f, app)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut s = String::new();
+        for y in 0..buf.area.height {
+            let mut line = String::new();
+            for x in 0..buf.area.width {
+                line.push_str(buf[(x, y)].symbol());
+            }
+            s.push_str(line.trim_end());
+            s.push('\n');
+        }
+        s
+    }
+
+    fn hit(n: u32, path: &str, text: &str) -> crate::retrieve::Hit {
+        let words: HashSet<String> = ["budget", "osaka"].iter().map(|s| s.to_string()).collect();
+        let sn = crate::retrieve::snippet(text, &words);
+        crate::retrieve::Hit {
+            path: path.into(),
+            title: Some(format!("Minutes {n}")),
+            section: None,
+            page_start: n,
+            page_end: n,
+            page: n,
+            page_label: Some(format!("{}", n + 10)),
+            chunk_id: format!("{path}#{n}"),
+            score: 1.0 / n as f32,
+            text: text.into(),
+            snippet: sn.text,
+            highlights: sn.highlights,
+            explain: Default::default(),
+            neighbors: vec![],
+        }
+    }
+
+    fn typed(app: &mut App, s: &str, t: Instant) {
+        for c in s.chars() {
+            app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE), t);
+        }
+    }
+
+    fn with_results() -> App {
+        let t = Instant::now();
+        let mut app = App::new(info(), false);
+        typed(&mut app, "Osaka budget", t);
+        let Some(Action::Search { seq, .. }) = app.tick(t + crate::tui::app::DEBOUNCE) else {
+            panic!("no search")
+        };
+        app.on_msg(Msg::Results {
+            seq,
+            hits: vec![
+                hit(3, "minutes/2024-03.pdf", "The board approved the Osaka warehouse expansion.\nThe budget is 1.8 million euros, spread over two years."),
+                hit(7, "reports/q2.pdf", "Osaka logistics costs rose by 4% in the second quarter."),
+            ],
+        });
+        app
+    }
+
+    fn passages() -> Vec<crate::prompt::Passage> {
+        vec![
+            crate::prompt::Passage {
+                n: 1,
+                path: "minutes/2024-03.pdf".into(),
+                title: "Board minutes, March 2024".into(),
+                page_start: 3,
+                page_end: 3,
+                page_label: Some("1".into()),
+                text: "The board approved the Osaka warehouse expansion.\nThe budget is 1.8 million euros, spread over two years.".into(),
+                chunk_ids: vec!["a".into()],
+                rank: 1,
+            },
+            crate::prompt::Passage {
+                n: 2,
+                path: "reports/q2.pdf".into(),
+                title: "Q2 report".into(),
+                page_start: 7,
+                page_end: 8,
+                page_label: None,
+                text: "Osaka logistics costs rose by 4% in the second quarter.".into(),
+                chunk_ids: vec!["b".into()],
+                rank: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn empty_index() {
+        let mut app = App::new(
+            Info {
+                documents: 0,
+                chunks: 0,
+                ..info()
+            },
+            false,
+        );
+        insta::assert_snapshot!(screen(&mut app, 100, 24));
+    }
+
+    #[test]
+    fn results() {
+        let mut app = with_results();
+        insta::assert_snapshot!(screen(&mut app, 110, 24));
+    }
+
+    #[test]
+    fn streaming_answer() {
+        let t = Instant::now();
+        let mut app = with_results();
+        let seq = match app
+            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
+            .as_slice()
+        {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        app.on_msg(Msg::Text {
+            seq,
+            text: "The Osaka expansion has a budget of 1.8 million euros [1], spread".into(),
+        });
+        let s = screen(&mut app, 110, 24);
+        // The elapsed time in the title changes from run to run.
+        let s = regex_free_seconds(&s);
+        insta::assert_snapshot!(s);
+    }
+
+    /// Replaces the digits of `writing… 0.0s` by `#`.
+    fn regex_free_seconds(s: &str) -> String {
+        let Some(i) = s.find("writing… ") else {
+            return s.to_string();
+        };
+        let start = i + "writing… ".len();
+        let end = start + s[start..].find('s').unwrap();
+        let masked: String = s[start..end]
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        format!("{}{masked}{}", &s[..start], &s[end..])
+    }
+
+    #[test]
+    fn citation_preview() {
+        let t = Instant::now();
+        let mut app = with_results();
+        let seq = match app
+            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
+            .as_slice()
+        {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        let ps = passages();
+        let checked = crate::answer::check(
+            "The budget is 1.8 million euros [1]. Costs rose by 4% [2]. The moon is cheese [2].",
+            &ps,
+        );
+        app.on_msg(Msg::Answered {
+            seq,
+            answer: Box::new(Answer {
+                passages: ps,
+                checked,
+                tokens: 3_400,
+                budget: 8_192,
+                extractive: false,
+                note: "context: 3,400 / 8,192 tokens, 2 passages from 2 documents".into(),
+            }),
+        });
+        app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE), t);
+        app.on_key(KeyEvent::new(KeyCode::Char('2'), KeyModifiers::NONE), t);
+        insta::assert_snapshot!(screen(&mut app, 110, 28));
+        // Narrow terminals stack the panes.
+        insta::assert_snapshot!("citation_preview_narrow", screen(&mut app, 70, 36));
+    }
+
+    #[test]
+    fn help() {
+        let mut app = with_results();
+        app.help = true;
+        insta::assert_snapshot!(screen(&mut app, 100, 26));
+    }
+
+    #[test]
+    fn error() {
+        let mut app = with_results();
+        app.on_msg(Msg::Note(Err(
+            "no viewer found: set SHIRABE_VIEWER, or install zathura or xdg-utils".into(),
+        )));
+        insta::assert_snapshot!(screen(&mut app, 100, 20));
+    }
+
+    #[test]
+    fn styles_mark_citations_terms_and_quotes_without_colour() {
+        let th = Theme { color: false };
+        let lines = styled("ab [1]\ncd", &[(3, 6, th.cite())], Style::default());
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].spans[1].content, "[1]");
+        assert!(lines[0].spans[1]
+            .style
+            .add_modifier
+            .contains(Modifier::UNDERLINED));
+        assert_eq!(lines[0].spans[1].style.fg, None, "NO_COLOR: no colours");
+        // Marks that split a multi-byte character are moved to its start.
+        let l = styled("大阪倉庫", &[(1, 7, th.term())], Style::default());
+        assert_eq!(
+            l[0].spans
+                .iter()
+                .map(|s| s.content.as_ref())
+                .collect::<String>(),
+            "大阪倉庫"
+        );
+        assert_eq!(
+            query_terms("The Osaka budget", "budget osaka?"),
+            vec![(4, 9), (10, 16)]
+        );
+        assert_eq!(lines_before("ab\ncdefgh\nxy", 11, 4), 3);
+        assert_eq!(lines_before("大阪", 3, 4), 0);
+        assert_eq!(kilo(96_412), "94K");
+        assert_eq!(kilo(131_072), "128K");
+        assert_eq!(kilo(3_400), "3.3K");
+    }
+}

@@ -1,0 +1,179 @@
+//! The TUI end to end: the real binary in a real terminal (tmux), driven
+//! by send-keys and read back with capture-pane, on the sample corpus with
+//! the extractive backend.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::Sandbox;
+
+/// A tmux server of its own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.cmd(&args);
+    }
+
+    fn type_text(&self, text: &str) {
+        self.cmd(&["send-keys", "-t", "t", "-l", text]);
+    }
+
+    /// Waits until the screen shows all of `wanted`; returns it.
+    fn wait_for(&self, wanted: &[&str]) -> String {
+        self.wait_until(&format!("{wanted:?}"), |s| {
+            wanted.iter().all(|w| s.contains(w))
+        })
+    }
+
+    /// Waits until `ok(screen)`; returns the screen.
+    fn wait_until(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the screen never showed {what}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.cmd(&["kill-server"]);
+    }
+}
+
+fn have_tmux() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
+    if !have_tmux() {
+        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    let extra = sb.path().join("extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("ferry.md"),
+        "# Ferry timetable\n\nThe Kobe ferry leaves at 07:40 from pier four.\n",
+    )
+    .unwrap();
+    // `shirabe` with no command, in a terminal, is the TUI. The command's
+    // environment is the sandbox's.
+    let c = sb.cmd(&[]);
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => script.push_str(&format!(
+                "export {}='{}'\n",
+                k.to_string_lossy(),
+                v.to_string_lossy()
+            )),
+            None => script.push_str(&format!("unset {}\n", k.to_string_lossy())),
+        }
+    }
+    script.push_str(&format!(
+        "cd '{}'\n'{}'\necho \"exit status $?\"\nsleep 60\n",
+        sb.path().display(),
+        Path::new(c.get_program()).display()
+    ));
+    let run = sb.path().join("run-tui.sh");
+    std::fs::write(&run, script).unwrap();
+    Command::new("chmod").arg("+x").arg(&run).status().unwrap();
+
+    let t = Tmux {
+        socket: format!("shirabe-test-{}", std::process::id()),
+    };
+    t.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        run.to_str().unwrap(),
+    ]);
+    t.wait_for(&[
+        "shirabe — ask or search",
+        "7 docs",
+        "extractive",
+        "ctx 0 / 128K",
+    ]);
+
+    // Search as you type.
+    t.type_text("Osaka warehouse budget");
+    let s = t.wait_for(&["Results (", "Board Meeting Minutes"]);
+    assert!(s.contains("> Osaka warehouse budget"), "{s}");
+
+    // Ask: a cited extractive answer, its sources, the cited passage.
+    t.keys(&["Enter"]);
+    let s = t.wait_for(&["1.8 million euros", "Sources (", "Passage ["]);
+    assert!(s.contains("cited sentence marked"), "{s}");
+    assert!(s.contains("meeting-minutes.pdf"), "{s}");
+    assert!(
+        s.contains("context: "),
+        "the status bar shows the packing: {s}"
+    );
+
+    // Help, then any key closes it.
+    t.keys(&["Tab", "?"]);
+    t.wait_for(&[" Keys ", "copy the answer with its sources"]);
+    t.keys(&["x"]);
+    t.wait_until("the help closed", |s| !s.contains(" Keys "));
+
+    // The document browser shows the failed file and why.
+    t.keys(&["d"]);
+    t.wait_for(&["Documents (8)", "damaged.pdf", "failed:"]);
+
+    // Ingest a folder from inside the TUI; its text is then searchable.
+    t.keys(&["i"]);
+    t.wait_for(&["ingest (file or folder):"]);
+    t.type_text(extra.to_str().unwrap());
+    t.keys(&["Enter"]);
+    t.wait_for(&["ingested", "1 indexed", "8 docs"]);
+    t.keys(&["/", "C-u"]);
+    t.type_text("Kobe ferry");
+    t.wait_for(&["Ferry timetable", "07:40"]);
+
+    // Quit: the program ends cleanly and leaves the alternate screen.
+    t.keys(&["Tab", "q"]);
+    let s = t.wait_for(&["exit status 0"]);
+    assert!(
+        !s.contains("shirabe — ask or search"),
+        "the screen was not restored:\n{s}"
+    );
+}
