@@ -67,6 +67,130 @@ impl Drop for Tmux {
     }
 }
 
+/// Starts `shirabe ARGS` in the sandbox, in a 120×40 tmux pane; the
+/// pane shows `exit status N` when it ends.
+fn start_tui(sb: &Sandbox, args: &[&str]) -> Tmux {
+    let c = sb.cmd(args);
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => script.push_str(&format!(
+                "export {}='{}'\n",
+                k.to_string_lossy(),
+                v.to_string_lossy()
+            )),
+            None => script.push_str(&format!("unset {}\n", k.to_string_lossy())),
+        }
+    }
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    script.push_str(&format!(
+        "cd '{}'\n'{}' {}\necho \"exit status $?\"\nsleep 60\n",
+        sb.path().display(),
+        Path::new(c.get_program()).display(),
+        quoted.join(" ")
+    ));
+    let run = sb.path().join("run-tui.sh");
+    std::fs::write(&run, script).unwrap();
+    Command::new("chmod").arg("+x").arg(&run).status().unwrap();
+    let t = Tmux {
+        socket: format!("shirabe-test-{}-{}", std::process::id(), args.len()),
+    };
+    t.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        run.to_str().unwrap(),
+    ]);
+    t
+}
+
+/// An OpenAI-compatible endpoint that streams `first`, then " more" every
+/// 200 ms for a minute: an answer that is still being written.
+fn slow_endpoint(first: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                let mut s = stream;
+                let event = |text: &str| {
+                    format!(
+                        "data: {}\n\n",
+                        serde_json::json!({"choices": [{"delta": {"content": text}}]})
+                    )
+                };
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+                );
+                let _ = s.write_all(event(first).as_bytes());
+                for _ in 0..300 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if s.write_all(event(" more").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn tui_streams_an_endpoint_answer_and_escape_stops_it() {
+    if !have_tmux() {
+        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    let url = slow_endpoint("The budget is 1.8 million euros [2]. Osaka");
+    let t = start_tui(
+        &sb,
+        &[
+            "tui",
+            "--endpoint",
+            &url,
+            "--model",
+            "qwen-test",
+            "Osaka warehouse budget",
+        ],
+    );
+    // The starting query is searched at once.
+    t.wait_for(&["Results (", "qwen-test"]);
+    t.keys(&["Enter"]);
+    // Mid-stream: the text so far, and the pane says it is writing.
+    let s = t.wait_for(&["1.8 million euros [2]", "writing…", "more more"]);
+    assert!(s.contains("Esc stops"), "{s}");
+    t.keys(&["Escape"]);
+    let s = t.wait_for(&["answer stopped"]);
+    assert!(!s.contains("writing…"), "{s}");
+    // The partial answer is checked like any other: [2] is a source.
+    assert!(s.contains("Sources ("), "{s}");
+    t.keys(&["C-q"]);
+    t.wait_for(&["exit status 0"]);
+}
+
 fn have_tmux() -> bool {
     Command::new("tmux")
         .arg("-V")
@@ -90,43 +214,8 @@ fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
         "# Ferry timetable\n\nThe Kobe ferry leaves at 07:40 from pier four.\n",
     )
     .unwrap();
-    // `shirabe` with no command, in a terminal, is the TUI. The command's
-    // environment is the sandbox's.
-    let c = sb.cmd(&[]);
-    let mut script = String::from("#!/bin/sh\n");
-    for (k, v) in c.get_envs() {
-        match v {
-            Some(v) => script.push_str(&format!(
-                "export {}='{}'\n",
-                k.to_string_lossy(),
-                v.to_string_lossy()
-            )),
-            None => script.push_str(&format!("unset {}\n", k.to_string_lossy())),
-        }
-    }
-    script.push_str(&format!(
-        "cd '{}'\n'{}'\necho \"exit status $?\"\nsleep 60\n",
-        sb.path().display(),
-        Path::new(c.get_program()).display()
-    ));
-    let run = sb.path().join("run-tui.sh");
-    std::fs::write(&run, script).unwrap();
-    Command::new("chmod").arg("+x").arg(&run).status().unwrap();
-
-    let t = Tmux {
-        socket: format!("shirabe-test-{}", std::process::id()),
-    };
-    t.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "t",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        run.to_str().unwrap(),
-    ]);
+    // `shirabe` with no command, in a terminal, is the TUI.
+    let t = start_tui(&sb, &[]);
     t.wait_for(&[
         "shirabe — ask or search",
         "7 docs",

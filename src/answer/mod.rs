@@ -10,6 +10,7 @@
 //! Sentences below [`SUPPORT_THRESHOLD`] are flagged. Each citation also
 //! gets the passage sentence that supports it best, for the sources list.
 
+pub mod conversation;
 pub mod openai;
 pub mod summarize;
 

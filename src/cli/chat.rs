@@ -13,6 +13,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
+use shirabe::answer::conversation::{cited_sources, to_markdown, Turn};
 use shirabe::answer::{check, extractive};
 use shirabe::index::ShirabeIndex;
 use shirabe::prompt::{pack, Packed};
@@ -46,12 +47,6 @@ pub fn retrieval_query(question: &str, previous: Option<&str>) -> String {
     } else {
         question.to_string()
     }
-}
-
-struct Turn {
-    question: String,
-    answer: String,
-    sources: Vec<String>,
 }
 
 pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
@@ -138,7 +133,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         turns.push(Turn {
             question,
             answer,
-            sources: sources_of(&packed, &checked),
+            sources: cited_sources(&packed.passages, &checked),
         });
         cancel.store(false, std::sync::atomic::Ordering::Relaxed);
     }
@@ -244,31 +239,9 @@ pub(super) fn reply(
     })
 }
 
-fn sources_of(p: &Packed, c: &shirabe::answer::Checked) -> Vec<String> {
-    let mut cited: Vec<usize> = c.citations.iter().map(|x| x.n).collect();
-    cited.sort();
-    cited.dedup();
-    cited
-        .into_iter()
-        .map(|n| {
-            let x = &p.passages[n - 1];
-            format!("[{n}] {} — {} ({})", x.title, x.pages(), x.path)
-        })
-        .collect()
-}
-
 fn save(path: &str, turns: &[Turn]) -> Result<()> {
-    let mut md = String::from("# shirabe chat\n");
-    for t in turns {
-        md.push_str(&format!("\n## {}\n\n{}\n", t.question, t.answer));
-        if !t.sources.is_empty() {
-            md.push_str("\nSources:\n\n");
-            for s in &t.sources {
-                md.push_str(&format!("- {s}\n"));
-            }
-        }
-    }
-    std::fs::write(path, md).with_context(|| format!("writing {path}"))
+    std::fs::write(path, to_markdown("shirabe chat", turns))
+        .with_context(|| format!("writing {path}"))
 }
 
 #[cfg(test)]

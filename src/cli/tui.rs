@@ -162,6 +162,7 @@ impl Engine for CliEngine {
     fn summarize(
         &self,
         path: &str,
+        meeting: bool,
         cancel: &AtomicBool,
         _on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer> {
@@ -183,7 +184,7 @@ impl Engine for CliEngine {
         })?;
         let writer = lock(&self.writer);
         let t = std::time::Instant::now();
-        let r = super::ask::summarize_hits(&hits, false, &writer, &self.args.b, cancel)
+        let r = super::ask::summarize_hits(&hits, meeting, &writer, &self.args.b, cancel)
             .map_err(text_of)?;
         let tokens = r
             .passages

@@ -8,6 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent
 use ratatui::layout::{Position, Rect};
 
 use super::{Answer, Info};
+use crate::answer::conversation::{cited_sources, to_markdown, Turn};
 use crate::index::manifest::FileRecord;
 use crate::prompt::Passage;
 use crate::retrieve::Hit;
@@ -96,6 +97,8 @@ pub enum Action {
         seq: u64,
         /// Its path as indexed.
         path: String,
+        /// As meeting minutes: decisions, action items, open questions.
+        meeting: bool,
     },
     /// Stop the running answer.
     Cancel,
@@ -198,17 +201,6 @@ impl AnswerView {
     pub fn running(&self) -> bool {
         self.answer.is_none()
     }
-}
-
-/// One finished question and answer.
-#[derive(Debug, Clone)]
-pub struct Turn {
-    /// The question.
-    pub question: String,
-    /// The answer (checked).
-    pub answer: String,
-    /// `[n] title — p. 3 (path)` for each cited passage.
-    pub sources: Vec<String>,
 }
 
 /// A status-bar message.
@@ -335,6 +327,13 @@ impl App {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Puts `query` on the query line and searches it without waiting.
+    pub fn set_query(&mut self, query: &str, now: Instant) {
+        self.query = query.to_string();
+        self.cursor = query.chars().count();
+        self.search_due = Some(now);
     }
 
     /// An answer is streaming.
@@ -576,7 +575,7 @@ impl App {
         out
     }
 
-    fn summarize_selected(&mut self, now: Instant) -> Vec<Action> {
+    fn summarize_selected(&mut self, meeting: bool, now: Instant) -> Vec<Action> {
         let path = match self.list {
             ListView::Documents => self.documents.get(self.doc_sel).map(|d| d.path.clone()),
             ListView::Results => self.results.get(self.result_sel).map(|h| h.path.clone()),
@@ -590,8 +589,13 @@ impl App {
         if self.generating() {
             out.push(Action::Cancel);
         }
-        let seq = self.start_answer(format!("Summary of {path}"), false, now);
-        out.push(Action::Summarize { seq, path });
+        let what = if meeting {
+            "Meeting summary"
+        } else {
+            "Summary"
+        };
+        let seq = self.start_answer(format!("{what} of {path}"), false, now);
+        out.push(Action::Summarize { seq, path, meeting });
         out
     }
 
@@ -600,7 +604,7 @@ impl App {
         let view = self.answer.as_ref()?;
         let a = view.answer.as_ref()?;
         let mut s = format!("{}\n", a.checked.answer.trim());
-        let sources = sources_of(a);
+        let sources = cited_sources(&a.passages, &a.checked);
         if !sources.is_empty() {
             s.push_str("\nSources\n");
             for line in sources {
@@ -613,17 +617,7 @@ impl App {
 
     /// The conversation as Markdown (for `w`).
     pub fn markdown(&self) -> String {
-        let mut md = String::from("# shirabe session\n");
-        for t in &self.turns {
-            md.push_str(&format!("\n## {}\n\n{}\n", t.question, t.answer));
-            if !t.sources.is_empty() {
-                md.push_str("\nSources:\n\n");
-                for s in &t.sources {
-                    md.push_str(&format!("- {s}\n"));
-                }
-            }
-        }
-        md
+        to_markdown("shirabe session", &self.turns)
     }
 
     /// Handles a key press.
@@ -737,7 +731,8 @@ impl App {
                 }
                 _ => self.focus = Focus::Preview,
             },
-            KeyCode::Char('s') => return self.summarize_selected(now),
+            KeyCode::Char('s') => return self.summarize_selected(false, now),
+            KeyCode::Char('m') => return self.summarize_selected(true, now),
             KeyCode::Char('r') => {
                 self.list = ListView::Results;
                 self.preview_scroll = 0;
@@ -956,7 +951,7 @@ impl App {
                     self.turns.push(Turn {
                         question: view.question.clone(),
                         answer: view.text.clone(),
-                        sources: sources_of(&answer),
+                        sources: cited_sources(&answer.passages, &answer.checked),
                     });
                 }
                 let cancelled = view.cancelled;
@@ -1040,18 +1035,6 @@ pub enum Preview<'a> {
     },
     /// A document of the browser.
     Document(&'a FileRecord),
-}
-
-/// `[n] title — p. 3 (path)` for each passage the answer cites.
-pub fn sources_of(a: &Answer) -> Vec<String> {
-    let mut cited: Vec<usize> = a.checked.citations.iter().map(|c| c.n).collect();
-    cited.sort_unstable();
-    cited.dedup();
-    cited
-        .into_iter()
-        .filter_map(|n| a.passages.get(n - 1))
-        .map(|p| format!("[{}] {} — {} ({})", p.n, p.title, p.pages(), p.path))
-        .collect()
 }
 
 #[cfg(test)]

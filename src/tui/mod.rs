@@ -53,10 +53,12 @@ pub trait Engine: Send + Sync {
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer>;
 
-    /// Summarizes one indexed document (its path as the manifest has it).
+    /// Summarizes one indexed document (its path as the manifest has it);
+    /// `meeting` asks for decisions, action items and open questions.
     fn summarize(
         &self,
         path: &str,
+        meeting: bool,
         cancel: &AtomicBool,
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer>;

@@ -41,15 +41,14 @@ const FRAME: Duration = Duration::from_millis(33);
 pub fn run(engine: Arc<dyn Engine>, opts: Options) -> std::io::Result<()> {
     let mut app = App::new(engine.info(), opts.color);
     if let Some(q) = &opts.query {
-        app.query = q.clone();
-        app.cursor = q.chars().count();
+        app.set_query(q, Instant::now());
     }
     let _stderr = opts.log.as_deref().map(StderrTo::file).transpose()?;
     let mut term = TerminalGuard::enter(opts.mouse)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    let result = rt.block_on(event_loop(&mut term.terminal, &mut app, engine, &opts));
+    let result = rt.block_on(event_loop(&mut term.terminal, &mut app, engine));
     drop(term);
     result
 }
@@ -157,7 +156,6 @@ async fn event_loop(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
     engine: Arc<dyn Engine>,
-    opts: &Options,
 ) -> std::io::Result<()> {
     let (tx, mut rx) = unbounded_channel::<Msg>();
     let mut events = EventStream::new();
@@ -165,17 +163,6 @@ async fn event_loop(
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut cancel = Arc::new(AtomicBool::new(false));
     let mut pending: Vec<Action> = Vec::new();
-    if opts.query.is_some() {
-        // Search the starting query at once.
-        app.on_key(
-            crossterm::event::KeyEvent::new(
-                crossterm::event::KeyCode::End,
-                crossterm::event::KeyModifiers::NONE,
-            ),
-            Instant::now(),
-        );
-        pending.extend(app.tick(Instant::now() + super::app::DEBOUNCE));
-    }
     loop {
         for action in pending.drain(..) {
             if action == Action::Quit {
@@ -260,12 +247,12 @@ fn carry_out(
                 });
             });
         }
-        Action::Summarize { seq, path } => {
+        Action::Summarize { seq, path, meeting } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
             tokio::task::spawn_blocking(move || {
                 let text_tx = tx.clone();
-                let r = engine.summarize(&path, &stop, &mut |t| {
+                let r = engine.summarize(&path, meeting, &stop, &mut |t| {
                     let _ = text_tx.send(Msg::Text {
                         seq,
                         text: t.to_string(),

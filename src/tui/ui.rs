@@ -290,7 +290,7 @@ fn draw_list(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
         }
         ListView::Documents => (
             format!(
-                " Documents ({}) · s: summarize · o: open · i: ingest ",
+                " Documents ({}) · s/m: summarize · o: open · i: ingest ",
                 app.documents.len()
             ),
             app.documents
@@ -526,7 +526,7 @@ fn draw_answer(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
                     th.dim(),
                 ));
             }
-            let sources = super::app::sources_of(a);
+            let sources = crate::answer::conversation::cited_sources(&a.passages, &a.checked);
             if !sources.is_empty() {
                 lines.push(Line::default());
                 lines.push(Line::styled(
@@ -779,7 +779,10 @@ const KEYS: &[(&str, &str)] = &[
     ("y", "copy the answer with its sources"),
     ("w", "save the conversation as Markdown"),
     ("d", "documents: pages, status, errors"),
-    ("s", "summarize the selected document"),
+    (
+        "s  m",
+        "summarize the selected document (m: as meeting minutes)",
+    ),
     ("i", "ingest a file or folder in the background"),
     ("? F1", "this help (any key closes it)"),
     ("q  Ctrl-Q", "quit (Ctrl-C stops an answer, else quits)"),
