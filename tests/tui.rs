@@ -189,6 +189,11 @@ fn tui_streams_an_endpoint_answer_and_escape_stops_it() {
     assert!(s.contains("Sources ("), "{s}");
     t.keys(&["C-q"]);
     t.wait_for(&["exit status 0"]);
+    // stderr went to the log while the screen was the TUI's; it has the
+    // frame rate while the answer streamed.
+    let log = std::fs::read_to_string(sb.path().join("cache/shirabe/tui.log")).unwrap_or_default();
+    assert!(log.contains("frames/s"), "{log}");
+    eprintln!("{}", log.trim());
 }
 
 fn have_tmux() -> bool {

@@ -668,6 +668,23 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// TUI frame time while an answer streams: the real draw and the real
+    /// terminal backend (writing to a sink), with 30 results and a long
+    /// answer growing by a few words each frame.
+    Tui {
+        /// Terminal columns.
+        #[arg(long, default_value_t = 200)]
+        width: u16,
+        /// Terminal rows.
+        #[arg(long, default_value_t = 60)]
+        height: u16,
+        /// Frames to draw.
+        #[arg(long, default_value_t = 2_000)]
+        frames: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Context packing time for a full window of retrieved passages, with
     /// the real Qwen3 tokenizer.
     Pack {

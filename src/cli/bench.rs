@@ -151,6 +151,12 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             tokenizer,
             json,
         } => pack_bench(*ctx, *passages, tokenizer, *json),
+        BenchWhat::Tui {
+            width,
+            height,
+            frames,
+            json,
+        } => tui_bench(*width, *height, *frames, *json),
         BenchWhat::IngestEmbed {
             preset,
             dtype,
@@ -219,6 +225,90 @@ fn synthetic_hits(n: usize) -> Vec<shirabe::retrieve::Hit> {
             }
         })
         .collect()
+}
+
+/// Frame times of the TUI while an answer streams in.
+fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Status> {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::backend::CrosstermBackend;
+    use ratatui::layout::Rect;
+    use ratatui::{Terminal, TerminalOptions, Viewport};
+    use shirabe::tui::app::{Action, App, Msg};
+    anyhow::ensure!(frames > 0, "--frames must be at least 1");
+    let backend = CrosstermBackend::new(std::io::sink());
+    let mut term = Terminal::with_options(
+        backend,
+        TerminalOptions {
+            viewport: Viewport::Fixed(Rect::new(0, 0, width, height)),
+        },
+    )?;
+    let info = shirabe::tui::Info {
+        documents: 37,
+        chunks: 16_484,
+        embedded: 16_484,
+        mode: "hybrid".into(),
+        backend: "qwen3-4b".into(),
+        window: 131_072,
+    };
+    let mut app = App::new(info, true);
+    let t0 = Instant::now();
+    app.set_query("What did the board decide about the budget?", t0);
+    let Some(Action::Search { seq, .. }) = app.tick(t0) else {
+        anyhow::bail!("the TUI did not search");
+    };
+    let mut hits = synthetic_hits(30);
+    for h in &mut hits {
+        h.snippet = h.text.chars().take(200).collect();
+        h.highlights = vec![(3, 9), (40, 47)];
+    }
+    app.on_msg(Msg::Results { seq, hits });
+    let ask = app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t0);
+    let [Action::Ask { seq, .. }] = ask.as_slice() else {
+        anyhow::bail!("the TUI did not ask");
+    };
+    let mut rng = Rng(0xc0ffee);
+    let mut times = Vec::with_capacity(frames);
+    let started = Instant::now();
+    for i in 0..frames {
+        // A few tokens per frame, as a fast backend delivers them.
+        let mut text: Vec<String> = (0..4).map(|_| word(50 + rng.zipf(5_000))).collect();
+        if i % 12 == 11 {
+            text.push(format!("[{}].", 1 + i % 9));
+        }
+        app.on_msg(Msg::Text {
+            seq: *seq,
+            text: format!(" {}", text.join(" ")),
+        });
+        let t = Instant::now();
+        term.draw(|f| shirabe::tui::ui::draw(f, &mut app))?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let total = started.elapsed().as_secs_f64();
+    let answer_chars = app.answer.as_ref().map_or(0, |a| a.text.chars().count());
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (
+        percentile(&sorted, 0.5),
+        percentile(&sorted, 0.99),
+        sorted[sorted.len() - 1],
+    );
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({"width": width, "height": height, "frames": frames, "answer_chars": answer_chars,
+                    "frame_ms_p50": p50, "frame_ms_p99": p99, "frame_ms_max": max,
+                    "frames_per_second_possible": frames as f64 / total}),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "tui {width}x{height}, {frames} frames while a {answer_chars}-character answer streamed: frame p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({:.0} frames/s possible; the loop draws every 25 ms while busy)",
+            frames as f64 / total
+        )?;
+    }
+    Ok(Status::Success)
 }
 
 /// Time to first token of a packed prompt with a random-weight model in

@@ -35,7 +35,7 @@ pub struct Options {
 }
 
 /// Redraw period while an answer streams or an ingest runs.
-const FRAME: Duration = Duration::from_millis(33);
+const FRAME: Duration = Duration::from_millis(25);
 
 /// Runs the TUI until the user quits.
 pub fn run(engine: Arc<dyn Engine>, opts: Options) -> std::io::Result<()> {
@@ -163,17 +163,22 @@ async fn event_loop(
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut cancel = Arc::new(AtomicBool::new(false));
     let mut pending: Vec<Action> = Vec::new();
+    let mut stats = FrameStats::default();
     loop {
         for action in pending.drain(..) {
             if action == Action::Quit {
-                return Ok(());
+                app.quit = true;
+                break;
             }
             carry_out(action, &engine, &tx, &mut cancel);
         }
         if app.quit {
+            stats.report();
             return Ok(());
         }
+        let t = Instant::now();
         terminal.draw(|f| super::ui::draw(f, app))?;
+        stats.frame(app.busy(), t);
         let due = app.search_due();
         tokio::select! {
             ev = events.next() => match ev {
@@ -196,6 +201,46 @@ async fn event_loop(
             _ = sleep_until(due), if due.is_some() => {
                 pending.extend(app.tick(Instant::now()));
             }
+        }
+    }
+}
+
+/// Frames drawn while an answer streamed or an ingest ran, for the log.
+#[derive(Default)]
+struct FrameStats {
+    frames: u64,
+    since: Option<Instant>,
+    busy: Duration,
+    slowest: Duration,
+}
+
+impl FrameStats {
+    fn frame(&mut self, busy: bool, started: Instant) {
+        let now = Instant::now();
+        match (busy, self.since) {
+            (true, None) => self.since = Some(started),
+            (true, Some(_)) => {
+                self.frames += 1;
+                self.slowest = self.slowest.max(now - started);
+            }
+            (false, Some(s)) => {
+                self.busy += now - s;
+                self.since = None;
+            }
+            (false, None) => {}
+        }
+    }
+
+    fn report(&mut self) {
+        self.frame(false, Instant::now());
+        if self.frames > 0 {
+            eprintln!(
+                "tui: {} frames in {:.1}s of streaming or ingest ({:.1} frames/s), slowest {:.1} ms",
+                self.frames,
+                self.busy.as_secs_f64(),
+                self.frames as f64 / self.busy.as_secs_f64().max(1e-9),
+                self.slowest.as_secs_f64() * 1e3
+            );
         }
     }
 }

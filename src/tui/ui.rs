@@ -539,13 +539,17 @@ fn draw_answer(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
             }
         }
     }
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .scroll((app.answer_scroll, 0))
-            .block(pane(title, focused, th)),
-        r,
-    );
+    let para = Paragraph::new(lines).wrap(Wrap { trim: false });
+    // While it is written, the pane follows the end of the answer unless
+    // the user scrolled.
+    let scroll = if view.running() && app.answer_scroll == 0 {
+        let shown = usize::from(r.height.saturating_sub(2));
+        let total = para.line_count(r.width.saturating_sub(2));
+        u16::try_from(total.saturating_sub(shown)).unwrap_or(u16::MAX)
+    } else {
+        app.answer_scroll
+    };
+    f.render_widget(para.scroll((scroll, 0)).block(pane(title, focused, th)), r);
 }
 
 /// Byte ranges of `text` holding terms of `query` (as the index analyses
@@ -1008,6 +1012,27 @@ mod tests {
         insta::assert_snapshot!(screen(&mut app, 110, 28));
         // Narrow terminals stack the panes.
         insta::assert_snapshot!("citation_preview_narrow", screen(&mut app, 70, 36));
+    }
+
+    #[test]
+    fn a_long_answer_is_followed_while_it_streams() {
+        let t = Instant::now();
+        let mut app = with_results();
+        let seq = match app
+            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
+            .as_slice()
+        {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        };
+        let long: String = (0..400).map(|i| format!("word{i} ")).collect();
+        app.on_msg(Msg::Text {
+            seq,
+            text: format!("{long}THE-END"),
+        });
+        let s = screen(&mut app, 110, 24);
+        assert!(s.contains("THE-END"), "{s}");
+        assert!(!s.contains("word0 "), "{s}");
     }
 
     #[test]
