@@ -70,7 +70,15 @@ impl Drop for Tmux {
 /// Starts `shirabe ARGS` in the sandbox, in a 120×40 tmux pane; the
 /// pane shows `exit status N` when it ends.
 fn start_tui(sb: &Sandbox, args: &[&str]) -> Tmux {
-    let c = sb.cmd(args);
+    start_tui_with(sb, args, &[])
+}
+
+/// [`start_tui`] with extra environment variables.
+fn start_tui_with(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Tmux {
+    let mut c = sb.cmd(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
     let mut script = String::from("#!/bin/sh\n");
     for (k, v) in c.get_envs() {
         match v {
@@ -93,7 +101,12 @@ fn start_tui(sb: &Sandbox, args: &[&str]) -> Tmux {
     std::fs::write(&run, script).unwrap();
     Command::new("chmod").arg("+x").arg(&run).status().unwrap();
     let t = Tmux {
-        socket: format!("shirabe-test-{}-{}", std::process::id(), args.len()),
+        socket: format!(
+            "shirabe-test-{}-{}-{}",
+            std::process::id(),
+            args.len(),
+            env.len()
+        ),
     };
     t.cmd(&[
         "new-session",
@@ -194,6 +207,31 @@ fn tui_streams_an_endpoint_answer_and_escape_stops_it() {
     let log = std::fs::read_to_string(sb.path().join("cache/shirabe/tui.log")).unwrap_or_default();
     assert!(log.contains("frames/s"), "{log}");
     eprintln!("{}", log.trim());
+}
+
+#[test]
+fn a_panic_restores_the_terminal_and_prints_the_error() {
+    if !have_tmux() {
+        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    let t = start_tui_with(
+        &sb,
+        &["tui"],
+        &[("SHIRABE_TEST_PANIC", "1"), ("RUST_BACKTRACE", "0")],
+    );
+    let s = t.wait_for(&["exit status 101"]);
+    assert!(
+        s.contains("SHIRABE_TEST_PANIC is set"),
+        "the panic message reached the terminal:\n{s}"
+    );
+    assert!(
+        !s.contains("shirabe — ask or search"),
+        "the screen was not restored:\n{s}"
+    );
 }
 
 fn have_tmux() -> bool {

@@ -39,31 +39,10 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    let writer = Writer::new(index.manifest.as_ref(), &a.b)?;
+    let mut writer = Writer::new(index.manifest.as_ref(), &a.b)?;
+    let prefill_speed = writer.fit_to_wait(&a.b, !s.quiet && !a.json)?;
+    let window = writer.window;
     let (generator, endpoint, counter) = (&writer.generator, &writer.endpoint, &writer.counter);
-    let mut window = writer.window;
-    // A local CPU prefills tens to hundreds of tokens per second: unless the
-    // user set --ctx, keep the expected time to first token within
-    // --max-wait at the measured speed.
-    let mut prefill_speed = None;
-    if let (Some(g), None) = (generator, a.b.ctx) {
-        if g.on_cpu() {
-            let key = format!("{}|{}", a.b.model.as_deref().unwrap_or_default(), a.b.dtype);
-            let tps = prefill_speed_cached(&key, || g.measure_prefill(256))?;
-            // Attention makes long prompts slower per token: keep a margin.
-            let affordable = (tps * a.b.max_wait * 0.7) as usize + a.b.max_tokens;
-            if affordable < window {
-                if !s.quiet && !a.json {
-                    eprintln!(
-                        "note: local CPU prefill runs at ~{tps:.0} tokens/s: using a {affordable}-token context to answer within ~{:.0}s (--ctx N or --max-wait S to change)",
-                        a.b.max_wait
-                    );
-                }
-                window = affordable.max(a.b.max_tokens + 256);
-            }
-            prefill_speed = Some(tps);
-        }
-    }
     let budget = window.saturating_sub(a.b.max_tokens);
     let t1 = Instant::now();
     let mut packed = pack(&hits, &question, counter, budget, &[]);
@@ -260,6 +239,34 @@ impl Writer {
             counter,
             window,
         })
+    }
+
+    /// On a local CPU, which prefills tens to hundreds of tokens per
+    /// second, shrinks the window (unless `--ctx` was given) so that the
+    /// expected time to first token stays within `--max-wait` at the
+    /// measured speed (measured once, cached); says so when `note`.
+    /// Returns the measured prefill speed, if it was measured.
+    pub fn fit_to_wait(&mut self, b: &BackendArgs, note: bool) -> Result<Option<f64>> {
+        let Some(g) = &self.generator else {
+            return Ok(None);
+        };
+        if b.ctx.is_some() || !g.on_cpu() {
+            return Ok(None);
+        }
+        let key = format!("{}|{}", b.model.as_deref().unwrap_or_default(), b.dtype);
+        let tps = prefill_speed_cached(&key, || g.measure_prefill(256))?;
+        // Attention makes long prompts slower per token: keep a margin.
+        let affordable = (tps * b.max_wait * 0.7) as usize + b.max_tokens;
+        if affordable < self.window {
+            if note {
+                eprintln!(
+                    "note: local CPU prefill runs at ~{tps:.0} tokens/s: using a {affordable}-token context to answer within ~{:.0}s (--ctx N or --max-wait S to change)",
+                    b.max_wait
+                );
+            }
+            self.window = affordable.max(b.max_tokens + 256);
+        }
+        Ok(Some(tps))
     }
 
     /// The backend, if there is a model.

@@ -52,7 +52,8 @@ pub fn retrieval_query(question: &str, previous: Option<&str>) -> String {
 pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let (mode, dense_backend) = super::commands::search_backend(s, &index, None)?;
-    let writer = super::ask::Writer::new(index.manifest.as_ref(), &a.b)?;
+    let mut writer = super::ask::Writer::new(index.manifest.as_ref(), &a.b)?;
+    writer.fit_to_wait(&a.b, !s.quiet)?;
     let cancel = super::commands::interrupt_flag();
     let st = Style::new(s.color);
     let interactive = std::io::stdin().is_terminal();

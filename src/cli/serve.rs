@@ -48,7 +48,8 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         a.host
     );
     let index = ShirabeIndex::open(&s.index)?;
-    let writer = super::ask::Writer::new(index.manifest.as_ref(), &a.b)?;
+    let mut writer = super::ask::Writer::new(index.manifest.as_ref(), &a.b)?;
+    writer.fit_to_wait(&a.b, !s.quiet)?;
     static NEVER: AtomicBool = AtomicBool::new(false);
     let boxed = writer.backend(&NEVER, a.b.temperature);
     let listener = TcpListener::bind((a.host.as_str(), a.port))

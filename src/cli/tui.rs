@@ -35,6 +35,8 @@ struct CliEngine {
     /// None until there is an index.
     search: Mutex<Option<Search>>,
     writer: Mutex<Writer>,
+    /// The writer's context window (fixed).
+    window: usize,
     backend_name: String,
 }
 
@@ -88,7 +90,7 @@ impl CliEngine {
 
 impl Engine for CliEngine {
     fn info(&self) -> Info {
-        let window = lock(&self.writer).window;
+        let window = self.window;
         let guard = lock(&self.search);
         let Some(s) = guard.as_ref() else {
             return Info {
@@ -227,6 +229,12 @@ impl Engine for CliEngine {
         _cancel: &AtomicBool,
         progress: &(dyn Fn(usize, usize, &str) + Sync),
     ) -> EngineResult<String> {
+        // `~/papers` as a shell would read it.
+        let expanded = match (path.strip_prefix("~"), directories::BaseDirs::new()) {
+            (Ok(rest), Some(d)) => d.home_dir().join(rest),
+            _ => path.to_path_buf(),
+        };
+        let path = expanded.as_path();
         if !path.exists() {
             return Err(format!("{} does not exist", path.display()));
         }
@@ -308,11 +316,13 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
         log,
         query: (!a.query.is_empty()).then(|| a.query.join(" ")),
     };
+    let window = writer.window;
     let engine = Arc::new(CliEngine {
         settings,
         args: a,
         search: Mutex::new(search),
         writer: Mutex::new(writer),
+        window,
         backend_name,
     });
     shirabe::tui::run(engine, opts)?;

@@ -899,10 +899,12 @@ impl App {
             MouseEventKind::Down(_) => {
                 self.focus = pane;
                 if pane == Focus::List {
-                    // Each list item takes two rows under the border.
-                    let row = m.row.saturating_sub(a.list.y + 1) as usize / 2;
-                    let len = self.list_len();
-                    if row < len {
+                    // Items take two rows under the border; the list is
+                    // scrolled just enough to show the selection.
+                    let shown = (usize::from(a.list.height.saturating_sub(2)) / 2).max(1);
+                    let offset = (self.selected() + 1).saturating_sub(shown);
+                    let row = offset + usize::from(m.row.saturating_sub(a.list.y + 1)) / 2;
+                    if row < self.list_len() {
                         *self.selected_mut() = row;
                         self.preview_scroll = 0;
                     }

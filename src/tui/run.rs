@@ -72,9 +72,16 @@ fn restore(mouse: bool) {
 
 impl TerminalGuard {
     fn enter(mouse: bool) -> std::io::Result<TerminalGuard> {
+        // A panic on the UI thread gives the terminal and stderr back
+        // before the message is printed; one in a worker is caught there
+        // and reported on the screen.
         let previous = std::panic::take_hook();
+        let ui = std::thread::current().id();
         std::panic::set_hook(Box::new(move |info| {
-            restore(mouse);
+            if std::thread::current().id() == ui {
+                restore(mouse);
+                put_back_stderr();
+            }
             previous(info);
         }));
         enable_raw_mode()?;
@@ -103,15 +110,19 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore(self.mouse);
-        let _ = std::panic::take_hook();
+        // The hook cannot be changed while unwinding (and is done by then).
+        if !std::thread::panicking() {
+            let _ = std::panic::take_hook();
+        }
     }
 }
 
+/// The descriptor stderr was saved to while it goes to the log (-1: not
+/// redirected).
+static SAVED_STDERR: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
 /// stderr sent to a file while the TUI runs, put back on drop.
-struct StderrTo {
-    #[cfg(unix)]
-    saved: libc::c_int,
-}
+struct StderrTo;
 
 impl StderrTo {
     #[cfg(unix)]
@@ -128,28 +139,56 @@ impl StderrTo {
         // failures are checked.
         unsafe {
             let saved = libc::dup(2);
-            if saved < 0 || libc::dup2(log.as_raw_fd(), 2) < 0 {
+            if saved < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(StderrTo { saved })
+            if libc::dup2(log.as_raw_fd(), 2) < 0 {
+                let e = std::io::Error::last_os_error();
+                libc::close(saved);
+                return Err(e);
+            }
+            SAVED_STDERR.store(saved, Ordering::SeqCst);
         }
+        Ok(StderrTo)
     }
 
     #[cfg(not(unix))]
     fn file(_path: &std::path::Path) -> std::io::Result<StderrTo> {
-        Ok(StderrTo {})
+        Ok(StderrTo)
     }
+}
+
+/// Points stderr at the terminal again (once; later calls do nothing).
+fn put_back_stderr() {
+    let saved = SAVED_STDERR.swap(-1, Ordering::SeqCst);
+    #[cfg(unix)]
+    if saved >= 0 {
+        // SAFETY: puts back the descriptor saved in `StderrTo::file`.
+        unsafe {
+            libc::dup2(saved, 2);
+            libc::close(saved);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = saved;
 }
 
 impl Drop for StderrTo {
     fn drop(&mut self) {
-        #[cfg(unix)]
-        // SAFETY: puts back the descriptor saved in `file`.
-        unsafe {
-            libc::dup2(self.saved, 2);
-            libc::close(self.saved);
-        }
+        put_back_stderr();
     }
+}
+
+/// Runs a worker's job; a panic in it becomes an error the UI shows.
+fn guarded<T>(job: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(format!("internal error: {why} (please report it)"))
+    })
 }
 
 async fn event_loop(
@@ -179,6 +218,10 @@ async fn event_loop(
         let t = Instant::now();
         terminal.draw(|f| super::ui::draw(f, app))?;
         stats.frame(app.busy(), t);
+        // For the end-to-end test of the panic path.
+        if std::env::var_os("SHIRABE_TEST_PANIC").is_some() {
+            panic!("SHIRABE_TEST_PANIC is set");
+        }
         let due = app.search_due();
         tokio::select! {
             ev = events.next() => match ev {
@@ -262,7 +305,7 @@ fn carry_out(
     match action {
         Action::Search { seq, query } => {
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(match engine.search(&query, RESULT_LIMIT) {
+                let _ = tx.send(match guarded(|| engine.search(&query, RESULT_LIMIT)) {
                     Ok(hits) => Msg::Results { seq, hits },
                     Err(error) => Msg::Failed { seq, error },
                 });
@@ -277,11 +320,13 @@ fn carry_out(
             let stop = Arc::clone(cancel);
             tokio::task::spawn_blocking(move || {
                 let text_tx = tx.clone();
-                let r = engine.ask(&question, &history, &stop, &mut |t| {
-                    let _ = text_tx.send(Msg::Text {
-                        seq,
-                        text: t.to_string(),
-                    });
+                let r = guarded(|| {
+                    engine.ask(&question, &history, &stop, &mut |t| {
+                        let _ = text_tx.send(Msg::Text {
+                            seq,
+                            text: t.to_string(),
+                        });
+                    })
                 });
                 let _ = tx.send(match r {
                     Ok(a) => Msg::Answered {
@@ -297,11 +342,13 @@ fn carry_out(
             let stop = Arc::clone(cancel);
             tokio::task::spawn_blocking(move || {
                 let text_tx = tx.clone();
-                let r = engine.summarize(&path, meeting, &stop, &mut |t| {
-                    let _ = text_tx.send(Msg::Text {
-                        seq,
-                        text: t.to_string(),
-                    });
+                let r = guarded(|| {
+                    engine.summarize(&path, meeting, &stop, &mut |t| {
+                        let _ = text_tx.send(Msg::Text {
+                            seq,
+                            text: t.to_string(),
+                        });
+                    })
                 });
                 let _ = tx.send(match r {
                     Ok(a) => Msg::Answered {
@@ -315,27 +362,31 @@ fn carry_out(
         Action::Cancel => cancel.store(true, Ordering::Relaxed),
         Action::LoadDocuments => {
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Msg::Documents(engine.documents()));
+                let _ = tx.send(Msg::Documents(guarded(|| engine.documents())));
             });
         }
         Action::Ingest(path) => {
             let stop = Arc::new(AtomicBool::new(false));
             tokio::task::spawn_blocking(move || {
                 let progress_tx = tx.clone();
-                let r = engine.ingest(
-                    std::path::Path::new(&path),
-                    &stop,
-                    &|done, total, current| {
-                        let _ = progress_tx.send(Msg::IngestProgress {
-                            done,
-                            total,
-                            current: current.to_string(),
-                        });
-                    },
-                );
+                let r = guarded(|| {
+                    engine.ingest(
+                        std::path::Path::new(&path),
+                        &stop,
+                        &|done, total, current| {
+                            let _ = progress_tx.send(Msg::IngestProgress {
+                                done,
+                                total,
+                                current: current.to_string(),
+                            });
+                        },
+                    )
+                });
                 let _ = tx.send(Msg::IngestDone(r));
-                let _ = tx.send(Msg::Info(engine.info()));
-                let _ = tx.send(Msg::Documents(engine.documents()));
+                if let Ok(info) = guarded(|| Ok(engine.info())) {
+                    let _ = tx.send(Msg::Info(info));
+                }
+                let _ = tx.send(Msg::Documents(guarded(|| engine.documents())));
             });
         }
         Action::Open { path, page } => {
@@ -352,5 +403,107 @@ fn carry_out(
             ));
         }
         Action::Quit => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::{Answer, EngineResult, Info};
+
+    /// Searches panic; the rest is empty.
+    struct Faulty;
+
+    impl Engine for Faulty {
+        fn info(&self) -> Info {
+            Info::default()
+        }
+        fn search(&self, _: &str, _: usize) -> EngineResult<Vec<crate::retrieve::Hit>> {
+            panic!("index on fire")
+        }
+        fn ask(
+            &self,
+            _: &str,
+            _: &[(String, String)],
+            cancel: &AtomicBool,
+            on_text: &mut dyn FnMut(&str),
+        ) -> EngineResult<Answer> {
+            // Streams until cancelled.
+            while !cancel.load(Ordering::Relaxed) {
+                on_text("more ");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err("stopped".into())
+        }
+        fn summarize(
+            &self,
+            _: &str,
+            _: bool,
+            _: &AtomicBool,
+            _: &mut dyn FnMut(&str),
+        ) -> EngineResult<Answer> {
+            Err("no".into())
+        }
+        fn documents(&self) -> EngineResult<Vec<crate::index::manifest::FileRecord>> {
+            Ok(vec![])
+        }
+        fn ingest(
+            &self,
+            _: &std::path::Path,
+            _: &AtomicBool,
+            _: &(dyn Fn(usize, usize, &str) + Sync),
+        ) -> EngineResult<String> {
+            Ok(String::new())
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_is_reported_and_cancel_stops_a_stream() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let engine: Arc<dyn Engine> = Arc::new(Faulty);
+            let (tx, mut rx) = unbounded_channel();
+            let mut cancel = Arc::new(AtomicBool::new(false));
+            carry_out(
+                Action::Search {
+                    seq: 7,
+                    query: "x".into(),
+                },
+                &engine,
+                &tx,
+                &mut cancel,
+            );
+            match rx.recv().await {
+                Some(Msg::Failed { seq: 7, error }) => {
+                    assert!(error.contains("internal error: index on fire"), "{error}")
+                }
+                other => panic!("{other:?}"),
+            }
+            carry_out(
+                Action::Ask {
+                    seq: 8,
+                    question: "q".into(),
+                    history: vec![],
+                },
+                &engine,
+                &tx,
+                &mut cancel,
+            );
+            assert!(matches!(rx.recv().await, Some(Msg::Text { seq: 8, .. })));
+            carry_out(Action::Cancel, &engine, &tx, &mut cancel);
+            loop {
+                match rx.recv().await {
+                    Some(Msg::Text { .. }) => continue,
+                    Some(Msg::Failed { seq: 8, error }) => {
+                        assert_eq!(error, "stopped");
+                        break;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
     }
 }

@@ -645,15 +645,20 @@ fn draw_preview(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
             )
         }
         Some(Preview::Document(d)) => {
-            let mut lines = vec![
-                Line::styled(d.title.clone().unwrap_or_else(|| d.path.clone()), bold),
-                Line::styled(d.path.clone(), th.dim()),
+            let mut lines = match &d.title {
+                Some(t) => vec![
+                    Line::styled(t.clone(), bold),
+                    Line::styled(d.path.clone(), th.dim()),
+                ],
+                None => vec![Line::styled(d.path.clone(), bold)],
+            };
+            lines.extend([
                 Line::default(),
                 Line::raw(format!(
                     "{} pages · {} chunks · {} bytes · {:?}",
                     d.pages, d.chunks, d.size, d.status
                 )),
-            ];
+            ]);
             if let Some(e) = &d.error {
                 lines.push(Line::styled(format!("error: {e}"), th.error()));
             }
@@ -1033,6 +1038,47 @@ mod tests {
         let s = screen(&mut app, 110, 24);
         assert!(s.contains("THE-END"), "{s}");
         assert!(!s.contains("word0 "), "{s}");
+    }
+
+    #[test]
+    fn documents_while_ingesting() {
+        use crate::index::manifest::FileRecord;
+        let t = Instant::now();
+        let mut app = with_results();
+        app.on_key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE), t);
+        app.on_key(KeyEvent::new(KeyCode::Char('d'), KeyModifiers::NONE), t);
+        let rec = |path: &str, status, error: Option<&str>| FileRecord {
+            path: path.into(),
+            hash: String::new(),
+            size: 52_311,
+            mtime: 0,
+            pages: if status == FileStatus::Ok { 12 } else { 0 },
+            chunks: if status == FileStatus::Ok { 30 } else { 0 },
+            status,
+            error: error.map(str::to_string),
+            warnings: vec![],
+            title: None,
+        };
+        app.on_msg(Msg::Documents(Ok(vec![
+            rec("minutes/2024-03.pdf", FileStatus::Ok, None),
+            rec("scans/letter.pdf", FileStatus::Empty, None),
+            rec(
+                "old/broken.pdf",
+                FileStatus::Failed,
+                Some("damaged PDF: no trailer"),
+            ),
+        ])));
+        app.on_key(KeyEvent::new(KeyCode::Char('j'), KeyModifiers::NONE), t);
+        app.on_key(KeyEvent::new(KeyCode::Char('j'), KeyModifiers::NONE), t);
+        app.on_key(KeyEvent::new(KeyCode::Char('i'), KeyModifiers::NONE), t);
+        typed(&mut app, "~/archive", t);
+        app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t);
+        app.on_msg(Msg::IngestProgress {
+            done: 40,
+            total: 160,
+            current: "archive/2019/q3.pdf".into(),
+        });
+        insta::assert_snapshot!(screen(&mut app, 100, 22));
     }
 
     #[test]
