@@ -508,6 +508,15 @@ fn quarterly_report() -> io::Result<Vec<u8>> {
             i.to_string()
         };
         page.show(&pdf, "F1", 9.0, 290.0, 40.0, &label);
+        // A running footer, which passages leave out.
+        page.show(
+            &pdf,
+            "F1",
+            8.0,
+            MARGIN,
+            26.0,
+            "Northwind Logistics - internal use only",
+        );
         pdf.add_page(page)?;
     }
     let labels = dictionary! {

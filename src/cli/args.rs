@@ -442,9 +442,19 @@ pub struct ExtractArgs {
     /// Only these pages, e.g. "1-3,7".
     #[arg(long, value_name = "RANGES")]
     pub pages: Option<String>,
-    /// JSON: {"path", "pages": [{"page", "label", "text"}], ...}.
+    /// JSON: {"path", "pages": [{"page", "label", "text", "furniture"}], ...};
+    /// "furniture" lists the byte ranges of running headers, footers and
+    /// page numbers.
     #[arg(long)]
     pub json: bool,
+    /// With --json, each page's word boxes: [start, end, x0, y0, x1, y1]
+    /// (byte range of the text; PDF points, origin bottom left).
+    #[arg(long, requires = "json", conflicts_with = "body")]
+    pub boxes: bool,
+    /// The text passages are made of: running headers, footers and page
+    /// numbers left out.
+    #[arg(long)]
+    pub body: bool,
 }
 
 /// `embed`

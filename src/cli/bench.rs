@@ -112,6 +112,7 @@ fn synthetic_chunk(rng: &mut Rng, ordinal: u32) -> Chunk {
             label: None,
         }],
         tokens: shirabe::ingest::tokens::estimate(&text),
+        running: Vec::new(),
         text,
     }
 }

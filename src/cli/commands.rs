@@ -847,24 +847,35 @@ pub fn extract(s: &Settings, a: &ExtractArgs) -> Result<Status> {
             .is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= p && p <= hi))
     };
     let want2 = want.clone();
+    let boxes = a.boxes;
     let doc = with_big_stack(move || -> shirabe::Result<_> {
         let kind = ingest::FileKind::of(&path).ok_or(shirabe::Error::Unsupported)?;
         match kind {
             ingest::FileKind::Pdf => {
                 let bytes = std::fs::read(&path).map_err(|e| shirabe::Error::io(&path, e))?;
-                shirabe::ingest::pdf::extract_pages(&bytes, want2)
+                shirabe::ingest::pdf::extract_pages(&bytes, want2, boxes)
             }
             _ => ingest::load_file(&path),
         }
     })?
     .with_context(|| a.file.display().to_string())?;
+    let mut doc = doc;
+    if a.body {
+        doc.strip_furniture();
+    }
     let mut out = BufWriter::new(std::io::stdout().lock());
     if a.json {
         let pages: Vec<_> = doc
             .pages
             .iter()
             .filter(|p| want(p.page))
-            .map(|p| json!({"page": p.page, "label": p.label, "text": p.text}))
+            .map(|p| {
+                let mut v = json!({"page": p.page, "label": p.label, "text": p.text, "furniture": p.furniture});
+                if a.boxes {
+                    v["boxes"] = json!(p.boxes);
+                }
+                v
+            })
             .collect();
         let v = json!({
             "path": a.file.display().to_string(),

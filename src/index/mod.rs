@@ -387,6 +387,9 @@ impl ShirabeIndex {
             if let Some(s) = &c.section {
                 d.add_text(f.section, s);
             }
+            for r in &c.running {
+                d.add_text(f.section, r);
+            }
             d.add_text(f.text, &c.text);
             d.add_u64(f.page_start, u64::from(c.page_start));
             d.add_u64(f.page_end, u64::from(c.page_end));

@@ -68,6 +68,9 @@ pub struct Chunk {
     pub spans: Vec<Span>,
     /// Token count of `text`.
     pub tokens: usize,
+    /// Running headers and footers of the pages touched (left out of
+    /// `text`; indexed with the section, as they say what it is about).
+    pub running: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +215,14 @@ fn build(
     let last = &doc.pages[units[units.len() - 1].page];
     let page_labels = spans.iter().filter_map(|s| s.label.clone()).collect();
     let tokens = counter.count(&text);
+    let mut running: Vec<String> = Vec::new();
+    for u in units {
+        for r in &doc.pages[u.page].running {
+            if !running.contains(r) {
+                running.push(r.clone());
+            }
+        }
+    }
     Chunk {
         ordinal,
         text,
@@ -222,6 +233,7 @@ fn build(
         sections,
         spans,
         tokens,
+        running,
     }
 }
 
@@ -333,6 +345,7 @@ mod tests {
                     label: Some(format!("p{}", i + 1)),
                     text: t.to_string(),
                     headings: Vec::new(),
+                    ..PageText::default()
                 })
                 .collect(),
             ..ExtractedDoc::default()

@@ -31,9 +31,114 @@ pub struct PageText {
     /// Section headings on this page: (byte offset into `text`, heading).
     #[serde(skip)]
     pub headings: Vec<(usize, String)>,
+    /// Running headers, footers and page numbers: byte ranges of `text`
+    /// that passages leave out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub furniture: Vec<(usize, usize)>,
+    /// Word boxes, when asked for ([`crate::ingest::pdf::extract_pages`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub boxes: Vec<WordBox>,
+    /// After [`PageText::body`]: the running headers and footers cut out
+    /// (page numbers not), which still say what the page is about.
+    #[serde(skip)]
+    pub running: Vec<String>,
+}
+
+/// A word's byte range in its page's text and its rectangle on the page
+/// (PDF points, origin bottom left), serialized compactly as
+/// `[start, end, x0, y0, x1, y1]`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct WordBox(pub u32, pub u32, pub f32, pub f32, pub f32, pub f32);
+
+impl WordBox {
+    /// From a layout span, rounded to a tenth of a point.
+    pub(crate) fn of(s: &crate::ingest::pdf::Span) -> WordBox {
+        let r = |v: f32| (v * 10.0).round() / 10.0;
+        WordBox(
+            s.start as u32,
+            s.end as u32,
+            r(s.x0),
+            r(s.y0),
+            r(s.x1),
+            r(s.y1),
+        )
+    }
+}
+
+impl PageText {
+    /// The page with its furniture cut out (headings moved to match): the
+    /// text passages are made of.
+    pub fn body(&self) -> PageText {
+        if self.furniture.is_empty() {
+            return PageText {
+                boxes: Vec::new(),
+                ..self.clone()
+            };
+        }
+        let mut text = String::with_capacity(self.text.len());
+        let mut at = 0;
+        // Bytes removed before each kept position.
+        let mut cuts: Vec<(usize, usize)> = Vec::new();
+        let mut removed = 0;
+        for &(s, e) in &self.furniture {
+            let (s, e) = (s.max(at).min(self.text.len()), e.min(self.text.len()));
+            if s >= e || !self.text.is_char_boundary(s) || !self.text.is_char_boundary(e) {
+                continue;
+            }
+            text.push_str(&self.text[at..s]);
+            // The line break after a cut line goes too.
+            let mut e2 = e;
+            while self.text[e2..].starts_with('\n') {
+                e2 += 1;
+            }
+            removed += e2 - s;
+            cuts.push((e2, removed));
+            at = e2;
+        }
+        text.push_str(&self.text[at..]);
+        let shift = |pos: usize| {
+            cuts.iter()
+                .rev()
+                .find(|&&(end, _)| end <= pos)
+                .map_or(pos, |&(_, r)| pos - r)
+        };
+        let inside = |pos: usize| self.furniture.iter().any(|&(s, e)| s <= pos && pos < e);
+        let headings = self
+            .headings
+            .iter()
+            .filter(|(pos, _)| !inside(*pos))
+            .map(|(pos, h)| (shift(*pos), h.clone()))
+            .collect();
+        let running = self
+            .furniture
+            .iter()
+            .filter_map(|&(s, e)| self.text.get(s..e))
+            .filter(|t| t.chars().any(char::is_alphabetic))
+            .map(|t| t.trim().to_string())
+            .collect();
+        PageText {
+            page: self.page,
+            label: self.label.clone(),
+            text: text.trim_end().to_string(),
+            headings,
+            furniture: Vec::new(),
+            boxes: Vec::new(),
+            running,
+        }
+    }
 }
 
 impl ExtractedDoc {
+    /// Cuts running headers, footers and page numbers out of every page
+    /// (see [`PageText::body`]).
+    pub fn strip_furniture(&mut self) {
+        for p in &mut self.pages {
+            if !p.furniture.is_empty() {
+                *p = p.body();
+            }
+        }
+    }
+
     /// Total characters of text, to tell an empty (scanned) document apart.
     pub fn char_count(&self) -> usize {
         self.pages.iter().map(|p| p.text.len()).sum()

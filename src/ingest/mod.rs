@@ -268,11 +268,14 @@ fn process(
             return Outcome::Unchanged;
         }
     }
-    let doc = match load_bytes(&bytes, kind) {
+    let mut doc = match load_bytes(&bytes, kind) {
         Ok(d) => d,
         Err(e) => return fail(record, e),
     };
     drop(bytes);
+    // Passages are made of the body text: no running headers, footers or
+    // page numbers between their sentences.
+    doc.strip_furniture();
     let title = doc
         .title
         .clone()

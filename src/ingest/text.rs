@@ -41,6 +41,7 @@ pub fn load(bytes: &[u8], markdown: bool) -> ExtractedDoc {
             label: None,
             text: text.trim_end().to_string(),
             headings,
+            ..PageText::default()
         }],
         ..ExtractedDoc::default()
     }

@@ -27,6 +27,39 @@ pub struct LaidOut {
     pub text: String,
     /// Lines set in a larger size than the body: (byte offset in `text`, heading text).
     pub headings: Vec<(usize, String)>,
+    /// Each line: its byte range in `text` and its box on the page.
+    pub lines: Vec<Span>,
+    /// Each word (a run of glyphs between gaps): its byte range and box.
+    pub words: Vec<Span>,
+}
+
+/// A byte range of a page's text and the rectangle it covers, in PDF user
+/// space (points, origin at the bottom left of the page).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Span {
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+    /// Left.
+    pub x0: f32,
+    /// Bottom.
+    pub y0: f32,
+    /// Right.
+    pub x1: f32,
+    /// Top.
+    pub y1: f32,
+}
+
+impl Span {
+    fn union(&mut self, o: &Span) {
+        self.start = self.start.min(o.start);
+        self.end = self.end.max(o.end);
+        self.x0 = self.x0.min(o.x0);
+        self.y0 = self.y0.min(o.y0);
+        self.x1 = self.x1.max(o.x1);
+        self.y1 = self.y1.max(o.y1);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +71,8 @@ struct Frag {
     text: String,
     /// An explicit space glyph came right before this fragment.
     spaced: bool,
+    /// Writing direction (the frame its coordinates are in).
+    d: u8,
 }
 
 impl Frag {
@@ -46,6 +81,20 @@ impl Frag {
     }
     fn bottom(&self) -> f32 {
         self.y - 0.25 * self.size
+    }
+
+    /// Its box on the page, for the bytes `start..end` of the text.
+    fn span(&self, start: usize, end: usize) -> Span {
+        let (ax, ay) = from_frame(self.d, self.x0, self.bottom());
+        let (bx, by) = from_frame(self.d, self.x1, self.top());
+        Span {
+            start,
+            end,
+            x0: ax.min(bx),
+            y0: ay.min(by),
+            x1: ax.max(bx),
+            y1: ay.max(by),
+        }
     }
 }
 
@@ -66,6 +115,16 @@ fn direction(g: &PlacedGlyph) -> Option<u8> {
     } else {
         3
     })
+}
+
+/// The inverse of [`to_frame`].
+fn from_frame(d: u8, x: f32, y: f32) -> (f32, f32) {
+    match d {
+        0 => (x, y),
+        1 => (-y, x),
+        2 => (-x, -y),
+        _ => (y, -x),
+    }
 }
 
 /// Rotates a point into the frame of direction `d`, where text runs along +x.
@@ -159,6 +218,7 @@ fn fragments(page: &PageGlyphs, glyphs: &[&PlacedGlyph], d: u8) -> Vec<Frag> {
                 size,
                 text: text.to_string(),
                 spaced,
+                d,
             });
         }
         spaced = false;
@@ -356,20 +416,28 @@ fn lines_of(mut frags: Vec<Frag>) -> Vec<Line> {
     lines
 }
 
-fn line_text(line: &Line) -> String {
+/// A line's text, and each fragment's byte range in it (with the fragment).
+fn line_text(line: &Line) -> (String, Vec<(usize, usize, &Frag)>) {
     let mut s = String::new();
+    let mut parts = Vec::with_capacity(line.frags.len());
     let mut prev: Option<&Frag> = None;
     for f in &line.frags {
+        let text = clean(&f.text);
+        if text.is_empty() {
+            continue;
+        }
         if let Some(p) = prev {
             let gap = f.x0 - p.x1;
             if f.spaced || gap > WORD_GAP * p.size.min(f.size) {
                 s.push(' ');
             }
         }
-        s.push_str(&f.text);
+        let start = s.len();
+        s.push_str(&text);
+        parts.push((start, s.len(), f));
         prev = Some(f);
     }
-    clean(&s)
+    (s, parts)
 }
 
 /// NFKC (expands ligatures, unifies widths); no control, zero-width or
@@ -409,7 +477,7 @@ fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
         let pitch = median(pitches);
         let mut prev: Option<(f32, f32, bool)> = None; // (y, size, heading)
         for line in &lines {
-            let text = line_text(line);
+            let (text, parts) = line_text(line);
             if text.is_empty() {
                 continue;
             }
@@ -430,6 +498,13 @@ fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
                         && text.chars().next().is_some_and(char::is_lowercase)
                     {
                         out.text.pop();
+                        let end = out.text.len();
+                        for sp in [out.words.last_mut(), out.lines.last_mut()]
+                            .into_iter()
+                            .flatten()
+                        {
+                            sp.end = sp.end.min(end);
+                        }
                     } else {
                         out.text.push('\n');
                     }
@@ -438,7 +513,18 @@ fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
             if heading {
                 out.headings.push((out.text.len(), text.clone()));
             }
+            let base = out.text.len();
             out.text.push_str(&text);
+            let mut whole: Option<Span> = None;
+            for (start, end, f) in parts {
+                let w = f.span(base + start, base + end);
+                match &mut whole {
+                    Some(l) => l.union(&w),
+                    None => whole = Some(w),
+                }
+                out.words.push(w);
+            }
+            out.lines.extend(whole);
             prev = Some((line.y, line.size, heading));
         }
     }

@@ -10,11 +10,13 @@ mod cid;
 mod cmap;
 mod encoding;
 mod font;
+mod furniture;
 mod glyphlist;
 mod interp;
 mod labels;
-mod layout;
+pub(crate) mod layout;
 pub mod lexer;
+pub use layout::Span;
 mod objects;
 pub(crate) mod std_metrics;
 
@@ -31,12 +33,17 @@ const MAX_TREE_DEPTH: usize = 64;
 
 /// Extracts the text of every page of the PDF in `bytes`.
 pub fn extract(bytes: &[u8]) -> Result<ExtractedDoc> {
-    extract_pages(bytes, |_| true)
+    extract_pages(bytes, |_| true, false)
 }
 
 /// Extracts the pages whose 1-based number `want` accepts (others come back
-/// with empty text, so page numbers stay physical).
-pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<ExtractedDoc> {
+/// with empty text, so page numbers stay physical); with `boxes`, each
+/// page also lists its words' boxes.
+pub fn extract_pages(
+    bytes: &[u8],
+    want: impl Fn(u32) -> bool,
+    boxes: bool,
+) -> Result<ExtractedDoc> {
     let doc = open(bytes)?;
     let mut out = ExtractedDoc::default();
     read_info(&doc, &mut out);
@@ -49,6 +56,8 @@ pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<Extract
     let mut fonts = interp::FontCache::new();
     let mut seen = HashSet::new();
     let (mut wanted, mut unreadable) = (0usize, 0usize);
+    // Each page's line boxes, for finding running headers and footers.
+    let mut page_lines: Vec<Vec<layout::Span>> = Vec::with_capacity(pages.len());
     for (i, &page_id) in pages.iter().enumerate() {
         let number = i as u32 + 1;
         let mut page = PageText {
@@ -62,14 +71,39 @@ pub fn extract_pages(bytes: &[u8], want: impl Fn(u32) -> bool) -> Result<Extract
             unreadable += usize::from(!readable);
             page.text = laid.text;
             page.headings = laid.headings;
+            if boxes {
+                page.boxes = laid
+                    .words
+                    .iter()
+                    .map(super::document::WordBox::of)
+                    .collect();
+            }
+            page_lines.push(laid.lines);
             for w in warnings {
                 // Each kind of problem is reported once, at its first page.
                 if seen.insert(w.clone()) {
                     out.warnings.push(format!("page {number}: {w}"));
                 }
             }
+        } else {
+            page_lines.push(Vec::new());
         }
         out.pages.push(page);
+    }
+    let views: Vec<furniture::PageLines<'_>> = out
+        .pages
+        .iter()
+        .zip(&page_lines)
+        .map(|(p, lines)| furniture::PageLines {
+            page: p.page,
+            label: p.label.as_deref(),
+            text: &p.text,
+            lines,
+        })
+        .collect();
+    let tagged = furniture::tag(&views);
+    for (p, f) in out.pages.iter_mut().zip(tagged) {
+        p.furniture = f;
     }
     if wanted > 0 && unreadable == wanted {
         return Err(Error::Pdf(
