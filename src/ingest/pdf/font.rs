@@ -132,7 +132,9 @@ impl Font {
             _ => None,
         });
         let builtin = if named_base.is_none() {
-            descriptor.and_then(|d| type1_builtin_encoding(doc, d))
+            descriptor.and_then(|d| {
+                type1_builtin_encoding(doc, d).or_else(|| cff_builtin_encoding(doc, d))
+            })
         } else {
             None
         };
@@ -431,6 +433,29 @@ fn predefined_cmap(name: &[u8]) -> (Codes, bool) {
     (codes, vertical)
 }
 
+/// The built-in encoding of an embedded CFF font program (FontFile3 of
+/// subtype Type1C, as TeX and many PDF producers embed Type1 fonts): its
+/// encoding and charset tables, code -> glyph -> glyph name.
+fn cff_builtin_encoding(doc: &Document, descriptor: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
+    let file = dict_get(doc, descriptor, b"FontFile3")?;
+    if let Object::Stream(s) = file {
+        let subtype = dict_get(doc, &s.dict, b"Subtype").and_then(name_of);
+        if subtype.is_some_and(|t| t != b"Type1C") {
+            return None;
+        }
+    }
+    let data = stream_bytes(doc, file)?;
+    let table = ttf_parser::cff::Table::parse(&data)?;
+    let out: Vec<(u8, Vec<u8>)> = (0..=255u8)
+        .filter_map(|code| {
+            let glyph = table.glyph_index(code).filter(|g| g.0 != 0)?;
+            let name = table.glyph_name(glyph)?;
+            Some((code, name.as_bytes().to_vec()))
+        })
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
 /// The built-in encoding of an embedded Type1 font program (FontFile),
 /// read from its cleartext part: `dup <code> /<glyph> put` entries.
 fn type1_builtin_encoding(doc: &Document, descriptor: &Dictionary) -> Option<Vec<(u8, Vec<u8>)>> {
@@ -557,5 +582,58 @@ mod tests {
         };
         let f = Font::load(&doc, &font);
         assert_eq!(decode_all(&f, &[11, 65]).0, "ffA");
+    }
+
+    /// A minimal CFF program: two glyphs, "backslash" at code 0x6E (where
+    /// TeX's symbol fonts keep it) and "A" at 0x41.
+    fn tiny_cff() -> Vec<u8> {
+        let int32 = |v: i32| {
+            let mut b = vec![29u8];
+            b.extend_from_slice(&v.to_be_bytes());
+            b
+        };
+        // Offsets of what follows the fixed-size head (37 bytes).
+        let (charset, encoding, charstrings) = (37, 42, 46);
+        let mut top = int32(charstrings);
+        top.push(17);
+        top.extend(int32(charset));
+        top.push(15);
+        top.extend(int32(encoding));
+        top.push(16);
+        let mut cff = vec![1, 0, 4, 1]; // header
+        cff.extend([0, 1, 1, 1, 2, b'A']); // Name INDEX
+        cff.extend([0, 1, 1, 1, 1 + top.len() as u8]); // Top DICT INDEX
+        cff.extend(&top);
+        cff.extend([0, 0, 0, 0]); // String and Global Subr INDEXes, empty
+        assert_eq!(cff.len(), 37);
+        cff.extend([0, 0, 61, 0, 34]); // charset: backslash, A
+        cff.extend([0, 2, 0x6E, 0x41]); // encoding format 0
+        cff.extend([0, 3, 1, 1, 2, 3, 4, 14, 14, 14]); // three empty glyphs
+        cff
+    }
+
+    #[test]
+    fn cff_builtin_encoding_is_read() {
+        let mut doc = Document::with_version("1.5");
+        let file = doc.add_object(Stream::new(
+            dictionary! { "Subtype" => "Type1C" },
+            tiny_cff(),
+        ));
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "CMSY10",
+            "FontDescriptor" => dictionary! { "FontFile3" => file, "Flags" => 4 },
+        };
+        let f = Font::load(&doc, &font);
+        assert_eq!(decode_all(&f, &[0x6E, 0x41]).0, "\\A");
+        // A damaged program leaves the default encoding in place.
+        let bad = doc.add_object(Stream::new(
+            dictionary! { "Subtype" => "Type1C" },
+            tiny_cff()[..20].to_vec(),
+        ));
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "CMSY10",
+            "FontDescriptor" => dictionary! { "FontFile3" => bad, "Flags" => 4 },
+        };
+        assert_eq!(decode_all(&Font::load(&doc, &font), &[0x6E]).0, "n");
     }
 }

@@ -243,6 +243,35 @@ fn resources<'a>(doc: &'a Document, page: &'a Dictionary) -> Option<&'a Dictiona
     None
 }
 
+/// The page's visible area: its CropBox, else its MediaBox (both may be
+/// inherited), as (x0, y0, x1, y1).
+fn visible_box(doc: &Document, page: &Dictionary) -> Option<[f32; 4]> {
+    let find = |key: &[u8]| {
+        let mut node = page;
+        for _ in 0..MAX_TREE_DEPTH {
+            if let Some(arr) = dict_get(doc, node, key).and_then(|o| o.as_array().ok()) {
+                let v: Vec<f32> = arr
+                    .iter()
+                    .filter_map(|o| resolve(doc, o).and_then(objects::number))
+                    .collect();
+                if v.len() == 4 {
+                    return Some([
+                        v[0].min(v[2]),
+                        v[1].min(v[3]),
+                        v[0].max(v[2]),
+                        v[1].max(v[3]),
+                    ]);
+                }
+            }
+            node = dict_get(doc, node, b"Parent")?.as_dict().ok()?;
+        }
+        None
+    };
+    let b = find(b"CropBox").or_else(|| find(b"MediaBox"))?;
+    // A degenerate box says nothing.
+    (b[2] - b[0] > 1.0 && b[3] - b[1] > 1.0).then_some(b)
+}
+
 /// One page's text, its warnings, and whether any of its content could be read.
 fn page_text(
     doc: &Document,
@@ -294,6 +323,18 @@ fn page_text(
         [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
     );
     warnings.append(&mut it.warnings);
+    // Text drawn wholly outside the visible page is not seen by a reader
+    // (poppler drops it too): printer's marks, timestamps in the trim area.
+    if let Some([bx0, by0, bx1, by1]) = visible_box(doc, page) {
+        it.out.glyphs.retain(|g| {
+            let (x0, x1) = (g.x0.min(g.x1), g.x0.max(g.x1));
+            let (y0, y1) = (
+                g.y0.min(g.y1) - 0.25 * g.size,
+                g.y0.max(g.y1) + 0.75 * g.size,
+            );
+            x1 >= bx0 && x0 <= bx1 && y1 >= by0 && y0 <= by1
+        });
+    }
     (layout::lay_out(&it.out), warnings, readable)
 }
 
@@ -310,6 +351,37 @@ mod tests {
         assert_eq!(pdf_date("D:2024"), "2024-01-01T00:00:00");
         assert_eq!(pdf_date("D:20240102030405Z"), "2024-01-02T03:04:05Z");
         assert_eq!(pdf_date("garbage"), "garbage");
+    }
+
+    #[test]
+    fn text_outside_the_crop_box_is_dropped() {
+        use lopdf::{dictionary, Stream};
+        let mut doc = Document::with_version("1.5");
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        });
+        let content =
+            b"BT /F1 12 Tf 20 100 Td (inside) Tj 0 300 Td (above) Tj -400 -300 Td (left) Tj ET";
+        let contents = doc.add_object(Stream::new(dictionary! {}, content.to_vec()));
+        let pages_id = doc.new_object_id();
+        let page = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => pages_id, "Contents" => contents,
+            "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
+            "CropBox" => vec![0.into(), 0.into(), 200.into(), 200.into()],
+        });
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1,
+                "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+            }),
+        );
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        let out = extract(&bytes).unwrap();
+        assert_eq!(out.pages[0].text, "inside");
     }
 
     #[test]
