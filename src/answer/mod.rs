@@ -106,6 +106,10 @@ use crate::index::analyzer::terms;
 use crate::ingest::chunk::sentences;
 use crate::prompt::Passage;
 
+/// What an answer says when the passages hold none.
+pub const NO_ANSWER: &str =
+    "The indexed documents do not seem to contain an answer to this question.";
+
 /// Below this share of supported terms a claim is flagged.
 pub const SUPPORT_THRESHOLD: f32 = 0.35;
 

@@ -171,10 +171,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     }
     if generator.is_none() && endpoint.is_none() {
         if checked.answer.is_empty() {
-            writeln!(
-                out,
-                "The indexed documents do not seem to contain an answer to this question."
-            )?;
+            writeln!(out, "{}", shirabe::answer::NO_ANSWER)?;
         } else {
             writeln!(out, "{}", checked.answer)?;
         }

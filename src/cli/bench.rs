@@ -262,7 +262,11 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
         h.snippet = h.text.chars().take(200).collect();
         h.highlights = vec![(3, 9), (40, 47)];
     }
-    app.on_msg(Msg::Results { seq, hits });
+    app.on_msg(Msg::Results {
+        seq,
+        query: app.query.clone(),
+        hits,
+    });
     let ask = app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t0);
     let [Action::Ask { seq, .. }] = ask.as_slice() else {
         anyhow::bail!("the TUI did not ask");

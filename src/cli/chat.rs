@@ -122,7 +122,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             &mut |_| {},
         )?;
         let answer = if checked.answer.trim().is_empty() {
-            NO_ANSWER.to_string()
+            shirabe::answer::NO_ANSWER.to_string()
         } else {
             checked.answer.trim().to_string()
         };
@@ -140,10 +140,6 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     }
     Ok(Status::Success)
 }
-
-/// What `chat` says when the documents hold no answer.
-pub(super) const NO_ANSWER: &str =
-    "The indexed documents do not seem to contain an answer to this question.";
 
 /// One answered question of a conversation.
 pub(super) struct Reply {

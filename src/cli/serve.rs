@@ -262,7 +262,7 @@ impl Server<'_> {
             _ => {
                 let text = extractive(&question, &packed.passages, 5);
                 let shown = if text.is_empty() {
-                    "The indexed documents do not seem to contain an answer to this question."
+                    shirabe::answer::NO_ANSWER
                 } else {
                     text.as_str()
                 };
@@ -272,7 +272,7 @@ impl Server<'_> {
         };
         let checked = check(&raw, &packed.passages);
         let mut content = if checked.answer.trim().is_empty() {
-            "The indexed documents do not seem to contain an answer to this question.".to_string()
+            shirabe::answer::NO_ANSWER.to_string()
         } else {
             checked.answer.clone()
         };

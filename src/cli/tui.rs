@@ -32,8 +32,9 @@ struct Search {
 struct CliEngine {
     settings: Settings,
     args: TuiArgs,
-    /// None until there is an index.
-    search: Mutex<Option<Search>>,
+    /// None until there is an index. Workers take a clone of the `Arc`
+    /// and let go of the lock at once; an ingest swaps in a new one.
+    search: Mutex<Option<Arc<Search>>>,
     writer: Mutex<Writer>,
     /// The writer's context window (fixed).
     window: usize,
@@ -45,14 +46,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn open_search(s: &Settings) -> Result<Option<Search>> {
+fn open_search(s: &Settings) -> Result<Option<Arc<Search>>> {
     let index = match ShirabeIndex::open(&s.index) {
         Ok(i) => i,
         Err(shirabe::Error::NoIndex(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let (mode, dense) = super::commands::search_backend(s, &index, None)?;
-    Ok(Some(Search { index, mode, dense }))
+    Ok(Some(Arc::new(Search { index, mode, dense })))
 }
 
 fn text_of(e: anyhow::Error) -> String {
@@ -62,10 +63,14 @@ fn text_of(e: anyhow::Error) -> String {
 const NO_INDEX: &str = "there is no index yet: press i (outside the query line) to ingest a folder";
 
 impl CliEngine {
+    /// The index as it is now (the lock is held only to clone it).
+    fn current(&self) -> Option<Arc<Search>> {
+        lock(&self.search).clone()
+    }
+
     fn with_search<T>(&self, f: impl FnOnce(&Search) -> Result<T>) -> EngineResult<T> {
-        let guard = lock(&self.search);
-        let s = guard.as_ref().ok_or_else(|| NO_INDEX.to_string())?;
-        f(s).map_err(text_of)
+        let s = self.current().ok_or_else(|| NO_INDEX.to_string())?;
+        f(&s).map_err(text_of)
     }
 
     fn retrieve(
@@ -74,16 +79,16 @@ impl CliEngine {
         limit: usize,
         doc: Option<String>,
     ) -> Result<Vec<retrieve::Hit>> {
-        let guard = lock(&self.search);
-        let s = guard.as_ref().ok_or_else(|| anyhow::anyhow!(NO_INDEX))?;
+        let s = self.current().ok_or_else(|| anyhow::anyhow!(NO_INDEX))?;
         super::commands::retrieve_passages(&s.index, s.mode, s.dense.as_ref(), query, limit, doc)
     }
 
     /// Checks paraphrased claims by meaning too, when there is an embedder.
     fn add_similarity(&self, checked: &mut shirabe::answer::Checked) {
-        let guard = lock(&self.search);
-        if let Some((embedder, _)) = guard.as_ref().and_then(|s| s.dense.as_ref()) {
-            let _ = shirabe::answer::add_similarity(checked, &|t| embedder.embed(t, false, 8));
+        if let Some(s) = self.current() {
+            if let Some((embedder, _)) = &s.dense {
+                let _ = shirabe::answer::add_similarity(checked, &|t| embedder.embed(t, false, 8));
+            }
         }
     }
 }
@@ -91,8 +96,7 @@ impl CliEngine {
 impl Engine for CliEngine {
     fn info(&self) -> Info {
         let window = self.window;
-        let guard = lock(&self.search);
-        let Some(s) = guard.as_ref() else {
+        let Some(s) = self.current() else {
             return Info {
                 mode: "no index".into(),
                 backend: self.backend_name.clone(),
@@ -176,7 +180,8 @@ impl Engine for CliEngine {
                 .map(|m| {
                     m.files
                         .iter()
-                        .filter(|(_, f)| f.path == path)
+                        // The path as ingested, or its canonical key.
+                        .filter(|(key, f)| f.path == path || key.as_str() == path)
                         .map(|(k, _)| k.clone())
                         .collect()
                 })
@@ -215,11 +220,14 @@ impl Engine for CliEngine {
     }
 
     fn documents(&self) -> EngineResult<Vec<FileRecord>> {
-        let guard = lock(&self.search);
-        Ok(guard
-            .as_ref()
-            .and_then(|s| s.index.manifest.as_ref())
-            .map(|m| m.files.values().cloned().collect())
+        Ok(self
+            .current()
+            .and_then(|s| {
+                s.index
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.files.values().cloned().collect())
+            })
             .unwrap_or_default())
     }
 
@@ -265,7 +273,8 @@ impl Engine for CliEngine {
         // then the index reopened so searches see it all.
         let embedded = match super::commands::run_embedding(s, None, false, false) {
             Ok((Ok(r), _)) if r.embedded > 0 => format!(", {} chunks embedded", r.embedded),
-            _ => String::new(),
+            Ok(_) => String::new(),
+            Err(e) => format!(" (embedding failed: {e:#})"),
         };
         let reopened = open_search(s).map_err(text_of)?;
         *lock(&self.search) = reopened;
@@ -295,10 +304,12 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     // Loading models and the index prints its notes before the screen is
     // taken over.
     let search = open_search(s)?;
-    let writer = Writer::new(
+    let mut writer = Writer::new(
         search.as_ref().and_then(|x| x.index.manifest.as_ref()),
         &a.b,
     )?;
+    // A local CPU model gets the window it can prefill in --max-wait.
+    writer.fit_to_wait(&a.b, !s.quiet)?;
     let backend_name = match (&writer.generator, &writer.endpoint) {
         (Some(_), _) => a.b.model.clone().unwrap_or_default(),
         (None, Some(ep)) => format!("{} ({})", ep.model, ep.base_url),

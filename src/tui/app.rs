@@ -133,6 +133,8 @@ pub enum Msg {
     Results {
         /// Its sequence number.
         seq: u64,
+        /// The query searched.
+        query: String,
         /// The hits.
         hits: Vec<Hit>,
     },
@@ -225,6 +227,59 @@ pub struct IngestView {
     pub current: String,
 }
 
+/// A pane's scrolling: automatic (the answer's end while it streams, the
+/// cited sentence in the preview) until the user scrolls, and kept within
+/// what was last drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scroll {
+    /// The user's offset, in lines, when not automatic.
+    pub offset: u16,
+    /// Not scrolled by the user since the content changed.
+    pub manual: bool,
+    /// The offset last drawn.
+    pub drawn: u16,
+    /// The largest useful offset at the last draw.
+    pub max: u16,
+}
+
+impl Scroll {
+    /// Back to automatic (new content).
+    pub fn reset(&mut self) {
+        *self = Scroll {
+            drawn: 0,
+            max: self.max,
+            ..Scroll::default()
+        };
+    }
+
+    /// Scrolls by `delta` lines from what is on screen.
+    pub fn by(&mut self, delta: i32) {
+        let from = if self.manual { self.offset } else { self.drawn };
+        self.offset = (i32::from(from) + delta).clamp(0, i32::from(self.max)) as u16;
+        self.manual = true;
+    }
+
+    /// To the first line.
+    pub fn top(&mut self) {
+        self.offset = 0;
+        self.manual = true;
+    }
+
+    /// To the last screenful.
+    pub fn bottom(&mut self) {
+        self.offset = self.max;
+        self.manual = true;
+    }
+
+    /// The offset to draw, given the automatic one and the largest; noted
+    /// for the next scroll.
+    pub fn resolve(&mut self, automatic: u16, max: u16) -> u16 {
+        self.max = max;
+        self.drawn = if self.manual { self.offset } else { automatic }.min(max);
+        self.drawn
+    }
+}
+
 /// Where the panes were drawn last (for the mouse).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Areas {
@@ -265,10 +320,10 @@ pub struct App {
     pub answer: Option<AnswerView>,
     /// Finished turns of the conversation.
     pub turns: Vec<Turn>,
-    /// Answer pane scroll (lines).
-    pub answer_scroll: u16,
-    /// Preview pane scroll (lines).
-    pub preview_scroll: u16,
+    /// Answer pane scroll (follows the end while an answer streams).
+    pub answer_scroll: Scroll,
+    /// Preview pane scroll (starts at the cited sentence).
+    pub preview_scroll: Scroll,
     /// The key help is shown.
     pub help: bool,
     /// An open one-line prompt.
@@ -307,8 +362,8 @@ impl App {
             doc_sel: 0,
             answer: None,
             turns: Vec::new(),
-            answer_scroll: 0,
-            preview_scroll: 0,
+            answer_scroll: Scroll::default(),
+            preview_scroll: Scroll::default(),
             help: false,
             prompt: None,
             message: None,
@@ -366,6 +421,9 @@ impl App {
         self.search_due = None;
         let query = self.query.trim().to_string();
         if query.is_empty() {
+            // Whatever search is on its way is for an older query.
+            self.search_seq = self.next_seq();
+            self.searching = false;
             self.results.clear();
             self.results_query.clear();
             return None;
@@ -469,20 +527,16 @@ impl App {
         }
         let sel = self.selected_mut();
         *sel = (*sel as isize + by).clamp(0, len as isize - 1) as usize;
-        self.preview_scroll = 0;
+        self.preview_scroll.reset();
     }
 
     fn scroll(&mut self, pane: Focus, by: i32) {
-        let s = match pane {
-            Focus::Answer => &mut self.answer_scroll,
-            Focus::Preview => &mut self.preview_scroll,
-            Focus::List => {
-                self.move_selection(by as isize);
-                return;
-            }
-            Focus::Query => return,
-        };
-        *s = (i32::from(*s) + by).clamp(0, i32::from(u16::MAX)) as u16;
+        match pane {
+            Focus::Answer => self.answer_scroll.by(by),
+            Focus::Preview => self.preview_scroll.by(by),
+            Focus::List => self.move_selection(by as isize),
+            Focus::Query => {}
+        }
     }
 
     /// Jumps the preview to passage `n` of the answer (or result `n`).
@@ -494,14 +548,14 @@ impl App {
             if n <= self.sources().len() {
                 self.list = ListView::Sources;
                 self.source_sel = n - 1;
-                self.preview_scroll = 0;
+                self.preview_scroll.reset();
             } else {
                 self.error_msg(format!("there is no passage [{n}]"));
             }
         } else if n <= self.results.len() {
             self.list = ListView::Results;
             self.result_sel = n - 1;
-            self.preview_scroll = 0;
+            self.preview_scroll.reset();
         }
     }
 
@@ -551,7 +605,7 @@ impl App {
             cancelled: false,
             turn,
         });
-        self.answer_scroll = 0;
+        self.answer_scroll.reset();
         self.message = None;
         seq
     }
@@ -567,6 +621,8 @@ impl App {
         }
         let history = self.history();
         let seq = self.start_answer(question.clone(), true, now);
+        // The keys now read the answer (1-9, ]); `/` types a follow-up.
+        self.focus = Focus::Answer;
         out.push(Action::Ask {
             seq,
             question,
@@ -707,13 +763,15 @@ impl App {
             KeyCode::Char('u') if ctrl => self.scroll(self.focus, -page),
             KeyCode::Home | KeyCode::Char('g') => match self.focus {
                 Focus::List => *self.selected_mut() = 0,
-                Focus::Answer => self.answer_scroll = 0,
-                _ => self.preview_scroll = 0,
+                Focus::Answer => self.answer_scroll.top(),
+                _ => self.preview_scroll.top(),
             },
             KeyCode::End | KeyCode::Char('G') => match self.focus {
                 Focus::List => *self.selected_mut() = self.list_len().saturating_sub(1),
-                Focus::Answer => self.answer_scroll = u16::MAX / 2,
-                _ => self.preview_scroll = u16::MAX / 2,
+                // While an answer streams, the end is followed again.
+                Focus::Answer if self.generating() => self.answer_scroll.reset(),
+                Focus::Answer => self.answer_scroll.bottom(),
+                _ => self.preview_scroll.bottom(),
             },
             KeyCode::Left | KeyCode::Char('h') => self.focus = self.focus.prev(),
             KeyCode::Right | KeyCode::Char('l') => self.focus = self.focus.next(),
@@ -735,11 +793,11 @@ impl App {
             KeyCode::Char('m') => return self.summarize_selected(true, now),
             KeyCode::Char('r') => {
                 self.list = ListView::Results;
-                self.preview_scroll = 0;
+                self.preview_scroll.reset();
             }
             KeyCode::Char('c') if !self.sources().is_empty() => {
                 self.list = ListView::Sources;
-                self.preview_scroll = 0;
+                self.preview_scroll.reset();
             }
             KeyCode::Char('d') => {
                 if self.list == ListView::Documents {
@@ -906,7 +964,7 @@ impl App {
                     let row = offset + usize::from(m.row.saturating_sub(a.list.y + 1)) / 2;
                     if row < self.list_len() {
                         *self.selected_mut() = row;
-                        self.preview_scroll = 0;
+                        self.preview_scroll.reset();
                     }
                 }
             }
@@ -917,15 +975,15 @@ impl App {
     /// Handles a worker's message.
     pub fn on_msg(&mut self, msg: Msg) {
         match msg {
-            Msg::Results { seq, hits } => {
+            Msg::Results { seq, query, hits } => {
                 if seq != self.search_seq {
                     return;
                 }
                 self.searching = false;
                 self.results = hits;
-                self.results_query = self.query.trim().to_string();
+                self.results_query = query;
                 self.result_sel = 0;
-                self.preview_scroll = 0;
+                self.preview_scroll.reset();
                 // Typing a new query asks for its results.
                 if self.list == ListView::Documents
                     || (self.list == ListView::Sources && !self.generating())
@@ -944,9 +1002,7 @@ impl App {
                 };
                 view.text = answer.checked.answer.trim().to_string();
                 if view.text.is_empty() {
-                    view.text =
-                        "The indexed documents do not seem to contain an answer to this question."
-                            .into();
+                    view.text = crate::answer::NO_ANSWER.into();
                 }
                 let note = answer.note.clone();
                 if view.turn && !view.cancelled {
@@ -969,7 +1025,7 @@ impl App {
                         .and_then(|a| a.checked.citations.iter().map(|c| c.n).min());
                     self.source_sel = first.map_or(0, |n| n - 1);
                 }
-                self.preview_scroll = 0;
+                self.preview_scroll.reset();
                 if cancelled {
                     self.info_msg("answer stopped");
                 } else {
@@ -1099,10 +1155,15 @@ mod tests {
         // A stale result (an older sequence number) is dropped.
         app.on_msg(Msg::Results {
             seq: seq + 7,
+            query: "old".into(),
             hits: vec![],
         });
         assert!(app.searching());
-        app.on_msg(Msg::Results { seq, hits: vec![] });
+        app.on_msg(Msg::Results {
+            seq,
+            query: query.clone(),
+            hits: vec![],
+        });
         assert!(!app.searching());
         assert_eq!(app.results_query, "osaka");
     }
@@ -1349,11 +1410,27 @@ mod tests {
             row,
             modifiers: KeyModifiers::NONE,
         };
+        // As drawn: both panes have 40 lines more than they show.
+        app.preview_scroll.resolve(0, 40);
+        app.answer_scroll.resolve(0, 40);
         app.on_mouse(ev(MouseEventKind::ScrollDown, 50, 15));
-        assert_eq!((app.preview_scroll, app.answer_scroll), (3, 0));
+        assert_eq!(
+            (app.preview_scroll.offset, app.answer_scroll.offset),
+            (3, 0)
+        );
         app.on_mouse(ev(MouseEventKind::ScrollDown, 50, 5));
         app.on_mouse(ev(MouseEventKind::ScrollUp, 50, 15));
-        assert_eq!((app.preview_scroll, app.answer_scroll), (0, 3));
+        assert_eq!(
+            (app.preview_scroll.offset, app.answer_scroll.offset),
+            (0, 3)
+        );
+        // Scrolling stops at the last screenful, and at the top.
+        for _ in 0..30 {
+            app.on_mouse(ev(MouseEventKind::ScrollDown, 50, 5));
+        }
+        assert_eq!(app.answer_scroll.offset, 40);
+        app.on_mouse(ev(MouseEventKind::ScrollUp, 50, 15));
+        assert_eq!(app.preview_scroll.offset, 0);
         app.on_mouse(ev(
             MouseEventKind::Down(crossterm::event::MouseButton::Left),
             5,

@@ -43,21 +43,30 @@ pub fn run(engine: Arc<dyn Engine>, opts: Options) -> std::io::Result<()> {
     if let Some(q) = &opts.query {
         app.set_query(q, Instant::now());
     }
-    let _stderr = opts.log.as_deref().map(StderrTo::file).transpose()?;
+    // Without a log file stderr stays where it is (notes may then show
+    // through until the next redraw).
+    let _stderr = opts.log.as_deref().and_then(|p| StderrTo::file(p).ok());
     let mut term = TerminalGuard::enter(opts.mouse)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
     let result = rt.block_on(event_loop(&mut term.terminal, &mut app, engine));
     drop(term);
+    // Quitting does not wait for a running ingest or answer: an ingest
+    // killed at any point leaves the index consistent.
+    rt.shutdown_background();
     result
 }
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
 
 /// Raw mode, the alternate screen and mouse capture, undone on drop and
 /// by the panic hook.
 struct TerminalGuard {
     terminal: Terminal<CrosstermBackend<Stdout>>,
     mouse: bool,
+    /// The panic hook before ours, put back on drop.
+    previous: Arc<PanicHook>,
 }
 
 fn restore(mouse: bool) {
@@ -75,14 +84,15 @@ impl TerminalGuard {
         // A panic on the UI thread gives the terminal and stderr back
         // before the message is printed; one in a worker is caught there
         // and reported on the screen.
-        let previous = std::panic::take_hook();
+        let previous: Arc<PanicHook> = Arc::new(std::panic::take_hook());
+        let chained = Arc::clone(&previous);
         let ui = std::thread::current().id();
         std::panic::set_hook(Box::new(move |info| {
             if std::thread::current().id() == ui {
                 restore(mouse);
                 put_back_stderr();
             }
-            previous(info);
+            chained(info);
         }));
         enable_raw_mode()?;
         let mut out = std::io::stdout();
@@ -98,7 +108,11 @@ impl TerminalGuard {
             return Err(e);
         }
         match Terminal::new(CrosstermBackend::new(out)) {
-            Ok(terminal) => Ok(TerminalGuard { terminal, mouse }),
+            Ok(terminal) => Ok(TerminalGuard {
+                terminal,
+                mouse,
+                previous,
+            }),
             Err(e) => {
                 restore(mouse);
                 Err(e)
@@ -112,7 +126,8 @@ impl Drop for TerminalGuard {
         restore(self.mouse);
         // The hook cannot be changed while unwinding (and is done by then).
         if !std::thread::panicking() {
-            let _ = std::panic::take_hook();
+            let previous = Arc::clone(&self.previous);
+            std::panic::set_hook(Box::new(move |info| previous(info)));
         }
     }
 }
@@ -206,6 +221,8 @@ async fn event_loop(
     loop {
         for action in pending.drain(..) {
             if action == Action::Quit {
+                // A local model stops at its next token.
+                cancel.store(true, Ordering::Relaxed);
                 app.quit = true;
                 break;
             }
@@ -294,6 +311,33 @@ async fn sleep_until(due: Option<Instant>) {
     }
 }
 
+/// Runs an answer (or summary) on the blocking pool, its text streamed to
+/// the UI as it comes, then the whole of it.
+fn stream(
+    seq: u64,
+    tx: UnboundedSender<Msg>,
+    job: impl FnOnce(&mut dyn FnMut(&str)) -> Result<super::Answer, String> + Send + 'static,
+) {
+    tokio::task::spawn_blocking(move || {
+        let text_tx = tx.clone();
+        let r = guarded(|| {
+            job(&mut |t| {
+                let _ = text_tx.send(Msg::Text {
+                    seq,
+                    text: t.to_string(),
+                });
+            })
+        });
+        let _ = tx.send(match r {
+            Ok(a) => Msg::Answered {
+                seq,
+                answer: Box::new(a),
+            },
+            Err(error) => Msg::Failed { seq, error },
+        });
+    });
+}
+
 /// Starts the work of one action.
 fn carry_out(
     action: Action,
@@ -306,7 +350,7 @@ fn carry_out(
         Action::Search { seq, query } => {
             tokio::task::spawn_blocking(move || {
                 let _ = tx.send(match guarded(|| engine.search(&query, RESULT_LIMIT)) {
-                    Ok(hits) => Msg::Results { seq, hits },
+                    Ok(hits) => Msg::Results { seq, query, hits },
                     Err(error) => Msg::Failed { seq, error },
                 });
             });
@@ -318,45 +362,15 @@ fn carry_out(
         } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
-            tokio::task::spawn_blocking(move || {
-                let text_tx = tx.clone();
-                let r = guarded(|| {
-                    engine.ask(&question, &history, &stop, &mut |t| {
-                        let _ = text_tx.send(Msg::Text {
-                            seq,
-                            text: t.to_string(),
-                        });
-                    })
-                });
-                let _ = tx.send(match r {
-                    Ok(a) => Msg::Answered {
-                        seq,
-                        answer: Box::new(a),
-                    },
-                    Err(error) => Msg::Failed { seq, error },
-                });
+            stream(seq, tx, move |on_text| {
+                engine.ask(&question, &history, &stop, on_text)
             });
         }
         Action::Summarize { seq, path, meeting } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
-            tokio::task::spawn_blocking(move || {
-                let text_tx = tx.clone();
-                let r = guarded(|| {
-                    engine.summarize(&path, meeting, &stop, &mut |t| {
-                        let _ = text_tx.send(Msg::Text {
-                            seq,
-                            text: t.to_string(),
-                        });
-                    })
-                });
-                let _ = tx.send(match r {
-                    Ok(a) => Msg::Answered {
-                        seq,
-                        answer: Box::new(a),
-                    },
-                    Err(error) => Msg::Failed { seq, error },
-                });
+            stream(seq, tx, move |on_text| {
+                engine.summarize(&path, meeting, &stop, on_text)
             });
         }
         Action::Cancel => cancel.store(true, Ordering::Relaxed),
@@ -389,18 +403,25 @@ fn carry_out(
                 let _ = tx.send(Msg::Documents(guarded(|| engine.documents())));
             });
         }
+        // These wait on other programs or the disk: off the UI thread too.
         Action::Open { path, page } => {
-            let _ = tx.send(Msg::Note(system::open_at_page(&path, page)));
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(Msg::Note(system::open_at_page(&path, page)));
+            });
         }
         Action::Copy(text) => {
-            let _ = tx.send(Msg::Note(system::copy(&text)));
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(Msg::Note(system::copy(&text)));
+            });
         }
         Action::Save { path, markdown } => {
-            let _ = tx.send(Msg::Note(
-                std::fs::write(&path, markdown)
-                    .map(|_| format!("saved the conversation to {path}"))
-                    .map_err(|e| format!("saving {path}: {e}")),
-            ));
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send(Msg::Note(
+                    std::fs::write(&path, markdown)
+                        .map(|_| format!("saved the conversation to {path}"))
+                        .map_err(|e| format!("saving {path}: {e}")),
+                ));
+            });
         }
         Action::Quit => {}
     }

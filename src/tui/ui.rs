@@ -418,7 +418,7 @@ fn styled<'a>(text: &str, marks: &[(usize, usize, Style)], base: Style) -> Vec<L
     lines
 }
 
-fn draw_answer(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
     let focused = app.focus == Focus::Answer;
     let Some(view) = &app.answer else {
         let lines = vec![
@@ -542,13 +542,13 @@ fn draw_answer(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
     let para = Paragraph::new(lines).wrap(Wrap { trim: false });
     // While it is written, the pane follows the end of the answer unless
     // the user scrolled.
-    let scroll = if view.running() && app.answer_scroll == 0 {
-        let shown = usize::from(r.height.saturating_sub(2));
-        let total = para.line_count(r.width.saturating_sub(2));
-        u16::try_from(total.saturating_sub(shown)).unwrap_or(u16::MAX)
-    } else {
-        app.answer_scroll
-    };
+    let shown = usize::from(r.height.saturating_sub(2));
+    let total = para.line_count(r.width.saturating_sub(2));
+    let max = u16::try_from(total.saturating_sub(shown)).unwrap_or(u16::MAX);
+    let running = view.running();
+    let scroll = app
+        .answer_scroll
+        .resolve(if running { max } else { 0 }, max);
     f.render_widget(para.scroll((scroll, 0)).block(pane(title, focused, th)), r);
 }
 
@@ -563,7 +563,7 @@ fn query_terms(text: &str, query: &str) -> Vec<(usize, usize)> {
         .collect()
 }
 
-fn draw_preview(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+fn draw_preview(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
     let focused = app.focus == Focus::Preview;
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut auto_scroll = 0u16;
@@ -668,13 +668,12 @@ fn draw_preview(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
             (" Document ".into(), lines)
         }
     };
-    f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .scroll((auto_scroll.saturating_add(app.preview_scroll), 0))
-            .block(pane(title, focused, th)),
-        r,
-    );
+    let para = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let shown = usize::from(r.height.saturating_sub(2));
+    let total = para.line_count(r.width.saturating_sub(2));
+    let max = u16::try_from(total.saturating_sub(shown)).unwrap_or(u16::MAX);
+    let scroll = app.preview_scroll.resolve(auto_scroll, max);
+    f.render_widget(para.scroll((scroll, 0)).block(pane(title, focused, th)), r);
 }
 
 /// Screen lines `text[..at]` takes when wrapped at `width` columns (an
@@ -896,6 +895,7 @@ mod tests {
         };
         app.on_msg(Msg::Results {
             seq,
+            query: "Osaka budget".into(),
             hits: vec![
                 hit(3, "minutes/2024-03.pdf", "The board approved the Osaka warehouse expansion.\nThe budget is 1.8 million euros, spread over two years."),
                 hit(7, "reports/q2.pdf", "Osaka logistics costs rose by 4% in the second quarter."),

@@ -433,6 +433,19 @@ fn predefined_cmap(name: &[u8]) -> (Codes, bool) {
     (codes, vertical)
 }
 
+/// Parses `data` as embedded Type1 and CFF programs (see
+/// [`super::fuzz_font_parsers`]).
+pub(super) fn fuzz_programs(data: &[u8]) {
+    let mut doc = Document::with_version("1.5");
+    let file = doc.add_object(lopdf::Stream::new(
+        lopdf::dictionary! { "Length1" => data.len() as i64, "Subtype" => "Type1C" },
+        data.to_vec(),
+    ));
+    let descriptor = lopdf::dictionary! { "FontFile" => file, "FontFile3" => file };
+    let _ = type1_builtin_encoding(&doc, &descriptor);
+    let _ = cff_builtin_encoding(&doc, &descriptor);
+}
+
 /// The built-in encoding of an embedded CFF font program (FontFile3 of
 /// subtype Type1C, as TeX and many PDF producers embed Type1 fonts): its
 /// encoding and charset tables, code -> glyph -> glyph name.

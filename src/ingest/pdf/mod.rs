@@ -28,6 +28,15 @@ use super::document::{ExtractedDoc, PageText};
 use crate::{Error, Result};
 use objects::{dict_get, resolve, stream_bytes};
 
+/// Runs the font-program and CMap parsers on arbitrary bytes (for the
+/// fuzz target `fonts`): a ToUnicode CMap, an embedded Type1 program and
+/// an embedded CFF program, each must come back without panicking.
+#[doc(hidden)]
+pub fn fuzz_font_parsers(data: &[u8]) {
+    let _ = cmap::CMap::parse(data);
+    font::fuzz_programs(data);
+}
+
 /// Deepest page tree accepted.
 const MAX_TREE_DEPTH: usize = 64;
 
