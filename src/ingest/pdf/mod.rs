@@ -130,13 +130,68 @@ fn open(bytes: &[u8]) -> Result<Document> {
     if !head.windows(5).any(|w| w == b"%PDF-") {
         return Err(Error::Pdf("not a PDF (no %PDF- header)".into()));
     }
-    let doc = Document::load_mem(bytes).map_err(|e| Error::Pdf(format!("damaged PDF: {e}")))?;
+    // Objects text extraction never reads (links, their actions and
+    // destinations, outlines, name trees, structure elements) are dropped
+    // as they are parsed: on link-heavy manuals they are most of the
+    // memory. A file that does not load that way (lopdf repairs damaged
+    // page trees only on an unfiltered load) is loaded whole.
+    let filtered =
+        Document::load_mem_with_options(bytes, lopdf::LoadOptions::with_filter(for_text))
+            .ok()
+            .filter(|d| !d.get_pages().is_empty());
+    let doc = match filtered {
+        Some(d) => d,
+        None => Document::load_mem(bytes).map_err(|e| Error::Pdf(format!("damaged PDF: {e}")))?,
+    };
     if doc.trailer.has(b"Encrypt") && doc.authenticate_password("").is_err() {
         return Err(Error::Pdf(
             "encrypted PDF: it needs a password to open (only PDFs with an empty user password can be read)".into(),
         ));
     }
     Ok(doc)
+}
+
+/// Keeps the objects text extraction may need (see [`open`]).
+fn for_text(id: ObjectId, obj: &mut Object) -> Option<(ObjectId, Object)> {
+    let drop = match &*obj {
+        Object::Dictionary(d) => unread(d),
+        Object::Array(a) => {
+            // An explicit destination: [page /XYZ left top zoom], etc.
+            a.len() >= 2
+                && matches!(a[0], Object::Reference(_))
+                && matches!(&a[1], Object::Name(n) if n.starts_with(b"Fit") || n == b"XYZ")
+        }
+        _ => false,
+    };
+    // lopdf keeps a top-level object as it is and takes the returned copy
+    // of an object-stream member, so both must be the object.
+    (!drop).then(|| (id, obj.clone()))
+}
+
+/// A dictionary of a kind the extractor never reads.
+fn unread(d: &Dictionary) -> bool {
+    let name = |k: &[u8]| match d.get(k) {
+        Ok(Object::Name(n)) => Some(n.as_slice()),
+        _ => None,
+    };
+    match name(b"Type") {
+        Some(b"Annot" | b"StructElem" | b"MCR" | b"OBJR") => return true,
+        Some(b"Action") => return true,
+        Some(_) => return false,
+        None => {}
+    }
+    // Actions without a /Type.
+    let action = matches!(
+        name(b"S"),
+        Some(b"GoTo" | b"GoToR" | b"URI" | b"Launch" | b"Named" | b"JavaScript" | b"GoToE")
+    ) && (d.has(b"D") || d.has(b"URI") || d.has(b"F") || d.has(b"N") || d.has(b"JS"));
+    // Name-tree leaves (named destinations, embedded files, scripts).
+    let name_leaf = d.has(b"Names") && d.has(b"Limits");
+    // Outline items.
+    let outline = d.has(b"Title")
+        && d.has(b"Parent")
+        && (d.has(b"Next") || d.has(b"Prev") || d.has(b"Dest") || d.has(b"A") || d.has(b"First"));
+    action || name_leaf || outline
 }
 
 fn read_info(doc: &Document, out: &mut ExtractedDoc) {
@@ -391,6 +446,36 @@ mod tests {
         doc.save_to(&mut bytes).unwrap();
         let out = extract(&bytes).unwrap();
         assert_eq!(out.pages[0].text, "inside");
+    }
+
+    #[test]
+    fn objects_text_never_reads_are_dropped_at_load() {
+        use lopdf::dictionary;
+        let drop = |d: Dictionary| unread(&d);
+        assert!(drop(dictionary! { "Type" => "Annot", "Subtype" => "Link" }));
+        assert!(drop(
+            dictionary! { "S" => "URI", "URI" => Object::string_literal("x") }
+        ));
+        assert!(drop(
+            dictionary! { "S" => "GoTo", "D" => vec![Object::Integer(1)] }
+        ));
+        assert!(drop(dictionary! { "Names" => vec![], "Limits" => vec![] }));
+        assert!(drop(dictionary! {
+            "Title" => Object::string_literal("1 Intro"), "Parent" => Object::Reference((3, 0)),
+            "Next" => Object::Reference((5, 0)),
+        }));
+        // What extraction reads stays: pages, fonts, page labels (/S /r),
+        // number-tree nodes.
+        assert!(!drop(dictionary! { "Type" => "Page" }));
+        assert!(!drop(
+            dictionary! { "Type" => "Font", "Subtype" => "Type1" }
+        ));
+        assert!(!drop(dictionary! { "S" => "r", "St" => 1 }));
+        assert!(!drop(dictionary! { "Nums" => vec![], "Limits" => vec![] }));
+        let mut dest = Object::Array(vec![Object::Reference((4, 0)), "XYZ".into()]);
+        assert!(for_text((9, 0), &mut dest).is_none());
+        let mut rect = Object::Array(vec![0.into(), 0.into(), 10.into(), 10.into()]);
+        assert_eq!(for_text((9, 0), &mut rect).map(|r| r.1), Some(rect.clone()));
     }
 
     #[test]
