@@ -195,12 +195,24 @@ fn draw_query(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
     if app.searching() {
         title.push(Span::styled("searching… ", th.dim()));
     }
+    // Long queries scroll sideways so the cursor stays in view.
+    let room = usize::from(r.width.saturating_sub(5)).max(1);
+    let before: String = app.query.chars().take(app.cursor).collect();
+    let before_w = Line::raw(before.as_str()).width();
+    let mut skip = 0usize;
+    let mut skipped_w = 0usize;
+    let chars: Vec<char> = app.query.chars().collect();
+    while before_w - skipped_w >= room && skip < chars.len() {
+        skipped_w += Line::raw(chars[skip].to_string()).width();
+        skip += 1;
+    }
+    let shown: String = chars[skip..].iter().collect();
     let line = if app.query.is_empty() && !focused {
         Line::from(Span::styled("/ to type a question", th.dim()))
     } else {
         Line::from(vec![
-            Span::styled("> ", th.dim()),
-            Span::raw(app.query.as_str()),
+            Span::styled(if skip > 0 { "…" } else { "> " }, th.dim()),
+            Span::raw(shown),
         ])
     };
     f.render_widget(
@@ -208,8 +220,7 @@ fn draw_query(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
         r,
     );
     if focused {
-        let before: String = app.query.chars().take(app.cursor).collect();
-        let x = r.x + 3 + ratatui::text::Line::raw(before).width() as u16;
+        let x = r.x + 3 + (before_w - skipped_w) as u16;
         f.set_cursor_position((x.min(r.right().saturating_sub(2)), r.y + 1));
     }
 }
@@ -712,7 +723,7 @@ fn draw_message(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
         (None, Some(m)) if m.error => Line::styled(format!("error: {}", m.text), th.error()),
         (None, Some(m)) => Line::raw(m.text.clone()),
         (None, None) => Line::styled(
-            "Enter: ask · Tab: next pane · d: documents · i: ingest · F1 or ?: keys · Ctrl-Q: quit",
+            "Enter: ask · /: type · Tab: next pane · d: documents · i: ingest · F1 or ?: keys · Ctrl-Q: quit",
             th.dim(),
         ),
     };
@@ -1079,6 +1090,18 @@ mod tests {
             current: "archive/2019/q3.pdf".into(),
         });
         insta::assert_snapshot!(screen(&mut app, 100, 22));
+    }
+
+    #[test]
+    fn a_long_query_scrolls_sideways() {
+        let t = Instant::now();
+        let mut app = App::new(info(), false);
+        let long = "how much did the board of directors approve for the second phase of the Osaka warehouse expansion in November";
+        typed(&mut app, long, t);
+        let s = screen(&mut app, 60, 12);
+        let query_line = s.lines().nth(1).unwrap();
+        assert!(query_line.contains("November"), "{s}");
+        assert!(query_line.contains('…'), "{s}");
     }
 
     #[test]
