@@ -133,7 +133,15 @@ impl Font {
         });
         let builtin = if named_base.is_none() {
             descriptor.and_then(|d| {
-                type1_builtin_encoding(doc, d).or_else(|| cff_builtin_encoding(doc, d))
+                type1_builtin_encoding(doc, d)
+                    .or_else(|| cff_builtin_encoding(doc, d))
+                    .or_else(|| {
+                        // A symbolic TrueType font's codes go through its
+                        // own cmap (poppler does the same).
+                        (subtype == b"TrueType" && symbolic)
+                            .then(|| truetype_symbolic_encoding(doc, d))
+                            .flatten()
+                    })
             })
         } else {
             None
@@ -441,9 +449,63 @@ pub(super) fn fuzz_programs(data: &[u8]) {
         lopdf::dictionary! { "Length1" => data.len() as i64, "Subtype" => "Type1C" },
         data.to_vec(),
     ));
-    let descriptor = lopdf::dictionary! { "FontFile" => file, "FontFile3" => file };
+    let descriptor =
+        lopdf::dictionary! { "FontFile" => file, "FontFile2" => file, "FontFile3" => file };
     let _ = type1_builtin_encoding(&doc, &descriptor);
     let _ = cff_builtin_encoding(&doc, &descriptor);
+    let _ = truetype_symbolic_encoding(&doc, &descriptor);
+}
+
+/// The encoding of an embedded symbolic TrueType font (FontFile2): each
+/// code through the font's (3,0) cmap (at U+F000 + code, or the code) or
+/// its (1,0) one, to a glyph, whose name comes from the `post` table, or
+/// whose character from a (3,1) Unicode cmap pointing at the same glyph.
+fn truetype_symbolic_encoding(
+    doc: &Document,
+    descriptor: &Dictionary,
+) -> Option<Vec<(u8, Vec<u8>)>> {
+    use ttf_parser::PlatformId;
+    let data = stream_bytes(doc, dict_get(doc, descriptor, b"FontFile2")?)?;
+    let face = ttf_parser::Face::parse(&data, 0).ok()?;
+    let cmap = face.tables().cmap?;
+    let find = |platform: PlatformId, encoding: u16| {
+        cmap.subtables
+            .into_iter()
+            .find(|t| t.platform_id == platform && t.encoding_id == encoding)
+    };
+    let symbol = find(PlatformId::Windows, 0);
+    let mac = find(PlatformId::Macintosh, 0);
+    let mut by_glyph: std::collections::HashMap<u16, char> = std::collections::HashMap::new();
+    if let Some(unicode) = find(PlatformId::Windows, 1) {
+        unicode.codepoints(|cp| {
+            if let (Some(g), Some(c)) = (unicode.glyph_index(cp), char::from_u32(cp)) {
+                by_glyph.entry(g.0).or_insert(c);
+            }
+        });
+    }
+    let out: Vec<(u8, Vec<u8>)> = (0..=255u8)
+        .filter_map(|code| {
+            let glyph = symbol
+                .and_then(|t| {
+                    t.glyph_index(0xF000 + u32::from(code))
+                        .or_else(|| t.glyph_index(u32::from(code)))
+                })
+                .or_else(|| mac.and_then(|t| t.glyph_index(u32::from(code))))
+                .filter(|g| g.0 != 0)?;
+            let named = face
+                .glyph_name(glyph)
+                .filter(|n| *n != ".notdef" && glyph_to_unicode(n.as_bytes()).is_some())
+                .map(|n| n.as_bytes().to_vec());
+            named
+                .or_else(|| {
+                    by_glyph
+                        .get(&glyph.0)
+                        .map(|c| format!("uni{:04X}", u32::from(*c)).into_bytes())
+                })
+                .map(|name| (code, name))
+        })
+        .collect();
+    (!out.is_empty()).then_some(out)
 }
 
 /// The built-in encoding of an embedded CFF font program (FontFile3 of
@@ -623,6 +685,78 @@ mod tests {
         cff.extend([0, 2, 0x6E, 0x41]); // encoding format 0
         cff.extend([0, 3, 1, 1, 2, 3, 4, 14, 14, 14]); // three empty glyphs
         cff
+    }
+
+    /// A minimal symbolic TrueType font: glyphs "alpha" and "uni2192" at
+    /// U+F041 and U+F042 of a (3,0) cmap, names in `post`.
+    fn tiny_symbolic_ttf() -> Vec<u8> {
+        let be16 = |v: u16| v.to_be_bytes().to_vec();
+        let be32 = |v: u32| v.to_be_bytes().to_vec();
+        let mut head = vec![0u8; 54];
+        head[0..4].copy_from_slice(&be32(0x0001_0000));
+        head[12..16].copy_from_slice(&be32(0x5F0F_3CF5));
+        head[18..20].copy_from_slice(&be16(1000));
+        let mut hhea = vec![0u8; 36];
+        hhea[0..4].copy_from_slice(&be32(0x0001_0000));
+        hhea[34..36].copy_from_slice(&be16(3));
+        let mut maxp = be32(0x0000_5000);
+        maxp.extend(be16(3));
+        // cmap: one (3,0) subtable, format 6 from U+F041.
+        let mut cmap = [be16(0), be16(1), be16(3), be16(0), be32(12)].concat();
+        cmap.extend(
+            [
+                be16(6),
+                be16(14),
+                be16(0),
+                be16(0xF041),
+                be16(2),
+                be16(1),
+                be16(2),
+            ]
+            .concat(),
+        );
+        // post 2.0: glyph 0 .notdef, 1 and 2 custom names.
+        let mut post = be32(0x0002_0000);
+        post.extend(vec![0u8; 28]);
+        post.extend([be16(3), be16(0), be16(258), be16(259)].concat());
+        for name in ["alpha", "uni2192"] {
+            post.push(name.len() as u8);
+            post.extend(name.as_bytes());
+        }
+        let tables: [(&[u8; 4], Vec<u8>); 5] = [
+            (b"cmap", cmap),
+            (b"head", head),
+            (b"hhea", hhea),
+            (b"maxp", maxp),
+            (b"post", post),
+        ];
+        let mut out = [be32(0x0001_0000), be16(5), be16(64), be16(2), be16(16)].concat();
+        let mut offset = 12 + 16 * tables.len();
+        let mut body = Vec::new();
+        for (tag, data) in &tables {
+            out.extend(tag.as_slice());
+            out.extend(be32(0));
+            out.extend(be32(offset as u32));
+            out.extend(be32(data.len() as u32));
+            let mut padded = data.clone();
+            padded.resize(data.len().div_ceil(4) * 4, 0);
+            offset += padded.len();
+            body.extend(padded);
+        }
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn symbolic_truetype_reads_through_its_cmap() {
+        let mut doc = Document::with_version("1.5");
+        let file = doc.add_object(Stream::new(dictionary! {}, tiny_symbolic_ttf()));
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "TrueType", "BaseFont" => "SymbolMT",
+            "FontDescriptor" => dictionary! { "FontFile2" => file, "Flags" => 4 },
+        };
+        let f = Font::load(&doc, &font);
+        assert_eq!(decode_all(&f, &[0x41, 0x42]).0, "α→");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! page that cannot be read yields empty text and a warning; only a file that
 //! cannot be opened at all is an error.
 
-mod cid;
+pub(crate) mod cid;
 mod cmap;
 mod encoding;
 mod font;
@@ -29,8 +29,8 @@ use crate::{Error, Result};
 use objects::{dict_get, resolve, stream_bytes};
 
 /// Runs the font-program and CMap parsers on arbitrary bytes (for the
-/// fuzz target `fonts`): a ToUnicode CMap, an embedded Type1 program and
-/// an embedded CFF program, each must come back without panicking.
+/// fuzz target `fonts`): a ToUnicode CMap and embedded Type1, CFF and
+/// TrueType programs, each must come back without panicking.
 #[doc(hidden)]
 pub fn fuzz_font_parsers(data: &[u8]) {
     let _ = cmap::CMap::parse(data);
@@ -415,6 +415,103 @@ mod tests {
         assert_eq!(pdf_date("D:2024"), "2024-01-01T00:00:00");
         assert_eq!(pdf_date("D:20240102030405Z"), "2024-01-02T03:04:05Z");
         assert_eq!(pdf_date("garbage"), "garbage");
+    }
+
+    /// A one-page PDF whose font F1 is `font`, with `content`.
+    fn one_page(font: lopdf::Dictionary, content: &[u8], page_extra: lopdf::Dictionary) -> Vec<u8> {
+        use lopdf::{dictionary, Stream};
+        let mut doc = Document::with_version("1.5");
+        let font = doc.add_object(font);
+        let contents = doc.add_object(Stream::new(dictionary! {}, content.to_vec()));
+        let pages_id = doc.new_object_id();
+        let mut page = dictionary! {
+            "Type" => "Page", "Parent" => pages_id, "Contents" => contents,
+            "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        };
+        for (k, v) in page_extra.into_iter() {
+            page.set(k, v);
+        }
+        let page = doc.add_object(page);
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1,
+            }),
+        );
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+        doc.trailer.set("Root", catalog);
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn type3_font_text_comes_from_its_encoding() {
+        use lopdf::dictionary;
+        // Glyph procedures draw nothing; the text comes from the
+        // Differences names, the widths from /Widths in glyph space scaled
+        // by the FontMatrix.
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type3",
+            "FontBBox" => vec![0.into(), 0.into(), 1000.into(), 1000.into()],
+            "FontMatrix" => vec![0.001.into(), 0.into(), 0.into(), 0.001.into(), 0.into(), 0.into()],
+            "CharProcs" => dictionary! {},
+            "Encoding" => dictionary! {
+                "Type" => "Encoding",
+                "Differences" => vec![1.into(), "H".into(), "i".into(), "space".into(), "fi".into(), "g".into()],
+            },
+            "FirstChar" => 1, "LastChar" => 5,
+            "Widths" => vec![700.into(), 300.into(), 250.into(), 550.into(), 500.into()],
+        };
+        let bytes = one_page(
+            font,
+            b"BT /F1 12 Tf 72 700 Td <0102030405> Tj ET",
+            lopdf::Dictionary::new(),
+        );
+        assert_eq!(extract(&bytes).unwrap().pages[0].text, "Hi fig");
+    }
+
+    #[test]
+    fn cid_font_without_to_unicode_reads_through_its_collection() {
+        use lopdf::dictionary;
+        // No ToUnicode: the CIDs become text through the Adobe-Japan1
+        // table compiled into the binary.
+        let japan1 = cid::Collection::for_ordering(b"Adobe", b"Japan1").unwrap();
+        let cids = [843u32, 1201, 2770];
+        let want: String = cids.iter().map(|&c| japan1.char(c).unwrap()).collect();
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type0", "BaseFont" => "KozMinPr6N-Regular",
+            "Encoding" => "Identity-H",
+            "DescendantFonts" => vec![Object::Dictionary(dictionary! {
+                "Type" => "Font", "Subtype" => "CIDFontType0", "BaseFont" => "KozMinPr6N-Regular",
+                "CIDSystemInfo" => dictionary! {
+                    "Registry" => Object::string_literal("Adobe"),
+                    "Ordering" => Object::string_literal("Japan1"),
+                    "Supplement" => 6,
+                },
+                "DW" => 1000,
+            })],
+        };
+        let hex: String = cids.iter().map(|c| format!("{c:04X}")).collect();
+        let content = format!("BT /F1 12 Tf 72 700 Td <{hex}> Tj ET");
+        let bytes = one_page(font, content.as_bytes(), lopdf::Dictionary::new());
+        assert_eq!(extract(&bytes).unwrap().pages[0].text, want);
+    }
+
+    #[test]
+    fn a_rotated_page_reads_in_its_text_direction() {
+        use lopdf::dictionary;
+        // A landscape table set on a portrait page turned by /Rotate 90:
+        // the text runs up the page, line after line to the right.
+        let font =
+            dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" };
+        let content = b"q 0 1 -1 0 0 0 cm BT /F1 12 Tf 72 -100 Td (First line of the table) Tj 0 -14 Td (Second line below it) Tj ET Q";
+        let bytes = one_page(font, content, dictionary! { "Rotate" => 90 });
+        assert_eq!(
+            extract(&bytes).unwrap().pages[0].text,
+            "First line of the table\nSecond line below it"
+        );
     }
 
     #[test]
