@@ -655,6 +655,12 @@ fn tiny_model(
     let model = sb.path().join(name);
     shirabe::models::testing::write_tiny(&model, cfg, lm_head).unwrap();
     std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    // Its chat template too: prompts are rendered from it, as for a real
+    // checkpoint.
+    let _ = std::fs::copy(
+        tok.with_file_name("tokenizer_config.json"),
+        model.join("tokenizer_config.json"),
+    );
     Some(model)
 }
 

@@ -66,7 +66,9 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let mut remote: Option<serde_json::Value> = None;
     let (raw, gen_stats, interrupted) = match generator {
         Some(g) if !packed.passages.is_empty() => {
-            let ids = g.encode(&packed.prompt)?;
+            // The model's own template (the same text as packed.prompt for
+            // Qwen3, which the packer counted).
+            let ids = g.encode(&g.chat(Some(shirabe::prompt::SYSTEM_PROMPT), &[], &packed.user))?;
             let params = shirabe::models::generate::SamplingParams {
                 max_tokens: a.b.max_tokens,
                 temperature: a.b.temperature,

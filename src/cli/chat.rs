@@ -203,8 +203,9 @@ pub(super) fn reply(
     let packed = pack(&hits, question, &writer.counter, budget, &history);
     let (raw, extractive) = match (&writer.generator, &backend) {
         (Some(g), _) if !packed.passages.is_empty() => {
-            // The packed prompt carries the history for a local model.
-            let ids = g.encode(&packed.prompt)?;
+            // The history goes into the prompt for a local model.
+            let ids =
+                g.encode(&g.chat(Some(shirabe::prompt::SYSTEM_PROMPT), &history, &packed.user))?;
             let params = shirabe::models::generate::SamplingParams {
                 max_tokens: b.max_tokens,
                 temperature: b.temperature,

@@ -82,6 +82,8 @@ pub struct Generator {
     stop_ids: Vec<u32>,
     /// Key/value cache dtype.
     pub cache_dtype: DType,
+    /// The model's own chat template, when its tokenizer_config.json has one.
+    template: Option<super::template::ChatTemplate>,
 }
 
 /// xorshift64*, enough for sampling and reproducible with a seed.
@@ -181,7 +183,15 @@ impl Generator {
             tokenizer,
             stop_ids,
             cache_dtype: DType::F32,
+            template: None,
         }
+    }
+
+    /// Uses the chat template of the `tokenizer_config.json` at `path`, if
+    /// it has one.
+    pub fn with_template_from(mut self, path: &std::path::Path) -> Result<Generator> {
+        self.template = super::template::ChatTemplate::from_tokenizer_config(path)?;
+        Ok(self)
     }
 
     /// Loads a model directory, a cached repo id, or a `.gguf` file (whose
@@ -201,13 +211,12 @@ impl Generator {
             }
             let tokenizer = tokenizers::Tokenizer::from_file(&tok)
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
-            return Ok(Generator::new(super::load_gguf(path, device)?, tokenizer));
+            return Generator::new(super::load_gguf(path, device)?, tokenizer)
+                .with_template_from(&path.with_file_name("tokenizer_config.json"));
         }
         let files = super::find_or_pull(spec)?;
-        Ok(Generator::new(
-            files.load(dtype, device)?,
-            files.load_tokenizer()?,
-        ))
+        Generator::new(files.load(dtype, device)?, files.load_tokenizer()?)
+            .with_template_from(&files.dir.join("tokenizer_config.json"))
     }
 
     /// The tokenizer.
@@ -238,12 +247,52 @@ impl Generator {
         self.model.config().max_position_embeddings
     }
 
-    /// A one-turn ChatML prompt, as Qwen's chat template renders it, with
-    /// Qwen3's thinking switched off (an empty think block).
+    /// A one-turn chat prompt (see [`Generator::chat`]).
     pub fn chat_prompt(&self, system: Option<&str>, user: &str) -> String {
+        self.chat(system, &[], user)
+    }
+
+    /// The prompt for `user` after the earlier (question, answer) turns:
+    /// the model's own chat template when it has one (rendered with Qwen3's
+    /// thinking off), else ChatML as Qwen's template writes it. A template
+    /// that fails to render falls back to ChatML, with a warning.
+    pub fn chat(&self, system: Option<&str>, history: &[(String, String)], user: &str) -> String {
+        if let Some(t) = &self.template {
+            use super::template::Message;
+            let mut msgs: Vec<Message<'_>> = Vec::with_capacity(2 + 2 * history.len());
+            if let Some(s) = system {
+                msgs.push(Message {
+                    role: "system",
+                    content: s,
+                });
+            }
+            for (q, a) in history {
+                msgs.push(Message {
+                    role: "user",
+                    content: q,
+                });
+                msgs.push(Message {
+                    role: "assistant",
+                    content: a,
+                });
+            }
+            msgs.push(Message {
+                role: "user",
+                content: user,
+            });
+            match t.render(&msgs, true) {
+                Ok(p) => return p,
+                Err(e) => tracing::warn!("{e}; writing ChatML instead"),
+            }
+        }
         let mut p = String::new();
         if let Some(s) = system {
             p.push_str(&format!("<|im_start|>system\n{s}<|im_end|>\n"));
+        }
+        for (q, a) in history {
+            p.push_str(&format!(
+                "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n"
+            ));
         }
         p.push_str(&format!(
             "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
@@ -386,6 +435,33 @@ mod tests {
             .load(DType::F32, &Device::Cpu)
             .unwrap();
         Generator::new(model, crate::models::testing::tiny_tokenizer(64))
+    }
+
+    #[test]
+    fn chat_prompts_come_from_the_model_template_when_it_has_one() {
+        let g = tiny_generator();
+        let history = [("Q1".to_string(), "A1".to_string())];
+        let built_in = g.chat(Some("S"), &history, "Q2");
+        assert_eq!(
+            built_in,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("tokenizer_config.json");
+        std::fs::write(
+            &cfg,
+            r#"{"chat_template": "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"}"#,
+        )
+        .unwrap();
+        let g = g.with_template_from(&cfg).unwrap();
+        assert_eq!(
+            g.chat(Some("S"), &history, "Q2"),
+            "[system] S\n[user] Q1\n[assistant] A1\n[user] Q2\n[assistant]"
+        );
+        // A template that cannot render falls back to ChatML.
+        std::fs::write(&cfg, r#"{"chat_template": "{{ raise_exception('no') }}"}"#).unwrap();
+        let g = g.with_template_from(&cfg).unwrap();
+        assert_eq!(g.chat(Some("S"), &history, "Q2"), built_in);
     }
 
     #[test]

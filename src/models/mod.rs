@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod qwen3;
 pub mod rerank;
 pub mod sentence;
+pub mod template;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
