@@ -464,9 +464,16 @@ fn truetype_symbolic_encoding(
     doc: &Document,
     descriptor: &Dictionary,
 ) -> Option<Vec<(u8, Vec<u8>)>> {
-    use ttf_parser::PlatformId;
     let data = stream_bytes(doc, dict_get(doc, descriptor, b"FontFile2")?)?;
-    let face = ttf_parser::Face::parse(&data, 0).ok()?;
+    // As for CFF: a font ttf-parser trips on keeps the default encoding.
+    std::panic::catch_unwind(|| truetype_symbolic_codes(&data))
+        .ok()
+        .flatten()
+}
+
+fn truetype_symbolic_codes(data: &[u8]) -> Option<Vec<(u8, Vec<u8>)>> {
+    use ttf_parser::PlatformId;
+    let face = ttf_parser::Face::parse(data, 0).ok()?;
     let cmap = face.tables().cmap?;
     let find = |platform: PlatformId, encoding: u16| {
         cmap.subtables
@@ -520,14 +527,21 @@ fn cff_builtin_encoding(doc: &Document, descriptor: &Dictionary) -> Option<Vec<(
         }
     }
     let data = stream_bytes(doc, file)?;
-    let table = ttf_parser::cff::Table::parse(&data)?;
-    let out: Vec<(u8, Vec<u8>)> = (0..=255u8)
-        .filter_map(|code| {
-            let glyph = table.glyph_index(code).filter(|g| g.0 != 0)?;
-            let name = table.glyph_name(glyph)?;
-            Some((code, name.as_bytes().to_vec()))
-        })
-        .collect();
+    // ttf-parser asserts on some malformed programs (in builds with debug
+    // assertions); a font it cannot read keeps the default encoding.
+    let out = std::panic::catch_unwind(|| {
+        let table = ttf_parser::cff::Table::parse(&data)?;
+        let out: Vec<(u8, Vec<u8>)> = (0..=255u8)
+            .filter_map(|code| {
+                let glyph = table.glyph_index(code).filter(|g| g.0 != 0)?;
+                let name = table.glyph_name(glyph)?;
+                Some((code, name.as_bytes().to_vec()))
+            })
+            .collect();
+        Some(out)
+    })
+    .ok()
+    .flatten()?;
     (!out.is_empty()).then_some(out)
 }
 
@@ -757,6 +771,20 @@ mod tests {
         };
         let f = Font::load(&doc, &font);
         assert_eq!(decode_all(&f, &[0x41, 0x42]).0, "α→");
+    }
+
+    /// Inputs the `fonts` fuzz target found, kept as regressions.
+    #[test]
+    fn fuzz_regressions_do_not_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            fuzz_programs(&data);
+            crate::ingest::pdf::cmap::CMap::parse(&data);
+            n += 1;
+        }
+        assert!(n > 0);
     }
 
     #[test]
