@@ -938,11 +938,33 @@ fn qdrant_mirrors_the_index_and_matches_the_embedded_store() {
             .map(|h| h["chunk_id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids(&via_qdrant), ids(&embedded));
-    for (a, b) in via_qdrant.iter().zip(&embedded) {
-        let (a, b) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
-        assert!((a - b).abs() < 2e-3, "{a} vs {b}");
+    // The same hits with the same similarities; the embedded store keeps
+    // f16 vectors and Qdrant f32, so near-ties may come in either order
+    // (or swap at the cut-off).
+    let scores = |hits: &[serde_json::Value]| -> std::collections::HashMap<String, f64> {
+        hits.iter()
+            .map(|h| {
+                (
+                    h["chunk_id"].as_str().unwrap().to_string(),
+                    h["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (sq, se) = (scores(&via_qdrant), scores(&embedded));
+    let last = |hits: &[serde_json::Value]| hits.last().unwrap()["score"].as_f64().unwrap();
+    for (id, a) in &sq {
+        match se.get(id) {
+            Some(b) => assert!((a - b).abs() < 2e-3, "{id}: {a} vs {b}"),
+            None => assert!((a - last(&embedded)).abs() < 2e-3, "{id} only via Qdrant"),
+        }
     }
+    for (id, b) in &se {
+        if !sq.contains_key(id) {
+            assert!((b - last(&via_qdrant)).abs() < 2e-3, "{id} only embedded");
+        }
+    }
+    assert_eq!(ids(&via_qdrant).len(), ids(&embedded).len());
     // Migrating back finds everything in place.
     let mut args = vec!["migrate", "--to", "qdrant", url.as_str(), "--json"];
     args.extend_from_slice(&q[2..]);

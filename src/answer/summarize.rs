@@ -51,7 +51,8 @@ pub struct Summary {
 }
 
 /// Summarizes `passages` (numbered, in order) with `backend`; `task` is
-/// [`SUMMARY_PROMPT`] or [`MEETING_PROMPT`].
+/// [`SUMMARY_PROMPT`] or [`MEETING_PROMPT`]. The final call (the one that
+/// writes the summary) streams its text to `on_text`.
 pub fn summarize(
     passages: &[Passage],
     task: &str,
@@ -59,6 +60,7 @@ pub fn summarize(
     counter: &TokenCounter,
     window: usize,
     max_tokens: usize,
+    on_text: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
     let budget = window.saturating_sub(max_tokens + 64);
     let overhead = counter.count(task) + counter.count(REDUCE_PROMPT) + 32;
@@ -66,7 +68,12 @@ pub fn summarize(
     let blocks: Vec<String> = passages.iter().map(Passage::render).collect();
     let all: String = blocks.concat();
     if counter.count(&all) <= room {
-        let text = backend.complete(task, &format!("<passages>\n{all}</passages>"), max_tokens)?;
+        let text = backend.stream(
+            task,
+            &format!("<passages>\n{all}</passages>"),
+            max_tokens,
+            on_text,
+        )?;
         return Ok(Summary {
             text,
             calls: 1,
@@ -92,7 +99,7 @@ pub fn summarize(
         let joined = fenced.concat();
         if counter.count(&joined) <= room || notes.len() <= 1 {
             let system = format!("{REDUCE_PROMPT}\n\n{task}");
-            let text = backend.complete(&system, &joined, max_tokens)?;
+            let text = backend.stream(&system, &joined, max_tokens, on_text)?;
             return Ok(Summary {
                 text,
                 calls: calls + 1,
@@ -192,7 +199,7 @@ mod tests {
             system: &str,
             user: &str,
             _max: usize,
-            _on_text: &mut dyn FnMut(&str),
+            on_text: &mut dyn FnMut(&str),
         ) -> Result<String> {
             self.calls
                 .borrow_mut()
@@ -210,7 +217,9 @@ mod tests {
                         .map(str::to_string)
                 })
                 .unwrap_or_else(|| "1".into());
-            Ok(format!("A point from the text [{id}]."))
+            let text = format!("A point from the text [{id}].");
+            on_text(&text);
+            Ok(text)
         }
     }
 
@@ -236,13 +245,29 @@ mod tests {
         let b = Scripted {
             calls: RefCell::new(Vec::new()),
         };
-        let small = summarize(&passages(3), SUMMARY_PROMPT, &b, &c, 100_000, 256).unwrap();
+        let mut streamed = String::new();
+        let small = summarize(
+            &passages(3),
+            SUMMARY_PROMPT,
+            &b,
+            &c,
+            100_000,
+            256,
+            &mut |t| streamed.push_str(t),
+        )
+        .unwrap();
+        assert_eq!(streamed, small.text, "the one call streams");
         assert_eq!((small.calls, small.levels), (1, 1));
         let b = Scripted {
             calls: RefCell::new(Vec::new()),
         };
         let many = passages(60);
-        let big = summarize(&many, MEETING_PROMPT, &b, &c, 900, 128).unwrap();
+        let mut streamed = String::new();
+        let big = summarize(&many, MEETING_PROMPT, &b, &c, 900, 128, &mut |t| {
+            streamed.push_str(t)
+        })
+        .unwrap();
+        assert_eq!(streamed, big.text, "only the final reduce streams");
         assert!(big.levels >= 2 && big.calls > 2, "{big:?}");
         // Every map prompt fits the window, and later levels see notes with
         // the original passage numbers.

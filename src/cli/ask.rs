@@ -447,6 +447,7 @@ pub(super) fn summarize_hits(
     writer: &Writer,
     b: &BackendArgs,
     cancel: &std::sync::atomic::AtomicBool,
+    on_text: &mut dyn FnMut(&str),
 ) -> Result<Summarized> {
     use shirabe::answer::summarize::{
         extractive_summary, summarize, MEETING_PROMPT, SUMMARY_PROMPT,
@@ -471,6 +472,7 @@ pub(super) fn summarize_hits(
                 &writer.counter,
                 writer.window,
                 b.max_tokens,
+                on_text,
             )?;
             (r.text, r.calls, r.levels)
         }
@@ -516,7 +518,7 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         calls,
         levels,
         extractive,
-    } = summarize_hits(&hits, a.meeting, &writer, &a.b, cancel)?;
+    } = summarize_hits(&hits, a.meeting, &writer, &a.b, cancel, &mut |_| {})?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let v = json!({

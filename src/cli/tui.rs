@@ -170,7 +170,7 @@ impl Engine for CliEngine {
         path: &str,
         meeting: bool,
         cancel: &AtomicBool,
-        _on_text: &mut dyn FnMut(&str),
+        on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer> {
         let hits = self.with_search(|s| {
             let keys: Vec<String> = s
@@ -191,7 +191,7 @@ impl Engine for CliEngine {
         })?;
         let writer = lock(&self.writer);
         let t = std::time::Instant::now();
-        let r = super::ask::summarize_hits(&hits, meeting, &writer, &self.args.b, cancel)
+        let r = super::ask::summarize_hits(&hits, meeting, &writer, &self.args.b, cancel, on_text)
             .map_err(text_of)?;
         let tokens = r
             .passages
