@@ -261,8 +261,22 @@ fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
         "# Ferry timetable\n\nThe Kobe ferry leaves at 07:40 from pier four.\n",
     )
     .unwrap();
+    // `o` runs SHIRABE_VIEWER: here a script that notes what it was asked.
+    let viewer = sb.path().join("viewer.sh");
+    let opened = sb.path().join("opened.txt");
+    std::fs::write(
+        &viewer,
+        format!("#!/bin/sh\necho \"$@\" > '{}'\n", opened.display()),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&viewer)
+        .status()
+        .unwrap();
+    let template = format!("{} --page {{page}} {{path}}", viewer.display());
     // `shirabe` with no command, in a terminal, is the TUI.
-    let t = start_tui(&sb, &[]);
+    let t = start_tui_with(&sb, &[], &[("SHIRABE_VIEWER", template.as_str())]);
     t.wait_for(&[
         "shirabe — ask or search",
         "7 docs",
@@ -290,6 +304,15 @@ fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
         "meeting-minutes.pdf",
         "context: ",
     ]);
+
+    // The cited passage opens at its page.
+    t.keys(&["o"]);
+    t.wait_for(&["with viewer.sh"]);
+    let args = std::fs::read_to_string(&opened).unwrap();
+    assert!(
+        args.starts_with("--page 1 ") && args.trim_end().ends_with("meeting-minutes.pdf"),
+        "{args}"
+    );
 
     // Help, then any key closes it.
     t.keys(&["Tab", "?"]);

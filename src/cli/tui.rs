@@ -231,6 +231,23 @@ impl Engine for CliEngine {
             .unwrap_or_default())
     }
 
+    fn locate(&self, path: &str) -> String {
+        if Path::new(path).exists() {
+            return path.to_string();
+        }
+        // The manifest's key is the file's canonical path.
+        self.current()
+            .and_then(|s| {
+                s.index.manifest.as_ref().and_then(|m| {
+                    m.files
+                        .iter()
+                        .find(|(_, f)| f.path == path)
+                        .map(|(key, _)| key.clone())
+                })
+            })
+            .unwrap_or_else(|| path.to_string())
+    }
+
     fn ingest(
         &self,
         path: &Path,

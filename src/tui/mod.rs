@@ -66,6 +66,12 @@ pub trait Engine: Send + Sync {
     /// The ingested files.
     fn documents(&self) -> EngineResult<Vec<FileRecord>>;
 
+    /// Where the file a result or passage names is now (paths are kept as
+    /// given to ingest, which may be relative to another directory).
+    fn locate(&self, path: &str) -> String {
+        path.to_string()
+    }
+
     /// Ingests `path` (file or directory) and embeds what is new;
     /// `progress(done, total, current)` as files finish. Returns a one-line
     /// report.

@@ -406,6 +406,7 @@ fn carry_out(
         // These wait on other programs or the disk: off the UI thread too.
         Action::Open { path, page } => {
             tokio::task::spawn_blocking(move || {
+                let path = engine.locate(&path);
                 let _ = tx.send(Msg::Note(system::open_at_page(&path, page)));
             });
         }
