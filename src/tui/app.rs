@@ -1114,6 +1114,14 @@ mod tests {
         }
     }
 
+    /// Presses Enter; the answer's sequence number.
+    fn ask(app: &mut App, t: Instant) -> u64 {
+        match app.on_key(key(KeyCode::Enter), t).as_slice() {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn passage(n: usize, text: &str) -> Passage {
         Passage {
             n,
@@ -1264,10 +1272,7 @@ mod tests {
         let t = Instant::now();
         let mut app = App::new(Info::default(), true);
         typed(&mut app, "q", t);
-        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         let ps = (1..=4)
             .map(|n| passage(n, &format!("alpha beta {n}")))
             .collect();
@@ -1308,10 +1313,7 @@ mod tests {
         let t = Instant::now();
         let mut app = App::new(Info::default(), true);
         typed(&mut app, "budget", t);
-        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         assert_eq!(app.on_key(key(KeyCode::Esc), t), vec![Action::Cancel]);
         app.on_msg(Msg::Answered {
             seq,
@@ -1374,10 +1376,7 @@ mod tests {
         let t = Instant::now();
         let mut app = App::new(Info::default(), true);
         typed(&mut app, "budget?", t);
-        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         app.on_msg(Msg::Answered {
             seq,
             answer: Box::new(answer("Alpha beta [1].", vec![passage(1, "alpha beta")])),
@@ -1444,10 +1443,7 @@ mod tests {
         let t = Instant::now();
         let mut app = App::new(Info::default(), true);
         typed(&mut app, "x", t);
-        let seq = match app.on_key(key(KeyCode::Enter), t).as_slice() {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         app.on_msg(Msg::Failed {
             seq,
             error: "the endpoint refused".into(),

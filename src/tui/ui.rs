@@ -897,6 +897,17 @@ mod tests {
         }
     }
 
+    /// Presses Enter; the answer's sequence number.
+    fn ask(app: &mut App, t: Instant) -> u64 {
+        match app
+            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
+            .as_slice()
+        {
+            [Action::Ask { seq, .. }] => *seq,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn with_results() -> App {
         let t = Instant::now();
         let mut app = App::new(info(), false);
@@ -965,13 +976,7 @@ mod tests {
     fn streaming_answer() {
         let t = Instant::now();
         let mut app = with_results();
-        let seq = match app
-            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
-            .as_slice()
-        {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         app.on_msg(Msg::Text {
             seq,
             text: "The Osaka expansion has a budget of 1.8 million euros [1], spread".into(),
@@ -1000,13 +1005,7 @@ mod tests {
     fn citation_preview() {
         let t = Instant::now();
         let mut app = with_results();
-        let seq = match app
-            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
-            .as_slice()
-        {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         let ps = passages();
         let checked = crate::answer::check(
             "The budget is 1.8 million euros [1]. Costs rose by 4% [2]. The moon is cheese [2].",
@@ -1034,13 +1033,7 @@ mod tests {
     fn a_long_answer_is_followed_while_it_streams() {
         let t = Instant::now();
         let mut app = with_results();
-        let seq = match app
-            .on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t)
-            .as_slice()
-        {
-            [Action::Ask { seq, .. }] => *seq,
-            other => panic!("{other:?}"),
-        };
+        let seq = ask(&mut app, t);
         let long: String = (0..400).map(|i| format!("word{i} ")).collect();
         app.on_msg(Msg::Text {
             seq,

@@ -98,29 +98,7 @@ fn roman_value(s: &str) -> Option<u32> {
     }
     // Only the canonical spelling ("xiv", not "civil" or "iiii").
     let value = u32::try_from(total).ok().filter(|&t| t > 0 && t < 400)?;
-    (to_roman(value) == s).then_some(value)
-}
-
-fn to_roman(mut n: u32) -> String {
-    const TABLE: [(u32, &str); 9] = [
-        (100, "c"),
-        (90, "xc"),
-        (50, "l"),
-        (40, "xl"),
-        (10, "x"),
-        (9, "ix"),
-        (5, "v"),
-        (4, "iv"),
-        (1, "i"),
-    ];
-    let mut out = String::new();
-    for (v, r) in TABLE {
-        while n >= v {
-            out.push_str(r);
-            n -= v;
-        }
-    }
-    out
+    (super::labels::roman(value as usize) == s).then_some(value)
 }
 
 /// What a page-number line says: its number as written (arabic, or a
@@ -352,6 +330,20 @@ mod tests {
         "Golf body text ends.",
     ];
 
+    /// The tagger's view of pages numbered from 1, without labels.
+    fn views(pages: &[(String, Vec<Span>)]) -> Vec<PageLines<'_>> {
+        pages
+            .iter()
+            .enumerate()
+            .map(|(i, (t, l))| PageLines {
+                page: i as u32 + 1,
+                label: None,
+                text: t,
+                lines: l,
+            })
+            .collect()
+    }
+
     #[test]
     fn running_headers_and_page_numbers_are_found() {
         let pages: Vec<(String, Vec<Span>)> = (1..=5)
@@ -370,17 +362,7 @@ mod tests {
                 ])
             })
             .collect();
-        let views: Vec<PageLines> = pages
-            .iter()
-            .enumerate()
-            .map(|(i, (t, l))| PageLines {
-                page: i as u32 + 1,
-                label: None,
-                text: t,
-                lines: l,
-            })
-            .collect();
-        let tagged = tag(&views);
+        let tagged = tag(&views(&pages));
         for (i, ranges) in tagged.iter().enumerate() {
             let texts: Vec<&str> = ranges.iter().map(|&(s, e)| &pages[i].0[s..e]).collect();
             // Odd and even headers recur three and two times: the odd ones
@@ -413,17 +395,7 @@ mod tests {
                 ])
             })
             .collect();
-        let views: Vec<PageLines> = pages
-            .iter()
-            .enumerate()
-            .map(|(i, (t, l))| PageLines {
-                page: i as u32 + 1,
-                label: None,
-                text: t,
-                lines: l,
-            })
-            .collect();
-        for (i, ranges) in tag(&views).iter().enumerate() {
+        for (i, ranges) in tag(&views(&pages)).iter().enumerate() {
             let texts: Vec<&str> = ranges.iter().map(|&(s, e)| &pages[i].0[s..e]).collect();
             assert_eq!(texts, [format!("Page {} of the long manual", i + 1)]);
         }

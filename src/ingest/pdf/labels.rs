@@ -84,7 +84,7 @@ fn label(doc: &Document, dict: &Dictionary, offset: usize) -> String {
     prefix + &body
 }
 
-fn roman(mut n: usize) -> String {
+pub(super) fn roman(mut n: usize) -> String {
     const TABLE: [(usize, &str); 13] = [
         (1000, "m"),
         (900, "cm"),
