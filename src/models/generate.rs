@@ -194,23 +194,31 @@ impl Generator {
         Ok(self)
     }
 
-    /// Loads a model directory, a cached repo id, or a `.gguf` file (whose
-    /// `tokenizer.json` must sit beside it).
+    /// Loads a model directory, a cached repo id, or a `.gguf` file (with
+    /// its embedded tokenizer, or a `tokenizer.json` beside it).
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Generator> {
         let path = std::path::Path::new(spec);
         if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         {
+            // A tokenizer.json beside the file wins; else the one llama.cpp
+            // embedded in it.
             let tok = path.with_file_name("tokenizer.json");
-            if !tok.is_file() {
-                return Err(Error::Model(format!(
-                    "{}: put the model's tokenizer.json beside the GGUF file",
-                    tok.display()
-                )));
-            }
-            let tokenizer = tokenizers::Tokenizer::from_file(&tok)
-                .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?;
+            let tokenizer = if tok.is_file() {
+                tokenizers::Tokenizer::from_file(&tok)
+                    .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?
+            } else {
+                super::weights::Gguf::open(path, device)?
+                    .tokenizer()?
+                    .ok_or_else(|| {
+                        Error::Model(format!(
+                            "{}: the GGUF file has no Qwen tokenizer; put the model's tokenizer.json at {}",
+                            path.display(),
+                            tok.display()
+                        ))
+                    })?
+            };
             return Generator::new(super::load_gguf(path, device)?, tokenizer)
                 .with_template_from(&path.with_file_name("tokenizer_config.json"));
         }

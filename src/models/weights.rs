@@ -92,6 +92,9 @@ impl Weights for Safetensors<'_> {
     }
 }
 
+/// Qwen2's (and Qwen3's) pre-tokenizer split, as its tokenizer.json has it.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// A GGUF file (llama.cpp layout) for Qwen2/Qwen3.
 pub struct Gguf {
     content: gguf_file::Content,
@@ -144,6 +147,83 @@ impl Gguf {
     fn qtensor(&self, name: &str) -> candle_core::Result<candle_core::quantized::QTensor> {
         self.content
             .tensor(&mut *self.file.borrow_mut(), &gguf_name(name), &self.device)
+    }
+
+    /// The tokenizer llama.cpp embeds in the file (`tokenizer.ggml.*`), as
+    /// a Hugging Face tokenizer: byte-level BPE with Qwen2's pre-tokenizer,
+    /// NFC, and the control and user-defined tokens as added tokens.
+    /// `None` when the file has no tokenizer or one of another kind.
+    pub fn tokenizer(&self) -> Result<Option<tokenizers::Tokenizer>> {
+        use gguf_file::Value;
+        let md = &self.content.metadata;
+        let text = |k: &str| {
+            md.get(k)
+                .and_then(|v| v.to_string().ok())
+                .map(String::as_str)
+        };
+        if text("tokenizer.ggml.model") != Some("gpt2")
+            || !matches!(text("tokenizer.ggml.pre"), None | Some("qwen2"))
+        {
+            return Ok(None);
+        }
+        let strings = |k: &str| -> Vec<&str> {
+            match md.get(k) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.to_string().ok().map(String::as_str))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let tokens = strings("tokenizer.ggml.tokens");
+        let merges: Vec<[&str; 2]> = strings("tokenizer.ggml.merges")
+            .into_iter()
+            .filter_map(|m| m.split_once(' ').map(|(a, b)| [a, b]))
+            .collect();
+        if tokens.is_empty() || merges.is_empty() {
+            return Ok(None);
+        }
+        let types: Vec<i64> = match md.get("tokenizer.ggml.token_type") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.to_i32().map(i64::from).unwrap_or(1))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // 3 = control (<|im_end|>), 4 = user-defined (<think>).
+        let added: Vec<serde_json::Value> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matches!(types.get(*i), Some(3 | 4)))
+            .map(|(i, t)| {
+                serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": types[i] == 3})
+            })
+            .collect();
+        let vocab: serde_json::Map<String, serde_json::Value> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), serde_json::json!(i)))
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "NFC"},
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+            ]},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": merges},
+        });
+        let tok: tokenizers::Tokenizer = json
+            .to_string()
+            .parse()
+            .map_err(|e| Error::Tokenizer(format!("GGUF tokenizer: {e}")))?;
+        Ok(Some(tok))
     }
 
     /// The model configuration from the GGUF metadata.
@@ -378,6 +458,95 @@ impl Weights for Random {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real Qwen3 tokenizer, written into a GGUF file the way llama.cpp
+    /// writes it, reads back as the same tokenizer.
+    #[test]
+    fn gguf_embedded_tokenizer_matches_tokenizer_json() {
+        use gguf_file::Value;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpora/models/qwen3-tokenizer/tokenizer.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("skipped: no Qwen3 tokenizer.json (run corpora/fetch-qwen-tokenizer.sh)");
+            return;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut by_id: std::collections::BTreeMap<u64, (String, i32)> = v["model"]["vocab"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(t, id)| (id.as_u64().unwrap(), (t.clone(), 1)))
+            .collect();
+        for a in v["added_tokens"].as_array().unwrap() {
+            let kind = if a["special"].as_bool().unwrap() {
+                3
+            } else {
+                4
+            };
+            by_id.insert(
+                a["id"].as_u64().unwrap(),
+                (a["content"].as_str().unwrap().into(), kind),
+            );
+        }
+        let last = *by_id.keys().last().unwrap();
+        let (tokens, types): (Vec<Value>, Vec<Value>) = (0..=last)
+            .map(|i| {
+                let (t, k) = by_id.get(&i).cloned().unwrap_or((format!("[PAD{i}]"), 5));
+                (Value::String(t), Value::I32(k))
+            })
+            .unzip();
+        let merges: Vec<Value> = v["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let m = m.as_array().unwrap();
+                Value::String(format!(
+                    "{} {}",
+                    m[0].as_str().unwrap(),
+                    m[1].as_str().unwrap()
+                ))
+            })
+            .collect();
+        let md = [
+            ("general.architecture", Value::String("qwen3".into())),
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::String("qwen2".into())),
+            ("tokenizer.ggml.tokens", Value::Array(tokens)),
+            ("tokenizer.ggml.token_type", Value::Array(types)),
+            ("tokenizer.ggml.merges", Value::Array(merges)),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.gguf");
+        let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut File::create(&file).unwrap(), &md_refs, &[]).unwrap();
+        let from_gguf = Gguf::open(&file, &Device::Cpu)
+            .unwrap()
+            .tokenizer()
+            .unwrap()
+            .unwrap();
+        let real = tokenizers::Tokenizer::from_file(&path).unwrap();
+        for sample in [
+            "<|im_start|>user\nWhat did the board decide about the Osaka warehouse?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+            "第3回 企画会議 議事録: 予算案は11月に決まる。关于年度报告的通知",
+            "  indented\tcode = x[12345] + 'it's  ok'\n\n\n  ",
+            "Ｆｕｌｌ-width ｶﾀｶﾅ and ﬁ ligatures: café, naïve",
+        ] {
+            let a = from_gguf.encode(sample, false).unwrap();
+            let b = real.encode(sample, false).unwrap();
+            assert_eq!(a.get_ids(), b.get_ids(), "{sample:?}");
+            assert_eq!(from_gguf.decode(a.get_ids(), false).unwrap(), real.decode(b.get_ids(), false).unwrap());
+        }
+        // A file without a tokenizer says so with None.
+        let bare = dir.path().join("bare.gguf");
+        let md_refs: Vec<(&str, &Value)> = vec![("general.architecture", &md[0].1)];
+        gguf_file::write(&mut File::create(&bare).unwrap(), &md_refs, &[]).unwrap();
+        assert!(Gguf::open(&bare, &Device::Cpu)
+            .unwrap()
+            .tokenizer()
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn names_map_to_llama_cpp_layout() {
