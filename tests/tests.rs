@@ -1601,3 +1601,122 @@ fn chat_lets_the_model_rewrite_follow_ups() {
     // The answer call carries the earlier turn.
     assert!(reqs[2].contains("Earlier question: What was the Osaka warehouse budget?"));
 }
+
+/// A Hugging Face hub on loopback serving the files of `dir` as repo
+/// `repo` (the `resolve/main` routes hf-hub uses, with its ETag, commit
+/// and Content-Range headers); returns its endpoint.
+fn mock_hub(repo: &str, dir: std::path::PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let prefix = format!("/{repo}/resolve/main/");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (dir, prefix) = (dir.clone(), prefix.clone());
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = r.read_line(&mut request);
+                let mut range = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        range = v.trim().to_string();
+                    }
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or_default();
+                let mut s = stream;
+                let Some(file) = path
+                    .strip_prefix(&prefix)
+                    .map(|f| dir.join(f))
+                    .filter(|f| f.is_file())
+                else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let data = std::fs::read(&file).unwrap();
+                let etag = format!(
+                    "{:x}",
+                    data.len() as u64 * 2654435761 + data.first().copied().unwrap_or(0) as u64
+                );
+                let start = range
+                    .split('-')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(data.len());
+                // The metadata request asks for one byte ("0-0").
+                let end = if range == "0-0" {
+                    1.min(data.len())
+                } else {
+                    data.len()
+                };
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nETag: \"{etag}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    end.saturating_sub(1),
+                    data.len(),
+                    end - start
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&data[start..end]);
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn models_pull_downloads_a_repo_into_the_cache_and_it_loads_offline() {
+    let sb = Sandbox::new();
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
+    let Some(model) = tiny_model(&sb, "hub-files", &cfg, true, "the models pull test") else {
+        return;
+    };
+    let hub = mock_hub("Org/Tiny-Qwen3", model);
+    let out = sb
+        .cmd(&["models", "pull", "Org/Tiny-Qwen3"])
+        .env("HF_ENDPOINT", &hub)
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Org/Tiny-Qwen3") && stdout.contains("1 weight files"),
+        "{stdout}"
+    );
+    // In the cache now, in the Hugging Face layout: listed, and loaded with
+    // the hub offline.
+    let listed = json_of(&sb.expect(&["models", "list", "--json"], 0));
+    let m = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["repo"] == "Org/Tiny-Qwen3")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(m["loadable"], true, "{m}");
+    let v = json_of(&sb.expect(
+        &[
+            "generate",
+            "--model",
+            "Org/Tiny-Qwen3",
+            "--prompt",
+            "hello",
+            "--max-tokens",
+            "3",
+            "--json",
+        ],
+        0,
+    ));
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 0, "{v}");
+}

@@ -75,8 +75,20 @@ pub fn find_or_pull(spec: &str) -> Result<ModelFiles> {
 /// Downloads a model repo into the Hugging Face cache with hf-hub:
 /// `config.json`, the tokenizer files and every safetensors shard.
 pub fn pull(repo_id: &str) -> Result<ModelFiles> {
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
+    // Into the first cache `find` looks in (hf-hub alone would ignore
+    // HF_HUB_CACHE), from HF_ENDPOINT when set (a mirror).
+    let mut builder = match hf_cache_dirs().into_iter().next() {
+        Some(dir) => hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(dir)),
+        None => hf_hub::api::sync::ApiBuilder::from_env(),
+    };
+    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        builder = builder.with_token(Some(token));
+    }
+    let api = builder
+        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .build()
         .map_err(|e| Error::Model(format!("Hugging Face hub: {e}")))?;
     let repo = api.model(repo_id.to_string());
