@@ -1720,3 +1720,21 @@ fn models_pull_downloads_a_repo_into_the_cache_and_it_loads_offline() {
     ));
     assert!(v["prompt_tokens"].as_u64().unwrap() > 0, "{v}");
 }
+
+#[test]
+fn the_committed_sample_corpus_is_what_the_generator_writes() {
+    let sb = Sandbox::new();
+    let fresh = sb.corpus();
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/sample");
+    for entry in std::fs::read_dir(&fresh).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        let ours = std::fs::read(committed.join(name))
+            .unwrap_or_else(|_| panic!("corpora/sample lacks {name:?}"));
+        assert!(
+            ours == std::fs::read(&path).unwrap(),
+            "corpora/sample/{} is stale: run `shirabe sample-corpus corpora/sample`",
+            name.to_string_lossy()
+        );
+    }
+}
