@@ -631,7 +631,7 @@ mod avx2 {
 
 /// Rows of activations at or below which [`linear`] streams weights as a
 /// matrix × vector product instead of calling `gemm`.
-const GEMV_MAX_ROWS: usize = 4;
+pub(crate) const GEMV_MAX_ROWS: usize = 4;
 
 /// Weight rows widened per `gemm` panel.
 const PANEL_ROWS: usize = 128;
@@ -758,6 +758,98 @@ fn gemv<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f3
             out[i * n + j] = t[j * m + i];
         }
     }
+}
+
+/// Bytes of one GGUF Q8_0 block: an f16 scale, then 32 int8 weights.
+pub const Q8_0_BLOCK_BYTES: usize = 34;
+
+/// `x` (m × k) times `w`ᵀ for Q8_0 weights as GGUF stores them (n rows of
+/// k / 32 blocks): m × n. For decode (a few rows), like [`linear`]: each
+/// weight row is streamed once and its int8 values are widened in
+/// registers, never in memory.
+pub fn linear_q8_0(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "activations");
+    assert!(k.is_multiple_of(32), "Q8_0 rows are whole blocks");
+    let row_bytes = k / 32 * Q8_0_BLOCK_BYTES;
+    assert_eq!(w.len(), n * row_bytes, "weights");
+    let mut t = vec![0f32; n * m];
+    if m == 0 || n == 0 || k == 0 {
+        return t;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let per = (n / (threads * 8)).clamp(16, 1024);
+    t.par_chunks_mut(per * m)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let j0 = c * per;
+            for (jj, col) in chunk.chunks_mut(m).enumerate() {
+                let j = j0 + jj;
+                let row = &w[j * row_bytes..(j + 1) * row_bytes];
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = dot_q8_0(&x[i * k..(i + 1) * k], row);
+                }
+            }
+        });
+    let mut out = vec![0f32; m * n];
+    for j in 0..n {
+        for i in 0..m {
+            out[i * n + j] = t[j * m + i];
+        }
+    }
+    out
+}
+
+/// One activation row · one Q8_0 weight row.
+fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected; all loads are within the
+        // slices (32 activations and 32 weights per block).
+        return unsafe { dot_q8_0_avx2(x, row) };
+    }
+    dot_q8_0_portable(x, row)
+}
+
+fn dot_q8_0_portable(x: &[f32], row: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (b, block) in row.chunks_exact(Q8_0_BLOCK_BYTES).enumerate() {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let xs = &x[b * 32..b * 32 + 32];
+        let s: f32 = block[2..]
+            .iter()
+            .zip(xs)
+            .map(|(&q, &v)| f32::from(q as i8) * v)
+            .sum();
+        acc += d * s;
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q8_0_avx2(x: &[f32], row: &[u8]) -> f32 {
+    use std::arch::x86_64::*;
+    let blocks = row.len() / Q8_0_BLOCK_BYTES;
+    debug_assert!(x.len() >= blocks * 32);
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..blocks {
+        let block = row.as_ptr().add(b * Q8_0_BLOCK_BYTES);
+        let d = half::f16::from_le_bytes([*block, *block.add(1)]).to_f32();
+        let qs = block.add(2);
+        let xs = x.as_ptr().add(b * 32);
+        let mut s = _mm256_setzero_ps();
+        for part in 0..4 {
+            let q8 = _mm_loadl_epi64(qs.add(part * 8) as *const __m128i);
+            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+            s = _mm256_fmadd_ps(q, _mm256_loadu_ps(xs.add(part * 8)), s);
+        }
+        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(d), acc);
+    }
+    let hi = _mm256_extractf128_ps(acc, 1);
+    let sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
+    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+    let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
+    _mm_cvtss_f32(sum1)
 }
 
 fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f32]) {
@@ -1121,6 +1213,31 @@ fn fast_exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q8_0_dot_kernels_agree() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        let blocks = 5;
+        let mut row = Vec::new();
+        for _ in 0..blocks {
+            let d = half::f16::from_f32((next() % 1000) as f32 / 1e4 + 1e-3);
+            row.extend_from_slice(&d.to_le_bytes());
+            row.extend((0..32).map(|_| next() as u8));
+        }
+        let x: Vec<f32> = (0..blocks * 32)
+            .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        let (a, b) = (dot_q8_0(&x, &row), dot_q8_0_portable(&x, &row));
+        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        let y = linear_q8_0(&x, 1, blocks * 32, &[row.clone(), row].concat(), 2);
+        assert!((y[0] - b).abs() <= 1e-4 * b.abs().max(1.0) && (y[1] - y[0]).abs() < 1e-6);
+    }
 
     fn rng(seed: &mut u64) -> f32 {
         *seed ^= *seed << 13;

@@ -108,6 +108,33 @@ impl Proj {
                 }
             }
             Proj::Dense(l) => l.forward(x),
+            Proj::Quant(QMatMul::QTensor(w), bias)
+                if x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && w.dtype() == candle_core::quantized::GgmlDType::Q8_0
+                    && x.elem_count() / x.dim(candle_core::D::Minus1)?
+                        <= kernels::GEMV_MAX_ROWS =>
+            {
+                // Decode: the project's Q8_0 matrix × vector.
+                let x = x.contiguous()?;
+                let dims = x.dims().to_vec();
+                let k = *dims.last().unwrap_or(&0);
+                let m = x.elem_count() / k.max(1);
+                let (n, wk) = w.shape().dims2()?;
+                if wk != k {
+                    candle_core::bail!("Q8_0 projection: {wk} inputs, activations have {k}");
+                }
+                let data = w.data()?;
+                let y =
+                    with_cpu_slice::<f32, _>(&x, |xs| kernels::linear_q8_0(xs, m, k, &data, n))?;
+                let mut out_dims = dims;
+                *out_dims.last_mut().expect("a last dimension") = n;
+                let y = Tensor::from_vec(y, out_dims, x.device())?;
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
             Proj::Quant(q, bias) => {
                 let y = q.forward(x)?;
                 match bias {
@@ -752,6 +779,32 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q8_0_decode_projection_matches_the_dequantized_weights() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dev = Device::Cpu;
+        let (k, n) = (96, 37);
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        let qt = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+        let dense = qt.dequantize(&dev).unwrap();
+        let proj = Proj::Quant(QMatMul::QTensor(std::sync::Arc::new(qt)), None);
+        for m in [1usize, 3] {
+            let x = Tensor::randn(0f32, 1.0, (1, m, k), &dev).unwrap();
+            let got = proj.forward(&x).unwrap();
+            assert_eq!(got.dims(), &[1, m, n]);
+            let want = x.broadcast_matmul(&dense.t().unwrap()).unwrap();
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-3, "m={m}: {diff}");
+        }
+    }
     use crate::models::testing::{tiny_config, write_tiny};
     use crate::models::ModelFiles;
 
