@@ -1207,7 +1207,7 @@ fn ask_with_a_tiny_local_model_streams_and_checks() {
 /// `replies` (status line + headers + body); returns its base URL and the
 /// requests it saw.
 fn mock_server(replies: Vec<String>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1217,24 +1217,17 @@ fn mock_server(replies: Vec<String>) -> (String, std::sync::Arc<std::sync::Mutex
             let Ok((stream, _)) = listener.accept() else {
                 return;
             };
-            let mut r = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            r.read_exact(&mut body).unwrap();
-            log.lock()
-                .unwrap()
-                .push(format!("{head}\n{}", String::from_utf8_lossy(&body)));
+            let req = util::Request::read(&stream);
+            let head: String = req
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect();
+            log.lock().unwrap().push(format!(
+                "{}\r\n{head}\n{}",
+                req.line,
+                String::from_utf8_lossy(&req.body)
+            ));
             let mut s = stream;
             let _ = s.write_all(reply.as_bytes());
         }
@@ -1606,7 +1599,7 @@ fn chat_lets_the_model_rewrite_follow_ups() {
 /// `repo` (the `resolve/main` routes hf-hub uses, with its ETag, commit
 /// and Content-Range headers); returns its endpoint.
 fn mock_hub(repo: &str, dir: std::path::PathBuf) -> String {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let prefix = format!("/{repo}/resolve/main/");
@@ -1615,19 +1608,13 @@ fn mock_hub(repo: &str, dir: std::path::PathBuf) -> String {
             let Ok(stream) = stream else { return };
             let (dir, prefix) = (dir.clone(), prefix.clone());
             std::thread::spawn(move || {
-                let mut r = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                let _ = r.read_line(&mut request);
-                let mut range = String::new();
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                        range = v.trim().to_string();
-                    }
-                }
+                let req = util::Request::read(&stream);
+                let request = req.line.clone();
+                let range = req
+                    .header("range")
+                    .and_then(|r| r.strip_prefix("bytes="))
+                    .unwrap_or_default()
+                    .to_string();
                 let path = request.split_whitespace().nth(1).unwrap_or_default();
                 let mut s = stream;
                 let Some(file) = path

@@ -125,26 +125,14 @@ fn start_tui_with(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Tmux {
 /// An OpenAI-compatible endpoint that streams `first`, then " more" every
 /// 200 ms for a minute: an answer that is still being written.
 fn slow_endpoint(first: &'static str) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             std::thread::spawn(move || {
-                let mut r = BufReader::new(stream.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; len];
-                let _ = r.read_exact(&mut body);
+                let _ = crate::util::Request::read(&stream);
                 let mut s = stream;
                 let event = |text: &str| {
                     format!(
@@ -170,13 +158,7 @@ fn slow_endpoint(first: &'static str) -> String {
 
 #[test]
 fn tui_streams_an_endpoint_answer_and_escape_stops_it() {
-    if !have_tmux() {
-        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
-        return;
-    }
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    let Some(sb) = indexed_sample() else { return };
     let url = slow_endpoint("The budget is 1.8 million euros [2]. Osaka");
     let t = start_tui(
         &sb,
@@ -215,13 +197,7 @@ fn tui_streams_an_endpoint_answer_and_escape_stops_it() {
 
 #[test]
 fn a_panic_restores_the_terminal_and_prints_the_error() {
-    if !have_tmux() {
-        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
-        return;
-    }
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    let Some(sb) = indexed_sample() else { return };
     let t = start_tui_with(
         &sb,
         &["tui"],
@@ -238,6 +214,19 @@ fn a_panic_restores_the_terminal_and_prints_the_error() {
     );
 }
 
+/// A sandbox with the sample corpus indexed (BM25), when tmux is there to
+/// run the TUI in.
+fn indexed_sample() -> Option<Sandbox> {
+    if !have_tmux() {
+        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+        return None;
+    }
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    Some(sb)
+}
+
 fn have_tmux() -> bool {
     Command::new("tmux")
         .arg("-V")
@@ -247,13 +236,7 @@ fn have_tmux() -> bool {
 
 #[test]
 fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
-    if !have_tmux() {
-        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
-        return;
-    }
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    sb.expect(&["ingest", "--no-embed", corpus.to_str().unwrap()], 1);
+    let Some(sb) = indexed_sample() else { return };
     let extra = sb.path().join("extra");
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(

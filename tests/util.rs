@@ -85,3 +85,53 @@ pub fn file_name(hit: &serde_json::Value) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// One HTTP/1.1 request as the mock servers read it.
+pub struct Request {
+    /// `GET /path HTTP/1.1`.
+    pub line: String,
+    /// Header names (lowercase) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body (by Content-Length).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// Reads a request from `stream`.
+    pub fn read(stream: &std::net::TcpStream) -> Request {
+        use std::io::{BufRead, BufReader, Read};
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        let _ = r.read_exact(&mut body);
+        Request {
+            line: line.trim_end().to_string(),
+            headers,
+            body,
+        }
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}

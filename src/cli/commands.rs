@@ -758,10 +758,7 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
             writeln!(out)?;
             continue;
         }
-        let page = match &h.page_label {
-            Some(l) if *l != h.page.to_string() => format!("p. {} (printed {l})", h.page),
-            _ => format!("p. {}", h.page),
-        };
+        let page = shirabe::prompt::page_range(h.page, h.page, h.page_label.as_deref());
         writeln!(
             out,
             "{}. {} {} {}",

@@ -204,22 +204,23 @@ impl Generator {
         {
             // A tokenizer.json beside the file wins; else the one llama.cpp
             // embedded in it.
+            // One read of the file's header for the model and its tokenizer;
+            // a tokenizer.json beside the file wins over the embedded one.
+            let gguf = super::weights::Gguf::open(path, device)?;
             let tok = path.with_file_name("tokenizer.json");
             let tokenizer = if tok.is_file() {
                 tokenizers::Tokenizer::from_file(&tok)
                     .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?
             } else {
-                super::weights::Gguf::open(path, device)?
-                    .tokenizer()?
-                    .ok_or_else(|| {
-                        Error::Model(format!(
-                            "{}: the GGUF file has no Qwen tokenizer; put the model's tokenizer.json at {}",
-                            path.display(),
-                            tok.display()
-                        ))
-                    })?
+                gguf.tokenizer()?.ok_or_else(|| {
+                    Error::Model(format!(
+                        "{}: the GGUF file has no Qwen tokenizer; put the model's tokenizer.json at {}",
+                        path.display(),
+                        tok.display()
+                    ))
+                })?
             };
-            return Generator::new(super::load_gguf(path, device)?, tokenizer)
+            return Generator::new(super::model_of_gguf(&gguf)?, tokenizer)
                 .with_template_from(&path.with_file_name("tokenizer_config.json"));
         }
         let files = super::find_or_pull(spec)?;

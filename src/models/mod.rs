@@ -333,9 +333,12 @@ impl ModelFiles {
 
 /// Loads a GGUF file (Q8_0, Q4_K_M, …) as a decoder with quantized matrices.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<qwen3::Model> {
-    let gguf = weights::Gguf::open(path, device)?;
-    let cfg = gguf.config()?;
-    qwen3::Model::new(&cfg, &gguf)
+    model_of_gguf(&weights::Gguf::open(path, device)?)
+}
+
+/// The model in an opened GGUF file.
+pub fn model_of_gguf(gguf: &weights::Gguf) -> Result<qwen3::Model> {
+    qwen3::Model::new(&gguf.config()?, gguf)
 }
 
 /// The device to run on: CUDA or Metal when built with them, else the CPU.

@@ -78,15 +78,7 @@ impl Passage {
 
     /// `p. 3`, `pp. 3–4`, with the printed label when it differs.
     pub fn pages(&self) -> String {
-        let range = if self.page_start == self.page_end {
-            format!("p. {}", self.page_start)
-        } else {
-            format!("pp. {}–{}", self.page_start, self.page_end)
-        };
-        match &self.page_label {
-            Some(l) if *l != self.page_start.to_string() => format!("{range} (printed {l})"),
-            _ => range,
-        }
+        page_range(self.page_start, self.page_end, self.page_label.as_deref())
     }
 
     /// The passage as the prompt shows it: fenced, with its id and pages.
@@ -102,6 +94,20 @@ impl Passage {
             self.pages(),
             text.trim()
         )
+    }
+}
+
+/// `p. 3`, `pp. 3–4`, and `(printed iv)` when the first page's printed
+/// label differs from its number.
+pub fn page_range(start: u32, end: u32, label: Option<&str>) -> String {
+    let range = if start == end {
+        format!("p. {start}")
+    } else {
+        format!("pp. {start}–{end}")
+    };
+    match label {
+        Some(l) if l != start.to_string() => format!("{range} (printed {l})"),
+        _ => range,
     }
 }
 

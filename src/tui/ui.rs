@@ -225,18 +225,6 @@ fn draw_query(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
     }
 }
 
-fn page_text(start: u32, end: u32, label: Option<&str>) -> String {
-    let range = if start == end {
-        format!("p. {start}")
-    } else {
-        format!("pp. {start}–{end}")
-    };
-    match label {
-        Some(l) if l != start.to_string() => format!("{range} (printed {l})"),
-        _ => range,
-    }
-}
-
 fn draw_list(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
     let focused = app.focus == Focus::List;
     let (title, items): (String, Vec<ListItem>) = match app.list {
@@ -255,7 +243,7 @@ fn draw_list(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
                         Span::styled(h.title.clone().unwrap_or_else(|| h.path.clone()), th.path()),
                         Span::raw(" "),
                         Span::styled(
-                            page_text(h.page, h.page, h.page_label.as_deref()),
+                            crate::prompt::page_range(h.page, h.page, h.page_label.as_deref()),
                             th.page(),
                         ),
                     ]);
@@ -591,7 +579,11 @@ fn draw_preview(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
                 Line::styled(hit.title.clone().unwrap_or_else(|| hit.path.clone()), bold),
                 Line::from(vec![
                     Span::styled(
-                        page_text(hit.page_start, hit.page_end, hit.page_label.as_deref()),
+                        crate::prompt::page_range(
+                            hit.page_start,
+                            hit.page_end,
+                            hit.page_label.as_deref(),
+                        ),
                         th.page(),
                     ),
                     Span::styled(format!(" · {}", hit.path), th.dim()),
