@@ -10,6 +10,8 @@
 //!   directly with AVX2+FMA where the CPU has it, split over all cores; for
 //!   many rows (prefill, embedding) `gemm` on panels of weights widened to
 //!   f32 once per call.
+//! - [`linear_q8_0`]: the same matrix × vector for GGUF Q8_0 weights, the
+//!   int8 values widened in registers.
 //! - [`attention`]: causal attention with online softmax over key tiles
 //!   (flash-attention style): scores exist for one tile of keys at a time,
 //!   so memory is O(rows × tile), keys and values are read straight from the
