@@ -722,7 +722,10 @@ impl Model {
             }
             self.norm.forward(&x)
         };
-        run().map_err(err)
+        // On a worker thread of the pool, so the kernels' parallel loops
+        // split work from there instead of waking the pool and sleeping on a
+        // latch for each of the hundreds of operations of a decode step.
+        rayon::scope(|_| run()).map_err(err)
     }
 
     /// Logits (f32) of hidden states (…, hidden).
