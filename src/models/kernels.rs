@@ -25,6 +25,9 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+mod packed;
+pub use packed::Packed;
+
 /// A weight or cache element: f32, bf16 or f16.
 pub trait Elem: Copy + Send + Sync + 'static {
     /// Writes `src` as f32 into `dst` (same length).
@@ -57,6 +60,31 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// elements each, laid out one after another in `rows`.
     fn pv(acc: &mut [f32], p: &[f32], rows: &[Self]) {
         pv_portable(acc, p, rows)
+    }
+    /// For each row r of `acc` (rows of `d`), adds the `jl` rows of values
+    /// weighted by `p[r * stride..][..jl]`: the weighted sums of attention
+    /// for several query rows that share one tile of values.
+    fn pv_rows(acc: &mut [f32], d: usize, p: &[f32], stride: usize, jl: usize, rows: &[Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() && Self::pv_rows_avx512(acc, d, p, stride, jl, rows) {
+            return;
+        }
+        for (r, a) in acc.chunks_exact_mut(d).enumerate() {
+            Self::pv(a, &p[r * stride..r * stride + jl], rows);
+        }
+    }
+    /// [`Elem::pv_rows`] with AVX-512 (the caller checked the CPU), for the
+    /// head sizes it handles (64 and 128); false for others.
+    #[cfg(target_arch = "x86_64")]
+    fn pv_rows_avx512(
+        _acc: &mut [f32],
+        _d: usize,
+        _p: &[f32],
+        _stride: usize,
+        _jl: usize,
+        _rows: &[Self],
+    ) -> bool {
+        false
     }
     /// `acc += a · row`.
     fn axpy(acc: &mut [f32], a: f32, row: &[Self]) {
@@ -94,6 +122,26 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
 }
 
 impl Elem for f32 {
+    #[cfg(target_arch = "x86_64")]
+    fn pv_rows_avx512(
+        acc: &mut [f32],
+        d: usize,
+        p: &[f32],
+        stride: usize,
+        jl: usize,
+        rows: &[f32],
+    ) -> bool {
+        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) was
+        // checked by the caller; the kernel checks the lengths.
+        unsafe {
+            match d {
+                128 => avx512::pv_rows_f32::<8>(acc, p, stride, jl, rows),
+                64 => avx512::pv_rows_f32::<4>(acc, p, stride, jl, rows),
+                _ => return false,
+            }
+        }
+        true
+    }
     fn widen(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
@@ -123,6 +171,26 @@ impl Elem for f32 {
 }
 
 impl Elem for bf16 {
+    #[cfg(target_arch = "x86_64")]
+    fn pv_rows_avx512(
+        acc: &mut [f32],
+        d: usize,
+        p: &[f32],
+        stride: usize,
+        jl: usize,
+        rows: &[bf16],
+    ) -> bool {
+        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) was
+        // checked by the caller; the kernel checks the lengths.
+        unsafe {
+            match d {
+                128 => avx512::pv_rows_bf16::<8>(acc, p, stride, jl, rows),
+                64 => avx512::pv_rows_bf16::<4>(acc, p, stride, jl, rows),
+                _ => return false,
+            }
+        }
+        true
+    }
     /// With AVX512-BF16, activations are rounded to bf16 (as PyTorch's bf16
     /// mode does) and multiplied in pairs by `vdpbf16ps`, accumulating in
     /// f32: twice the multiply rate of f32 FMAs.
@@ -197,6 +265,26 @@ impl Elem for bf16 {
 }
 
 impl Elem for f16 {
+    #[cfg(target_arch = "x86_64")]
+    fn pv_rows_avx512(
+        acc: &mut [f32],
+        d: usize,
+        p: &[f32],
+        stride: usize,
+        jl: usize,
+        rows: &[f16],
+    ) -> bool {
+        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) was
+        // checked by the caller; the kernel checks the lengths.
+        unsafe {
+            match d {
+                128 => avx512::pv_rows_f16::<8>(acc, p, stride, jl, rows),
+                64 => avx512::pv_rows_f16::<4>(acc, p, stride, jl, rows),
+                _ => return false,
+            }
+        }
+        true
+    }
     fn widen(src: &[f16], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
         src.convert_to_f32_slice(dst);
@@ -282,6 +370,14 @@ mod bf16gemm {
     const MR: usize = 12;
 
     pub fn gemm(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) {
+        let packed = super::Packed::from_bf16(w, n, k);
+        let panels = packed.bf16_panels().expect("bf16 weights pack as pairs");
+        gemm_packed(x, m, k, panels, n, out);
+    }
+
+    /// `out = x · wᵀ` with `w` already in panels (see [`super::Packed`]):
+    /// panel p, pair q, row c at `(p · kp + q) · NR + c`.
+    pub fn gemm_packed(x: &[f32], m: usize, k: usize, w: &[u32], n: usize, out: &mut [f32]) {
         // Pairs per row; x as bf16 pairs, rows padded to an even length.
         let kp = k.div_ceil(2);
         let mut xb = vec![0u32; m * kp];
@@ -298,65 +394,44 @@ mod bf16gemm {
             });
         let dst = SendPtr(out.as_mut_ptr());
         let panels = n.div_ceil(NR);
-        (0..panels).into_par_iter().for_each_init(
-            || vec![0u32; kp * NR],
-            |packed, pi| {
-                let j0 = pi * NR;
-                let cols = NR.min(n - j0);
-                // packed[p * NR + c] = pair p of weight row j0 + c; written
-                // in order, reading the panel's rows side by side.
-                let rows: Vec<&[bf16]> = (0..cols)
-                    .map(|c| &w[(j0 + c) * k..(j0 + c + 1) * k])
-                    .collect();
-                let even = k / 2;
-                for p in 0..kp {
-                    let out = &mut packed[p * NR..(p + 1) * NR];
-                    if p < even {
-                        for (o, row) in out.iter_mut().zip(&rows) {
-                            *o = row[2 * p].to_bits() as u32
-                                | ((row[2 * p + 1].to_bits() as u32) << 16);
-                        }
-                    } else {
-                        for (o, row) in out.iter_mut().zip(&rows) {
-                            *o = row[2 * p].to_bits() as u32;
-                        }
+        assert!(w.len() >= panels * kp * NR, "packed weights");
+        (0..panels).into_par_iter().for_each(|pi| {
+            let j0 = pi * NR;
+            let cols = NR.min(n - j0);
+            let packed = &w[pi * kp * NR..(pi + 1) * kp * NR];
+            let mut i = 0;
+            while i < m {
+                let rows = MR.min(m - i);
+                let mut tile = [0f32; MR * NR];
+                // SAFETY: the CPU has AVX512-BF16 (checked by the caller);
+                // xb holds rows i..i+rows of kp pairs, packed holds kp × NR.
+                unsafe {
+                    match rows {
+                        12 => micro::<12>(&xb[i * kp..], kp, packed, &mut tile),
+                        11 => micro::<11>(&xb[i * kp..], kp, packed, &mut tile),
+                        10 => micro::<10>(&xb[i * kp..], kp, packed, &mut tile),
+                        9 => micro::<9>(&xb[i * kp..], kp, packed, &mut tile),
+                        8 => micro::<8>(&xb[i * kp..], kp, packed, &mut tile),
+                        7 => micro::<7>(&xb[i * kp..], kp, packed, &mut tile),
+                        6 => micro::<6>(&xb[i * kp..], kp, packed, &mut tile),
+                        5 => micro::<5>(&xb[i * kp..], kp, packed, &mut tile),
+                        4 => micro::<4>(&xb[i * kp..], kp, packed, &mut tile),
+                        3 => micro::<3>(&xb[i * kp..], kp, packed, &mut tile),
+                        2 => micro::<2>(&xb[i * kp..], kp, packed, &mut tile),
+                        _ => micro::<1>(&xb[i * kp..], kp, packed, &mut tile),
                     }
-                    out[cols..].iter_mut().for_each(|o| *o = 0);
                 }
-                let mut i = 0;
-                while i < m {
-                    let rows = MR.min(m - i);
-                    let mut tile = [0f32; MR * NR];
-                    // SAFETY: the CPU has AVX512-BF16 (checked by the caller);
-                    // xb holds rows i..i+rows of kp pairs, packed holds kp × NR.
-                    unsafe {
-                        match rows {
-                            12 => micro::<12>(&xb[i * kp..], kp, packed, &mut tile),
-                            11 => micro::<11>(&xb[i * kp..], kp, packed, &mut tile),
-                            10 => micro::<10>(&xb[i * kp..], kp, packed, &mut tile),
-                            9 => micro::<9>(&xb[i * kp..], kp, packed, &mut tile),
-                            8 => micro::<8>(&xb[i * kp..], kp, packed, &mut tile),
-                            7 => micro::<7>(&xb[i * kp..], kp, packed, &mut tile),
-                            6 => micro::<6>(&xb[i * kp..], kp, packed, &mut tile),
-                            5 => micro::<5>(&xb[i * kp..], kp, packed, &mut tile),
-                            4 => micro::<4>(&xb[i * kp..], kp, packed, &mut tile),
-                            3 => micro::<3>(&xb[i * kp..], kp, packed, &mut tile),
-                            2 => micro::<2>(&xb[i * kp..], kp, packed, &mut tile),
-                            _ => micro::<1>(&xb[i * kp..], kp, packed, &mut tile),
-                        }
-                    }
-                    for r in 0..rows {
-                        // SAFETY: row i + r, columns j0..j0+cols of `out`
-                        // (m × n) belong to this task alone.
-                        let o = unsafe {
-                            std::slice::from_raw_parts_mut(dst.get().add((i + r) * n + j0), cols)
-                        };
-                        o.copy_from_slice(&tile[r * NR..r * NR + cols]);
-                    }
-                    i += rows;
+                for r in 0..rows {
+                    // SAFETY: row i + r, columns j0..j0+cols of `out`
+                    // (m × n) belong to this task alone.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(dst.get().add((i + r) * n + j0), cols)
+                    };
+                    o.copy_from_slice(&tile[r * NR..r * NR + cols]);
                 }
-            },
-        );
+                i += rows;
+            }
+        });
     }
 
     /// One R × 32 tile over all k pairs.
@@ -405,7 +480,80 @@ fn simd_cap() -> u8 {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use half::bf16;
+    use half::{bf16, f16};
+
+    /// Attention's weighted sum of values for decode: two query rows at a
+    /// time stay in registers (`L` × 16 lanes each, the whole head), and
+    /// every value row is read and widened once per pair, in one pass.
+    macro_rules! pv_rows {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name<const L: usize>(
+                acc: &mut [f32],
+                p: &[f32],
+                stride: usize,
+                jl: usize,
+                rows: &[$t],
+            ) {
+                let d = 16 * L;
+                let nrows = acc.len() / d;
+                assert!(acc.len() == nrows * d && rows.len() >= jl * d);
+                assert!(nrows == 0 || p.len() >= (nrows - 1) * stride + jl);
+                let row_bytes = d * std::mem::size_of::<$t>();
+                let rp = rows.as_ptr();
+                let mut r = 0;
+                while r < nrows {
+                    let two = nrows - r >= 2;
+                    let a0p = acc.as_mut_ptr().add(r * d);
+                    let a1p = if two { a0p.add(d) } else { a0p };
+                    let p0 = p.as_ptr().add(r * stride);
+                    let p1 = if two { p0.add(stride) } else { p0 };
+                    let mut a0 = [_mm512_setzero_ps(); L];
+                    let mut a1 = [_mm512_setzero_ps(); L];
+                    for l in 0..L {
+                        a0[l] = _mm512_loadu_ps(a0p.add(16 * l));
+                        a1[l] = _mm512_loadu_ps(a1p.add(16 * l));
+                    }
+                    for j in 0..jl {
+                        let base = rp.add(j * d);
+                        for line in (0..row_bytes).step_by(64) {
+                            _mm_prefetch(
+                                (base as *const i8).wrapping_add(line + super::PREFETCH_AHEAD),
+                                _MM_HINT_T0,
+                            );
+                        }
+                        let w0 = _mm512_set1_ps(*p0.add(j));
+                        let w1 = _mm512_set1_ps(*p1.add(j));
+                        for l in 0..L {
+                            let $p = base.add(16 * l);
+                            let v = $load;
+                            a0[l] = _mm512_fmadd_ps(w0, v, a0[l]);
+                            a1[l] = _mm512_fmadd_ps(w1, v, a1[l]);
+                        }
+                    }
+                    // With one row left, a1 aliases a0 and is stored first.
+                    for l in 0..L {
+                        _mm512_storeu_ps(a1p.add(16 * l), a1[l]);
+                        _mm512_storeu_ps(a0p.add(16 * l), a0[l]);
+                    }
+                    r += if two { 2 } else { 1 };
+                }
+            }
+        };
+    }
+
+    pv_rows!(pv_rows_f32, f32, "avx512f", |p| _mm512_loadu_ps(p));
+    pv_rows!(pv_rows_bf16, bf16, "avx512f", |p| _mm512_castsi512_ps(
+        _mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+            16
+        )
+    ));
+    pv_rows!(pv_rows_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
+        _mm256_loadu_si256(p as *const __m256i)
+    ));
 
     /// bf16 rows against an `x` whose blocks of 32 are split into evens and
     /// odds: one 64-byte load holds 32 bf16 (a cache line), a shift gives
@@ -512,9 +660,9 @@ mod avx2 {
                         // The next group of four rows, same offset: the
                         // hardware prefetcher does not cross to it in time.
                         _mm_prefetch(
-                    (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
-                    _MM_HINT_T0,
-                );
+                            (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+                            _MM_HINT_T0,
+                        );
                         let $p = p[r].add(i);
                         a[2 * r] = _mm256_fmadd_ps(x0, $load, a[2 * r]);
                         let $p = p[r].add(i + 8);
@@ -652,6 +800,80 @@ mod avx2 {
 /// (measured best for every projection width, 8 KB ahead of the current
 /// line; a fixed distance, as the prefetcher's lead is what matters).
 pub(crate) const PREFETCH_AHEAD: usize = 16384;
+
+/// Asks Linux to back a large buffer with 2 MB pages, best before it is
+/// first written: the matrix × vector kernels stream gigabytes of weights,
+/// and with 4 KB pages every 4 KB read costs a TLB miss. Elsewhere, and
+/// where transparent huge pages are off, a no-op.
+pub fn prefer_huge_pages<T>(v: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(v);
+        let first = start.next_multiple_of(HUGE);
+        if end >= first + HUGE {
+            let len = (end - first) / HUGE * HUGE;
+            // SAFETY: the range lies inside `v`'s allocation, and
+            // MADV_HUGEPAGE changes only how its pages are backed.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
+/// The sum of `x`, read the way the matrix × vector kernels read weights
+/// (wide loads, software prefetch [`PREFETCH_AHEAD`] bytes ahead): the
+/// benchmark's yardstick for memory bandwidth, so that a kernel's fraction
+/// of it is not flattered by a slower reader.
+pub fn stream_sum(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 detected; loads stay within `x`.
+        return unsafe { stream_sum_avx2(x) };
+    }
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn stream_sum_avx2(x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let p = x.as_ptr();
+    let mut a = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= x.len() {
+        _mm_prefetch(
+            (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD),
+            _MM_HINT_T0,
+        );
+        _mm_prefetch(
+            (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD + 64),
+            _MM_HINT_T0,
+        );
+        for (l, al) in a.iter_mut().enumerate() {
+            *al = _mm256_add_ps(*al, _mm256_loadu_ps(p.add(i + 8 * l)));
+        }
+        i += 32;
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(
+        lanes.as_mut_ptr(),
+        _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
+    );
+    lanes.iter().sum::<f32>() + x[i..].iter().sum::<f32>()
+}
 
 /// Rows of activations at or below which [`linear`] streams weights as a
 /// matrix × vector product instead of calling `gemm`.
@@ -1179,9 +1401,7 @@ pub fn attention<K: Elem>(
                 m[r] = mnew;
             }
             if small {
-                for r in 0..rows {
-                    K::pv(&mut acc[r * d..(r + 1) * d], &st[r * jl..(r + 1) * jl], vs);
-                }
+                K::pv_rows(&mut acc, d, st, jl, jl, vs);
             } else {
                 let vt = tile(vs, &mut vbuf);
                 // SAFETY: st is rows × jl, vt is jl × d, acc is rows × d.

@@ -33,6 +33,9 @@ pub enum Proj {
     Dense(Linear),
     /// Quantized weights, with a dense bias.
     Quant(QMatMul, Option<Tensor>),
+    /// Dense weights on the CPU, packed for the project's kernels, with an
+    /// f32 bias.
+    Packed(kernels::Packed, Option<Tensor>),
 }
 
 /// Runs `f` on the elements of a contiguous CPU tensor, in place.
@@ -74,6 +77,30 @@ fn cpu_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 impl Proj {
+    /// Dense CPU weights repacked for the CPU kernels (see
+    /// [`kernels::Packed`]); anything else as it is.
+    fn packed(self) -> candle_core::Result<Proj> {
+        let Proj::Dense(l) = &self else {
+            return Ok(self);
+        };
+        let w = l.weight();
+        if !w.device().is_cpu() || w.rank() != 2 {
+            return Ok(self);
+        }
+        let (n, k) = w.dims2()?;
+        let w = w.contiguous()?;
+        let packed = match w.dtype() {
+            DType::F32 => with_cpu_slice::<f32, _>(&w, |ws| kernels::Packed::from_f32(ws, n, k))?,
+            DType::BF16 => {
+                with_cpu_slice::<bf16, _>(&w, |ws| kernels::Packed::from_bf16(ws, n, k))?
+            }
+            DType::F16 => with_cpu_slice::<f16, _>(&w, |ws| kernels::Packed::from_f16(ws, n, k))?,
+            _ => return Ok(self),
+        };
+        let bias = l.bias().map(|b| b.to_dtype(DType::F32)).transpose()?;
+        Ok(Proj::Packed(packed, bias))
+    }
+
     /// One dense projection whose outputs are `projs`' outputs side by side,
     /// so one pass over the input serves all of them; `None` for quantized
     /// weights.
@@ -100,6 +127,24 @@ impl Proj {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
+            Proj::Packed(p, bias) => {
+                let x = x.to_dtype(DType::F32)?.contiguous()?;
+                let mut dims = x.dims().to_vec();
+                let k = *dims.last().unwrap_or(&0);
+                if k != p.k() {
+                    candle_core::bail!("projection: {} inputs, activations have {k}", p.k());
+                }
+                let m = x.elem_count() / k.max(1);
+                let y = with_cpu_slice::<f32, _>(&x, |xs| p.linear(xs, m))?;
+                if let Some(last) = dims.last_mut() {
+                    *last = p.n();
+                }
+                let y = Tensor::from_vec(y, dims, x.device())?;
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
             Proj::Dense(l) if x.device().is_cpu() && x.dtype() == DType::F32 => {
                 let y = cpu_linear(x, l.weight())?;
                 match l.bias() {
@@ -267,8 +312,13 @@ impl Split {
     fn new(projs: Vec<Proj>, widths: Vec<usize>) -> candle_core::Result<Split> {
         let refs: Vec<&Proj> = projs.iter().collect();
         Ok(match Proj::fuse(&refs)? {
-            Some(f) => Split::Fused(f, widths),
-            None => Split::Separate(projs),
+            Some(f) => Split::Fused(f.packed()?, widths),
+            None => Split::Separate(
+                projs
+                    .into_iter()
+                    .map(Proj::packed)
+                    .collect::<candle_core::Result<_>>()?,
+            ),
         })
     }
 
@@ -327,7 +377,7 @@ impl Attention {
                 ],
                 vec![h * d, kvh * d, kvh * d],
             )?,
-            o: w.proj(&format!("{p}.o_proj"), h * d, hs, false)?,
+            o: w.proj(&format!("{p}.o_proj"), h * d, hs, false)?.packed()?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
             heads: h,
@@ -469,7 +519,7 @@ impl Mlp {
                 ],
                 vec![is, is],
             )?,
-            down: w.proj(&format!("{p}.down_proj"), is, hs, false)?,
+            down: w.proj(&format!("{p}.down_proj"), is, hs, false)?.packed()?,
         })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -560,7 +610,8 @@ impl Cache {
 
 /// A loaded Qwen decoder.
 pub struct Model {
-    embed: Embedding,
+    /// The embedding table; `None` when the packed tied head holds it.
+    embed: Option<Embedding>,
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Option<Proj>,
@@ -601,17 +652,30 @@ impl Model {
                 });
             }
             let lm_head = if w.contains("lm_head.weight") {
-                Some(w.proj("lm_head", cfg.hidden_size, cfg.vocab_size, false)?)
+                Some(
+                    w.proj("lm_head", cfg.hidden_size, cfg.vocab_size, false)?
+                        .packed()?,
+                )
             } else if cfg.tie_word_embeddings && w.quantized() {
                 // The table stays quantized as the head (GGUF files tie it too).
                 Some(w.proj("embed_tokens", cfg.hidden_size, cfg.vocab_size, false)?)
             } else if cfg.tie_word_embeddings {
-                Some(Proj::Dense(Linear::new(embed_w.clone(), None)))
+                Some(Proj::Dense(Linear::new(embed_w.clone(), None)).packed()?)
             } else {
                 None
             };
+            // A head tied to the table and packed serves the lookups too,
+            // so the table is not held twice.
+            let embed = match &lm_head {
+                Some(Proj::Packed(..))
+                    if cfg.tie_word_embeddings && !w.contains("lm_head.weight") =>
+                {
+                    None
+                }
+                _ => Some(Embedding::new(embed_w, cfg.hidden_size)),
+            };
             Ok(Model {
-                embed: Embedding::new(embed_w, cfg.hidden_size),
+                embed,
                 layers,
                 norm: RmsNorm::new(cfg.hidden_size, eps, w, "norm")?,
                 lm_head,
@@ -702,9 +766,19 @@ impl Model {
         }
         let mut run = || -> candle_core::Result<Tensor> {
             let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-            let ids = Tensor::from_vec(flat, (b, t), &self.device)?;
+            let ids = Tensor::from_vec(flat.clone(), (b, t), &self.device)?;
             let (cos, sin) = self.rotary.cos_sin(&positions, &self.device, self.dtype)?;
-            let mut x = self.embed.forward(&ids)?.to_dtype(self.dtype)?;
+            let mut x = match (&self.embed, &self.lm_head) {
+                (Some(e), _) => e.forward(&ids)?.to_dtype(self.dtype)?,
+                (None, Some(Proj::Packed(head, _))) => {
+                    let mut rows = Vec::with_capacity(flat.len() * head.k());
+                    for &id in &flat {
+                        rows.extend(head.row(id as usize));
+                    }
+                    Tensor::from_vec(rows, (b, t, head.k()), &self.device)?.to_dtype(self.dtype)?
+                }
+                _ => candle_core::bail!("the model has no embedding table"),
+            };
             for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
                 let h = layer.attn.forward(
                     &layer.ln1.forward(&x)?,

@@ -1,0 +1,701 @@
+//! Projection weights packed once, when a model loads, into the layout the
+//! CPU kernels read best: panels of [`NR`] output rows, stored k-major
+//! (bf16 as pairs along k: `vdpbf16ps`'s operand).
+//!
+//! A checkpoint stores a projection row by row (n × k). A matrix × vector
+//! product over that layout reads several rows side by side, several
+//! streams that the hardware prefetcher follows only part of the way (84%
+//! of the machine's read bandwidth over Qwen3-0.6B's projections). A panel
+//! is one contiguous run that the product reads front to back (~100%), its
+//! 32 outputs accumulate in registers with no horizontal sums, and prefill
+//! reads the same panels: the AVX512-BF16 kernel directly, the f32 `gemm`
+//! path after widening four of them at a time (as it widened rows before).
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::{matmul, SendPtr, GEMV_MAX_ROWS, PREFETCH_AHEAD};
+
+/// Output rows per panel.
+pub const NR: usize = 32;
+
+/// Panels widened together for `gemm` (128 output columns per call).
+const GROUP: usize = 4;
+
+/// A projection's weights (n outputs × k inputs), packed.
+pub struct Packed {
+    n: usize,
+    k: usize,
+    data: Data,
+}
+
+enum Data {
+    /// Panel p, input kk, row r at `(p · k + kk) · NR + r`.
+    F32(Vec<f32>),
+    /// As `F32`.
+    F16(Vec<f16>),
+    /// Panel p, input pair q, row r at `(p · kp + q) · NR + r`, inputs
+    /// 2q (low half) and 2q + 1 (high half, 0 past the end).
+    Bf16(Vec<u32>),
+}
+
+impl Packed {
+    /// Packs f32 weights stored row by row (n × k).
+    pub fn from_f32(w: &[f32], n: usize, k: usize) -> Packed {
+        Packed {
+            n,
+            k,
+            data: Data::F32(pack_k_major(w, n, k, 0.0)),
+        }
+    }
+
+    /// Packs f16 weights stored row by row (n × k).
+    pub fn from_f16(w: &[f16], n: usize, k: usize) -> Packed {
+        Packed {
+            n,
+            k,
+            data: Data::F16(pack_k_major(w, n, k, f16::ZERO)),
+        }
+    }
+
+    /// Packs bf16 weights stored row by row (n × k).
+    pub fn from_bf16(w: &[bf16], n: usize, k: usize) -> Packed {
+        assert_eq!(w.len(), n * k, "weights");
+        let kp = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(NR) * kp * NR];
+        super::prefer_huge_pages(&data);
+        if kp > 0 {
+            data.par_chunks_mut(kp * NR)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for r in 0..NR.min(n - p * NR) {
+                        let row = &w[(p * NR + r) * k..(p * NR + r + 1) * k];
+                        for q in 0..kp {
+                            let lo = row[2 * q].to_bits() as u32;
+                            let hi = row.get(2 * q + 1).map_or(0, |v| v.to_bits() as u32);
+                            panel[q * NR + r] = lo | (hi << 16);
+                        }
+                    }
+                });
+        }
+        Packed {
+            n,
+            k,
+            data: Data::Bf16(data),
+        }
+    }
+
+    /// The panels of bf16 weights (pairs), for the AVX512-BF16 kernel.
+    pub(super) fn bf16_panels(&self) -> Option<&[u32]> {
+        match &self.data {
+            Data::Bf16(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Outputs.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Row `j` of the original matrix as f32 (an embedding lookup on a
+    /// head tied to the embedding table).
+    pub fn row(&self, j: usize) -> Vec<f32> {
+        assert!(j < self.n, "row {j} of {}", self.n);
+        let (p, r, k) = (j / NR, j % NR, self.k);
+        match &self.data {
+            Data::F32(d) => (0..k).map(|kk| d[(p * k + kk) * NR + r]).collect(),
+            Data::F16(d) => (0..k).map(|kk| d[(p * k + kk) * NR + r].to_f32()).collect(),
+            Data::Bf16(d) => {
+                let kp = k.div_ceil(2);
+                (0..k)
+                    .map(|kk| {
+                        let pair = d[(p * kp + kk / 2) * NR + r];
+                        let bits = if kk % 2 == 0 {
+                            pair << 16
+                        } else {
+                            pair & 0xffff_0000
+                        };
+                        f32::from_bits(bits)
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// `x` (m × k, row-major) times the weights transposed: m × n.
+    pub fn linear(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "activations");
+        let mut out = vec![0f32; m * n];
+        if m == 0 || n == 0 {
+            return out;
+        }
+        if k == 0 {
+            return out;
+        }
+        if m <= GEMV_MAX_ROWS {
+            self.gemv(x, m, &mut out);
+        } else {
+            self.gemm(x, m, &mut out);
+        }
+        out
+    }
+
+    /// Few rows: every panel streamed once, each row of `x` against it.
+    fn gemv(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        let panels = n.div_ceil(NR);
+        let threads = rayon::current_num_threads().max(1);
+        // Enough tasks to balance the cores, whole panels each.
+        let per = (panels / (threads * 8)).max(1);
+        let tasks = panels.div_ceil(per);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..tasks).into_par_iter().for_each(|t| {
+            let mut tile = [0f32; NR];
+            for p in t * per..((t + 1) * per).min(panels) {
+                let cols = NR.min(n - p * NR);
+                for i in 0..m {
+                    let xi = &x[i * k..(i + 1) * k];
+                    self.panel_dot(p, xi, &mut tile);
+                    // SAFETY: columns p·NR.. of row i belong to this task.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(dst.get().add(i * n + p * NR), cols)
+                    };
+                    o.copy_from_slice(&tile[..cols]);
+                }
+            }
+        });
+    }
+
+    /// `tile[r] = x · row (p · NR + r)` for the 32 rows of panel `p`.
+    fn panel_dot(&self, p: usize, x: &[f32], tile: &mut [f32; NR]) {
+        let k = self.k;
+        match &self.data {
+            Data::F32(d) => {
+                let panel = &d[p * k * NR..(p + 1) * k * NR];
+                #[cfg(target_arch = "x86_64")]
+                if super::has_avx512() {
+                    // SAFETY: AVX-512F detected; the kernel checks lengths.
+                    return unsafe { avx512::panel_f32(x, panel, tile) };
+                }
+                #[cfg(target_arch = "x86_64")]
+                if super::has_avx2_fma() {
+                    // SAFETY: AVX2 and FMA detected; the kernel checks lengths.
+                    return unsafe { avx2::panel_f32(x, panel, tile) };
+                }
+                portable_k_major(x, panel, tile, |v| *v);
+            }
+            Data::F16(d) => {
+                let panel = &d[p * k * NR..(p + 1) * k * NR];
+                #[cfg(target_arch = "x86_64")]
+                if super::has_avx512() && super::has_f16c() {
+                    // SAFETY: AVX-512F and F16C detected; lengths checked.
+                    return unsafe { avx512::panel_f16(x, panel, tile) };
+                }
+                #[cfg(target_arch = "x86_64")]
+                if super::has_avx2_fma() && super::has_f16c() {
+                    // SAFETY: AVX2, FMA and F16C detected; lengths checked.
+                    return unsafe { avx2::panel_f16(x, panel, tile) };
+                }
+                portable_k_major(x, panel, tile, |v| v.to_f32());
+            }
+            Data::Bf16(d) => {
+                let kp = k.div_ceil(2);
+                let panel = &d[p * kp * NR..(p + 1) * kp * NR];
+                #[cfg(target_arch = "x86_64")]
+                if super::has_avx512() {
+                    // SAFETY: AVX-512F detected; the kernel checks lengths.
+                    return unsafe { avx512::panel_bf16(x, panel, tile) };
+                }
+                #[cfg(target_arch = "x86_64")]
+                if super::has_avx2_fma() {
+                    // SAFETY: AVX2 and FMA detected; the kernel checks lengths.
+                    return unsafe { avx2::panel_bf16(x, panel, tile) };
+                }
+                portable_bf16(x, panel, tile);
+            }
+        }
+    }
+
+    /// Many rows: the AVX512-BF16 kernel on bf16 panels as they are, else
+    /// `gemm` on groups of panels widened to f32.
+    fn gemm(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        #[cfg(target_arch = "x86_64")]
+        if let Data::Bf16(d) = &self.data {
+            if super::has_avx512bf16() {
+                super::bf16gemm::gemm_packed(x, m, k, d, n, out);
+                return;
+            }
+        }
+        let groups = n.div_ceil(NR * GROUP);
+        let dst = SendPtr(out.as_mut_ptr());
+        (0..groups).into_par_iter().for_each_init(
+            || vec![0f32; k * NR * GROUP],
+            |buf, g| {
+                let j0 = g * NR * GROUP;
+                let cols = (NR * GROUP).min(n - j0);
+                self.widen_group(g, buf);
+                // SAFETY: this task writes only columns j0..j0+cols of `out`
+                // (m × n, row stride n); `buf` is k × 128, row stride 128.
+                unsafe {
+                    matmul(
+                        m,
+                        cols,
+                        k,
+                        dst.get().add(j0),
+                        n,
+                        false,
+                        x,
+                        k,
+                        buf,
+                        NR * GROUP,
+                        1,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+    }
+
+    /// Panels `g · GROUP ..` as f32, k × (NR · GROUP) row-major.
+    fn widen_group(&self, g: usize, buf: &mut [f32]) {
+        let k = self.k;
+        let width = NR * GROUP;
+        let panels = self.n.div_ceil(NR);
+        for q in 0..GROUP {
+            let p = g * GROUP + q;
+            if p >= panels {
+                for kk in 0..k {
+                    buf[kk * width + q * NR..kk * width + (q + 1) * NR].fill(0.0);
+                }
+                continue;
+            }
+            match &self.data {
+                Data::F32(d) => {
+                    for kk in 0..k {
+                        buf[kk * width + q * NR..][..NR]
+                            .copy_from_slice(&d[(p * k + kk) * NR..][..NR]);
+                    }
+                }
+                Data::F16(d) => {
+                    use half::slice::HalfFloatSliceExt;
+                    for kk in 0..k {
+                        d[(p * k + kk) * NR..][..NR]
+                            .convert_to_f32_slice(&mut buf[kk * width + q * NR..][..NR]);
+                    }
+                }
+                Data::Bf16(d) => {
+                    let kp = k.div_ceil(2);
+                    for qq in 0..kp {
+                        let pairs = &d[(p * kp + qq) * NR..][..NR];
+                        for (r, &pair) in pairs.iter().enumerate() {
+                            buf[2 * qq * width + q * NR + r] = f32::from_bits(pair << 16);
+                            if 2 * qq + 1 < k {
+                                buf[(2 * qq + 1) * width + q * NR + r] =
+                                    f32::from_bits(pair & 0xffff_0000);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row-major n × k into k-major panels of `NR` rows, zero-padded.
+fn pack_k_major<T: Copy + Send + Sync>(w: &[T], n: usize, k: usize, zero: T) -> Vec<T> {
+    assert_eq!(w.len(), n * k, "weights");
+    let mut data = vec![zero; n.div_ceil(NR) * k * NR];
+    super::prefer_huge_pages(&data);
+    if k > 0 {
+        data.par_chunks_mut(k * NR)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for r in 0..NR.min(n - p * NR) {
+                    let row = &w[(p * NR + r) * k..(p * NR + r + 1) * k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * NR + r] = v;
+                    }
+                }
+            });
+    }
+    data
+}
+
+fn portable_k_major<T>(x: &[f32], panel: &[T], tile: &mut [f32; NR], f: impl Fn(&T) -> f32) {
+    *tile = [0.0; NR];
+    for (kk, &xv) in x.iter().enumerate() {
+        for (t, w) in tile.iter_mut().zip(&panel[kk * NR..(kk + 1) * NR]) {
+            *t += xv * f(w);
+        }
+    }
+}
+
+fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
+    *tile = [0.0; NR];
+    for (q, pairs) in panel.chunks_exact(NR).enumerate() {
+        let xe = x[2 * q];
+        let xo = x.get(2 * q + 1).copied().unwrap_or(0.0);
+        for (t, &pair) in tile.iter_mut().zip(pairs) {
+            *t += xe * f32::from_bits(pair << 16) + xo * f32::from_bits(pair & 0xffff_0000);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{NR, PREFETCH_AHEAD};
+
+    /// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead.
+    #[inline(always)]
+    unsafe fn ahead<T>(p: *const T, bytes: usize) {
+        for line in (0..bytes).step_by(64) {
+            _mm_prefetch(
+                (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
+                _MM_HINT_T0,
+            );
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn panel_f32(x: &[f32], panel: &[f32], tile: &mut [f32; NR]) {
+        let k = x.len();
+        assert!(panel.len() >= k * NR);
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let mut a = [_mm512_setzero_ps(); 4];
+        let mut kk = 0;
+        while kk + 2 <= k {
+            let w = wp.add(kk * NR);
+            ahead(w, 2 * NR * 4);
+            let (b0, b1) = (_mm512_set1_ps(*xp.add(kk)), _mm512_set1_ps(*xp.add(kk + 1)));
+            a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w), b0, a[0]);
+            a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(16)), b0, a[1]);
+            a[2] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(32)), b1, a[2]);
+            a[3] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(48)), b1, a[3]);
+            kk += 2;
+        }
+        if kk < k {
+            let w = wp.add(kk * NR);
+            let b0 = _mm512_set1_ps(*xp.add(kk));
+            a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w), b0, a[0]);
+            a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(16)), b0, a[1]);
+        }
+        _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[2]));
+        _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[1], a[3]));
+    }
+
+    /// # Safety
+    /// AVX-512F and F16C.
+    #[target_feature(enable = "avx512f,f16c")]
+    pub unsafe fn panel_f16(x: &[f32], panel: &[f16], tile: &mut [f32; NR]) {
+        let k = x.len();
+        assert!(panel.len() >= k * NR);
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let load = |p: *const f16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        let mut a = [_mm512_setzero_ps(); 4];
+        let mut kk = 0;
+        while kk + 2 <= k {
+            let w = wp.add(kk * NR);
+            ahead(w, 2 * NR * 2);
+            let (b0, b1) = (_mm512_set1_ps(*xp.add(kk)), _mm512_set1_ps(*xp.add(kk + 1)));
+            a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
+            a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
+            a[2] = _mm512_fmadd_ps(load(w.add(32)), b1, a[2]);
+            a[3] = _mm512_fmadd_ps(load(w.add(48)), b1, a[3]);
+            kk += 2;
+        }
+        if kk < k {
+            let w = wp.add(kk * NR);
+            let b0 = _mm512_set1_ps(*xp.add(kk));
+            a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
+            a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
+        }
+        _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[2]));
+        _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[1], a[3]));
+    }
+
+    /// A shift gives the even input of each pair as f32, a mask the odd.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn panel_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
+        let k = x.len();
+        let kp = k.div_ceil(2);
+        assert!(panel.len() >= kp * NR);
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let mut a = [_mm512_setzero_ps(); 4];
+        for q in 0..kp {
+            let w = wp.add(q * NR);
+            ahead(w, NR * 4);
+            let xe = _mm512_set1_ps(*xp.add(2 * q));
+            let xo = _mm512_set1_ps(if 2 * q + 1 < k {
+                *xp.add(2 * q + 1)
+            } else {
+                0.0
+            });
+            let w0 = _mm512_loadu_si512(w as *const __m512i);
+            let w1 = _mm512_loadu_si512(w.add(16) as *const __m512i);
+            let ev = |v| _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            let od = |v| _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+            a[0] = _mm512_fmadd_ps(ev(w0), xe, a[0]);
+            a[1] = _mm512_fmadd_ps(od(w0), xo, a[1]);
+            a[2] = _mm512_fmadd_ps(ev(w1), xe, a[2]);
+            a[3] = _mm512_fmadd_ps(od(w1), xo, a[3]);
+        }
+        _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[1]));
+        _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[2], a[3]));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{NR, PREFETCH_AHEAD};
+
+    #[inline(always)]
+    unsafe fn ahead<T>(p: *const T, bytes: usize) {
+        for line in (0..bytes).step_by(64) {
+            _mm_prefetch(
+                (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
+                _MM_HINT_T0,
+            );
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn panel_f32(x: &[f32], panel: &[f32], tile: &mut [f32; NR]) {
+        let k = x.len();
+        assert!(panel.len() >= k * NR);
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        for kk in 0..k {
+            let w = wp.add(kk * NR);
+            ahead(w, NR * 4);
+            let b = _mm256_set1_ps(*xp.add(kk));
+            for (l, al) in a.iter_mut().enumerate() {
+                *al = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(8 * l)), b, *al);
+            }
+        }
+        for (l, al) in a.iter().enumerate() {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(8 * l), *al);
+        }
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn panel_f16(x: &[f32], panel: &[f16], tile: &mut [f32; NR]) {
+        let k = x.len();
+        assert!(panel.len() >= k * NR);
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let mut a = [_mm256_setzero_ps(); 4];
+        for kk in 0..k {
+            let w = wp.add(kk * NR);
+            ahead(w, NR * 2);
+            let b = _mm256_set1_ps(*xp.add(kk));
+            for (l, al) in a.iter_mut().enumerate() {
+                let v = _mm256_cvtph_ps(_mm_loadu_si128(w.add(8 * l) as *const __m128i));
+                *al = _mm256_fmadd_ps(v, b, *al);
+            }
+        }
+        for (l, al) in a.iter().enumerate() {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(8 * l), *al);
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn panel_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
+        let k = x.len();
+        let kp = k.div_ceil(2);
+        assert!(panel.len() >= kp * NR);
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let mut a = [_mm256_setzero_ps(); 8];
+        for q in 0..kp {
+            let w = wp.add(q * NR);
+            ahead(w, NR * 4);
+            let xe = _mm256_set1_ps(*xp.add(2 * q));
+            let xo = _mm256_set1_ps(if 2 * q + 1 < k {
+                *xp.add(2 * q + 1)
+            } else {
+                0.0
+            });
+            for l in 0..4 {
+                let v = _mm256_loadu_si256(w.add(8 * l) as *const __m256i);
+                let ev = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+                let od = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+                a[2 * l] = _mm256_fmadd_ps(ev, xe, a[2 * l]);
+                a[2 * l + 1] = _mm256_fmadd_ps(od, xo, a[2 * l + 1]);
+            }
+        }
+        for l in 0..4 {
+            _mm256_storeu_ps(
+                tile.as_mut_ptr().add(8 * l),
+                _mm256_add_ps(a[2 * l], a[2 * l + 1]),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum();
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 20_000) as f32 / 10_000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every dtype, both paths (few rows, many), ragged n and odd k; the
+    /// weights are exactly representable in each dtype, so only the order
+    /// of the sums differs.
+    #[test]
+    fn packed_products_match_the_row_major_ones() {
+        for (n, k) in [(1, 1), (37, 33), (64, 64), (100, 130), (200, 7)] {
+            let w: Vec<f32> = values(n * k, 3 + n as u64)
+                .into_iter()
+                .map(|v| bf16::from_f32(v).to_f32())
+                .collect();
+            let packs = [
+                ("f32", Packed::from_f32(&w, n, k)),
+                (
+                    "f16",
+                    Packed::from_f16(
+                        &w.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>(),
+                        n,
+                        k,
+                    ),
+                ),
+                (
+                    "bf16",
+                    Packed::from_bf16(
+                        &w.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>(),
+                        n,
+                        k,
+                    ),
+                ),
+            ];
+            for m in [1, 3, 4, 5, 13] {
+                let x = values(m * k, 11 + m as u64);
+                let want = naive(&x, m, k, &w, n);
+                // f16 rounds these bf16 values only below its range.
+                for (name, p) in &packs {
+                    let got = p.linear(&x, m);
+                    let tol = if *name == "bf16" && m > GEMV_MAX_ROWS {
+                        // AVX512-BF16 rounds activations to bf16.
+                        2e-2 * (k as f32).sqrt()
+                    } else {
+                        1e-4 * k as f32
+                    };
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() <= tol, "{name} n={n} k={k} m={m}: {g} vs {w}");
+                    }
+                }
+            }
+            for (name, p) in &packs {
+                for j in [0, n / 2, n - 1] {
+                    let row = p.row(j);
+                    for (a, b) in row.iter().zip(&w[j * k..(j + 1) * k]) {
+                        assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-2), "{name} row {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_path_agrees_with_the_portable_one() {
+        let k = 75;
+        let x = values(k, 5);
+        let w = values(NR * k, 9);
+        let f = pack_k_major(&w, NR, k, 0.0);
+        let h: Vec<f16> = pack_k_major(
+            &w.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>(),
+            NR,
+            k,
+            f16::ZERO,
+        );
+        let b = match Packed::from_bf16(
+            &w.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>(),
+            NR,
+            k,
+        )
+        .data
+        {
+            Data::Bf16(d) => d,
+            _ => unreachable!(),
+        };
+        let mut want = [[0f32; NR]; 3];
+        portable_k_major(&x, &f, &mut want[0], |v| *v);
+        portable_k_major(&x, &h, &mut want[1], |v| v.to_f32());
+        portable_bf16(&x, &b, &mut want[2]);
+        let close = |got: &[f32; NR], want: &[f32; NR], what: &str| {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() <= 1e-4 * k as f32, "{what}: {g} vs {w}");
+            }
+        };
+        let mut got = [0f32; NR];
+        if super::super::has_avx2_fma() {
+            // SAFETY: features checked; lengths are the kernels' contract.
+            unsafe {
+                avx2::panel_f32(&x, &f, &mut got);
+                close(&got, &want[0], "avx2 f32");
+                avx2::panel_f16(&x, &h, &mut got);
+                close(&got, &want[1], "avx2 f16");
+                avx2::panel_bf16(&x, &b, &mut got);
+                close(&got, &want[2], "avx2 bf16");
+            }
+        }
+        if super::super::has_avx512() {
+            // SAFETY: as above.
+            unsafe {
+                avx512::panel_f32(&x, &f, &mut got);
+                close(&got, &want[0], "avx512 f32");
+                avx512::panel_f16(&x, &h, &mut got);
+                close(&got, &want[1], "avx512 f16");
+                avx512::panel_bf16(&x, &b, &mut got);
+                close(&got, &want[2], "avx512 bf16");
+            }
+        }
+    }
+}
