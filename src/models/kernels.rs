@@ -5,11 +5,14 @@
 //! attention through generic matmul + mask + softmax tensors. These kernels
 //! work on the weight buffers in place instead:
 //!
-//! - [`linear`]: for a few rows (decode, one token per sequence) a matrix ×
-//!   vector product that streams each weight row once, f32/bf16/f16 read
-//!   directly with AVX2+FMA where the CPU has it, split over all cores; for
-//!   many rows (prefill, embedding) `gemm` on panels of weights widened to
-//!   f32 once per call.
+//! - [`Packed`] (in `packed`): projection weights repacked once, at load,
+//!   into k-major panels of 32 rows on 2 MB pages. For a few rows (decode,
+//!   one token per sequence) a matrix × vector product streams each panel
+//!   front to back, f32/bf16/f16 read directly with AVX-512 or AVX2+FMA,
+//!   split over all cores; for many rows (prefill, embedding) the
+//!   AVX512-BF16 tile kernel reads bf16 panels as they are, and `gemm`
+//!   takes the others widened to f32 four panels at a time. [`linear`]
+//!   packs and multiplies in one call, for row-major weights.
 //! - [`linear_q8_0`]: the same matrix × vector for GGUF Q8_0 weights, the
 //!   int8 values widened in registers.
 //! - [`attention`]: causal attention with online softmax over key tiles
@@ -44,18 +47,8 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// Dot products of a [`Elem::prepare`]d `x` with four rows, on this
     /// CPU's best path.
     fn dot4(x: &[f32], rows: [&[Self]; 4]) -> [f32; 4];
-    /// `out = x · wᵀ` by a kernel made for this element type, if the CPU
-    /// has one (false: the caller falls back to widening + `gemm`).
-    fn gemm_native(
-        _x: &[f32],
-        _m: usize,
-        _k: usize,
-        _w: &[Self],
-        _n: usize,
-        _out: &mut [f32],
-    ) -> bool {
-        false
-    }
+    /// Row-major weights (n × k) packed for the projection kernels.
+    fn pack(w: &[Self], n: usize, k: usize) -> Packed;
     /// `acc += Σ_j p[j] · rows[j]` for `p.len()` rows of `acc.len()`
     /// elements each, laid out one after another in `rows`.
     fn pv(acc: &mut [f32], p: &[f32], rows: &[Self]) {
@@ -122,6 +115,9 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
 }
 
 impl Elem for f32 {
+    fn pack(w: &[f32], n: usize, k: usize) -> Packed {
+        Packed::from_f32(w, n, k)
+    }
     #[cfg(target_arch = "x86_64")]
     fn pv_rows_avx512(
         acc: &mut [f32],
@@ -191,17 +187,8 @@ impl Elem for bf16 {
         }
         true
     }
-    /// With AVX512-BF16, activations are rounded to bf16 (as PyTorch's bf16
-    /// mode does) and multiplied in pairs by `vdpbf16ps`, accumulating in
-    /// f32: twice the multiply rate of f32 FMAs.
-    fn gemm_native(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx512bf16() {
-            bf16gemm::gemm(x, m, k, w, n, out);
-            return true;
-        }
-        let _ = (x, m, k, w, n, out);
-        false
+    fn pack(w: &[bf16], n: usize, k: usize) -> Packed {
+        Packed::from_bf16(w, n, k)
     }
     fn widen(src: &[bf16], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -265,6 +252,9 @@ impl Elem for bf16 {
 }
 
 impl Elem for f16 {
+    fn pack(w: &[f16], n: usize, k: usize) -> Packed {
+        Packed::from_f16(w, n, k)
+    }
     #[cfg(target_arch = "x86_64")]
     fn pv_rows_avx512(
         acc: &mut [f32],
@@ -351,12 +341,12 @@ fn has_avx512bf16() -> bool {
 
 /// bf16 × bf16 → f32 matrix products with AVX512-BF16 (`vdpbf16ps`).
 ///
-/// `out (m × n) = x (m × k) · wᵀ` with `w` (n × k) bf16. Activations are
-/// rounded to bf16 once, as pairs along k (one u32 per pair, k padded to
-/// even). Each task packs a panel of 32 weight rows so that one 64-byte
-/// load holds the same k pair of 16 rows, then runs a 12 × 32 register
-/// tile down all rows of `x`: per k pair, 2 loads, 12 broadcasts and 24
-/// `vdpbf16ps` (768 multiply-adds).
+/// `out (m × n) = x (m × k) · wᵀ` with `w` (n × k) bf16, packed once at
+/// load ([`Packed`]) in panels of 32 rows where one 64-byte load holds the
+/// same k pair of 16 rows. Activations are rounded to bf16 once, as pairs
+/// along k (one u32 per pair, k padded to even). Each task runs a 12 × 32
+/// register tile down all rows of `x` for one panel: per k pair, 2 loads,
+/// 12 broadcasts and 24 `vdpbf16ps` (768 multiply-adds).
 #[cfg(target_arch = "x86_64")]
 mod bf16gemm {
     use std::arch::x86_64::*;
@@ -369,12 +359,6 @@ mod bf16gemm {
     const NR: usize = 32;
     const MR: usize = 12;
 
-    pub fn gemm(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, out: &mut [f32]) {
-        let packed = super::Packed::from_bf16(w, n, k);
-        let panels = packed.bf16_panels().expect("bf16 weights pack as pairs");
-        gemm_packed(x, m, k, panels, n, out);
-    }
-
     /// `out = x · wᵀ` with `w` already in panels (see [`super::Packed`]):
     /// panel p, pair q, row c at `(p · kp + q) · NR + c`.
     pub fn gemm_packed(x: &[f32], m: usize, k: usize, w: &[u32], n: usize, out: &mut [f32]) {
@@ -383,55 +367,81 @@ mod bf16gemm {
         let mut xb = vec![0u32; m * kp];
         xb.par_chunks_mut(kp)
             .zip(x.par_chunks(k))
-            .for_each(|(row, src)| {
-                for (p, pair) in row.iter_mut().enumerate() {
-                    let lo = bf16::from_f32(src[2 * p]).to_bits() as u32;
-                    let hi = src
-                        .get(2 * p + 1)
-                        .map_or(0, |&v| bf16::from_f32(v).to_bits() as u32);
-                    *pair = lo | (hi << 16);
-                }
-            });
+            // SAFETY: the caller checked for AVX512-BF16.
+            .for_each(|(row, src)| unsafe { to_pairs(src, row) });
         let dst = SendPtr(out.as_mut_ptr());
         let panels = n.div_ceil(NR);
         assert!(w.len() >= panels * kp * NR, "packed weights");
-        (0..panels).into_par_iter().for_each(|pi| {
-            let j0 = pi * NR;
-            let cols = NR.min(n - j0);
-            let packed = &w[pi * kp * NR..(pi + 1) * kp * NR];
-            let mut i = 0;
-            while i < m {
-                let rows = MR.min(m - i);
-                let mut tile = [0f32; MR * NR];
-                // SAFETY: the CPU has AVX512-BF16 (checked by the caller);
-                // xb holds rows i..i+rows of kp pairs, packed holds kp × NR.
-                unsafe {
-                    match rows {
-                        12 => micro::<12>(&xb[i * kp..], kp, packed, &mut tile),
-                        11 => micro::<11>(&xb[i * kp..], kp, packed, &mut tile),
-                        10 => micro::<10>(&xb[i * kp..], kp, packed, &mut tile),
-                        9 => micro::<9>(&xb[i * kp..], kp, packed, &mut tile),
-                        8 => micro::<8>(&xb[i * kp..], kp, packed, &mut tile),
-                        7 => micro::<7>(&xb[i * kp..], kp, packed, &mut tile),
-                        6 => micro::<6>(&xb[i * kp..], kp, packed, &mut tile),
-                        5 => micro::<5>(&xb[i * kp..], kp, packed, &mut tile),
-                        4 => micro::<4>(&xb[i * kp..], kp, packed, &mut tile),
-                        3 => micro::<3>(&xb[i * kp..], kp, packed, &mut tile),
-                        2 => micro::<2>(&xb[i * kp..], kp, packed, &mut tile),
-                        _ => micro::<1>(&xb[i * kp..], kp, packed, &mut tile),
+        // Rows of `x` per sweep over the panels: a block of activations
+        // (MB × k bf16, 384 KB at k = 1,024) stays in L2 while every panel
+        // passes it, instead of each panel pulling all of `x` from memory.
+        const MB: usize = 16 * MR;
+        for b0 in (0..m).step_by(MB) {
+            let b1 = (b0 + MB).min(m);
+            (0..panels).into_par_iter().for_each(|pi| {
+                let j0 = pi * NR;
+                let cols = NR.min(n - j0);
+                let packed = &w[pi * kp * NR..(pi + 1) * kp * NR];
+                let mut i = b0;
+                while i < b1 {
+                    let rows = MR.min(b1 - i);
+                    let mut tile = [0f32; MR * NR];
+                    // SAFETY: the CPU has AVX512-BF16 (checked by the caller);
+                    // xb holds rows i..i+rows of kp pairs, packed holds kp × NR.
+                    unsafe {
+                        match rows {
+                            12 => micro::<12>(&xb[i * kp..], kp, packed, &mut tile),
+                            11 => micro::<11>(&xb[i * kp..], kp, packed, &mut tile),
+                            10 => micro::<10>(&xb[i * kp..], kp, packed, &mut tile),
+                            9 => micro::<9>(&xb[i * kp..], kp, packed, &mut tile),
+                            8 => micro::<8>(&xb[i * kp..], kp, packed, &mut tile),
+                            7 => micro::<7>(&xb[i * kp..], kp, packed, &mut tile),
+                            6 => micro::<6>(&xb[i * kp..], kp, packed, &mut tile),
+                            5 => micro::<5>(&xb[i * kp..], kp, packed, &mut tile),
+                            4 => micro::<4>(&xb[i * kp..], kp, packed, &mut tile),
+                            3 => micro::<3>(&xb[i * kp..], kp, packed, &mut tile),
+                            2 => micro::<2>(&xb[i * kp..], kp, packed, &mut tile),
+                            _ => micro::<1>(&xb[i * kp..], kp, packed, &mut tile),
+                        }
                     }
+                    for r in 0..rows {
+                        // SAFETY: row i + r, columns j0..j0+cols of `out`
+                        // (m × n) belong to this task alone.
+                        let o = unsafe {
+                            std::slice::from_raw_parts_mut(dst.get().add((i + r) * n + j0), cols)
+                        };
+                        o.copy_from_slice(&tile[r * NR..r * NR + cols]);
+                    }
+                    i += rows;
                 }
-                for r in 0..rows {
-                    // SAFETY: row i + r, columns j0..j0+cols of `out`
-                    // (m × n) belong to this task alone.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(dst.get().add((i + r) * n + j0), cols)
-                    };
-                    o.copy_from_slice(&tile[r * NR..r * NR + cols]);
-                }
-                i += rows;
-            }
-        });
+            });
+        }
+    }
+
+    /// `src` rounded to bf16 (to nearest even), as u32 pairs in order: a
+    /// bf16 array's memory is exactly its pairs, so 32 values are one
+    /// `vcvtne2ps2bf16` and one store.
+    ///
+    /// # Safety
+    /// AVX512-BF16 must be available; `row` holds `src.len().div_ceil(2)`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn to_pairs(src: &[f32], row: &mut [u32]) {
+        assert_eq!(row.len(), src.len().div_ceil(2));
+        let mut i = 0;
+        while i + 32 <= src.len() {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(row.as_mut_ptr().add(i / 2) as *mut __m512i, v);
+            i += 32;
+        }
+        for (p, pair) in row.iter_mut().enumerate().skip(i / 2) {
+            let lo = bf16::from_f32(src[2 * p]).to_bits() as u32;
+            let hi = src
+                .get(2 * p + 1)
+                .map_or(0, |&v| bf16::from_f32(v).to_bits() as u32);
+            *pair = lo | (hi << 16);
+        }
     }
 
     /// One R × 32 tile over all k pairs.
@@ -879,9 +889,6 @@ unsafe fn stream_sum_avx2(x: &[f32]) -> f32 {
 /// matrix × vector product instead of calling `gemm`.
 pub(crate) const GEMV_MAX_ROWS: usize = 4;
 
-/// Weight rows widened per `gemm` panel.
-const PANEL_ROWS: usize = 128;
-
 /// Raw output pointer shared by tasks that write disjoint parts.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -951,67 +958,12 @@ unsafe fn matmul(
 }
 
 /// `x` (m × k, row-major) times `w`ᵀ, with `w` (n × k) as checkpoints store
-/// projections: returns m × n.
+/// projections: returns m × n. Packs `w` first (see [`Packed`]); a model
+/// packs its weights once, at load, and calls [`Packed::linear`].
 pub fn linear<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "activations");
     assert_eq!(w.len(), n * k, "weights");
-    let mut out = vec![0f32; m * n];
-    if m == 0 || n == 0 || k == 0 {
-        return out;
-    }
-    if m <= GEMV_MAX_ROWS {
-        gemv(x, m, k, w, n, &mut out);
-    } else {
-        gemm_panels(x, m, k, w, n, &mut out);
-    }
-    out
-}
-
-fn gemv<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f32]) {
-    // Output columns per task: enough tasks to balance the cores, each a
-    // multiple of four weight rows.
-    let threads = rayon::current_num_threads().max(1);
-    let per = (n / (threads * 8)).max(16).next_multiple_of(4);
-    // Activation rows arranged for the dot kernel once, shared by all tasks.
-    let xs: Vec<Vec<f32>> = (0..m).map(|i| W::prepare(&x[i * k..(i + 1) * k])).collect();
-    let task = |c: usize, chunk: &mut [f32]| {
-        // `chunk` is (cols × m): column j of row i at j * m + i.
-        let j0 = c * per;
-        let cols = chunk.len() / m;
-        let row = |j: usize| &w[(j0 + j) * k..(j0 + j + 1) * k];
-        let mut j = 0;
-        while j < cols {
-            let rows = [
-                row(j),
-                row((j + 1).min(cols - 1)),
-                row((j + 2).min(cols - 1)),
-                row((j + 3).min(cols - 1)),
-            ];
-            for (i, x) in xs.iter().enumerate() {
-                let d = W::dot4(x, rows);
-                for (r, v) in d.iter().enumerate().take((cols - j).min(4)) {
-                    chunk[(j + r) * m + i] = *v;
-                }
-            }
-            j += 4;
-        }
-    };
-    if m == 1 {
-        out.par_chunks_mut(per)
-            .enumerate()
-            .for_each(|(c, chunk)| task(c, chunk));
-        return;
-    }
-    // Transposed (n × m) so tasks own contiguous chunks.
-    let mut t = vec![0f32; n * m];
-    t.par_chunks_mut(per * m)
-        .enumerate()
-        .for_each(|(c, chunk)| task(c, chunk));
-    for j in 0..n {
-        for i in 0..m {
-            out[i * n + j] = t[j * m + i];
-        }
-    }
+    W::pack(w, n, k).linear(x, m)
 }
 
 /// Bytes of one GGUF Q8_0 block: an f16 scale, then 32 int8 weights.
@@ -1157,61 +1109,6 @@ unsafe fn dot_q8_0_avx2(x: &[f32], row: &[u8]) -> f32 {
     let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
     let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
     _mm_cvtss_f32(sum1)
-}
-
-fn gemm_panels<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize, out: &mut [f32]) {
-    if W::gemm_native(x, m, k, w, n, out) {
-        return;
-    }
-    if let Some(w32) = W::as_f32(w) {
-        // SAFETY: dimensions and strides describe the slices exactly.
-        unsafe {
-            matmul(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                n,
-                false,
-                x,
-                k,
-                w32,
-                1,
-                k,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-        return;
-    }
-    let dst = SendPtr(out.as_mut_ptr());
-    let panels = n.div_ceil(PANEL_ROWS);
-    (0..panels).into_par_iter().for_each_init(
-        || vec![0f32; PANEL_ROWS * k],
-        |buf, p| {
-            let j0 = p * PANEL_ROWS;
-            let cols = PANEL_ROWS.min(n - j0);
-            let wp = &mut buf[..cols * k];
-            W::widen(&w[j0 * k..(j0 + cols) * k], wp);
-            // SAFETY: this task writes only columns j0..j0+cols of `out`
-            // (m × n, row stride n), which no other task touches.
-            unsafe {
-                matmul(
-                    m,
-                    cols,
-                    k,
-                    dst.get().add(j0),
-                    n,
-                    false,
-                    x,
-                    k,
-                    wp,
-                    1,
-                    k,
-                    gemm::Parallelism::None,
-                );
-            }
-        },
-    );
 }
 
 /// The shape of one attention call.

@@ -54,28 +54,6 @@ fn with_cpu_slice<T: WithDType, R>(
     Ok(f(&all[a..b]))
 }
 
-/// `x` (…, in) × `w`ᵀ (out × in) with the project's CPU kernel.
-fn cpu_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let x = x.contiguous()?;
-    let dims = x.dims().to_vec();
-    let k = *dims.last().unwrap_or(&0);
-    let m = x.elem_count() / k.max(1);
-    let n = w.dim(0)?;
-    let y = with_cpu_slice::<f32, _>(&x, |xs| -> candle_core::Result<Vec<f32>> {
-        Ok(match w.dtype() {
-            DType::F32 => with_cpu_slice::<f32, _>(w, |ws| kernels::linear(xs, m, k, ws, n))?,
-            DType::BF16 => with_cpu_slice::<bf16, _>(w, |ws| kernels::linear(xs, m, k, ws, n))?,
-            DType::F16 => with_cpu_slice::<f16, _>(w, |ws| kernels::linear(xs, m, k, ws, n))?,
-            other => candle_core::bail!("no CPU projection kernel for {other:?} weights"),
-        })
-    })??;
-    let mut shape = dims;
-    if let Some(last) = shape.last_mut() {
-        *last = n;
-    }
-    Tensor::from_vec(y, shape, x.device())
-}
-
 impl Proj {
     /// Dense CPU weights repacked for the CPU kernels (see
     /// [`kernels::Packed`]); anything else as it is.
@@ -142,13 +120,6 @@ impl Proj {
                 let y = Tensor::from_vec(y, dims, x.device())?;
                 match bias {
                     Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                }
-            }
-            Proj::Dense(l) if x.device().is_cpu() && x.dtype() == DType::F32 => {
-                let y = cpu_linear(x, l.weight())?;
-                match l.bias() {
-                    Some(b) => y.broadcast_add(&b.to_dtype(DType::F32)?),
                     None => Ok(y),
                 }
             }

@@ -85,14 +85,6 @@ impl Packed {
         }
     }
 
-    /// The panels of bf16 weights (pairs), for the AVX512-BF16 kernel.
-    pub(super) fn bf16_panels(&self) -> Option<&[u32]> {
-        match &self.data {
-            Data::Bf16(d) => Some(d),
-            _ => None,
-        }
-    }
-
     /// Outputs.
     pub fn n(&self) -> usize {
         self.n
