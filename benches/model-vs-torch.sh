@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shirabe/target}"
 venv="${TMPDIR:-/tmp}/shirabe-torch-venv"
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" -q install torch transformers; }
 cargo build --release --quiet
-args=(--preset "$preset" --dtypes "$dtypes" --prefill 512,2048 --embed-batch 1,8 --decode 16)
+args=(--preset "$preset" --dtypes "$dtypes" --prefill 512,2048 --embed-batch 1,8 --decode 32)
 ours=$("$CARGO_TARGET_DIR/release/shirabe" bench model "${args[@]}" --json)
 theirs=$("$venv/bin/python" benches/model_torch.py "${args[@]}")
 python3 - "$ours" "$theirs" <<'PY'
