@@ -550,9 +550,9 @@ pub struct GenerateArgs {
     /// Weight type: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: String,
-    /// KV cache type: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", value_name = "DTYPE")]
-    pub cache_dtype: String,
+    /// KV cache type: f32, bf16 or f16 (default: the weights' type).
+    #[arg(long, value_name = "DTYPE")]
+    pub cache_dtype: Option<String>,
     /// Print one JSON object at the end: text, token ids, counts, speeds.
     #[arg(long)]
     pub json: bool,

@@ -1100,7 +1100,9 @@ pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
         dtype(&a.dtype, "--dtype")?,
         &shirabe::models::default_device(),
     )?;
-    generator.cache_dtype = dtype(&a.cache_dtype, "--cache-dtype")?;
+    if let Some(d) = &a.cache_dtype {
+        generator.cache_dtype = dtype(d, "--cache-dtype")?;
+    }
     let prompt = if a.raw {
         a.prompt.clone()
     } else {

@@ -596,6 +596,7 @@ pub struct Model {
     rotary: Rotary,
     cfg: Config,
     dtype: DType,
+    weights_dtype: DType,
     device: Device,
     score_budget: usize,
 }
@@ -660,6 +661,7 @@ impl Model {
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
                 dtype: activation_dtype(w),
+                weights_dtype: if w.quantized() { DType::F32 } else { w.dtype() },
                 device: w.device().clone(),
                 score_budget: SCORE_BUDGET_BYTES,
             })
@@ -684,6 +686,12 @@ impl Model {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The dense weights' type (f32 for quantized ones): what a KV cache
+    /// defaults to.
+    pub fn weights_dtype(&self) -> DType {
+        self.weights_dtype
     }
 
     /// The device the weights live on.
