@@ -811,7 +811,7 @@ fn model(
         for &b in &batches {
             let ids: Vec<Vec<u32>> = (0..b).map(|_| tokens(512)).collect();
             let valid = vec![vec![true; 512]; b];
-            let mut cache = Cache::new(&m, DType::F32);
+            let mut cache = Cache::new(&m, m.cache_dtype());
             let t = Instant::now();
             let h = m.forward(&ids, &valid, &mut cache)?;
             Model::last_hidden(&h)?;

@@ -172,13 +172,7 @@ impl Generator {
     /// Wraps a model and its tokenizer; stop tokens are the config's
     /// `eos_token_id`s plus `<|im_end|>` and `<|endoftext|>`.
     pub fn new(model: Model, tokenizer: tokenizers::Tokenizer) -> Generator {
-        // As precise as the weights: bf16 weights keep a bf16 cache (half the
-        // memory, and the bf16 attention kernels), f32 ones f32.
-        let cache_dtype = match model.weights_dtype() {
-            DType::BF16 => DType::BF16,
-            DType::F16 => DType::F16,
-            _ => DType::F32,
-        };
+        let cache_dtype = model.cache_dtype();
         let mut stop_ids = model.config().eos_ids();
         for t in ["<|im_end|>", "<|endoftext|>"] {
             if let Some(id) = tokenizer.token_to_id(t) {

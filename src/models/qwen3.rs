@@ -688,10 +688,15 @@ impl Model {
         &self.cfg
     }
 
-    /// The dense weights' type (f32 for quantized ones): what a KV cache
-    /// defaults to.
-    pub fn weights_dtype(&self) -> DType {
-        self.weights_dtype
+    /// The KV cache type that is as precise as the weights: bf16 or f16 for
+    /// such weights (half the memory of f32, and the bf16 attention
+    /// kernels), f32 for f32 and quantized ones.
+    pub fn cache_dtype(&self) -> DType {
+        match self.weights_dtype {
+            DType::BF16 => DType::BF16,
+            DType::F16 => DType::F16,
+            _ => DType::F32,
+        }
     }
 
     /// The device the weights live on.
