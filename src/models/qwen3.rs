@@ -596,7 +596,7 @@ pub struct Model {
     rotary: Rotary,
     cfg: Config,
     dtype: DType,
-    weights_dtype: DType,
+    cache_dtype: DType,
     device: Device,
     score_budget: usize,
 }
@@ -661,7 +661,12 @@ impl Model {
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
                 dtype: activation_dtype(w),
-                weights_dtype: if w.quantized() { DType::F32 } else { w.dtype() },
+                cache_dtype: match w.dtype() {
+                    _ if w.quantized() => DType::F16,
+                    DType::BF16 => DType::BF16,
+                    DType::F16 => DType::F16,
+                    _ => DType::F32,
+                },
                 device: w.device().clone(),
                 score_budget: SCORE_BUDGET_BYTES,
             })
@@ -688,15 +693,11 @@ impl Model {
         &self.cfg
     }
 
-    /// The KV cache type that is as precise as the weights: bf16 or f16 for
-    /// such weights (half the memory of f32, and the bf16 attention
-    /// kernels), f32 for f32 and quantized ones.
+    /// The KV cache type that matches the weights: bf16 or f16 for such
+    /// weights (half the memory of f32, and the bf16 attention kernels),
+    /// f16 for quantized ones (as llama.cpp keeps it), f32 for f32.
     pub fn cache_dtype(&self) -> DType {
-        match self.weights_dtype {
-            DType::BF16 => DType::BF16,
-            DType::F16 => DType::F16,
-            _ => DType::F32,
-        }
+        self.cache_dtype
     }
 
     /// The device the weights live on.
