@@ -16,8 +16,14 @@ fn keep_large_allocations() {
     // SAFETY: mallopt only changes allocator thresholds, before any thread
     // starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        // Some glibc versions cap the threshold at 32 MB; setting it at all
+        // fixes it (no dynamic adjustment), so fall back rather than leave
+        // the 128 KB default frozen by the trim setting below.
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 20) == 1
+            || libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+        {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        }
     }
 }
 

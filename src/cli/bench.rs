@@ -708,12 +708,11 @@ fn list(spec: &str, flag: &str) -> Result<Vec<usize>> {
 /// as the packed weights), read as the decode kernels read weights (wide
 /// loads, software prefetch). The buffer is kept, so the figure can be
 /// taken again between decode steps without allocating.
-struct Yardstick(Vec<f32>);
+struct Yardstick(shirabe::models::kernels::Buf<f32>);
 
 impl Yardstick {
     fn new() -> Yardstick {
-        let mut src = vec![0f32; 64 << 20];
-        shirabe::models::kernels::prefer_huge_pages(&src);
+        let mut src = shirabe::models::kernels::Buf::<f32>::zeroed(64 << 20);
         src.fill(1.0);
         Yardstick(src)
     }

@@ -29,7 +29,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 mod packed;
-pub use packed::Packed;
+pub use packed::{Buf, Packed, Zeroable};
 
 /// A weight or cache element: f32, bf16 or f16.
 pub trait Elem: Copy + Send + Sync + 'static {
@@ -982,30 +982,6 @@ mod avx2 {
 /// (measured best for every projection width, 8 KB ahead of the current
 /// line; a fixed distance, as the prefetcher's lead is what matters).
 pub(crate) const PREFETCH_AHEAD: usize = 16384;
-
-/// Asks Linux to back a large buffer with 2 MB pages, best before it is
-/// first written: the matrix × vector kernels stream gigabytes of weights,
-/// and with 4 KB pages every 4 KB read costs a TLB miss. Elsewhere, and
-/// where transparent huge pages are off, a no-op.
-pub fn prefer_huge_pages<T>(v: &[T]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = v.as_ptr() as usize;
-        let end = start + std::mem::size_of_val(v);
-        let first = start.next_multiple_of(HUGE);
-        if end >= first + HUGE {
-            let len = (end - first) / HUGE * HUGE;
-            // SAFETY: the range lies inside `v`'s allocation, and
-            // MADV_HUGEPAGE changes only how its pages are backed.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = v;
-}
 
 /// The sum of `x`, read the way the matrix × vector kernels read weights
 /// (wide loads, software prefetch [`PREFETCH_AHEAD`] bytes ahead): the

@@ -731,6 +731,22 @@ impl Model {
         if valid.iter().any(|r| r.len() != t) {
             return Err(Error::Model("one validity flag per token".into()));
         }
+        // Checked before any block touches the cache.
+        if let Some(&bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::Model(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            )));
+        }
+        if !cache.valid.is_empty() && cache.valid.len() != b {
+            return Err(Error::Model(
+                "the cache holds another batch size; reset it first".into(),
+            ));
+        }
         let block = (FORWARD_ROWS / b).max(1);
         if t <= block {
             return self.forward_block(ids, valid, cache);
@@ -754,21 +770,6 @@ impl Model {
     ) -> Result<Tensor> {
         let b = ids.len();
         let t = ids.first().map_or(0, Vec::len);
-        if let Some(&bad) = ids
-            .iter()
-            .flatten()
-            .find(|&&id| id as usize >= self.cfg.vocab_size)
-        {
-            return Err(Error::Model(format!(
-                "token id {bad} is outside the vocabulary ({})",
-                self.cfg.vocab_size
-            )));
-        }
-        if !cache.valid.is_empty() && cache.valid.len() != b {
-            return Err(Error::Model(
-                "the cache holds another batch size; reset it first".into(),
-            ));
-        }
         let past = cache.len();
         if cache.valid.is_empty() {
             cache.valid = vec![Vec::new(); b];
