@@ -399,24 +399,39 @@ mod bf16gemm {
                 let j0 = pi * NR;
                 let cols = NR.min(n - j0);
                 let packed = &w[pi * kp * NR..(pi + 1) * kp * NR];
-                let mut i = b0;
-                while i < b1 {
-                    let rows = MR.min(b1 - i);
-                    let mut tile = [0f32; MR * NR];
-                    // SAFETY: the CPU has AVX512-BF16 (checked by the caller);
-                    // xb holds rows i..i+rows of kp pairs, packed holds kp × NR.
-                    unsafe { micro_rows(rows, &xb[i * kp..], kp, packed, &mut tile) };
-                    for r in 0..rows {
-                        // SAFETY: row i + r, columns j0..j0+cols of `out`
-                        // (m × n) belong to this task alone.
-                        let o = unsafe {
-                            std::slice::from_raw_parts_mut(dst.get().add((i + r) * n + j0), cols)
-                        };
-                        o.copy_from_slice(&tile[r * NR..r * NR + cols]);
-                    }
-                    i += rows;
-                }
+                panel_rows(&xb, b0..b1, kp, packed, |row, t| {
+                    // SAFETY: columns j0..j0+cols of `out` (m × n) belong to
+                    // this task alone.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(dst.get().add(row * n + j0), cols)
+                    };
+                    o.copy_from_slice(&t[..cols]);
+                });
             });
+        }
+    }
+
+    /// Rows `rows` of `x` (kp pairs each) times one panel (kp × NR), 12
+    /// rows per tile; `put(row, outputs)` receives each row's 32 results.
+    /// The caller checked for AVX512-BF16.
+    fn panel_rows(
+        x: &[u32],
+        rows: std::ops::Range<usize>,
+        kp: usize,
+        panel: &[u32],
+        mut put: impl FnMut(usize, &[f32]),
+    ) {
+        let mut i = rows.start;
+        while i < rows.end {
+            let r = MR.min(rows.end - i);
+            let mut tile = [0f32; MR * NR];
+            // SAFETY: AVX512-BF16 (the caller's check); x holds rows i..i+r
+            // of kp pairs, the panel kp × NR.
+            unsafe { micro_rows(r, &x[i * kp..], kp, panel, &mut tile) };
+            for rr in 0..r {
+                put(i + rr, &tile[rr * NR..(rr + 1) * NR]);
+            }
+            i += r;
         }
     }
 
@@ -460,24 +475,14 @@ mod bf16gemm {
                 break;
             }
             let cols = NR.min(cols_total - c0);
-            let mut i = 0;
-            while i < rows {
-                let r = MR.min(rows - i);
-                let mut tile = [0f32; MR * NR];
-                // SAFETY: the caller checked for AVX512-BF16; x holds rows
-                // i..i+r of kp pairs, the panel kp × NR.
-                unsafe { micro_rows(r, &x[i * kp..], kp, panel, &mut tile) };
-                for rr in 0..r {
-                    let o = &mut out[(i + rr) * stride + c0..][..cols];
-                    let t = &tile[rr * NR..rr * NR + cols];
-                    if accumulate {
-                        o.iter_mut().zip(t).for_each(|(o, t)| *o += t);
-                    } else {
-                        o.copy_from_slice(t);
-                    }
+            panel_rows(x, 0..rows, kp, panel, |row, t| {
+                let o = &mut out[row * stride + c0..][..cols];
+                if accumulate {
+                    o.iter_mut().zip(&t[..cols]).for_each(|(o, t)| *o += t);
+                } else {
+                    o.copy_from_slice(&t[..cols]);
                 }
-                i += r;
-            }
+            });
         }
     }
 
@@ -494,16 +499,11 @@ mod bf16gemm {
         pack: &mut Vec<u32>,
     ) {
         let kp = d / 2;
-        let panels = jl.div_ceil(NR);
         pack.clear();
-        pack.resize(panels * kp * NR, 0);
-        for j in 0..jl {
-            let key = &ks[j * d..(j + 1) * d];
-            let (pn, c) = (j / NR, j % NR);
-            for q in 0..kp {
-                pack[(pn * kp + q) * NR + c] =
-                    key[2 * q].to_bits() as u32 | ((key[2 * q + 1].to_bits() as u32) << 16);
-            }
+        pack.resize(jl.div_ceil(NR) * kp * NR, 0);
+        for (pn, panel) in pack.chunks_exact_mut(kp * NR).enumerate() {
+            let keys = &ks[pn * NR * d..(pn * NR + NR).min(jl) * d];
+            super::packed::pack_pairs(keys, d, panel);
         }
         tiles(qx, rows, kp, pack, jl, st, jl, false);
     }
@@ -611,6 +611,53 @@ fn simd_cap() -> u8 {
     }
 }
 
+/// Four dot products of `x` with rows of `$t` (attention's scores in
+/// decode), for one SIMD width: `$lanes` f32 lanes per register, its
+/// zero / load / fused multiply-add / add intrinsics, `$sum` adding a
+/// register's lanes, `$load` turning `$lanes` elements into f32.
+/// Two accumulators per row, prefetching `PREFETCH_AHEAD` ahead.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dot4 {
+    ($name:ident, $t:ty, $features:literal, $lanes:literal,
+     [$zero:ident, $loadu:ident, $fmadd:ident, $add:ident], $sum:path, |$p:ident| $load:expr) => {
+        /// # Safety
+        /// The CPU must support the enabled features; every row must be
+        /// at least as long as `x`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(x: &[f32], rows: [&[$t]; 4]) -> [f32; 4] {
+            let k = x.len();
+            assert!(rows.iter().all(|r| r.len() >= k));
+            let xp = x.as_ptr();
+            let p = rows.map(|r| r.as_ptr());
+            let mut a = [$zero(); 8];
+            let mut i = 0;
+            while i + 2 * $lanes <= k {
+                let x0 = $loadu(xp.add(i));
+                let x1 = $loadu(xp.add(i + $lanes));
+                for r in 0..4 {
+                    _mm_prefetch(
+                        (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+                        _MM_HINT_T0,
+                    );
+                    let $p = p[r].add(i);
+                    a[2 * r] = $fmadd(x0, $load, a[2 * r]);
+                    let $p = p[r].add(i + $lanes);
+                    a[2 * r + 1] = $fmadd(x1, $load, a[2 * r + 1]);
+                }
+                i += 2 * $lanes;
+            }
+            let mut out = [0f32; 4];
+            for r in 0..4 {
+                out[r] = $sum($add(a[2 * r], a[2 * r + 1]));
+                for j in i..k {
+                    out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
+                }
+            }
+            out
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -679,52 +726,35 @@ mod avx512 {
         };
     }
 
-    /// Four rows against `x`, 32 elements per step in two accumulators per
-    /// row (attention's scores in decode, for f32 and f16 caches).
-    macro_rules! dot4 {
-        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
-            /// # Safety
-            /// The CPU must support the enabled features; every row must be
-            /// at least as long as `x`.
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name(x: &[f32], rows: [&[$t]; 4]) -> [f32; 4] {
-                let k = x.len();
-                assert!(rows.iter().all(|r| r.len() >= k));
-                let xp = x.as_ptr();
-                let p = rows.map(|r| r.as_ptr());
-                let mut a = [_mm512_setzero_ps(); 8];
-                let mut i = 0;
-                while i + 32 <= k {
-                    let x0 = _mm512_loadu_ps(xp.add(i));
-                    let x1 = _mm512_loadu_ps(xp.add(i + 16));
-                    for r in 0..4 {
-                        _mm_prefetch(
-                            (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
-                            _MM_HINT_T0,
-                        );
-                        let $p = p[r].add(i);
-                        a[2 * r] = _mm512_fmadd_ps(x0, $load, a[2 * r]);
-                        let $p = p[r].add(i + 16);
-                        a[2 * r + 1] = _mm512_fmadd_ps(x1, $load, a[2 * r + 1]);
-                    }
-                    i += 32;
-                }
-                let mut out = [0f32; 4];
-                for r in 0..4 {
-                    out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[2 * r], a[2 * r + 1]));
-                    for j in i..k {
-                        out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
-                    }
-                }
-                out
-            }
-        };
-    }
-
-    dot4!(dot4_f32, f32, "avx512f", |p| _mm512_loadu_ps(p));
-    dot4!(dot4_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
-        _mm256_loadu_si256(p as *const __m256i)
-    ));
+    // Attention's scores in decode, for f32 and f16 caches.
+    dot4!(
+        dot4_f32,
+        f32,
+        "avx512f",
+        16,
+        [
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps
+        ],
+        _mm512_reduce_add_ps,
+        |p| _mm512_loadu_ps(p)
+    );
+    dot4!(
+        dot4_f16,
+        f16,
+        "avx512f,f16c",
+        16,
+        [
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps
+        ],
+        _mm512_reduce_add_ps,
+        |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    );
 
     pv_rows!(pv_rows_f32, f32, "avx512f", |p| _mm512_loadu_ps(p));
     pv_rows!(pv_rows_bf16, bf16, "avx512f", |p| _mm512_castsi512_ps(
@@ -820,54 +850,34 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Four dot products of `x` with rows of `$t`, two accumulators each
-    /// (eight FMAs in flight); `$load` turns eight elements into f32 lanes.
-    macro_rules! dot4 {
-        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
-            /// # Safety
-            /// The CPU must support the enabled features; every row must be
-            /// at least as long as `x`.
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name(x: &[f32], rows: [&[$t]; 4]) -> [f32; 4] {
-                let k = x.len();
-                assert!(rows.iter().all(|r| r.len() >= k));
-                let xp = x.as_ptr();
-                let p = rows.map(|r| r.as_ptr());
-                let mut a = [_mm256_setzero_ps(); 8];
-                let mut i = 0;
-                while i + 16 <= k {
-                    let x0 = _mm256_loadu_ps(xp.add(i));
-                    let x1 = _mm256_loadu_ps(xp.add(i + 8));
-                    for r in 0..4 {
-                        // The next group of four rows, same offset: the
-                        // hardware prefetcher does not cross to it in time.
-                        _mm_prefetch(
-                            (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
-                            _MM_HINT_T0,
-                        );
-                        let $p = p[r].add(i);
-                        a[2 * r] = _mm256_fmadd_ps(x0, $load, a[2 * r]);
-                        let $p = p[r].add(i + 8);
-                        a[2 * r + 1] = _mm256_fmadd_ps(x1, $load, a[2 * r + 1]);
-                    }
-                    i += 16;
-                }
-                let mut out = [0f32; 4];
-                for r in 0..4 {
-                    out[r] = hsum(_mm256_add_ps(a[2 * r], a[2 * r + 1]));
-                    for j in i..k {
-                        out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
-                    }
-                }
-                out
-            }
-        };
-    }
-
-    dot4!(dot4_f32, f32, "avx2,fma", |p| _mm256_loadu_ps(p));
-    dot4!(dot4_f16, f16, "avx2,fma,f16c", |p| _mm256_cvtph_ps(
-        _mm_loadu_si128(p as *const __m128i)
-    ));
+    dot4!(
+        dot4_f32,
+        f32,
+        "avx2,fma",
+        8,
+        [
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps
+        ],
+        hsum,
+        |p| _mm256_loadu_ps(p)
+    );
+    dot4!(
+        dot4_f16,
+        f16,
+        "avx2,fma,f16c",
+        8,
+        [
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps
+        ],
+        hsum,
+        |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    );
 
     /// Weighted sums of rows: 64 output lanes stay in registers while every
     /// row is added, instead of a load and store of `acc` per row.
@@ -1637,14 +1647,14 @@ mod tests {
         assert!((y[0] - b).abs() <= 1e-4 * b.abs().max(1.0) && (y[1] - y[0]).abs() < 1e-6);
     }
 
-    fn rng(seed: &mut u64) -> f32 {
+    pub(super) fn rng(seed: &mut u64) -> f32 {
         *seed ^= *seed << 13;
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
         (*seed % 20_000) as f32 / 10_000.0 - 1.0
     }
 
-    fn naive_linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    pub(super) fn naive_linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {

@@ -790,10 +790,11 @@ impl Model {
         }
         let mut run = || -> candle_core::Result<Tensor> {
             let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-            let ids = Tensor::from_vec(flat.clone(), (b, t), &self.device)?;
             let (cos, sin) = self.rotary.cos_sin(&positions, &self.device, self.dtype)?;
             let mut x = match (&self.embed, &self.lm_head) {
-                (Some(e), _) => e.forward(&ids)?.to_dtype(self.dtype)?,
+                (Some(e), _) => e
+                    .forward(&Tensor::from_vec(flat, (b, t), &self.device)?)?
+                    .to_dtype(self.dtype)?,
                 (None, Some(Proj::Packed(head, _))) => {
                     let mut rows = Vec::with_capacity(flat.len() * head.k());
                     for &id in &flat {

@@ -67,14 +67,7 @@ impl Packed {
             data.par_chunks_mut(kp * NR)
                 .enumerate()
                 .for_each(|(p, panel)| {
-                    for r in 0..NR.min(n - p * NR) {
-                        let row = &w[(p * NR + r) * k..(p * NR + r + 1) * k];
-                        for q in 0..kp {
-                            let lo = row[2 * q].to_bits() as u32;
-                            let hi = row.get(2 * q + 1).map_or(0, |v| v.to_bits() as u32);
-                            panel[q * NR + r] = lo | (hi << 16);
-                        }
-                    }
+                    pack_pairs(&w[p * NR * k..(p * NR + NR).min(n) * k], k, panel)
                 });
         }
         Packed {
@@ -124,10 +117,7 @@ impl Packed {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "activations");
         let mut out = vec![0f32; m * n];
-        if m == 0 || n == 0 {
-            return out;
-        }
-        if k == 0 {
+        if m == 0 || n == 0 || k == 0 {
             return out;
         }
         if m <= GEMV_MAX_ROWS {
@@ -397,6 +387,19 @@ impl<T: Zeroable> Drop for Buf<T> {
     }
 }
 
+/// Up to `NR` row-major bf16 rows of `k` into one panel of pairs (kp × NR,
+/// pair q of row r at `q · NR + r`; rows past the end stay as they are).
+pub(super) fn pack_pairs(rows: &[bf16], k: usize, panel: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    for (r, row) in rows.chunks_exact(k).enumerate() {
+        for q in 0..kp {
+            let lo = row[2 * q].to_bits() as u32;
+            let hi = row.get(2 * q + 1).map_or(0, |v| v.to_bits() as u32);
+            panel[q * NR + r] = lo | (hi << 16);
+        }
+    }
+}
+
 /// Row-major n × k into k-major panels of `NR` rows, zero-padded.
 fn pack_k_major<T: Zeroable>(w: &[T], n: usize, k: usize) -> Buf<T> {
     assert_eq!(w.len(), n * k, "weights");
@@ -436,83 +439,67 @@ fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
     }
 }
 
+/// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn ahead<T>(p: *const T, bytes: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for line in (0..bytes).step_by(64) {
+        _mm_prefetch(
+            (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
+            _MM_HINT_T0,
+        );
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use half::f16;
 
-    use super::{NR, PREFETCH_AHEAD};
+    use super::{ahead, NR};
 
-    /// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead.
-    #[inline(always)]
-    unsafe fn ahead<T>(p: *const T, bytes: usize) {
-        for line in (0..bytes).step_by(64) {
-            _mm_prefetch(
-                (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
-                _MM_HINT_T0,
-            );
-        }
+    /// A k-major panel (f32 or f16): two inputs per step, each broadcast
+    /// against the panel's 32 rows in two registers, four accumulators.
+    macro_rules! panel_k_major {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(x: &[f32], panel: &[$t], tile: &mut [f32; NR]) {
+                let k = x.len();
+                assert!(panel.len() >= k * NR);
+                let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+                let load = |$p: *const $t| $load;
+                let mut a = [_mm512_setzero_ps(); 4];
+                let mut kk = 0;
+                while kk + 2 <= k {
+                    let w = wp.add(kk * NR);
+                    ahead(w, 2 * NR * std::mem::size_of::<$t>());
+                    let (b0, b1) = (_mm512_set1_ps(*xp.add(kk)), _mm512_set1_ps(*xp.add(kk + 1)));
+                    a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
+                    a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
+                    a[2] = _mm512_fmadd_ps(load(w.add(32)), b1, a[2]);
+                    a[3] = _mm512_fmadd_ps(load(w.add(48)), b1, a[3]);
+                    kk += 2;
+                }
+                if kk < k {
+                    let w = wp.add(kk * NR);
+                    let b0 = _mm512_set1_ps(*xp.add(kk));
+                    a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
+                    a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
+                }
+                _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[2]));
+                _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[1], a[3]));
+            }
+        };
     }
 
-    /// # Safety
-    /// AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn panel_f32(x: &[f32], panel: &[f32], tile: &mut [f32; NR]) {
-        let k = x.len();
-        assert!(panel.len() >= k * NR);
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let mut a = [_mm512_setzero_ps(); 4];
-        let mut kk = 0;
-        while kk + 2 <= k {
-            let w = wp.add(kk * NR);
-            ahead(w, 2 * NR * 4);
-            let (b0, b1) = (_mm512_set1_ps(*xp.add(kk)), _mm512_set1_ps(*xp.add(kk + 1)));
-            a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w), b0, a[0]);
-            a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(16)), b0, a[1]);
-            a[2] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(32)), b1, a[2]);
-            a[3] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(48)), b1, a[3]);
-            kk += 2;
-        }
-        if kk < k {
-            let w = wp.add(kk * NR);
-            let b0 = _mm512_set1_ps(*xp.add(kk));
-            a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w), b0, a[0]);
-            a[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w.add(16)), b0, a[1]);
-        }
-        _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[2]));
-        _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[1], a[3]));
-    }
-
-    /// # Safety
-    /// AVX-512F and F16C.
-    #[target_feature(enable = "avx512f,f16c")]
-    pub unsafe fn panel_f16(x: &[f32], panel: &[f16], tile: &mut [f32; NR]) {
-        let k = x.len();
-        assert!(panel.len() >= k * NR);
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let load = |p: *const f16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
-        let mut a = [_mm512_setzero_ps(); 4];
-        let mut kk = 0;
-        while kk + 2 <= k {
-            let w = wp.add(kk * NR);
-            ahead(w, 2 * NR * 2);
-            let (b0, b1) = (_mm512_set1_ps(*xp.add(kk)), _mm512_set1_ps(*xp.add(kk + 1)));
-            a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
-            a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
-            a[2] = _mm512_fmadd_ps(load(w.add(32)), b1, a[2]);
-            a[3] = _mm512_fmadd_ps(load(w.add(48)), b1, a[3]);
-            kk += 2;
-        }
-        if kk < k {
-            let w = wp.add(kk * NR);
-            let b0 = _mm512_set1_ps(*xp.add(kk));
-            a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
-            a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
-        }
-        _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[2]));
-        _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[1], a[3]));
-    }
+    panel_k_major!(panel_f32, f32, "avx512f", |p| _mm512_loadu_ps(p));
+    panel_k_major!(panel_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
+        _mm256_loadu_si256(p as *const __m256i)
+    ));
 
     /// A shift gives the even input of each pair as f32, a mask the odd.
     ///
@@ -555,60 +542,40 @@ mod avx2 {
 
     use half::f16;
 
-    use super::{NR, PREFETCH_AHEAD};
+    use super::{ahead, NR};
 
-    #[inline(always)]
-    unsafe fn ahead<T>(p: *const T, bytes: usize) {
-        for line in (0..bytes).step_by(64) {
-            _mm_prefetch(
-                (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
-                _MM_HINT_T0,
-            );
-        }
-    }
-
-    /// # Safety
-    /// AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn panel_f32(x: &[f32], panel: &[f32], tile: &mut [f32; NR]) {
-        let k = x.len();
-        assert!(panel.len() >= k * NR);
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let mut a = [_mm256_setzero_ps(); 4];
-        for kk in 0..k {
-            let w = wp.add(kk * NR);
-            ahead(w, NR * 4);
-            let b = _mm256_set1_ps(*xp.add(kk));
-            for (l, al) in a.iter_mut().enumerate() {
-                *al = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(8 * l)), b, *al);
+    /// A k-major panel (f32 or f16): each input broadcast against the
+    /// panel's 32 rows in four registers.
+    macro_rules! panel_k_major {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(x: &[f32], panel: &[$t], tile: &mut [f32; NR]) {
+                let k = x.len();
+                assert!(panel.len() >= k * NR);
+                let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+                let load = |$p: *const $t| $load;
+                let mut a = [_mm256_setzero_ps(); 4];
+                for kk in 0..k {
+                    let w = wp.add(kk * NR);
+                    ahead(w, NR * std::mem::size_of::<$t>());
+                    let b = _mm256_set1_ps(*xp.add(kk));
+                    for (l, al) in a.iter_mut().enumerate() {
+                        *al = _mm256_fmadd_ps(load(w.add(8 * l)), b, *al);
+                    }
+                }
+                for (l, al) in a.iter().enumerate() {
+                    _mm256_storeu_ps(tile.as_mut_ptr().add(8 * l), *al);
+                }
             }
-        }
-        for (l, al) in a.iter().enumerate() {
-            _mm256_storeu_ps(tile.as_mut_ptr().add(8 * l), *al);
-        }
+        };
     }
 
-    /// # Safety
-    /// AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn panel_f16(x: &[f32], panel: &[f16], tile: &mut [f32; NR]) {
-        let k = x.len();
-        assert!(panel.len() >= k * NR);
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let mut a = [_mm256_setzero_ps(); 4];
-        for kk in 0..k {
-            let w = wp.add(kk * NR);
-            ahead(w, NR * 2);
-            let b = _mm256_set1_ps(*xp.add(kk));
-            for (l, al) in a.iter_mut().enumerate() {
-                let v = _mm256_cvtph_ps(_mm_loadu_si128(w.add(8 * l) as *const __m128i));
-                *al = _mm256_fmadd_ps(v, b, *al);
-            }
-        }
-        for (l, al) in a.iter().enumerate() {
-            _mm256_storeu_ps(tile.as_mut_ptr().add(8 * l), *al);
-        }
-    }
+    panel_k_major!(panel_f32, f32, "avx2,fma", |p| _mm256_loadu_ps(p));
+    panel_k_major!(panel_f16, f16, "avx2,fma,f16c", |p| _mm256_cvtph_ps(
+        _mm_loadu_si128(p as *const __m128i)
+    ));
 
     /// # Safety
     /// AVX2 and FMA.
@@ -650,26 +617,11 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    fn naive(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                out[i * n + j] = (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum();
-            }
-        }
-        out
-    }
+    use crate::models::kernels::tests::{naive_linear as naive, rng};
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 20_000) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
+        (0..len).map(|_| rng(&mut s)).collect()
     }
 
     /// Every dtype, both paths (few rows, many), ragged n and odd k; the
