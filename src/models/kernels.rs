@@ -47,6 +47,11 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// Dot products of a [`Elem::prepare`]d `x` with four rows, on this
     /// CPU's best path.
     fn dot4(x: &[f32], rows: [&[Self]; 4]) -> [f32; 4];
+    /// Scores of two [`Elem::prepare`]d query rows against the `out[0].len()`
+    /// keys in `keys` (rows of `d`) in one pass, with AVX-512 (the caller
+    /// checked the CPU and that `d` is a multiple of 32).
+    #[cfg(target_arch = "x86_64")]
+    fn scores2_avx512(q: [&[f32]; 2], keys: &[Self], d: usize, out: [&mut [f32]; 2]);
     /// Row-major weights (n × k) packed for the projection kernels.
     fn pack(w: &[Self], n: usize, k: usize) -> Packed;
     /// The values as bf16, if that is what they are.
@@ -119,6 +124,12 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
 }
 
 impl Elem for f32 {
+    #[cfg(target_arch = "x86_64")]
+    fn scores2_avx512(q: [&[f32]; 2], keys: &[f32], d: usize, out: [&mut [f32]; 2]) {
+        // SAFETY: AVX-512F and the head size were checked by the caller; the
+        // kernel checks the lengths.
+        unsafe { avx512::scores2_f32(q, keys, d, out) }
+    }
     fn pack(w: &[f32], n: usize, k: usize) -> Packed {
         Packed::from_f32(w, n, k)
     }
@@ -176,6 +187,12 @@ impl Elem for f32 {
 }
 
 impl Elem for bf16 {
+    #[cfg(target_arch = "x86_64")]
+    fn scores2_avx512(q: [&[f32]; 2], keys: &[bf16], d: usize, out: [&mut [f32]; 2]) {
+        // SAFETY: AVX-512F and the head size were checked by the caller; the
+        // kernel checks the lengths.
+        unsafe { avx512::scores2_bf16(q, keys, d, out) }
+    }
     #[cfg(target_arch = "x86_64")]
     fn pv_rows_avx512(
         acc: &mut [f32],
@@ -264,6 +281,12 @@ impl Elem for bf16 {
 }
 
 impl Elem for f16 {
+    #[cfg(target_arch = "x86_64")]
+    fn scores2_avx512(q: [&[f32]; 2], keys: &[f16], d: usize, out: [&mut [f32]; 2]) {
+        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) and the head size were checked by the caller; the
+        // kernel checks the lengths.
+        unsafe { avx512::scores2_f16(q, keys, d, out) }
+    }
     fn pack(w: &[f16], n: usize, k: usize) -> Packed {
         Packed::from_f16(w, n, k)
     }
@@ -725,6 +748,109 @@ mod avx512 {
             }
         };
     }
+
+    /// Attention's scores in decode for two query rows (the two heads that
+    /// share a key head) in one pass over the keys: four keys at a time,
+    /// each widened once into 32 f32 (`$load` gives the two halves of a
+    /// block of 32, in the order `Elem::prepare` left the queries), four
+    /// accumulators per key, and one shuffle tree adding four keys' lanes.
+    macro_rules! scores2 {
+        ($name:ident, $t:ty, $features:literal, $lines:literal, |$p:ident| $load:expr) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(q: [&[f32]; 2], keys: &[$t], d: usize, out: [&mut [f32]; 2]) {
+                let jl = out[0].len();
+                assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
+                assert!(out[1].len() == jl && keys.len() >= jl * d);
+                if jl == 0 {
+                    return;
+                }
+                let kp = keys.as_ptr();
+                let (q0, q1) = (q[0].as_ptr(), q[1].as_ptr());
+                let [o0, o1] = out;
+                let mut j = 0;
+                while j < jl {
+                    let rows = [0, 1, 2, 3].map(|o| kp.add((j + o).min(jl - 1) * d));
+                    // [key][row 0 even, row 0 odd, row 1 even, row 1 odd]
+                    let mut a = [[_mm512_setzero_ps(); 4]; 4];
+                    let mut i = 0;
+                    while i < d {
+                        let x0e = _mm512_loadu_ps(q0.add(i));
+                        let x0o = _mm512_loadu_ps(q0.add(i + 16));
+                        let x1e = _mm512_loadu_ps(q1.add(i));
+                        let x1o = _mm512_loadu_ps(q1.add(i + 16));
+                        for (r, ar) in a.iter_mut().enumerate() {
+                            for line in 0..$lines {
+                                _mm_prefetch(
+                                    (rows[r].add(i) as *const i8)
+                                        .wrapping_add(super::PREFETCH_AHEAD + 64 * line),
+                                    _MM_HINT_T0,
+                                );
+                            }
+                            let $p = rows[r].add(i);
+                            let (we, wo) = $load;
+                            ar[0] = _mm512_fmadd_ps(x0e, we, ar[0]);
+                            ar[1] = _mm512_fmadd_ps(x0o, wo, ar[1]);
+                            ar[2] = _mm512_fmadd_ps(x1e, we, ar[2]);
+                            ar[3] = _mm512_fmadd_ps(x1o, wo, ar[3]);
+                        }
+                        i += 32;
+                    }
+                    let take = (jl - j).min(4);
+                    for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
+                        let v = a.map(|ar| _mm512_add_ps(ar[2 * h], ar[2 * h + 1]));
+                        let mut s = [0f32; 4];
+                        _mm_storeu_ps(s.as_mut_ptr(), sum4(v));
+                        std::ptr::copy_nonoverlapping(s.as_ptr(), o.add(j), take);
+                    }
+                    j += 4;
+                }
+            }
+        };
+    }
+
+    /// The lane sums of four registers, as one 128-bit register.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn sum4(v: [__m512; 4]) -> __m128 {
+        // Halve each register into 8 lanes: [v0 | v1] and [v2 | v3].
+        let t0 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(v[0], v[1]),
+            _mm512_shuffle_f32x4::<0xEE>(v[0], v[1]),
+        );
+        let t1 = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(v[2], v[3]),
+            _mm512_shuffle_f32x4::<0xEE>(v[2], v[3]),
+        );
+        // Again, into 4 lanes each: block b holds register b's partial sums.
+        let u = _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(t0, t1),
+            _mm512_shuffle_f32x4::<0xDD>(t0, t1),
+        );
+        // Within each block: every lane ends up with the block's sum.
+        let u = _mm512_add_ps(u, _mm512_permute_ps::<0xB1>(u));
+        let u = _mm512_add_ps(u, _mm512_permute_ps::<0x4E>(u));
+        let first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_castps512_ps128(_mm512_permutexvar_ps(first, u))
+    }
+
+    scores2!(scores2_f32, f32, "avx512f", 2, |p| (
+        _mm512_loadu_ps(p),
+        _mm512_loadu_ps(p.add(16))
+    ));
+    scores2!(scores2_f16, f16, "avx512f,f16c", 1, |p| (
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.add(16) as *const __m256i))
+    ));
+    scores2!(scores2_bf16, bf16, "avx512f", 1, |p| {
+        let w = _mm512_loadu_si512(p as *const __m512i);
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        (
+            _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)),
+            _mm512_castsi512_ps(_mm512_and_si512(w, hi)),
+        )
+    });
 
     // Attention's scores in decode, for f32 and f16 caches.
     dot4!(
@@ -1411,8 +1537,18 @@ pub fn attention<K: Elem>(
             let ks = &k[base + j0 * d..base + (j0 + jl) * d];
             let vs = &v[base + j0 * d..base + (j0 + jl) * d];
             if small {
-                // Few rows (decode): stream the keys once, four at a time.
-                for (r, qr) in qprep.iter().enumerate() {
+                // Few rows (decode): stream the keys once, four at a time,
+                // two query rows per pass where the CPU allows.
+                let mut pairs = 0;
+                #[cfg(target_arch = "x86_64")]
+                if has_avx512() && d % 32 == 0 {
+                    pairs = rows / 2;
+                    for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
+                        let (a, b) = pr.split_at_mut(jl);
+                        K::scores2_avx512([&q2[0], &q2[1]], ks, d, [a, b]);
+                    }
+                }
+                for (r, qr) in qprep.iter().enumerate().skip(2 * pairs) {
                     let srow = &mut st[r * jl..(r + 1) * jl];
                     let mut j = 0;
                     while j < jl {
@@ -1758,6 +1894,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Decode's two-row scores equal each row's dot products with every
+    /// key, for each cache type, head size and ragged key count.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn two_row_scores_match_the_dot_products() {
+        fn check<K: Elem>(from: fn(f32) -> K) {
+            let mut s = 11u64;
+            for d in [32usize, 64, 128] {
+                for jl in [1usize, 3, 4, 7, 256] {
+                    let q: Vec<Vec<f32>> = (0..2)
+                        .map(|_| (0..d).map(|_| rng(&mut s)).collect())
+                        .collect();
+                    let keys: Vec<K> = (0..jl * d).map(|_| from(rng(&mut s))).collect();
+                    let want: Vec<f32> = q
+                        .iter()
+                        .flat_map(|qr| {
+                            keys.chunks_exact(d).map(move |key| {
+                                qr.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum()
+                            })
+                        })
+                        .collect();
+                    let prepared: Vec<Vec<f32>> = q.iter().map(|qr| K::prepare(qr)).collect();
+                    let mut got = vec![f32::NAN; 2 * jl];
+                    let (a, b) = got.split_at_mut(jl);
+                    K::scores2_avx512([&prepared[0], &prepared[1]], &keys, d, [a, b]);
+                    assert!(max_diff(&got, &want) < 1e-4, "d = {d}, keys = {jl}");
+                }
+            }
+        }
+        if !has_avx512() {
+            return;
+        }
+        check::<f32>(|x| x);
+        check::<bf16>(bf16::from_f32);
+        check::<f16>(f16::from_f32);
     }
 
     #[test]
