@@ -566,6 +566,87 @@ mod bf16gemm {
         tiles(px, rows, jp, pack, d, acc, d, true);
     }
 
+    /// Decode's scores for two query rows over a bf16 cache: the queries
+    /// as bf16 pairs ([`to_pairs`]), so each 32 elements of a key are one
+    /// load and one `vdpbf16ps` per row, four keys at a time.
+    ///
+    /// # Safety
+    /// AVX512-BF16 must be available. Panics unless [`scores2_fits`] `d`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn scores2(q: [&[u32]; 2], keys: &[bf16], d: usize, out: [&mut [f32]; 2]) {
+        match d {
+            256 => scores2_l::<8>(q, keys, out),
+            128 => scores2_l::<4>(q, keys, out),
+            64 => scores2_l::<2>(q, keys, out),
+            _ => panic!("no two-row bf16 scores for head size {d}"),
+        }
+    }
+
+    /// The head sizes [`scores2`] handles.
+    pub fn scores2_fits(d: usize) -> bool {
+        matches!(d, 64 | 128 | 256)
+    }
+
+    /// One key (`32 · L` bf16 at `row`) against both queries, front to back.
+    #[inline(always)]
+    unsafe fn key2<const L: usize>(row: *const bf16, x: &[[__m512bh; L]; 2]) -> [__m512; 2] {
+        let mut a = [_mm512_setzero_ps(); 2];
+        for (l, (x0, x1)) in x[0].iter().zip(&x[1]).enumerate() {
+            _mm_prefetch(
+                (row.add(32 * l) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+                _MM_HINT_T0,
+            );
+            let w: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(row.add(32 * l) as *const __m512i));
+            a[0] = _mm512_dpbf16_ps(a[0], *x0, w);
+            a[1] = _mm512_dpbf16_ps(a[1], *x1, w);
+        }
+        a
+    }
+
+    /// [`scores2`] for heads of `32 · L` elements: both queries stay in
+    /// registers and each key is read front to back.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn scores2_l<const L: usize>(q: [&[u32]; 2], keys: &[bf16], out: [&mut [f32]; 2]) {
+        let d = 32 * L;
+        let jl = out[0].len();
+        assert!(q[0].len() == d / 2 && q[1].len() == d / 2);
+        assert!(out[1].len() == jl && keys.len() >= jl * d);
+        if jl == 0 {
+            return;
+        }
+        let mut x: [[__m512bh; L]; 2] = std::mem::zeroed();
+        for (xr, qr) in x.iter_mut().zip(q) {
+            for (l, xl) in xr.iter_mut().enumerate() {
+                *xl = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    qr.as_ptr().add(16 * l) as *const __m512i,
+                ));
+            }
+        }
+        let kp = keys.as_ptr();
+        let [o0, o1] = out;
+        let mut j = 0;
+        while j < jl {
+            // [key][row], then [row][key] for the sums
+            // (No closure: it would not inherit this function's features.)
+            let key = |r: usize| kp.add((j + r).min(jl - 1) * d);
+            let [k0, k1, k2, k3] = [
+                key2::<L>(key(0), &x),
+                key2::<L>(key(1), &x),
+                key2::<L>(key(2), &x),
+                key2::<L>(key(3), &x),
+            ];
+            let a = [[k0[0], k1[0], k2[0], k3[0]], [k0[1], k1[1], k2[1], k3[1]]];
+            let take = (jl - j).min(4);
+            for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
+                let mut s = [0f32; 4];
+                _mm_storeu_ps(s.as_mut_ptr(), super::avx512::sum4(a[h]));
+                std::ptr::copy_nonoverlapping(s.as_ptr(), o.add(j), take);
+            }
+            j += 4;
+        }
+    }
+
     /// `src` rounded to bf16 (to nearest even), as u32 pairs in order: a
     /// bf16 array's memory is exactly its pairs, so 32 values are one
     /// `vcvtne2ps2bf16` and one store.
@@ -799,7 +880,12 @@ mod avx512 {
                     }
                     let take = (jl - j).min(4);
                     for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
-                        let v = a.map(|ar| _mm512_add_ps(ar[2 * h], ar[2 * h + 1]));
+                        let v = [
+                            _mm512_add_ps(a[0][2 * h], a[0][2 * h + 1]),
+                            _mm512_add_ps(a[1][2 * h], a[1][2 * h + 1]),
+                            _mm512_add_ps(a[2][2 * h], a[2][2 * h + 1]),
+                            _mm512_add_ps(a[3][2 * h], a[3][2 * h + 1]),
+                        ];
                         let mut s = [0f32; 4];
                         _mm_storeu_ps(s.as_mut_ptr(), sum4(v));
                         std::ptr::copy_nonoverlapping(s.as_ptr(), o.add(j), take);
@@ -813,7 +899,7 @@ mod avx512 {
     /// The lane sums of four registers, as one 128-bit register.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn sum4(v: [__m512; 4]) -> __m128 {
+    pub(super) fn sum4(v: [__m512; 4]) -> __m128 {
         // Halve each register into 8 lanes: [v0 | v1] and [v2 | v3].
         let t0 = _mm512_add_ps(
             _mm512_shuffle_f32x4::<0x44>(v[0], v[1]),
@@ -1516,12 +1602,13 @@ pub fn attention<K: Elem>(
         // weighted sums by the projections' `vdpbf16ps` tiles (queries and
         // probabilities rounded to bf16, as PyTorch's bf16 attention does).
         #[cfg(target_arch = "x86_64")]
-        let bf16_tiles = !small && d % 32 == 0 && K::as_bf16(k).is_some() && has_avx512bf16();
+        let bf16_dp = d % 32 == 0 && K::as_bf16(k).is_some() && has_avx512bf16();
         #[cfg(not(target_arch = "x86_64"))]
-        let bf16_tiles = false;
+        let bf16_dp = false;
+        let bf16_tiles = !small && bf16_dp;
         let mut qx = Vec::new();
         #[cfg(target_arch = "x86_64")]
-        if bf16_tiles {
+        if bf16_dp {
             qx = vec![0u32; rows * d / 2];
             for (r, row) in qx.chunks_exact_mut(d / 2).enumerate() {
                 // SAFETY: AVX512-BF16 was checked above.
@@ -1541,7 +1628,18 @@ pub fn attention<K: Elem>(
                 // two query rows per pass where the CPU allows.
                 let mut pairs = 0;
                 #[cfg(target_arch = "x86_64")]
-                if has_avx512() && d % 32 == 0 {
+                if bf16_dp && bf16gemm::scores2_fits(d) {
+                    // Over a bf16 cache, queries rounded to bf16 as the
+                    // tiles round them: one `vdpbf16ps` per 32 elements.
+                    pairs = rows / 2;
+                    let keys = K::as_bf16(ks).unwrap_or(&[]);
+                    for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qx.chunks_exact(d)) {
+                        let (a, b) = pr.split_at_mut(jl);
+                        let (qa, qb) = q2.split_at(d / 2);
+                        // SAFETY: AVX512-BF16 was checked for `bf16_dp`.
+                        unsafe { bf16gemm::scores2([qa, qb], keys, d, [a, b]) };
+                    }
+                } else if has_avx512() && d % 32 == 0 {
                     pairs = rows / 2;
                     for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
                         let (a, b) = pr.split_at_mut(jl);
@@ -1931,6 +2029,40 @@ mod tests {
         check::<f32>(|x| x);
         check::<bf16>(bf16::from_f32);
         check::<f16>(f16::from_f32);
+        if !has_avx512bf16() {
+            return;
+        }
+        // `vdpbf16ps`: the same products of queries rounded to bf16.
+        let mut s = 5u64;
+        for (d, jl) in [(64usize, 1usize), (128, 7), (256, 256)] {
+            let q: Vec<Vec<f32>> = (0..2)
+                .map(|_| (0..d).map(|_| rng(&mut s)).collect())
+                .collect();
+            let keys: Vec<bf16> = (0..jl * d).map(|_| bf16::from_f32(rng(&mut s))).collect();
+            let want: Vec<f32> = q
+                .iter()
+                .flat_map(|qr| {
+                    keys.chunks_exact(d).map(move |key| {
+                        let round = |x: f32| bf16::from_f32(x).to_f32();
+                        qr.iter()
+                            .zip(key)
+                            .map(|(a, b)| round(*a) * b.to_f32())
+                            .sum()
+                    })
+                })
+                .collect();
+            let mut pairs = vec![0u32; d];
+            for (qr, row) in q.iter().zip(pairs.chunks_exact_mut(d / 2)) {
+                // SAFETY: AVX512-BF16 checked above.
+                unsafe { bf16gemm::to_pairs(qr, row) };
+            }
+            let mut got = vec![f32::NAN; 2 * jl];
+            let (a, b) = got.split_at_mut(jl);
+            let (qa, qb) = pairs.split_at(d / 2);
+            // SAFETY: AVX512-BF16 checked above.
+            unsafe { bf16gemm::scores2([qa, qb], &keys, d, [a, b]) };
+            assert!(max_diff(&got, &want) < 1e-4, "bf16 pairs, d = {d}");
+        }
     }
 
     #[test]
@@ -2033,10 +2165,10 @@ mod tests {
             let vr: Vec<f32> = vb.iter().map(|x| x.to_f32()).collect();
             let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
             let got = attention(&q, &kb, &vb, &valid, s, 0.3);
-            // With AVX512-BF16, many query rows also round the queries and
-            // the probabilities to bf16 (outputs are averages of values in
-            // [-1, 1]).
-            let rounds = t * heads / kv_heads > SMALL_ROWS && dim % 32 == 0 && {
+            // With AVX512-BF16 the queries are rounded to bf16 too, and
+            // many query rows also round the probabilities (outputs are
+            // averages of values in [-1, 1]).
+            let rounds = dim % 32 == 0 && {
                 #[cfg(target_arch = "x86_64")]
                 {
                     has_avx512bf16()
