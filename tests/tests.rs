@@ -589,6 +589,16 @@ fn generate_streams_whole_characters_matching_the_final_text() {
     );
     assert!(v["prompt_tokens"].as_u64().unwrap() > 5);
     assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // The int8 KV cache generates too; an unknown cache type is an error.
+    let mut q8_args = json_args.clone();
+    q8_args.extend(["--cache-dtype", "q8"]);
+    let v8: serde_json::Value = serde_json::from_str(sb.expect(&q8_args, 0).trim()).unwrap();
+    assert!(v8["completion_tokens"].as_u64().unwrap() > 0);
+    let mut bad = args.to_vec();
+    bad.extend(["--cache-dtype", "q4"]);
+    let out = sb.cmd(&bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-dtype"));
 }
 
 #[test]

@@ -550,8 +550,10 @@ pub struct GenerateArgs {
     /// Weight type: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: String,
-    /// KV cache type: f32, bf16 or f16 (default: the weights' type).
-    #[arg(long, value_name = "DTYPE")]
+    /// KV cache type: f32, bf16, f16, or q8 (int8 rows with a scale each,
+    /// about half the memory of f16; CPU only). Default: bf16/f16 for such
+    /// weights, f16 for quantized ones, f32 for f32.
+    #[arg(long, value_name = "TYPE")]
     pub cache_dtype: Option<String>,
     /// Print one JSON object at the end: text, token ids, counts, speeds.
     #[arg(long)]
@@ -600,6 +602,11 @@ pub enum BenchWhat {
         /// Tokens to decode after a 2,048-token prompt.
         #[arg(long, default_value_t = 16)]
         decode: usize,
+        /// KV cache type for prefill and decode: auto (the weights' own:
+        /// bf16/f16 for such weights, f16 for quantized, f32 for f32), f32,
+        /// bf16, f16 or q8.
+        #[arg(long, default_value = "auto", value_name = "TYPE")]
+        cache_dtype: String,
         /// JSON output.
         #[arg(long)]
         json: bool,

@@ -190,9 +190,18 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             prefill,
             embed_batch,
             decode,
+            cache_dtype,
             json,
             ..
-        } => model(preset, dtypes, prefill, embed_batch, *decode, *json),
+        } => model(
+            preset,
+            dtypes,
+            prefill,
+            embed_batch,
+            *decode,
+            cache_dtype,
+            *json,
+        ),
     }
 }
 
@@ -762,12 +771,19 @@ fn model(
     prefill: &str,
     embed_batch: &str,
     decode: usize,
+    cache_dtype: &str,
     json: bool,
 ) -> Result<Status> {
     use candle_core::{DType, Device};
-    use shirabe::models::qwen3::{Cache, Model};
+    use shirabe::models::qwen3::{Cache, KvType, Model};
     use shirabe::models::weights::Random;
     let cfg = preset_config(preset)?;
+    let kv_choice = match cache_dtype {
+        "auto" => None,
+        name => Some(KvType::parse(name).ok_or_else(|| {
+            anyhow::anyhow!("--cache-dtype: {name:?} is not auto, f32, bf16, f16 or q8")
+        })?),
+    };
     let prefill = list(prefill, "--prefill")?;
     let batches = list(embed_batch, "--embed-batch")?;
     let yardstick = Yardstick::new();
@@ -785,32 +801,31 @@ fn model(
     for name in dtypes.split(',') {
         let name = name.trim();
         use candle_core::quantized::GgmlDType;
-        let (weights, dtype, bytes_per_param) = match name {
-            "f32" => (Random::new(DType::F32, &Device::Cpu), DType::F32, 4.0),
-            "bf16" => (Random::new(DType::BF16, &Device::Cpu), DType::BF16, 2.0),
-            "f16" => (Random::new(DType::F16, &Device::Cpu), DType::F16, 2.0),
-            // 34 bytes per 32 weights; the KV cache stays f16.
+        let (weights, bytes_per_param) = match name {
+            "f32" => (Random::new(DType::F32, &Device::Cpu), 4.0),
+            "bf16" => (Random::new(DType::BF16, &Device::Cpu), 2.0),
+            "f16" => (Random::new(DType::F16, &Device::Cpu), 2.0),
+            // 34 bytes per 32 weights.
             "q8_0" => (
                 Random::quantized(GgmlDType::Q8_0, &Device::Cpu),
-                DType::F16,
                 34.0 / 32.0,
             ),
             // 144 bytes per 256 weights.
             "q4_k" => (
                 Random::quantized(GgmlDType::Q4K, &Device::Cpu),
-                DType::F16,
                 144.0 / 256.0,
             ),
             other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16, f16, q8_0 or q4_k"),
         };
         let m = Model::new(&cfg, &weights)?;
+        let kv = kv_choice.unwrap_or(m.cache_dtype());
         let params = m.parameter_count();
-        let mut row = json!({"dtype": name, "parameters": params});
+        let mut row = json!({"dtype": name, "parameters": params, "cache": kv.to_string()});
         // Embedding: 512-token passages, last-token pooling.
         for &b in &batches {
             let ids: Vec<Vec<u32>> = (0..b).map(|_| tokens(512)).collect();
             let valid = vec![vec![true; 512]; b];
-            let mut cache = Cache::new(&m, m.cache_dtype());
+            let mut cache = Cache::new(&m, kv);
             let t = Instant::now();
             let h = m.forward(&ids, &valid, &mut cache)?;
             Model::last_hidden(&h)?;
@@ -827,7 +842,7 @@ fn model(
             }
         }
         for &n in &prefill {
-            let mut cache = Cache::new(&m, dtype);
+            let mut cache = Cache::new(&m, kv);
             let t = Instant::now();
             m.forward(&[tokens(n)], &[vec![true; n]], &mut cache)?;
             let rate = n as f64 / t.elapsed().as_secs_f64();
@@ -837,14 +852,14 @@ fn model(
             }
         }
         if decode > 0 {
-            let mut cache = Cache::new(&m, dtype);
+            let mut cache = Cache::new(&m, kv);
             let h = m.forward(&[tokens(2048)], &[vec![true; 2048]], &mut cache)?;
             let mut logits = m.logits(&Model::last_hidden(&h)?)?;
             let weight_bytes = params as f64 * bytes_per_param;
             // Keys and values of every layer for the ~2K cached tokens.
             let kv_bytes = (2048 + decode / 2) as f64
                 * (2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim()) as f64
-                * dtype.size_in_bytes() as f64;
+                * kv.bytes_per_element(cfg.head_dim());
             // A shared machine's memory bandwidth swings by 2x from one
             // second to the next, so the bound is taken again around every
             // 8 tokens (the higher of the two figures: the stricter bound)
@@ -885,7 +900,7 @@ fn model(
             if !json {
                 writeln!(
                     out,
-                    "  {name:5} decode after 2048: {rate:.2} tokens/s; {:.0}% of the bound set by the weights \
+                    "  {name:5} decode after 2048 ({kv} cache): {rate:.2} tokens/s; {:.0}% of the bound set by the weights \
                      ({bound:.2} tokens/s at the median {bw:.1} GB/s read), {:.0}% counting the KV cache \
                      read too (medians over spans of {SPAN} tokens)",
                     100.0 * fraction,

@@ -1101,7 +1101,8 @@ pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
         &shirabe::models::default_device(),
     )?;
     if let Some(d) = &a.cache_dtype {
-        generator.cache_dtype = dtype(d, "--cache-dtype")?;
+        generator.cache_dtype = shirabe::models::qwen3::KvType::parse(d)
+            .ok_or_else(|| anyhow::anyhow!("--cache-dtype: {d:?} is not f32, bf16, f16 or q8"))?;
     }
     let prompt = if a.raw {
         a.prompt.clone()

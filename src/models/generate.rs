@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
-use super::qwen3::{Cache, Model};
+use super::qwen3::{Cache, KvType, Model};
 use crate::{Error, Result};
 
 /// How to pick tokens.
@@ -80,8 +80,9 @@ pub struct Generator {
     model: Model,
     tokenizer: tokenizers::Tokenizer,
     stop_ids: Vec<u32>,
-    /// Key/value cache dtype.
-    pub cache_dtype: DType,
+    /// How the key/value cache stores its rows (default: the model's
+    /// [`Model::cache_dtype`]).
+    pub cache_dtype: KvType,
     /// The model's own chat template, when its tokenizer_config.json has one.
     template: Option<super::template::ChatTemplate>,
 }

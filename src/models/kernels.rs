@@ -347,6 +347,75 @@ impl Elem for f16 {
     }
 }
 
+/// An int8 cache row element; the row's scale is applied by
+/// [`attention_scaled`], so these kernels see plain integers.
+impl Elem for i8 {
+    #[cfg(target_arch = "x86_64")]
+    fn scores2_avx512(q: [&[f32]; 2], keys: &[i8], d: usize, out: [&mut [f32]; 2]) {
+        // SAFETY: AVX-512F and the head size were checked by the caller; the
+        // kernel checks the lengths.
+        unsafe { avx512::scores2_i8(q, keys, d, out) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn pv_rows_avx512(
+        acc: &mut [f32],
+        d: usize,
+        p: &[f32],
+        stride: usize,
+        jl: usize,
+        rows: &[i8],
+    ) -> bool {
+        // SAFETY: AVX-512F was checked by the caller; the kernel checks the
+        // lengths.
+        unsafe {
+            match d {
+                128 => avx512::pv_rows_i8::<8>(acc, p, stride, jl, rows),
+                64 => avx512::pv_rows_i8::<4>(acc, p, stride, jl, rows),
+                _ => return false,
+            }
+        }
+        true
+    }
+    fn pack(w: &[i8], n: usize, k: usize) -> Packed {
+        let wide: Vec<f32> = w.iter().map(|&v| f32::from(v)).collect();
+        Packed::from_f32(&wide, n, k)
+    }
+    fn widen(src: &[i8], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f32::from(s);
+        }
+    }
+    fn as_f32(_: &[i8]) -> Option<&[f32]> {
+        None
+    }
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+    fn dot4(x: &[f32], rows: [&[i8]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { avx512::dot4_i8(x, rows) };
+        }
+        dot4_portable(x, rows)
+    }
+}
+
+/// Rows of `d` values rounded to int8 with one scale each (the row's
+/// largest magnitude over 127), as the int8 KV cache stores keys and
+/// values: `x ≈ scale · q`.
+pub fn quantize_rows(x: &[f32], d: usize, q: &mut [i8], scales: &mut [f32]) {
+    assert!(d > 0 && x.len() == q.len() && x.len() == scales.len() * d);
+    for ((row, qr), s) in x.chunks_exact(d).zip(q.chunks_exact_mut(d)).zip(scales) {
+        let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *s = amax / 127.0;
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        for (o, v) in qr.iter_mut().zip(row) {
+            *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
@@ -975,6 +1044,30 @@ mod avx512 {
             16
         )
     ));
+    // int8 caches (one scale per row, applied by the caller).
+    scores2!(scores2_i8, i8, "avx512f", 1, |p| (
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+            p.add(16) as *const __m128i
+        )))
+    ));
+    dot4!(
+        dot4_i8,
+        i8,
+        "avx512f",
+        16,
+        [
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps
+        ],
+        _mm512_reduce_add_ps,
+        |p| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+    );
+    pv_rows!(pv_rows_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
+    ));
     pv_rows!(pv_rows_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
         _mm256_loadu_si256(p as *const __m256i)
     ));
@@ -1535,6 +1628,21 @@ pub fn attention<K: Elem>(
     s: AttnShape,
     scale: f32,
 ) -> Vec<f32> {
+    attention_scaled(q, k, v, None, valid, s, scale)
+}
+
+/// [`attention`] over a cache whose rows carry one scale each (keys and
+/// values, (batch, kv_heads, cap) each; the int8 cache): key j's scores
+/// are multiplied by its scale, and value j's weight by its own.
+pub fn attention_scaled<K: Elem>(
+    q: &[f32],
+    k: &[K],
+    v: &[K],
+    row_scales: Option<(&[f32], &[f32])>,
+    valid: &[Vec<bool>],
+    s: AttnShape,
+    scale: f32,
+) -> Vec<f32> {
     let AttnShape {
         batch: b,
         heads: h,
@@ -1548,6 +1656,12 @@ pub fn attention<K: Elem>(
     assert_eq!(q.len(), b * h * t * d, "queries");
     assert!(k.len() >= b * kvh * cap * d && v.len() >= b * kvh * cap * d);
     assert!(keys <= cap && past + t == keys && h % kvh == 0 && valid.len() == b);
+    if let Some((ks, vs)) = row_scales {
+        assert!(
+            ks.len() >= b * kvh * cap && vs.len() >= b * kvh * cap,
+            "row scales"
+        );
+    }
     let rep = h / kvh;
     // Query positions per head in one task.
     let per_head = (QUERY_ROWS / rep).max(1).min(t);
@@ -1561,6 +1675,11 @@ pub fn attention<K: Elem>(
                 .map(|&ok| if ok { 0.0 } else { f32::NEG_INFINITY })
                 .collect()
         })
+        .collect();
+    // Sequences with no padding skip the mask.
+    let padded: Vec<bool> = valid
+        .iter()
+        .map(|row| row.iter().take(keys).any(|&ok| !ok))
         .collect();
     let mut out = vec![0f32; b * t * h * d];
     let dst = SendPtr(out.as_mut_ptr());
@@ -1688,6 +1807,13 @@ pub fn attention<K: Elem>(
                     );
                 }
             }
+            // An int8 cache: each key's scores times its scale.
+            if let Some((ks_scale, _)) = row_scales {
+                let sk = &ks_scale[base / d + j0..][..jl];
+                for srow in st.chunks_exact_mut(jl) {
+                    srow.iter_mut().zip(sk).for_each(|(x, s)| *x *= s);
+                }
+            }
             for r in 0..rows {
                 let me = past + t0 + r % n;
                 let srow = &mut st[r * jl..(r + 1) * jl];
@@ -1695,16 +1821,15 @@ pub fn attention<K: Elem>(
                 // except the query's own position.
                 let seen = (me + 1).saturating_sub(j0).min(jl);
                 let own = me.checked_sub(j0).filter(|&o| o < jl).map(|o| srow[o]);
-                for (sv, mv) in srow[..seen].iter_mut().zip(&mask[j0..j0 + seen]) {
-                    *sv += mv;
+                if padded[bi] {
+                    for (sv, mv) in srow[..seen].iter_mut().zip(&mask[j0..j0 + seen]) {
+                        *sv += mv;
+                    }
                 }
                 if let Some(o) = own {
                     srow[me - j0] = o;
                 }
-                let mx = srow[..seen]
-                    .iter()
-                    .copied()
-                    .fold(f32::NEG_INFINITY, f32::max);
+                let mx = max_of(&srow[..seen]);
                 let mnew = m[r].max(mx);
                 if mnew == f32::NEG_INFINITY {
                     srow.iter_mut().for_each(|x| *x = 0.0);
@@ -1724,6 +1849,13 @@ pub fn attention<K: Elem>(
                 }
                 l[r] = l[r] * factor + sum;
                 m[r] = mnew;
+            }
+            // ... and each value's weight times its own (after the sums).
+            if let Some((_, vs_scale)) = row_scales {
+                let sv = &vs_scale[base / d + j0..][..jl];
+                for srow in st.chunks_exact_mut(jl) {
+                    srow.iter_mut().zip(sv).for_each(|(x, s)| *x *= s);
+                }
             }
             if small {
                 K::pv_rows(&mut acc, d, st, jl, jl, vs);
@@ -1787,6 +1919,40 @@ fn tile<'a, K: Elem>(src: &'a [K], buf: &'a mut Vec<f32>) -> &'a [f32] {
             buf
         }
     }
+}
+
+/// The largest of `xs` (−inf when empty), kept in 16 lanes so the loop
+/// vectorises: a plain `fold(f32::max)` is one dependent scalar `max` per
+/// score, which for decode was as slow as reading the keys.
+fn max_of(xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { max_of_avx2(xs) };
+    }
+    max_of_body(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_of_avx2(xs: &[f32]) -> f32 {
+    max_of_body(xs)
+}
+
+#[inline(always)]
+fn max_of_body(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
+        }
+    }
+    tail.iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Replaces each x with exp(x − shift) and returns their sum. A polynomial
@@ -2029,6 +2195,7 @@ mod tests {
         check::<f32>(|x| x);
         check::<bf16>(bf16::from_f32);
         check::<f16>(f16::from_f32);
+        check::<i8>(|x| (x * 8.0) as i8);
         if !has_avx512bf16() {
             return;
         }
@@ -2192,6 +2359,22 @@ mod tests {
             let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
             let got = attention(&q, &kh, &vh, &valid, s, 0.3);
             assert!(max_diff(&got, &want) < 1e-5, "f16 {s:?}");
+            // int8 cache: against the naive result on the dequantized rows.
+            let (mut k8, mut v8) = (vec![0i8; kv_len], vec![0i8; kv_len]);
+            let (mut ks, mut vs) = (vec![0f32; kv_len / dim], vec![0f32; kv_len / dim]);
+            quantize_rows(&k, dim, &mut k8, &mut ks);
+            quantize_rows(&v, dim, &mut v8, &mut vs);
+            let deq = |q: &[i8], sc: &[f32]| -> Vec<f32> {
+                q.iter()
+                    .enumerate()
+                    .map(|(i, &x)| f32::from(x) * sc[i / dim])
+                    .collect()
+            };
+            let (kr, vr) = (deq(&k8, &ks), deq(&v8, &vs));
+            assert!(max_diff(&kr, &k) <= 1.0 / 254.0 + 1e-6, "int8 rounding");
+            let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
+            let got = attention_scaled(&q, &k8, &v8, Some((&ks, &vs)), &valid, s, 0.3);
+            assert!(max_diff(&got, &want) < 1e-5, "int8 {s:?}");
         }
     }
 }

@@ -373,7 +373,7 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         cache: &mut Option<KvSlot>,
-        cache_dtype: DType,
+        kv: KvType,
         valid: &[Vec<bool>],
         past: usize,
         budget: usize,
@@ -395,10 +395,11 @@ impl Attention {
         let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let (k, v) = (k.to_dtype(cache_dtype)?, v.to_dtype(cache_dtype)?);
+        let float = kv.float_dtype();
+        let (k, v) = (k.to_dtype(float)?, v.to_dtype(float)?);
         let scale = 1.0 / (d as f64).sqrt();
         if x.device().is_cpu() {
-            KvSlot::append(cache, &k, &v)?;
+            KvSlot::append(cache, &k, &v, kv == KvType::Q8)?;
             let slot = cache.as_ref().expect("appended above");
             let shape = AttnShape {
                 batch: b,
@@ -411,16 +412,26 @@ impl Attention {
                 cap: slot.k.dim(2)?,
             };
             let q = q.to_dtype(DType::F32)?.contiguous()?;
-            let out = match cache_dtype {
-                DType::F32 => cpu_attention::<f32>(&q, slot, valid, shape, scale as f32)?,
-                DType::BF16 => cpu_attention::<bf16>(&q, slot, valid, shape, scale as f32)?,
-                DType::F16 => cpu_attention::<f16>(&q, slot, valid, shape, scale as f32)?,
-                other => candle_core::bail!("KV cache dtype {other:?} is not f32, bf16 or f16"),
+            let out = match kv {
+                KvType::Q8 => cpu_attention_q8(&q, slot, valid, shape, scale as f32)?,
+                KvType::Float(DType::F32) => {
+                    cpu_attention::<f32>(&q, slot, valid, shape, scale as f32)?
+                }
+                KvType::Float(DType::BF16) => {
+                    cpu_attention::<bf16>(&q, slot, valid, shape, scale as f32)?
+                }
+                KvType::Float(DType::F16) => {
+                    cpu_attention::<f16>(&q, slot, valid, shape, scale as f32)?
+                }
+                other => candle_core::bail!("KV cache type {other:?} is not f32, bf16, f16 or q8"),
             };
             let out = Tensor::from_vec(out, (b, t, h * d), x.device())?.to_dtype(x.dtype())?;
             return self.o.forward(&out);
         }
-        let (k_all, v_all) = KvSlot::append(cache, &k, &v)?;
+        if kv == KvType::Q8 {
+            candle_core::bail!("the int8 KV cache runs on the CPU only; use f16 or bf16 on a GPU");
+        }
+        let (k_all, v_all) = KvSlot::append(cache, &k, &v, false)?;
         let keys = k_all.dim(2)?;
         // Views into the cache buffers: an f32 cache is read in place.
         let k32 = k_all.to_dtype(DType::F32)?.t()?; // (b, kvh, d, keys)
@@ -481,6 +492,44 @@ fn cpu_attention<K: Elem + WithDType>(
     })??
 }
 
+/// [`cpu_attention`] over the int8 cache: rows stored as int8 bits in
+/// `u8` tensors, with their scales beside them.
+fn cpu_attention_q8(
+    q: &Tensor,
+    slot: &KvSlot,
+    valid: &[Vec<bool>],
+    shape: AttnShape,
+    scale: f32,
+) -> candle_core::Result<Vec<f32>> {
+    let Some((ks, vs)) = &slot.scales else {
+        candle_core::bail!("an int8 KV cache without its scales")
+    };
+    let as_i8 = |b: &[u8]| -> &[i8] {
+        // SAFETY: u8 and i8 have the same size and alignment, and every bit
+        // pattern is a valid i8.
+        unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
+    };
+    with_cpu_slice::<f32, _>(q, |qs| {
+        with_cpu_slice::<u8, _>(&slot.k, |k8| {
+            with_cpu_slice::<u8, _>(&slot.v, |v8| {
+                with_cpu_slice::<f32, _>(ks, |ksc| {
+                    with_cpu_slice::<f32, _>(vs, |vsc| {
+                        kernels::attention_scaled(
+                            qs,
+                            as_i8(k8),
+                            as_i8(v8),
+                            Some((ksc, vsc)),
+                            valid,
+                            shape,
+                            scale,
+                        )
+                    })
+                })
+            })
+        })
+    })????
+}
+
 struct Mlp {
     gate_up: Split,
     down: Proj,
@@ -518,38 +567,147 @@ struct Layer {
 /// written in place, so a decode step copies only its own new row.
 #[derive(Clone)]
 pub struct KvSlot {
+    /// (b, kv_heads, cap, d): floats, or int8 bits in a `u8` tensor.
     k: Tensor,
     v: Tensor,
+    /// For int8 rows: each key's and value's scale, (b, kv_heads, cap).
+    scales: Option<(Tensor, Tensor)>,
     len: usize,
 }
 
 impl KvSlot {
-    /// Appends `k`/`v` (b, kv_heads, t, d) and returns views of all keys/values.
+    /// Appends `k`/`v` (b, kv_heads, t, d) and returns views of all
+    /// keys/values. With `int8`, `k` and `v` (f32) are stored as int8 rows
+    /// with one scale each (the views are then of the int8 bits).
     fn append(
         slot: &mut Option<KvSlot>,
         k: &Tensor,
         v: &Tensor,
+        int8: bool,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let (b, kvh, t, d) = k.dims4()?;
+        let t = k.dim(2)?;
+        let (k, v, scales) = if int8 {
+            let (k8, ks) = quantize(k)?;
+            let (v8, vs) = quantize(v)?;
+            (k8, v8, Some((ks, vs)))
+        } else {
+            (k.contiguous()?, v.contiguous()?, None)
+        };
         let len = slot.as_ref().map_or(0, |s| s.len);
         let cap = slot.as_ref().map_or(0, |s| s.k.dim(2).unwrap_or(0));
         if len + t > cap {
             let new_cap = (2 * cap).max(len + t).max(256);
-            let nk = Tensor::zeros((b, kvh, new_cap, d), k.dtype(), k.device())?;
-            let nv = Tensor::zeros((b, kvh, new_cap, d), v.dtype(), v.device())?;
-            if let Some(old) = slot.as_ref() {
-                if old.len > 0 {
-                    nk.slice_set(&old.k.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
-                    nv.slice_set(&old.v.narrow(2, 0, old.len)?.contiguous()?, 2, 0)?;
+            let grow = |old: Option<&Tensor>, like: &Tensor| -> candle_core::Result<Tensor> {
+                let mut dims = like.dims().to_vec();
+                dims[2] = new_cap;
+                let new = Tensor::zeros(dims, like.dtype(), like.device())?;
+                if let Some(old) = old.filter(|_| len > 0) {
+                    new.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
                 }
-            }
-            *slot = Some(KvSlot { k: nk, v: nv, len });
+                Ok(new)
+            };
+            let old = slot.as_ref();
+            let new_scales = match &scales {
+                Some((ks, vs)) => {
+                    let olds = old.and_then(|o| o.scales.as_ref());
+                    Some((grow(olds.map(|s| &s.0), ks)?, grow(olds.map(|s| &s.1), vs)?))
+                }
+                None => None,
+            };
+            let nk = grow(old.map(|o| &o.k), &k)?;
+            let nv = grow(old.map(|o| &o.v), &v)?;
+            *slot = Some(KvSlot {
+                k: nk,
+                v: nv,
+                scales: new_scales,
+                len,
+            });
         }
         let s = slot.as_mut().expect("allocated above");
-        s.k.slice_set(&k.contiguous()?, 2, len)?;
-        s.v.slice_set(&v.contiguous()?, 2, len)?;
+        if s.scales.is_some() != scales.is_some() {
+            candle_core::bail!("a KV cache cannot mix int8 and float rows");
+        }
+        s.k.slice_set(&k, 2, len)?;
+        s.v.slice_set(&v, 2, len)?;
+        if let (Some((ks, vs)), Some((nks, nvs))) = (&s.scales, &scales) {
+            ks.slice_set(nks, 2, len)?;
+            vs.slice_set(nvs, 2, len)?;
+        }
         s.len = len + t;
         Ok((s.k.narrow(2, 0, s.len)?, s.v.narrow(2, 0, s.len)?))
+    }
+}
+
+/// Rows of `x` (b, kv_heads, t, d) as int8 bits in a `u8` tensor and their
+/// scales (b, kv_heads, t), by [`kernels::quantize_rows`].
+fn quantize(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let (b, kvh, t, d) = x.dims4()?;
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let (q, sc) = with_cpu_slice::<f32, _>(&x, |xs| {
+        let mut q = vec![0i8; xs.len()];
+        let mut sc = vec![0f32; xs.len() / d.max(1)];
+        if d > 0 {
+            kernels::quantize_rows(xs, d, &mut q, &mut sc);
+        }
+        (q, sc)
+    })?;
+    let bits: Vec<u8> = q.into_iter().map(|v| v as u8).collect();
+    Ok((
+        Tensor::from_vec(bits, (b, kvh, t, d), x.device())?,
+        Tensor::from_vec(sc, (b, kvh, t), x.device())?,
+    ))
+}
+
+/// How a KV cache stores keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvType {
+    /// Floating point, as this dtype (f32, bf16 or f16).
+    Float(DType),
+    /// int8 rows with one f32 scale each (CPU only): about half the memory
+    /// and the reads of f16, at a rounding error of 1/254 of each row's
+    /// largest element.
+    Q8,
+}
+
+impl From<DType> for KvType {
+    fn from(d: DType) -> KvType {
+        KvType::Float(d)
+    }
+}
+
+impl KvType {
+    /// `f32`, `bf16`, `f16` or `q8` (also `q8_0`, `int8`).
+    pub fn parse(name: &str) -> Option<KvType> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "f32" => KvType::Float(DType::F32),
+            "bf16" => KvType::Float(DType::BF16),
+            "f16" => KvType::Float(DType::F16),
+            "q8" | "q8_0" | "int8" => KvType::Q8,
+            _ => return None,
+        })
+    }
+    /// The dtype keys and values are computed in before they are stored.
+    pub fn float_dtype(self) -> DType {
+        match self {
+            KvType::Float(d) => d,
+            KvType::Q8 => DType::F32,
+        }
+    }
+    /// Bytes per cached element of a head of `head_dim` (with the scale).
+    pub fn bytes_per_element(self, head_dim: usize) -> f64 {
+        match self {
+            KvType::Float(d) => d.size_in_bytes() as f64,
+            KvType::Q8 => 1.0 + 4.0 / head_dim.max(1) as f64,
+        }
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KvType::Float(d) => write!(f, "{}", d.as_str()),
+            KvType::Q8 => f.write_str("q8"),
+        }
     }
 }
 
@@ -559,16 +717,17 @@ pub struct Cache {
     layers: Vec<Option<KvSlot>>,
     /// Per batch row: which cached positions are real tokens.
     valid: Vec<Vec<bool>>,
-    dtype: DType,
+    kind: KvType,
 }
 
 impl Cache {
-    /// An empty cache storing keys/values as `dtype` (f32, bf16 or f16).
-    pub fn new(model: &Model, dtype: DType) -> Cache {
+    /// An empty cache storing keys/values as `kind` (a float dtype, or
+    /// [`KvType::Q8`]).
+    pub fn new(model: &Model, kind: impl Into<KvType>) -> Cache {
         Cache {
             layers: vec![None; model.layers.len()],
             valid: Vec::new(),
-            dtype,
+            kind: kind.into(),
         }
     }
     /// Forgets everything.
@@ -596,7 +755,7 @@ pub struct Model {
     rotary: Rotary,
     cfg: Config,
     dtype: DType,
-    cache_dtype: DType,
+    cache_dtype: KvType,
     device: Device,
     score_budget: usize,
 }
@@ -661,12 +820,12 @@ impl Model {
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
                 dtype: activation_dtype(w),
-                cache_dtype: match w.dtype() {
+                cache_dtype: KvType::Float(match w.dtype() {
                     _ if w.quantized() => DType::F16,
                     DType::BF16 => DType::BF16,
                     DType::F16 => DType::F16,
                     _ => DType::F32,
-                },
+                }),
                 device: w.device().clone(),
                 score_budget: SCORE_BUDGET_BYTES,
             })
@@ -696,7 +855,7 @@ impl Model {
     /// The KV cache type that matches the weights: bf16 or f16 for such
     /// weights (half the memory of f32, and the bf16 attention kernels),
     /// f16 for quantized ones (as llama.cpp keeps it), f32 for f32.
-    pub fn cache_dtype(&self) -> DType {
+    pub fn cache_dtype(&self) -> KvType {
         self.cache_dtype
     }
 
@@ -810,7 +969,7 @@ impl Model {
                     &cos,
                     &sin,
                     slot,
-                    cache.dtype,
+                    cache.kind,
                     &cache.valid,
                     past,
                     self.score_budget,
@@ -1037,6 +1196,37 @@ mod tests {
         assert!(max_diff(&a, &b) < 0.1);
     }
 
+    /// The int8 cache: close to the f32 one, the same whether the prompt
+    /// goes in at once or a token at a time (rows are quantized one by
+    /// one, so both paths store the same cache), across a buffer growth.
+    #[test]
+    fn int8_cache_tracks_f32_and_decodes_consistently() {
+        let m = tiny("qwen3", None);
+        let ids: Vec<u32> = (0..300u32).map(|i| (i * 7 + 3) % 64).collect();
+        let valid = [vec![true; 300]];
+        let mut c32 = Cache::new(&m, DType::F32);
+        let a = m
+            .forward(std::slice::from_ref(&ids), &valid, &mut c32)
+            .unwrap();
+        let mut c8 = Cache::new(&m, KvType::Q8);
+        let b = m
+            .forward(std::slice::from_ref(&ids), &valid, &mut c8)
+            .unwrap();
+        let diff = max_diff(&a, &b);
+        assert!(diff > 0.0 && diff < 0.05, "int8 against f32: {diff}");
+        let mut c8 = Cache::new(&m, KvType::Q8);
+        let mut last = None;
+        for &id in &ids {
+            last = Some(m.forward(&[vec![id]], &[vec![true]], &mut c8).unwrap());
+        }
+        let full = b.narrow(1, 299, 1).unwrap();
+        assert!(max_diff(&full, &last.unwrap()) < 1e-4);
+        assert_eq!(c8.len(), 300);
+        assert_eq!(KvType::parse("q8_0"), Some(KvType::Q8));
+        assert_eq!(KvType::parse("BF16"), Some(KvType::Float(DType::BF16)));
+        assert_eq!(KvType::parse("q4"), None);
+    }
+
     #[test]
     fn yarn_positions_past_32k_are_finite_and_distinct() {
         let m = tiny("qwen3", Some(256.0)); // 256 trained positions x 256
@@ -1053,7 +1243,7 @@ mod tests {
         cache.valid = vec![vec![true; 40_000]];
         let fake_past = Tensor::zeros((1, 2, 40_000, 8), DType::F32, &Device::Cpu).unwrap();
         for slot in cache.layers.iter_mut() {
-            KvSlot::append(slot, &fake_past, &fake_past).unwrap();
+            KvSlot::append(slot, &fake_past, &fake_past, false).unwrap();
         }
         let h = m.forward(&[vec![7]], &[vec![true]], &mut cache).unwrap();
         let h: Vec<f32> = h.flatten_all().unwrap().to_vec1().unwrap();
