@@ -550,6 +550,19 @@ impl Mlp {
         })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        // On the CPU, the fused projection's [gate | up] rows go through one
+        // vectorised SwiGLU kernel.
+        if let Split::Fused(p, widths) = &self.gate_up {
+            if x.device().is_cpu() {
+                let y = p.forward(x)?.to_dtype(DType::F32)?.contiguous()?;
+                let width = widths[0];
+                let h = with_cpu_slice::<f32, _>(&y, |ys| kernels::silu_mul(ys, width))?;
+                let mut dims = y.dims().to_vec();
+                *dims.last_mut().expect("a last dimension") = width;
+                let h = Tensor::from_vec(h, dims, x.device())?.to_dtype(x.dtype())?;
+                return self.down.forward(&h);
+            }
+        }
         let gu = self.gate_up.forward(x)?;
         let g = candle_nn::ops::silu(&gu[0])?;
         self.down.forward(&(g * &gu[1])?)
