@@ -123,35 +123,43 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
     }
 }
 
+/// An [`Elem`]'s AVX-512 decode kernels: two-row scores for any head that
+/// is a multiple of 32, the two-row weighted sum for heads of 64 and 128.
+/// The caller checked AVX-512F (and F16C, which every AVX-512 CPU has);
+/// the kernels check the lengths.
+macro_rules! avx512_rows {
+    ($t:ty, $scores:ident, $pv:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        fn scores2_avx512(q: [&[f32]; 2], keys: &[$t], d: usize, out: [&mut [f32]; 2]) {
+            // SAFETY: see the macro's comment.
+            unsafe { avx512::$scores(q, keys, d, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        fn pv_rows_avx512(
+            acc: &mut [f32],
+            d: usize,
+            p: &[f32],
+            stride: usize,
+            jl: usize,
+            rows: &[$t],
+        ) -> bool {
+            // SAFETY: see the macro's comment.
+            unsafe {
+                match d {
+                    128 => avx512::$pv::<8>(acc, p, stride, jl, rows),
+                    64 => avx512::$pv::<4>(acc, p, stride, jl, rows),
+                    _ => return false,
+                }
+            }
+            true
+        }
+    };
+}
+
 impl Elem for f32 {
-    #[cfg(target_arch = "x86_64")]
-    fn scores2_avx512(q: [&[f32]; 2], keys: &[f32], d: usize, out: [&mut [f32]; 2]) {
-        // SAFETY: AVX-512F and the head size were checked by the caller; the
-        // kernel checks the lengths.
-        unsafe { avx512::scores2_f32(q, keys, d, out) }
-    }
+    avx512_rows!(f32, scores2_f32, pv_rows_f32);
     fn pack(w: &[f32], n: usize, k: usize) -> Packed {
         Packed::from_f32(w, n, k)
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn pv_rows_avx512(
-        acc: &mut [f32],
-        d: usize,
-        p: &[f32],
-        stride: usize,
-        jl: usize,
-        rows: &[f32],
-    ) -> bool {
-        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) was
-        // checked by the caller; the kernel checks the lengths.
-        unsafe {
-            match d {
-                128 => avx512::pv_rows_f32::<8>(acc, p, stride, jl, rows),
-                64 => avx512::pv_rows_f32::<4>(acc, p, stride, jl, rows),
-                _ => return false,
-            }
-        }
-        true
     }
     fn widen(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
@@ -187,32 +195,7 @@ impl Elem for f32 {
 }
 
 impl Elem for bf16 {
-    #[cfg(target_arch = "x86_64")]
-    fn scores2_avx512(q: [&[f32]; 2], keys: &[bf16], d: usize, out: [&mut [f32]; 2]) {
-        // SAFETY: AVX-512F and the head size were checked by the caller; the
-        // kernel checks the lengths.
-        unsafe { avx512::scores2_bf16(q, keys, d, out) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn pv_rows_avx512(
-        acc: &mut [f32],
-        d: usize,
-        p: &[f32],
-        stride: usize,
-        jl: usize,
-        rows: &[bf16],
-    ) -> bool {
-        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) was
-        // checked by the caller; the kernel checks the lengths.
-        unsafe {
-            match d {
-                128 => avx512::pv_rows_bf16::<8>(acc, p, stride, jl, rows),
-                64 => avx512::pv_rows_bf16::<4>(acc, p, stride, jl, rows),
-                _ => return false,
-            }
-        }
-        true
-    }
+    avx512_rows!(bf16, scores2_bf16, pv_rows_bf16);
     fn pack(w: &[bf16], n: usize, k: usize) -> Packed {
         Packed::from_bf16(w, n, k)
     }
@@ -281,34 +264,9 @@ impl Elem for bf16 {
 }
 
 impl Elem for f16 {
-    #[cfg(target_arch = "x86_64")]
-    fn scores2_avx512(q: [&[f32]; 2], keys: &[f16], d: usize, out: [&mut [f32]; 2]) {
-        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) and the head size were checked by the caller; the
-        // kernel checks the lengths.
-        unsafe { avx512::scores2_f16(q, keys, d, out) }
-    }
+    avx512_rows!(f16, scores2_f16, pv_rows_f16);
     fn pack(w: &[f16], n: usize, k: usize) -> Packed {
         Packed::from_f16(w, n, k)
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn pv_rows_avx512(
-        acc: &mut [f32],
-        d: usize,
-        p: &[f32],
-        stride: usize,
-        jl: usize,
-        rows: &[f16],
-    ) -> bool {
-        // SAFETY: AVX-512F (and F16C, which every AVX-512 CPU has) was
-        // checked by the caller; the kernel checks the lengths.
-        unsafe {
-            match d {
-                128 => avx512::pv_rows_f16::<8>(acc, p, stride, jl, rows),
-                64 => avx512::pv_rows_f16::<4>(acc, p, stride, jl, rows),
-                _ => return false,
-            }
-        }
-        true
     }
     fn widen(src: &[f16], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
@@ -350,32 +308,7 @@ impl Elem for f16 {
 /// An int8 cache row element; the row's scale is applied by
 /// [`attention_scaled`], so these kernels see plain integers.
 impl Elem for i8 {
-    #[cfg(target_arch = "x86_64")]
-    fn scores2_avx512(q: [&[f32]; 2], keys: &[i8], d: usize, out: [&mut [f32]; 2]) {
-        // SAFETY: AVX-512F and the head size were checked by the caller; the
-        // kernel checks the lengths.
-        unsafe { avx512::scores2_i8(q, keys, d, out) }
-    }
-    #[cfg(target_arch = "x86_64")]
-    fn pv_rows_avx512(
-        acc: &mut [f32],
-        d: usize,
-        p: &[f32],
-        stride: usize,
-        jl: usize,
-        rows: &[i8],
-    ) -> bool {
-        // SAFETY: AVX-512F was checked by the caller; the kernel checks the
-        // lengths.
-        unsafe {
-            match d {
-                128 => avx512::pv_rows_i8::<8>(acc, p, stride, jl, rows),
-                64 => avx512::pv_rows_i8::<4>(acc, p, stride, jl, rows),
-                _ => return false,
-            }
-        }
-        true
-    }
+    avx512_rows!(i8, scores2_i8, pv_rows_i8);
     fn pack(w: &[i8], n: usize, k: usize) -> Packed {
         let wide: Vec<f32> = w.iter().map(|&v| f32::from(v)).collect();
         Packed::from_f32(&wide, n, k)
@@ -1007,35 +940,31 @@ mod avx512 {
         )
     });
 
+    /// [`dot4!`] at AVX-512's width.
+    macro_rules! dot4_512 {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            dot4!(
+                $name,
+                $t,
+                $features,
+                16,
+                [
+                    _mm512_setzero_ps,
+                    _mm512_loadu_ps,
+                    _mm512_fmadd_ps,
+                    _mm512_add_ps
+                ],
+                _mm512_reduce_add_ps,
+                |$p| $load
+            );
+        };
+    }
+
     // Attention's scores in decode, for f32 and f16 caches.
-    dot4!(
-        dot4_f32,
-        f32,
-        "avx512f",
-        16,
-        [
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_fmadd_ps,
-            _mm512_add_ps
-        ],
-        _mm512_reduce_add_ps,
-        |p| _mm512_loadu_ps(p)
-    );
-    dot4!(
-        dot4_f16,
-        f16,
-        "avx512f,f16c",
-        16,
-        [
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_fmadd_ps,
-            _mm512_add_ps
-        ],
-        _mm512_reduce_add_ps,
-        |p| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
-    );
+    dot4_512!(dot4_f32, f32, "avx512f", |p| _mm512_loadu_ps(p));
+    dot4_512!(dot4_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
+        _mm256_loadu_si256(p as *const __m256i)
+    ));
 
     pv_rows!(pv_rows_f32, f32, "avx512f", |p| _mm512_loadu_ps(p));
     pv_rows!(pv_rows_bf16, bf16, "avx512f", |p| _mm512_castsi512_ps(
@@ -1051,20 +980,9 @@ mod avx512 {
             p.add(16) as *const __m128i
         )))
     ));
-    dot4!(
-        dot4_i8,
-        i8,
-        "avx512f",
-        16,
-        [
-            _mm512_setzero_ps,
-            _mm512_loadu_ps,
-            _mm512_fmadd_ps,
-            _mm512_add_ps
-        ],
-        _mm512_reduce_add_ps,
-        |p| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
-    );
+    dot4_512!(dot4_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
+    ));
     pv_rows!(pv_rows_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
     ));

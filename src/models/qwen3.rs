@@ -1143,13 +1143,19 @@ mod tests {
             .forward(std::slice::from_ref(&ids), &[vec![true; 300]], &mut cache)
             .unwrap();
         let mut cache = Cache::new(&m, DType::F32);
-        let mut last = None;
-        for &id in &ids {
-            last = Some(m.forward(&[vec![id]], &[vec![true]], &mut cache).unwrap());
-        }
-        let a = full.narrow(1, 299, 1).unwrap();
-        assert!(max_diff(&a, &last.unwrap()) < 1e-4);
+        let last = one_at_a_time(&m, &ids, &mut cache);
+        assert!(max_diff(&full.narrow(1, 299, 1).unwrap(), &last) < 1e-4);
         assert_eq!(cache.len(), 300);
+    }
+
+    /// `ids` decoded one token at a time through `cache`: the last hidden
+    /// state.
+    fn one_at_a_time(m: &Model, ids: &[u32], cache: &mut Cache) -> Tensor {
+        let mut last = None;
+        for &id in ids {
+            last = Some(m.forward(&[vec![id]], &[vec![true]], cache).unwrap());
+        }
+        last.expect("at least one token")
     }
 
     #[test]
@@ -1228,12 +1234,8 @@ mod tests {
         let diff = max_diff(&a, &b);
         assert!(diff > 0.0 && diff < 0.05, "int8 against f32: {diff}");
         let mut c8 = Cache::new(&m, KvType::Q8);
-        let mut last = None;
-        for &id in &ids {
-            last = Some(m.forward(&[vec![id]], &[vec![true]], &mut c8).unwrap());
-        }
-        let full = b.narrow(1, 299, 1).unwrap();
-        assert!(max_diff(&full, &last.unwrap()) < 1e-4);
+        let last = one_at_a_time(&m, &ids, &mut c8);
+        assert!(max_diff(&b.narrow(1, 299, 1).unwrap(), &last) < 1e-4);
         assert_eq!(c8.len(), 300);
         assert_eq!(KvType::parse("q8_0"), Some(KvType::Q8));
         assert_eq!(KvType::parse("BF16"), Some(KvType::Float(DType::BF16)));
