@@ -1197,6 +1197,22 @@ fn ask_with_a_tiny_local_model_streams_and_checks() {
     for n in v["invalid_citations"].as_array().unwrap() {
         assert!(n.as_u64().unwrap() as usize > v["passages"].as_array().unwrap().len());
     }
+    // The int8 KV cache answers the same question.
+    let v8 = json_of(&sb.expect(
+        &[
+            "ask",
+            "Osaka warehouse budget",
+            "--model",
+            m,
+            "--max-tokens",
+            "12",
+            "--cache-dtype",
+            "q8",
+            "--json",
+        ],
+        0,
+    ));
+    assert_eq!(v8["usage"]["prompt_tokens"], v["usage"]["prompt_tokens"]);
     let shown = sb.run(&[
         "ask",
         "Osaka",

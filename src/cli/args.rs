@@ -357,6 +357,12 @@ pub struct BackendArgs {
     /// Weight type of the model: f32, bf16 or f16.
     #[arg(long, default_value = "f32", value_name = "DTYPE")]
     pub dtype: String,
+    /// KV cache type of a local model: f32, bf16, f16, or q8 (int8 rows
+    /// with a scale each, about half the memory of f16, for long contexts;
+    /// CPU only). Default: bf16/f16 for such weights, f16 for quantized
+    /// ones, f32 for f32.
+    #[arg(long, env = "SHIRABE_CACHE_DTYPE", value_name = "TYPE")]
+    pub cache_dtype: Option<String>,
 }
 
 /// `chat`

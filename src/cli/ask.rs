@@ -207,7 +207,7 @@ impl Writer {
         b: &BackendArgs,
     ) -> Result<Writer> {
         let endpoint = endpoint_of(b)?;
-        let generator = match &b.model {
+        let mut generator = match &b.model {
             Some(m) if !b.extractive && endpoint.is_none() => Some(
                 shirabe::models::generate::Generator::load(
                     m,
@@ -218,6 +218,9 @@ impl Writer {
             ),
             _ => None,
         };
+        if let (Some(g), Some(kv)) = (generator.as_mut(), &b.cache_dtype) {
+            g.cache_dtype = super::parse_cache_dtype(kv, "--cache-dtype")?;
+        }
         let counter = match &generator {
             Some(g) => {
                 TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))

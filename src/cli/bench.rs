@@ -775,14 +775,12 @@ fn model(
     json: bool,
 ) -> Result<Status> {
     use candle_core::{DType, Device};
-    use shirabe::models::qwen3::{Cache, KvType, Model};
+    use shirabe::models::qwen3::{Cache, Model};
     use shirabe::models::weights::Random;
     let cfg = preset_config(preset)?;
     let kv_choice = match cache_dtype {
         "auto" => None,
-        name => Some(KvType::parse(name).ok_or_else(|| {
-            anyhow::anyhow!("--cache-dtype: {name:?} is not auto, f32, bf16, f16 or q8")
-        })?),
+        name => Some(super::parse_cache_dtype(name, "--cache-dtype")?),
     };
     let prefill = list(prefill, "--prefill")?;
     let batches = list(embed_batch, "--embed-batch")?;

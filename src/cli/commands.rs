@@ -1101,8 +1101,7 @@ pub fn generate(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
         &shirabe::models::default_device(),
     )?;
     if let Some(d) = &a.cache_dtype {
-        generator.cache_dtype = shirabe::models::qwen3::KvType::parse(d)
-            .ok_or_else(|| anyhow::anyhow!("--cache-dtype: {d:?} is not f32, bf16, f16 or q8"))?;
+        generator.cache_dtype = super::parse_cache_dtype(d, "--cache-dtype")?;
     }
     let prompt = if a.raw {
         a.prompt.clone()

@@ -81,6 +81,12 @@ pub fn parse_dtype(name: &str, what: &str) -> Result<candle_core::DType> {
     })
 }
 
+/// A KV cache type flag: f32, bf16, f16 or q8.
+pub fn parse_cache_dtype(name: &str, what: &str) -> Result<shirabe::models::qwen3::KvType> {
+    shirabe::models::qwen3::KvType::parse(name)
+        .ok_or_else(|| anyhow::anyhow!("{what} must be f32, bf16, f16 or q8, not {name:?}"))
+}
+
 fn build_settings(cli: &Cli) -> Result<Settings> {
     use std::io::IsTerminal;
     let file = ConfigFile::load(cli.config.as_deref())?;
