@@ -1588,19 +1588,17 @@ pub fn attention_scaled<K: Elem>(
     let per_head = (QUERY_ROWS / rep).max(1).min(t);
     let blocks = t.div_ceil(per_head);
     // Key masks per sequence: 0 for a real token, -inf for padding.
-    let masks: Vec<Vec<f32>> = valid
+    // Sequences with no padding have none.
+    let masks: Vec<Option<Vec<f32>>> = valid
         .iter()
         .map(|row| {
-            row.iter()
-                .take(keys)
-                .map(|&ok| if ok { 0.0 } else { f32::NEG_INFINITY })
-                .collect()
+            row.iter().take(keys).any(|&ok| !ok).then(|| {
+                row.iter()
+                    .take(keys)
+                    .map(|&ok| if ok { 0.0 } else { f32::NEG_INFINITY })
+                    .collect()
+            })
         })
-        .collect();
-    // Sequences with no padding skip the mask.
-    let padded: Vec<bool> = valid
-        .iter()
-        .map(|row| row.iter().take(keys).any(|&ok| !ok))
         .collect();
     let mut out = vec![0f32; b * t * h * d];
     let dst = SendPtr(out.as_mut_ptr());
@@ -1629,7 +1627,7 @@ pub fn attention_scaled<K: Elem>(
         let mut sc = vec![0f32; rows * KEY_TILE];
         let mut kbuf = Vec::new();
         let mut vbuf = Vec::new();
-        let mask = &masks[bi];
+        let mask = masks[bi].as_deref();
         let small = rows <= SMALL_ROWS;
         let qprep: Vec<Vec<f32>> = if small {
             (0..rows)
@@ -1742,7 +1740,7 @@ pub fn attention_scaled<K: Elem>(
                 // except the query's own position.
                 let seen = (me + 1).saturating_sub(j0).min(jl);
                 let own = me.checked_sub(j0).filter(|&o| o < jl).map(|o| srow[o]);
-                if padded[bi] {
+                if let Some(mask) = mask {
                     for (sv, mv) in srow[..seen].iter_mut().zip(&mask[j0..j0 + seen]) {
                         *sv += mv;
                     }

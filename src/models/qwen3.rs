@@ -504,11 +504,6 @@ fn cpu_attention_q8(
     let Some((ks, vs)) = &slot.scales else {
         candle_core::bail!("an int8 KV cache without its scales")
     };
-    let as_i8 = |b: &[u8]| -> &[i8] {
-        // SAFETY: u8 and i8 have the same size and alignment, and every bit
-        // pattern is a valid i8.
-        unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
-    };
     with_cpu_slice::<f32, _>(q, |qs| {
         with_cpu_slice::<u8, _>(&slot.k, |k8| {
             with_cpu_slice::<u8, _>(&slot.v, |v8| {
@@ -651,20 +646,32 @@ impl KvSlot {
     }
 }
 
+/// int8 values stored in a `u8` tensor (candle has no i8 dtype).
+fn as_i8(b: &[u8]) -> &[i8] {
+    // SAFETY: u8 and i8 have the same size and alignment, and every bit
+    // pattern is a valid i8.
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
+}
+
+/// [`as_i8`], writable.
+fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
+    // SAFETY: as for `as_i8`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut i8, b.len()) }
+}
+
 /// Rows of `x` (b, kv_heads, t, d) as int8 bits in a `u8` tensor and their
 /// scales (b, kv_heads, t), by [`kernels::quantize_rows`].
 fn quantize(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let (b, kvh, t, d) = x.dims4()?;
     let x = x.to_dtype(DType::F32)?.contiguous()?;
-    let (q, sc) = with_cpu_slice::<f32, _>(&x, |xs| {
-        let mut q = vec![0i8; xs.len()];
+    let (bits, sc) = with_cpu_slice::<f32, _>(&x, |xs| {
+        let mut bits = vec![0u8; xs.len()];
         let mut sc = vec![0f32; xs.len() / d.max(1)];
         if d > 0 {
-            kernels::quantize_rows(xs, d, &mut q, &mut sc);
+            kernels::quantize_rows(xs, d, as_i8_mut(&mut bits), &mut sc);
         }
-        (q, sc)
+        (bits, sc)
     })?;
-    let bits: Vec<u8> = q.into_iter().map(|v| v as u8).collect();
     Ok((
         Tensor::from_vec(bits, (b, kvh, t, d), x.device())?,
         Tensor::from_vec(sc, (b, kvh, t), x.device())?,

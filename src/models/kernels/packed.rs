@@ -452,6 +452,51 @@ unsafe fn ahead<T>(p: *const T, bytes: usize) {
     }
 }
 
+/// The bf16 panel kernel at one SIMD width (`$lanes` f32 per register,
+/// that width's intrinsics): per k pair, the panel's 32 pairs in
+/// 32 / `$lanes` loads, a shift giving each pair's even input as f32 and a
+/// mask its odd one, two accumulators per load.
+#[cfg(target_arch = "x86_64")]
+macro_rules! panel_bf16 {
+    ($features:literal, $lanes:literal, $vi:ty,
+     [$zero:ident, $set1:ident, $set1_epi32:ident, $loadu:ident, $slli:ident, $and:ident,
+      $cast:ident, $fmadd:ident, $add:ident, $store:ident]) => {
+        /// # Safety
+        /// The CPU must support the enabled features.
+        #[target_feature(enable = $features)]
+        pub unsafe fn panel_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
+            const LOADS: usize = NR / $lanes;
+            let k = x.len();
+            let kp = k.div_ceil(2);
+            assert!(panel.len() >= kp * NR);
+            let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+            let hi = $set1_epi32(0xffff_0000u32 as i32);
+            let mut a = [$zero(); 2 * LOADS];
+            for q in 0..kp {
+                let w = wp.add(q * NR);
+                ahead(w, NR * 4);
+                let xe = $set1(*xp.add(2 * q));
+                let xo = $set1(if 2 * q + 1 < k {
+                    *xp.add(2 * q + 1)
+                } else {
+                    0.0
+                });
+                for l in 0..LOADS {
+                    let v = $loadu(w.add($lanes * l) as *const $vi);
+                    a[2 * l] = $fmadd($cast($slli(v, 16)), xe, a[2 * l]);
+                    a[2 * l + 1] = $fmadd($cast($and(v, hi)), xo, a[2 * l + 1]);
+                }
+            }
+            for l in 0..LOADS {
+                $store(
+                    tile.as_mut_ptr().add($lanes * l),
+                    $add(a[2 * l], a[2 * l + 1]),
+                );
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -501,39 +546,23 @@ mod avx512 {
         _mm256_loadu_si256(p as *const __m256i)
     ));
 
-    /// A shift gives the even input of each pair as f32, a mask the odd.
-    ///
-    /// # Safety
-    /// AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn panel_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
-        let k = x.len();
-        let kp = k.div_ceil(2);
-        assert!(panel.len() >= kp * NR);
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        let mut a = [_mm512_setzero_ps(); 4];
-        for q in 0..kp {
-            let w = wp.add(q * NR);
-            ahead(w, NR * 4);
-            let xe = _mm512_set1_ps(*xp.add(2 * q));
-            let xo = _mm512_set1_ps(if 2 * q + 1 < k {
-                *xp.add(2 * q + 1)
-            } else {
-                0.0
-            });
-            let w0 = _mm512_loadu_si512(w as *const __m512i);
-            let w1 = _mm512_loadu_si512(w.add(16) as *const __m512i);
-            let ev = |v| _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-            let od = |v| _mm512_castsi512_ps(_mm512_and_si512(v, hi));
-            a[0] = _mm512_fmadd_ps(ev(w0), xe, a[0]);
-            a[1] = _mm512_fmadd_ps(od(w0), xo, a[1]);
-            a[2] = _mm512_fmadd_ps(ev(w1), xe, a[2]);
-            a[3] = _mm512_fmadd_ps(od(w1), xo, a[3]);
-        }
-        _mm512_storeu_ps(tile.as_mut_ptr(), _mm512_add_ps(a[0], a[1]));
-        _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[2], a[3]));
-    }
+    panel_bf16!(
+        "avx512f",
+        16,
+        __m512i,
+        [
+            _mm512_setzero_ps,
+            _mm512_set1_ps,
+            _mm512_set1_epi32,
+            _mm512_loadu_si512,
+            _mm512_slli_epi32,
+            _mm512_and_si512,
+            _mm512_castsi512_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps,
+            _mm512_storeu_ps
+        ]
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -577,40 +606,23 @@ mod avx2 {
         _mm_loadu_si128(p as *const __m128i)
     ));
 
-    /// # Safety
-    /// AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn panel_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
-        let k = x.len();
-        let kp = k.div_ceil(2);
-        assert!(panel.len() >= kp * NR);
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
-        let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
-        let mut a = [_mm256_setzero_ps(); 8];
-        for q in 0..kp {
-            let w = wp.add(q * NR);
-            ahead(w, NR * 4);
-            let xe = _mm256_set1_ps(*xp.add(2 * q));
-            let xo = _mm256_set1_ps(if 2 * q + 1 < k {
-                *xp.add(2 * q + 1)
-            } else {
-                0.0
-            });
-            for l in 0..4 {
-                let v = _mm256_loadu_si256(w.add(8 * l) as *const __m256i);
-                let ev = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-                let od = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
-                a[2 * l] = _mm256_fmadd_ps(ev, xe, a[2 * l]);
-                a[2 * l + 1] = _mm256_fmadd_ps(od, xo, a[2 * l + 1]);
-            }
-        }
-        for l in 0..4 {
-            _mm256_storeu_ps(
-                tile.as_mut_ptr().add(8 * l),
-                _mm256_add_ps(a[2 * l], a[2 * l + 1]),
-            );
-        }
-    }
+    panel_bf16!(
+        "avx2,fma",
+        8,
+        __m256i,
+        [
+            _mm256_setzero_ps,
+            _mm256_set1_ps,
+            _mm256_set1_epi32,
+            _mm256_loadu_si256,
+            _mm256_slli_epi32,
+            _mm256_and_si256,
+            _mm256_castsi256_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps,
+            _mm256_storeu_ps
+        ]
+    );
 }
 
 #[cfg(test)]
