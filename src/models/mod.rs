@@ -66,8 +66,19 @@ pub fn find_or_pull(spec: &str) -> Result<ModelFiles> {
             if !is_repo || offline {
                 return Err(not_found);
             }
-            pull(spec)
-                .map_err(|e| Error::Model(format!("{not_found}; downloading failed too: {e}")))
+            // Both messages inside one model error, each without its own
+            // "model: " prefix.
+            let text = |e: Error| match e {
+                Error::Model(m) => m,
+                other => other.to_string(),
+            };
+            pull(spec).map_err(|e| {
+                Error::Model(format!(
+                    "{}; downloading failed too: {}",
+                    text(not_found),
+                    text(e)
+                ))
+            })
         }
     }
 }
@@ -221,7 +232,7 @@ fn find_in(spec: &str, caches: &[PathBuf]) -> Result<ModelFiles> {
         }
     }
     Err(Error::Model(format!(
-        "model {spec:?} not found; looked in: {}. Download it with `shirabe models pull {spec}` (or `huggingface-cli download {spec}`), or pass a local directory",
+        "{spec:?} not found; looked in: {}. Download it with `shirabe models pull {spec}` (or `huggingface-cli download {spec}`), or pass a local directory",
         looked.join(", ")
     )))
 }
