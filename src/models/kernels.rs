@@ -13,8 +13,9 @@
 //!   AVX512-BF16 tile kernel reads bf16 panels as they are, and `gemm`
 //!   takes the others widened to f32 four panels at a time. [`linear`]
 //!   packs and multiplies in one call, for row-major weights.
-//! - [`linear_q8_0`]: the same matrix × vector for GGUF Q8_0 weights, the
-//!   int8 values widened in registers.
+//! - `q8`: GGUF Q8_0 weights in the same panels, multiplied as int8 with
+//!   int8-quantized activations (`vpdpbusd`) in decode, widened to bf16
+//!   panel by panel for prefill.
 //! - [`attention`]: causal attention with online softmax over key tiles
 //!   (flash-attention style): scores exist for one tile of keys at a time,
 //!   so memory is O(rows × tile), keys and values are read straight from the
@@ -29,6 +30,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 mod packed;
+mod q8;
 pub use packed::{Buf, Packed, Zeroable};
 
 /// A weight or cache element: f32, bf16 or f16.
@@ -384,6 +386,18 @@ fn has_avx512bf16() -> bool {
     *HAS.get_or_init(|| has_avx512() && std::arch::is_x86_feature_detected!("avx512bf16"))
 }
 
+#[cfg(target_arch = "x86_64")]
+fn has_avx512vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx512()
+            && has_f16c()
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    })
+}
+
 /// bf16 × bf16 → f32 matrix products with AVX512-BF16 (`vdpbf16ps`).
 ///
 /// `out (m × n) = x (m × k) · wᵀ` with `w` (n × k) bf16, packed once at
@@ -404,9 +418,42 @@ mod bf16gemm {
     const NR: usize = 32;
     const MR: usize = 12;
 
+    /// Where the tile kernel's panels (kp × NR pairs each) come from: a
+    /// packed bf16 matrix as it is, or a quantized one widened per panel.
+    pub trait PanelSource: Sync {
+        /// Panel `p`, borrowed or built in `scratch`.
+        fn panel<'s>(&'s self, p: usize, scratch: &'s mut Vec<u32>) -> &'s [u32];
+    }
+
+    /// A bf16 matrix in panels: panel p at `p · kp · NR`.
+    struct Bf16Panels<'a> {
+        w: &'a [u32],
+        kp: usize,
+    }
+
+    impl PanelSource for Bf16Panels<'_> {
+        fn panel<'s>(&'s self, p: usize, _: &'s mut Vec<u32>) -> &'s [u32] {
+            &self.w[p * self.kp * NR..(p + 1) * self.kp * NR]
+        }
+    }
+
     /// `out = x · wᵀ` with `w` already in panels (see [`super::Packed`]):
     /// panel p, pair q, row c at `(p · kp + q) · NR + c`.
     pub fn gemm_packed(x: &[f32], m: usize, k: usize, w: &[u32], n: usize, out: &mut [f32]) {
+        let kp = k.div_ceil(2);
+        assert!(w.len() >= n.div_ceil(NR) * kp * NR, "packed weights");
+        gemm_panels(x, m, k, &Bf16Panels { w, kp }, n, out);
+    }
+
+    /// `out = x · wᵀ` over the n / NR panels of `w`.
+    pub fn gemm_panels(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &impl PanelSource,
+        n: usize,
+        out: &mut [f32],
+    ) {
         // Pairs per row; x as bf16 pairs, rows padded to an even length.
         let kp = k.div_ceil(2);
         let mut xb = vec![0u32; m * kp];
@@ -416,26 +463,27 @@ mod bf16gemm {
             .for_each(|(row, src)| unsafe { to_pairs(src, row) });
         let dst = SendPtr(out.as_mut_ptr());
         let panels = n.div_ceil(NR);
-        assert!(w.len() >= panels * kp * NR, "packed weights");
         // Rows of `x` per sweep over the panels: a block of activations
         // (MB × k bf16, 384 KB at k = 1,024) stays in L2 while every panel
         // passes it, instead of each panel pulling all of `x` from memory.
         const MB: usize = 16 * MR;
         for b0 in (0..m).step_by(MB) {
             let b1 = (b0 + MB).min(m);
-            (0..panels).into_par_iter().for_each(|pi| {
-                let j0 = pi * NR;
-                let cols = NR.min(n - j0);
-                let packed = &w[pi * kp * NR..(pi + 1) * kp * NR];
-                panel_rows(&xb, b0..b1, kp, packed, |row, t| {
-                    // SAFETY: columns j0..j0+cols of `out` (m × n) belong to
-                    // this task alone.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(dst.get().add(row * n + j0), cols)
-                    };
-                    o.copy_from_slice(&t[..cols]);
+            (0..panels)
+                .into_par_iter()
+                .for_each_init(Vec::new, |scratch, pi| {
+                    let j0 = pi * NR;
+                    let cols = NR.min(n - j0);
+                    let packed = w.panel(pi, scratch);
+                    panel_rows(&xb, b0..b1, kp, packed, |row, t| {
+                        // SAFETY: columns j0..j0+cols of `out` (m × n)
+                        // belong to this task alone.
+                        let o = unsafe {
+                            std::slice::from_raw_parts_mut(dst.get().add(row * n + j0), cols)
+                        };
+                        o.copy_from_slice(&t[..cols]);
+                    });
                 });
-            });
         }
     }
 
@@ -1350,159 +1398,6 @@ pub fn linear<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<
     W::pack(w, n, k).linear(x, m)
 }
 
-/// Bytes of one GGUF Q8_0 block: an f16 scale, then 32 int8 weights.
-pub const Q8_0_BLOCK_BYTES: usize = 34;
-
-/// `x` (m × k) times `w`ᵀ for Q8_0 weights as GGUF stores them (n rows of
-/// k / 32 blocks): m × n. For decode (a few rows), like [`linear`]: each
-/// weight row is streamed once and its int8 values are widened in
-/// registers, never in memory.
-pub fn linear_q8_0(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f32> {
-    assert_eq!(x.len(), m * k, "activations");
-    assert!(k.is_multiple_of(32), "Q8_0 rows are whole blocks");
-    let row_bytes = k / 32 * Q8_0_BLOCK_BYTES;
-    assert_eq!(w.len(), n * row_bytes, "weights");
-    let mut t = vec![0f32; n * m];
-    if m == 0 || n == 0 || k == 0 {
-        return t;
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let per = (n / (threads * 8)).clamp(16, 1024);
-    t.par_chunks_mut(per * m)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let j0 = c * per;
-            for (jj, col) in chunk.chunks_mut(m).enumerate() {
-                let j = j0 + jj;
-                let row = &w[j * row_bytes..(j + 1) * row_bytes];
-                for (i, v) in col.iter_mut().enumerate() {
-                    *v = dot_q8_0(&x[i * k..(i + 1) * k], row);
-                }
-            }
-        });
-    let mut out = vec![0f32; m * n];
-    for j in 0..n {
-        for i in 0..m {
-            out[i * n + j] = t[j * m + i];
-        }
-    }
-    out
-}
-
-/// One activation row · one Q8_0 weight row.
-fn dot_q8_0(x: &[f32], row: &[u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() && has_f16c() {
-        // SAFETY: AVX-512F and F16C were detected; all loads are within
-        // the slices (32 activations and 34 bytes per block).
-        return unsafe { dot_q8_0_avx512(x, row) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected; all loads are within the
-        // slices (32 activations and 32 weights per block).
-        return unsafe { dot_q8_0_avx2(x, row) };
-    }
-    dot_q8_0_portable(x, row)
-}
-
-/// Sixteen weights widened per register; the scales of eight blocks
-/// converted by one instruction; four accumulators, so the adds of
-/// successive blocks do not wait on each other.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,f16c")]
-unsafe fn dot_q8_0_avx512(x: &[f32], row: &[u8]) -> f32 {
-    use std::arch::x86_64::*;
-    let blocks = row.len() / Q8_0_BLOCK_BYTES;
-    assert!(x.len() >= blocks * 32);
-    let rp = row.as_ptr();
-    let xp = x.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut b = 0;
-    while b < blocks {
-        let group = (blocks - b).min(8);
-        let mut bits = [0u16; 8];
-        for (j, bit) in bits.iter_mut().enumerate().take(group) {
-            let p = rp.add((b + j) * Q8_0_BLOCK_BYTES);
-            *bit = u16::from_le_bytes([*p, *p.add(1)]);
-        }
-        let mut scales = [0f32; 8];
-        _mm256_storeu_ps(
-            scales.as_mut_ptr(),
-            _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr() as *const __m128i)),
-        );
-        // Eight blocks are 272 bytes: five lines, fetched ahead.
-        for line in 0..5 {
-            _mm_prefetch(
-                (rp.add(b * Q8_0_BLOCK_BYTES + 64 * line) as *const i8)
-                    .wrapping_add(PREFETCH_AHEAD),
-                _MM_HINT_T0,
-            );
-        }
-        for (j, &d) in scales.iter().enumerate().take(group) {
-            let q = rp.add((b + j) * Q8_0_BLOCK_BYTES + 2);
-            let xs = xp.add((b + j) * 32);
-            let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q as *const __m128i)));
-            let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                q.add(16) as *const __m128i
-            )));
-            let s = _mm512_fmadd_ps(
-                hi,
-                _mm512_loadu_ps(xs.add(16)),
-                _mm512_mul_ps(lo, _mm512_loadu_ps(xs)),
-            );
-            acc[j % 4] = _mm512_fmadd_ps(s, _mm512_set1_ps(d), acc[j % 4]);
-        }
-        b += group;
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(
-        _mm512_add_ps(acc[0], acc[1]),
-        _mm512_add_ps(acc[2], acc[3]),
-    ))
-}
-
-fn dot_q8_0_portable(x: &[f32], row: &[u8]) -> f32 {
-    let mut acc = 0f32;
-    for (b, block) in row.chunks_exact(Q8_0_BLOCK_BYTES).enumerate() {
-        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let xs = &x[b * 32..b * 32 + 32];
-        let s: f32 = block[2..]
-            .iter()
-            .zip(xs)
-            .map(|(&q, &v)| f32::from(q as i8) * v)
-            .sum();
-        acc += d * s;
-    }
-    acc
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_q8_0_avx2(x: &[f32], row: &[u8]) -> f32 {
-    use std::arch::x86_64::*;
-    let blocks = row.len() / Q8_0_BLOCK_BYTES;
-    debug_assert!(x.len() >= blocks * 32);
-    let mut acc = _mm256_setzero_ps();
-    for b in 0..blocks {
-        let block = row.as_ptr().add(b * Q8_0_BLOCK_BYTES);
-        let d = half::f16::from_le_bytes([*block, *block.add(1)]).to_f32();
-        let qs = block.add(2);
-        let xs = x.as_ptr().add(b * 32);
-        let mut s = _mm256_setzero_ps();
-        for part in 0..4 {
-            let q8 = _mm_loadl_epi64(qs.add(part * 8) as *const __m128i);
-            let q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
-            s = _mm256_fmadd_ps(q, _mm256_loadu_ps(xs.add(part * 8)), s);
-        }
-        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(d), acc);
-    }
-    let hi = _mm256_extractf128_ps(acc, 1);
-    let sum4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
-    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-    let sum1 = _mm_add_ss(sum2, _mm_shuffle_ps(sum2, sum2, 1));
-    _mm_cvtss_f32(sum1)
-}
-
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -1989,31 +1884,6 @@ fn fast_exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn q8_0_dot_kernels_agree() {
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as u32
-        };
-        let blocks = 5;
-        let mut row = Vec::new();
-        for _ in 0..blocks {
-            let d = half::f16::from_f32((next() % 1000) as f32 / 1e4 + 1e-3);
-            row.extend_from_slice(&d.to_le_bytes());
-            row.extend((0..32).map(|_| next() as u8));
-        }
-        let x: Vec<f32> = (0..blocks * 32)
-            .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
-            .collect();
-        let (a, b) = (dot_q8_0(&x, &row), dot_q8_0_portable(&x, &row));
-        assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
-        let y = linear_q8_0(&x, 1, blocks * 32, &[row.clone(), row].concat(), 2);
-        assert!((y[0] - b).abs() <= 1e-4 * b.abs().max(1.0) && (y[1] - y[0]).abs() < 1e-6);
-    }
 
     pub(super) fn rng(seed: &mut u64) -> f32 {
         *seed ^= *seed << 13;

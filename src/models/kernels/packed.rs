@@ -14,6 +14,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::q8;
 use super::{matmul, SendPtr, GEMV_MAX_ROWS, PREFETCH_AHEAD};
 
 /// Output rows per panel.
@@ -37,6 +38,9 @@ enum Data {
     /// Panel p, input pair q, row r at `(p · kp + q) · NR + r`, inputs
     /// 2q (low half) and 2q + 1 (high half, 0 past the end).
     Bf16(Buf<u32>),
+    /// GGUF Q8_0 blocks regrouped per panel (see [`q8`]): panel p, block b
+    /// at `(p · k / 32 + b) · q8::BLOCK_BYTES`.
+    Q8(Buf<u8>),
 }
 
 impl Packed {
@@ -77,6 +81,25 @@ impl Packed {
         }
     }
 
+    /// Packs GGUF Q8_0 weights: `n` rows of `k / 32` blocks of 34 bytes (an
+    /// f16 scale, 32 int8 weights), as a GGUF file stores them. Panics
+    /// unless `k` is a multiple of 32 and the length matches.
+    pub fn from_q8_0(w: &[u8], n: usize, k: usize) -> Packed {
+        assert!(k.is_multiple_of(q8::QK), "Q8_0 rows are whole blocks");
+        let mut data = Buf::<u8>::zeroed(n.div_ceil(NR) * (k / q8::QK) * q8::BLOCK_BYTES);
+        q8::pack(w, n, k, &mut data);
+        Packed {
+            n,
+            k,
+            data: Data::Q8(data),
+        }
+    }
+
+    /// Bytes of one Q8 panel.
+    fn q8_panel_bytes(&self) -> usize {
+        self.k / q8::QK * q8::BLOCK_BYTES
+    }
+
     /// Outputs.
     pub fn n(&self) -> usize {
         self.n
@@ -95,6 +118,10 @@ impl Packed {
         match &self.data {
             Data::F32(d) => (0..k).map(|kk| d[(p * k + kk) * NR + r]).collect(),
             Data::F16(d) => (0..k).map(|kk| d[(p * k + kk) * NR + r].to_f32()).collect(),
+            Data::Q8(d) => {
+                let pb = self.q8_panel_bytes();
+                q8::row(&d[p * pb..(p + 1) * pb], r, k)
+            }
             Data::Bf16(d) => {
                 let kp = k.div_ceil(2);
                 (0..k)
@@ -137,13 +164,23 @@ impl Packed {
         let per = (panels / (threads * 8)).max(1);
         let tasks = panels.div_ceil(per);
         let dst = SendPtr(out.as_mut_ptr());
+        // Q8 weights take the activations as int8 blocks, quantized once.
+        let acts = match &self.data {
+            Data::Q8(_) => Some(q8::Acts::new(x, k)),
+            _ => None,
+        };
         (0..tasks).into_par_iter().for_each(|t| {
             let mut tile = [0f32; NR];
             for p in t * per..((t + 1) * per).min(panels) {
                 let cols = NR.min(n - p * NR);
                 for i in 0..m {
-                    let xi = &x[i * k..(i + 1) * k];
-                    self.panel_dot(p, xi, &mut tile);
+                    match (&self.data, &acts) {
+                        (Data::Q8(d), Some(a)) => {
+                            let pb = self.q8_panel_bytes();
+                            a.panel_dot(i, &d[p * pb..(p + 1) * pb], &mut tile);
+                        }
+                        _ => self.panel_dot(p, &x[i * k..(i + 1) * k], &mut tile),
+                    }
                     // SAFETY: columns p·NR.. of row i belong to this task.
                     let o = unsafe {
                         std::slice::from_raw_parts_mut(dst.get().add(i * n + p * NR), cols)
@@ -201,6 +238,10 @@ impl Packed {
                 }
                 portable_bf16(x, panel, tile);
             }
+            Data::Q8(d) => {
+                let pb = self.q8_panel_bytes();
+                q8::Acts::new(x, k).panel_dot(0, &d[p * pb..(p + 1) * pb], tile);
+            }
         }
     }
 
@@ -209,10 +250,14 @@ impl Packed {
     fn gemm(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let (n, k) = (self.n, self.k);
         #[cfg(target_arch = "x86_64")]
-        if let Data::Bf16(d) = &self.data {
-            if super::has_avx512bf16() {
-                super::bf16gemm::gemm_packed(x, m, k, d, n, out);
-                return;
+        if super::has_avx512bf16() {
+            match &self.data {
+                Data::Bf16(d) => return super::bf16gemm::gemm_packed(x, m, k, d, n, out),
+                Data::Q8(d) => {
+                    let panels = q8::Panels { data: d, k };
+                    return super::bf16gemm::gemm_panels(x, m, k, &panels, n, out);
+                }
+                _ => {}
             }
         }
         let groups = n.div_ceil(NR * GROUP);
@@ -272,6 +317,10 @@ impl Packed {
                             .convert_to_f32_slice(&mut buf[kk * width + q * NR..][..NR]);
                     }
                 }
+                Data::Q8(d) => {
+                    let pb = self.q8_panel_bytes();
+                    q8::widen_f32(&d[p * pb..(p + 1) * pb], k, &mut buf[q * NR..], width);
+                }
                 Data::Bf16(d) => {
                     let kp = k.div_ceil(2);
                     for qq in 0..kp {
@@ -295,6 +344,7 @@ pub trait Zeroable: Copy + Send + Sync + 'static {}
 impl Zeroable for f32 {}
 impl Zeroable for f16 {}
 impl Zeroable for u32 {}
+impl Zeroable for u8 {}
 
 /// A zeroed buffer for packed weights. On Linux it is its own anonymous
 /// mapping, advised for 2 MB pages before anything touches it: the heap
@@ -442,7 +492,7 @@ fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
 /// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn ahead<T>(p: *const T, bytes: usize) {
+pub(super) unsafe fn ahead<T>(p: *const T, bytes: usize) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     for line in (0..bytes).step_by(64) {
         _mm_prefetch(
