@@ -1317,6 +1317,39 @@ unsafe fn stream_sum_avx2(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + x[i..].iter().sum::<f32>()
 }
 
+/// Runs `f` on a worker of rayon's pool, so the kernels' parallel loops
+/// split work from there instead of waking the pool and sleeping on a
+/// latch for each of the hundreds of operations of a decode step. With
+/// `spin`, the pool's other workers poll for its tasks until `f` returns
+/// (rayon would put them to sleep between two products, and a sleeping
+/// worker joins the next product only after a wake-up of tens of µs, as
+/// long as a small decode projection takes): for work made of many short
+/// parallel loops. A poller that lands on `f`'s own thread returns at once.
+pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = &AtomicBool::new(false);
+    rayon::scope(|s| {
+        let home = rayon::current_thread_index();
+        if spin {
+            for _ in 1..rayon::current_num_threads() {
+                s.spawn(move |_| {
+                    if rayon::current_thread_index() == home {
+                        return;
+                    }
+                    while !done.load(Ordering::Acquire) {
+                        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+            }
+        }
+        let r = f();
+        done.store(true, Ordering::Release);
+        r
+    })
+}
+
 /// Rows of activations at or below which [`linear`] streams weights as a
 /// matrix × vector product instead of calling `gemm`.
 pub(crate) const GEMV_MAX_ROWS: usize = 4;
@@ -1908,6 +1941,25 @@ mod tests {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f32::max)
+    }
+
+    /// `on_pool` runs its closure on a pool worker and returns its value;
+    /// with pollers, parallel loops inside still finish (none of the
+    /// pollers blocks the closure's thread), also when nested.
+    #[test]
+    fn on_pool_runs_parallel_loops_with_pollers() {
+        for spin in [false, true] {
+            let (on_worker, sum) = on_pool(spin, || {
+                let inner: u64 = on_pool(spin, || (0..10_000u64).into_par_iter().sum());
+                let outer: u64 = (0..100_000u64).into_par_iter().map(|v| v % 7).sum();
+                (rayon::current_thread_index().is_some(), inner + outer)
+            });
+            assert!(on_worker);
+            assert_eq!(
+                sum,
+                49_995_000 + (0..100_000u64).map(|v| v % 7).sum::<u64>()
+            );
+        }
     }
 
     #[test]

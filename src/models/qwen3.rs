@@ -974,7 +974,7 @@ impl Model {
             row.extend_from_slice(v);
             positions.push(pos);
         }
-        let mut run = || -> candle_core::Result<Tensor> {
+        let run = || -> candle_core::Result<Tensor> {
             let flat: Vec<u32> = ids.iter().flatten().copied().collect();
             let (cos, sin) = self.rotary.cos_sin(&positions, &self.device, self.dtype)?;
             let mut x = match (&self.embed, &self.lm_head) {
@@ -1007,10 +1007,9 @@ impl Model {
             }
             self.norm.forward(&x)
         };
-        // On a worker thread of the pool, so the kernels' parallel loops
-        // split work from there instead of waking the pool and sleeping on a
-        // latch for each of the hundreds of operations of a decode step.
-        rayon::scope(|_| run()).map_err(err)
+        // Decode (a few rows) is hundreds of short parallel loops: the
+        // pool's workers poll for them throughout.
+        kernels::on_pool(b * t <= kernels::GEMV_MAX_ROWS, run).map_err(err)
     }
 
     /// Logits (f32) of hidden states (…, hidden).
@@ -1018,11 +1017,13 @@ impl Model {
         let head = self.lm_head.as_ref().ok_or_else(|| {
             Error::Model("this checkpoint has no lm_head (an embedding model?)".into())
         })?;
-        hidden
-            .to_dtype(self.dtype)
-            .and_then(|h| head.forward(&h))
-            .and_then(|l| l.to_dtype(DType::F32))
-            .map_err(err)
+        let run = || {
+            hidden
+                .to_dtype(self.dtype)
+                .and_then(|h| head.forward(&h))
+                .and_then(|l| l.to_dtype(DType::F32))
+        };
+        kernels::on_pool(false, run).map_err(err)
     }
 
     /// Hidden state of the last position of every row, (b, hidden), as f32.
