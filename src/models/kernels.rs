@@ -51,9 +51,16 @@ pub trait Elem: Copy + Send + Sync + 'static {
     fn dot4(x: &[f32], rows: [&[Self]; 4]) -> [f32; 4];
     /// Scores of two [`Elem::prepare`]d query rows against the `out[0].len()`
     /// keys in `keys` (rows of `d`) in one pass, with AVX-512 (the caller
-    /// checked the CPU and that `d` is a multiple of 32).
+    /// checked the CPU and that `d` is a multiple of 32). `scales`: empty,
+    /// or the keys' [`KV_BLOCK`] scales (int8 caches).
     #[cfg(target_arch = "x86_64")]
-    fn scores2_avx512(q: [&[f32]; 2], keys: &[Self], d: usize, out: [&mut [f32]; 2]);
+    fn scores2_avx512(
+        q: [&[f32]; 2],
+        keys: &[Self],
+        scales: &[f32],
+        d: usize,
+        out: [&mut [f32]; 2],
+    );
     /// Row-major weights (n × k) packed for the projection kernels.
     fn pack(w: &[Self], n: usize, k: usize) -> Packed;
     /// The values as bf16, if that is what they are.
@@ -67,19 +74,35 @@ pub trait Elem: Copy + Send + Sync + 'static {
     }
     /// For each row r of `acc` (rows of `d`), adds the `jl` rows of values
     /// weighted by `p[r * stride..][..jl]`: the weighted sums of attention
-    /// for several query rows that share one tile of values.
-    fn pv_rows(acc: &mut [f32], d: usize, p: &[f32], stride: usize, jl: usize, rows: &[Self]) {
+    /// for several query rows that share one tile of values. `scales`:
+    /// empty, or the values' [`KV_BLOCK`] scales (int8 caches).
+    #[allow(clippy::too_many_arguments)]
+    fn pv_rows(
+        acc: &mut [f32],
+        d: usize,
+        p: &[f32],
+        stride: usize,
+        jl: usize,
+        rows: &[Self],
+        scales: &[f32],
+    ) {
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() && Self::pv_rows_avx512(acc, d, p, stride, jl, rows) {
+        if has_avx512() && Self::pv_rows_avx512(acc, d, p, stride, jl, rows, scales) {
             return;
         }
         for (r, a) in acc.chunks_exact_mut(d).enumerate() {
-            Self::pv(a, &p[r * stride..r * stride + jl], rows);
+            let pr = &p[r * stride..r * stride + jl];
+            if scales.is_empty() {
+                Self::pv(a, pr, rows);
+            } else {
+                pv_scaled(a, pr, rows, scales);
+            }
         }
     }
     /// [`Elem::pv_rows`] with AVX-512 (the caller checked the CPU), for the
     /// head sizes it handles (64 and 128); false for others.
     #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
     fn pv_rows_avx512(
         _acc: &mut [f32],
         _d: usize,
@@ -87,6 +110,7 @@ pub trait Elem: Copy + Send + Sync + 'static {
         _stride: usize,
         _jl: usize,
         _rows: &[Self],
+        _scales: &[f32],
     ) -> bool {
         false
     }
@@ -111,6 +135,42 @@ fn pv_portable<W: Elem>(acc: &mut [f32], p: &[f32], rows: &[W]) {
     }
 }
 
+/// [`Elem::pv`] over rows with [`KV_BLOCK`] scales: each block of a row
+/// weighted by its probability times its scale.
+fn pv_scaled<W: Elem>(acc: &mut [f32], p: &[f32], rows: &[W], scales: &[f32]) {
+    let d = acc.len();
+    let nb = d / kv_block(d);
+    for (j, &pj) in p.iter().enumerate() {
+        if pj == 0.0 {
+            continue;
+        }
+        let row = &rows[j * d..(j + 1) * d];
+        for ((a, w), s) in acc
+            .chunks_mut(kv_block(d))
+            .zip(row.chunks(kv_block(d)))
+            .zip(&scales[j * nb..(j + 1) * nb])
+        {
+            W::axpy(a, pj * s, w);
+        }
+    }
+}
+
+/// Scores of one query row against `out.len()` keys with [`KV_BLOCK`]
+/// scales: each block's dot product times its scale.
+fn scores_scaled<W: Elem>(q: &[f32], keys: &[W], scales: &[f32], out: &mut [f32]) {
+    let d = q.len();
+    let (block, nb) = (kv_block(d), d / kv_block(d));
+    for (j, o) in out.iter_mut().enumerate() {
+        let key = &keys[j * d..(j + 1) * d];
+        *o = q
+            .chunks(block)
+            .zip(key.chunks(block))
+            .zip(&scales[j * nb..(j + 1) * nb])
+            .map(|((qb, kb), s)| s * qb.iter().zip(kb).map(|(a, b)| a * b.to_f32()).sum::<f32>())
+            .sum();
+    }
+}
+
 /// The same loop compiled for AVX2+FMA (the compiler vectorises it).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -132,9 +192,15 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
 macro_rules! avx512_rows {
     ($t:ty, $scores:ident, $pv:ident) => {
         #[cfg(target_arch = "x86_64")]
-        fn scores2_avx512(q: [&[f32]; 2], keys: &[$t], d: usize, out: [&mut [f32]; 2]) {
+        fn scores2_avx512(
+            q: [&[f32]; 2],
+            keys: &[$t],
+            scales: &[f32],
+            d: usize,
+            out: [&mut [f32]; 2],
+        ) {
             // SAFETY: see the macro's comment.
-            unsafe { avx512::$scores(q, keys, d, out) }
+            unsafe { avx512::$scores(q, keys, scales, d, out) }
         }
         #[cfg(target_arch = "x86_64")]
         fn pv_rows_avx512(
@@ -144,12 +210,13 @@ macro_rules! avx512_rows {
             stride: usize,
             jl: usize,
             rows: &[$t],
+            scales: &[f32],
         ) -> bool {
             // SAFETY: see the macro's comment.
             unsafe {
                 match d {
-                    128 => avx512::$pv::<8>(acc, p, stride, jl, rows),
-                    64 => avx512::$pv::<4>(acc, p, stride, jl, rows),
+                    128 => avx512::$pv::<8>(acc, p, stride, jl, rows, scales),
+                    64 => avx512::$pv::<4>(acc, p, stride, jl, rows, scales),
                     _ => return false,
                 }
             }
@@ -336,9 +403,23 @@ impl Elem for i8 {
     }
 }
 
-/// Rows of `d` values rounded to int8 with one scale each (the row's
-/// largest magnitude over 127), as the int8 KV cache stores keys and
-/// values: `x ≈ scale · q`.
+/// Elements per scale in an int8 KV cache row, as in GGUF's Q8_0 blocks:
+/// an outlier channel coarsens only its own block.
+pub const KV_BLOCK: usize = 32;
+
+/// The int8 cache's elements per scale for head size `d`: [`KV_BLOCK`],
+/// or the whole row when `d` is not a multiple of it.
+pub fn kv_block(d: usize) -> usize {
+    if d.is_multiple_of(KV_BLOCK) {
+        KV_BLOCK
+    } else {
+        d.max(1)
+    }
+}
+
+/// Runs of `d` values rounded to int8 with one scale each (the run's
+/// largest magnitude over 127): `x ≈ scale · q`. The int8 KV cache rounds
+/// [`kv_block`]s of its rows; Q8_0 products, blocks of activations.
 pub fn quantize_rows(x: &[f32], d: usize, q: &mut [i8], scales: &mut [f32]) {
     assert!(d > 0 && x.len() == q.len() && x.len() == scales.len() * d);
     for ((row, qr), s) in x.chunks_exact(d).zip(q.chunks_exact_mut(d)).zip(scales) {
@@ -826,8 +907,12 @@ mod avx512 {
     /// every value row is read and widened once per pair, in one pass.
     macro_rules! pv_rows {
         ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr) => {
+            pv_rows!($name, $t, $features, |$p| $load, false);
+        };
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr, $scaled:literal) => {
             /// # Safety
-            /// The CPU must support the enabled features.
+            /// The CPU must support the enabled features. With `$scaled`,
+            /// `scales` holds each row's `KV_BLOCK` scales (else ignored).
             #[target_feature(enable = $features)]
             pub unsafe fn $name<const L: usize>(
                 acc: &mut [f32],
@@ -835,11 +920,13 @@ mod avx512 {
                 stride: usize,
                 jl: usize,
                 rows: &[$t],
+                scales: &[f32],
             ) {
                 let d = 16 * L;
                 let nrows = acc.len() / d;
                 assert!(acc.len() == nrows * d && rows.len() >= jl * d);
                 assert!(nrows == 0 || p.len() >= (nrows - 1) * stride + jl);
+                assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
                 let row_bytes = d * std::mem::size_of::<$t>();
                 let rp = rows.as_ptr();
                 let mut r = 0;
@@ -867,7 +954,12 @@ mod avx512 {
                         let w1 = _mm512_set1_ps(*p1.add(j));
                         for l in 0..L {
                             let $p = base.add(16 * l);
-                            let v = $load;
+                            let mut v = $load;
+                            if $scaled {
+                                // Two registers per block of 32.
+                                let s = *scales.get_unchecked(j * (d / 32) + l / 2);
+                                v = _mm512_mul_ps(v, _mm512_set1_ps(s));
+                            }
                             a0[l] = _mm512_fmadd_ps(w0, v, a0[l]);
                             a1[l] = _mm512_fmadd_ps(w1, v, a1[l]);
                         }
@@ -890,13 +982,25 @@ mod avx512 {
     /// accumulators per key, and one shuffle tree adding four keys' lanes.
     macro_rules! scores2 {
         ($name:ident, $t:ty, $features:literal, $lines:literal, |$p:ident| $load:expr) => {
+            scores2!($name, $t, $features, $lines, |$p| $load, false);
+        };
+        ($name:ident, $t:ty, $features:literal, $lines:literal, |$p:ident| $load:expr,
+         $scaled:literal) => {
             /// # Safety
-            /// The CPU must support the enabled features.
+            /// The CPU must support the enabled features. With `$scaled`,
+            /// `scales` holds each key's `KV_BLOCK` scales (else ignored).
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(q: [&[f32]; 2], keys: &[$t], d: usize, out: [&mut [f32]; 2]) {
+            pub unsafe fn $name(
+                q: [&[f32]; 2],
+                keys: &[$t],
+                scales: &[f32],
+                d: usize,
+                out: [&mut [f32]; 2],
+            ) {
                 let jl = out[0].len();
                 assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
                 assert!(out[1].len() == jl && keys.len() >= jl * d);
+                assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
                 if jl == 0 {
                     return;
                 }
@@ -905,7 +1009,8 @@ mod avx512 {
                 let [o0, o1] = out;
                 let mut j = 0;
                 while j < jl {
-                    let rows = [0, 1, 2, 3].map(|o| kp.add((j + o).min(jl - 1) * d));
+                    let idx = [0, 1, 2, 3].map(|o| (j + o).min(jl - 1));
+                    let rows = idx.map(|r| kp.add(r * d));
                     // [key][row 0 even, row 0 odd, row 1 even, row 1 odd]
                     let mut a = [[_mm512_setzero_ps(); 4]; 4];
                     let mut i = 0;
@@ -923,7 +1028,15 @@ mod avx512 {
                                 );
                             }
                             let $p = rows[r].add(i);
-                            let (we, wo) = $load;
+                            let (mut we, mut wo) = $load;
+                            if $scaled {
+                                // One block of 32 per step.
+                                let s = _mm512_set1_ps(
+                                    *scales.get_unchecked(idx[r] * (d / 32) + i / 32),
+                                );
+                                we = _mm512_mul_ps(we, s);
+                                wo = _mm512_mul_ps(wo, s);
+                            }
                             ar[0] = _mm512_fmadd_ps(x0e, we, ar[0]);
                             ar[1] = _mm512_fmadd_ps(x0o, wo, ar[1]);
                             ar[2] = _mm512_fmadd_ps(x1e, we, ar[2]);
@@ -1024,19 +1137,30 @@ mod avx512 {
             16
         )
     ));
-    // int8 caches (one scale per row, applied by the caller).
-    scores2!(scores2_i8, i8, "avx512f", 1, |p| (
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-            p.add(16) as *const __m128i
-        )))
-    ));
+    // int8 caches: each block of 32 times its scale, in registers.
+    scores2!(
+        scores2_i8,
+        i8,
+        "avx512f",
+        1,
+        |p| (
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                p.add(16) as *const __m128i
+            )))
+        ),
+        true
+    );
     dot4_512!(dot4_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
     ));
-    pv_rows!(pv_rows_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
-        _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
-    ));
+    pv_rows!(
+        pv_rows_i8,
+        i8,
+        "avx512f",
+        |p| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
+        true
+    );
     pv_rows!(pv_rows_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
         _mm256_loadu_si256(p as *const __m256i)
     ));
@@ -1505,10 +1629,12 @@ pub fn attention_scaled<K: Elem>(
     assert_eq!(q.len(), b * h * t * d, "queries");
     assert!(k.len() >= b * kvh * cap * d && v.len() >= b * kvh * cap * d);
     assert!(keys <= cap && past + t == keys && h % kvh == 0 && valid.len() == b);
+    // Scales per row of an int8 cache.
+    let nb = d / kv_block(d);
     if let Some((ks, vs)) = row_scales {
         assert!(
-            ks.len() >= b * kvh * cap && vs.len() >= b * kvh * cap,
-            "row scales"
+            ks.len() >= b * kvh * cap * nb && vs.len() >= b * kvh * cap * nb,
+            "int8 cache scales"
         );
     }
     let rep = h / kvh;
@@ -1589,6 +1715,11 @@ pub fn attention_scaled<K: Elem>(
             let st = &mut sc[..rows * jl];
             let ks = &k[base + j0 * d..base + (j0 + jl) * d];
             let vs = &v[base + j0 * d..base + (j0 + jl) * d];
+            // An int8 cache: the tile's block scales (empty otherwise).
+            let (ksc, vsc) = row_scales.map_or((&[][..], &[][..]), |(ksc, vsc)| {
+                let at = (base / d + j0) * nb..(base / d + j0 + jl) * nb;
+                (&ksc[at.clone()], &vsc[at])
+            });
             if small {
                 // Few rows (decode): stream the keys once, four at a time,
                 // two query rows per pass where the CPU allows.
@@ -1609,11 +1740,15 @@ pub fn attention_scaled<K: Elem>(
                     pairs = rows / 2;
                     for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
                         let (a, b) = pr.split_at_mut(jl);
-                        K::scores2_avx512([&q2[0], &q2[1]], ks, d, [a, b]);
+                        K::scores2_avx512([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
                     }
                 }
                 for (r, qr) in qprep.iter().enumerate().skip(2 * pairs) {
                     let srow = &mut st[r * jl..(r + 1) * jl];
+                    if !ksc.is_empty() {
+                        scores_scaled(qr, ks, ksc, srow);
+                        continue;
+                    }
                     let mut j = 0;
                     while j < jl {
                         let key = |o: usize| &ks[(j + o).min(jl - 1) * d..][..d];
@@ -1635,7 +1770,7 @@ pub fn attention_scaled<K: Elem>(
                     &mut pack,
                 );
             } else {
-                let kt = tile(ks, &mut kbuf);
+                let kt = tile(ks, ksc, &mut kbuf);
                 // SAFETY: qb is rows × d, kt is jl × d (read transposed), st is rows × jl.
                 unsafe {
                     matmul(
@@ -1652,13 +1787,6 @@ pub fn attention_scaled<K: Elem>(
                         d,
                         gemm::Parallelism::None,
                     );
-                }
-            }
-            // An int8 cache: each key's scores times its scale.
-            if let Some((ks_scale, _)) = row_scales {
-                let sk = &ks_scale[base / d + j0..][..jl];
-                for srow in st.chunks_exact_mut(jl) {
-                    srow.iter_mut().zip(sk).for_each(|(x, s)| *x *= s);
                 }
             }
             for r in 0..rows {
@@ -1697,15 +1825,8 @@ pub fn attention_scaled<K: Elem>(
                 l[r] = l[r] * factor + sum;
                 m[r] = mnew;
             }
-            // ... and each value's weight times its own (after the sums).
-            if let Some((_, vs_scale)) = row_scales {
-                let sv = &vs_scale[base / d + j0..][..jl];
-                for srow in st.chunks_exact_mut(jl) {
-                    srow.iter_mut().zip(sv).for_each(|(x, s)| *x *= s);
-                }
-            }
             if small {
-                K::pv_rows(&mut acc, d, st, jl, jl, vs);
+                K::pv_rows(&mut acc, d, st, jl, jl, vs, vsc);
             } else if bf16_tiles {
                 #[cfg(target_arch = "x86_64")]
                 bf16gemm::weighted(
@@ -1719,7 +1840,7 @@ pub fn attention_scaled<K: Elem>(
                     &mut pack,
                 );
             } else {
-                let vt = tile(vs, &mut vbuf);
+                let vt = tile(vs, vsc, &mut vbuf);
                 // SAFETY: st is rows × jl, vt is jl × d, acc is rows × d.
                 unsafe {
                     matmul(
@@ -1756,8 +1877,18 @@ pub fn attention_scaled<K: Elem>(
     out
 }
 
-/// A key or value tile as f32: the cache itself when it is f32, else widened.
-fn tile<'a, K: Elem>(src: &'a [K], buf: &'a mut Vec<f32>) -> &'a [f32] {
+/// A key or value tile as f32: the cache itself when it is f32, else
+/// widened (and, for an int8 cache, each block times its `scales`).
+fn tile<'a, K: Elem>(src: &'a [K], scales: &[f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if !scales.is_empty() {
+        buf.resize(src.len(), 0.0);
+        K::widen(src, buf);
+        let block = src.len() / scales.len();
+        for (b, s) in buf.chunks_exact_mut(block).zip(scales) {
+            b.iter_mut().for_each(|x| *x *= s);
+        }
+        return buf;
+    }
     match K::as_f32(src) {
         Some(s) => s,
         None => {
@@ -2055,7 +2186,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn two_row_scores_match_the_dot_products() {
-        fn check<K: Elem>(from: fn(f32) -> K) {
+        // `scaled`: an int8 cache, whose keys have a scale per block.
+        fn check<K: Elem>(from: fn(f32) -> K, scaled: bool) {
             let mut s = 11u64;
             for d in [32usize, 64, 128] {
                 for jl in [1usize, 3, 4, 7, 256] {
@@ -2063,29 +2195,46 @@ mod tests {
                         .map(|_| (0..d).map(|_| rng(&mut s)).collect())
                         .collect();
                     let keys: Vec<K> = (0..jl * d).map(|_| from(rng(&mut s))).collect();
+                    let scales: Vec<f32> = if scaled {
+                        (0..jl * d / KV_BLOCK).map(|_| rng(&mut s).abs()).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let scale = |i: usize| scales.get(i / KV_BLOCK).copied().unwrap_or(1.0);
                     let want: Vec<f32> = q
                         .iter()
                         .flat_map(|qr| {
-                            keys.chunks_exact(d).map(move |key| {
-                                qr.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum()
+                            keys.chunks_exact(d).enumerate().map(move |(j, key)| {
+                                let ks = |i: usize| scale(j * d + i);
+                                qr.iter()
+                                    .zip(key)
+                                    .enumerate()
+                                    .map(|(i, (a, b))| a * b.to_f32() * ks(i))
+                                    .sum()
                             })
                         })
                         .collect();
                     let prepared: Vec<Vec<f32>> = q.iter().map(|qr| K::prepare(qr)).collect();
                     let mut got = vec![f32::NAN; 2 * jl];
                     let (a, b) = got.split_at_mut(jl);
-                    K::scores2_avx512([&prepared[0], &prepared[1]], &keys, d, [a, b]);
+                    K::scores2_avx512([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]);
                     assert!(max_diff(&got, &want) < 1e-4, "d = {d}, keys = {jl}");
+                    if scaled {
+                        // The portable path for rows left over.
+                        let mut one = vec![f32::NAN; jl];
+                        scores_scaled(&q[0], &keys, &scales, &mut one);
+                        assert!(max_diff(&one, &want[..jl]) < 1e-4, "portable, d = {d}");
+                    }
                 }
             }
         }
         if !has_avx512() {
             return;
         }
-        check::<f32>(|x| x);
-        check::<bf16>(bf16::from_f32);
-        check::<f16>(f16::from_f32);
-        check::<i8>(|x| (x * 8.0) as i8);
+        check::<f32>(|x| x, false);
+        check::<bf16>(bf16::from_f32, false);
+        check::<f16>(f16::from_f32, false);
+        check::<i8>(|x| (x * 8.0) as i8, true);
         if !has_avx512bf16() {
             return;
         }
@@ -2271,15 +2420,17 @@ mod tests {
             let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
             let got = attention(&q, &kh, &vh, &valid, s, 0.3);
             assert!(max_diff(&got, &want) < 1e-5, "f16 {s:?}");
-            // int8 cache: against the naive result on the dequantized rows.
+            // int8 cache (blocks of 32, or whole rows of 8 and 16): against
+            // the naive result on the dequantized rows.
+            let block = kv_block(dim);
             let (mut k8, mut v8) = (vec![0i8; kv_len], vec![0i8; kv_len]);
-            let (mut ks, mut vs) = (vec![0f32; kv_len / dim], vec![0f32; kv_len / dim]);
-            quantize_rows(&k, dim, &mut k8, &mut ks);
-            quantize_rows(&v, dim, &mut v8, &mut vs);
+            let (mut ks, mut vs) = (vec![0f32; kv_len / block], vec![0f32; kv_len / block]);
+            quantize_rows(&k, block, &mut k8, &mut ks);
+            quantize_rows(&v, block, &mut v8, &mut vs);
             let deq = |q: &[i8], sc: &[f32]| -> Vec<f32> {
                 q.iter()
                     .enumerate()
-                    .map(|(i, &x)| f32::from(x) * sc[i / dim])
+                    .map(|(i, &x)| f32::from(x) * sc[i / block])
                     .collect()
             };
             let (kr, vr) = (deq(&k8, &ks), deq(&v8, &vs));

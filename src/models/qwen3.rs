@@ -581,7 +581,8 @@ pub struct KvSlot {
     /// (b, kv_heads, cap, d): floats, or int8 bits in a `u8` tensor.
     k: Tensor,
     v: Tensor,
-    /// For int8 rows: each key's and value's scale, (b, kv_heads, cap).
+    /// For int8 rows: the scales of each key's and value's blocks of
+    /// [`kernels::kv_block`] elements, (b, kv_heads, cap, blocks).
     scales: Option<(Tensor, Tensor)>,
     len: usize,
 }
@@ -589,7 +590,7 @@ pub struct KvSlot {
 impl KvSlot {
     /// Appends `k`/`v` (b, kv_heads, t, d) and returns views of all
     /// keys/values. With `int8`, `k` and `v` (f32) are stored as int8 rows
-    /// with one scale each (the views are then of the int8 bits).
+    /// with a scale per block (the views are then of the int8 bits).
     fn append(
         slot: &mut Option<KvSlot>,
         k: &Tensor,
@@ -662,22 +663,24 @@ fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
     unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut i8, b.len()) }
 }
 
-/// Rows of `x` (b, kv_heads, t, d) as int8 bits in a `u8` tensor and their
-/// scales (b, kv_heads, t), by [`kernels::quantize_rows`].
+/// Rows of `x` (b, kv_heads, t, d) as int8 bits in a `u8` tensor and the
+/// scales of their blocks (b, kv_heads, t, d / [`kernels::kv_block`]), by
+/// [`kernels::quantize_rows`].
 fn quantize(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
     let (b, kvh, t, d) = x.dims4()?;
+    let block = kernels::kv_block(d);
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let (bits, sc) = with_cpu_slice::<f32, _>(&x, |xs| {
         let mut bits = vec![0u8; xs.len()];
-        let mut sc = vec![0f32; xs.len() / d.max(1)];
+        let mut sc = vec![0f32; xs.len() / block];
         if d > 0 {
-            kernels::quantize_rows(xs, d, as_i8_mut(&mut bits), &mut sc);
+            kernels::quantize_rows(xs, block, as_i8_mut(&mut bits), &mut sc);
         }
         (bits, sc)
     })?;
     Ok((
         Tensor::from_vec(bits, (b, kvh, t, d), x.device())?,
-        Tensor::from_vec(sc, (b, kvh, t), x.device())?,
+        Tensor::from_vec(sc, (b, kvh, t, d / block), x.device())?,
     ))
 }
 
@@ -686,9 +689,9 @@ fn quantize(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
 pub enum KvType {
     /// Floating point, as this dtype (f32, bf16 or f16).
     Float(DType),
-    /// int8 rows with one f32 scale each (CPU only): about half the memory
-    /// and the reads of f16, at a rounding error of 1/254 of each row's
-    /// largest element.
+    /// int8 rows with an f32 scale per block of 32 (CPU only; llama.cpp's
+    /// q8_0 cache): 56% of the memory and the reads of f16, at a rounding
+    /// error of 1/254 of each block's largest element.
     Q8,
 }
 
@@ -720,7 +723,7 @@ impl KvType {
     pub fn bytes_per_element(self, head_dim: usize) -> f64 {
         match self {
             KvType::Float(d) => d.size_in_bytes() as f64,
-            KvType::Q8 => 1.0 + 4.0 / head_dim.max(1) as f64,
+            KvType::Q8 => 1.0 + 4.0 / kernels::kv_block(head_dim) as f64,
         }
     }
 }
@@ -847,12 +850,15 @@ impl Model {
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
                 dtype: activation_dtype(w),
-                cache_dtype: KvType::Float(match w.dtype() {
-                    _ if w.quantized() => DType::F16,
-                    DType::BF16 => DType::BF16,
-                    DType::F16 => DType::F16,
-                    _ => DType::F32,
-                }),
+                // Quantized weights keep an int8 cache on the CPU (blocks
+                // of 32, as their own), f16 on a GPU.
+                cache_dtype: match w.dtype() {
+                    _ if w.quantized() && w.device().is_cpu() => KvType::Q8,
+                    _ if w.quantized() => KvType::Float(DType::F16),
+                    DType::BF16 => KvType::Float(DType::BF16),
+                    DType::F16 => KvType::Float(DType::F16),
+                    _ => KvType::Float(DType::F32),
+                },
                 device: w.device().clone(),
                 score_budget: SCORE_BUDGET_BYTES,
             })
@@ -1275,6 +1281,30 @@ mod tests {
         assert_eq!(KvType::parse("q8_0"), Some(KvType::Q8));
         assert_eq!(KvType::parse("BF16"), Some(KvType::Float(DType::BF16)));
         assert_eq!(KvType::parse("q4"), None);
+    }
+
+    /// The int8 cache scales blocks of 32: an outlier channel coarsens
+    /// its own block only.
+    #[test]
+    fn int8_rows_keep_an_outlier_to_its_block() {
+        let mut vals: Vec<f32> = (0..128)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        vals[3] = 50.0;
+        let x = Tensor::from_vec(vals.clone(), (1, 1, 2, 64), &Device::Cpu).unwrap();
+        let (bits, scales) = quantize(&x).unwrap();
+        assert_eq!(scales.dims(), &[1, 1, 2, 2]);
+        let bits: Vec<u8> = bits.flatten_all().unwrap().to_vec1().unwrap();
+        let scales: Vec<f32> = scales.flatten_all().unwrap().to_vec1().unwrap();
+        for (block, chunk) in vals.chunks(32).enumerate() {
+            let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (i, &v) in chunk.iter().enumerate() {
+                let back = f32::from(bits[block * 32 + i] as i8) * scales[block];
+                assert!((back - v).abs() <= amax / 254.0 + 1e-6, "block {block}");
+            }
+            // Only the outlier's block has its coarse scale.
+            assert_eq!(scales[block] > 0.1, block == 0, "block {block}");
+        }
     }
 
     #[test]
