@@ -192,7 +192,7 @@ impl Embedder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); ids.len()];
-        let mut cache = Cache::new(&self.model, self.model.cache_dtype());
+        let mut cache = Cache::new(&self.model, self.model.float_cache_dtype());
         for group in order.chunks(batch.max(1)) {
             let (rows, valid) = left_padded(ids, group);
             cache.reset();

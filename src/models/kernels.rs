@@ -23,6 +23,9 @@
 //!   tile, and the output comes out in (batch, time, heads × dim) order for
 //!   the output projection.
 //!
+//! - [`on_pool`]: runs a forward pass on a pool worker, the other workers
+//!   polling for its parallel loops in decode.
+//!
 //! Everything here is safe to call; the `unsafe` blocks are SIMD intrinsics
 //! behind runtime feature checks and `gemm` calls on bounds-checked slices.
 
@@ -374,8 +377,9 @@ impl Elem for f16 {
     }
 }
 
-/// An int8 cache row element; the row's scale is applied by
-/// [`attention_scaled`], so these kernels see plain integers.
+/// An int8 cache element. Its decode kernels take the blocks' scales
+/// ([`attention_scaled`] passes them) and multiply each widened block by
+/// its own; `dot4` and `pv` see plain integers.
 impl Elem for i8 {
     avx512_rows!(i8, scores2_i8, pv_rows_i8);
     fn pack(w: &[i8], n: usize, k: usize) -> Packed {
@@ -1444,34 +1448,69 @@ unsafe fn stream_sum_avx2(x: &[f32]) -> f32 {
 /// Runs `f` on a worker of rayon's pool, so the kernels' parallel loops
 /// split work from there instead of waking the pool and sleeping on a
 /// latch for each of the hundreds of operations of a decode step. With
-/// `spin`, the pool's other workers poll for its tasks until `f` returns
+/// `spin`, the pool's other workers poll for work until `f` returns
 /// (rayon would put them to sleep between two products, and a sleeping
 /// worker joins the next product only after a wake-up of tens of µs, as
 /// long as a small decode projection takes): for work made of many short
-/// parallel loops. A poller that lands on `f`'s own thread returns at once.
+/// parallel loops.
+///
+/// The pollers are detached: `f` never waits for them. One that lands on
+/// `f`'s own thread returns at once, and every poller gives up after
+/// [`POLL_IDLE`] without finding work, so a worker that picked one up
+/// while waiting for something else (another caller's join) is held up
+/// for at most that long. They stop when `f` returns or unwinds.
 pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let done = &AtomicBool::new(false);
-    rayon::scope(|s| {
-        let home = rayon::current_thread_index();
+    use std::sync::Arc;
+    /// Sets the flag when dropped: on return and on unwinding.
+    struct Done(Arc<AtomicBool>);
+    impl Drop for Done {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    rayon::scope(|_| {
+        let done = Done(Arc::new(AtomicBool::new(false)));
         if spin {
+            let home = rayon::current_thread_index();
             for _ in 1..rayon::current_num_threads() {
-                s.spawn(move |_| {
+                let flag = Arc::clone(&done.0);
+                rayon::spawn(move || {
                     if rayon::current_thread_index() == home {
                         return;
                     }
-                    while !done.load(Ordering::Acquire) {
-                        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    let mut idle_since = std::time::Instant::now();
+                    while !flag.load(Ordering::Acquire) {
+                        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                            idle_since = std::time::Instant::now();
+                        } else if idle_since.elapsed() > POLL_IDLE {
+                            return;
+                        } else {
                             std::hint::spin_loop();
                         }
                     }
                 });
             }
         }
-        let r = f();
-        done.store(true, Ordering::Release);
-        r
+        f()
     })
+}
+
+/// How long an [`on_pool`] poller spins without finding work before it
+/// leaves the worker to rayon (longer than any pause within a decode step).
+pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether this CPU runs the int8 KV cache's decode kernels (AVX-512);
+/// elsewhere a portable loop does, slower than a float cache's kernels.
+pub fn fast_int8_cache() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// Rows of activations at or below which [`linear`] streams weights as a
@@ -1604,14 +1643,15 @@ pub fn attention<K: Elem>(
     attention_scaled(q, k, v, None, valid, s, scale)
 }
 
-/// [`attention`] over a cache whose rows carry one scale each (keys and
-/// values, (batch, kv_heads, cap) each; the int8 cache): key j's scores
-/// are multiplied by its scale, and value j's weight by its own.
+/// [`attention`] over a cache whose rows carry a scale per [`kv_block`]
+/// (the int8 cache; `block_scales` for keys and values, (batch, kv_heads,
+/// cap, dim / block) each): every key and value is its integers times its
+/// blocks' scales, applied to each block as the kernels widen it.
 pub fn attention_scaled<K: Elem>(
     q: &[f32],
     k: &[K],
     v: &[K],
-    row_scales: Option<(&[f32], &[f32])>,
+    block_scales: Option<(&[f32], &[f32])>,
     valid: &[Vec<bool>],
     s: AttnShape,
     scale: f32,
@@ -1631,7 +1671,11 @@ pub fn attention_scaled<K: Elem>(
     assert!(keys <= cap && past + t == keys && h % kvh == 0 && valid.len() == b);
     // Scales per row of an int8 cache.
     let nb = d / kv_block(d);
-    if let Some((ks, vs)) = row_scales {
+    assert!(
+        block_scales.is_some() || std::any::TypeId::of::<K>() != std::any::TypeId::of::<i8>(),
+        "an int8 cache needs its scales"
+    );
+    if let Some((ks, vs)) = block_scales {
         assert!(
             ks.len() >= b * kvh * cap * nb && vs.len() >= b * kvh * cap * nb,
             "int8 cache scales"
@@ -1716,7 +1760,7 @@ pub fn attention_scaled<K: Elem>(
             let ks = &k[base + j0 * d..base + (j0 + jl) * d];
             let vs = &v[base + j0 * d..base + (j0 + jl) * d];
             // An int8 cache: the tile's block scales (empty otherwise).
-            let (ksc, vsc) = row_scales.map_or((&[][..], &[][..]), |(ksc, vsc)| {
+            let (ksc, vsc) = block_scales.map_or((&[][..], &[][..]), |(ksc, vsc)| {
                 let at = (base / d + j0) * nb..(base / d + j0 + jl) * nb;
                 (&ksc[at.clone()], &vsc[at])
             });
@@ -1746,6 +1790,14 @@ pub fn attention_scaled<K: Elem>(
                 for (r, qr) in qprep.iter().enumerate().skip(2 * pairs) {
                     let srow = &mut st[r * jl..(r + 1) * jl];
                     if !ksc.is_empty() {
+                        // int8: the two-row kernel on this row twice, where
+                        // it runs; else the portable loop.
+                        #[cfg(target_arch = "x86_64")]
+                        if has_avx512() && d % 32 == 0 {
+                            let mut twin = vec![0f32; jl];
+                            K::scores2_avx512([qr, qr], ks, ksc, d, [srow, &mut twin]);
+                            continue;
+                        }
                         scores_scaled(qr, ks, ksc, srow);
                         continue;
                     }
@@ -2091,6 +2143,11 @@ mod tests {
                 49_995_000 + (0..100_000u64).map(|v| v % 7).sum::<u64>()
             );
         }
+        // A panic inside unwinds out (the pollers stop; before they were
+        // told to on unwinding too, this hung), and the pool works on.
+        let caught = std::panic::catch_unwind(|| on_pool(true, || -> u32 { panic!("inside") }));
+        assert!(caught.is_err());
+        assert_eq!((0..1000u64).into_par_iter().sum::<u64>(), 499_500);
     }
 
     #[test]
@@ -2354,8 +2411,11 @@ mod tests {
             (2, 4, 2, 7, 5, 16),
             (1, 16, 8, 70, 600, 32),
             (2, 3, 3, 130, 0, 8),
-            // Decode: one query row per head over a long cache (dot products).
+            // Decode: one query row per head over a long cache (dot products),
+            // heads of 128 and 64, and an odd number of heads per key head.
             (2, 16, 8, 1, 700, 128),
+            (1, 8, 4, 1, 300, 64),
+            (1, 3, 1, 1, 40, 64),
         ] {
             let keys = past + t;
             let cap = keys + 3;

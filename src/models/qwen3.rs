@@ -40,8 +40,8 @@ pub enum Proj {
     Dense(Linear),
     /// Quantized weights, with a dense bias.
     Quant(QMatMul, Option<Tensor>),
-    /// Dense weights on the CPU, packed for the project's kernels, with an
-    /// f32 bias.
+    /// Dense or Q8_0 weights on the CPU, packed for the project's kernels,
+    /// with an f32 bias.
     Packed(kernels::Packed, Option<Tensor>),
 }
 
@@ -109,6 +109,11 @@ impl Proj {
     /// Q8_0 rows (whole blocks, so rows simply concatenate); `None` for
     /// other quantized weights, or biases on some parts only.
     fn fuse(projs: &[&Proj]) -> candle_core::Result<Option<Proj>> {
+        let q8: Option<Vec<_>> = projs.iter().map(|p| p.q8_0()).collect();
+        let q8 = q8.filter(|q| !q.is_empty() && q.iter().all(|(_, _, k)| *k == q[0].2));
+        if q8.is_none() && !projs.iter().all(|p| matches!(p, Proj::Dense(_))) {
+            return Ok(None);
+        }
         let biases: Vec<Tensor> = projs
             .iter()
             .filter_map(|p| match p {
@@ -121,8 +126,7 @@ impl Proj {
             n if n == projs.len() => Some(Tensor::cat(&biases, 0)?),
             _ => return Ok(None),
         };
-        let q8: Option<Vec<_>> = projs.iter().map(|p| p.q8_0()).collect();
-        if let Some(q8) = q8.filter(|q| !q.is_empty() && q.iter().all(|(_, _, k)| *k == q[0].2)) {
+        if let Some(q8) = q8 {
             let mut rows = Vec::new();
             for (w, _, _) in &q8 {
                 rows.extend_from_slice(&w.data()?);
@@ -850,10 +854,13 @@ impl Model {
                 rotary: Rotary::new(cfg),
                 cfg: cfg.clone(),
                 dtype: activation_dtype(w),
-                // Quantized weights keep an int8 cache on the CPU (blocks
-                // of 32, as their own), f16 on a GPU.
+                // Quantized weights keep an int8 cache (blocks of 32, as
+                // their own) where the CPU runs its AVX-512 kernels; f16
+                // elsewhere.
                 cache_dtype: match w.dtype() {
-                    _ if w.quantized() && w.device().is_cpu() => KvType::Q8,
+                    _ if w.quantized() && w.device().is_cpu() && kernels::fast_int8_cache() => {
+                        KvType::Q8
+                    }
                     _ if w.quantized() => KvType::Float(DType::F16),
                     DType::BF16 => KvType::Float(DType::BF16),
                     DType::F16 => KvType::Float(DType::F16),
@@ -887,9 +894,21 @@ impl Model {
 
     /// The KV cache type that matches the weights: bf16 or f16 for such
     /// weights (half the memory of f32, and the bf16 attention kernels),
-    /// f16 for quantized ones (as llama.cpp keeps it), f32 for f32.
+    /// for quantized ones int8 in blocks of 32 where the CPU has the
+    /// AVX-512 kernels for it (f16 elsewhere, as llama.cpp keeps it), f32
+    /// for f32.
     pub fn cache_dtype(&self) -> KvType {
         self.cache_dtype
+    }
+
+    /// [`Model::cache_dtype`] in floating point: for one-pass work
+    /// (embedding, reranking), whose cache is dropped after each batch,
+    /// so int8 would only round the keys and values.
+    pub fn float_cache_dtype(&self) -> KvType {
+        match self.cache_dtype {
+            KvType::Q8 => KvType::Float(DType::F16),
+            float => float,
+        }
     }
 
     /// The device the weights live on.

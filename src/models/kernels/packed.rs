@@ -10,6 +10,8 @@
 //! 32 outputs accumulate in registers with no horizontal sums, and prefill
 //! reads the same panels: the AVX512-BF16 kernel directly, the f32 `gemm`
 //! path after widening four of them at a time (as it widened rows before).
+//! GGUF Q8_0 weights take the same panels in blocks of 32 inputs, laid out
+//! for int8 dot products (see `q8`).
 
 use half::{bf16, f16};
 use rayon::prelude::*;

@@ -10,15 +10,17 @@
 //! signed side; the block's 32 row scales follow its quants. That is 1,088
 //! bytes per 32 × 32 weights, exactly GGUF's 34 per 32.
 //!
-//! - Decode ([`panel_dot`]): the activations are quantized once per row to
+//! - Decode ([`Acts::panel_dot`]): the activations are quantized once per row to
 //!   int8 blocks of 32 with their own scales ([`Acts`], as llama.cpp's
 //!   Q8_0 × Q8_0 product does). Per block, 16 `vpdpbusd` give 32 rows'
 //!   exact integer sums, and one multiply-add per 16 rows applies both
-//!   scales: about one instruction per 32 bytes of weights, where widening
-//!   int8 to f32 took ten. AVX2 machines use `vpmaddubsw` on |w| and x·sign(w).
-//! - Prefill ([`Panels`]): each panel is widened to bf16 pairs when a task
-//!   takes it, for the AVX512-BF16 tile kernel; without it, to f32 for
-//!   `gemm` ([`widen_f32`]).
+//!   scales: about one instruction per 20 bytes of weights, where widening
+//!   int8 to f32 took one per 3. AVX2 machines use `vpmaddubsw` on |w| and
+//!   x·sign(w).
+//! - Prefill (`Panels`): each panel is widened to bf16 pairs when a task
+//!   takes it, for the AVX512-BF16 tile kernel (the weights rounded to
+//!   bf16, as the activations are there; decode's products are exact);
+//!   without it, to f32 for `gemm` ([`widen_f32`]).
 
 use half::f16;
 
@@ -168,10 +170,14 @@ fn portable(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
 /// bytes and two `vpdpbusd` (rows 0–15, 16–31), alternating between two
 /// pairs of integer accumulators; then the offset's sum taken off, and
 /// both scales applied in one multiply-add per 16 rows.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VNNI and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 unsafe fn avx512_vnni(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [f32; NR]) {
     use std::arch::x86_64::*;
+    assert!(q.len() >= d.len() * QK && c.len() >= d.len() && panel.len() >= d.len() * BLOCK_BYTES);
     let (qp, pp) = (q.as_ptr(), panel.as_ptr());
     let mut acc = [_mm512_setzero_ps(); 2];
     for b in 0..d.len() {
@@ -210,10 +216,14 @@ unsafe fn avx512_vnni(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [
 /// As [`avx512_vnni`] with 256-bit registers and no VNNI: `vpmaddubsw` of
 /// |w| (unsigned) and x carrying w's sign, then `vpmaddwd` by ones into
 /// int32 (exact: |w| ≤ 128, |x| ≤ 127, so pairs stay below 2¹⁵).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn avx2(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
     use std::arch::x86_64::*;
+    assert!(q.len() >= d.len() * QK && panel.len() >= d.len() * BLOCK_BYTES);
     let (qp, pp) = (q.as_ptr(), panel.as_ptr());
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     let ones = _mm256_set1_epi16(1);
@@ -258,6 +268,7 @@ pub struct Panels<'a> {
 #[cfg(target_arch = "x86_64")]
 impl super::bf16gemm::PanelSource for Panels<'_> {
     fn panel<'s>(&'s self, p: usize, scratch: &'s mut Vec<u32>) -> &'s [u32] {
+        assert!(super::has_avx512bf16(), "bf16 panels need AVX512-BF16");
         let kb = self.k / QK;
         let panel = &self.data[p * kb * BLOCK_BYTES..(p + 1) * kb * BLOCK_BYTES];
         scratch.clear();
