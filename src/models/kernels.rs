@@ -1397,7 +1397,8 @@ mod avx2 {
 pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
 /// The sum of `x`, read the way the matrix × vector kernels read weights
-/// (wide loads, software prefetch [`PREFETCH_AHEAD`] bytes ahead): the
+/// (wide loads, non-temporal software prefetch [`PREFETCH_AHEAD`] bytes
+/// ahead): the
 /// benchmark's yardstick for memory bandwidth, so that a kernel's fraction
 /// of it is not flattered by a slower reader.
 pub fn stream_sum(x: &[f32]) -> f32 {
@@ -1427,11 +1428,11 @@ unsafe fn stream_sum_avx2(x: &[f32]) -> f32 {
     while i + 32 <= x.len() {
         _mm_prefetch(
             (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD),
-            _MM_HINT_T0,
+            _MM_HINT_NTA,
         );
         _mm_prefetch(
             (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD + 64),
-            _MM_HINT_T0,
+            _MM_HINT_NTA,
         );
         for (l, al) in a.iter_mut().enumerate() {
             *al = _mm256_add_ps(*al, _mm256_loadu_ps(p.add(i + 8 * l)));

@@ -491,15 +491,18 @@ fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
     }
 }
 
-/// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead.
+/// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead, as
+/// non-temporal (weights are read once per token): in the machine's fast
+/// minutes the panel kernel read at 85% of the yardstick against 82% with
+/// `T0`, over 313 paired rounds (the same in its slower minutes).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) unsafe fn ahead<T>(p: *const T, bytes: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_NTA};
     for line in (0..bytes).step_by(64) {
         _mm_prefetch(
             (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
-            _MM_HINT_T0,
+            _MM_HINT_NTA,
         );
     }
 }
