@@ -523,21 +523,23 @@ mod bf16gemm {
     }
 
     /// `out = x · wᵀ` with `w` already in panels (see [`super::Packed`]):
-    /// panel p, pair q, row c at `(p · kp + q) · NR + c`.
-    pub fn gemm_packed(x: &[f32], m: usize, k: usize, w: &[u32], n: usize, out: &mut [f32]) {
+    /// panel p, pair q, row c at `(p · kp + q) · NR + c`. `out` must be
+    /// valid for writes of m × n outputs; every one is written.
+    pub fn gemm_packed(x: &[f32], m: usize, k: usize, w: &[u32], n: usize, out: SendPtr) {
         let kp = k.div_ceil(2);
         assert!(w.len() >= n.div_ceil(NR) * kp * NR, "packed weights");
         gemm_panels(x, m, k, &Bf16Panels { w, kp }, n, out);
     }
 
-    /// `out = x · wᵀ` over the n / NR panels of `w`.
+    /// `out = x · wᵀ` over the n / NR panels of `w`; `out` must be valid
+    /// for writes of m × n outputs (row stride n), and every one is written.
     pub fn gemm_panels(
         x: &[f32],
         m: usize,
         k: usize,
         w: &impl PanelSource,
         n: usize,
-        out: &mut [f32],
+        dst: SendPtr,
     ) {
         // Pairs per row; x as bf16 pairs, rows padded to an even length.
         let kp = k.div_ceil(2);
@@ -546,7 +548,6 @@ mod bf16gemm {
             .zip(x.par_chunks(k))
             // SAFETY: the caller checked for AVX512-BF16.
             .for_each(|(row, src)| unsafe { to_pairs(src, row) });
-        let dst = SendPtr(out.as_mut_ptr());
         let panels = n.div_ceil(NR);
         // Rows of `x` per sweep over the panels: a block of activations
         // (MB × k bf16, 384 KB at k = 1,024) stays in L2 while every panel
@@ -563,10 +564,13 @@ mod bf16gemm {
                     panel_rows(&xb, b0..b1, kp, packed, |row, t| {
                         // SAFETY: columns j0..j0+cols of `out` (m × n)
                         // belong to this task alone.
-                        let o = unsafe {
-                            std::slice::from_raw_parts_mut(dst.get().add(row * n + j0), cols)
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                t.as_ptr(),
+                                dst.get().add(row * n + j0),
+                                cols,
+                            )
                         };
-                        o.copy_from_slice(&t[..cols]);
                     });
                 });
         }
@@ -1700,7 +1704,8 @@ pub fn attention_scaled<K: Elem>(
             })
         })
         .collect();
-    let mut out = vec![0f32; b * t * h * d];
+    // Every output row is written once, by its task: no zeroing first.
+    let mut out = Vec::<f32>::with_capacity(b * t * h * d);
     let dst = SendPtr(out.as_mut_ptr());
     let tasks = b * kvh * blocks;
     (0..tasks).into_par_iter().for_each(|task| {
@@ -1919,15 +1924,17 @@ pub fn attention_scaled<K: Elem>(
             let (hh, ti) = (g * rep + r / n, t0 + r % n);
             let inv = 1.0 / l[r];
             // SAFETY: (bi, ti, hh) is owned by this task alone; the row lies
-            // inside `out` (batch × t × heads × dim).
-            let o = unsafe {
-                std::slice::from_raw_parts_mut(dst.get().add(((bi * t + ti) * h + hh) * d), d)
-            };
-            for (o, a) in o.iter_mut().zip(&acc[r * d..(r + 1) * d]) {
-                *o = a * inv;
+            // inside `out`'s capacity (batch × t × heads × dim).
+            let o = unsafe { dst.get().add(((bi * t + ti) * h + hh) * d) };
+            for (c, a) in acc[r * d..(r + 1) * d].iter().enumerate() {
+                // SAFETY: as above, c < d.
+                unsafe { o.add(c).write(a * inv) };
             }
         }
     });
+    // SAFETY: the tasks cover every (sequence, key head, block of
+    // positions), so every row of every head was written above.
+    unsafe { out.set_len(b * t * h * d) };
     out
 }
 

@@ -145,27 +145,61 @@ impl Packed {
     pub fn linear(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "activations");
-        let mut out = vec![0f32; m * n];
         if m == 0 || n == 0 || k == 0 {
+            return vec![0f32; m * n];
+        }
+        if m > GEMV_MAX_ROWS && !self.tiles() {
+            let mut out = vec![0f32; m * n];
+            self.gemm_widened(x, m, &mut out);
             return out;
         }
-        if m <= GEMV_MAX_ROWS {
-            self.gemv(x, m, &mut out);
-        } else {
-            self.gemm(x, m, &mut out);
+        // The matrix × vector and tile kernels write every output once, so
+        // the buffer is not zeroed first (a memset of the whole output, ~4%
+        // of a bf16 embedding pass).
+        let mut out = Vec::<f32>::with_capacity(m * n);
+        let dst = SendPtr(out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        if m > GEMV_MAX_ROWS {
+            match &self.data {
+                Data::Bf16(d) => super::bf16gemm::gemm_packed(x, m, k, d, n, dst),
+                Data::Q8(d) => {
+                    let panels = q8::Panels { data: d, k };
+                    super::bf16gemm::gemm_panels(x, m, k, &panels, n, dst);
+                }
+                _ => unreachable!("tiles() holds for bf16 and Q8 panels only"),
+            }
         }
+        if m <= GEMV_MAX_ROWS {
+            self.gemv(x, m, dst);
+        }
+        // SAFETY: the kernels above wrote all m × n outputs.
+        unsafe { out.set_len(m * n) };
         out
     }
 
+    /// Whether many rows go through the AVX512-BF16 tile kernel (bf16 and
+    /// Q8 panels on a CPU that has it).
+    fn tiles(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            super::has_avx512bf16() && matches!(self.data, Data::Bf16(_) | Data::Q8(_))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     /// Few rows: every panel streamed once, each row of `x` against it.
-    fn gemv(&self, x: &[f32], m: usize, out: &mut [f32]) {
+    ///
+    /// `dst` must be valid for writes of m × n outputs (row stride n).
+    fn gemv(&self, x: &[f32], m: usize, dst: SendPtr) {
         let (n, k) = (self.n, self.k);
         let panels = n.div_ceil(NR);
         let threads = rayon::current_num_threads().max(1);
         // Enough tasks to balance the cores, whole panels each.
         let per = (panels / (threads * 8)).max(1);
         let tasks = panels.div_ceil(per);
-        let dst = SendPtr(out.as_mut_ptr());
         // Q8 weights take the activations as int8 blocks, quantized once.
         let acts = match &self.data {
             Data::Q8(_) => Some(q8::Acts::new(x, k)),
@@ -183,11 +217,15 @@ impl Packed {
                         }
                         _ => self.panel_dot(p, &x[i * k..(i + 1) * k], &mut tile),
                     }
-                    // SAFETY: columns p·NR.. of row i belong to this task.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(dst.get().add(i * n + p * NR), cols)
+                    // SAFETY: columns p·NR.. of row i belong to this task,
+                    // inside the m × n outputs `dst` holds.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            tile.as_ptr(),
+                            dst.get().add(i * n + p * NR),
+                            cols,
+                        )
                     };
-                    o.copy_from_slice(&tile[..cols]);
                 }
             }
         });
@@ -247,21 +285,10 @@ impl Packed {
         }
     }
 
-    /// Many rows: the AVX512-BF16 kernel on bf16 panels as they are, else
-    /// `gemm` on groups of panels widened to f32.
-    fn gemm(&self, x: &[f32], m: usize, out: &mut [f32]) {
+    /// Many rows without the tile kernel: `gemm` on groups of panels
+    /// widened to f32.
+    fn gemm_widened(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let (n, k) = (self.n, self.k);
-        #[cfg(target_arch = "x86_64")]
-        if super::has_avx512bf16() {
-            match &self.data {
-                Data::Bf16(d) => return super::bf16gemm::gemm_packed(x, m, k, d, n, out),
-                Data::Q8(d) => {
-                    let panels = q8::Panels { data: d, k };
-                    return super::bf16gemm::gemm_panels(x, m, k, &panels, n, out);
-                }
-                _ => {}
-            }
-        }
         let groups = n.div_ceil(NR * GROUP);
         let dst = SendPtr(out.as_mut_ptr());
         (0..groups).into_par_iter().for_each_init(
