@@ -142,15 +142,16 @@ fn pv_portable<W: Elem>(acc: &mut [f32], p: &[f32], rows: &[W]) {
 /// weighted by its probability times its scale.
 fn pv_scaled<W: Elem>(acc: &mut [f32], p: &[f32], rows: &[W], scales: &[f32]) {
     let d = acc.len();
-    let nb = d / kv_block(d);
+    let block = kv_block(d);
+    let nb = d / block;
     for (j, &pj) in p.iter().enumerate() {
         if pj == 0.0 {
             continue;
         }
         let row = &rows[j * d..(j + 1) * d];
         for ((a, w), s) in acc
-            .chunks_mut(kv_block(d))
-            .zip(row.chunks(kv_block(d)))
+            .chunks_mut(block)
+            .zip(row.chunks(block))
             .zip(&scales[j * nb..(j + 1) * nb])
         {
             W::axpy(a, pj * s, w);
@@ -1732,6 +1733,9 @@ pub fn attention_scaled<K: Elem>(
         let mut sc = vec![0f32; rows * KEY_TILE];
         let mut kbuf = Vec::new();
         let mut vbuf = Vec::new();
+        // A lone int8 query row's discarded twin scores.
+        #[cfg(target_arch = "x86_64")]
+        let mut twin: Vec<f32> = Vec::new();
         let mask = masks[bi].as_deref();
         let small = rows <= SMALL_ROWS;
         let qprep: Vec<Vec<f32>> = if small {
@@ -1801,8 +1805,8 @@ pub fn attention_scaled<K: Elem>(
                         // it runs; else the portable loop.
                         #[cfg(target_arch = "x86_64")]
                         if has_avx512() && d % 32 == 0 {
-                            let mut twin = vec![0f32; jl];
-                            K::scores2_avx512([qr, qr], ks, ksc, d, [srow, &mut twin]);
+                            twin.resize(jl, 0.0);
+                            K::scores2_avx512([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
                             continue;
                         }
                         scores_scaled(qr, ks, ksc, srow);

@@ -97,9 +97,10 @@ impl Packed {
         }
     }
 
-    /// Bytes of one Q8 panel.
-    fn q8_panel_bytes(&self) -> usize {
-        self.k / q8::QK * q8::BLOCK_BYTES
+    /// Q8 panel `p` of `d` (this matrix's Q8 data).
+    fn q8_panel<'a>(&self, d: &'a [u8], p: usize) -> &'a [u8] {
+        let bytes = self.k / q8::QK * q8::BLOCK_BYTES;
+        &d[p * bytes..(p + 1) * bytes]
     }
 
     /// Outputs.
@@ -120,10 +121,7 @@ impl Packed {
         match &self.data {
             Data::F32(d) => (0..k).map(|kk| d[(p * k + kk) * NR + r]).collect(),
             Data::F16(d) => (0..k).map(|kk| d[(p * k + kk) * NR + r].to_f32()).collect(),
-            Data::Q8(d) => {
-                let pb = self.q8_panel_bytes();
-                q8::row(&d[p * pb..(p + 1) * pb], r, k)
-            }
+            Data::Q8(d) => q8::row(self.q8_panel(d, p), r, k),
             Data::Bf16(d) => {
                 let kp = k.div_ceil(2);
                 (0..k)
@@ -210,13 +208,8 @@ impl Packed {
             for p in t * per..((t + 1) * per).min(panels) {
                 let cols = NR.min(n - p * NR);
                 for i in 0..m {
-                    match (&self.data, &acts) {
-                        (Data::Q8(d), Some(a)) => {
-                            let pb = self.q8_panel_bytes();
-                            a.panel_dot(i, &d[p * pb..(p + 1) * pb], &mut tile);
-                        }
-                        _ => self.panel_dot(p, &x[i * k..(i + 1) * k], &mut tile),
-                    }
+                    let acts = acts.as_ref().map(|a| (a, i));
+                    self.panel_dot(p, &x[i * k..(i + 1) * k], acts, &mut tile);
                     // SAFETY: columns p·NR.. of row i belong to this task,
                     // inside the m × n outputs `dst` holds.
                     unsafe {
@@ -232,7 +225,14 @@ impl Packed {
     }
 
     /// `tile[r] = x · row (p · NR + r)` for the 32 rows of panel `p`.
-    fn panel_dot(&self, p: usize, x: &[f32], tile: &mut [f32; NR]) {
+    /// Q8 panels take row `i` of `acts` (`x` quantized), else quantize `x`.
+    fn panel_dot(
+        &self,
+        p: usize,
+        x: &[f32],
+        acts: Option<(&q8::Acts, usize)>,
+        tile: &mut [f32; NR],
+    ) {
         let k = self.k;
         match &self.data {
             Data::F32(d) => {
@@ -278,10 +278,10 @@ impl Packed {
                 }
                 portable_bf16(x, panel, tile);
             }
-            Data::Q8(d) => {
-                let pb = self.q8_panel_bytes();
-                q8::Acts::new(x, k).panel_dot(0, &d[p * pb..(p + 1) * pb], tile);
-            }
+            Data::Q8(d) => match acts {
+                Some((a, i)) => a.panel_dot(i, self.q8_panel(d, p), tile),
+                None => q8::Acts::new(x, k).panel_dot(0, self.q8_panel(d, p), tile),
+            },
         }
     }
 
@@ -346,10 +346,7 @@ impl Packed {
                             .convert_to_f32_slice(&mut buf[kk * width + q * NR..][..NR]);
                     }
                 }
-                Data::Q8(d) => {
-                    let pb = self.q8_panel_bytes();
-                    q8::widen_f32(&d[p * pb..(p + 1) * pb], k, &mut buf[q * NR..], width);
-                }
+                Data::Q8(d) => q8::widen_f32(self.q8_panel(d, p), k, &mut buf[q * NR..], width),
                 Data::Bf16(d) => {
                     let kp = k.div_ceil(2);
                     for qq in 0..kp {
