@@ -22,12 +22,13 @@
 //!   KV cache buffers in their own dtype, grouped-query heads share each key
 //!   tile, and the output comes out in (batch, time, heads × dim) order for
 //!   the output projection.
-//!
 //! - [`on_pool`]: runs a forward pass on a pool worker, the other workers
 //!   polling for its parallel loops in decode.
 //!
 //! Everything here is safe to call; the `unsafe` blocks are SIMD intrinsics
-//! behind runtime feature checks and `gemm` calls on bounds-checked slices.
+//! behind runtime feature checks, `gemm` calls on bounds-checked slices,
+//! and raw writes into output buffers that the kernels fill completely
+//! (so they are not zeroed first).
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -1676,7 +1677,7 @@ pub fn attention_scaled<K: Elem>(
     assert_eq!(q.len(), b * h * t * d, "queries");
     assert!(k.len() >= b * kvh * cap * d && v.len() >= b * kvh * cap * d);
     assert!(keys <= cap && past + t == keys && h % kvh == 0 && valid.len() == b);
-    // Scales per row of an int8 cache.
+    // Block scales per row of an int8 cache.
     let nb = d / kv_block(d);
     assert!(
         block_scales.is_some() || std::any::TypeId::of::<K>() != std::any::TypeId::of::<i8>(),
