@@ -32,9 +32,12 @@
 
 use half::{bf16, f16};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
+mod heads;
 mod packed;
 mod q8;
+pub use heads::{split_heads, HeadSplit};
 pub use packed::{Buf, Packed, Zeroable};
 
 /// A weight or cache element: f32, bf16 or f16.
@@ -545,11 +548,15 @@ mod bf16gemm {
     ) {
         // Pairs per row; x as bf16 pairs, rows padded to an even length.
         let kp = k.div_ceil(2);
-        let mut xb = vec![0u32; m * kp];
-        xb.par_chunks_mut(kp)
+        assert_eq!(x.len(), m * k, "activations");
+        let mut xb = Vec::with_capacity(m * kp);
+        xb.spare_capacity_mut()[..m * kp]
+            .par_chunks_mut(kp)
             .zip(x.par_chunks(k))
             // SAFETY: the caller checked for AVX512-BF16.
-            .for_each(|(row, src)| unsafe { to_pairs(src, row) });
+            .for_each(|(row, src)| unsafe { to_pairs_into(src, row) });
+        // SAFETY: `to_pairs_into` wrote every pair of the m rows.
+        unsafe { xb.set_len(m * kp) };
         let panels = n.div_ceil(NR);
         // Rows of `x` per sweep over the panels: a block of activations
         // (MB × k bf16, 384 KB at k = 1,024) stays in L2 while every panel
@@ -589,9 +596,10 @@ mod bf16gemm {
         mut put: impl FnMut(usize, &[f32]),
     ) {
         let mut i = rows.start;
+        // Rows past `r` are neither written by `micro` nor read.
+        let mut tile = [0f32; MR * NR];
         while i < rows.end {
             let r = MR.min(rows.end - i);
-            let mut tile = [0f32; MR * NR];
             // SAFETY: AVX512-BF16 (the caller's check); x holds rows i..i+r
             // of kp pairs, the panel kp × NR.
             unsafe { micro_rows(r, &x[i * kp..], kp, panel, &mut tile) };
@@ -799,6 +807,19 @@ mod bf16gemm {
     /// AVX512-BF16 must be available; `row` holds `src.len().div_ceil(2)`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn to_pairs(src: &[f32], row: &mut [u32]) {
+        // SAFETY: initialised u32s are valid `MaybeUninit<u32>`s, and
+        // `to_pairs_into` writes only initialised values.
+        let row = std::slice::from_raw_parts_mut(row.as_mut_ptr().cast(), row.len());
+        to_pairs_into(src, row)
+    }
+
+    /// [`to_pairs`] into a row that need not be initialised (every pair is
+    /// written).
+    ///
+    /// # Safety
+    /// As [`to_pairs`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn to_pairs_into(src: &[f32], row: &mut [std::mem::MaybeUninit<u32>]) {
         assert_eq!(row.len(), src.len().div_ceil(2));
         let mut i = 0;
         while i + 32 <= src.len() {
@@ -813,7 +834,7 @@ mod bf16gemm {
             let hi = src
                 .get(2 * p + 1)
                 .map_or(0, |&v| bf16::from_f32(v).to_bits() as u32);
-            *pair = lo | (hi << 16);
+            pair.write(lo | (hi << 16));
         }
     }
 
@@ -1970,6 +1991,11 @@ fn tile<'a, K: Elem>(src: &'a [K], scales: &[f32], buf: &'a mut Vec<f32>) -> &'a
 /// score, which for decode was as slow as reading the keys.
 fn max_of(xs: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { max_of_avx512(xs) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 (checked above).
         return unsafe { max_of_avx2(xs) };
@@ -1980,6 +2006,12 @@ fn max_of(xs: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn max_of_avx2(xs: &[f32]) -> f32 {
+    max_of_body(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn max_of_avx512(xs: &[f32]) -> f32 {
     max_of_body(xs)
 }
 
@@ -2004,25 +2036,38 @@ fn max_of_body(xs: &[f32]) -> f32 {
 /// below 1e-6 over the range softmax sees).
 fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { exp_shifted_avx512(xs, shift) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
         return unsafe { exp_shifted_avx2(xs, shift) };
     }
-    exp_shifted_body(xs, shift)
+    exp_shifted_body::<8>(xs, shift)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_shifted_avx2(xs: &mut [f32], shift: f32) -> f32 {
-    exp_shifted_body(xs, shift)
+    exp_shifted_body::<8>(xs, shift)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_shifted_avx512(xs: &mut [f32], shift: f32) -> f32 {
+    exp_shifted_body::<16>(xs, shift)
+}
+
+/// `L` lanes: the vector width the loop is written for (8 for AVX2, 16
+/// for AVX-512).
 #[inline(always)]
-fn exp_shifted_body(xs: &mut [f32], shift: f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut chunks = xs.chunks_exact_mut(8);
+fn exp_shifted_body<const L: usize>(xs: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0f32; L];
+    let mut chunks = xs.chunks_exact_mut(L);
     for c in &mut chunks {
-        for l in 0..8 {
+        for l in 0..L {
             c[l] = fast_exp(c[l] - shift);
             lanes[l] += c[l];
         }
@@ -2042,24 +2087,35 @@ fn exp_shifted_body(xs: &mut [f32], shift: f32) -> f32 {
 pub fn silu_mul(gate_up: &[f32], width: usize) -> Vec<f32> {
     assert!(width > 0 && gate_up.len().is_multiple_of(2 * width));
     let m = gate_up.len() / (2 * width);
-    let mut out = vec![0f32; m * width];
-    let rows = out.par_chunks_mut(width).zip(gate_up.par_chunks(2 * width));
+    let mut out = Vec::with_capacity(m * width);
+    let slots = &mut out.spare_capacity_mut()[..m * width];
     // Parallel only when there is enough work to pay for the wake-ups.
-    let run = |(o, gu): (&mut [f32], &[f32])| {
+    let run = |(o, gu): (&mut [MaybeUninit<f32>], &[f32])| {
         let (g, u) = gu.split_at(width);
         silu_mul_row(g, u, o);
     };
     if m * width >= 1 << 16 {
-        rows.for_each(run);
+        slots
+            .par_chunks_mut(width)
+            .zip(gate_up.par_chunks(2 * width))
+            .for_each(run);
     } else {
-        out.chunks_mut(width)
+        slots
+            .chunks_mut(width)
             .zip(gate_up.chunks(2 * width))
             .for_each(run);
     }
+    // SAFETY: the m rows tile `slots`, and each row's loop writes all of it.
+    unsafe { out.set_len(m * width) };
     out
 }
 
-fn silu_mul_row(g: &[f32], u: &[f32], o: &mut [f32]) {
+fn silu_mul_row(g: &[f32], u: &[f32], o: &mut [MaybeUninit<f32>]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { silu_mul_avx512(g, u, o) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked above).
@@ -2070,17 +2126,24 @@ fn silu_mul_row(g: &[f32], u: &[f32], o: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], o: &mut [f32]) {
+unsafe fn silu_mul_avx2(g: &[f32], u: &[f32], o: &mut [MaybeUninit<f32>]) {
+    silu_mul_body(g, u, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn silu_mul_avx512(g: &[f32], u: &[f32], o: &mut [MaybeUninit<f32>]) {
     silu_mul_body(g, u, o)
 }
 
 #[inline(always)]
-fn silu_mul_body(g: &[f32], u: &[f32], o: &mut [f32]) {
+fn silu_mul_body(g: &[f32], u: &[f32], o: &mut [MaybeUninit<f32>]) {
+    assert!(g.len() == o.len() && u.len() == o.len());
     for ((o, &x), &y) in o.iter_mut().zip(g).zip(u) {
         let e = fast_exp(-x.abs());
         let r = 1.0 / (1.0 + e);
         let sig = if x >= 0.0 { r } else { e * r };
-        *o = x * sig * y;
+        o.write(x * sig * y);
     }
 }
 
@@ -2374,6 +2437,29 @@ mod tests {
         assert_eq!(fast_exp(0.0), 1.0);
         assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(fast_exp(-100.0), 0.0);
+    }
+
+    #[test]
+    fn softmax_loops_match_scalar_on_every_width() {
+        // Lengths around the 8- and 16-lane vectors, with masked scores.
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 33, 100] {
+            let mut s = n as u64 + 5;
+            let mut xs: Vec<f32> = (0..n).map(|_| rng(&mut s) * 20.0).collect();
+            if n > 2 {
+                xs[1] = f32::NEG_INFINITY;
+            }
+            let want_max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max_of(&xs), want_max, "n = {n}");
+            let shift = want_max.max(0.0);
+            let want: Vec<f32> = xs.iter().map(|&x| fast_exp(x - shift)).collect();
+            let sum = exp_shifted(&mut xs, shift);
+            assert!(max_diff(&xs, &want) <= 1e-7, "n = {n}");
+            let want_sum: f32 = want.iter().sum();
+            assert!(
+                (sum - want_sum).abs() <= 1e-5 * want_sum.max(1.0),
+                "n = {n}"
+            );
+        }
     }
 
     /// Attention the obvious way: full score rows, softmax, weighted sum.

@@ -178,15 +178,24 @@ impl Proj {
 
 struct RmsNorm {
     weight: Tensor,
+    /// The weights as f32 on the host, for the CPU kernels (empty on a GPU).
+    host: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
     fn new(size: usize, eps: f64, w: &dyn Weights, name: &str) -> candle_core::Result<Self> {
+        let weight = w
+            .tensor(&format!("{name}.weight"), &[size])?
+            .to_dtype(activation_dtype(w))?;
+        let host = if weight.device().is_cpu() {
+            weight.to_dtype(DType::F32)?.to_vec1()?
+        } else {
+            Vec::new()
+        };
         Ok(RmsNorm {
-            weight: w
-                .tensor(&format!("{name}.weight"), &[size])?
-                .to_dtype(activation_dtype(w))?,
+            weight,
+            host,
             eps: eps as f32,
         })
     }
@@ -387,21 +396,25 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let qkv = self.qkv.forward(x)?;
-        let q = qkv[0].reshape((b, t, h, d))?;
-        let k = qkv[1].reshape((b, t, kvh, d))?;
-        let v = qkv[2].reshape((b, t, kvh, d))?;
-        let q = match &self.q_norm {
-            Some(n) => n.forward(&q)?,
-            None => q,
+        let (q, k, v) = if x.device().is_cpu() {
+            self.heads_cpu(x, cos, sin)?
+        } else {
+            let qkv = self.qkv.forward(x)?;
+            let q = qkv[0].reshape((b, t, h, d))?;
+            let k = qkv[1].reshape((b, t, kvh, d))?;
+            let v = qkv[2].reshape((b, t, kvh, d))?;
+            let q = match &self.q_norm {
+                Some(n) => n.forward(&q)?,
+                None => q,
+            };
+            let k = match &self.k_norm {
+                Some(n) => n.forward(&k)?,
+                None => k,
+            };
+            let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            (q, k, v.transpose(1, 2)?.contiguous()?)
         };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(&k)?,
-            None => k,
-        };
-        let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
-        let v = v.transpose(1, 2)?.contiguous()?;
         let float = kv.float_dtype();
         let (k, v) = (k.to_dtype(float)?, v.to_dtype(float)?);
         let scale = 1.0 / (d as f64).sqrt();
@@ -478,6 +491,57 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, t, h * d))?;
         self.o.forward(&out)
+    }
+}
+
+impl Attention {
+    /// The q/k/v projection cut into head-major q, k (normed and rotated)
+    /// and v, (b, heads, t, d) f32, by the CPU kernel in one pass.
+    fn heads_cpu(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let qkv = match &self.qkv {
+            Split::Fused(p, _) => p.forward(x)?,
+            Split::Separate(ps) => {
+                let parts = ps
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&parts, D::Minus1)?
+            }
+        };
+        let qkv = qkv.to_dtype(DType::F32)?.contiguous()?;
+        let (cos, sin) = (cos.to_dtype(DType::F32)?, sin.to_dtype(DType::F32)?);
+        let (q, k, v) = with_cpu_slice::<f32, _>(&qkv, |qkv| {
+            with_cpu_slice::<f32, _>(&cos, |cos| {
+                with_cpu_slice::<f32, _>(&sin, |sin| {
+                    let split = kernels::HeadSplit {
+                        batch: b,
+                        t,
+                        heads: h,
+                        kv_heads: kvh,
+                        dim: d,
+                        q_norm: self.q_norm.as_ref().map(|n| &n.host[..]),
+                        k_norm: self.k_norm.as_ref().map(|n| &n.host[..]),
+                        eps: self.q_norm.as_ref().map_or(0.0, |n| n.eps),
+                        cos,
+                        sin,
+                    };
+                    kernels::split_heads(qkv, &split)
+                })
+            })
+        })???;
+        let dev = x.device();
+        Ok((
+            Tensor::from_vec(q, (b, h, t, d), dev)?,
+            Tensor::from_vec(k, (b, kvh, t, d), dev)?,
+            Tensor::from_vec(v, (b, kvh, t, d), dev)?,
+        ))
     }
 }
 
