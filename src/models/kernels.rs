@@ -74,6 +74,10 @@ pub trait Elem: Copy + Send + Sync + 'static {
     fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
         None
     }
+    /// The values as int8, if that is what they are.
+    fn as_i8(_: &[Self]) -> Option<&[i8]> {
+        None
+    }
     /// `acc += Σ_j p[j] · rows[j]` for `p.len()` rows of `acc.len()`
     /// elements each, laid out one after another in `rows`.
     fn pv(acc: &mut [f32], p: &[f32], rows: &[Self]) {
@@ -387,6 +391,9 @@ impl Elem for f16 {
 /// its own; `dot4` and `pv` see plain integers.
 impl Elem for i8 {
     avx512_rows!(i8, scores2_i8, pv_rows_i8);
+    fn as_i8(src: &[i8]) -> Option<&[i8]> {
+        Some(src)
+    }
     fn pack(w: &[i8], n: usize, k: usize) -> Packed {
         let wide: Vec<f32> = w.iter().map(|&v| f32::from(v)).collect();
         Packed::from_f32(&wide, n, k)
@@ -424,6 +431,62 @@ pub fn kv_block(d: usize) -> usize {
     } else {
         d.max(1)
     }
+}
+
+/// A query row rounded to int8 per [`KV_BLOCK`], for the int8 cache's
+/// integer scores (`vpdpbusd`, as llama.cpp's Q8_0 × Q8_0 dot).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct QueryI8 {
+    /// The int8 row.
+    q: Vec<i8>,
+    /// Per group of 4 elements (an int32 lane of the product):
+    /// −128 · their sum, which cancels the +128 that makes keys unsigned.
+    corr: Vec<i32>,
+    /// Per group of 4: its block's scale.
+    scales: Vec<f32>,
+}
+
+impl QueryI8 {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn new(x: &[f32]) -> QueryI8 {
+        assert!(x.len().is_multiple_of(KV_BLOCK));
+        let mut q = vec![0i8; x.len()];
+        let mut bs = vec![0f32; x.len() / KV_BLOCK];
+        quantize_rows(x, KV_BLOCK, &mut q, &mut bs);
+        let corr = q
+            .chunks_exact(4)
+            .map(|g| -128 * g.iter().map(|&v| i32::from(v)).sum::<i32>())
+            .collect();
+        let scales = (0..x.len() / 4).map(|l| bs[l * 4 / KV_BLOCK]).collect();
+        QueryI8 { q, corr, scales }
+    }
+}
+
+/// [`avx512::scores2_i8_vnni`] for heads of `d` (a multiple of 64 up to
+/// 512); false, having done nothing, where it does not run.
+#[cfg(target_arch = "x86_64")]
+fn scores2_vnni(
+    q: [&QueryI8; 2],
+    keys: &[i8],
+    scales: &[f32],
+    d: usize,
+    out: [&mut [f32]; 2],
+) -> bool {
+    if !has_avx512vnni() {
+        return false;
+    }
+    // SAFETY: AVX512-VNNI was checked above; the kernel checks lengths.
+    unsafe {
+        match d {
+            64 => avx512::scores2_i8_vnni::<1>(q, keys, scales, out),
+            128 => avx512::scores2_i8_vnni::<2>(q, keys, scales, out),
+            192 => avx512::scores2_i8_vnni::<3>(q, keys, scales, out),
+            256 => avx512::scores2_i8_vnni::<4>(q, keys, scales, out),
+            512 => avx512::scores2_i8_vnni::<8>(q, keys, scales, out),
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Runs of `d` values rounded to int8 with one scale each (the run's
@@ -1182,6 +1245,106 @@ mod avx512 {
         ),
         true
     );
+    /// Scores of two int8 query rows against int8 keys in integers: per
+    /// 64 bytes of a key (two blocks of 32), one `vpdpbusd` per query row
+    /// sums 4 products per lane (keys made unsigned by +128, which the
+    /// rows' `corr` takes back), then each lane is scaled by its key
+    /// block's scale times its query block's. `C` is `d / 64`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX512-VNNI (and F, BW).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn scores2_i8_vnni<const C: usize>(
+        q: [&super::QueryI8; 2],
+        keys: &[i8],
+        scales: &[f32],
+        out: [&mut [f32]; 2],
+    ) {
+        let d = 64 * C;
+        let nb = d / 32;
+        let jl = out[0].len();
+        assert!(C > 0 && nb <= 16 && out[1].len() == jl);
+        assert!(keys.len() >= jl * d && scales.len() >= jl * nb);
+        for r in q {
+            assert!(r.q.len() == d && r.corr.len() == d / 4 && r.scales.len() == d / 4);
+        }
+        if jl == 0 {
+            return;
+        }
+        // Per row and chunk of 64: the int8 queries, the correction that
+        // starts each lane and the query scales, all in registers.
+        let mut qv = [[_mm512_setzero_si512(); C]; 2];
+        let mut init = [[_mm512_setzero_si512(); C]; 2];
+        let mut qs = [[_mm512_setzero_ps(); C]; 2];
+        let mut sidx = [_mm512_setzero_si512(); C];
+        for c in 0..C {
+            for h in 0..2 {
+                qv[h][c] = _mm512_loadu_si512(q[h].q.as_ptr().add(64 * c) as *const __m512i);
+                init[h][c] = _mm512_loadu_si512(q[h].corr.as_ptr().add(16 * c) as *const __m512i);
+                qs[h][c] = _mm512_loadu_ps(q[h].scales.as_ptr().add(16 * c));
+            }
+            // Lanes 0..8 take block 2c's scale, 8..16 block 2c + 1's.
+            let lanes: [i32; 16] = std::array::from_fn(|l| (2 * c + l / 8) as i32);
+            sidx[c] = _mm512_loadu_si512(lanes.as_ptr() as *const __m512i);
+        }
+        let flip = _mm512_set1_epi8(-128);
+        let smask: __mmask16 = ((1u32 << nb) - 1) as u16;
+        let (kp, sp) = (keys.as_ptr(), scales.as_ptr());
+        let [o0, o1] = out;
+        let mut j = 0;
+        while j < jl {
+            let mut a = [[_mm512_setzero_ps(); 4]; 2];
+            // The scales' stream, as far ahead as the keys'.
+            _mm_prefetch(
+                (sp.add(j * nb) as *const i8).wrapping_add(super::PREFETCH_AHEAD * 4 * nb / d),
+                _MM_HINT_T0,
+            );
+            // `r` picks the key and its accumulators in both rows.
+            #[allow(clippy::needless_range_loop)]
+            for r in 0..4 {
+                let key = (j + r).min(jl - 1);
+                let row = kp.add(key * d);
+                // The key's block scales (a masked load here was half the
+                // kernel's time on Zen 5).
+                let at = sp.add(key * nb);
+                let ks = match C {
+                    1 => _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(at as *const f64))),
+                    2 => _mm512_castps128_ps512(_mm_loadu_ps(at)),
+                    4 => _mm512_castps256_ps512(_mm256_loadu_ps(at)),
+                    8 => _mm512_loadu_ps(at),
+                    _ => _mm512_maskz_loadu_ps(smask, at),
+                };
+                for c in 0..C {
+                    _mm_prefetch(
+                        row.add(64 * c).wrapping_add(super::PREFETCH_AHEAD),
+                        _MM_HINT_T0,
+                    );
+                    let kv = _mm512_xor_si512(
+                        _mm512_loadu_si512(row.add(64 * c) as *const __m512i),
+                        flip,
+                    );
+                    let s = _mm512_permutexvar_ps(sidx[c], ks);
+                    for h in 0..2 {
+                        let dot = _mm512_dpbusd_epi32(init[h][c], kv, qv[h][c]);
+                        let w = _mm512_mul_ps(s, qs[h][c]);
+                        a[h][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), w, a[h][r]);
+                    }
+                }
+            }
+            let take = (jl - j).min(4);
+            for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
+                if take == 4 {
+                    _mm_storeu_ps(o.add(j), sum4(a[h]));
+                } else {
+                    let mut sums = [0f32; 4];
+                    _mm_storeu_ps(sums.as_mut_ptr(), sum4(a[h]));
+                    std::ptr::copy_nonoverlapping(sums.as_ptr(), o.add(j), take);
+                }
+            }
+            j += 4;
+        }
+    }
+
     dot4_512!(dot4_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
     ));
@@ -1784,6 +1947,20 @@ pub fn attention_scaled<K: Elem>(
                 unsafe { bf16gemm::to_pairs(&qb[r * d..(r + 1) * d], row) };
             }
         }
+        // Few rows over an int8 cache, with AVX512-VNNI: integer scores,
+        // the queries rounded to int8 per block as the keys are.
+        #[cfg(target_arch = "x86_64")]
+        let qi8: Vec<QueryI8> = if small
+            && K::as_i8(k).is_some()
+            && has_avx512vnni()
+            && matches!(d, 64 | 128 | 192 | 256 | 512)
+        {
+            (0..rows)
+                .map(|r| QueryI8::new(&qb[r * d..(r + 1) * d]))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (mut pack, mut px) = (Vec::new(), Vec::new());
         let tile_len = if small { KEY_TILE_SMALL } else { KEY_TILE };
         let mut j0 = 0;
@@ -1802,7 +1979,20 @@ pub fn attention_scaled<K: Elem>(
                 // two query rows per pass where the CPU allows.
                 let mut pairs = 0;
                 #[cfg(target_arch = "x86_64")]
-                if bf16_dp && bf16gemm::scores2_fits(d) {
+                if !qi8.is_empty() {
+                    // Both rows of each pair; a lone last row twice, its
+                    // twin's scores discarded.
+                    pairs = rows.div_ceil(2);
+                    let keys = K::as_i8(ks).unwrap_or(&[]);
+                    twin.resize(jl, 0.0);
+                    for (pr, q2) in st.chunks_mut(2 * jl).zip(qi8.chunks(2)) {
+                        let (a, b) = pr.split_at_mut(jl.min(pr.len()));
+                        let (qa, qb2) = (&q2[0], q2.get(1).unwrap_or(&q2[0]));
+                        let b = if b.is_empty() { &mut twin[..jl] } else { b };
+                        let done = scores2_vnni([qa, qb2], keys, ksc, d, [a, b]);
+                        debug_assert!(done, "checked with the queries");
+                    }
+                } else if bf16_dp && bf16gemm::scores2_fits(d) {
                     // Over a bf16 cache, queries rounded to bf16 as the
                     // tiles round them: one `vdpbf16ps` per 32 elements.
                     pairs = rows / 2;
@@ -2439,6 +2629,57 @@ mod tests {
         assert_eq!(fast_exp(-100.0), 0.0);
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn integer_scores_equal_the_rounded_queries_products() {
+        if !has_avx512vnni() {
+            return;
+        }
+        for d in [64, 128, 192, 256, 512] {
+            for jl in [1, 3, 4, 7, 33] {
+                let mut s = (d * 7 + jl) as u64;
+                let mut keys: Vec<i8> = (0..jl * d).map(|_| (rng(&mut s) * 255.0) as i8).collect();
+                keys[0] = -128;
+                let scales: Vec<f32> = (0..jl * d / 32).map(|_| rng(&mut s).abs() + 0.01).collect();
+                let q: Vec<Vec<f32>> = (0..2)
+                    .map(|_| (0..d).map(|_| rng(&mut s) * 3.0).collect())
+                    .collect();
+                let qi = [QueryI8::new(&q[0]), QueryI8::new(&q[1])];
+                let (mut a, mut b) = (vec![0f32; jl], vec![0f32; jl]);
+                assert!(scores2_vnni(
+                    [&qi[0], &qi[1]],
+                    &keys,
+                    &scales,
+                    d,
+                    [&mut a, &mut b]
+                ));
+                for (h, got) in [&a, &b].into_iter().enumerate() {
+                    for j in 0..jl {
+                        let (mut rounded, mut exact, mut size) = (0f64, 0f64, 0f64);
+                        for i in 0..d {
+                            let ks = scales[j * d / 32 + i / 32] as f64;
+                            let k = keys[j * d + i] as f64 * ks;
+                            let qr = qi[h].q[i] as f64 * qi[h].scales[i / 4] as f64;
+                            rounded += qr * k;
+                            exact += q[h][i] as f64 * k;
+                            size += (q[h][i] as f64 * k).abs();
+                        }
+                        let g = got[j] as f64;
+                        assert!(
+                            (g - rounded).abs() <= 1e-5 * size + 1e-6,
+                            "d {d}, key {j}: {g} vs {rounded}"
+                        );
+                        // The queries' rounding: within 1% of the products' size.
+                        assert!(
+                            (g - exact).abs() <= 1e-2 * size,
+                            "d {d}, key {j}: {g} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn softmax_loops_match_scalar_on_every_width() {
         // Lengths around the 8- and 16-lane vectors, with masked scores.
@@ -2597,7 +2838,23 @@ mod tests {
             assert!(max_diff(&kr, &k) <= 1.0 / 254.0 + 1e-6, "int8 rounding");
             let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
             let got = attention_scaled(&q, &k8, &v8, Some((&ks, &vs)), &valid, s, 0.3);
-            assert!(max_diff(&got, &want) < 1e-5, "int8 {s:?}");
+            // Decode with AVX512-VNNI rounds the queries to int8 as well.
+            let rounds = matches!(dim, 64 | 128 | 192 | 256 | 512) && {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    has_avx512vnni()
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    false
+                }
+            };
+            let tol = if rounds { 1e-2 } else { 1e-5 };
+            assert!(
+                max_diff(&got, &want) < tol,
+                "int8 {s:?}: {}",
+                max_diff(&got, &want)
+            );
         }
     }
 }
