@@ -22,6 +22,10 @@
 //!   KV cache buffers in their own dtype, grouped-query heads share each key
 //!   tile, and the output comes out in (batch, time, heads × dim) order for
 //!   the output projection.
+//!   Over an int8 cache with AVX512-VNNI, decode's scores are integer
+//!   products with the queries rounded to int8 blocks.
+//! - `heads`: the fused q/k/v rows cut into head-major q, k, v, with q/k
+//!   norms and RoPE, in one pass.
 //! - [`on_pool`]: runs a forward pass on a pool worker, the other workers
 //!   polling for its parallel loops in decode.
 //!
