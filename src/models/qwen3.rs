@@ -492,9 +492,7 @@ impl Attention {
             .reshape((b, t, h * d))?;
         self.o.forward(&out)
     }
-}
 
-impl Attention {
     /// The q/k/v projection cut into head-major q, k (normed and rotated)
     /// and v, (b, heads, t, d) f32, by the CPU kernel in one pass.
     fn heads_cpu(
@@ -528,6 +526,7 @@ impl Attention {
                         dim: d,
                         q_norm: self.q_norm.as_ref().map(|n| &n.host[..]),
                         k_norm: self.k_norm.as_ref().map(|n| &n.host[..]),
+                        // One epsilon for both norms, as in the config.
                         eps: self.q_norm.as_ref().map_or(0.0, |n| n.eps),
                         cos,
                         sin,
