@@ -466,8 +466,15 @@ impl QueryI8 {
     }
 }
 
-/// [`avx512::scores2_i8_vnni`] for heads of `d` (a multiple of 64 up to
-/// 512); false, having done nothing, where it does not run.
+/// Whether [`scores2_vnni`] runs for heads of `d` on this CPU: AVX512-VNNI
+/// and a head of 64, 128, 192, 256 or 512.
+#[cfg(target_arch = "x86_64")]
+fn vnni_scores_run(d: usize) -> bool {
+    has_avx512vnni() && matches!(d, 64 | 128 | 192 | 256 | 512)
+}
+
+/// [`avx512::scores2_i8_vnni`] for heads of `d`; false, having done
+/// nothing, where it does not run ([`vnni_scores_run`]).
 #[cfg(target_arch = "x86_64")]
 fn scores2_vnni(
     q: [&QueryI8; 2],
@@ -476,7 +483,7 @@ fn scores2_vnni(
     d: usize,
     out: [&mut [f32]; 2],
 ) -> bool {
-    if !has_avx512vnni() {
+    if !vnni_scores_run(d) {
         return false;
     }
     // SAFETY: AVX512-VNNI was checked above; the kernel checks lengths.
@@ -1954,11 +1961,7 @@ pub fn attention_scaled<K: Elem>(
         // Few rows over an int8 cache, with AVX512-VNNI: integer scores,
         // the queries rounded to int8 per block as the keys are.
         #[cfg(target_arch = "x86_64")]
-        let qi8: Vec<QueryI8> = if small
-            && K::as_i8(k).is_some()
-            && has_avx512vnni()
-            && matches!(d, 64 | 128 | 192 | 256 | 512)
-        {
+        let qi8: Vec<QueryI8> = if small && K::as_i8(k).is_some() && vnni_scores_run(d) {
             (0..rows)
                 .map(|r| QueryI8::new(&qb[r * d..(r + 1) * d]))
                 .collect()
@@ -2636,7 +2639,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn integer_scores_equal_the_rounded_queries_products() {
-        if !has_avx512vnni() {
+        if !vnni_scores_run(64) {
             return;
         }
         for d in [64, 128, 192, 256, 512] {
@@ -2843,10 +2846,10 @@ mod tests {
             let want = naive_attention(&q, &kr, &vr, &valid, s, 0.3);
             let got = attention_scaled(&q, &k8, &v8, Some((&ks, &vs)), &valid, s, 0.3);
             // Decode with AVX512-VNNI rounds the queries to int8 as well.
-            let rounds = matches!(dim, 64 | 128 | 192 | 256 | 512) && {
+            let rounds = {
                 #[cfg(target_arch = "x86_64")]
                 {
-                    has_avx512vnni()
+                    vnni_scores_run(dim)
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 {
