@@ -674,6 +674,26 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Decode attention alone: one new query per step over every layer's
+    /// KV cache (random keys and values in a model's shapes), and the rate
+    /// it reads the cache at against the read-bandwidth yardstick.
+    Attention {
+        /// qwen3-0.6b or qwen3-4b (heads, key heads, layers).
+        #[arg(long, default_value = "qwen3-0.6b")]
+        preset: String,
+        /// Cached tokens, comma-separated.
+        #[arg(long, default_value = "2048,8192")]
+        ctx: String,
+        /// Cache types, comma-separated (f32, bf16, f16, q8).
+        #[arg(long, default_value = "bf16,q8")]
+        cache_dtypes: String,
+        /// Decode steps to time (each over all layers); the median counts.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to first token of `ask`'s prompt (packing, tokenizing, prefill)
     /// with a random-weight model in real shapes, at several windows.
     Ttft {

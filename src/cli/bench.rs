@@ -146,6 +146,13 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             tokenizer,
             json,
         } => ttft_bench(preset, dtype, &list(ctx, "--ctx")?, tokenizer, *json),
+        BenchWhat::Attention {
+            preset,
+            ctx,
+            cache_dtypes,
+            steps,
+            json,
+        } => attention_bench(preset, &list(ctx, "--ctx")?, cache_dtypes, *steps, *json),
         BenchWhat::Pack {
             ctx,
             passages,
@@ -726,22 +733,190 @@ impl Yardstick {
         Yardstick(src)
     }
 
-    /// Read bandwidth in GB/s, best of three passes.
+    /// Read bandwidth in GB/s: the best pass of two with each prefetch
+    /// hint (the best hint differs between CPUs).
     fn gbs(&self) -> f64 {
         use rayon::prelude::*;
+        use shirabe::models::kernels::{stream_sum, StreamHint};
         let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let s: f32 = self
-                .0
-                .par_chunks(1 << 20)
-                .map(shirabe::models::kernels::stream_sum)
-                .sum();
-            std::hint::black_box(s);
-            best = best.min(t.elapsed().as_secs_f64());
+        for hint in StreamHint::ALL {
+            for _ in 0..2 {
+                let t = Instant::now();
+                let s: f32 = self
+                    .0
+                    .par_chunks(1 << 20)
+                    .map(|c| stream_sum(c, hint))
+                    .sum();
+                std::hint::black_box(s);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
         }
         (self.0.len() * 4) as f64 / best / 1e9
     }
+}
+
+/// One layer's KV cache for the attention bench: keys and values of
+/// `kv_heads × cap × dim` elements, with block scales for int8.
+struct BenchCache<K> {
+    k: Vec<K>,
+    v: Vec<K>,
+    scales: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+fn bench_cache<K: Copy>(
+    rng: &mut Rng,
+    n: usize,
+    dim: usize,
+    from: impl Fn(f32) -> K,
+    int8: bool,
+) -> BenchCache<K> {
+    let values = |rng: &mut Rng| -> Vec<f32> {
+        (0..n)
+            .map(|_| (rng.below(2001) as f32 - 1000.0) / 1000.0)
+            .collect()
+    };
+    let (k, v) = (values(rng), values(rng));
+    if !int8 {
+        return BenchCache {
+            k: k.into_iter().map(&from).collect(),
+            v: v.into_iter().map(&from).collect(),
+            scales: None,
+        };
+    }
+    let block = shirabe::models::kernels::kv_block(dim);
+    let round = |x: &[f32]| {
+        let (mut q, mut s) = (vec![0i8; n], vec![0f32; n / block]);
+        shirabe::models::kernels::quantize_rows(x, block, &mut q, &mut s);
+        (q, s)
+    };
+    let ((kq, ks), (vq, vs)) = (round(&k), round(&v));
+    // K is i8 here: the values pass through as their own f32 images.
+    BenchCache {
+        k: kq.into_iter().map(|x| from(x as f32)).collect(),
+        v: vq.into_iter().map(|x| from(x as f32)).collect(),
+        scales: Some((ks, vs)),
+    }
+}
+
+/// Median seconds of one decode step's attention over `caches` (a layer
+/// each), run as decode runs it (on a pool worker, the others polling).
+fn time_attention<K: shirabe::models::kernels::Elem>(
+    caches: &[BenchCache<K>],
+    q: &[f32],
+    shape: shirabe::models::kernels::AttnShape,
+    steps: usize,
+) -> f64 {
+    use shirabe::models::kernels;
+    let valid = vec![vec![true; shape.keys]];
+    let scale = 1.0 / (shape.dim as f32).sqrt();
+    let step = || {
+        kernels::on_pool(true, || {
+            for c in caches {
+                let scales = c.scales.as_ref().map(|(k, v)| (&k[..], &v[..]));
+                let out = kernels::attention_scaled(q, &c.k, &c.v, scales, &valid, shape, scale);
+                std::hint::black_box(out);
+            }
+        })
+    };
+    step();
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps.max(1) {
+        let t = Instant::now();
+        step();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    median(times)
+}
+
+fn attention_bench(
+    preset: &str,
+    ctx: &[usize],
+    cache_dtypes: &str,
+    steps: usize,
+    json: bool,
+) -> Result<Status> {
+    use half::{bf16, f16};
+    use shirabe::models::kernels::AttnShape;
+    let cfg = preset_config(preset)?;
+    let (heads, kv_heads, dim, layers) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim(),
+        cfg.num_hidden_layers,
+    );
+    let yardstick = Yardstick::new();
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    let mut rng = Rng(0xa77e);
+    for &n in ctx {
+        anyhow::ensure!(n > 0, "--ctx: a cache needs at least one token");
+        let keys = n + 1;
+        let shape = AttnShape {
+            batch: 1,
+            heads,
+            kv_heads,
+            t: 1,
+            dim,
+            past: n,
+            keys,
+            cap: keys,
+        };
+        let q: Vec<f32> = (0..heads * dim)
+            .map(|_| (rng.below(2001) as f32 - 1000.0) / 1000.0)
+            .collect();
+        let len = kv_heads * keys * dim;
+        for name in cache_dtypes.split(',').map(str::trim) {
+            let (secs, elem_bytes) = match name {
+                "f32" => {
+                    let c: Vec<_> = (0..layers)
+                        .map(|_| bench_cache(&mut rng, len, dim, |x| x, false))
+                        .collect();
+                    (time_attention(&c, &q, shape, steps), 4.0)
+                }
+                "bf16" => {
+                    let c: Vec<_> = (0..layers)
+                        .map(|_| bench_cache(&mut rng, len, dim, bf16::from_f32, false))
+                        .collect();
+                    (time_attention(&c, &q, shape, steps), 2.0)
+                }
+                "f16" => {
+                    let c: Vec<_> = (0..layers)
+                        .map(|_| bench_cache(&mut rng, len, dim, f16::from_f32, false))
+                        .collect();
+                    (time_attention(&c, &q, shape, steps), 2.0)
+                }
+                "q8" => {
+                    let c: Vec<_> = (0..layers)
+                        .map(|_| bench_cache(&mut rng, len, dim, |x| x as i8, true))
+                        .collect();
+                    let block = shirabe::models::kernels::kv_block(dim) as f64;
+                    (time_attention(&c, &q, shape, steps), 1.0 + 4.0 / block)
+                }
+                other => anyhow::bail!("--cache-dtypes: {other:?} is not f32, bf16, f16 or q8"),
+            };
+            let bw = yardstick.gbs();
+            let bytes = (layers * 2 * len) as f64 * elem_bytes;
+            let gbs = bytes / secs / 1e9;
+            rows.push(json!({
+                "ctx": n, "cache": name, "step_ms": secs * 1e3,
+                "read_gbs": gbs, "yardstick_gbs": bw, "fraction": gbs / bw,
+            }));
+            if !json {
+                writeln!(
+                    out,
+                    "  {name:4} cache, {n:>6} tokens: {:.2} ms per step ({layers} layers), \
+                     {gbs:.1} GB/s read, {:.0}% of the yardstick ({bw:.1} GB/s)",
+                    secs * 1e3,
+                    100.0 * gbs / bw
+                )?;
+            }
+        }
+    }
+    if json {
+        serde_json::to_writer(&mut out, &json!({"preset": preset, "runs": rows}))?;
+        writeln!(out)?;
+    }
+    Ok(Status::Success)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -38,6 +38,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+mod amx;
 mod heads;
 mod packed;
 mod q8;
@@ -623,7 +624,14 @@ mod bf16gemm {
         // Pairs per row; x as bf16 pairs, rows padded to an even length.
         let kp = k.div_ceil(2);
         assert_eq!(x.len(), m * k, "activations");
-        let mut xb = Vec::with_capacity(m * kp);
+        // AMX tiles take 32 rows at a time: rows past m are zeros.
+        let amx = super::amx::available() && kp.is_multiple_of(super::amx::STEP);
+        let rows = if amx {
+            m.next_multiple_of(super::amx::ROWS)
+        } else {
+            m
+        };
+        let mut xb = Vec::with_capacity(rows * kp);
         xb.spare_capacity_mut()[..m * kp]
             .par_chunks_mut(kp)
             .zip(x.par_chunks(k))
@@ -631,6 +639,10 @@ mod bf16gemm {
             .for_each(|(row, src)| unsafe { to_pairs_into(src, row) });
         // SAFETY: `to_pairs_into` wrote every pair of the m rows.
         unsafe { xb.set_len(m * kp) };
+        xb.resize(rows * kp, 0);
+        if amx {
+            return gemm_panels_amx(&xb, m, kp, w, n, dst);
+        }
         let panels = n.div_ceil(NR);
         // Rows of `x` per sweep over the panels: a block of activations
         // (MB × k bf16, 384 KB at k = 1,024) stays in L2 while every panel
@@ -655,6 +667,50 @@ mod bf16gemm {
                             )
                         };
                     });
+                });
+        }
+    }
+
+    /// [`gemm_panels`] on AMX tiles: `xb` holds m rows of kp pairs padded
+    /// with zero rows to a multiple of 32.
+    fn gemm_panels_amx(
+        xb: &[u32],
+        m: usize,
+        kp: usize,
+        w: &impl PanelSource,
+        n: usize,
+        dst: SendPtr,
+    ) {
+        use super::amx::{Tiles, ROWS};
+        let panels = n.div_ceil(NR);
+        // Rows per sweep over the panels: about 1 MB of activations, which
+        // stays in L2 while every panel passes it.
+        let mb = ((1 << 20) / (kp * 4)).max(ROWS) / ROWS * ROWS;
+        for b0 in (0..m).step_by(mb) {
+            let b1 = (b0 + mb).min(m);
+            (0..panels)
+                .into_par_iter()
+                .for_each_init(Vec::new, |scratch, pi| {
+                    let j0 = pi * NR;
+                    let cols = NR.min(n - j0);
+                    let packed = w.panel(pi, scratch);
+                    // No rayon calls while the tiles are configured.
+                    let mut tiles = Tiles::new();
+                    let mut c = [0f32; ROWS * NR];
+                    for r0 in (b0..b1).step_by(ROWS) {
+                        tiles.block(&xb[r0 * kp..(r0 + ROWS) * kp], kp, packed, &mut c);
+                        for r in 0..ROWS.min(m - r0) {
+                            // SAFETY: columns j0..j0+cols of `out` (m × n)
+                            // belong to this task alone.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    c[r * NR..].as_ptr(),
+                                    dst.get().add((r0 + r) * n + j0),
+                                    cols,
+                                )
+                            };
+                        }
+                    }
                 });
         }
     }
@@ -718,20 +774,50 @@ mod bf16gemm {
         stride: usize,
         accumulate: bool,
     ) {
+        let mut put = |row: usize, c0: usize, cols: usize, t: &[f32]| {
+            let o = &mut out[row * stride + c0..][..cols];
+            if accumulate {
+                o.iter_mut().zip(&t[..cols]).for_each(|(o, t)| *o += t);
+            } else {
+                o.copy_from_slice(&t[..cols]);
+            }
+        };
+        if super::amx::available() && kp.is_multiple_of(super::amx::STEP) {
+            use super::amx::{Tiles, ROWS};
+            // Whole blocks of 32 rows: a padded copy where rows fall short.
+            let padded;
+            let xp = if rows.is_multiple_of(ROWS) {
+                x
+            } else {
+                let mut v = x[..rows * kp].to_vec();
+                v.resize(rows.next_multiple_of(ROWS) * kp, 0);
+                padded = v;
+                &padded[..]
+            };
+            let mut t = Tiles::new();
+            let mut c = [0f32; ROWS * NR];
+            for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
+                let c0 = pn * NR;
+                if c0 >= cols_total {
+                    break;
+                }
+                let cols = NR.min(cols_total - c0);
+                for r0 in (0..rows).step_by(ROWS) {
+                    t.block(&xp[r0 * kp..(r0 + ROWS) * kp], kp, panel, &mut c);
+                    for r in 0..ROWS.min(rows - r0) {
+                        put(r0 + r, c0, cols, &c[r * NR..(r + 1) * NR]);
+                    }
+                }
+            }
+            return;
+        }
         for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
             let c0 = pn * NR;
             if c0 >= cols_total {
                 break;
             }
             let cols = NR.min(cols_total - c0);
-            panel_rows(x, 0..rows, kp, panel, |row, t| {
-                let o = &mut out[row * stride + c0..][..cols];
-                if accumulate {
-                    o.iter_mut().zip(&t[..cols]).for_each(|(o, t)| *o += t);
-                } else {
-                    o.copy_from_slice(&t[..cols]);
-                }
-            });
+            panel_rows(x, 0..rows, kp, panel, |row, t| put(row, c0, cols, t));
         }
     }
 
@@ -771,25 +857,64 @@ mod bf16gemm {
         px: &mut Vec<u32>,
         pack: &mut Vec<u32>,
     ) {
-        let jp = jl.div_ceil(2);
+        // Key pairs, padded with zero pairs to whole AMX steps where the
+        // tiles run.
+        let jp = if super::amx::available() {
+            jl.div_ceil(2).next_multiple_of(super::amx::STEP)
+        } else {
+            jl.div_ceil(2)
+        };
         px.clear();
         px.resize(rows * jp, 0);
+        let pairs = jl.div_ceil(2);
         for (r, row) in px.chunks_exact_mut(jp).enumerate() {
             // SAFETY: the caller checked for AVX512-BF16.
-            unsafe { to_pairs(&p[r * jl..(r + 1) * jl], row) };
+            unsafe { to_pairs(&p[r * jl..(r + 1) * jl], &mut row[..pairs]) };
         }
         let panels = d / NR;
         pack.clear();
         pack.resize(panels * jp * NR, 0);
-        for q in 0..jp {
+        let zeros = vec![bf16::ZERO; d];
+        for q in 0..pairs {
             let lo = &vs[2 * q * d..(2 * q + 1) * d];
-            let hi = vs.get((2 * q + 1) * d..(2 * q + 2) * d);
-            for c in 0..d {
-                let h = hi.map_or(0, |h| h[c].to_bits() as u32);
-                pack[((c / NR) * jp + q) * NR + c % NR] = lo[c].to_bits() as u32 | (h << 16);
-            }
+            let hi = vs.get((2 * q + 1) * d..(2 * q + 2) * d).unwrap_or(&zeros);
+            // SAFETY: AVX512-BF16 CPUs have AVX512-BW (the caller checked
+            // BF16); `d` is a multiple of NR here (the caller's `bf16_dp`).
+            unsafe { interleave_pairs(lo, hi, &mut pack[q * NR..], jp * NR) };
         }
         tiles(px, rows, jp, pack, d, acc, d, true);
+    }
+
+    /// Two value rows as one k pair of the value panels: for each block
+    /// of NR columns c, `out[(c / NR) · stride + c % NR] = lo[c] | hi[c] << 16`,
+    /// 16 pairs per word permute.
+    ///
+    /// # Safety
+    /// AVX512-BW; `lo.len() == hi.len()`, a multiple of NR, and `out`
+    /// long enough for every block.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn interleave_pairs(lo: &[bf16], hi: &[bf16], out: &mut [u32], stride: usize) {
+        let d = lo.len();
+        assert!(hi.len() == d && d.is_multiple_of(NR));
+        assert!(out.len() >= (d / NR - 1) * stride + NR);
+        // Word 2i of the first half is lo[i], 2i + 1 is hi[i] (hi's words
+        // are 32..64 of the pair); the second half the same from 16.
+        let order = |from: usize| -> [i16; 32] {
+            std::array::from_fn(|w| (from + w / 2 + 32 * (w % 2)) as i16)
+        };
+        let (first, second) = (order(0), order(16));
+        let first = _mm512_loadu_si512(first.as_ptr() as *const __m512i);
+        let second = _mm512_loadu_si512(second.as_ptr() as *const __m512i);
+        for b in 0..d / NR {
+            let l = _mm512_loadu_si512(lo.as_ptr().add(b * NR) as *const __m512i);
+            let h = _mm512_loadu_si512(hi.as_ptr().add(b * NR) as *const __m512i);
+            let o = out.as_mut_ptr().add(b * stride);
+            _mm512_storeu_si512(o as *mut __m512i, _mm512_permutex2var_epi16(l, first, h));
+            _mm512_storeu_si512(
+                o.add(16) as *mut __m512i,
+                _mm512_permutex2var_epi16(l, second, h),
+            );
+        }
     }
 
     /// Decode's scores for two query rows over a bf16 cache: the queries
@@ -943,14 +1068,15 @@ mod bf16gemm {
 }
 
 /// The widest SIMD the kernels may use: `SHIRABE_SIMD=none|avx2|avx512`
-/// (default: whatever the CPU has), for comparing paths and for CPUs that
-/// slow down on AVX-512.
+/// (`avx512`: no AMX tiles; default: whatever the CPU has), for comparing
+/// paths and for CPUs that slow down on AVX-512.
 #[cfg(target_arch = "x86_64")]
 fn simd_cap() -> u8 {
     match std::env::var("SHIRABE_SIMD").as_deref() {
         Ok("none") => 0,
         Ok("avx2") => 1,
-        _ => 2,
+        Ok("avx512") => 2,
+        _ => 3,
     }
 }
 
@@ -1597,17 +1723,87 @@ mod avx2 {
 /// 331 paired rounds, and the same in its slower minutes.
 pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
+/// The prefetch hint for data read once and streamed (weights in decode,
+/// the bandwidth yardstick). The best one depends on the CPU: on AMD Zen 5
+/// non-temporal (`NTA`) read the panels at 85% of the yardstick against
+/// 82% with `T0` (313 paired rounds), while on an Intel Xeon (Sapphire
+/// Rapids class) `NTA` halved bf16 decode (6.1 tokens/s against 13.1 with
+/// `T1` and 11.9 with none) by keeping lines out of L2, where Intel's own
+/// streamer works. `SHIRABE_PREFETCH=nta|t1|t0|none` overrides the choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamHint {
+    /// `prefetchnta`: the default on AMD.
+    Nta,
+    /// `prefetcht1` (into L2): the default elsewhere.
+    T1,
+    /// `prefetcht0`.
+    T0,
+    /// No software prefetch.
+    None,
+}
+
+impl StreamHint {
+    /// Every hint, for the yardstick to take the best of.
+    pub const ALL: [StreamHint; 4] = [
+        StreamHint::Nta,
+        StreamHint::T1,
+        StreamHint::T0,
+        StreamHint::None,
+    ];
+}
+
+/// This CPU's [`StreamHint`] (see there), chosen once.
+pub fn stream_hint() -> StreamHint {
+    use std::sync::OnceLock;
+    static HINT: OnceLock<StreamHint> = OnceLock::new();
+    *HINT.get_or_init(|| {
+        match std::env::var("SHIRABE_PREFETCH").as_deref() {
+            Ok("nta") => return StreamHint::Nta,
+            Ok("t1") => return StreamHint::T1,
+            Ok("t0") => return StreamHint::T0,
+            Ok("none") => return StreamHint::None,
+            _ => {}
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // The vendor string, "AuthenticAMD" or "GenuineIntel".
+            let id = std::arch::x86_64::__cpuid(0);
+            if id.ebx.to_le_bytes() == *b"Auth" {
+                return StreamHint::Nta;
+            }
+        }
+        StreamHint::T1
+    })
+}
+
+/// One prefetch of the line at `p` with `hint`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch(hint: StreamHint, p: *const i8) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_NTA, _MM_HINT_T0, _MM_HINT_T1};
+    // SAFETY: a prefetch never faults, whatever the address.
+    unsafe {
+        match hint {
+            StreamHint::Nta => _mm_prefetch(p, _MM_HINT_NTA),
+            StreamHint::T1 => _mm_prefetch(p, _MM_HINT_T1),
+            StreamHint::T0 => _mm_prefetch(p, _MM_HINT_T0),
+            StreamHint::None => {}
+        }
+    }
+}
+
 /// The sum of `x`, read the way the matrix × vector kernels read weights
-/// (wide loads, non-temporal software prefetch [`PREFETCH_AHEAD`] bytes
-/// ahead): the
-/// benchmark's yardstick for memory bandwidth, so that a kernel's fraction
-/// of it is not flattered by a slower reader.
-pub fn stream_sum(x: &[f32]) -> f32 {
+/// (wide loads, software prefetch [`PREFETCH_AHEAD`] bytes ahead with
+/// `hint`): the benchmark's yardstick for memory bandwidth, taken with
+/// every hint and the best kept, so that a kernel's fraction of it is not
+/// flattered by a slower reader.
+pub fn stream_sum(x: &[f32], hint: StreamHint) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: AVX2 detected; loads stay within `x`.
-        return unsafe { stream_sum_avx2(x) };
+        return unsafe { stream_sum_avx2(x, hint) };
     }
+    let _ = hint;
     let mut acc = [0f32; 16];
     let chunks = x.chunks_exact(16);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -1621,19 +1817,16 @@ pub fn stream_sum(x: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn stream_sum_avx2(x: &[f32]) -> f32 {
+unsafe fn stream_sum_avx2(x: &[f32], hint: StreamHint) -> f32 {
     use std::arch::x86_64::*;
     let p = x.as_ptr();
     let mut a = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= x.len() {
-        _mm_prefetch(
-            (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD),
-            _MM_HINT_NTA,
-        );
-        _mm_prefetch(
+        prefetch(hint, (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD));
+        prefetch(
+            hint,
             (p.add(i) as *const i8).wrapping_add(PREFETCH_AHEAD + 64),
-            _MM_HINT_NTA,
         );
         for (l, al) in a.iter_mut().enumerate() {
             *al = _mm256_add_ps(*al, _mm256_loadu_ps(p.add(i + 8 * l)));
@@ -2436,6 +2629,9 @@ mod tests {
             (9, 1, 3),
             (13, 67, 33),
             (30, 64, 64),
+            (45, 96, 70),
+            (70, 128, 40),
+            (33, 320, 40),
         ] {
             let x: Vec<f32> = (0..m * k).map(|_| rng(&mut s)).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rng(&mut s)).collect();
@@ -2758,6 +2954,7 @@ mod tests {
             (1, 2, 1, 1, 0, 8),
             (2, 4, 2, 7, 5, 16),
             (1, 16, 8, 70, 600, 32),
+            (1, 4, 2, 45, 290, 128),
             (2, 3, 3, 130, 0, 8),
             // Decode: one query row per head over a long cache (dot products),
             // heads of 128 and 64, and an odd number of heads per key head.

@@ -18,6 +18,8 @@ use rayon::prelude::*;
 
 use super::q8;
 use super::{matmul, SendPtr, GEMV_MAX_ROWS, PREFETCH_AHEAD};
+#[cfg(target_arch = "x86_64")]
+use super::{prefetch, stream_hint};
 
 /// Output rows per panel.
 pub const NR: usize = 32;
@@ -467,11 +469,66 @@ impl<T: Zeroable> Drop for Buf<T> {
 /// pair q of row r at `q · NR + r`; rows past the end stay as they are).
 pub(super) fn pack_pairs(rows: &[bf16], k: usize, panel: &mut [u32]) {
     let kp = k.div_ceil(2);
+    #[cfg(target_arch = "x86_64")]
+    if k.is_multiple_of(32) && rows.len() == NR * k && super::has_avx512() {
+        // SAFETY: AVX-512F was checked; 32 whole rows of k, k even.
+        unsafe { pack_pairs_avx512(rows, k, panel) };
+        return;
+    }
     for (r, row) in rows.chunks_exact(k).enumerate() {
         for q in 0..kp {
             let lo = row[2 * q].to_bits() as u32;
             let hi = row.get(2 * q + 1).map_or(0, |v| v.to_bits() as u32);
             panel[q * NR + r] = lo | (hi << 16);
+        }
+    }
+}
+
+/// [`pack_pairs`] for a whole panel of rows (`NR` rows, `k` a multiple of
+/// 32) as 16 × 16 transposes of the rows' pairs (read as u32).
+///
+/// # Safety
+/// AVX-512F; `rows.len() == NR · k`, `panel.len() ≥ k / 2 · NR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_pairs_avx512(rows: &[bf16], k: usize, panel: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let kp = k / 2;
+    assert!(rows.len() == NR * k && panel.len() >= kp * NR && kp.is_multiple_of(16));
+    let src = rows.as_ptr() as *const u32;
+    let dst = panel.as_mut_ptr();
+    for r0 in (0..NR).step_by(16) {
+        for q0 in (0..kp).step_by(16) {
+            let mut r: [__m512i; 16] = std::array::from_fn(|i| {
+                _mm512_loadu_si512(src.add((r0 + i) * kp + q0) as *const __m512i)
+            });
+            let mut t = [_mm512_setzero_si512(); 16];
+            for i in 0..8 {
+                t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+            }
+            for g in 0..4 {
+                let b = 4 * g;
+                r[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+                r[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+                r[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+                r[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+            }
+            for h in 0..2 {
+                let b = 8 * h;
+                for i in 0..4 {
+                    t[b + i] = _mm512_shuffle_i32x4::<0x88>(r[b + i], r[b + i + 4]);
+                    t[b + i + 4] = _mm512_shuffle_i32x4::<0xdd>(r[b + i], r[b + i + 4]);
+                }
+            }
+            for i in 0..8 {
+                r[i] = _mm512_shuffle_i32x4::<0x88>(t[i], t[i + 8]);
+                r[i + 8] = _mm512_shuffle_i32x4::<0xdd>(t[i], t[i + 8]);
+            }
+            // r[j] is pair q0 + j of rows r0..r0 + 16.
+            for (j, v) in r.iter().enumerate() {
+                _mm512_storeu_si512(dst.add((q0 + j) * NR + r0) as *mut __m512i, *v);
+            }
         }
     }
 }
@@ -515,19 +572,14 @@ fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
     }
 }
 
-/// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead, as
-/// non-temporal (weights are read once per token): in the machine's fast
-/// minutes the panel kernel read at 85% of the yardstick against 82% with
-/// `T0`, over 313 paired rounds (the same in its slower minutes).
+/// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead, with
+/// the CPU's [`stream_hint`] (weights are read once per token).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) unsafe fn ahead<T>(p: *const T, bytes: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_NTA};
+    let hint = stream_hint();
     for line in (0..bytes).step_by(64) {
-        _mm_prefetch(
-            (p as *const i8).wrapping_add(PREFETCH_AHEAD + line),
-            _MM_HINT_NTA,
-        );
+        prefetch(hint, (p as *const i8).wrapping_add(PREFETCH_AHEAD + line));
     }
 }
 
@@ -846,5 +898,32 @@ mod tests {
                 close(&got, &want[2], "avx512 bf16");
             }
         }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod pack_tests {
+    use super::*;
+
+    /// The transposing pack equals the scalar one.
+    #[test]
+    fn whole_panel_pack_matches_the_scalar_loop() {
+        if !super::super::has_avx512() {
+            return;
+        }
+        let k = 96;
+        let rows: Vec<bf16> = (0..NR * k)
+            .map(|i| bf16::from_bits((i * 7919 % 65521) as u16))
+            .collect();
+        let mut fast = vec![0u32; k / 2 * NR];
+        pack_pairs(&rows, k, &mut fast);
+        let mut want = vec![0u32; k / 2 * NR];
+        for (r, row) in rows.chunks_exact(k).enumerate() {
+            for q in 0..k / 2 {
+                want[q * NR + r] =
+                    row[2 * q].to_bits() as u32 | (row[2 * q + 1].to_bits() as u32) << 16;
+            }
+        }
+        assert_eq!(fast, want);
     }
 }

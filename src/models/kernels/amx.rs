@@ -1,0 +1,259 @@
+//! bf16 matrix products on Intel AMX tiles (`tdpbf16ps`), for prefill and
+//! embedding on CPUs that have them (Sapphire Rapids and later Xeons).
+//!
+//! A tile multiply does 16 × 16 × 32 multiply-adds at once, 8× the work of
+//! a `vdpbf16ps` per instruction: on a Xeon with AMX, PyTorch (oneDNN)
+//! embedded 4–5× faster than the AVX512-BF16 tile kernel. The packed
+//! panels need no repacking for it: one k pair of 16 panel rows is 64
+//! bytes, exactly a row of AMX's B operand ("VNNI" layout), so a B tile is
+//! 16 k pairs of half a panel read with the panel's stride. Activations
+//! are the same bf16 pair rows the AVX-512 kernel reads (A tiles of 16
+//! rows × 32 k).
+//!
+//! Each call works one block of 32 rows × one 32-column panel in four
+//! accumulator tiles (tmm0–3), with two A tiles (tmm4, tmm5) and two B
+//! tiles (tmm6, tmm7) loaded per 32 k. Rust has no stable AMX intrinsics,
+//! so the instructions are inline assembly; the compiler never allocates
+//! tile registers itself, so they are ours between the blocks. Linux hands
+//! out AMX state only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM)`),
+//! which [`available`] makes once for the process.
+
+/// Whether AMX-BF16 is usable here: the CPU has it (CPUID), the kernel
+/// granted this process the tile state, and `SHIRABE_SIMD` does not cap
+/// the kernels below it.
+#[cfg(target_arch = "x86_64")]
+pub fn available() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        if super::simd_cap() < 3 || !super::has_avx512bf16() {
+            return false;
+        }
+        let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+        // EDX bit 22: AMX-BF16, bit 24: AMX-TILE.
+        if leaf.edx & (1 << 22) == 0 || leaf.edx & (1 << 24) == 0 {
+            return false;
+        }
+        request_tiles()
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn available() -> bool {
+    false
+}
+
+/// Asks Linux for the AMX tile data state (XFEATURE 18) for this process.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tiles() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes which extended
+    // states the process may use; it reads and writes no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tiles() -> bool {
+    false
+}
+
+/// Rows per block: two A tiles of 16.
+pub const ROWS: usize = 32;
+/// k pairs per step: one tile row of 64 bytes.
+pub const STEP: usize = 16;
+
+/// Palette 1, all eight tiles 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn new() -> TileConfig {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            // Bytes per row (u16 at 16 + 2t), rows (u8 at 48 + t).
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            c[48 + t] = 16;
+        }
+        TileConfig(c)
+    }
+}
+
+/// Tile state configured for [`Tiles::block`] on this thread, released
+/// on drop. Not `Send`: the configuration belongs to the thread. Hold one
+/// only where no other work can run on the thread meanwhile (no rayon
+/// calls while it lives), or that work's own `Tiles` would release it.
+pub struct Tiles(std::marker::PhantomData<*const ()>);
+
+impl Tiles {
+    /// Configures this thread's tiles. [`available`] must have returned
+    /// true.
+    #[cfg(target_arch = "x86_64")]
+    pub fn new() -> Tiles {
+        assert!(available(), "AMX tiles are not available");
+        let cfg = TileConfig::new();
+        // SAFETY: AMX is present and granted (`available`); the config is
+        // a valid palette-1 configuration of 64 bytes.
+        unsafe { std::arch::asm!("ldtilecfg [{0}]", in(reg) cfg.0.as_ptr(), options(nostack)) };
+        Tiles(std::marker::PhantomData)
+    }
+
+    /// `c` (32 × 32 f32, row stride 32) = rows `a` (32 rows of `kp` bf16
+    /// pairs, row stride `kp`) · `panel` (`kp` × 32 pairs, see
+    /// [`super::Packed`]). `kp` must be a multiple of [`STEP`].
+    #[cfg(target_arch = "x86_64")]
+    pub fn block(&mut self, a: &[u32], kp: usize, panel: &[u32], c: &mut [f32; ROWS * 32]) {
+        self.block_part(a, kp, 0..kp, panel, c, false);
+    }
+
+    /// Part of a [`Tiles::block`]: pairs `span` of the product, added to
+    /// `c` when `add` (else `c` is overwritten). `span` must start and end
+    /// on multiples of [`STEP`].
+    #[cfg(target_arch = "x86_64")]
+    pub fn block_part(
+        &mut self,
+        a: &[u32],
+        kp: usize,
+        span: std::ops::Range<usize>,
+        panel: &[u32],
+        c: &mut [f32; ROWS * 32],
+        add: bool,
+    ) {
+        assert!(span.start.is_multiple_of(STEP) && span.end.is_multiple_of(STEP));
+        assert!(span.start < span.end && span.end <= kp);
+        assert!(a.len() >= ROWS * kp && panel.len() >= kp * 32);
+        let sa = kp * 4;
+        let (a0, b0) = (a.as_ptr() as *const u8, panel.as_ptr() as *const u8);
+        let o = c.as_mut_ptr() as *mut u8;
+        // SAFETY: tiles configured by `new` on this thread (`Tiles` is not
+        // Send); every tile load reads 16 rows of 64 bytes inside `a`
+        // (rows r..r+16 at pair q, q + 16 ≤ kp), `panel` (pairs q..q+16,
+        // half h) or `c`, and the stores write 16 rows of 64 bytes inside
+        // `c`.
+        unsafe {
+            if add {
+                std::arch::asm!(
+                    "tileloadd tmm0, [{o} + {s}*1]",
+                    "tileloadd tmm1, [{o1} + {s}*1]",
+                    "tileloadd tmm2, [{o2} + {s}*1]",
+                    "tileloadd tmm3, [{o3} + {s}*1]",
+                    o = in(reg) o,
+                    o1 = in(reg) o.add(64),
+                    o2 = in(reg) o.add(16 * 128),
+                    o3 = in(reg) o.add(16 * 128 + 64),
+                    s = in(reg) 128usize,
+                    options(nostack, readonly)
+                );
+            } else {
+                std::arch::asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            for q in span.step_by(STEP) {
+                let a_lo = a0.add(q * 4);
+                let a_hi = a_lo.add(16 * sa);
+                let b = b0.add(q * 128);
+                std::arch::asm!(
+                    "tileloadd tmm4, [{alo} + {sa}*1]",
+                    "tileloadd tmm5, [{ahi} + {sa}*1]",
+                    "tileloadd tmm6, [{b} + {sb}*1]",
+                    "tileloadd tmm7, [{b2} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    alo = in(reg) a_lo,
+                    ahi = in(reg) a_hi,
+                    sa = in(reg) sa,
+                    b = in(reg) b,
+                    b2 = in(reg) b.add(64),
+                    sb = in(reg) 128usize,
+                    options(nostack, readonly)
+                );
+            }
+            std::arch::asm!(
+                "tilestored [{o} + {s}*1], tmm0",
+                "tilestored [{o1} + {s}*1], tmm1",
+                "tilestored [{o2} + {s}*1], tmm2",
+                "tilestored [{o3} + {s}*1], tmm3",
+                o = in(reg) o,
+                o1 = in(reg) o.add(64),
+                o2 = in(reg) o.add(16 * 128),
+                o3 = in(reg) o.add(16 * 128 + 64),
+                s = in(reg) 128usize,
+                options(nostack)
+            );
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: releases the tile state `new` configured.
+        unsafe {
+            std::arch::asm!("tilerelease", options(nostack, nomem))
+        };
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// A block equals the f32 products of the same bf16 values.
+    #[test]
+    fn tile_block_matches_the_products() {
+        if !available() {
+            return;
+        }
+        let mut seed = 7u64;
+        let mut next = || super::super::tests::rng(&mut seed);
+        let kp = 48;
+        let bf = |x: f32| half::bf16::from_f32(x);
+        let pair = |e: f32, o: f32| u32::from(bf(e).to_bits()) | (u32::from(bf(o).to_bits()) << 16);
+        let a: Vec<(f32, f32)> = (0..ROWS * kp).map(|_| (next(), next())).collect();
+        let w: Vec<(f32, f32)> = (0..kp * 32).map(|_| (next(), next())).collect();
+        let ap: Vec<u32> = a.iter().map(|&(e, o)| pair(e, o)).collect();
+        let wp: Vec<u32> = w.iter().map(|&(e, o)| pair(e, o)).collect();
+        let mut c = [0f32; ROWS * 32];
+        let mut t = Tiles::new();
+        t.block(&ap, kp, &wp, &mut c);
+        // The same product in two parts.
+        let mut parts = [0f32; ROWS * 32];
+        t.block_part(&ap, kp, 0..16, &wp, &mut parts, false);
+        t.block_part(&ap, kp, 16..kp, &wp, &mut parts, true);
+        drop(t);
+        for (x, y) in c.iter().zip(&parts) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+        let r = |x: f32| bf(x).to_f32();
+        for i in 0..ROWS {
+            for j in 0..32 {
+                let want: f32 = (0..kp)
+                    .map(|q| {
+                        let (ae, ao) = a[i * kp + q];
+                        let (we, wo) = w[q * 32 + j];
+                        r(ae) * r(we) + r(ao) * r(wo)
+                    })
+                    .sum();
+                let got = c[i * 32 + j];
+                assert!(
+                    (got - want).abs() < 1e-3,
+                    "row {i} col {j}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
