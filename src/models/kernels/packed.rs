@@ -148,6 +148,16 @@ impl Packed {
         if m == 0 || n == 0 || k == 0 {
             return vec![0f32; m * n];
         }
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Data::F32(d)) = (m > GEMV_MAX_ROWS && super::has_avx512(), &self.data) {
+            // f32 panels read in place by a register tile (`gemm` on stable
+            // Rust stops at AVX2, and widening copied every panel).
+            let mut out = Vec::<f32>::with_capacity(m * n);
+            gemm_f32(x, m, k, d, n, SendPtr(out.as_mut_ptr()));
+            // SAFETY: `gemm_f32` wrote all m × n outputs.
+            unsafe { out.set_len(m * n) };
+            return out;
+        }
         if m > GEMV_MAX_ROWS && !self.tiles() {
             let mut out = vec![0f32; m * n];
             self.gemm_widened(x, m, &mut out);
@@ -628,6 +638,45 @@ macro_rules! panel_bf16 {
     };
 }
 
+/// `out = x · wᵀ` (m × n, row stride n) over f32 panels (k × NR each):
+/// blocks of rows that stay in L2 while every panel passes them, 12 rows
+/// by one panel per register tile. `out` must be valid for m × n writes;
+/// every one is written. The caller checked AVX-512F.
+#[cfg(target_arch = "x86_64")]
+fn gemm_f32(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, dst: SendPtr) {
+    const MR: usize = avx512::F32_ROWS;
+    let panels = n.div_ceil(NR);
+    assert!(x.len() == m * k && w.len() >= panels * k * NR);
+    // About 1 MB of activations per sweep.
+    let mb = ((1 << 20) / (k * 4)).max(MR) / MR * MR;
+    for b0 in (0..m).step_by(mb) {
+        let b1 = (b0 + mb).min(m);
+        (0..panels).into_par_iter().for_each(|p| {
+            let j0 = p * NR;
+            let cols = NR.min(n - j0);
+            let panel = &w[p * k * NR..(p + 1) * k * NR];
+            let mut tile = [0f32; MR * NR];
+            for r0 in (b0..b1).step_by(MR) {
+                let rows = MR.min(b1 - r0);
+                // SAFETY: AVX-512F (the caller's check); rows r0..r0+rows
+                // of x and the panel are in bounds (the kernel asserts).
+                unsafe { avx512::f32_tile(rows, &x[r0 * k..], k, panel, &mut tile) };
+                for r in 0..rows {
+                    // SAFETY: columns j0..j0+cols of `out` belong to this
+                    // task alone.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            tile[r * NR..].as_ptr(),
+                            dst.get().add((r0 + r) * n + j0),
+                            cols,
+                        )
+                    };
+                }
+            }
+        });
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -635,6 +684,64 @@ mod avx512 {
     use half::f16;
 
     use super::{ahead, NR};
+
+    /// Rows per f32 register tile.
+    pub const F32_ROWS: usize = 12;
+
+    /// `tile` (rows × NR, row stride NR) = `rows` rows of `x` (row stride
+    /// `k`) · a k-major f32 panel (k × NR): per k, two loads of the panel,
+    /// a broadcast per row and two FMAs per row.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn f32_tile(
+        rows: usize,
+        x: &[f32],
+        k: usize,
+        panel: &[f32],
+        tile: &mut [f32; F32_ROWS * NR],
+    ) {
+        match rows {
+            12 => f32_rows::<12>(x, k, panel, tile),
+            11 => f32_rows::<11>(x, k, panel, tile),
+            10 => f32_rows::<10>(x, k, panel, tile),
+            9 => f32_rows::<9>(x, k, panel, tile),
+            8 => f32_rows::<8>(x, k, panel, tile),
+            7 => f32_rows::<7>(x, k, panel, tile),
+            6 => f32_rows::<6>(x, k, panel, tile),
+            5 => f32_rows::<5>(x, k, panel, tile),
+            4 => f32_rows::<4>(x, k, panel, tile),
+            3 => f32_rows::<3>(x, k, panel, tile),
+            2 => f32_rows::<2>(x, k, panel, tile),
+            _ => f32_rows::<1>(x, k, panel, tile),
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_rows<const R: usize>(
+        x: &[f32],
+        k: usize,
+        panel: &[f32],
+        tile: &mut [f32; F32_ROWS * NR],
+    ) {
+        assert!(R <= F32_ROWS && x.len() >= (R - 1) * k + k && panel.len() >= k * NR);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        for kk in 0..k {
+            let w0 = _mm512_loadu_ps(wp.add(kk * NR));
+            let w1 = _mm512_loadu_ps(wp.add(kk * NR + 16));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*xp.add(r * k + kk));
+                a[0] = _mm512_fmadd_ps(b, w0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, w1, a[1]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), a[0]);
+            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), a[1]);
+        }
+    }
 
     /// A k-major panel (f32 or f16): two inputs per step, each broadcast
     /// against the panel's 32 rows in two registers, four accumulators.
