@@ -640,23 +640,27 @@ mod bf16gemm {
         // SAFETY: `to_pairs_into` wrote every pair of the m rows.
         unsafe { xb.set_len(m * kp) };
         xb.resize(rows * kp, 0);
-        if amx {
-            return gemm_panels_amx(&xb, m, kp, w, n, dst);
-        }
         let panels = n.div_ceil(NR);
         // Rows of `x` per sweep over the panels: a block of activations
-        // (MB × k bf16, 384 KB at k = 1,024) stays in L2 while every panel
-        // passes it, instead of each panel pulling all of `x` from memory.
+        // stays in L2 while every panel passes it, instead of each panel
+        // pulling all of `x` from memory (MB × k bf16, 384 KB at k = 1,024;
+        // for the AMX tiles, which go through rows faster, about 1 MB).
         const MB: usize = 16 * MR;
-        for b0 in (0..m).step_by(MB) {
-            let b1 = (b0 + MB).min(m);
+        let mb = if amx {
+            let rows = super::amx::ROWS;
+            ((1 << 20) / (kp * 4)).max(rows) / rows * rows
+        } else {
+            MB
+        };
+        for b0 in (0..m).step_by(mb) {
+            let b1 = (b0 + mb).min(m);
             (0..panels)
                 .into_par_iter()
                 .for_each_init(Vec::new, |scratch, pi| {
                     let j0 = pi * NR;
                     let cols = NR.min(n - j0);
                     let packed = w.panel(pi, scratch);
-                    panel_rows(&xb, b0..b1, kp, packed, |row, t| {
+                    let put = |row: usize, t: &[f32]| {
                         // SAFETY: columns j0..j0+cols of `out` (m × n)
                         // belong to this task alone.
                         unsafe {
@@ -666,52 +670,35 @@ mod bf16gemm {
                                 cols,
                             )
                         };
-                    });
+                    };
+                    if amx {
+                        amx_rows(&xb, b0..b1, kp, packed, put);
+                    } else {
+                        panel_rows(&xb, b0..b1, kp, packed, put);
+                    }
                 });
         }
     }
 
-    /// [`gemm_panels`] on AMX tiles: `xb` holds m rows of kp pairs padded
-    /// with zero rows to a multiple of 32.
-    fn gemm_panels_amx(
-        xb: &[u32],
-        m: usize,
+    /// [`panel_rows`] on AMX tiles, 32 rows per call: `x` holds whole
+    /// blocks of 32 rows (zero rows past `rows.end`, which `put` does not
+    /// receive).
+    fn amx_rows(
+        x: &[u32],
+        rows: std::ops::Range<usize>,
         kp: usize,
-        w: &impl PanelSource,
-        n: usize,
-        dst: SendPtr,
+        panel: &[u32],
+        mut put: impl FnMut(usize, &[f32]),
     ) {
         use super::amx::{Tiles, ROWS};
-        let panels = n.div_ceil(NR);
-        // Rows per sweep over the panels: about 1 MB of activations, which
-        // stays in L2 while every panel passes it.
-        let mb = ((1 << 20) / (kp * 4)).max(ROWS) / ROWS * ROWS;
-        for b0 in (0..m).step_by(mb) {
-            let b1 = (b0 + mb).min(m);
-            (0..panels)
-                .into_par_iter()
-                .for_each_init(Vec::new, |scratch, pi| {
-                    let j0 = pi * NR;
-                    let cols = NR.min(n - j0);
-                    let packed = w.panel(pi, scratch);
-                    // No rayon calls while the tiles are configured.
-                    let mut tiles = Tiles::new();
-                    let mut c = [0f32; ROWS * NR];
-                    for r0 in (b0..b1).step_by(ROWS) {
-                        tiles.block(&xb[r0 * kp..(r0 + ROWS) * kp], kp, packed, &mut c);
-                        for r in 0..ROWS.min(m - r0) {
-                            // SAFETY: columns j0..j0+cols of `out` (m × n)
-                            // belong to this task alone.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    c[r * NR..].as_ptr(),
-                                    dst.get().add((r0 + r) * n + j0),
-                                    cols,
-                                )
-                            };
-                        }
-                    }
-                });
+        // No rayon calls while the tiles are configured.
+        let mut tiles = Tiles::new();
+        let mut c = [0f32; ROWS * NR];
+        for r0 in rows.clone().step_by(ROWS) {
+            tiles.block(&x[r0 * kp..(r0 + ROWS) * kp], kp, panel, &mut c);
+            for r in 0..ROWS.min(rows.end - r0) {
+                put(r0 + r, &c[r * NR..(r + 1) * NR]);
+            }
         }
     }
 
@@ -783,7 +770,7 @@ mod bf16gemm {
             }
         };
         if super::amx::available() && kp.is_multiple_of(super::amx::STEP) {
-            use super::amx::{Tiles, ROWS};
+            use super::amx::ROWS;
             // Whole blocks of 32 rows: a padded copy where rows fall short.
             let padded;
             let xp = if rows.is_multiple_of(ROWS) {
@@ -794,20 +781,13 @@ mod bf16gemm {
                 padded = v;
                 &padded[..]
             };
-            let mut t = Tiles::new();
-            let mut c = [0f32; ROWS * NR];
             for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
                 let c0 = pn * NR;
                 if c0 >= cols_total {
                     break;
                 }
                 let cols = NR.min(cols_total - c0);
-                for r0 in (0..rows).step_by(ROWS) {
-                    t.block(&xp[r0 * kp..(r0 + ROWS) * kp], kp, panel, &mut c);
-                    for r in 0..ROWS.min(rows - r0) {
-                        put(r0 + r, c0, cols, &c[r * NR..(r + 1) * NR]);
-                    }
-                }
+                amx_rows(xp, 0..rows, kp, panel, |row, t| put(row, c0, cols, t));
             }
             return;
         }

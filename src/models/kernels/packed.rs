@@ -1006,13 +1006,9 @@ mod tests {
             }
         }
     }
-}
-
-#[cfg(all(test, target_arch = "x86_64"))]
-mod pack_tests {
-    use super::*;
 
     /// The transposing pack equals the scalar one.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn whole_panel_pack_matches_the_scalar_loop() {
         if !super::super::has_avx512() {
