@@ -625,7 +625,7 @@ mod bf16gemm {
         let kp = k.div_ceil(2);
         assert_eq!(x.len(), m * k, "activations");
         // AMX tiles take 32 rows at a time: rows past m are zeros.
-        let amx = super::amx::available() && kp.is_multiple_of(super::amx::STEP);
+        let amx = super::amx::fits(kp);
         let rows = if amx {
             m.next_multiple_of(super::amx::ROWS)
         } else {
@@ -769,35 +769,31 @@ mod bf16gemm {
                 o.copy_from_slice(&t[..cols]);
             }
         };
-        if super::amx::available() && kp.is_multiple_of(super::amx::STEP) {
-            use super::amx::ROWS;
-            // Whole blocks of 32 rows: a padded copy where rows fall short.
-            let padded;
-            let xp = if rows.is_multiple_of(ROWS) {
-                x
-            } else {
-                let mut v = x[..rows * kp].to_vec();
-                v.resize(rows.next_multiple_of(ROWS) * kp, 0);
-                padded = v;
-                &padded[..]
-            };
-            for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
-                let c0 = pn * NR;
-                if c0 >= cols_total {
-                    break;
-                }
-                let cols = NR.min(cols_total - c0);
-                amx_rows(xp, 0..rows, kp, panel, |row, t| put(row, c0, cols, t));
-            }
-            return;
-        }
+        let amx = super::amx::fits(kp);
+        // AMX takes whole blocks of 32 rows: a padded copy where rows fall
+        // short.
+        let rows_amx = super::amx::ROWS;
+        let padded;
+        let xp = if !amx || rows.is_multiple_of(rows_amx) {
+            x
+        } else {
+            let mut v = x[..rows * kp].to_vec();
+            v.resize(rows.next_multiple_of(rows_amx) * kp, 0);
+            padded = v;
+            &padded[..]
+        };
         for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
             let c0 = pn * NR;
             if c0 >= cols_total {
                 break;
             }
             let cols = NR.min(cols_total - c0);
-            panel_rows(x, 0..rows, kp, panel, |row, t| put(row, c0, cols, t));
+            let take = |row: usize, t: &[f32]| put(row, c0, cols, t);
+            if amx {
+                amx_rows(xp, 0..rows, kp, panel, take);
+            } else {
+                panel_rows(x, 0..rows, kp, panel, take);
+            }
         }
     }
 
@@ -854,10 +850,17 @@ mod bf16gemm {
         let panels = d / NR;
         pack.clear();
         pack.resize(panels * jp * NR, 0);
-        let zeros = vec![bf16::ZERO; d];
         for q in 0..pairs {
             let lo = &vs[2 * q * d..(2 * q + 1) * d];
-            let hi = vs.get((2 * q + 1) * d..(2 * q + 2) * d).unwrap_or(&zeros);
+            // An odd last key pairs with zeros.
+            let zeros;
+            let hi = match vs.get((2 * q + 1) * d..(2 * q + 2) * d) {
+                Some(hi) => hi,
+                None => {
+                    zeros = vec![bf16::ZERO; d];
+                    &zeros[..]
+                }
+            };
             // SAFETY: AVX512-BF16 CPUs have AVX512-BW (the caller checked
             // BF16); `d` is a multiple of NR here (the caller's `bf16_dp`).
             unsafe { interleave_pairs(lo, hi, &mut pack[q * NR..], jp * NR) };
@@ -877,14 +880,21 @@ mod bf16gemm {
         let d = lo.len();
         assert!(hi.len() == d && d.is_multiple_of(NR));
         assert!(out.len() >= (d / NR - 1) * stride + NR);
-        // Word 2i of the first half is lo[i], 2i + 1 is hi[i] (hi's words
-        // are 32..64 of the pair); the second half the same from 16.
-        let order = |from: usize| -> [i16; 32] {
-            std::array::from_fn(|w| (from + w / 2 + 32 * (w % 2)) as i16)
-        };
-        let (first, second) = (order(0), order(16));
-        let first = _mm512_loadu_si512(first.as_ptr() as *const __m512i);
-        let second = _mm512_loadu_si512(second.as_ptr() as *const __m512i);
+        /// Word 2i is lo[from + i], 2i + 1 is hi[from + i] (hi's words are
+        /// 32..64 of the permute's pair).
+        const fn order(from: usize) -> [i16; 32] {
+            let mut o = [0i16; 32];
+            let mut w = 0;
+            while w < 32 {
+                o[w] = (from + w / 2 + 32 * (w % 2)) as i16;
+                w += 1;
+            }
+            o
+        }
+        const FIRST: [i16; 32] = order(0);
+        const SECOND: [i16; 32] = order(16);
+        let first = _mm512_loadu_si512(FIRST.as_ptr() as *const __m512i);
+        let second = _mm512_loadu_si512(SECOND.as_ptr() as *const __m512i);
         for b in 0..d / NR {
             let l = _mm512_loadu_si512(lo.as_ptr().add(b * NR) as *const __m512i);
             let h = _mm512_loadu_si512(hi.as_ptr().add(b * NR) as *const __m512i);

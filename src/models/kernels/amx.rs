@@ -64,6 +64,12 @@ fn request_tiles() -> bool {
     false
 }
 
+/// Whether the tiles take products with `kp` k pairs here: AMX is
+/// [`available`] and `kp` is whole [`STEP`]s.
+pub fn fits(kp: usize) -> bool {
+    kp.is_multiple_of(STEP) && available()
+}
+
 /// Rows per block: two A tiles of 16.
 pub const ROWS: usize = 32;
 /// k pairs per step: one tile row of 64 bytes.
