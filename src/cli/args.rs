@@ -694,6 +694,23 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// One projection alone (`x · wᵀ`, random weights packed as the model
+    /// packs them): milliseconds per call, multiply-add rate and weight
+    /// read rate, for the shapes of prefill/embedding blocks and decode.
+    Linear {
+        /// Shapes as ROWSxINPUTSxOUTPUTS, comma-separated.
+        #[arg(long, default_value = "512x1024x6144,512x3072x1024,1x1024x6144,1x3072x1024")]
+        shapes: String,
+        /// Weight types, comma-separated (f32, bf16, f16).
+        #[arg(long, default_value = "bf16,f32")]
+        dtypes: String,
+        /// Calls to time; the median counts.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to first token of `ask`'s prompt (packing, tokenizing, prefill)
     /// with a random-weight model in real shapes, at several windows.
     Ttft {

@@ -153,6 +153,12 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             steps,
             json,
         } => attention_bench(preset, &list(ctx, "--ctx")?, cache_dtypes, *steps, *json),
+        BenchWhat::Linear {
+            shapes,
+            dtypes,
+            reps,
+            json,
+        } => linear_bench(shapes, dtypes, *reps, *json),
         BenchWhat::Pack {
             ctx,
             passages,
@@ -914,6 +920,75 @@ fn attention_bench(
     }
     if json {
         serde_json::to_writer(&mut out, &json!({"preset": preset, "runs": rows}))?;
+        writeln!(out)?;
+    }
+    Ok(Status::Success)
+}
+
+/// `bench linear`: one packed projection at a time, on the pool as the
+/// model runs it (pollers for decode-sized calls).
+fn linear_bench(shapes: &str, dtypes: &str, reps: usize, json: bool) -> Result<Status> {
+    use shirabe::models::kernels::{on_pool, Packed, GEMV_MAX_ROWS};
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    let mut rng = Rng(0x11ea);
+    for shape in shapes.split(',').map(str::trim) {
+        let dims: Vec<usize> = shape
+            .split('x')
+            .map(|d| d.parse::<usize>().ok().filter(|&d| d > 0))
+            .collect::<Option<_>>()
+            .filter(|d: &Vec<usize>| d.len() == 3)
+            .ok_or_else(|| anyhow::anyhow!("--shapes: {shape:?} is not ROWSxINPUTSxOUTPUTS"))?;
+        let (m, k, n) = (dims[0], dims[1], dims[2]);
+        let mut uniform = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| (rng.below(2001) as f32 - 1000.0) / 16000.0)
+                .collect()
+        };
+        let x = uniform(m * k);
+        let w = uniform(n * k);
+        for name in dtypes.split(',').map(str::trim) {
+            let (packed, elem_bytes) = match name {
+                "f32" => (Packed::from_f32(&w, n, k), 4.0),
+                "bf16" => {
+                    let w: Vec<_> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                    (Packed::from_bf16(&w, n, k), 2.0)
+                }
+                "f16" => {
+                    let w: Vec<_> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    (Packed::from_f16(&w, n, k), 2.0)
+                }
+                other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16 or f16"),
+            };
+            let times = on_pool(m <= GEMV_MAX_ROWS, || {
+                let mut times = Vec::with_capacity(reps + 1);
+                for _ in 0..=reps.max(1) {
+                    let t = Instant::now();
+                    std::hint::black_box(packed.linear(&x, m));
+                    times.push(t.elapsed().as_secs_f64());
+                }
+                times
+            });
+            // The first call warms the caches and the pool.
+            let secs = median(times[1..].to_vec());
+            let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
+            let gbs = (n * k) as f64 * elem_bytes / secs / 1e9;
+            rows.push(json!({
+                "m": m, "k": k, "n": n, "dtype": name, "ms": secs * 1e3,
+                "gflops": gflops, "weight_gbs": gbs,
+            }));
+            if !json {
+                writeln!(
+                    out,
+                    "  {name:4} {m:>5} x {k:>5} -> {n:>6}: {:.3} ms, {gflops:.0} GFLOP/s, \
+                     weights read at {gbs:.1} GB/s",
+                    secs * 1e3
+                )?;
+            }
+        }
+    }
+    if json {
+        serde_json::to_writer(&mut out, &json!({"runs": rows}))?;
         writeln!(out)?;
     }
     Ok(Status::Success)

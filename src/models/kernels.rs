@@ -1901,7 +1901,7 @@ pub fn fast_int8_cache() -> bool {
 
 /// Rows of activations at or below which [`linear`] streams weights as a
 /// matrix × vector product instead of calling `gemm`.
-pub(crate) const GEMV_MAX_ROWS: usize = 4;
+pub const GEMV_MAX_ROWS: usize = 4;
 
 /// Raw output pointer shared by tasks that write disjoint parts.
 #[derive(Clone, Copy)]
@@ -2535,7 +2535,12 @@ fn fast_exp(x: f32) -> f32 {
     let under = x < -87.0;
     let x = x.max(-87.0);
     let t = x * std::f32::consts::LOG2_E;
-    let i = (t + 0.5).floor();
+    // Rounding by the 1.5 · 2^23 trick leaves i = round(t) in the low
+    // mantissa bits of `j`: integer arithmetic on those bits vectorises,
+    // where `as i32` (a saturating cast) would go lane by lane.
+    const MAGIC: f32 = 12_582_912.0;
+    let j = t + MAGIC;
+    let i = j - MAGIC;
     let f = t - i;
     // 2^f, minimax-style polynomial (degree 6) in f.
     let p = 1.535_336_2e-4_f32;
@@ -2545,7 +2550,8 @@ fn fast_exp(x: f32) -> f32 {
     let p = p * f + 2.402_264_6e-1;
     let p = p * f + 6.931_472e-1;
     let p = p * f + 1.0;
-    let bits = ((i as i32 + 127) << 23) as u32;
+    // i ≥ −126 here (x ≥ −87), so the biased exponent is positive.
+    let bits = (j.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127)) << 23;
     let r = p * f32::from_bits(bits);
     if under {
         0.0
