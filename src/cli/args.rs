@@ -699,7 +699,10 @@ pub enum BenchWhat {
     /// read rate, for the shapes of prefill/embedding blocks and decode.
     Linear {
         /// Shapes as ROWSxINPUTSxOUTPUTS, comma-separated.
-        #[arg(long, default_value = "512x1024x6144,512x3072x1024,1x1024x6144,1x3072x1024")]
+        #[arg(
+            long,
+            default_value = "512x1024x6144,512x3072x1024,1x1024x6144,1x3072x1024"
+        )]
         shapes: String,
         /// Weight types, comma-separated (f32, bf16, f16).
         #[arg(long, default_value = "bf16,f32")]

@@ -631,15 +631,40 @@ mod bf16gemm {
         } else {
             m
         };
-        let mut xb = Vec::with_capacity(rows * kp);
-        xb.spare_capacity_mut()[..m * kp]
-            .par_chunks_mut(kp)
-            .zip(x.par_chunks(k))
-            // SAFETY: the caller checked for AVX512-BF16.
-            .for_each(|(row, src)| unsafe { to_pairs_into(src, row) });
-        // SAFETY: `to_pairs_into` wrote every pair of the m rows.
-        unsafe { xb.set_len(m * kp) };
-        xb.resize(rows * kp, 0);
+        let xb = if amx {
+            // In tile order, 16 rows at a time.
+            let mut xb = vec![0u32; rows * kp];
+            xb.par_chunks_mut(16 * kp).enumerate().for_each_init(
+                || vec![0u32; kp],
+                |row, (g, group)| {
+                    for r in 16 * g..(16 * g + 16).min(m) {
+                        // SAFETY: the caller checked for AVX512-BF16; the
+                        // row is initialised u32s, which it only overwrites.
+                        unsafe {
+                            let dst = &mut *(row.as_mut_slice() as *mut [u32]
+                                as *mut [std::mem::MaybeUninit<u32>]);
+                            to_pairs_into(&x[r * k..(r + 1) * k], dst)
+                        };
+                        for s in (0..kp).step_by(super::amx::STEP) {
+                            let at = super::amx::tile_index(r % 16, s, kp);
+                            group[at..at + super::amx::STEP]
+                                .copy_from_slice(&row[s..s + super::amx::STEP]);
+                        }
+                    }
+                },
+            );
+            xb
+        } else {
+            let mut xb = Vec::with_capacity(rows * kp);
+            xb.spare_capacity_mut()[..m * kp]
+                .par_chunks_mut(kp)
+                .zip(x.par_chunks(k))
+                // SAFETY: the caller checked for AVX512-BF16.
+                .for_each(|(row, src)| unsafe { to_pairs_into(src, row) });
+            // SAFETY: `to_pairs_into` wrote every pair of the m rows.
+            unsafe { xb.set_len(m * kp) };
+            xb
+        };
         let panels = n.div_ceil(NR);
         // Rows of `x` per sweep over the panels: a block of activations
         // stays in L2 while every panel passes it, instead of each panel
@@ -656,7 +681,7 @@ mod bf16gemm {
             let b1 = (b0 + mb).min(m);
             (0..panels)
                 .into_par_iter()
-                .for_each_init(Vec::new, |scratch, pi| {
+                .for_each_init(Default::default, |(scratch, cbuf), pi| {
                     let j0 = pi * NR;
                     let cols = NR.min(n - j0);
                     let packed = w.panel(pi, scratch);
@@ -672,7 +697,10 @@ mod bf16gemm {
                         };
                     };
                     if amx {
-                        amx_rows(&xb, b0..b1, kp, packed, put);
+                        // SAFETY: column j0 of row 0 of the m × n outputs.
+                        let direct =
+                            (cols == NR).then(|| (SendPtr(unsafe { dst.get().add(j0) }), n));
+                        amx_rows(&xb, b0..b1, kp, packed, cbuf, direct, put);
                     } else {
                         panel_rows(&xb, b0..b1, kp, packed, put);
                     }
@@ -680,24 +708,69 @@ mod bf16gemm {
         }
     }
 
+    /// k pairs of a panel per pass of [`amx_rows`]: 16 KB of the panel,
+    /// which stay in L1 while every block of rows goes by (a whole panel,
+    /// 64 KB at k = 1,024, would be read from L2 once per block, and the
+    /// tiles would wait on the loads).
+    const AMX_SPAN: usize = 128;
+
     /// [`panel_rows`] on AMX tiles, 32 rows per call: `x` holds whole
-    /// blocks of 32 rows (zero rows past `rows.end`, which `put` does not
-    /// receive).
+    /// blocks of 32 rows in tile order ([`super::amx::tile_order`]; zero
+    /// rows past `rows.end`, which `put` does not receive). The partial sums of each pass over [`AMX_SPAN`] pairs
+    /// wait in `cbuf`; with `direct` (row 0's first output and the row
+    /// stride, for a whole panel of 32 columns), whole blocks store their
+    /// results there instead of going through `put`.
     fn amx_rows(
         x: &[u32],
         rows: std::ops::Range<usize>,
         kp: usize,
         panel: &[u32],
+        cbuf: &mut Vec<f32>,
+        direct: Option<(SendPtr, usize)>,
         mut put: impl FnMut(usize, &[f32]),
     ) {
         use super::amx::{Tiles, ROWS};
+        let blocks = rows.len().div_ceil(ROWS);
+        assert!(x.len() >= (rows.start + blocks * ROWS) * kp && panel.len() >= kp * NR);
+        cbuf.clear();
+        cbuf.resize(blocks * ROWS * NR, 0.0);
+        let whole = |r0: usize| r0 + ROWS <= rows.end;
         // No rayon calls while the tiles are configured.
         let mut tiles = Tiles::new();
-        let mut c = [0f32; ROWS * NR];
-        for r0 in rows.clone().step_by(ROWS) {
-            tiles.block(&x[r0 * kp..(r0 + ROWS) * kp], kp, panel, &mut c);
+        for s0 in (0..kp).step_by(AMX_SPAN) {
+            let span = s0..(s0 + AMX_SPAN).min(kp);
+            let last = span.end == kp;
+            for (bi, r0) in rows.clone().step_by(ROWS).enumerate() {
+                let part = cbuf[bi * ROWS * NR..].as_mut_ptr();
+                let (out, ld) = match direct {
+                    // SAFETY: row r0 of the caller's m × n outputs.
+                    Some((d, ld)) if last && whole(r0) => (unsafe { d.get().add(r0 * ld) }, ld),
+                    _ => (part, NR),
+                };
+                // SAFETY: x holds the 32 rows from r0 (asserted), the
+                // panel kp × 32 pairs; the partial sums are this block's
+                // 32 × 32 of `cbuf`, and `out` is that or 32 rows of the
+                // outputs (`direct`'s contract).
+                unsafe {
+                    tiles.block_at(
+                        x[r0 * kp..].as_ptr(),
+                        kp,
+                        span.clone(),
+                        panel.as_ptr(),
+                        (s0 > 0).then_some((part, NR)),
+                        (out, ld),
+                    )
+                };
+            }
+        }
+        drop(tiles);
+        for (bi, r0) in rows.clone().step_by(ROWS).enumerate() {
+            if direct.is_some() && whole(r0) {
+                continue;
+            }
             for r in 0..ROWS.min(rows.end - r0) {
-                put(r0 + r, &c[r * NR..(r + 1) * NR]);
+                let at = (bi * ROWS + r) * NR;
+                put(r0 + r, &cbuf[at..at + NR]);
             }
         }
     }
@@ -770,18 +843,13 @@ mod bf16gemm {
             }
         };
         let amx = super::amx::fits(kp);
-        // AMX takes whole blocks of 32 rows: a padded copy where rows fall
-        // short.
-        let rows_amx = super::amx::ROWS;
-        let padded;
-        let xp = if !amx || rows.is_multiple_of(rows_amx) {
-            x
+        // AMX takes whole blocks of 32 rows in tile order.
+        let xp = if amx {
+            super::amx::tile_order(x, rows, kp)
         } else {
-            let mut v = x[..rows * kp].to_vec();
-            v.resize(rows.next_multiple_of(rows_amx) * kp, 0);
-            padded = v;
-            &padded[..]
+            Vec::new()
         };
+        let mut cbuf = Vec::new();
         for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
             let c0 = pn * NR;
             if c0 >= cols_total {
@@ -790,7 +858,7 @@ mod bf16gemm {
             let cols = NR.min(cols_total - c0);
             let take = |row: usize, t: &[f32]| put(row, c0, cols, t);
             if amx {
-                amx_rows(xp, 0..rows, kp, panel, take);
+                amx_rows(&xp, 0..rows, kp, panel, &mut cbuf, None, take);
             } else {
                 panel_rows(x, 0..rows, kp, panel, take);
             }
@@ -2628,6 +2696,9 @@ mod tests {
             (45, 96, 70),
             (70, 128, 40),
             (33, 320, 40),
+            // Whole 32-row blocks and panels over three k spans: the tiles
+            // store straight into the outputs.
+            (64, 576, 64),
         ] {
             let x: Vec<f32> = (0..m * k).map(|_| rng(&mut s)).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rng(&mut s)).collect();

@@ -10,6 +10,12 @@
 //! are the same bf16 pair rows the AVX-512 kernel reads (A tiles of 16
 //! rows × 32 k).
 //!
+//! Activations go in tile order ([`tile_order`]): each A tile's 16 rows ×
+//! 64 bytes are contiguous, so the tiles read two sequential streams the
+//! prefetchers follow instead of 32 rows 2–6 KB apart (the tile registers
+//! are not renamed: a load waits for the multiplies reading its register,
+//! and one that misses L1 stalls them all).
+//!
 //! Each call works one block of 32 rows × one 32-column panel in four
 //! accumulator tiles (tmm0–3), with two A tiles (tmm4, tmm5) and two B
 //! tiles (tmm6, tmm7) loaded per 32 k. Rust has no stable AMX intrinsics,
@@ -75,6 +81,29 @@ pub const ROWS: usize = 32;
 /// k pairs per step: one tile row of 64 bytes.
 pub const STEP: usize = 16;
 
+/// Where pair `p` of row `r` of activations with `kp` pairs per row goes
+/// in tile order: groups of 16 rows, each group `kp / 16` tiles of 16
+/// rows × 16 pairs (1 KB) one after another. A block of 32 rows starting
+/// at row `r0` (a multiple of 16) starts at `r0 · kp`, as in row order.
+#[inline]
+pub fn tile_index(r: usize, p: usize, kp: usize) -> usize {
+    (r / 16) * kp * 16 + (p / STEP) * 256 + (r % 16) * STEP + p % STEP
+}
+
+/// `rows` rows of `kp` pairs (row-major) in tile order ([`tile_index`]),
+/// with zero rows up to whole blocks of [`ROWS`].
+pub fn tile_order(x: &[u32], rows: usize, kp: usize) -> Vec<u32> {
+    assert!(kp.is_multiple_of(STEP) && x.len() >= rows * kp);
+    let mut out = vec![0u32; rows.next_multiple_of(ROWS) * kp];
+    for r in 0..rows {
+        for s in (0..kp).step_by(STEP) {
+            let at = tile_index(r, s, kp);
+            out[at..at + STEP].copy_from_slice(&x[r * kp + s..r * kp + s + STEP]);
+        }
+    }
+    out
+}
+
 /// Palette 1, all eight tiles 16 rows × 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
@@ -112,9 +141,9 @@ impl Tiles {
     }
 
     /// `c` (32 × 32 f32, row stride 32) = rows `a` (32 rows of `kp` bf16
-    /// pairs, row stride `kp`) · `panel` (`kp` × 32 pairs, see
+    /// pairs, row-major) · `panel` (`kp` × 32 pairs, see
     /// [`super::Packed`]). `kp` must be a multiple of [`STEP`].
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(test, target_arch = "x86_64"))]
     pub fn block(&mut self, a: &[u32], kp: usize, panel: &[u32], c: &mut [f32; ROWS * 32]) {
         self.block_part(a, kp, 0..kp, panel, c, false);
     }
@@ -122,7 +151,7 @@ impl Tiles {
     /// Part of a [`Tiles::block`]: pairs `span` of the product, added to
     /// `c` when `add` (else `c` is overwritten). `span` must start and end
     /// on multiples of [`STEP`].
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(test, target_arch = "x86_64"))]
     pub fn block_part(
         &mut self,
         a: &[u32],
@@ -132,19 +161,56 @@ impl Tiles {
         c: &mut [f32; ROWS * 32],
         add: bool,
     ) {
+        assert!(panel.len() >= kp * 32);
+        let a = tile_order(a, ROWS, kp);
+        let p = c.as_mut_ptr();
+        // SAFETY: `a` and `panel` hold the rows and pairs the call reads
+        // (asserted); `c` is 32 rows of 32 at stride 32.
+        unsafe {
+            self.block_at(
+                a.as_ptr(),
+                kp,
+                span,
+                panel.as_ptr(),
+                add.then_some((p, 32)),
+                (p, 32),
+            )
+        }
+    }
+
+    /// The product of rows `a` (32 rows of `kp` pairs in tile order, see
+    /// [`tile_index`]) and `panel` over
+    /// pairs `span`: plus the 32 × 32 block at `c_in` when given (else
+    /// from zero), stored at `c_out`. Each C block comes with its row
+    /// stride in floats; they may be the same block.
+    ///
+    /// # Safety
+    /// `a` must be readable for 32 rows of `kp` pairs, `panel` for `kp` ×
+    /// 32 pairs, `c_in` for and `c_out` writable for 32 rows of 32 floats
+    /// at their strides.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn block_at(
+        &mut self,
+        a: *const u32,
+        kp: usize,
+        span: std::ops::Range<usize>,
+        panel: *const u32,
+        c_in: Option<(*mut f32, usize)>,
+        c_out: (*mut f32, usize),
+    ) {
         assert!(span.start.is_multiple_of(STEP) && span.end.is_multiple_of(STEP));
         assert!(span.start < span.end && span.end <= kp);
-        assert!(a.len() >= ROWS * kp && panel.len() >= kp * 32);
-        let sa = kp * 4;
-        let (a0, b0) = (a.as_ptr() as *const u8, panel.as_ptr() as *const u8);
-        let o = c.as_mut_ptr() as *mut u8;
+        // The second A tile's group of 16 rows, in bytes.
+        let group = kp * 64;
+        let (a0, b0) = (a as *const u8, panel as *const u8);
         // SAFETY: tiles configured by `new` on this thread (`Tiles` is not
-        // Send); every tile load reads 16 rows of 64 bytes inside `a`
-        // (rows r..r+16 at pair q, q + 16 ≤ kp), `panel` (pairs q..q+16,
-        // half h) or `c`, and the stores write 16 rows of 64 bytes inside
-        // `c`.
+        // Send); every tile load reads 1 KB inside `a` (rows r..r+16 at
+        // pairs q..q+16, q + 16 ≤ kp, in tile order), `panel` (pairs q..q+16,
+        // half h) or `c_in`, and the stores write 16 rows of 64 bytes
+        // inside `c_out` (the caller's contract).
         unsafe {
-            if add {
+            if let Some((o, ld)) = c_in {
+                let (o, sc) = (o as *const u8, ld * 4);
                 std::arch::asm!(
                     "tileloadd tmm0, [{o} + {s}*1]",
                     "tileloadd tmm1, [{o1} + {s}*1]",
@@ -152,9 +218,9 @@ impl Tiles {
                     "tileloadd tmm3, [{o3} + {s}*1]",
                     o = in(reg) o,
                     o1 = in(reg) o.add(64),
-                    o2 = in(reg) o.add(16 * 128),
-                    o3 = in(reg) o.add(16 * 128 + 64),
-                    s = in(reg) 128usize,
+                    o2 = in(reg) o.add(16 * sc),
+                    o3 = in(reg) o.add(16 * sc + 64),
+                    s = in(reg) sc,
                     options(nostack, readonly)
                 );
             } else {
@@ -167,8 +233,8 @@ impl Tiles {
                 );
             }
             for q in span.step_by(STEP) {
-                let a_lo = a0.add(q * 4);
-                let a_hi = a_lo.add(16 * sa);
+                let a_lo = a0.add(q * 64);
+                let a_hi = a_lo.add(group);
                 let b = b0.add(q * 128);
                 std::arch::asm!(
                     "tileloadd tmm4, [{alo} + {sa}*1]",
@@ -181,13 +247,14 @@ impl Tiles {
                     "tdpbf16ps tmm3, tmm5, tmm7",
                     alo = in(reg) a_lo,
                     ahi = in(reg) a_hi,
-                    sa = in(reg) sa,
+                    sa = in(reg) 64usize,
                     b = in(reg) b,
                     b2 = in(reg) b.add(64),
                     sb = in(reg) 128usize,
                     options(nostack, readonly)
                 );
             }
+            let (o, sc) = (c_out.0 as *mut u8, c_out.1 * 4);
             std::arch::asm!(
                 "tilestored [{o} + {s}*1], tmm0",
                 "tilestored [{o1} + {s}*1], tmm1",
@@ -195,9 +262,9 @@ impl Tiles {
                 "tilestored [{o3} + {s}*1], tmm3",
                 o = in(reg) o,
                 o1 = in(reg) o.add(64),
-                o2 = in(reg) o.add(16 * 128),
-                o3 = in(reg) o.add(16 * 128 + 64),
-                s = in(reg) 128usize,
+                o2 = in(reg) o.add(16 * sc),
+                o3 = in(reg) o.add(16 * sc + 64),
+                s = in(reg) sc,
                 options(nostack)
             );
         }
