@@ -932,6 +932,21 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, json: bool) -> Result<S
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
     let mut rng = Rng(0x11ea);
+    #[cfg(target_arch = "x86_64")]
+    let ceiling = shirabe::models::kernels::amx_ceiling().map(|c| {
+        json!({"block_gflops_one_core": c.block_gflops, "multiply_ns": c.multiply_ns, "tile_load_ns": c.load_ns})
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    let ceiling: Option<serde_json::Value> = None;
+    if let (Some(c), false) = (&ceiling, json) {
+        writeln!(
+            out,
+            "  AMX on one core, all in L1: {:.0} GFLOP/s per 32x32 block; a tile multiply {:.1} ns, a 1 KB tile load {:.1} ns",
+            c["block_gflops_one_core"].as_f64().unwrap_or(0.0),
+            c["multiply_ns"].as_f64().unwrap_or(0.0),
+            c["tile_load_ns"].as_f64().unwrap_or(0.0)
+        )?;
+    }
     for shape in shapes.split(',').map(str::trim) {
         let dims: Vec<usize> = shape
             .split('x')
@@ -988,7 +1003,7 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, json: bool) -> Result<S
         }
     }
     if json {
-        serde_json::to_writer(&mut out, &json!({"runs": rows}))?;
+        serde_json::to_writer(&mut out, &json!({"amx": ceiling, "runs": rows}))?;
         writeln!(out)?;
     }
     Ok(Status::Success)

@@ -42,6 +42,8 @@ mod amx;
 mod heads;
 mod packed;
 mod q8;
+#[cfg(target_arch = "x86_64")]
+pub use amx::{ceiling as amx_ceiling, Ceiling as AmxCeiling};
 pub use heads::{split_heads, HeadSplit};
 pub use packed::{Buf, Packed, Zeroable};
 

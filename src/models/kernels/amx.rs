@@ -237,12 +237,15 @@ impl Tiles {
                 let a_hi = a_lo.add(group);
                 let b = b0.add(q * 128);
                 std::arch::asm!(
+                    // Each multiply as soon as its operands are in: the
+                    // tile registers are not renamed, so a load waits
+                    // for the multiplies still reading its register.
                     "tileloadd tmm4, [{alo} + {sa}*1]",
-                    "tileloadd tmm5, [{ahi} + {sa}*1]",
                     "tileloadd tmm6, [{b} + {sb}*1]",
-                    "tileloadd tmm7, [{b2} + {sb}*1]",
                     "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b2} + {sb}*1]",
                     "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{ahi} + {sa}*1]",
                     "tdpbf16ps tmm2, tmm5, tmm6",
                     "tdpbf16ps tmm3, tmm5, tmm7",
                     alo = in(reg) a_lo,
@@ -269,6 +272,96 @@ impl Tiles {
             );
         }
     }
+}
+
+/// What the tiles can do on one core with everything in L1, for `bench
+/// linear`: a 32 × 32 block over 128 pairs (GFLOP/s), a multiply alone
+/// and a 1 KB tile load alone (ns each). On the Xeon this was written on
+/// a multiply took 5.7 ns but a load 15 ns, so a block, with a load per
+/// multiply, ran at a third of the multiplies' rate: the products are
+/// bound by the tile loads, not by memory.
+#[cfg(target_arch = "x86_64")]
+pub struct Ceiling {
+    /// One 32 × 32 block over 128 pairs, again and again.
+    pub block_gflops: f64,
+    /// A `tdpbf16ps` (16 × 16 × 32) alone.
+    pub multiply_ns: f64,
+    /// A `tileloadd` of 1 KB from L1 alone.
+    pub load_ns: f64,
+}
+
+/// Measures a [`Ceiling`] on this thread (None without AMX). Hold no
+/// other [`Tiles`] on the thread meanwhile.
+#[cfg(target_arch = "x86_64")]
+pub fn ceiling() -> Option<Ceiling> {
+    if !available() {
+        return None;
+    }
+    let kp = 128;
+    let a = vec![0x3f80_3f80u32; ROWS * kp];
+    let b = vec![0x3f80_3f80u32; kp * 32];
+    let mut c = vec![0f32; ROWS * 32];
+    let mut t = Tiles::new();
+    let n = 20_000;
+    let timed = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let block = timed(&mut || {
+        // SAFETY: `a` holds 32 rows of kp pairs, `b` kp × 32 pairs, `c` a
+        // 32 × 32 block at stride 32.
+        unsafe {
+            t.block_at(
+                a.as_ptr(),
+                kp,
+                0..kp,
+                b.as_ptr(),
+                None,
+                (c.as_mut_ptr(), 32),
+            )
+        }
+    });
+    let multiplies = timed(&mut || {
+        // SAFETY: the tiles are configured (`t`); multiplies touch only
+        // tile registers.
+        unsafe {
+            std::arch::asm!(
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                options(nostack, nomem)
+            )
+        }
+    });
+    let loads = timed(&mut || {
+        // SAFETY: each load reads 16 rows of 64 bytes at stride 64 inside
+        // `a` (16 KB) or `b` (16 KB).
+        unsafe {
+            std::arch::asm!(
+                "tileloadd tmm4, [{a} + {s}*1]",
+                "tileloadd tmm5, [{a2} + {s}*1]",
+                "tileloadd tmm6, [{b} + {s}*1]",
+                "tileloadd tmm7, [{b2} + {s}*1]",
+                a = in(reg) a.as_ptr(),
+                a2 = in(reg) a.as_ptr().add(1024),
+                b = in(reg) b.as_ptr(),
+                b2 = in(reg) b.as_ptr().add(1024),
+                s = in(reg) 64usize,
+                options(nostack, readonly)
+            )
+        }
+    });
+    drop(t);
+    let flops = 2.0 * (ROWS * 32 * 2 * kp) as f64 * n as f64;
+    Some(Ceiling {
+        block_gflops: flops / block / 1e9,
+        multiply_ns: multiplies * 1e9 / (4 * n) as f64,
+        load_ns: loads * 1e9 / (4 * n) as f64,
+    })
 }
 
 impl Drop for Tiles {
