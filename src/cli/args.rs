@@ -710,6 +710,11 @@ pub enum BenchWhat {
         /// Calls to time; the median counts.
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// Rotate through copies of the weights (1 GB in all) so every call
+        /// reads them from memory, as a decode step does, instead of the
+        /// same matrix from cache.
+        #[arg(long)]
+        cold: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,

@@ -157,8 +157,9 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             shapes,
             dtypes,
             reps,
+            cold,
             json,
-        } => linear_bench(shapes, dtypes, *reps, *json),
+        } => linear_bench(shapes, dtypes, *reps, *cold, *json),
         BenchWhat::Pack {
             ctx,
             passages,
@@ -927,7 +928,7 @@ fn attention_bench(
 
 /// `bench linear`: one packed projection at a time, on the pool as the
 /// model runs it (pollers for decode-sized calls).
-fn linear_bench(shapes: &str, dtypes: &str, reps: usize, json: bool) -> Result<Status> {
+fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool) -> Result<Status> {
     use shirabe::models::kernels::{on_pool, Packed, GEMV_MAX_ROWS};
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
@@ -963,21 +964,32 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, json: bool) -> Result<S
         let x = uniform(m * k);
         let w = uniform(n * k);
         for name in dtypes.split(',').map(str::trim) {
-            let (packed, elem_bytes) = match name {
-                "f32" => (Packed::from_f32(&w, n, k), 4.0),
-                "bf16" => {
-                    let w: Vec<_> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
-                    (Packed::from_bf16(&w, n, k), 2.0)
-                }
-                "f16" => {
-                    let w: Vec<_> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-                    (Packed::from_f16(&w, n, k), 2.0)
-                }
+            let elem_bytes = match name {
+                "f32" => 4.0,
+                "bf16" | "f16" => 2.0,
                 other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16 or f16"),
             };
+            let pack = || match name {
+                "f32" => Packed::from_f32(&w, n, k),
+                "bf16" => {
+                    let w: Vec<_> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                    Packed::from_bf16(&w, n, k)
+                }
+                _ => {
+                    let w: Vec<_> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                    Packed::from_f16(&w, n, k)
+                }
+            };
+            let copies = if cold {
+                ((1usize << 30) as f64 / ((n * k) as f64 * elem_bytes)).ceil() as usize
+            } else {
+                1
+            };
+            let packs: Vec<Packed> = (0..copies.max(1)).map(|_| pack()).collect();
             let times = on_pool(m <= GEMV_MAX_ROWS, || {
                 let mut times = Vec::with_capacity(reps + 1);
-                for _ in 0..=reps.max(1) {
+                for i in 0..=reps.max(1) {
+                    let packed = &packs[i % packs.len()];
                     let t = Instant::now();
                     std::hint::black_box(packed.linear(&x, m));
                     times.push(t.elapsed().as_secs_f64());
