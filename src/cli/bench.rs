@@ -1101,6 +1101,7 @@ fn model(
             let ids: Vec<Vec<u32>> = (0..b).map(|_| tokens(512)).collect();
             let valid = vec![vec![true; 512]; b];
             let mut cache = Cache::new(&m, kv);
+            cache.reserve(512);
             let t = Instant::now();
             let h = m.forward(&ids, &valid, &mut cache)?;
             Model::last_hidden(&h)?;
@@ -1118,6 +1119,7 @@ fn model(
         }
         for &n in &prefill {
             let mut cache = Cache::new(&m, kv);
+            cache.reserve(n);
             let t = Instant::now();
             m.forward(&[tokens(n)], &[vec![true; n]], &mut cache)?;
             let rate = n as f64 / t.elapsed().as_secs_f64();
@@ -1128,6 +1130,8 @@ fn model(
         }
         if decode > 0 {
             let mut cache = Cache::new(&m, kv);
+            // As `generate` does: room for the prompt and the answer.
+            cache.reserve(2048 + decode);
             let h = m.forward(&[tokens(2048)], &[vec![true; 2048]], &mut cache)?;
             let mut logits = m.logits(&Model::last_hidden(&h)?)?;
             let weight_bytes = params as f64 * bytes_per_param;

@@ -196,6 +196,7 @@ impl Embedder {
         for group in order.chunks(batch.max(1)) {
             let (rows, valid) = left_padded(ids, group);
             cache.reset();
+            cache.reserve(rows.first().map_or(0, Vec::len));
             let hidden = self.model.forward(&rows, &valid, &mut cache)?;
             let mut pooled = Model::last_hidden(&hidden)?;
             if let Some(d) = self.dims {

@@ -337,6 +337,8 @@ impl Generator {
             return Err(Error::Model("the prompt is empty".into()));
         }
         let mut cache = Cache::new(&self.model, self.cache_dtype);
+        // Room for the whole answer: growing copies the cache.
+        cache.reserve(prompt_ids.len() + params.max_tokens);
         let started = Instant::now();
         let mut hidden = None;
         for block in prompt_ids.chunks(params.prefill_block.max(1)) {

@@ -114,6 +114,7 @@ impl Reranker {
         for group in order.chunks(self.batch.max(1)) {
             let (rows, valid) = left_padded(ids, group);
             cache.reset();
+            cache.reserve(rows.first().map_or(0, Vec::len));
             let hidden = self.model.forward(&rows, &valid, &mut cache)?;
             let logits = self.model.logits(&Model::last_hidden(&hidden)?)?;
             for (j, &i) in group.iter().enumerate() {
