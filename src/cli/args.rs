@@ -704,7 +704,7 @@ pub enum BenchWhat {
             default_value = "512x1024x6144,512x3072x1024,1x1024x6144,1x3072x1024"
         )]
         shapes: String,
-        /// Weight types, comma-separated (f32, bf16, f16).
+        /// Weight types, comma-separated (f32, bf16, f16, q8_0).
         #[arg(long, default_value = "bf16,f32")]
         dtypes: String,
         /// Calls to time; the median counts.

@@ -967,17 +967,33 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
             let elem_bytes = match name {
                 "f32" => 4.0,
                 "bf16" | "f16" => 2.0,
-                other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16 or f16"),
+                // 34 bytes per 32 weights.
+                "q8_0" => 34.0 / 32.0,
+                other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16, f16 or q8_0"),
             };
+            anyhow::ensure!(
+                name != "q8_0" || k.is_multiple_of(32),
+                "--shapes: q8_0 needs inputs in blocks of 32"
+            );
             let pack = || match name {
                 "f32" => Packed::from_f32(&w, n, k),
                 "bf16" => {
                     let w: Vec<_> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
                     Packed::from_bf16(&w, n, k)
                 }
-                _ => {
+                "f16" => {
                     let w: Vec<_> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
                     Packed::from_f16(&w, n, k)
+                }
+                _ => {
+                    // GGUF Q8_0 blocks: an f16 scale, then 32 int8 weights.
+                    let mut bytes = Vec::with_capacity(n * k / 32 * 34);
+                    for block in w.chunks(32) {
+                        let max = block.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                        bytes.extend(half::f16::from_f32(max / 127.0).to_le_bytes());
+                        bytes.extend(block.iter().map(|v| (v / max * 127.0).round() as i8 as u8));
+                    }
+                    Packed::from_q8_0(&bytes, n, k)
                 }
             };
             let copies = if cold {
@@ -1096,6 +1112,13 @@ fn model(
         let kv = kv_choice.unwrap_or(m.cache_dtype());
         let params = m.parameter_count();
         let mut row = json!({"dtype": name, "parameters": params, "cache": kv.to_string()});
+        // One untimed pass first, as the PyTorch side does: first-touch
+        // page faults here, oneDNN's kernel generation there.
+        if !batches.is_empty() || !prefill.is_empty() {
+            let mut cache = Cache::new(&m, kv);
+            cache.reserve(512);
+            m.forward(&[tokens(512)], &[vec![true; 512]], &mut cache)?;
+        }
         // Embedding: 512-token passages, last-token pooling.
         for &b in &batches {
             let ids: Vec<Vec<u32>> = (0..b).map(|_| tokens(512)).collect();
