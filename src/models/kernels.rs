@@ -1821,15 +1821,8 @@ impl StreamHint {
 
 /// This CPU's [`StreamHint`] (see there), chosen once.
 pub fn stream_hint() -> StreamHint {
-    use std::sync::OnceLock;
-    static HINT: OnceLock<StreamHint> = OnceLock::new();
-    *HINT.get_or_init(|| {
-        hint_override().unwrap_or(if is_amd() {
-            StreamHint::Nta
-        } else {
-            StreamHint::T1
-        })
-    })
+    static HINT: std::sync::OnceLock<StreamHint> = std::sync::OnceLock::new();
+    chosen(&HINT, StreamHint::Nta)
 }
 
 /// The prefetch hint for decode attention's reads of the KV cache: `T0`
@@ -1838,15 +1831,14 @@ pub fn stream_hint() -> StreamHint {
 /// over 28 layers with `T1` against 11.6–13.8 with `T0`.
 /// `SHIRABE_PREFETCH` overrides it too.
 pub fn cache_hint() -> StreamHint {
-    use std::sync::OnceLock;
-    static HINT: OnceLock<StreamHint> = OnceLock::new();
-    *HINT.get_or_init(|| {
-        hint_override().unwrap_or(if is_amd() {
-            StreamHint::T0
-        } else {
-            StreamHint::T1
-        })
-    })
+    static HINT: std::sync::OnceLock<StreamHint> = std::sync::OnceLock::new();
+    chosen(&HINT, StreamHint::T0)
+}
+
+/// The hint in `cell`, chosen on first use: `SHIRABE_PREFETCH`, else
+/// `amd` on AMD and `T1` elsewhere.
+fn chosen(cell: &std::sync::OnceLock<StreamHint>, amd: StreamHint) -> StreamHint {
+    *cell.get_or_init(|| hint_override().unwrap_or(if is_amd() { amd } else { StreamHint::T1 }))
 }
 
 /// `SHIRABE_PREFETCH=nta|t1|t0|none`.
