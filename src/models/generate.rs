@@ -11,6 +11,9 @@ use serde::Serialize;
 use super::qwen3::{Cache, KvType, Model};
 use crate::{Error, Result};
 
+/// Answer tokens the KV cache is sized for up front at most.
+const RESERVED_ANSWER: usize = 4096;
+
 /// How to pick tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -337,8 +340,15 @@ impl Generator {
             return Err(Error::Model("the prompt is empty".into()));
         }
         let mut cache = Cache::new(&self.model, self.cache_dtype);
-        // Room for the whole answer: growing copies the cache.
-        cache.reserve(prompt_ids.len() + params.max_tokens);
+        // Room for the answer (growing copies the cache), within reason:
+        // `max_tokens` may come from a request, and past the reservation
+        // the buffers still double as they fill.
+        cache.reserve(
+            prompt_ids
+                .len()
+                .saturating_add(params.max_tokens.min(RESERVED_ANSWER))
+                .min(self.context_window()),
+        );
         let started = Instant::now();
         let mut hidden = None;
         for block in prompt_ids.chunks(params.prefill_block.max(1)) {

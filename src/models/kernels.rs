@@ -732,6 +732,8 @@ mod bf16gemm {
         mut put: impl FnMut(usize, &[f32]),
     ) {
         use super::amx::{Tiles, ROWS};
+        // Tile order indexes whole groups of 16 rows.
+        debug_assert!(rows.start.is_multiple_of(16) && kp > 0);
         let blocks = rows.len().div_ceil(ROWS);
         assert!(x.len() >= (rows.start + blocks * ROWS) * kp && panel.len() >= kp * NR);
         cbuf.clear();

@@ -837,10 +837,11 @@ impl Cache {
     pub fn reserve(&mut self, positions: usize) {
         self.reserved = self.reserved.max(positions);
     }
-    /// Forgets everything.
+    /// Forgets everything, the reservation too.
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.valid.clear();
+        self.reserved = 0;
     }
     /// Tokens cached.
     pub fn len(&self) -> usize {

@@ -71,9 +71,9 @@ fn request_tiles() -> bool {
 }
 
 /// Whether the tiles take products with `kp` k pairs here: AMX is
-/// [`available`] and `kp` is whole [`STEP`]s.
+/// [`available`] and `kp` is one or more whole [`STEP`]s.
 pub fn fits(kp: usize) -> bool {
-    kp.is_multiple_of(STEP) && available()
+    kp > 0 && kp.is_multiple_of(STEP) && available()
 }
 
 /// Rows per block: two A tiles of 16.

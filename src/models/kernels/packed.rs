@@ -259,7 +259,7 @@ impl Packed {
     /// bf16 pairs (the rounding the tile kernels of many rows make too).
     fn bf16_pairs(&self, x: &[f32], m: usize) -> Option<Vec<u32>> {
         #[cfg(target_arch = "x86_64")]
-        if let (Data::Bf16(_), true) = (&self.data, super::has_avx512bf16()) {
+        if let (Data::Bf16(_), true, true) = (&self.data, super::has_avx512bf16(), self.k > 0) {
             let (k, kp) = (self.k, self.k.div_ceil(2));
             let mut pairs = vec![0u32; m * kp];
             for (row, src) in pairs.chunks_mut(kp).zip(x.chunks(k)) {
