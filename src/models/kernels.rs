@@ -827,9 +827,12 @@ mod bf16gemm {
 
     /// `out` (rows × `cols_total`, row stride `stride`) `=` or `+=` `x`
     /// (rows × kp pairs) times the panels in `packed` (each kp × NR).
+    /// `x_tiles`: `x` already in AMX tile order ([`queries_in_tiles`]),
+    /// or empty to have it made here.
     #[allow(clippy::too_many_arguments)]
     fn tiles(
         x: &[u32],
+        x_tiles: &[u32],
         rows: usize,
         kp: usize,
         packed: &[u32],
@@ -848,10 +851,12 @@ mod bf16gemm {
         };
         let amx = super::amx::fits(kp);
         // AMX takes whole blocks of 32 rows in tile order.
-        let xp = if amx {
-            super::amx::tile_order(x, rows, kp)
+        let made;
+        let xp = if amx && x_tiles.is_empty() {
+            made = super::amx::tile_order(x, rows, kp);
+            &made[..]
         } else {
-            Vec::new()
+            x_tiles
         };
         let mut cbuf = Vec::new();
         for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
@@ -862,18 +867,31 @@ mod bf16gemm {
             let cols = NR.min(cols_total - c0);
             let take = |row: usize, t: &[f32]| put(row, c0, cols, t);
             if amx {
-                amx_rows(&xp, 0..rows, kp, panel, &mut cbuf, None, take);
+                amx_rows(xp, 0..rows, kp, panel, &mut cbuf, None, take);
             } else {
                 panel_rows(x, 0..rows, kp, panel, take);
             }
         }
     }
 
+    /// `qx` (rows × kp pairs) in AMX tile order when the tiles will take
+    /// it, made once for all of a block's key tiles; else empty.
+    pub fn queries_in_tiles(qx: &[u32], rows: usize, kp: usize) -> Vec<u32> {
+        if super::amx::fits(kp) {
+            super::amx::tile_order(qx, rows, kp)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Attention scores with `vdpbf16ps`: `st` (rows × jl) = `qx` (rows ×
     /// d/2 pairs, the scaled queries rounded to bf16) · the key tile
-    /// (jl × d bf16)ᵀ. `pack` is scratch for the tile's panels.
+    /// (jl × d bf16)ᵀ; `qt` is `qx` by [`queries_in_tiles`]. `pack` is
+    /// scratch for the tile's panels.
+    #[allow(clippy::too_many_arguments)]
     pub fn scores(
         qx: &[u32],
+        qt: &[u32],
         rows: usize,
         d: usize,
         ks: &[bf16],
@@ -888,7 +906,7 @@ mod bf16gemm {
             let keys = &ks[pn * NR * d..(pn * NR + NR).min(jl) * d];
             super::packed::pack_pairs(keys, d, panel);
         }
-        tiles(qx, rows, kp, pack, jl, st, jl, false);
+        tiles(qx, qt, rows, kp, pack, jl, st, jl, false);
     }
 
     /// `acc` (rows × d) += `p` (rows × jl probabilities) · the value tile
@@ -937,7 +955,7 @@ mod bf16gemm {
             // BF16); `d` is a multiple of NR here (the caller's `bf16_dp`).
             unsafe { interleave_pairs(lo, hi, &mut pack[q * NR..], jp * NR) };
         }
-        tiles(px, rows, jp, pack, d, acc, d, true);
+        tiles(px, &[], rows, jp, pack, d, acc, d, true);
     }
 
     /// Two value rows as one k pair of the value panels: for each block
@@ -2239,6 +2257,13 @@ pub fn attention_scaled<K: Elem>(
                 unsafe { bf16gemm::to_pairs(&qb[r * d..(r + 1) * d], row) };
             }
         }
+        // The tiles' own order of the queries, once for every key tile.
+        #[cfg(target_arch = "x86_64")]
+        let qt = if bf16_tiles {
+            bf16gemm::queries_in_tiles(&qx, rows, d / 2)
+        } else {
+            Vec::new()
+        };
         // Few rows over an int8 cache, with AVX512-VNNI: integer scores,
         // the queries rounded to int8 per block as the keys are.
         #[cfg(target_arch = "x86_64")]
@@ -2325,6 +2350,7 @@ pub fn attention_scaled<K: Elem>(
                 #[cfg(target_arch = "x86_64")]
                 bf16gemm::scores(
                     &qx,
+                    &qt,
                     rows,
                     d,
                     K::as_bf16(ks).unwrap_or(&[]),
