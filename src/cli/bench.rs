@@ -975,33 +975,35 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
                 name != "q8_0" || k.is_multiple_of(32),
                 "--shapes: q8_0 needs inputs in blocks of 32"
             );
-            let pack = || match name {
-                "f32" => Packed::from_f32(&w, n, k),
-                "bf16" => {
-                    let w: Vec<_> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
-                    Packed::from_bf16(&w, n, k)
-                }
-                "f16" => {
-                    let w: Vec<_> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
-                    Packed::from_f16(&w, n, k)
-                }
-                _ => {
-                    // GGUF Q8_0 blocks: an f16 scale, then 32 int8 weights.
-                    let mut bytes = Vec::with_capacity(n * k / 32 * 34);
-                    for block in w.chunks(32) {
-                        let max = block.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-                        bytes.extend(half::f16::from_f32(max / 127.0).to_le_bytes());
-                        bytes.extend(block.iter().map(|v| (v / max * 127.0).round() as i8 as u8));
+            let pack = || -> Result<Packed> {
+                Ok(match name {
+                    "f32" => Packed::from_f32(&w, n, k),
+                    "bf16" => {
+                        let w: Vec<_> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                        Packed::from_bf16(&w, n, k)
                     }
-                    Packed::from_q8_0(&bytes, n, k)
-                }
+                    "f16" => {
+                        let w: Vec<_> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                        Packed::from_f16(&w, n, k)
+                    }
+                    _ => {
+                        // GGUF Q8_0 blocks, as the model packs a GGUF file's.
+                        use candle_core::quantized::{GgmlDType, QTensor};
+                        let t =
+                            candle_core::Tensor::from_slice(&w, (n, k), &candle_core::Device::Cpu)?;
+                        let q = QTensor::quantize(&t, GgmlDType::Q8_0)?;
+                        Packed::from_q8_0(&q.data()?, n, k)
+                    }
+                })
             };
             let copies = if cold {
                 ((1usize << 30) as f64 / ((n * k) as f64 * elem_bytes)).ceil() as usize
             } else {
                 1
             };
-            let packs: Vec<Packed> = (0..copies.max(1)).map(|_| pack()).collect();
+            let packs = (0..copies.max(1))
+                .map(|_| pack())
+                .collect::<Result<Vec<Packed>>>()?;
             let times = on_pool(m <= GEMV_MAX_ROWS, || {
                 let mut times = Vec::with_capacity(reps + 1);
                 for i in 0..=reps.max(1) {

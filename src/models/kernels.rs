@@ -38,6 +38,27 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+/// `$f::<R>(args…)` with R = `$rows` as a const generic, for the register
+/// tiles of 12 rows: 12 down to 2, and 1 for anything else.
+macro_rules! by_rows {
+    ($rows:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $rows {
+            12 => $f::<12>($($arg),*),
+            11 => $f::<11>($($arg),*),
+            10 => $f::<10>($($arg),*),
+            9 => $f::<9>($($arg),*),
+            8 => $f::<8>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            _ => $f::<1>($($arg),*),
+        }
+    };
+}
+
 mod amx;
 mod heads;
 mod packed;
@@ -736,8 +757,10 @@ mod bf16gemm {
         debug_assert!(rows.start.is_multiple_of(16) && kp > 0);
         let blocks = rows.len().div_ceil(ROWS);
         assert!(x.len() >= (rows.start + blocks * ROWS) * kp && panel.len() >= kp * NR);
-        cbuf.clear();
-        cbuf.resize(blocks * ROWS * NR, 0.0);
+        // The first pass writes every block before any pass reads one.
+        if cbuf.len() < blocks * ROWS * NR {
+            cbuf.resize(blocks * ROWS * NR, 0.0);
+        }
         let whole = |r0: usize| r0 + ROWS <= rows.end;
         // No rayon calls while the tiles are configured.
         let mut tiles = Tiles::new();
@@ -809,20 +832,7 @@ mod bf16gemm {
     /// # Safety
     /// As [`micro`].
     unsafe fn micro_rows(rows: usize, x: &[u32], kp: usize, w: &[u32], tile: &mut [f32; MR * NR]) {
-        match rows {
-            12 => micro::<12>(x, kp, w, tile),
-            11 => micro::<11>(x, kp, w, tile),
-            10 => micro::<10>(x, kp, w, tile),
-            9 => micro::<9>(x, kp, w, tile),
-            8 => micro::<8>(x, kp, w, tile),
-            7 => micro::<7>(x, kp, w, tile),
-            6 => micro::<6>(x, kp, w, tile),
-            5 => micro::<5>(x, kp, w, tile),
-            4 => micro::<4>(x, kp, w, tile),
-            3 => micro::<3>(x, kp, w, tile),
-            2 => micro::<2>(x, kp, w, tile),
-            _ => micro::<1>(x, kp, w, tile),
-        }
+        by_rows!(rows, micro(x, kp, w, tile))
     }
 
     /// `out` (rows × `cols_total`, row stride `stride`) `=` or `+=` `x`

@@ -209,18 +209,18 @@ impl Tiles {
         // half h) or `c_in`, and the stores write 16 rows of 64 bytes
         // inside `c_out` (the caller's contract).
         unsafe {
-            if let Some((o, ld)) = c_in {
-                let (o, sc) = (o as *const u8, ld * 4);
+            if let Some(c) = c_in {
+                let ([o0, o1, o2, o3], s) = c_tiles(c);
                 std::arch::asm!(
-                    "tileloadd tmm0, [{o} + {s}*1]",
+                    "tileloadd tmm0, [{o0} + {s}*1]",
                     "tileloadd tmm1, [{o1} + {s}*1]",
                     "tileloadd tmm2, [{o2} + {s}*1]",
                     "tileloadd tmm3, [{o3} + {s}*1]",
-                    o = in(reg) o,
-                    o1 = in(reg) o.add(64),
-                    o2 = in(reg) o.add(16 * sc),
-                    o3 = in(reg) o.add(16 * sc + 64),
-                    s = in(reg) sc,
+                    o0 = in(reg) o0,
+                    o1 = in(reg) o1,
+                    o2 = in(reg) o2,
+                    o3 = in(reg) o3,
+                    s = in(reg) s,
                     options(nostack, readonly)
                 );
             } else {
@@ -257,17 +257,17 @@ impl Tiles {
                     options(nostack, readonly)
                 );
             }
-            let (o, sc) = (c_out.0 as *mut u8, c_out.1 * 4);
+            let ([o0, o1, o2, o3], s) = c_tiles(c_out);
             std::arch::asm!(
-                "tilestored [{o} + {s}*1], tmm0",
+                "tilestored [{o0} + {s}*1], tmm0",
                 "tilestored [{o1} + {s}*1], tmm1",
                 "tilestored [{o2} + {s}*1], tmm2",
                 "tilestored [{o3} + {s}*1], tmm3",
-                o = in(reg) o,
-                o1 = in(reg) o.add(64),
-                o2 = in(reg) o.add(16 * sc),
-                o3 = in(reg) o.add(16 * sc + 64),
-                s = in(reg) sc,
+                o0 = in(reg) o0,
+                o1 = in(reg) o1,
+                o2 = in(reg) o2,
+                o3 = in(reg) o3,
+                s = in(reg) s,
                 options(nostack)
             );
         }
@@ -362,6 +362,15 @@ pub fn ceiling() -> Option<Ceiling> {
         multiply_ns: multiplies * 1e9 / (4 * n) as f64,
         load_ns: loads * 1e9 / (4 * n) as f64,
     })
+}
+
+/// The four accumulator tiles of a 32 × 32 C block (`c`, row stride in
+/// floats): where each starts (columns 0 and 16 of rows 0 and 16), and the
+/// row stride in bytes.
+fn c_tiles((c, ld): (*mut f32, usize)) -> ([*mut u8; 4], usize) {
+    let (o, s) = (c as *mut u8, ld * 4);
+    let at = |bytes: usize| o.wrapping_add(bytes);
+    ([o, at(64), at(16 * s), at(16 * s + 64)], s)
 }
 
 impl Drop for Tiles {

@@ -780,20 +780,7 @@ mod avx512 {
         panel: &[f32],
         tile: &mut [f32; F32_ROWS * NR],
     ) {
-        match rows {
-            12 => f32_rows::<12>(x, k, panel, tile),
-            11 => f32_rows::<11>(x, k, panel, tile),
-            10 => f32_rows::<10>(x, k, panel, tile),
-            9 => f32_rows::<9>(x, k, panel, tile),
-            8 => f32_rows::<8>(x, k, panel, tile),
-            7 => f32_rows::<7>(x, k, panel, tile),
-            6 => f32_rows::<6>(x, k, panel, tile),
-            5 => f32_rows::<5>(x, k, panel, tile),
-            4 => f32_rows::<4>(x, k, panel, tile),
-            3 => f32_rows::<3>(x, k, panel, tile),
-            2 => f32_rows::<2>(x, k, panel, tile),
-            _ => f32_rows::<1>(x, k, panel, tile),
-        }
+        by_rows!(rows, f32_rows(x, k, panel, tile))
     }
 
     #[target_feature(enable = "avx512f")]
