@@ -1966,11 +1966,13 @@ unsafe fn stream_sum_avx2(x: &[f32], hint: StreamHint) -> f32 {
 /// long as a small decode projection takes): for work made of many short
 /// parallel loops.
 ///
-/// The pollers are detached: `f` never waits for them. One that lands on
-/// `f`'s own thread returns at once, and every poller gives up after
-/// [`POLL_IDLE`] without finding work, so a worker that picked one up
-/// while waiting for something else (another caller's join) is held up
-/// for at most that long. They stop when `f` returns or unwinds.
+/// The pollers are detached: `f` never waits for them. Every worker gets
+/// one, by a broadcast (a spawned poller could be taken by `f`'s own
+/// thread while it waits in a join, leaving the other worker of a 2-core
+/// pool without one); the one on `f`'s own thread returns at once, and
+/// every poller gives up after [`POLL_IDLE`] without finding work, so a
+/// worker that picked one up while waiting for something else (another
+/// caller's join) is held up for at most that long. They stop when `f` returns or unwinds.
 pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -1985,24 +1987,22 @@ pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
         let done = Done(Arc::new(AtomicBool::new(false)));
         if spin {
             let home = rayon::current_thread_index();
-            for _ in 1..rayon::current_num_threads() {
-                let flag = Arc::clone(&done.0);
-                rayon::spawn(move || {
-                    if rayon::current_thread_index() == home {
+            let flag = Arc::clone(&done.0);
+            rayon::spawn_broadcast(move |ctx| {
+                if Some(ctx.index()) == home {
+                    return;
+                }
+                let mut idle_since = std::time::Instant::now();
+                while !flag.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle_since = std::time::Instant::now();
+                    } else if idle_since.elapsed() > POLL_IDLE {
                         return;
+                    } else {
+                        std::hint::spin_loop();
                     }
-                    let mut idle_since = std::time::Instant::now();
-                    while !flag.load(Ordering::Acquire) {
-                        if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                            idle_since = std::time::Instant::now();
-                        } else if idle_since.elapsed() > POLL_IDLE {
-                            return;
-                        } else {
-                            std::hint::spin_loop();
-                        }
-                    }
-                });
-            }
+                }
+            });
         }
         f()
     })
