@@ -600,13 +600,14 @@ pub enum BenchWhat {
         /// Weight types to measure, comma-separated (f32, bf16, f16, q8_0, q4_k).
         #[arg(long, default_value = "f32,bf16,q8_0")]
         dtypes: String,
-        /// Prompt lengths for prefill, comma-separated.
+        /// Prompt lengths for prefill, comma-separated ('' for none).
         #[arg(long, default_value = "512,2048,8192")]
         prefill: String,
-        /// Embedding batch sizes (512-token passages), comma-separated.
+        /// Embedding batch sizes (512-token passages), comma-separated
+        /// ('' for none).
         #[arg(long, default_value = "1,8,32")]
         embed_batch: String,
-        /// Tokens to decode after a 2,048-token prompt.
+        /// Tokens to decode after a 2,048-token prompt (0 for none).
         #[arg(long, default_value_t = 16)]
         decode: usize,
         /// KV cache type for prefill and decode: auto (the weights' own:

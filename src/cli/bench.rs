@@ -716,8 +716,11 @@ fn vectors(
     Ok(Status::Success)
 }
 
+/// A comma-separated list of sizes; an empty one (`--prefill ''`) skips
+/// that measurement.
 fn list(spec: &str, flag: &str) -> Result<Vec<usize>> {
     spec.split(',')
+        .filter(|x| !x.trim().is_empty())
         .map(|x| {
             x.trim()
                 .parse::<usize>()
@@ -1333,4 +1336,20 @@ fn search(
         }
     }
     Ok(Status::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list;
+
+    #[test]
+    fn size_lists_parse_and_may_be_empty() {
+        assert_eq!(
+            list("512, 2048,8192", "--prefill").unwrap(),
+            [512, 2048, 8192]
+        );
+        assert!(list("", "--prefill").unwrap().is_empty());
+        let err = list("512,x", "--prefill").unwrap_err().to_string();
+        assert!(err.contains("--prefill") && err.contains("\"x\""), "{err}");
+    }
 }
