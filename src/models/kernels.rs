@@ -850,6 +850,7 @@ mod bf16gemm {
         out: &mut [f32],
         stride: usize,
         accumulate: bool,
+        scratch: &mut Scratch,
     ) {
         let mut put = |row: usize, c0: usize, cols: usize, t: &[f32]| {
             let o = &mut out[row * stride + c0..][..cols];
@@ -861,14 +862,13 @@ mod bf16gemm {
         };
         let amx = super::amx::fits(kp);
         // AMX takes whole blocks of 32 rows in tile order.
-        let made;
+        let Scratch { order, cbuf, .. } = scratch;
         let xp = if amx && x_tiles.is_empty() {
-            made = super::amx::tile_order(x, rows, kp);
-            &made[..]
+            super::amx::tile_order_into(x, rows, kp, order);
+            &order[..]
         } else {
             x_tiles
         };
-        let mut cbuf = Vec::new();
         for (pn, panel) in packed.chunks_exact(kp * NR).enumerate() {
             let c0 = pn * NR;
             if c0 >= cols_total {
@@ -877,11 +877,25 @@ mod bf16gemm {
             let cols = NR.min(cols_total - c0);
             let take = |row: usize, t: &[f32]| put(row, c0, cols, t);
             if amx {
-                amx_rows(xp, 0..rows, kp, panel, &mut cbuf, None, take);
+                amx_rows(xp, 0..rows, kp, panel, cbuf, None, take);
             } else {
                 panel_rows(x, 0..rows, kp, panel, take);
             }
         }
+    }
+
+    /// Buffers the attention tiles reuse from one key tile to the next
+    /// (each call would otherwise allocate and zero them).
+    #[derive(Default)]
+    pub struct Scratch {
+        /// The key or value tile as panels.
+        pack: Vec<u32>,
+        /// The probabilities as bf16 pairs.
+        px: Vec<u32>,
+        /// Rows in AMX tile order.
+        order: Vec<u32>,
+        /// The AMX partial sums.
+        cbuf: Vec<f32>,
     }
 
     /// `qx` (rows × kp pairs) in AMX tile order when the tiles will take
@@ -896,8 +910,7 @@ mod bf16gemm {
 
     /// Attention scores with `vdpbf16ps`: `st` (rows × jl) = `qx` (rows ×
     /// d/2 pairs, the scaled queries rounded to bf16) · the key tile
-    /// (jl × d bf16)ᵀ; `qt` is `qx` by [`queries_in_tiles`]. `pack` is
-    /// scratch for the tile's panels.
+    /// (jl × d bf16)ᵀ; `qt` is `qx` by [`queries_in_tiles`].
     #[allow(clippy::too_many_arguments)]
     pub fn scores(
         qx: &[u32],
@@ -907,22 +920,27 @@ mod bf16gemm {
         ks: &[bf16],
         jl: usize,
         st: &mut [f32],
-        pack: &mut Vec<u32>,
+        scratch: &mut Scratch,
     ) {
         let kp = d / 2;
-        pack.clear();
+        let mut pack = std::mem::take(&mut scratch.pack);
+        // Every panel is packed over; a short last one is zeroed first, so
+        // its unused columns (never stored) multiply zeros, not old keys.
         pack.resize(jl.div_ceil(NR) * kp * NR, 0);
         for (pn, panel) in pack.chunks_exact_mut(kp * NR).enumerate() {
             let keys = &ks[pn * NR * d..(pn * NR + NR).min(jl) * d];
+            if keys.len() < NR * d {
+                panel.fill(0);
+            }
             super::packed::pack_pairs(keys, d, panel);
         }
-        tiles(qx, qt, rows, kp, pack, jl, st, jl, false);
+        tiles(qx, qt, rows, kp, &pack, jl, st, jl, false, scratch);
+        scratch.pack = pack;
     }
 
     /// `acc` (rows × d) += `p` (rows × jl probabilities) · the value tile
     /// (jl × d bf16), with `vdpbf16ps`: the probabilities are rounded to
-    /// bf16 pairs along the keys. `px` and `pack` are scratch.
-    #[allow(clippy::too_many_arguments)]
+    /// bf16 pairs along the keys.
     pub fn weighted(
         p: &[f32],
         rows: usize,
@@ -930,8 +948,7 @@ mod bf16gemm {
         vs: &[bf16],
         d: usize,
         acc: &mut [f32],
-        px: &mut Vec<u32>,
-        pack: &mut Vec<u32>,
+        scratch: &mut Scratch,
     ) {
         // Key pairs, padded with zero pairs to whole AMX steps where the
         // tiles run.
@@ -940,16 +957,23 @@ mod bf16gemm {
         } else {
             jl.div_ceil(2)
         };
-        px.clear();
+        let (mut px, mut pack) = (
+            std::mem::take(&mut scratch.px),
+            std::mem::take(&mut scratch.pack),
+        );
         px.resize(rows * jp, 0);
         let pairs = jl.div_ceil(2);
         for (r, row) in px.chunks_exact_mut(jp).enumerate() {
             // SAFETY: the caller checked for AVX512-BF16.
             unsafe { to_pairs(&p[r * jl..(r + 1) * jl], &mut row[..pairs]) };
+            row[pairs..].fill(0);
         }
         let panels = d / NR;
-        pack.clear();
         pack.resize(panels * jp * NR, 0);
+        // Pairs past the keys multiply zeros.
+        for panel in pack.chunks_exact_mut(jp * NR) {
+            panel[pairs * NR..].fill(0);
+        }
         for q in 0..pairs {
             let lo = &vs[2 * q * d..(2 * q + 1) * d];
             // An odd last key pairs with zeros.
@@ -965,7 +989,8 @@ mod bf16gemm {
             // BF16); `d` is a multiple of NR here (the caller's `bf16_dp`).
             unsafe { interleave_pairs(lo, hi, &mut pack[q * NR..], jp * NR) };
         }
-        tiles(px, &[], rows, jp, pack, d, acc, d, true);
+        tiles(&px, &[], rows, jp, &pack, d, acc, d, true, scratch);
+        (scratch.px, scratch.pack) = (px, pack);
     }
 
     /// Two value rows as one k pair of the value panels: for each block
@@ -2284,7 +2309,8 @@ pub fn attention_scaled<K: Elem>(
         } else {
             Vec::new()
         };
-        let (mut pack, mut px) = (Vec::new(), Vec::new());
+        #[cfg(target_arch = "x86_64")]
+        let mut scratch = bf16gemm::Scratch::default();
         let tile_len = if small { KEY_TILE_SMALL } else { KEY_TILE };
         let mut j0 = 0;
         while j0 < kend {
@@ -2366,7 +2392,7 @@ pub fn attention_scaled<K: Elem>(
                     K::as_bf16(ks).unwrap_or(&[]),
                     jl,
                     st,
-                    &mut pack,
+                    &mut scratch,
                 );
             } else {
                 let kt = tile(ks, ksc, &mut kbuf);
@@ -2435,8 +2461,7 @@ pub fn attention_scaled<K: Elem>(
                     K::as_bf16(vs).unwrap_or(&[]),
                     d,
                     &mut acc,
-                    &mut px,
-                    &mut pack,
+                    &mut scratch,
                 );
             } else {
                 let vt = tile(vs, vsc, &mut vbuf);

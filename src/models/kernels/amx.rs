@@ -93,15 +93,34 @@ pub fn tile_index(r: usize, p: usize, kp: usize) -> usize {
 /// `rows` rows of `kp` pairs (row-major) in tile order ([`tile_index`]),
 /// with zero rows up to whole blocks of [`ROWS`].
 pub fn tile_order(x: &[u32], rows: usize, kp: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    tile_order_into(x, rows, kp, &mut out);
+    out
+}
+
+/// [`tile_order`] into `out`, whose allocation (and, at the same size,
+/// contents) is reused: only the zero rows past `rows` are written besides
+/// the rows themselves.
+pub fn tile_order_into(x: &[u32], rows: usize, kp: usize, out: &mut Vec<u32>) {
     assert!(kp.is_multiple_of(STEP) && x.len() >= rows * kp);
-    let mut out = vec![0u32; rows.next_multiple_of(ROWS) * kp];
+    let len = rows.next_multiple_of(ROWS) * kp;
+    if out.len() != len {
+        out.clear();
+        out.resize(len, 0);
+    } else {
+        for r in rows..rows.next_multiple_of(ROWS) {
+            for s in (0..kp).step_by(STEP) {
+                let at = tile_index(r, s, kp);
+                out[at..at + STEP].fill(0);
+            }
+        }
+    }
     for r in 0..rows {
         for s in (0..kp).step_by(STEP) {
             let at = tile_index(r, s, kp);
             out[at..at + STEP].copy_from_slice(&x[r * kp + s..r * kp + s + STEP]);
         }
     }
-    out
 }
 
 /// Palette 1, all eight tiles 16 rows × 64 bytes.
