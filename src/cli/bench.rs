@@ -716,11 +716,13 @@ fn vectors(
     Ok(Status::Success)
 }
 
-/// A comma-separated list of sizes; an empty one (`--prefill ''`) skips
-/// that measurement.
+/// A comma-separated list of sizes; an empty one (`--prefill ''`) runs
+/// none.
 fn list(spec: &str, flag: &str) -> Result<Vec<usize>> {
+    if spec.trim().is_empty() {
+        return Ok(Vec::new());
+    }
     spec.split(',')
-        .filter(|x| !x.trim().is_empty())
         .map(|x| {
             x.trim()
                 .parse::<usize>()
@@ -1351,5 +1353,6 @@ mod tests {
         assert!(list("", "--prefill").unwrap().is_empty());
         let err = list("512,x", "--prefill").unwrap_err().to_string();
         assert!(err.contains("--prefill") && err.contains("\"x\""), "{err}");
+        assert!(list("512,,2048", "--prefill").is_err());
     }
 }

@@ -1997,7 +1997,8 @@ unsafe fn stream_sum_avx2(x: &[f32], hint: StreamHint) -> f32 {
 /// pool without one); the one on `f`'s own thread returns at once, and
 /// every poller gives up after [`POLL_IDLE`] without finding work, so a
 /// worker that picked one up while waiting for something else (another
-/// caller's join) is held up for at most that long. They stop when `f` returns or unwinds.
+/// caller's join) is held up for at most that long. They stop when `f`
+/// returns or unwinds.
 pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;

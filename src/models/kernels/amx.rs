@@ -407,6 +407,20 @@ mod tests {
     use super::*;
 
     /// A block equals the f32 products of the same bf16 values.
+    /// A reused buffer of the same length, other rows and pairs: the
+    /// same as a fresh one.
+    #[test]
+    fn tile_order_into_reuses_buffers_cleanly() {
+        let x: Vec<u32> = (1..=40 * 32).collect();
+        let mut out = Vec::new();
+        tile_order_into(&x, 40, 16, &mut out);
+        tile_order_into(&x, 10, 32, &mut out);
+        assert_eq!(out.len(), 32 * 32);
+        assert_eq!(out, tile_order(&x, 10, 32));
+        tile_order_into(&x, 40, 16, &mut out);
+        assert_eq!(out, tile_order(&x, 40, 16));
+    }
+
     #[test]
     fn tile_block_matches_the_products() {
         if !available() {
