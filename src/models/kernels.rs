@@ -850,7 +850,7 @@ mod bf16gemm {
         out: &mut [f32],
         stride: usize,
         accumulate: bool,
-        scratch: &mut Scratch,
+        bufs: &mut TileBufs,
     ) {
         let mut put = |row: usize, c0: usize, cols: usize, t: &[f32]| {
             let o = &mut out[row * stride + c0..][..cols];
@@ -862,7 +862,7 @@ mod bf16gemm {
         };
         let amx = super::amx::fits(kp);
         // AMX takes whole blocks of 32 rows in tile order.
-        let Scratch { order, cbuf, .. } = scratch;
+        let TileBufs { order, cbuf } = bufs;
         let xp = if amx && x_tiles.is_empty() {
             super::amx::tile_order_into(x, rows, kp, order);
             &order[..]
@@ -892,6 +892,13 @@ mod bf16gemm {
         pack: Vec<u32>,
         /// The probabilities as bf16 pairs.
         px: Vec<u32>,
+        /// What [`tiles`] itself needs.
+        tiles: TileBufs,
+    }
+
+    /// [`tiles`]' own buffers.
+    #[derive(Default)]
+    struct TileBufs {
         /// Rows in AMX tile order.
         order: Vec<u32>,
         /// The AMX partial sums.
@@ -923,7 +930,9 @@ mod bf16gemm {
         scratch: &mut Scratch,
     ) {
         let kp = d / 2;
-        let mut pack = std::mem::take(&mut scratch.pack);
+        let Scratch {
+            pack, tiles: bufs, ..
+        } = scratch;
         // Every panel is packed over; a short last one is zeroed first, so
         // its unused columns (never stored) multiply zeros, not old keys.
         pack.resize(jl.div_ceil(NR) * kp * NR, 0);
@@ -934,8 +943,7 @@ mod bf16gemm {
             }
             super::packed::pack_pairs(keys, d, panel);
         }
-        tiles(qx, qt, rows, kp, &pack, jl, st, jl, false, scratch);
-        scratch.pack = pack;
+        tiles(qx, qt, rows, kp, pack, jl, st, jl, false, bufs);
     }
 
     /// `acc` (rows × d) += `p` (rows × jl probabilities) · the value tile
@@ -957,10 +965,11 @@ mod bf16gemm {
         } else {
             jl.div_ceil(2)
         };
-        let (mut px, mut pack) = (
-            std::mem::take(&mut scratch.px),
-            std::mem::take(&mut scratch.pack),
-        );
+        let Scratch {
+            pack,
+            px,
+            tiles: bufs,
+        } = scratch;
         px.resize(rows * jp, 0);
         let pairs = jl.div_ceil(2);
         for (r, row) in px.chunks_exact_mut(jp).enumerate() {
@@ -989,8 +998,7 @@ mod bf16gemm {
             // BF16); `d` is a multiple of NR here (the caller's `bf16_dp`).
             unsafe { interleave_pairs(lo, hi, &mut pack[q * NR..], jp * NR) };
         }
-        tiles(&px, &[], rows, jp, &pack, d, acc, d, true, scratch);
-        (scratch.px, scratch.pack) = (px, pack);
+        tiles(px, &[], rows, jp, pack, d, acc, d, true, bufs);
     }
 
     /// Two value rows as one k pair of the value panels: for each block

@@ -406,7 +406,6 @@ impl Drop for Tiles {
 mod tests {
     use super::*;
 
-    /// A block equals the f32 products of the same bf16 values.
     /// A reused buffer of the same length, other rows and pairs: the
     /// same as a fresh one.
     #[test]
@@ -421,6 +420,7 @@ mod tests {
         assert_eq!(out, tile_order(&x, 40, 16));
     }
 
+    /// A block equals the f32 products of the same bf16 values.
     #[test]
     fn tile_block_matches_the_products() {
         if !available() {
