@@ -360,7 +360,7 @@ pub struct BackendArgs {
     /// KV cache type of a local model: f32, bf16, f16, or q8 (int8 with a
     /// scale per 32 elements, 56% of the memory of f16; CPU only).
     /// Default: bf16/f16 for such weights, q8 for quantized ones on an
-    /// AVX-512 CPU (else f16), f32 for f32.
+    /// AVX-512 or AVX2 CPU (else f16), f32 for f32.
     #[arg(long, env = "SHIRABE_CACHE_DTYPE", value_name = "TYPE")]
     pub cache_dtype: Option<String>,
 }
@@ -558,8 +558,8 @@ pub struct GenerateArgs {
     pub dtype: String,
     /// KV cache type: f32, bf16, f16, or q8 (int8 with a scale per 32
     /// elements, 56% of the memory of f16; CPU only). Default: bf16/f16
-    /// for such weights, q8 for quantized ones on an AVX-512 CPU (else
-    /// f16), f32 for f32.
+    /// for such weights, q8 for quantized ones on an AVX-512 or AVX2 CPU
+    /// (else f16), f32 for f32.
     #[arg(long, value_name = "TYPE")]
     pub cache_dtype: Option<String>,
     /// Print one JSON object at the end: text, token ids, counts, speeds.
@@ -611,9 +611,8 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 16)]
         decode: usize,
         /// KV cache type for prefill and decode: auto (the weights' own:
-        /// bf16/f16 for such weights, q8 for quantized on an AVX-512 CPU,
-        /// f32 for f32), f32,
-        /// bf16, f16 or q8.
+        /// bf16/f16 for such weights, q8 for quantized on an AVX-512 or
+        /// AVX2 CPU, f32 for f32), f32, bf16, f16 or q8.
         #[arg(long, default_value = "auto", value_name = "TYPE")]
         cache_dtype: String,
         /// JSON output.

@@ -129,6 +129,10 @@ pub trait Elem: Copy + Send + Sync + 'static {
         if has_avx512() && Self::pv_rows_avx512(acc, d, p, stride, jl, rows, scales) {
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if !has_avx512() && has_avx2_fma() && has_f16c() && d.is_multiple_of(32) {
+            return Self::pv_rows_avx2(acc, d, p, stride, jl, rows, scales);
+        }
         for (r, a) in acc.chunks_exact_mut(d).enumerate() {
             let pr = &p[r * stride..r * stride + jl];
             if scales.is_empty() {
@@ -153,6 +157,25 @@ pub trait Elem: Copy + Send + Sync + 'static {
     ) -> bool {
         false
     }
+    /// [`Elem::scores2_avx512`] at AVX2's width, for CPUs without AVX-512
+    /// (the caller checked AVX2, FMA and F16C, and that `d` is a multiple
+    /// of 32). The queries are [`prepare`](Elem::prepare)d for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    fn scores2_avx2(q: [&[f32]; 2], keys: &[Self], scales: &[f32], d: usize, out: [&mut [f32]; 2]);
+    /// [`Elem::pv_rows`] at AVX2's width (the caller checked AVX2, FMA and
+    /// F16C), two query rows per pass over the values, for heads that are
+    /// a multiple of 32.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn pv_rows_avx2(
+        acc: &mut [f32],
+        d: usize,
+        p: &[f32],
+        stride: usize,
+        jl: usize,
+        rows: &[Self],
+        scales: &[f32],
+    );
     /// `acc += a · row`.
     fn axpy(acc: &mut [f32], a: f32, row: &[Self]) {
         #[cfg(target_arch = "x86_64")]
@@ -225,12 +248,38 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
     }
 }
 
-/// An [`Elem`]'s AVX-512 decode kernels: two-row scores for any head that
-/// is a multiple of 32, the two-row weighted sum for heads of 64 and 128.
-/// The caller checked AVX-512F (and F16C, which every AVX-512 CPU has);
-/// the kernels check the lengths.
-macro_rules! avx512_rows {
+/// An [`Elem`]'s decode kernels at AVX-512's width (two-row scores for any
+/// head that is a multiple of 32, the two-row weighted sum for heads of 64
+/// and 128; the caller checked AVX-512F, and F16C, which every AVX-512 CPU
+/// has) and at AVX2's (both for heads that are a multiple of 32). The
+/// kernels check the lengths.
+macro_rules! simd_rows {
     ($t:ty, $scores:ident, $pv:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        fn scores2_avx2(
+            q: [&[f32]; 2],
+            keys: &[$t],
+            scales: &[f32],
+            d: usize,
+            out: [&mut [f32]; 2],
+        ) {
+            // SAFETY: the caller checked AVX2, FMA and F16C; the kernel
+            // checks the lengths.
+            unsafe { avx2::$scores(q, keys, scales, d, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        fn pv_rows_avx2(
+            acc: &mut [f32],
+            d: usize,
+            p: &[f32],
+            stride: usize,
+            jl: usize,
+            rows: &[$t],
+            scales: &[f32],
+        ) {
+            // SAFETY: as above.
+            unsafe { avx2::$pv(acc, d, p, stride, jl, rows, scales) }
+        }
         #[cfg(target_arch = "x86_64")]
         fn scores2_avx512(
             q: [&[f32]; 2],
@@ -266,7 +315,7 @@ macro_rules! avx512_rows {
 }
 
 impl Elem for f32 {
-    avx512_rows!(f32, scores2_f32, pv_rows_f32);
+    simd_rows!(f32, scores2_f32, pv_rows_f32);
     fn pack(w: &[f32], n: usize, k: usize) -> Packed {
         Packed::from_f32(w, n, k)
     }
@@ -304,7 +353,7 @@ impl Elem for f32 {
 }
 
 impl Elem for bf16 {
-    avx512_rows!(bf16, scores2_bf16, pv_rows_bf16);
+    simd_rows!(bf16, scores2_bf16, pv_rows_bf16);
     fn pack(w: &[bf16], n: usize, k: usize) -> Packed {
         Packed::from_bf16(w, n, k)
     }
@@ -327,24 +376,15 @@ impl Elem for bf16 {
     /// then its odd ones: the kernels widen a load of bf16 pairs into the
     /// even lanes (shift) and the odd lanes (mask) without shuffles.
     fn prepare(x: &[f32]) -> Vec<f32> {
-        let mut p = x.to_vec();
         #[cfg(target_arch = "x86_64")]
         {
-            let block = if has_avx512() {
-                32
+            if has_avx512() {
+                return evens_then_odds(x, 32);
             } else if has_avx2_fma() {
-                16
-            } else {
-                return p;
-            };
-            for (dst, src) in p.chunks_exact_mut(block).zip(x.chunks_exact(block)) {
-                for i in 0..block / 2 {
-                    dst[i] = src[2 * i];
-                    dst[block / 2 + i] = src[2 * i + 1];
-                }
+                return evens_then_odds(x, 16);
             }
         }
-        p
+        x.to_vec()
     }
     fn pv(acc: &mut [f32], p: &[f32], rows: &[bf16]) {
         #[cfg(target_arch = "x86_64")]
@@ -373,7 +413,7 @@ impl Elem for bf16 {
 }
 
 impl Elem for f16 {
-    avx512_rows!(f16, scores2_f16, pv_rows_f16);
+    simd_rows!(f16, scores2_f16, pv_rows_f16);
     fn pack(w: &[f16], n: usize, k: usize) -> Packed {
         Packed::from_f16(w, n, k)
     }
@@ -414,11 +454,26 @@ impl Elem for f16 {
     }
 }
 
+/// `x` with each full block of `block` elements reordered as its even
+/// elements, then its odd ones (bf16's [`Elem::prepare`]); a short tail
+/// stays in order.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn evens_then_odds(x: &[f32], block: usize) -> Vec<f32> {
+    let mut p = x.to_vec();
+    for (dst, src) in p.chunks_exact_mut(block).zip(x.chunks_exact(block)) {
+        for i in 0..block / 2 {
+            dst[i] = src[2 * i];
+            dst[block / 2 + i] = src[2 * i + 1];
+        }
+    }
+    p
+}
+
 /// An int8 cache element. Its decode kernels take the blocks' scales
 /// ([`attention_scaled`] passes them) and multiply each widened block by
 /// its own; `dot4` and `pv` see plain integers.
 impl Elem for i8 {
-    avx512_rows!(i8, scores2_i8, pv_rows_i8);
+    simd_rows!(i8, scores2_i8, pv_rows_i8);
     fn as_i8(src: &[i8]) -> Option<&[i8]> {
         Some(src)
     }
@@ -1844,6 +1899,251 @@ mod avx2 {
         }
         out
     }
+
+    /// The lane sums of four registers, as one 128-bit register.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn sum4(v: [__m256; 4]) -> __m128 {
+        // [v0 lo, v1 lo, v2 lo, v3 lo | v0 hi, v1 hi, v2 hi, v3 hi], each
+        // a sum of four lanes; the two halves added give the four sums.
+        let t = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+        _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1))
+    }
+
+    /// Attention's scores in decode for two query rows (the two heads that
+    /// share a key head) in one pass over the keys, at AVX2's width: four
+    /// keys at a time, each step of 16 elements widened once (`$load` gives
+    /// its two halves in the order `Elem::prepare` left the queries) and
+    /// multiplied into both rows; one accumulator per key and row, one
+    /// `hadd` tree per row for four keys. With `$scaled` (int8 caches) each
+    /// widened half is multiplied by its block's scale.
+    macro_rules! scores2 {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr, $scaled:literal) => {
+            /// # Safety
+            /// The CPU must support the enabled features. With `$scaled`,
+            /// `scales` holds each key's `KV_BLOCK` scales (else ignored).
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                q: [&[f32]; 2],
+                keys: &[$t],
+                scales: &[f32],
+                d: usize,
+                out: [&mut [f32]; 2],
+            ) {
+                let jl = out[0].len();
+                assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
+                assert!(out[1].len() == jl && keys.len() >= jl * d);
+                assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
+                if jl == 0 {
+                    return;
+                }
+                // Elements per cache line of keys: one prefetch each.
+                let per_line = 64 / std::mem::size_of::<$t>();
+                let kp = keys.as_ptr();
+                let (q0, q1) = (q[0].as_ptr(), q[1].as_ptr());
+                let [o0, o1] = out;
+                let mut j = 0;
+                while j < jl {
+                    let idx = [0, 1, 2, 3].map(|o| (j + o).min(jl - 1));
+                    let rows = idx.map(|r| kp.add(r * d));
+                    // [key][row]
+                    let mut a = [[_mm256_setzero_ps(); 2]; 4];
+                    let mut i = 0;
+                    while i < d {
+                        let x0e = _mm256_loadu_ps(q0.add(i));
+                        let x0o = _mm256_loadu_ps(q0.add(i + 8));
+                        let x1e = _mm256_loadu_ps(q1.add(i));
+                        let x1o = _mm256_loadu_ps(q1.add(i + 8));
+                        for (r, ar) in a.iter_mut().enumerate() {
+                            if i % per_line == 0 {
+                                super::prefetch(
+                                    super::cache_hint(),
+                                    (rows[r].add(i) as *const i8)
+                                        .wrapping_add(super::PREFETCH_AHEAD),
+                                );
+                            }
+                            let $p = rows[r].add(i);
+                            let (mut we, mut wo) = $load;
+                            if $scaled {
+                                let s = _mm256_set1_ps(*scales.get_unchecked(
+                                    idx[r] * (d / super::KV_BLOCK) + i / super::KV_BLOCK,
+                                ));
+                                we = _mm256_mul_ps(we, s);
+                                wo = _mm256_mul_ps(wo, s);
+                            }
+                            ar[0] = _mm256_fmadd_ps(x0e, we, ar[0]);
+                            ar[1] = _mm256_fmadd_ps(x1e, we, ar[1]);
+                            ar[0] = _mm256_fmadd_ps(x0o, wo, ar[0]);
+                            ar[1] = _mm256_fmadd_ps(x1o, wo, ar[1]);
+                        }
+                        i += 16;
+                    }
+                    let take = (jl - j).min(4);
+                    for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
+                        let sums = sum4([a[0][h], a[1][h], a[2][h], a[3][h]]);
+                        if take == 4 {
+                            _mm_storeu_ps(o.add(j), sums);
+                        } else {
+                            let mut s = [0f32; 4];
+                            _mm_storeu_ps(s.as_mut_ptr(), sums);
+                            std::ptr::copy_nonoverlapping(s.as_ptr(), o.add(j), take);
+                        }
+                    }
+                    j += 4;
+                }
+            }
+        };
+    }
+
+    scores2!(
+        scores2_f32,
+        f32,
+        "avx2,fma",
+        |p| (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))),
+        false
+    );
+    scores2!(
+        scores2_f16,
+        f16,
+        "avx2,fma,f16c",
+        |p| (
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(8) as *const __m128i))
+        ),
+        false
+    );
+    scores2!(
+        scores2_bf16,
+        bf16,
+        "avx2,fma",
+        |p| {
+            let w = _mm256_loadu_si256(p as *const __m256i);
+            let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
+            (
+                _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)),
+                _mm256_castsi256_ps(_mm256_and_si256(w, hi)),
+            )
+        },
+        false
+    );
+    scores2!(
+        scores2_i8,
+        i8,
+        "avx2,fma",
+        |p| {
+            let w = _mm_loadu_si128(p as *const __m128i);
+            (
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(w)),
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(w, 8))),
+            )
+        },
+        true
+    );
+
+    /// Attention's weighted sum of values in decode, at AVX2's width: two
+    /// query rows at a time, 32 lanes of each in registers per pass over
+    /// the tile's values (a 64-byte line of each bf16 row), every value
+    /// widened once for both rows. With `$scaled` (int8 caches) the two
+    /// rows' weights are multiplied by the value's block scale instead.
+    macro_rules! pv_rows {
+        ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr, $scaled:literal) => {
+            /// # Safety
+            /// The CPU must support the enabled features. With `$scaled`,
+            /// `scales` holds each row's `KV_BLOCK` scales (else ignored).
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                acc: &mut [f32],
+                d: usize,
+                p: &[f32],
+                stride: usize,
+                jl: usize,
+                rows: &[$t],
+                scales: &[f32],
+            ) {
+                let nrows = acc.len() / d.max(1);
+                assert!(d % 32 == 0 && acc.len() == nrows * d && rows.len() >= jl * d);
+                assert!(nrows == 0 || p.len() >= (nrows - 1) * stride + jl);
+                assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
+                let row_bytes = d * std::mem::size_of::<$t>();
+                let rp = rows.as_ptr();
+                let mut r = 0;
+                while r < nrows {
+                    let two = nrows - r >= 2;
+                    let p0 = p.as_ptr().add(r * stride);
+                    let p1 = if two { p0.add(stride) } else { p0 };
+                    for c in (0..d).step_by(32) {
+                        let a0p = acc.as_mut_ptr().add(r * d + c);
+                        let a1p = if two { a0p.add(d) } else { a0p };
+                        let mut a0 = [_mm256_setzero_ps(); 4];
+                        let mut a1 = [_mm256_setzero_ps(); 4];
+                        for l in 0..4 {
+                            a0[l] = _mm256_loadu_ps(a0p.add(8 * l));
+                            a1[l] = _mm256_loadu_ps(a1p.add(8 * l));
+                        }
+                        for j in 0..jl {
+                            let base = rp.add(j * d);
+                            if c == 0 {
+                                for line in (0..row_bytes).step_by(64) {
+                                    super::prefetch(
+                                        super::cache_hint(),
+                                        (base as *const i8)
+                                            .wrapping_add(line + super::PREFETCH_AHEAD),
+                                    );
+                                }
+                            }
+                            let mut w0 = _mm256_set1_ps(*p0.add(j));
+                            let mut w1 = _mm256_set1_ps(*p1.add(j));
+                            if $scaled {
+                                let s = _mm256_set1_ps(
+                                    *scales.get_unchecked(j * (d / super::KV_BLOCK) + c / 32),
+                                );
+                                w0 = _mm256_mul_ps(w0, s);
+                                w1 = _mm256_mul_ps(w1, s);
+                            }
+                            for l in 0..4 {
+                                let $p = base.add(c + 8 * l);
+                                let v = $load;
+                                a0[l] = _mm256_fmadd_ps(w0, v, a0[l]);
+                                a1[l] = _mm256_fmadd_ps(w1, v, a1[l]);
+                            }
+                        }
+                        // With one row left, a1 aliases a0 and is stored first.
+                        for l in 0..4 {
+                            _mm256_storeu_ps(a1p.add(8 * l), a1[l]);
+                            _mm256_storeu_ps(a0p.add(8 * l), a0[l]);
+                        }
+                    }
+                    r += if two { 2 } else { 1 };
+                }
+            }
+        };
+    }
+
+    pv_rows!(pv_rows_f32, f32, "avx2,fma", |p| _mm256_loadu_ps(p), false);
+    pv_rows!(
+        pv_rows_f16,
+        f16,
+        "avx2,fma,f16c",
+        |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+        false
+    );
+    pv_rows!(
+        pv_rows_bf16,
+        bf16,
+        "avx2,fma",
+        |p| _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+            16
+        )),
+        false
+    );
+    pv_rows!(
+        pv_rows_i8,
+        i8,
+        "avx2,fma",
+        |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
+        true
+    );
 }
 
 /// How far ahead of its reads each streaming kernel prefetches, in bytes
@@ -2046,12 +2346,13 @@ pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
 /// leaves the worker to rayon (longer than any pause within a decode step).
 pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Whether this CPU runs the int8 KV cache's decode kernels (AVX-512);
-/// elsewhere a portable loop does, slower than a float cache's kernels.
+/// Whether this CPU runs the int8 KV cache's decode kernels (AVX-512, or
+/// AVX2 with FMA and F16C); elsewhere a portable loop does, slower than a
+/// float cache's kernels.
 pub fn fast_int8_cache() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        has_avx512()
+        has_avx512() || (has_avx2_fma() && has_f16c())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -2367,6 +2668,12 @@ pub fn attention_scaled<K: Elem>(
                         let (a, b) = pr.split_at_mut(jl);
                         K::scores2_avx512([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
                     }
+                } else if has_avx2_fma() && has_f16c() && d % 32 == 0 {
+                    pairs = rows / 2;
+                    for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
+                        let (a, b) = pr.split_at_mut(jl);
+                        K::scores2_avx2([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
+                    }
                 }
                 for (r, qr) in qprep.iter().enumerate().skip(2 * pairs) {
                     let srow = &mut st[r * jl..(r + 1) * jl];
@@ -2377,6 +2684,12 @@ pub fn attention_scaled<K: Elem>(
                         if has_avx512() && d % 32 == 0 {
                             twin.resize(jl, 0.0);
                             K::scores2_avx512([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
+                            continue;
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        if has_avx2_fma() && has_f16c() && d % 32 == 0 {
+                            twin.resize(jl, 0.0);
+                            K::scores2_avx2([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
                             continue;
                         }
                         scores_scaled(qr, ks, ksc, srow);
@@ -2909,11 +3222,28 @@ mod tests {
                             })
                         })
                         .collect();
-                    let prepared: Vec<Vec<f32>> = q.iter().map(|qr| K::prepare(qr)).collect();
-                    let mut got = vec![f32::NAN; 2 * jl];
-                    let (a, b) = got.split_at_mut(jl);
-                    K::scores2_avx512([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]);
-                    assert!(max_diff(&got, &want) < 1e-4, "d = {d}, keys = {jl}");
+                    if has_avx512() {
+                        let prepared: Vec<Vec<f32>> = q.iter().map(|qr| K::prepare(qr)).collect();
+                        let mut got = vec![f32::NAN; 2 * jl];
+                        let (a, b) = got.split_at_mut(jl);
+                        K::scores2_avx512([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]);
+                        assert!(max_diff(&got, &want) < 1e-4, "d = {d}, keys = {jl}");
+                    }
+                    if has_avx2_fma() && has_f16c() {
+                        // As `prepare` leaves them for AVX2 (bf16's blocks
+                        // of 16 split), whatever this CPU's widest path.
+                        let prepared: Vec<Vec<f32>> = q
+                            .iter()
+                            .map(|qr| match K::as_bf16(&keys) {
+                                Some(_) => evens_then_odds(qr, 16),
+                                None => qr.clone(),
+                            })
+                            .collect();
+                        let mut got = vec![f32::NAN; 2 * jl];
+                        let (a, b) = got.split_at_mut(jl);
+                        K::scores2_avx2([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]);
+                        assert!(max_diff(&got, &want) < 1e-4, "AVX2, d = {d}, keys = {jl}");
+                    }
                     if scaled {
                         // The portable path for rows left over.
                         let mut one = vec![f32::NAN; jl];
@@ -2922,9 +3252,6 @@ mod tests {
                     }
                 }
             }
-        }
-        if !has_avx512() {
-            return;
         }
         check::<f32>(|x| x, false);
         check::<bf16>(bf16::from_f32, false);
@@ -2964,6 +3291,51 @@ mod tests {
             unsafe { bf16gemm::scores2([qa, qb], &keys, d, [a, b]) };
             assert!(max_diff(&got, &want) < 1e-4, "bf16 pairs, d = {d}");
         }
+    }
+
+    /// The AVX2 weighted sums of values (two rows per pass, a lone last
+    /// row, int8 rows times their block scales) equal the portable loop.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_weighted_sums_match_the_portable_loop() {
+        fn check<K: Elem>(from: fn(f32) -> K, scaled: bool) {
+            let mut s = 13u64;
+            for d in [32usize, 64, 128] {
+                for (nrows, jl) in [(1usize, 1usize), (2, 7), (3, 256), (4, 33)] {
+                    let stride = jl + 3;
+                    let p: Vec<f32> = (0..nrows * stride).map(|_| rng(&mut s).abs()).collect();
+                    let vals: Vec<K> = (0..jl * d).map(|_| from(rng(&mut s))).collect();
+                    let scales: Vec<f32> = if scaled {
+                        (0..jl * d / KV_BLOCK).map(|_| rng(&mut s).abs()).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    let start: Vec<f32> = (0..nrows * d).map(|_| rng(&mut s)).collect();
+                    let mut want = start.clone();
+                    for (r, a) in want.chunks_exact_mut(d).enumerate() {
+                        let pr = &p[r * stride..r * stride + jl];
+                        if scaled {
+                            pv_scaled(a, pr, &vals, &scales);
+                        } else {
+                            pv_portable(a, pr, &vals);
+                        }
+                    }
+                    let mut got = start.clone();
+                    K::pv_rows_avx2(&mut got, d, &p, stride, jl, &vals, &scales);
+                    assert!(
+                        max_diff(&got, &want) < 1e-4,
+                        "d = {d}, rows = {nrows}, keys = {jl}"
+                    );
+                }
+            }
+        }
+        if !(has_avx2_fma() && has_f16c()) {
+            return;
+        }
+        check::<f32>(|x| x, false);
+        check::<bf16>(bf16::from_f32, false);
+        check::<f16>(f16::from_f32, false);
+        check::<i8>(|x| (x * 8.0) as i8, true);
     }
 
     #[test]

@@ -933,8 +933,8 @@ impl Model {
                 cfg: cfg.clone(),
                 dtype: activation_dtype(w),
                 // Quantized weights keep an int8 cache (blocks of 32, as
-                // their own) where the CPU runs its AVX-512 kernels; f16
-                // elsewhere.
+                // their own) where the CPU runs its AVX-512 or AVX2
+                // kernels; f16 elsewhere.
                 cache_dtype: match w.dtype() {
                     _ if w.quantized() && w.device().is_cpu() && kernels::fast_int8_cache() => {
                         KvType::Q8
