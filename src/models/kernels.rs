@@ -2045,6 +2045,9 @@ mod avx2 {
     /// the tile's values (a 64-byte line of each bf16 row), every value
     /// widened once for both rows. With `$scaled` (int8 caches) the two
     /// rows' weights are multiplied by the value's block scale instead.
+    /// Rows of `rows` past the first `jl` (up to `jl` more: the next tile)
+    /// are prefetched, a slice of each per pass, so that memory keeps
+    /// streaming while the passes after the first read the tile from L2.
     macro_rules! pv_rows {
         ($name:ident, $t:ty, $features:literal, |$p:ident| $load:expr, $scaled:literal) => {
             /// # Safety
@@ -2064,14 +2067,18 @@ mod avx2 {
                 assert!(d % 32 == 0 && acc.len() == nrows * d && rows.len() >= jl * d);
                 assert!(nrows == 0 || p.len() >= (nrows - 1) * stride + jl);
                 assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
-                let row_bytes = d * std::mem::size_of::<$t>();
+                let size = std::mem::size_of::<$t>();
+                let row_bytes = d * size;
                 let rp = rows.as_ptr();
+                let next = (rows.len() / d).saturating_sub(jl).min(jl);
                 let mut r = 0;
                 while r < nrows {
                     let two = nrows - r >= 2;
                     let p0 = p.as_ptr().add(r * stride);
                     let p1 = if two { p0.add(stride) } else { p0 };
                     for c in (0..d).step_by(32) {
+                        // This pass's lines of the next tile's rows.
+                        let (from, to) = ((c * size).next_multiple_of(64), (c + 32) * size);
                         let a0p = acc.as_mut_ptr().add(r * d + c);
                         let a1p = if two { a0p.add(d) } else { a0p };
                         let mut a0 = [_mm256_setzero_ps(); 4];
@@ -2089,6 +2096,12 @@ mod avx2 {
                                         (base as *const i8)
                                             .wrapping_add(line + super::PREFETCH_AHEAD),
                                     );
+                                }
+                            }
+                            if r == 0 && j < next {
+                                let row = rp.add((jl + j) * d) as *const i8;
+                                for line in (from..to).step_by(64) {
+                                    super::prefetch(super::cache_hint(), row.add(line));
                                 }
                             }
                             let mut w0 = _mm256_set1_ps(*p0.add(j));
@@ -2773,7 +2786,10 @@ pub fn attention_scaled<K: Elem>(
                 m[r] = mnew;
             }
             if small {
-                K::pv_rows(&mut acc, d, st, jl, jl, vs, vsc);
+                // The values with the next tile's after them, which the
+                // AVX2 kernel prefetches while it works on this one.
+                let ahead = &v[base + j0 * d..base + (j0 + 2 * jl).min(kend) * d];
+                K::pv_rows(&mut acc, d, st, jl, jl, ahead, vsc);
             } else if bf16_tiles {
                 #[cfg(target_arch = "x86_64")]
                 bf16gemm::weighted(
@@ -3294,7 +3310,8 @@ mod tests {
     }
 
     /// The AVX2 weighted sums of values (two rows per pass, a lone last
-    /// row, int8 rows times their block scales) equal the portable loop.
+    /// row, int8 rows times their block scales, a next tile's rows after
+    /// the tile's) equal the portable loop.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_weighted_sums_match_the_portable_loop() {
@@ -3304,7 +3321,9 @@ mod tests {
                 for (nrows, jl) in [(1usize, 1usize), (2, 7), (3, 256), (4, 33)] {
                     let stride = jl + 3;
                     let p: Vec<f32> = (0..nrows * stride).map(|_| rng(&mut s).abs()).collect();
-                    let vals: Vec<K> = (0..jl * d).map(|_| from(rng(&mut s))).collect();
+                    // Rows of a next tile after the jl, only prefetched.
+                    let extra = jl / 2;
+                    let vals: Vec<K> = (0..(jl + extra) * d).map(|_| from(rng(&mut s))).collect();
                     let scales: Vec<f32> = if scaled {
                         (0..jl * d / KV_BLOCK).map(|_| rng(&mut s).abs()).collect()
                     } else {
@@ -3315,9 +3334,9 @@ mod tests {
                     for (r, a) in want.chunks_exact_mut(d).enumerate() {
                         let pr = &p[r * stride..r * stride + jl];
                         if scaled {
-                            pv_scaled(a, pr, &vals, &scales);
+                            pv_scaled(a, pr, &vals[..jl * d], &scales);
                         } else {
-                            pv_portable(a, pr, &vals);
+                            pv_portable(a, pr, &vals[..jl * d]);
                         }
                     }
                     let mut got = start.clone();
