@@ -114,7 +114,8 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// For each row r of `acc` (rows of `d`), adds the `jl` rows of values
     /// weighted by `p[r * stride..][..jl]`: the weighted sums of attention
     /// for several query rows that share one tile of values. `scales`:
-    /// empty, or the values' [`KV_BLOCK`] scales (int8 caches).
+    /// empty, or the values' [`KV_BLOCK`] scales (int8 caches). Rows of
+    /// `rows` after the first `jl` (the next tile's) are only prefetched.
     #[allow(clippy::too_many_arguments)]
     fn pv_rows(
         acc: &mut [f32],
@@ -130,7 +131,8 @@ pub trait Elem: Copy + Send + Sync + 'static {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if !has_avx512() && has_avx2_fma() && has_f16c() && d.is_multiple_of(32) {
+        if has_avx2_fma() && has_f16c() && d.is_multiple_of(32) {
+            // Also the AVX-512 CPU's path for heads its kernel leaves.
             return Self::pv_rows_avx2(acc, d, p, stride, jl, rows, scales);
         }
         for (r, a) in acc.chunks_exact_mut(d).enumerate() {
