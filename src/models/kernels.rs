@@ -23,7 +23,9 @@
 //!   tile, and the output comes out in (batch, time, heads × dim) order for
 //!   the output projection.
 //!   Over an int8 cache with AVX512-VNNI, decode's scores are integer
-//!   products with the queries rounded to int8 blocks.
+//!   products with the queries rounded to int8 blocks. Decode's two-row
+//!   scores and weighted sums have AVX-512 and AVX2 instances for every
+//!   cache type, int8 included.
 //! - `heads`: the fused q/k/v rows cut into head-major q, k, v, with q/k
 //!   norms and RoPE, in one pass.
 //! - [`on_pool`]: runs a forward pass on a pool worker, the other workers
@@ -85,8 +87,8 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// CPU's best path.
     fn dot4(x: &[f32], rows: [&[Self]; 4]) -> [f32; 4];
     /// Scores of two [`Elem::prepare`]d query rows against the `out[0].len()`
-    /// keys in `keys` (rows of `d`) in one pass, with AVX-512 (the caller
-    /// checked the CPU and that `d` is a multiple of 32). `scales`: empty,
+    /// keys in `keys` (rows of `d`) in one pass, with AVX-512 (panics
+    /// unless the CPU has it and `d` is a multiple of 32). `scales`: empty,
     /// or the keys' [`KV_BLOCK`] scales (int8 caches).
     #[cfg(target_arch = "x86_64")]
     fn scores2_avx512(
@@ -144,8 +146,8 @@ pub trait Elem: Copy + Send + Sync + 'static {
             }
         }
     }
-    /// [`Elem::pv_rows`] with AVX-512 (the caller checked the CPU), for the
-    /// head sizes it handles (64 and 128); false for others.
+    /// [`Elem::pv_rows`] with AVX-512 (panics unless the CPU has it), for
+    /// the head sizes it handles (64 and 128); false for others.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn pv_rows_avx512(
@@ -159,14 +161,15 @@ pub trait Elem: Copy + Send + Sync + 'static {
     ) -> bool {
         false
     }
-    /// [`Elem::scores2_avx512`] at AVX2's width, for CPUs without AVX-512
-    /// (the caller checked AVX2, FMA and F16C, and that `d` is a multiple
-    /// of 32). The queries are [`prepare`](Elem::prepare)d for AVX2.
+    /// [`Elem::scores2_avx512`] at AVX2's width (panics unless the CPU has
+    /// AVX2, FMA and F16C and `d` is a multiple of 32). The queries are in
+    /// AVX2's order: as [`prepare`](Elem::prepare) leaves them on a CPU
+    /// without AVX-512 (bf16's blocks of 16 split into evens and odds).
     #[cfg(target_arch = "x86_64")]
     fn scores2_avx2(q: [&[f32]; 2], keys: &[Self], scales: &[f32], d: usize, out: [&mut [f32]; 2]);
-    /// [`Elem::pv_rows`] at AVX2's width (the caller checked AVX2, FMA and
-    /// F16C), two query rows per pass over the values, for heads that are
-    /// a multiple of 32.
+    /// [`Elem::pv_rows`] at AVX2's width (panics unless the CPU has AVX2,
+    /// FMA and F16C), two query rows per pass over the values, for heads
+    /// that are a multiple of 32.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
     fn pv_rows_avx2(
@@ -252,9 +255,8 @@ fn axpy_body<W: Elem>(acc: &mut [f32], a: f32, row: &[W]) {
 
 /// An [`Elem`]'s decode kernels at AVX-512's width (two-row scores for any
 /// head that is a multiple of 32, the two-row weighted sum for heads of 64
-/// and 128; the caller checked AVX-512F, and F16C, which every AVX-512 CPU
-/// has) and at AVX2's (both for heads that are a multiple of 32). The
-/// kernels check the lengths.
+/// and 128) and at AVX2's (both for heads that are a multiple of 32). Each
+/// asserts that the CPU has its features; the kernels check the lengths.
 macro_rules! simd_rows {
     ($t:ty, $scores:ident, $pv:ident) => {
         #[cfg(target_arch = "x86_64")]
@@ -265,7 +267,8 @@ macro_rules! simd_rows {
             d: usize,
             out: [&mut [f32]; 2],
         ) {
-            // SAFETY: the caller checked AVX2, FMA and F16C; the kernel
+            assert!(has_avx2_fma() && has_f16c(), "AVX2, FMA and F16C");
+            // SAFETY: the CPU has the features (asserted above); the kernel
             // checks the lengths.
             unsafe { avx2::$scores(q, keys, scales, d, out) }
         }
@@ -279,6 +282,7 @@ macro_rules! simd_rows {
             rows: &[$t],
             scales: &[f32],
         ) {
+            assert!(has_avx2_fma() && has_f16c(), "AVX2, FMA and F16C");
             // SAFETY: as above.
             unsafe { avx2::$pv(acc, d, p, stride, jl, rows, scales) }
         }
@@ -290,7 +294,9 @@ macro_rules! simd_rows {
             d: usize,
             out: [&mut [f32]; 2],
         ) {
-            // SAFETY: see the macro's comment.
+            assert!(has_avx512(), "AVX-512");
+            // SAFETY: the CPU has AVX-512F (asserted above) and F16C, as
+            // every AVX-512 CPU; the kernel checks the lengths.
             unsafe { avx512::$scores(q, keys, scales, d, out) }
         }
         #[cfg(target_arch = "x86_64")]
@@ -303,7 +309,8 @@ macro_rules! simd_rows {
             rows: &[$t],
             scales: &[f32],
         ) -> bool {
-            // SAFETY: see the macro's comment.
+            assert!(has_avx512(), "AVX-512");
+            // SAFETY: as above.
             unsafe {
                 match d {
                     128 => avx512::$pv::<8>(acc, p, stride, jl, rows, scales),
@@ -504,9 +511,30 @@ impl Elem for i8 {
     }
 }
 
+/// Whether a buffer of `len` holds `rows` rows of `width` (false when the
+/// product overflows): the SIMD kernels' bounds checks, which must hold in
+/// release builds too.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn holds(len: usize, rows: usize, width: usize) -> bool {
+    rows.checked_mul(width).is_some_and(|n| len >= n)
+}
+
+/// Whether a buffer of `len` holds `rows` rows of `width` spaced `stride`
+/// apart (the last one need only be `width` long).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn strided_holds(len: usize, rows: usize, stride: usize, width: usize) -> bool {
+    rows == 0
+        || (rows - 1)
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(width))
+            .is_some_and(|n| len >= n)
+}
+
 /// Elements per scale in an int8 KV cache row, as in GGUF's Q8_0 blocks:
 /// an outlier channel coarsens only its own block.
 pub const KV_BLOCK: usize = 32;
+// The AVX2 and AVX-512 int8 kernels index scales per 32 elements.
+const _: () = assert!(KV_BLOCK == 32);
 
 /// The int8 cache's elements per scale for head size `d`: [`KV_BLOCK`],
 /// or the whole row when `d` is not a multiple of it.
@@ -1142,7 +1170,7 @@ mod bf16gemm {
         let d = 32 * L;
         let jl = out[0].len();
         assert!(q[0].len() == d / 2 && q[1].len() == d / 2);
-        assert!(out[1].len() == jl && keys.len() >= jl * d);
+        assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
         if jl == 0 {
             return;
         }
@@ -1333,8 +1361,8 @@ mod avx512 {
             ) {
                 let d = 16 * L;
                 let nrows = acc.len() / d;
-                assert!(acc.len() == nrows * d && rows.len() >= jl * d);
-                assert!(nrows == 0 || p.len() >= (nrows - 1) * stride + jl);
+                assert!(acc.len() == nrows * d && super::holds(rows.len(), jl, d));
+                assert!(super::strided_holds(p.len(), nrows, stride, jl));
                 assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
                 let row_bytes = d * std::mem::size_of::<$t>();
                 let rp = rows.as_ptr();
@@ -1408,7 +1436,7 @@ mod avx512 {
             ) {
                 let jl = out[0].len();
                 assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
-                assert!(out[1].len() == jl && keys.len() >= jl * d);
+                assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
                 assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
                 if jl == 0 {
                     return;
@@ -1934,7 +1962,7 @@ mod avx2 {
             ) {
                 let jl = out[0].len();
                 assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
-                assert!(out[1].len() == jl && keys.len() >= jl * d);
+                assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
                 assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
                 if jl == 0 {
                     return;
@@ -2065,9 +2093,10 @@ mod avx2 {
                 rows: &[$t],
                 scales: &[f32],
             ) {
-                let nrows = acc.len() / d.max(1);
-                assert!(d % 32 == 0 && acc.len() == nrows * d && rows.len() >= jl * d);
-                assert!(nrows == 0 || p.len() >= (nrows - 1) * stride + jl);
+                assert!(d > 0 && d % 32 == 0);
+                let nrows = acc.len() / d;
+                assert!(acc.len() == nrows * d && super::holds(rows.len(), jl, d));
+                assert!(super::strided_holds(p.len(), nrows, stride, jl));
                 assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
                 let size = std::mem::size_of::<$t>();
                 let row_bytes = d * size;
@@ -2091,7 +2120,7 @@ mod avx2 {
                         }
                         for j in 0..jl {
                             let base = rp.add(j * d);
-                            if c == 0 {
+                            if r == 0 && c == 0 {
                                 for line in (0..row_bytes).step_by(64) {
                                     super::prefetch(
                                         super::cache_hint(),
@@ -2362,8 +2391,9 @@ pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
 pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Whether this CPU runs the int8 KV cache's decode kernels (AVX-512, or
-/// AVX2 with FMA and F16C); elsewhere a portable loop does, slower than a
-/// float cache's kernels.
+/// AVX2 with FMA and F16C; for heads that are a multiple of 32, as
+/// Qwen's); elsewhere a portable loop does, slower than a float cache's
+/// kernels.
 pub fn fast_int8_cache() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -3309,6 +3339,15 @@ mod tests {
             unsafe { bf16gemm::scores2([qa, qb], &keys, d, [a, b]) };
             assert!(max_diff(&got, &want) < 1e-4, "bf16 pairs, d = {d}");
         }
+    }
+
+    #[test]
+    fn bounds_checks_refuse_overflowing_sizes() {
+        assert!(holds(12, 3, 4) && !holds(11, 3, 4));
+        assert!(!holds(usize::MAX, 1 << 59, 1 << 6));
+        assert!(strided_holds(0, 0, usize::MAX, 5));
+        assert!(strided_holds(11, 3, 4, 3) && !strided_holds(10, 3, 4, 3));
+        assert!(!strided_holds(64, 2, usize::MAX - (1 << 59) + 1, 1 << 59));
     }
 
     /// The AVX2 weighted sums of values (two rows per pass, a lone last
