@@ -1198,7 +1198,7 @@ mod bf16gemm {
             let a = [[k0[0], k1[0], k2[0], k3[0]], [k0[1], k1[1], k2[1], k3[1]]];
             let take = (jl - j).min(4);
             for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
-                super::avx512::store_sums(o.add(j), super::avx512::sum4(a[h]), take);
+                super::store_sums(o.add(j), super::avx512::sum4(a[h]), take);
             }
             j += 4;
         }
@@ -1489,29 +1489,12 @@ mod avx512 {
                             _mm512_add_ps(a[2][2 * h], a[2][2 * h + 1]),
                             _mm512_add_ps(a[3][2 * h], a[3][2 * h + 1]),
                         ];
-                        store_sums(o.add(j), sum4(v), take);
+                        super::store_sums(o.add(j), sum4(v), take);
                     }
                     j += 4;
                 }
             }
         };
-    }
-
-    /// The first `take` (at most 4) of four sums to `o` (the keys' scores
-    /// of a tile of four, the last tile maybe short): one store when whole.
-    ///
-    /// # Safety
-    /// `o` must be writable for `take` floats.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn store_sums(o: *mut f32, sums: __m128, take: usize) {
-        if take == 4 {
-            _mm_storeu_ps(o, sums);
-        } else {
-            let mut s = [0f32; 4];
-            _mm_storeu_ps(s.as_mut_ptr(), sums);
-            std::ptr::copy_nonoverlapping(s.as_ptr(), o, take);
-        }
     }
 
     /// The lane sums of four registers, as one 128-bit register.
@@ -1691,7 +1674,7 @@ mod avx512 {
             }
             let take = (jl - j).min(4);
             for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
-                store_sums(o.add(j), sum4(a[h]), take);
+                super::store_sums(o.add(j), sum4(a[h]), take);
             }
             j += 4;
         }
@@ -2011,13 +1994,7 @@ mod avx2 {
                     let take = (jl - j).min(4);
                     for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
                         let sums = sum4([a[0][h], a[1][h], a[2][h], a[3][h]]);
-                        if take == 4 {
-                            _mm_storeu_ps(o.add(j), sums);
-                        } else {
-                            let mut s = [0f32; 4];
-                            _mm_storeu_ps(s.as_mut_ptr(), sums);
-                            std::ptr::copy_nonoverlapping(s.as_ptr(), o.add(j), take);
-                        }
+                        super::store_sums(o.add(j), sums, take);
                     }
                     j += 4;
                 }
@@ -2188,6 +2165,25 @@ mod avx2 {
         |p| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
         true
     );
+}
+
+/// The first `take` (at most 4) of four sums to `o` (the keys' scores of a
+/// tile of four, the last tile maybe short): one store when whole (SSE,
+/// which every x86-64 CPU has).
+///
+/// # Safety
+/// `o` must be writable for `take` floats.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn store_sums(o: *mut f32, sums: std::arch::x86_64::__m128, take: usize) {
+    use std::arch::x86_64::_mm_storeu_ps;
+    if take == 4 {
+        _mm_storeu_ps(o, sums);
+    } else {
+        let mut s = [0f32; 4];
+        _mm_storeu_ps(s.as_mut_ptr(), sums);
+        std::ptr::copy_nonoverlapping(s.as_ptr(), o, take);
+    }
 }
 
 /// How far ahead of its reads each streaming kernel prefetches, in bytes
@@ -2486,6 +2482,10 @@ pub fn linear<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<
     W::pack(w, n, k).linear(x, m)
 }
 
+/// [`Elem::scores2_avx512`] or [`Elem::scores2_avx2`].
+#[cfg(target_arch = "x86_64")]
+type TwoRowScores<K> = fn([&[f32]; 2], &[K], &[f32], usize, [&mut [f32]; 2]);
+
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -2590,6 +2590,18 @@ pub fn attention_scaled<K: Elem>(
             })
         })
         .collect();
+    // Decode's two-row scores at this CPU's widest width, for heads that
+    // are a multiple of 32 (queries `prepare`d for that width).
+    #[cfg(target_arch = "x86_64")]
+    let two_rows: Option<TwoRowScores<K>> = if d % 32 != 0 {
+        None
+    } else if has_avx512() {
+        Some(K::scores2_avx512)
+    } else if has_avx2_fma() && has_f16c() {
+        Some(K::scores2_avx2)
+    } else {
+        None
+    };
     // Every output row is written once, by its task: no zeroing first.
     let mut out = Vec::<f32>::with_capacity(b * t * h * d);
     let dst = SendPtr(out.as_mut_ptr());
@@ -2707,17 +2719,11 @@ pub fn attention_scaled<K: Elem>(
                         // SAFETY: AVX512-BF16 was checked for `bf16_dp`.
                         unsafe { bf16gemm::scores2([qa, qb], keys, d, [a, b]) };
                     }
-                } else if has_avx512() && d % 32 == 0 {
+                } else if let Some(two) = two_rows {
                     pairs = rows / 2;
                     for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
                         let (a, b) = pr.split_at_mut(jl);
-                        K::scores2_avx512([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
-                    }
-                } else if has_avx2_fma() && has_f16c() && d % 32 == 0 {
-                    pairs = rows / 2;
-                    for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
-                        let (a, b) = pr.split_at_mut(jl);
-                        K::scores2_avx2([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
+                        two([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
                     }
                 }
                 for (r, qr) in qprep.iter().enumerate().skip(2 * pairs) {
@@ -2726,15 +2732,9 @@ pub fn attention_scaled<K: Elem>(
                         // int8: the two-row kernel on this row twice, where
                         // it runs; else the portable loop.
                         #[cfg(target_arch = "x86_64")]
-                        if has_avx512() && d % 32 == 0 {
+                        if let Some(two) = two_rows {
                             twin.resize(jl, 0.0);
-                            K::scores2_avx512([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
-                            continue;
-                        }
-                        #[cfg(target_arch = "x86_64")]
-                        if has_avx2_fma() && has_f16c() && d % 32 == 0 {
-                            twin.resize(jl, 0.0);
-                            K::scores2_avx2([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
+                            two([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
                             continue;
                         }
                         scores_scaled(qr, ks, ksc, srow);
