@@ -938,6 +938,9 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
     let mut rng = Rng(0x11ea);
+    // Cold reads are set against the machine's bandwidth, taken again
+    // around each timing (a shared host's swings by 2x between minutes).
+    let yardstick = cold.then(Yardstick::new);
     #[cfg(target_arch = "x86_64")]
     let ceiling = shirabe::models::kernels::amx_ceiling().map(|c| {
         json!({"block_gflops_one_core": c.block_gflops, "multiply_ns": c.multiply_ns, "tile_load_ns": c.load_ns})
@@ -1009,6 +1012,7 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
             let packs = (0..copies.max(1))
                 .map(|_| pack())
                 .collect::<Result<Vec<Packed>>>()?;
+            let before = yardstick.as_ref().map(Yardstick::gbs);
             let times = on_pool(m <= GEMV_MAX_ROWS, || {
                 let mut times = Vec::with_capacity(reps + 1);
                 for i in 0..=reps.max(1) {
@@ -1023,15 +1027,21 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
             let secs = median(times[1..].to_vec());
             let gflops = 2.0 * (m * k * n) as f64 / secs / 1e9;
             let gbs = (n * k) as f64 * elem_bytes / secs / 1e9;
+            // The higher of the two figures around the timing: the
+            // stricter comparison.
+            let bw = before.zip(yardstick.as_ref().map(Yardstick::gbs)).map(|(a, b)| a.max(b));
             rows.push(json!({
                 "m": m, "k": k, "n": n, "dtype": name, "ms": secs * 1e3,
-                "gflops": gflops, "weight_gbs": gbs,
+                "gflops": gflops, "weight_gbs": gbs, "yardstick_gbs": bw,
             }));
             if !json {
+                let of = bw
+                    .map(|bw| format!(" ({:.0}% of the yardstick's {bw:.1})", 100.0 * gbs / bw))
+                    .unwrap_or_default();
                 writeln!(
                     out,
                     "  {name:4} {m:>5} x {k:>5} -> {n:>6}: {:.3} ms, {gflops:.0} GFLOP/s, \
-                     weights read at {gbs:.1} GB/s",
+                     weights read at {gbs:.1} GB/s{of}",
                     secs * 1e3
                 )?;
             }
