@@ -2188,27 +2188,23 @@ unsafe fn store_sums(o: *mut f32, sums: std::arch::x86_64::__m128, take: usize) 
 
 /// How far ahead of its reads each streaming kernel prefetches, in bytes
 /// (a fixed distance: the lead is what matters). Over the packed panels,
-/// 8 KB: in this machine's fast minutes (its yardstick at 65+ GB/s) the
-/// panel kernel read at 82% of the yardstick against 76% at 16 KB, over
+/// 8 KB: on Zen 5 in fast minutes (the yardstick at 65+ GB/s) the panel
+/// kernel read at 82% of the yardstick against 76% at 16 KB, over
 /// 331 paired rounds, and the same in its slower minutes.
 pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
-/// The prefetch hint for data read once and streamed (weights in decode,
-/// the bandwidth yardstick). The best one depends on the CPU: on AMD Zen 5
-/// non-temporal (`NTA`) read the panels at 85% of the yardstick against
-/// 82% with `T0` (313 paired rounds), while on an Intel Xeon (Sapphire
-/// Rapids class) `NTA` halved bf16 decode (6.1 tokens/s against 13.1 with
-/// `T1` and 11.9 with none) by keeping lines out of L2, where Intel's own
-/// streamer works. `SHIRABE_PREFETCH=nta|t1|t0|none` overrides the choice.
+/// The prefetch hint for data read once and streamed (weights in decode).
+/// The best one depends on the CPU, so it is chosen per CPU family
+/// ([`Cpu::stream_hint`]); the bandwidth yardstick tries every hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamHint {
-    /// `prefetchnta`: the default on AMD.
+    /// `prefetchnta`.
     Nta,
-    /// `prefetcht1` (into L2): the default elsewhere.
+    /// `prefetcht1` (into L2).
     T1,
     /// `prefetcht0`.
     T0,
-    /// No software prefetch.
+    /// No software prefetch: the hardware's prefetchers alone.
     None,
 }
 
@@ -2220,49 +2216,115 @@ impl StreamHint {
         StreamHint::T0,
         StreamHint::None,
     ];
+
+    fn parse(s: &str) -> Option<StreamHint> {
+        Some(match s.trim() {
+            "nta" => StreamHint::Nta,
+            "t1" => StreamHint::T1,
+            "t0" => StreamHint::T0,
+            "none" => StreamHint::None,
+            _ => return None,
+        })
+    }
 }
 
-/// This CPU's [`StreamHint`] (see there), chosen once.
+/// The CPU kinds whose streaming reads were measured, each with its own
+/// best prefetch hints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cpu {
+    /// AMD family 0x1A (Zen 5) and later.
+    AmdZen5,
+    /// Earlier AMD CPUs (family 0x19: Zen 3 and Zen 4).
+    AmdEarlier,
+    /// Intel and anything else.
+    Other,
+}
+
+impl Cpu {
+    fn detect() -> Cpu {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            if __cpuid(0).ebx.to_le_bytes() != *b"Auth" {
+                return Cpu::Other;
+            }
+            let eax = __cpuid(1).eax;
+            // The family: the base field, plus the extended one when the
+            // base is 0xF (as every Zen's is).
+            let base = (eax >> 8) & 0xF;
+            let family = if base == 0xF {
+                base + ((eax >> 20) & 0xFF)
+            } else {
+                base
+            };
+            if family >= 0x1A {
+                Cpu::AmdZen5
+            } else {
+                Cpu::AmdEarlier
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Cpu::Other
+    }
+
+    /// For the weights decode streams. On Zen 5 non-temporal (`NTA`) read
+    /// the panels at 85% of the yardstick against 82% with `T0` (313
+    /// paired rounds); on an Intel Xeon (Sapphire Rapids class) `NTA`
+    /// halved bf16 decode (6.1 tokens/s against 13.1 with `T1` and 11.9
+    /// with none) by keeping lines out of L2, where Intel's own streamer
+    /// works; on Zen 4 (EPYC, family 0x19 model 0x11) software hints only
+    /// got in the hardware's way: two cores streaming 256 MB read 53–56
+    /// GB/s in fast minutes with none or `T1` against 37–41 with `NTA` or
+    /// `T0` (30–33 against 26–30 in slow ones), and bf16 decode of
+    /// Qwen3-0.6B ran at 21.2–22.2 tokens/s with none against 18.3–20.0
+    /// with `NTA` in four alternating rounds (Zen 3 showed no difference).
+    fn stream_hint(self) -> StreamHint {
+        match self {
+            Cpu::AmdZen5 => StreamHint::Nta,
+            Cpu::AmdEarlier => StreamHint::None,
+            Cpu::Other => StreamHint::T1,
+        }
+    }
+
+    /// For decode attention's reads of the KV cache: `T0` on Zen 5 (what
+    /// those kernels were tuned with there), `T1` elsewhere — on the Xeon
+    /// a bf16 cache of 2,048 tokens took 9.6–10.6 ms per step over 28
+    /// layers with `T1` against 11.6–13.8 with `T0`; on Zen 4 7.7–10.1
+    /// against 8.8–9.6 (f32 cache 16.0–19.3 against 17.2–23.1).
+    fn cache_hint(self) -> StreamHint {
+        match self {
+            Cpu::AmdZen5 => StreamHint::T0,
+            Cpu::AmdEarlier | Cpu::Other => StreamHint::T1,
+        }
+    }
+}
+
+/// This CPU's prefetch hint for streamed weights, chosen once.
 pub fn stream_hint() -> StreamHint {
     static HINT: std::sync::OnceLock<StreamHint> = std::sync::OnceLock::new();
-    chosen(&HINT, StreamHint::Nta)
+    *HINT.get_or_init(|| hint_override().0.unwrap_or_else(|| Cpu::detect().stream_hint()))
 }
 
-/// The prefetch hint for decode attention's reads of the KV cache: `T0`
-/// on AMD (what those kernels were tuned with there), `T1` elsewhere —
-/// on the Xeon a bf16 cache of 2,048 tokens took 9.6–10.6 ms per step
-/// over 28 layers with `T1` against 11.6–13.8 with `T0`.
-/// `SHIRABE_PREFETCH` overrides it too.
+/// This CPU's prefetch hint for the KV cache in decode, chosen once.
 pub fn cache_hint() -> StreamHint {
     static HINT: std::sync::OnceLock<StreamHint> = std::sync::OnceLock::new();
-    chosen(&HINT, StreamHint::T0)
+    *HINT.get_or_init(|| hint_override().1.unwrap_or_else(|| Cpu::detect().cache_hint()))
 }
 
-/// The hint in `cell`, chosen on first use: `SHIRABE_PREFETCH`, else
-/// `amd` on AMD and `T1` elsewhere.
-fn chosen(cell: &std::sync::OnceLock<StreamHint>, amd: StreamHint) -> StreamHint {
-    *cell.get_or_init(|| hint_override().unwrap_or(if is_amd() { amd } else { StreamHint::T1 }))
+/// `SHIRABE_PREFETCH=HINT` for both, or `WEIGHTS,CACHE`: each `nta`,
+/// `t1`, `t0` or `none` (anything else keeps the CPU's own choice).
+fn hint_override() -> (Option<StreamHint>, Option<StreamHint>) {
+    parse_hints(std::env::var("SHIRABE_PREFETCH").ok().as_deref())
 }
 
-/// `SHIRABE_PREFETCH=nta|t1|t0|none`.
-fn hint_override() -> Option<StreamHint> {
-    Some(match std::env::var("SHIRABE_PREFETCH").as_deref() {
-        Ok("nta") => StreamHint::Nta,
-        Ok("t1") => StreamHint::T1,
-        Ok("t0") => StreamHint::T0,
-        Ok("none") => StreamHint::None,
-        _ => return None,
-    })
-}
-
-/// Whether the CPU's vendor string is "AuthenticAMD".
-fn is_amd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::x86_64::__cpuid(0).ebx.to_le_bytes() == *b"Auth"
+fn parse_hints(v: Option<&str>) -> (Option<StreamHint>, Option<StreamHint>) {
+    let Some(v) = v else {
+        return (None, None);
+    };
+    match v.split_once(',') {
+        Some((w, c)) => (StreamHint::parse(w), StreamHint::parse(c)),
+        None => (StreamHint::parse(v), StreamHint::parse(v)),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// One prefetch of the line at `p` with `hint`.
@@ -3338,6 +3400,23 @@ mod tests {
             // SAFETY: AVX512-BF16 checked above.
             unsafe { bf16gemm::scores2([qa, qb], &keys, d, [a, b]) };
             assert!(max_diff(&got, &want) < 1e-4, "bf16 pairs, d = {d}");
+        }
+    }
+
+    #[test]
+    fn prefetch_overrides_set_both_hints_or_each() {
+        use StreamHint as H;
+        assert_eq!(parse_hints(None), (None, None));
+        assert_eq!(parse_hints(Some("none")), (Some(H::None), Some(H::None)));
+        assert_eq!(parse_hints(Some("nta,t1")), (Some(H::Nta), Some(H::T1)));
+        assert_eq!(parse_hints(Some("t0, none")), (Some(H::T0), Some(H::None)));
+        // An unknown name keeps the CPU's own choice for that stream.
+        assert_eq!(parse_hints(Some("fast,t1")), (None, Some(H::T1)));
+        assert_eq!(parse_hints(Some("")), (None, None));
+        // Every CPU kind has a hint for both streams.
+        for cpu in [Cpu::AmdZen5, Cpu::AmdEarlier, Cpu::Other, Cpu::detect()] {
+            assert!(StreamHint::ALL.contains(&cpu.stream_hint()));
+            assert!(StreamHint::ALL.contains(&cpu.cache_hint()));
         }
     }
 
