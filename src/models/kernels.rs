@@ -1148,11 +1148,15 @@ mod bf16gemm {
 
     /// One key (`32 · L` bf16 at `row`) against both queries, front to back.
     #[inline(always)]
-    unsafe fn key2<const L: usize>(row: *const bf16, x: &[[__m512bh; L]; 2]) -> [__m512; 2] {
+    unsafe fn key2<const L: usize>(
+        hint: super::StreamHint,
+        row: *const bf16,
+        x: &[[__m512bh; L]; 2],
+    ) -> [__m512; 2] {
         let mut a = [_mm512_setzero_ps(); 2];
         for (l, (x0, x1)) in x[0].iter().zip(&x[1]).enumerate() {
             super::prefetch(
-                super::cache_hint(),
+                hint,
                 (row.add(32 * l) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
             );
             let w: __m512bh =
@@ -1167,6 +1171,7 @@ mod bf16gemm {
     /// registers and each key is read front to back.
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn scores2_l<const L: usize>(q: [&[u32]; 2], keys: &[bf16], out: [&mut [f32]; 2]) {
+        let hint = super::cache_hint();
         let d = 32 * L;
         let jl = out[0].len();
         assert!(q[0].len() == d / 2 && q[1].len() == d / 2);
@@ -1190,10 +1195,10 @@ mod bf16gemm {
             // (No closure: it would not inherit this function's features.)
             let key = |r: usize| kp.add((j + r).min(jl - 1) * d);
             let [k0, k1, k2, k3] = [
-                key2::<L>(key(0), &x),
-                key2::<L>(key(1), &x),
-                key2::<L>(key(2), &x),
-                key2::<L>(key(3), &x),
+                key2::<L>(hint, key(0), &x),
+                key2::<L>(hint, key(1), &x),
+                key2::<L>(hint, key(2), &x),
+                key2::<L>(hint, key(3), &x),
             ];
             let a = [[k0[0], k1[0], k2[0], k3[0]], [k0[1], k1[1], k2[1], k3[1]]];
             let take = (jl - j).min(4);
@@ -1300,6 +1305,7 @@ macro_rules! dot4 {
         /// at least as long as `x`.
         #[target_feature(enable = $features)]
         pub unsafe fn $name(x: &[f32], rows: [&[$t]; 4]) -> [f32; 4] {
+            let hint = super::cache_hint();
             let k = x.len();
             assert!(rows.iter().all(|r| r.len() >= k));
             let xp = x.as_ptr();
@@ -1311,7 +1317,7 @@ macro_rules! dot4 {
                 let x1 = $loadu(xp.add(i + $lanes));
                 for r in 0..4 {
                     super::prefetch(
-                        super::cache_hint(),
+                        hint,
                         (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
                     );
                     let $p = p[r].add(i);
@@ -1359,6 +1365,7 @@ mod avx512 {
                 rows: &[$t],
                 scales: &[f32],
             ) {
+                let hint = super::cache_hint();
                 let d = 16 * L;
                 let nrows = acc.len() / d;
                 assert!(acc.len() == nrows * d && super::holds(rows.len(), jl, d));
@@ -1383,7 +1390,7 @@ mod avx512 {
                         let base = rp.add(j * d);
                         for line in (0..row_bytes).step_by(64) {
                             super::prefetch(
-                                super::cache_hint(),
+                                hint,
                                 (base as *const i8).wrapping_add(line + super::PREFETCH_AHEAD),
                             );
                         }
@@ -1434,6 +1441,7 @@ mod avx512 {
                 d: usize,
                 out: [&mut [f32]; 2],
             ) {
+                let hint = super::cache_hint();
                 let jl = out[0].len();
                 assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
                 assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
@@ -1459,7 +1467,7 @@ mod avx512 {
                         for (r, ar) in a.iter_mut().enumerate() {
                             for line in 0..$lines {
                                 super::prefetch(
-                                    super::cache_hint(),
+                                    hint,
                                     (rows[r].add(i) as *const i8)
                                         .wrapping_add(super::PREFETCH_AHEAD + 64 * line),
                                 );
@@ -1601,6 +1609,7 @@ mod avx512 {
         scales: &[f32],
         out: [&mut [f32]; 2],
     ) {
+        let hint = super::cache_hint();
         let d = 64 * C;
         let nb = d / 32;
         let jl = out[0].len();
@@ -1637,7 +1646,7 @@ mod avx512 {
             let mut a = [[_mm512_setzero_ps(); 4]; 2];
             // The scales' stream, as far ahead as the keys'.
             super::prefetch(
-                super::cache_hint(),
+                hint,
                 (sp.add(j * nb) as *const i8).wrapping_add(super::PREFETCH_AHEAD * 4 * nb / d),
             );
             // `r` picks the key and its accumulators in both rows.
@@ -1657,7 +1666,7 @@ mod avx512 {
                 };
                 for c in 0..C {
                     super::prefetch(
-                        super::cache_hint(),
+                        hint,
                         row.add(64 * c).wrapping_add(super::PREFETCH_AHEAD),
                     );
                     let kv = _mm512_xor_si512(
@@ -1703,6 +1712,7 @@ mod avx512 {
     /// as `x`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
+        let hint = super::cache_hint();
         let k = x.len();
         assert!(rows.iter().all(|r| r.len() >= k));
         let xp = x.as_ptr();
@@ -1716,7 +1726,7 @@ mod avx512 {
             for r in 0..4 {
                 // The next group of four rows, same offset.
                 super::prefetch(
-                    super::cache_hint(),
+                    hint,
                     (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
                 );
                 let w = _mm512_loadu_si512(p[r].add(i) as *const __m512i);
@@ -1859,6 +1869,7 @@ mod avx2 {
     /// long as `x`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
+        let hint = super::cache_hint();
         let k = x.len();
         assert!(rows.iter().all(|r| r.len() >= k));
         let xp = x.as_ptr();
@@ -1874,7 +1885,7 @@ mod avx2 {
             for r in 0..4 {
                 // The next group of four rows (see `dot4!`).
                 super::prefetch(
-                    super::cache_hint(),
+                    hint,
                     (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
                 );
                 let w = _mm256_loadu_si256(p[r].add(i) as *const __m256i);
@@ -1943,6 +1954,7 @@ mod avx2 {
                 d: usize,
                 out: [&mut [f32]; 2],
             ) {
+                let hint = super::cache_hint();
                 let jl = out[0].len();
                 assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
                 assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
@@ -1970,7 +1982,7 @@ mod avx2 {
                         for (r, ar) in a.iter_mut().enumerate() {
                             if i % per_line == 0 {
                                 super::prefetch(
-                                    super::cache_hint(),
+                                    hint,
                                     (rows[r].add(i) as *const i8)
                                         .wrapping_add(super::PREFETCH_AHEAD),
                                 );
@@ -2070,6 +2082,7 @@ mod avx2 {
                 rows: &[$t],
                 scales: &[f32],
             ) {
+                let hint = super::cache_hint();
                 assert!(d > 0 && d % 32 == 0);
                 let nrows = acc.len() / d;
                 assert!(acc.len() == nrows * d && super::holds(rows.len(), jl, d));
@@ -2100,7 +2113,7 @@ mod avx2 {
                             if r == 0 && c == 0 {
                                 for line in (0..row_bytes).step_by(64) {
                                     super::prefetch(
-                                        super::cache_hint(),
+                                        hint,
                                         (base as *const i8)
                                             .wrapping_add(line + super::PREFETCH_AHEAD),
                                     );
@@ -2109,7 +2122,7 @@ mod avx2 {
                             if r == 0 && j < next {
                                 let row = rp.add((jl + j) * d) as *const i8;
                                 for line in (from..to).step_by(64) {
-                                    super::prefetch(super::cache_hint(), row.add(line));
+                                    super::prefetch(hint, row.add(line));
                                 }
                             }
                             let mut w0 = _mm256_set1_ps(*p0.add(j));

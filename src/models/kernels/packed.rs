@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::q8;
 use super::{matmul, SendPtr, GEMV_MAX_ROWS, PREFETCH_AHEAD};
 #[cfg(target_arch = "x86_64")]
-use super::{prefetch, stream_hint};
+use super::{prefetch, StreamHint};
 
 /// Output rows per panel.
 pub const NR: usize = 32;
@@ -619,11 +619,11 @@ fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
 }
 
 /// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead, with
-/// the CPU's [`stream_hint`] (weights are read once per token).
+/// `hint`: the CPU's [`super::stream_hint`], which the kernels read once
+/// per call (weights are read once per token).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(super) unsafe fn ahead<T>(p: *const T, bytes: usize) {
-    let hint = stream_hint();
+pub(super) unsafe fn ahead<T>(hint: StreamHint, p: *const T, bytes: usize) {
     for line in (0..bytes).step_by(64) {
         prefetch(hint, (p as *const i8).wrapping_add(PREFETCH_AHEAD + line));
     }
@@ -642,6 +642,7 @@ macro_rules! panel_bf16 {
         /// The CPU must support the enabled features.
         #[target_feature(enable = $features)]
         pub unsafe fn panel_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
+            let hint = super::super::stream_hint();
             const LOADS: usize = NR / $lanes;
             let k = x.len();
             let kp = k.div_ceil(2);
@@ -651,7 +652,7 @@ macro_rules! panel_bf16 {
             let mut a = [$zero(); 2 * LOADS];
             for q in 0..kp {
                 let w = wp.add(q * NR);
-                ahead(w, NR * 4);
+                ahead(hint, w, NR * 4);
                 let xe = $set1(*xp.add(2 * q));
                 let xo = $set1(if 2 * q + 1 < k {
                     *xp.add(2 * q + 1)
@@ -735,6 +736,7 @@ mod avx512 {
     /// AVX512-BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn panel_bf16_pairs(x: &[u32], panel: &[u32], tile: &mut [f32; NR]) {
+        let hint = super::super::stream_hint();
         let kp = x.len();
         assert!(panel.len() >= kp * NR);
         let (xp, wp) = (x.as_ptr(), panel.as_ptr());
@@ -748,7 +750,7 @@ mod avx512 {
         let mut q = 0;
         while q + 2 <= kp {
             let w = wp.add(q * NR);
-            ahead(w, 2 * NR * 4);
+            ahead(hint, w, 2 * NR * 4);
             let (x0, x1) = (pair(q), pair(q + 1));
             a[0] = _mm512_dpbf16_ps(a[0], load(w), x0);
             a[1] = _mm512_dpbf16_ps(a[1], load(w.add(16)), x0);
@@ -816,6 +818,7 @@ mod avx512 {
             /// The CPU must support the enabled features.
             #[target_feature(enable = $features)]
             pub unsafe fn $name(x: &[f32], panel: &[$t], tile: &mut [f32; NR]) {
+                let hint = super::super::stream_hint();
                 let k = x.len();
                 assert!(panel.len() >= k * NR);
                 let (xp, wp) = (x.as_ptr(), panel.as_ptr());
@@ -824,7 +827,7 @@ mod avx512 {
                 let mut kk = 0;
                 while kk + 2 <= k {
                     let w = wp.add(kk * NR);
-                    ahead(w, 2 * NR * std::mem::size_of::<$t>());
+                    ahead(hint, w, 2 * NR * std::mem::size_of::<$t>());
                     let (b0, b1) = (_mm512_set1_ps(*xp.add(kk)), _mm512_set1_ps(*xp.add(kk + 1)));
                     a[0] = _mm512_fmadd_ps(load(w), b0, a[0]);
                     a[1] = _mm512_fmadd_ps(load(w.add(16)), b0, a[1]);
@@ -888,10 +891,11 @@ mod avx2 {
                 assert!(panel.len() >= k * NR);
                 let (xp, wp) = (x.as_ptr(), panel.as_ptr());
                 let load = |$p: *const $t| $load;
+                let hint = super::super::stream_hint();
                 let mut a = [_mm256_setzero_ps(); 4];
                 for kk in 0..k {
                     let w = wp.add(kk * NR);
-                    ahead(w, NR * std::mem::size_of::<$t>());
+                    ahead(hint, w, NR * std::mem::size_of::<$t>());
                     let b = _mm256_set1_ps(*xp.add(kk));
                     for (l, al) in a.iter_mut().enumerate() {
                         *al = _mm256_fmadd_ps(load(w.add(8 * l)), b, *al);

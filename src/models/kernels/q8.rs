@@ -176,16 +176,17 @@ fn portable(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
 unsafe fn avx512_vnni(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [f32; NR]) {
+    let hint = super::stream_hint();
     use std::arch::x86_64::*;
     assert!(q.len() >= d.len() * QK && c.len() >= d.len() && panel.len() >= d.len() * BLOCK_BYTES);
     let (qp, pp) = (q.as_ptr(), panel.as_ptr());
     let mut acc = [_mm512_setzero_ps(); 2];
     for b in 0..d.len() {
         let base = pp.add(b * BLOCK_BYTES);
-        super::packed::ahead(base.add(NR * QK), 64);
+        super::packed::ahead(hint, base.add(NR * QK), 64);
         let mut s = [_mm512_setzero_si512(); 4];
         for g in 0..QK / 4 {
-            super::packed::ahead(base.add(g * 128), 128);
+            super::packed::ahead(hint, base.add(g * 128), 128);
             let x = _mm512_set1_epi32(std::ptr::read_unaligned(
                 qp.add(b * QK + 4 * g) as *const i32
             ));
@@ -222,6 +223,7 @@ unsafe fn avx512_vnni(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn avx2(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
+    let hint = super::stream_hint();
     use std::arch::x86_64::*;
     assert!(q.len() >= d.len() * QK && panel.len() >= d.len() * BLOCK_BYTES);
     let (qp, pp) = (q.as_ptr(), panel.as_ptr());
@@ -230,10 +232,10 @@ unsafe fn avx2(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
     let mut acc = [_mm256_setzero_ps(); 4];
     for (b, &db) in d.iter().enumerate() {
         let base = pp.add(b * BLOCK_BYTES);
-        super::packed::ahead(base.add(NR * QK), 64);
+        super::packed::ahead(hint, base.add(NR * QK), 64);
         let mut s = [_mm256_setzero_si256(); 4];
         for g in 0..QK / 4 {
-            super::packed::ahead(base.add(g * 128), 128);
+            super::packed::ahead(hint, base.add(g * 128), 128);
             let x = _mm256_set1_epi32(std::ptr::read_unaligned(
                 qp.add(b * QK + 4 * g) as *const i32
             ));
