@@ -2681,7 +2681,9 @@ pub fn attention_scaled<K: Elem>(
     let mut out = Vec::<f32>::with_capacity(b * t * h * d);
     let dst = SendPtr(out.as_mut_ptr());
     let tasks = b * kvh * blocks;
-    (0..tasks).into_par_iter().for_each(|task| {
+    // One task per split, so a core that finishes early takes the other's
+    // remaining key groups (see `Packed::gemv`).
+    (0..tasks).into_par_iter().with_max_len(1).for_each(|task| {
         let bi = task / (kvh * blocks);
         let g = task / blocks % kvh;
         let t0 = task % blocks * per_head;

@@ -100,6 +100,17 @@ impl Packed {
     }
 
     /// Q8 panel `p` of `d` (this matrix's Q8 data).
+    /// Bytes of one panel of `NR` rows.
+    fn panel_bytes(&self) -> usize {
+        let k = self.k;
+        match &self.data {
+            Data::F32(_) => k * NR * 4,
+            Data::F16(_) => k * NR * 2,
+            Data::Bf16(_) => k.div_ceil(2) * NR * 4,
+            Data::Q8(_) => k / q8::QK * q8::BLOCK_BYTES,
+        }
+    }
+
     fn q8_panel<'a>(&self, d: &'a [u8], p: usize) -> &'a [u8] {
         let bytes = self.k / q8::QK * q8::BLOCK_BYTES;
         &d[p * bytes..(p + 1) * bytes]
@@ -207,8 +218,12 @@ impl Packed {
         let (n, k) = (self.n, self.k);
         let panels = n.div_ceil(NR);
         let threads = rayon::current_num_threads().max(1);
-        // Enough tasks to balance the cores, whole panels each.
-        let per = (panels / (threads * 8)).max(1);
+        // Enough tasks to balance the cores, whole panels each, and none
+        // longer than `GEMV_TASK_BYTES`: the cores finish together only to
+        // within a task (the tied head's 311 MB of bf16 as 16 tasks kept
+        // one core waiting up to a millisecond per token).
+        let most = GEMV_TASK_BYTES.div_ceil(self.panel_bytes()).max(1);
+        let per = (panels / (threads * 8)).clamp(1, most);
         let tasks = panels.div_ceil(per);
         // Q8 weights take the activations as int8 blocks, quantized once;
         // bf16 weights as bf16 pairs where the CPU multiplies those.
@@ -218,7 +233,10 @@ impl Packed {
         };
         let pairs = self.bf16_pairs(x, m);
         let kp = k.div_ceil(2);
-        (0..tasks).into_par_iter().for_each(|t| {
+        // One task per split: rayon would otherwise cut the range into a
+        // piece or two per thread, and a core done with its own would wait
+        // for the other's last panels instead of taking them.
+        (0..tasks).into_par_iter().with_max_len(1).for_each(|t| {
             let mut tile = [0f32; NR];
             for p in t * per..((t + 1) * per).min(panels) {
                 let cols = NR.min(n - p * NR);
@@ -617,6 +635,9 @@ fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
         }
     }
 }
+
+/// The most weight bytes one task of the matrix × vector kernel streams.
+const GEMV_TASK_BYTES: usize = 1 << 20;
 
 /// Prefetches the lines `bytes` after `p`, `PREFETCH_AHEAD` ahead, with
 /// `hint`: the CPU's [`super::stream_hint`], which the kernels read once
