@@ -697,9 +697,10 @@ macro_rules! panel_bf16 {
 }
 
 /// `out = x · wᵀ` (m × n, row stride n) over f32 panels (k × NR each):
-/// blocks of rows that stay in L2 while every panel passes them, 12 rows
-/// by one panel per register tile. `out` must be valid for m × n writes;
-/// every one is written. The caller checked AVX-512F.
+/// blocks of rows that stay in L2 while every panel passes them, 6 rows
+/// by two neighbouring panels (64 columns) per register tile, so each
+/// broadcast input feeds four multiply-adds. `out` must be valid for
+/// m × n writes; every one is written. The caller checked AVX-512F.
 #[cfg(target_arch = "x86_64")]
 fn gemm_f32(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, dst: SendPtr) {
     const MR: usize = avx512::F32_ROWS;
@@ -709,22 +710,27 @@ fn gemm_f32(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, dst: SendPtr) {
     let mb = ((1 << 20) / (k * 4)).max(MR) / MR * MR;
     for b0 in (0..m).step_by(mb) {
         let b1 = (b0 + mb).min(m);
-        (0..panels).into_par_iter().for_each(|p| {
+        (0..panels.div_ceil(2)).into_par_iter().for_each(|pair| {
+            let p = 2 * pair;
             let j0 = p * NR;
-            let cols = NR.min(n - j0);
-            let panel = &w[p * k * NR..(p + 1) * k * NR];
-            let mut tile = [0f32; MR * NR];
+            let cols = (2 * NR).min(n - j0);
+            // A last lone panel goes in as both halves; its second half of
+            // the tile is not stored.
+            let second = if p + 1 < panels { p + 1 } else { p };
+            let w0 = &w[p * k * NR..(p + 1) * k * NR];
+            let w1 = &w[second * k * NR..(second + 1) * k * NR];
+            let mut tile = [0f32; MR * 2 * NR];
             for r0 in (b0..b1).step_by(MR) {
                 let rows = MR.min(b1 - r0);
                 // SAFETY: AVX-512F (the caller's check); rows r0..r0+rows
-                // of x and the panel are in bounds (the kernel asserts).
-                unsafe { avx512::f32_tile(rows, &x[r0 * k..], k, panel, &mut tile) };
+                // of x and both panels are in bounds (the kernel asserts).
+                unsafe { avx512::f32_tile(rows, &x[r0 * k..], k, [w0, w1], &mut tile) };
                 for r in 0..rows {
                     // SAFETY: columns j0..j0+cols of `out` belong to this
                     // task alone.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
-                            tile[r * NR..].as_ptr(),
+                            tile[r * 2 * NR..].as_ptr(),
                             dst.get().add((r0 + r) * n + j0),
                             cols,
                         )
@@ -744,7 +750,7 @@ mod avx512 {
     use super::{ahead, NR};
 
     /// Rows per f32 register tile.
-    pub const F32_ROWS: usize = 12;
+    pub const F32_ROWS: usize = 6;
 
     /// `tile = x · panel` for a bf16 panel and `x` already rounded to bf16
     /// pairs: per k pair, the panel's 32 pairs in two loads and one
@@ -789,9 +795,10 @@ mod avx512 {
         _mm512_storeu_ps(tile.as_mut_ptr().add(16), _mm512_add_ps(a[1], a[3]));
     }
 
-    /// `tile` (rows × NR, row stride NR) = `rows` rows of `x` (row stride
-    /// `k`) · a k-major f32 panel (k × NR): per k, two loads of the panel,
-    /// a broadcast per row and two FMAs per row.
+    /// `tile` (rows × 2·NR, row stride 2·NR) = `rows` rows of `x` (row
+    /// stride `k`) · two k-major f32 panels side by side (k × NR each):
+    /// per k, four loads of the panels, a broadcast per row and four FMAs
+    /// per row.
     ///
     /// # Safety
     /// AVX-512F.
@@ -800,34 +807,42 @@ mod avx512 {
         rows: usize,
         x: &[f32],
         k: usize,
-        panel: &[f32],
-        tile: &mut [f32; F32_ROWS * NR],
+        panels: [&[f32]; 2],
+        tile: &mut [f32; F32_ROWS * 2 * NR],
     ) {
-        by_rows!(rows, f32_rows(x, k, panel, tile))
+        by_rows!(rows, f32_rows(x, k, panels, tile))
     }
 
     #[target_feature(enable = "avx512f")]
     unsafe fn f32_rows<const R: usize>(
         x: &[f32],
         k: usize,
-        panel: &[f32],
-        tile: &mut [f32; F32_ROWS * NR],
+        panels: [&[f32]; 2],
+        tile: &mut [f32; F32_ROWS * 2 * NR],
     ) {
-        assert!(R <= F32_ROWS && x.len() >= (R - 1) * k + k && panel.len() >= k * NR);
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        let (xp, wp) = (x.as_ptr(), panel.as_ptr());
+        assert!(R <= F32_ROWS && x.len() >= (R - 1) * k + k);
+        assert!(panels.iter().all(|p| p.len() >= k * NR));
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let (p0, p1) = (panels[0].as_ptr(), panels[1].as_ptr());
+        let rows: [*const f32; R] = std::array::from_fn(|r| x.as_ptr().add(r * k));
         for kk in 0..k {
-            let w0 = _mm512_loadu_ps(wp.add(kk * NR));
-            let w1 = _mm512_loadu_ps(wp.add(kk * NR + 16));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*xp.add(r * k + kk));
-                a[0] = _mm512_fmadd_ps(b, w0, a[0]);
-                a[1] = _mm512_fmadd_ps(b, w1, a[1]);
+            let w = [
+                _mm512_loadu_ps(p0.add(kk * NR)),
+                _mm512_loadu_ps(p0.add(kk * NR + 16)),
+                _mm512_loadu_ps(p1.add(kk * NR)),
+                _mm512_loadu_ps(p1.add(kk * NR + 16)),
+            ];
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                let b = _mm512_set1_ps(*row.add(kk));
+                for (al, wl) in a.iter_mut().zip(&w) {
+                    *al = _mm512_fmadd_ps(b, *wl, *al);
+                }
             }
         }
         for (r, a) in acc.iter().enumerate() {
-            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), a[0]);
-            _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), a[1]);
+            for (l, al) in a.iter().enumerate() {
+                _mm512_storeu_ps(tile.as_mut_ptr().add(r * 2 * NR + 16 * l), *al);
+            }
         }
     }
 
