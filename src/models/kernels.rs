@@ -787,6 +787,33 @@ mod bf16gemm {
         };
         for b0 in (0..m).step_by(mb) {
             let b1 = (b0 + mb).min(m);
+            if !amx {
+                // Two neighbouring panels (64 columns) per register tile.
+                (0..panels.div_ceil(2)).into_par_iter().for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(s0, s1), pair| {
+                        let p = 2 * pair;
+                        let j0 = p * NR;
+                        let cols = (2 * NR).min(n - j0);
+                        // A last lone panel goes in as both halves; the
+                        // second half of its results is not stored.
+                        let w0 = w.panel(p, s0);
+                        let w1 = if p + 1 < panels { w.panel(p + 1, s1) } else { w0 };
+                        pair_rows(&xb, b0..b1, kp, [w0, w1], |row, t| {
+                            // SAFETY: columns j0..j0+cols of `out` (m × n)
+                            // belong to this task alone.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    t.as_ptr(),
+                                    dst.get().add(row * n + j0),
+                                    cols,
+                                )
+                            };
+                        });
+                    },
+                );
+                continue;
+            }
             (0..panels)
                 .into_par_iter()
                 .for_each_init(Default::default, |(scratch, cbuf), pi| {
@@ -804,14 +831,9 @@ mod bf16gemm {
                             )
                         };
                     };
-                    if amx {
-                        // SAFETY: column j0 of row 0 of the m × n outputs.
-                        let direct =
-                            (cols == NR).then(|| (SendPtr(unsafe { dst.get().add(j0) }), n));
-                        amx_rows(&xb, b0..b1, kp, packed, cbuf, direct, put);
-                    } else {
-                        panel_rows(&xb, b0..b1, kp, packed, put);
-                    }
+                    // SAFETY: column j0 of row 0 of the m × n outputs.
+                    let direct = (cols == NR).then(|| (SendPtr(unsafe { dst.get().add(j0) }), n));
+                    amx_rows(&xb, b0..b1, kp, packed, cbuf, direct, put);
                 });
         }
     }
@@ -909,6 +931,84 @@ mod bf16gemm {
                 put(i + rr, &tile[rr * NR..(rr + 1) * NR]);
             }
             i += r;
+        }
+    }
+
+    /// Rows per register tile of [`micro2`].
+    const MR2: usize = 6;
+
+    /// Rows `rows` of `x` (kp pairs each) times two panels side by side
+    /// (64 columns), 6 rows per tile; `put(row, outputs)` receives each
+    /// row's 64 results. The caller checked for AVX512-BF16.
+    fn pair_rows(
+        x: &[u32],
+        rows: std::ops::Range<usize>,
+        kp: usize,
+        panels: [&[u32]; 2],
+        mut put: impl FnMut(usize, &[f32]),
+    ) {
+        let mut i = rows.start;
+        let mut tile = [0f32; MR2 * 2 * NR];
+        while i < rows.end {
+            let r = MR2.min(rows.end - i);
+            // SAFETY: AVX512-BF16 (the caller's check); x holds rows
+            // i..i+r of kp pairs, each panel kp × NR (the kernel asserts).
+            unsafe {
+                match r {
+                    6 => micro2::<6>(&x[i * kp..], kp, panels, &mut tile),
+                    5 => micro2::<5>(&x[i * kp..], kp, panels, &mut tile),
+                    4 => micro2::<4>(&x[i * kp..], kp, panels, &mut tile),
+                    3 => micro2::<3>(&x[i * kp..], kp, panels, &mut tile),
+                    2 => micro2::<2>(&x[i * kp..], kp, panels, &mut tile),
+                    _ => micro2::<1>(&x[i * kp..], kp, panels, &mut tile),
+                }
+            };
+            for rr in 0..r {
+                put(i + rr, &tile[rr * 2 * NR..(rr + 1) * 2 * NR]);
+            }
+            i += r;
+        }
+    }
+
+    /// `tile` (R × 64) = R rows of `x` (kp pairs each) · two panels: per
+    /// k pair, four loads, a broadcast per row and four `vdpbf16ps` per row
+    /// (a 12 × 32 tile needs a broadcast for every two).
+    ///
+    /// # Safety
+    /// AVX512-BF16 must be available.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn micro2<const R: usize>(
+        x: &[u32],
+        kp: usize,
+        panels: [&[u32]; 2],
+        tile: &mut [f32; MR2 * 2 * NR],
+    ) {
+        assert!(R <= MR2 && x.len() >= (R - 1) * kp + kp);
+        assert!(panels.iter().all(|p| p.len() >= kp * NR));
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let (p0, p1) = (panels[0].as_ptr(), panels[1].as_ptr());
+        let rows: [*const u32; R] = std::array::from_fn(|r| x.as_ptr().add(r * kp));
+        let load = |p: *const u32| -> __m512bh {
+            std::mem::transmute(_mm512_loadu_si512(p as *const __m512i))
+        };
+        for p in 0..kp {
+            let w = [
+                load(p0.add(p * NR)),
+                load(p0.add(p * NR + 16)),
+                load(p1.add(p * NR)),
+                load(p1.add(p * NR + 16)),
+            ];
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                let b: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(p) as i32));
+                for (al, wl) in a.iter_mut().zip(&w) {
+                    *al = _mm512_dpbf16_ps(*al, b, *wl);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            for (l, al) in a.iter().enumerate() {
+                _mm512_storeu_ps(tile.as_mut_ptr().add(r * 2 * NR + 16 * l), *al);
+            }
         }
     }
 
