@@ -1029,7 +1029,9 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
             let gbs = (n * k) as f64 * elem_bytes / secs / 1e9;
             // The higher of the two figures around the timing: the
             // stricter comparison.
-            let bw = before.zip(yardstick.as_ref().map(Yardstick::gbs)).map(|(a, b)| a.max(b));
+            let bw = before
+                .zip(yardstick.as_ref().map(Yardstick::gbs))
+                .map(|(a, b)| a.max(b));
             rows.push(json!({
                 "m": m, "k": k, "n": n, "dtype": name, "ms": secs * 1e3,
                 "gflops": gflops, "weight_gbs": gbs, "yardstick_gbs": bw,

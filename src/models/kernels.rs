@@ -798,7 +798,11 @@ mod bf16gemm {
                         // A last lone panel goes in as both halves; the
                         // second half of its results is not stored.
                         let w0 = w.panel(p, s0);
-                        let w1 = if p + 1 < panels { w.panel(p + 1, s1) } else { w0 };
+                        let w1 = if p + 1 < panels {
+                            w.panel(p + 1, s1)
+                        } else {
+                            w0
+                        };
                         pair_rows(&xb, b0..b1, kp, [w0, w1], |row, t| {
                             // SAFETY: columns j0..j0+cols of `out` (m × n)
                             // belong to this task alone.
@@ -1765,10 +1769,7 @@ mod avx512 {
                     _ => _mm512_maskz_loadu_ps(smask, at),
                 };
                 for c in 0..C {
-                    super::prefetch(
-                        hint,
-                        row.add(64 * c).wrapping_add(super::PREFETCH_AHEAD),
-                    );
+                    super::prefetch(hint, row.add(64 * c).wrapping_add(super::PREFETCH_AHEAD));
                     let kv = _mm512_xor_si512(
                         _mm512_loadu_si512(row.add(64 * c) as *const __m512i),
                         flip,
@@ -2415,13 +2416,21 @@ impl Cpu {
 /// This CPU's prefetch hint for streamed weights, chosen once.
 pub fn stream_hint() -> StreamHint {
     static HINT: std::sync::OnceLock<StreamHint> = std::sync::OnceLock::new();
-    *HINT.get_or_init(|| hint_override().0.unwrap_or_else(|| Cpu::detect().stream_hint()))
+    *HINT.get_or_init(|| {
+        hint_override()
+            .0
+            .unwrap_or_else(|| Cpu::detect().stream_hint())
+    })
 }
 
 /// This CPU's prefetch hint for the KV cache in decode, chosen once.
 pub fn cache_hint() -> StreamHint {
     static HINT: std::sync::OnceLock<StreamHint> = std::sync::OnceLock::new();
-    *HINT.get_or_init(|| hint_override().1.unwrap_or_else(|| Cpu::detect().cache_hint()))
+    *HINT.get_or_init(|| {
+        hint_override()
+            .1
+            .unwrap_or_else(|| Cpu::detect().cache_hint())
+    })
 }
 
 /// `SHIRABE_PREFETCH=HINT` for both, or `WEIGHTS,CACHE`: each `nta`,

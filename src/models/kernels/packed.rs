@@ -1037,6 +1037,37 @@ mod tests {
     }
 
     /// Large matrices live in their own mapping (Linux): same products.
+    /// Q8_0 weights, few rows and many (the int8 products, and the tiles
+    /// over panels widened to bf16), ragged n including a lone last panel.
+    #[test]
+    fn q8_products_match_the_dequantized_ones() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        for (n, k) in [(37, 64), (100, 96), (200, 32)] {
+            let w = values(n * k, 5 + n as u64);
+            let t = candle_core::Tensor::from_slice(&w, (n, k), &candle_core::Device::Cpu).unwrap();
+            let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
+            // The reference: the weights as the blocks hold them.
+            let deq: Vec<f32> = q
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let p = Packed::from_q8_0(&q.data().unwrap(), n, k);
+            for m in [1, 4, 5, 13] {
+                let x = values(m * k, 23 + m as u64);
+                let want = naive(&x, m, k, &deq, n);
+                let got = p.linear(&x, m);
+                // Activations are rounded (int8 blocks or bf16).
+                let tol = 2e-2 * (k as f32).sqrt();
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= tol, "n={n} k={k} m={m}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn large_packed_buffers_are_zeroed_and_readable() {
         let (n, k) = (1100, 1024); // 4.5 MB as f32, above the mapping size
