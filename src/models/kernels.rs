@@ -41,7 +41,8 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// `$f::<R>(args…)` with R = `$rows` as a const generic, for the register
-/// tiles of 12 rows: 12 down to 2, and 1 for anything else.
+/// tiles of 12 rows (`by_rows!(6; …)` for those of 6): R from the tile's
+/// rows down to 2, and 1 for anything else.
 macro_rules! by_rows {
     ($rows:expr, $f:ident($($arg:expr),* $(,)?)) => {
         match $rows {
@@ -51,6 +52,11 @@ macro_rules! by_rows {
             9 => $f::<9>($($arg),*),
             8 => $f::<8>($($arg),*),
             7 => $f::<7>($($arg),*),
+            _ => by_rows!(6; $rows, $f($($arg),*)),
+        }
+    };
+    (6; $rows:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $rows {
             6 => $f::<6>($($arg),*),
             5 => $f::<5>($($arg),*),
             4 => $f::<4>($($arg),*),
@@ -938,8 +944,9 @@ mod bf16gemm {
         }
     }
 
-    /// Rows per register tile of [`micro2`].
+    /// Rows per register tile of [`micro2`] (`by_rows!(6; …)` picks them).
     const MR2: usize = 6;
+    const _: () = assert!(MR2 == 6);
 
     /// Rows `rows` of `x` (kp pairs each) times two panels side by side
     /// (64 columns), 6 rows per tile; `put(row, outputs)` receives each
@@ -957,16 +964,7 @@ mod bf16gemm {
             let r = MR2.min(rows.end - i);
             // SAFETY: AVX512-BF16 (the caller's check); x holds rows
             // i..i+r of kp pairs, each panel kp × NR (the kernel asserts).
-            unsafe {
-                match r {
-                    6 => micro2::<6>(&x[i * kp..], kp, panels, &mut tile),
-                    5 => micro2::<5>(&x[i * kp..], kp, panels, &mut tile),
-                    4 => micro2::<4>(&x[i * kp..], kp, panels, &mut tile),
-                    3 => micro2::<3>(&x[i * kp..], kp, panels, &mut tile),
-                    2 => micro2::<2>(&x[i * kp..], kp, panels, &mut tile),
-                    _ => micro2::<1>(&x[i * kp..], kp, panels, &mut tile),
-                }
-            };
+            unsafe { by_rows!(6; r, micro2(&x[i * kp..], kp, panels, &mut tile)) };
             for rr in 0..r {
                 put(i + rr, &tile[rr * 2 * NR..(rr + 1) * 2 * NR]);
             }

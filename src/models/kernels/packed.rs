@@ -751,6 +751,8 @@ mod avx512 {
 
     /// Rows per f32 register tile.
     pub const F32_ROWS: usize = 6;
+    // `f32_tile` picks its rows with `by_rows!(6; …)`.
+    const _: () = assert!(F32_ROWS == 6);
 
     /// `tile = x · panel` for a bf16 panel and `x` already rounded to bf16
     /// pairs: per k pair, the panel's 32 pairs in two loads and one
@@ -810,7 +812,7 @@ mod avx512 {
         panels: [&[f32]; 2],
         tile: &mut [f32; F32_ROWS * 2 * NR],
     ) {
-        by_rows!(rows, f32_rows(x, k, panels, tile))
+        by_rows!(6; rows, f32_rows(x, k, panels, tile))
     }
 
     #[target_feature(enable = "avx512f")]
