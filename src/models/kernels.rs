@@ -2564,6 +2564,45 @@ pub fn on_pool<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Guided self-scheduling of `items` over `threads`: the starts of
+/// consecutive tasks (and `items` last), each task a share of what is
+/// left — half of it split between the threads, at most `most` and at
+/// least one item — so the first tasks are long (few claims, long
+/// streams) and the last ones short: the cores finish a parallel loop
+/// together to within one item instead of one task of a fixed size.
+pub(crate) fn guided_splits(items: usize, threads: usize, most: usize) -> Vec<usize> {
+    let (threads, most) = (threads.max(1), most.max(1));
+    let mut starts = vec![0];
+    let mut at = 0;
+    while at < items {
+        at += (items - at).div_ceil(2 * threads).clamp(1, most);
+        starts.push(at);
+    }
+    starts
+}
+
+/// Runs `f` on every task of `splits` (from [`guided_splits`]), the
+/// tasks claimed in order from a shared counter by one job per thread of
+/// the pool: a core that is done takes the next task, and the short ones
+/// come last. (Rayon's splitting of a range would hand one core the last,
+/// short tasks while the other still had the long ones.)
+pub(crate) fn for_each_guided(splits: &[usize], f: impl Fn(std::ops::Range<usize>) + Sync) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let tasks = splits.len().saturating_sub(1);
+    let next = AtomicUsize::new(0);
+    let jobs = rayon::current_num_threads().clamp(1, tasks.max(1));
+    (0..jobs)
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|_| loop {
+            let t = next.fetch_add(1, Ordering::Relaxed);
+            if t >= tasks {
+                break;
+            }
+            f(splits[t]..splits[t + 1]);
+        });
+}
+
 /// How long an [`on_pool`] poller spins without finding work before it
 /// leaves the worker to rayon (longer than any pause within a decode step).
 pub const POLL_IDLE: std::time::Duration = std::time::Duration::from_millis(2);
@@ -3523,6 +3562,36 @@ mod tests {
             unsafe { bf16gemm::scores2([qa, qb], &keys, d, [a, b]) };
             assert!(max_diff(&got, &want) < 1e-4, "bf16 pairs, d = {d}");
         }
+    }
+
+    #[test]
+    fn guided_tasks_cover_every_item_once_and_shrink() {
+        for (items, threads, most) in [(0, 2, 4), (1, 2, 4), (192, 2, 16), (4748, 2, 16), (7, 8, 1)]
+        {
+            let s = guided_splits(items, threads, most);
+            assert_eq!((s[0], *s.last().unwrap()), (0, items));
+            let sizes: Vec<usize> = s.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(sizes.iter().all(|&n| (1..=most).contains(&n)), "{sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+            if items > 0 {
+                assert_eq!(sizes.last(), Some(&1), "{sizes:?}");
+            }
+            // Claimed from several threads, every item is visited once.
+            let seen: Vec<std::sync::atomic::AtomicUsize> =
+                (0..items).map(|_| Default::default()).collect();
+            for_each_guided(&s, |r| {
+                for i in r {
+                    seen[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            assert!(seen
+                .iter()
+                .all(|n| n.load(std::sync::atomic::Ordering::Relaxed) == 1));
+        }
+        // 192 panels on two cores: a quarter first, few tasks in all.
+        let s = guided_splits(192, 2, 64);
+        assert_eq!(s[1], 48);
+        assert!(s.len() < 24, "{s:?}");
     }
 
     #[test]

@@ -217,14 +217,12 @@ impl Packed {
     fn gemv(&self, x: &[f32], m: usize, dst: SendPtr) {
         let (n, k) = (self.n, self.k);
         let panels = n.div_ceil(NR);
-        let threads = rayon::current_num_threads().max(1);
-        // Enough tasks to balance the cores, whole panels each, and none
-        // longer than `GEMV_TASK_BYTES`: the cores finish together only to
-        // within a task (the tied head's 311 MB of bf16 as 16 tasks kept
-        // one core waiting up to a millisecond per token).
+        // Tasks of whole panels, none longer than `GEMV_TASK_BYTES` (the
+        // tied head's 311 MB of bf16 as 16 tasks kept one core waiting up
+        // to a millisecond per token) and shrinking towards the end, so
+        // the cores finish together to within a panel.
         let most = GEMV_TASK_BYTES.div_ceil(self.panel_bytes()).max(1);
-        let per = (panels / (threads * 8)).clamp(1, most);
-        let tasks = panels.div_ceil(per);
+        let splits = super::guided_splits(panels, rayon::current_num_threads(), most);
         // Q8 weights take the activations as int8 blocks, quantized once;
         // bf16 weights as bf16 pairs where the CPU multiplies those.
         let acts = match &self.data {
@@ -233,12 +231,9 @@ impl Packed {
         };
         let pairs = self.bf16_pairs(x, m);
         let kp = k.div_ceil(2);
-        // One task per split: rayon would otherwise cut the range into a
-        // piece or two per thread, and a core done with its own would wait
-        // for the other's last panels instead of taking them.
-        (0..tasks).into_par_iter().with_max_len(1).for_each(|t| {
+        super::for_each_guided(&splits, |task| {
             let mut tile = [0f32; NR];
-            for p in t * per..((t + 1) * per).min(panels) {
+            for p in task {
                 let cols = NR.min(n - p * NR);
                 for i in 0..m {
                     match (&pairs, &self.data) {
