@@ -2736,6 +2736,9 @@ const KEY_TILE: usize = 256;
 const KEY_TILE_SMALL: usize = 256;
 /// Query rows (over the heads of a group) per task.
 const QUERY_ROWS: usize = 64;
+/// The fewest keys decode's attention gives one task when it splits a
+/// head's keys between cores (a range's partial sums cost a merge).
+const MIN_SPLIT_KEYS: usize = 512;
 /// Tasks with at most this many query rows (decode) use dot products and
 /// axpys on the cache rows instead of `gemm`, whose packing would dominate.
 const SMALL_ROWS: usize = 8;
@@ -2826,13 +2829,40 @@ pub fn attention_scaled<K: Elem>(
     // Every output row is written once, by its task: no zeroing first.
     let mut out = Vec::<f32>::with_capacity(b * t * h * d);
     let dst = SendPtr(out.as_mut_ptr());
-    let tasks = b * kvh * blocks;
+    // Decode has a task per key head: too few to keep the cores busy to
+    // the end (8 on two cores keep one waiting for up to a task; on 16
+    // cores, half of them idle). So few query rows split their keys into
+    // ranges of whole tiles, whose partial softmax sums (running maximum,
+    // sum of exponentials, weighted values) are merged afterwards.
+    let groups = b * kvh * blocks;
+    let span = if blocks == 1 && t * rep <= SMALL_ROWS {
+        let want = (8 * rayon::current_num_threads()).div_ceil(groups);
+        keys.div_ceil(want.max(1))
+            .max(MIN_SPLIT_KEYS)
+            .next_multiple_of(KEY_TILE_SMALL)
+    } else {
+        keys.max(1)
+    };
+    let splits = keys.div_ceil(span).max(1);
+    // Per task of a split group: its rows' maxima, sums, then weighted values.
+    let part_len = per_head * rep * (d + 2);
+    let mut parts = vec![
+        0f32;
+        if splits > 1 {
+            groups * splits * part_len
+        } else {
+            0
+        }
+    ];
+    let parts_dst = SendPtr(parts.as_mut_ptr());
+    let tasks = groups * splits;
     // One task per split, so a core that finishes early takes the other's
     // remaining key groups (see `Packed::gemv`).
     (0..tasks).into_par_iter().with_max_len(1).for_each(|task| {
-        let bi = task / (kvh * blocks);
-        let g = task / blocks % kvh;
-        let t0 = task % blocks * per_head;
+        let (group, part) = (task / splits, task % splits);
+        let bi = group / (kvh * blocks);
+        let g = group / blocks % kvh;
+        let t0 = group % blocks * per_head;
         let t1 = (t0 + per_head).min(t);
         let rows = (t1 - t0) * rep;
         // Gather this group's query rows, scaled: row r = head g*rep + r / n, time t0 + r % n.
@@ -2902,9 +2932,10 @@ pub fn attention_scaled<K: Elem>(
         #[cfg(target_arch = "x86_64")]
         let mut scratch = bf16gemm::Scratch::default();
         let tile_len = if small { KEY_TILE_SMALL } else { KEY_TILE };
-        let mut j0 = 0;
-        while j0 < kend {
-            let jl = tile_len.min(kend - j0);
+        // This task's keys: a whole number of tiles (all when unsplit).
+        let (mut j0, jend) = ((part * span).min(kend), ((part + 1) * span).min(kend));
+        while j0 < jend {
+            let jl = tile_len.min(jend - j0);
             let st = &mut sc[..rows * jl];
             let ks = &k[base + j0 * d..base + (j0 + jl) * d];
             let vs = &v[base + j0 * d..base + (j0 + jl) * d];
@@ -3078,6 +3109,17 @@ pub fn attention_scaled<K: Elem>(
             }
             j0 += jl;
         }
+        if splits > 1 {
+            // SAFETY: `part_len` floats from this task's offset are its
+            // own, inside `parts` (tasks × part_len); rows × (d + 2) fit.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(parts_dst.get().add(task * part_len), part_len)
+            };
+            o[..rows].copy_from_slice(&m);
+            o[rows..2 * rows].copy_from_slice(&l);
+            o[2 * rows..2 * rows + rows * d].copy_from_slice(&acc);
+            return;
+        }
         for r in 0..rows {
             let (hh, ti) = (g * rep + r / n, t0 + r % n);
             let inv = 1.0 / l[r];
@@ -3090,8 +3132,46 @@ pub fn attention_scaled<K: Elem>(
             }
         }
     });
-    // SAFETY: the tasks cover every (sequence, key head, block of
-    // positions), so every row of every head was written above.
+    if splits > 1 {
+        // One block of positions per group here (`span` splits only then),
+        // so a group's rows are its heads × t.
+        let rows = rep * t;
+        for group in 0..groups {
+            let (bi, g) = (group / kvh, group % kvh);
+            let part = |s: usize| &parts[(group * splits + s) * part_len..][..part_len];
+            for r in 0..rows {
+                let (hh, ti) = (g * rep + r / t, r % t);
+                let top = (0..splits)
+                    .map(|s| part(s)[r])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mut row = vec![0f32; d];
+                let mut sum = 0f32;
+                for s in 0..splits {
+                    let p = part(s);
+                    // A range with no key seen (all padding, or past the
+                    // causal end) adds nothing.
+                    if p[r] == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    let w = (p[r] - top).exp();
+                    sum += w * p[rows + r];
+                    for (o, a) in row.iter_mut().zip(&p[2 * rows + r * d..][..d]) {
+                        *o += w * a;
+                    }
+                }
+                let inv = 1.0 / sum;
+                // SAFETY: row (bi, ti, hh) lies inside `out`'s capacity,
+                // and this loop alone writes it.
+                let o = unsafe { dst.get().add(((bi * t + ti) * h + hh) * d) };
+                for (c, a) in row.iter().enumerate() {
+                    // SAFETY: as above, c < d.
+                    unsafe { o.add(c).write(a * inv) };
+                }
+            }
+        }
+    }
+    // SAFETY: the tasks (or, split, the merge) cover every (sequence, key
+    // head, block of positions), so every row of every head was written.
     unsafe { out.set_len(b * t * h * d) };
     out
 }
@@ -3831,6 +3911,10 @@ mod tests {
             (2, 16, 8, 1, 700, 128),
             (1, 8, 4, 1, 300, 64),
             (1, 3, 1, 1, 40, 64),
+            // Decode over few key heads and many keys: each head's keys
+            // split between tasks, their partial sums merged.
+            (2, 4, 1, 1, 1800, 128),
+            (1, 2, 1, 1, 1100, 32),
         ] {
             let keys = past + t;
             let cap = keys + 3;
@@ -3850,9 +3934,11 @@ mod tests {
             let kv_len = batch * kv_heads * cap * dim;
             let k: Vec<f32> = (0..kv_len).map(|_| rng(&mut seed)).collect();
             let v: Vec<f32> = (0..kv_len).map(|_| rng(&mut seed)).collect();
-            // Row 1 (if any) starts with padding.
+            // Row 1 (if any) starts with padding: over a long cache, more
+            // than a split decode task's range of keys.
+            let pad = if keys > 1000 { 600 } else { 4 };
             let valid: Vec<Vec<bool>> = (0..batch)
-                .map(|b| (0..keys).map(|j| b == 0 || j >= 4).collect())
+                .map(|b| (0..keys).map(|j| b == 0 || j >= pad).collect())
                 .collect();
             let want = naive_attention(&q, &k, &v, &valid, s, 0.3);
             let got = attention(&q, &k, &v, &valid, s, 0.3);
