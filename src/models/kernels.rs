@@ -2846,14 +2846,10 @@ pub fn attention_scaled<K: Elem>(
     let splits = keys.div_ceil(span).max(1);
     // Per task of a split group: its rows' maxima, sums, then weighted values.
     let part_len = per_head * rep * (d + 2);
-    let mut parts = vec![
-        0f32;
-        if splits > 1 {
-            groups * splits * part_len
-        } else {
-            0
-        }
-    ];
+    let mut parts = match splits {
+        1 => Vec::new(),
+        _ => vec![0f32; groups * splits * part_len],
+    };
     let parts_dst = SendPtr(parts.as_mut_ptr());
     let tasks = groups * splits;
     // One task per split, so a core that finishes early takes the other's
