@@ -591,7 +591,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Model speed with random weights in a real model's shapes.
     Model {
-        /// qwen3-embedding-0.6b, qwen3-0.6b or qwen3-4b.
+        /// qwen3-embedding-0.6b, qwen3-0.6b or qwen3-4b (or tiny: a toy
+        /// model of the same layout, to check the benchmark itself).
         #[arg(long, default_value = "qwen3-0.6b")]
         preset: String,
         /// Use random weights (the only mode: weights cannot be fetched here).
@@ -607,9 +608,13 @@ pub enum BenchWhat {
         /// ('' for none).
         #[arg(long, default_value = "1,8,32")]
         embed_batch: String,
-        /// Tokens to decode after a 2,048-token prompt (0 for none).
+        /// Tokens to decode after the prompt (`--decode-after`; 0 for none).
         #[arg(long, default_value_t = 16)]
         decode: usize,
+        /// The prompt's length before decode (decode's speed falls as the
+        /// KV cache it reads grows).
+        #[arg(long, default_value_t = 2048, value_name = "TOKENS")]
+        decode_after: usize,
         /// KV cache type for prefill and decode: auto (the weights' own:
         /// bf16/f16 for such weights, q8 for quantized on an AVX-512 or
         /// AVX2 CPU, f32 for f32), f32, bf16, f16 or q8.

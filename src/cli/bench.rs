@@ -204,6 +204,7 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             prefill,
             embed_batch,
             decode,
+            decode_after,
             cache_dtype,
             json,
             ..
@@ -212,7 +213,7 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
             dtypes,
             prefill,
             embed_batch,
-            *decode,
+            (*decode, *decode_after),
             cache_dtype,
             *json,
         ),
@@ -1078,8 +1079,13 @@ fn preset_config(preset: &str) -> Result<shirabe::models::config::Config> {
     let (hidden, inter, layers, heads, kv) = match preset {
         "qwen3-0.6b" | "qwen3-embedding-0.6b" => (1024, 3072, 28, 16, 8),
         "qwen3-4b" => (2560, 9728, 36, 32, 8),
+        // Qwen3's layout at a toy size (Qwen3's vocabulary and heads of
+        // 128): for checking the benchmark itself, in seconds.
+        "tiny" => (64, 128, 2, 4, 2),
         other => {
-            anyhow::bail!("unknown preset {other:?} (qwen3-embedding-0.6b, qwen3-0.6b, qwen3-4b)")
+            anyhow::bail!(
+                "unknown preset {other:?} (qwen3-embedding-0.6b, qwen3-0.6b, qwen3-4b, or tiny to check the benchmark)"
+            )
         }
     };
     let json = format!(
@@ -1095,11 +1101,15 @@ fn model(
     dtypes: &str,
     prefill: &str,
     embed_batch: &str,
-    decode: usize,
+    (decode, after): (usize, usize),
     cache_dtype: &str,
     json: bool,
 ) -> Result<Status> {
     use candle_core::{DType, Device};
+    anyhow::ensure!(
+        after > 0 || decode == 0,
+        "--decode-after: the prompt needs a token"
+    );
     use shirabe::models::qwen3::{Cache, Model};
     use shirabe::models::weights::Random;
     let cfg = preset_config(preset)?;
@@ -1186,12 +1196,12 @@ fn model(
         if decode > 0 {
             let mut cache = Cache::new(&m, kv);
             // As `generate` does: room for the prompt and the answer.
-            cache.reserve(2048 + decode);
-            let h = m.forward(&[tokens(2048)], &[vec![true; 2048]], &mut cache)?;
+            cache.reserve(after + decode);
+            let h = m.forward(&[tokens(after)], &[vec![true; after]], &mut cache)?;
             let mut logits = m.logits(&Model::last_hidden(&h)?)?;
             let weight_bytes = params as f64 * bytes_per_param;
-            // Keys and values of every layer for the ~2K cached tokens.
-            let kv_bytes = (2048 + decode / 2) as f64
+            // Keys and values of every layer for the cached tokens.
+            let kv_bytes = (after + decode / 2) as f64
                 * (2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim()) as f64
                 * kv.bytes_per_element(cfg.head_dim());
             // A shared machine's memory bandwidth swings by 2x within a
@@ -1224,6 +1234,7 @@ fn model(
                 (median(fractions), median(fractions_kv), median(bws));
             let bound = bw * 1e9 / weight_bytes;
             let of_best = rate / (best * 1e9 / weight_bytes);
+            row["decode_after"] = after.into();
             row["decode_tokens_per_s"] = rate.into();
             row["decode_read_bandwidth_gbs"] = bw.into();
             row["decode_bandwidth_bound_tokens_per_s"] = bound.into();
@@ -1235,7 +1246,7 @@ fn model(
             if !json {
                 writeln!(
                     out,
-                    "  {name:5} decode after 2048 ({kv} cache): {rate:.2} tokens/s; {:.0}% of the bound set by the weights \
+                    "  {name:5} decode after {after} ({kv} cache): {rate:.2} tokens/s; {:.0}% of the bound set by the weights \
                      ({bound:.2} tokens/s at the median {bw:.1} GB/s read), {:.0}% counting the KV cache \
                      read too (medians over tokens, the yardstick read after each); {:.0}% of the bound at \
                      the run's best read ({best:.1} GB/s)",
