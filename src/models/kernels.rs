@@ -2826,7 +2826,8 @@ pub fn attention_scaled<K: Elem>(
     } else {
         None
     };
-    // Every output row is written once, by its task: no zeroing first.
+    // Every output row is written once, by its task (or, split, by the
+    // merge): no zeroing first.
     let mut out = Vec::<f32>::with_capacity(b * t * h * d);
     let dst = SendPtr(out.as_mut_ptr());
     // Decode has a task per key head: too few to keep the cores busy to
@@ -2836,14 +2837,15 @@ pub fn attention_scaled<K: Elem>(
     // sum of exponentials, weighted values) are merged afterwards.
     let groups = b * kvh * blocks;
     let span = if blocks == 1 && t * rep <= SMALL_ROWS {
-        let want = (8 * rayon::current_num_threads()).div_ceil(groups);
+        let want = (8 * rayon::current_num_threads()).div_ceil(groups.max(1));
         keys.div_ceil(want.max(1))
             .max(MIN_SPLIT_KEYS)
             .next_multiple_of(KEY_TILE_SMALL)
     } else {
         keys.max(1)
     };
-    let splits = keys.div_ceil(span).max(1);
+    // The last range takes the rest (up to two spans), so none is short.
+    let splits = (keys / span).max(1);
     // Per task of a split group: its rows' maxima, sums, then weighted values.
     let part_len = per_head * rep * (d + 2);
     let mut parts = match splits {
@@ -2852,8 +2854,9 @@ pub fn attention_scaled<K: Elem>(
     };
     let parts_dst = SendPtr(parts.as_mut_ptr());
     let tasks = groups * splits;
-    // One task per split, so a core that finishes early takes the other's
-    // remaining key groups (see `Packed::gemv`).
+    // One task per split of the range: rayon would otherwise cut it into a
+    // piece or two per thread, and a core that finished early could not
+    // take the other's remaining key groups.
     (0..tasks).into_par_iter().with_max_len(1).for_each(|task| {
         let (group, part) = (task / splits, task % splits);
         let bi = group / (kvh * blocks);
@@ -2928,8 +2931,13 @@ pub fn attention_scaled<K: Elem>(
         #[cfg(target_arch = "x86_64")]
         let mut scratch = bf16gemm::Scratch::default();
         let tile_len = if small { KEY_TILE_SMALL } else { KEY_TILE };
-        // This task's keys: a whole number of tiles (all when unsplit).
-        let (mut j0, jend) = ((part * span).min(kend), ((part + 1) * span).min(kend));
+        // This task's keys: whole tiles from a tile's start, the last
+        // range to the end (all keys when unsplit).
+        let mut j0 = (part * span).min(kend);
+        let jend = match part + 1 == splits {
+            true => kend,
+            false => ((part + 1) * span).min(kend),
+        };
         while j0 < jend {
             let jl = tile_len.min(jend - j0);
             let st = &mut sc[..rows * jl];
@@ -3911,6 +3919,8 @@ mod tests {
             // split between tasks, their partial sums merged.
             (2, 4, 1, 1, 1800, 128),
             (1, 2, 1, 1, 1100, 32),
+            // Several query times (rows of heads x times) split and merged.
+            (1, 2, 1, 4, 1022, 32),
         ] {
             let keys = past + t;
             let cap = keys + 3;
