@@ -2830,6 +2830,17 @@ pub fn attention_scaled<K: Elem>(
     // merge): no zeroing first.
     let mut out = Vec::<f32>::with_capacity(b * t * h * d);
     let dst = SendPtr(out.as_mut_ptr());
+    // Output row (sequence, time, head) = `acc` × `inv`.
+    let store = |bi: usize, ti: usize, hh: usize, acc: &[f32], inv: f32| {
+        // SAFETY: each (bi, ti, hh) is stored once, by one task or by the
+        // merge; the row lies inside `out`'s capacity (batch × t × heads
+        // × dim), and `acc` has `d` values.
+        let o = unsafe { dst.get().add(((bi * t + ti) * h + hh) * d) };
+        for (c, a) in acc[..d].iter().enumerate() {
+            // SAFETY: as above, c < d.
+            unsafe { o.add(c).write(a * inv) };
+        }
+    };
     // Decode has a task per key head: too few to keep the cores busy to
     // the end (8 on two cores keep one waiting for up to a task; on 16
     // cores, half of them idle). So few query rows split their keys into
@@ -3126,20 +3137,14 @@ pub fn attention_scaled<K: Elem>(
         }
         for r in 0..rows {
             let (hh, ti) = (g * rep + r / n, t0 + r % n);
-            let inv = 1.0 / l[r];
-            // SAFETY: (bi, ti, hh) is owned by this task alone; the row lies
-            // inside `out`'s capacity (batch × t × heads × dim).
-            let o = unsafe { dst.get().add(((bi * t + ti) * h + hh) * d) };
-            for (c, a) in acc[r * d..(r + 1) * d].iter().enumerate() {
-                // SAFETY: as above, c < d.
-                unsafe { o.add(c).write(a * inv) };
-            }
+            store(bi, ti, hh, &acc[r * d..(r + 1) * d], 1.0 / l[r]);
         }
     });
     if splits > 1 {
         // One block of positions per group here (`span` splits only then),
         // so a group's rows are its heads × t.
         let rows = rep * t;
+        let mut row = vec![0f32; d];
         for group in 0..groups {
             let (bi, g) = (group / kvh, group % kvh);
             let part = |s: usize| &parts[(group * splits + s) * part_len..][..part_len];
@@ -3148,7 +3153,7 @@ pub fn attention_scaled<K: Elem>(
                 let top = (0..splits)
                     .map(|s| part(s)[r])
                     .fold(f32::NEG_INFINITY, f32::max);
-                let mut row = vec![0f32; d];
+                row.fill(0.0);
                 let mut sum = 0f32;
                 for s in 0..splits {
                     let p = part(s);
@@ -3163,14 +3168,7 @@ pub fn attention_scaled<K: Elem>(
                         *o += w * a;
                     }
                 }
-                let inv = 1.0 / sum;
-                // SAFETY: row (bi, ti, hh) lies inside `out`'s capacity,
-                // and this loop alone writes it.
-                let o = unsafe { dst.get().add(((bi * t + ti) * h + hh) * d) };
-                for (c, a) in row.iter().enumerate() {
-                    // SAFETY: as above, c < d.
-                    unsafe { o.add(c).write(a * inv) };
-                }
+                store(bi, ti, hh, &row, 1.0 / sum);
             }
         }
     }
