@@ -837,6 +837,104 @@ fn cyclic() -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Two readable pages whose page tree lies about its size: the second page
+/// hangs under a `/Pages` node that claims 10^14 pages (a reader that
+/// reserves room by `/Count` asks for petabytes and aborts).
+pub fn page_count_bomb() -> io::Result<Vec<u8>> {
+    let (mut doc, pages) = two_pages(
+        "The count bomb's first page reads fine.",
+        "Its second page survives the lying count.",
+    )?;
+    let root = doc.new_object_id();
+    let liar = doc.new_object_id();
+    doc.objects.insert(
+        liar,
+        Object::Dictionary(dictionary! { "Type" => "Pages", "Parent" => root, "Kids" => vec![pages[1].into()], "Count" => 100_000_000_000_000i64 }),
+    );
+    doc.objects.insert(
+        root,
+        Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => vec![pages[0].into(), liar.into()], "Count" => 2 }),
+    );
+    finish_tree(doc, root, &pages)
+}
+
+/// A page tree of 40 levels where every node lists the next one twice
+/// (2^40 paths to one page, each level's `/Count` doubling): walked as a
+/// tree it never ends; as a graph it has one page under the first.
+pub fn page_dag() -> io::Result<Vec<u8>> {
+    let (mut doc, pages) = two_pages(
+        "The page DAG's first page reads fine.",
+        "The doubling page DAG ends in this page.",
+    )?;
+    let mut below = pages[1];
+    let mut count = 1i64;
+    for _ in 0..40 {
+        let node = doc.new_object_id();
+        count *= 2;
+        doc.objects.insert(
+            node,
+            Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => vec![below.into(), below.into()], "Count" => count }),
+        );
+        below = node;
+    }
+    let root = doc.new_object_id();
+    doc.objects.insert(
+        root,
+        Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => vec![pages[0].into(), below.into()], "Count" => count + 1 }),
+    );
+    finish_tree(doc, root, &pages)
+}
+
+/// A two-page document, loaded, with its page ids.
+fn two_pages(first: &str, second: &str) -> io::Result<(Document, Vec<ObjectId>)> {
+    let mut pdf = Pdf::new();
+    pdf.latin_font("F1", "Helvetica");
+    for text in [first, second] {
+        let mut page = Page::new();
+        page.paragraph(&pdf, "F1", 12.0, MARGIN, TOP, BODY, text);
+        pdf.add_page(page)?;
+    }
+    let bytes = pdf.finish(None, None)?;
+    let doc = Document::load_mem(&bytes).map_err(other)?;
+    let pages: Vec<ObjectId> = doc.get_pages().into_values().collect();
+    Ok((doc, pages))
+}
+
+/// Points the catalog at the page tree `root` and saves.
+fn finish_tree(mut doc: Document, root: ObjectId, pages: &[ObjectId]) -> io::Result<Vec<u8>> {
+    // What the pages inherited from the old root, they now hold themselves.
+    let old_root = doc
+        .catalog()
+        .and_then(|c| c.get(b"Pages"))
+        .and_then(Object::as_reference)
+        .map_err(other)?;
+    let inherited: Vec<(Vec<u8>, Object)> = doc
+        .get_dictionary(old_root)
+        .map_err(other)?
+        .iter()
+        .filter(|(k, _)| matches!(k.as_slice(), b"Resources" | b"MediaBox"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for &p in pages {
+        if let Ok(page) = doc.get_dictionary_mut(p) {
+            page.set("Parent", root);
+            for (k, v) in &inherited {
+                if !page.has(k) {
+                    page.set(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let catalog = doc.catalog().map_err(other)?.clone();
+    let mut catalog = catalog;
+    catalog.set("Pages", root);
+    let catalog = doc.add_object(catalog);
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).map_err(other)?;
+    Ok(out)
+}
+
 /// Writes the bad-input files into `dir` and returns them.
 pub fn write_bad_inputs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
@@ -911,6 +1009,8 @@ pub fn write_bad_inputs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         ("cyclic.pdf", cyclic()?),
         ("nested.pdf", nested_pdf),
         ("garbage-stream.pdf", garbage),
+        ("page-count-bomb.pdf", page_count_bomb()?),
+        ("page-dag.pdf", page_dag()?),
     ];
     let mut out = Vec::new();
     for (name, bytes) in files {

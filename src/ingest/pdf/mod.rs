@@ -134,11 +134,14 @@ fn open(bytes: &[u8]) -> Result<Document> {
     // destinations, outlines, name trees, structure elements) are dropped
     // as they are parsed: on link-heavy manuals they are most of the
     // memory. A file that does not load that way (lopdf repairs damaged
-    // page trees only on an unfiltered load) is loaded whole.
+    // page trees only on an unfiltered load) is loaded whole. Pages are
+    // counted by our own walk: lopdf's `get_pages` reserves room for what
+    // the tree's `/Count` claims, and a file that claims 10^14 pages
+    // aborts the process on that allocation.
     let filtered =
         Document::load_mem_with_options(bytes, lopdf::LoadOptions::with_filter(for_text))
             .ok()
-            .filter(|d| !d.get_pages().is_empty());
+            .filter(|d| !page_ids(d).is_empty());
     let doc = match filtered {
         Some(d) => d,
         None => Document::load_mem(bytes).map_err(|e| Error::Pdf(format!("damaged PDF: {e}")))?,
@@ -573,6 +576,18 @@ mod tests {
         assert!(for_text((9, 0), &mut dest).is_none());
         let mut rect = Object::Array(vec![0.into(), 0.into(), 10.into(), 10.into()]);
         assert_eq!(for_text((9, 0), &mut rect).map(|r| r.1), Some(rect.clone()));
+    }
+
+    #[test]
+    fn page_trees_that_lie_about_their_size_are_walked_not_trusted() {
+        let bomb = extract(&crate::samples::page_count_bomb().unwrap()).unwrap();
+        let texts: Vec<&str> = bomb.pages.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[1].contains("survives the lying count"), "{texts:?}");
+        let dag = extract(&crate::samples::page_dag().unwrap()).unwrap();
+        let texts: Vec<&str> = dag.pages.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[1].contains("ends in this page"), "{texts:?}");
     }
 
     #[test]
