@@ -18,6 +18,7 @@ pub mod models;
 pub mod prompt;
 pub mod retrieve;
 pub mod samples;
+pub mod sanitize;
 pub mod tui;
 
 pub use error::{Error, Result};

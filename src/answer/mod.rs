@@ -11,8 +11,13 @@
 //! gets the passage sentence that supports it best, for the sources list.
 
 pub mod conversation;
+pub mod extractive;
+pub mod lang;
 pub mod openai;
 pub mod summarize;
+
+pub use extractive::{extractive, extractive_with};
+pub use lang::Lang;
 
 /// What writes text: a local Qwen, an OpenAI-compatible endpoint (the
 /// seam `ask`'s and `summarize`'s model calls go through).
@@ -104,7 +109,7 @@ use serde::Serialize;
 
 use crate::index::analyzer::terms;
 use crate::ingest::chunk::sentences;
-use crate::prompt::Passage;
+use crate::prompt::{Located, Passage};
 
 /// What an answer says when the passages hold none.
 pub const NO_ANSWER: &str =
@@ -202,6 +207,17 @@ fn parse_numbers(inner: &str) -> Option<Vec<usize>> {
     (!out.is_empty()).then_some(out)
 }
 
+/// Who put a citation on a sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CitedBy {
+    /// The model wrote it, and it was checked.
+    Model,
+    /// The model gave none that supports the sentence; shirabe found the
+    /// passage sentence that does.
+    Shirabe,
+}
+
 /// A checked citation of one sentence.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckedCitation {
@@ -212,14 +228,25 @@ pub struct CheckedCitation {
     /// Share of the sentence's terms found in this passage.
     pub support: f32,
     /// The passage sentence that supports it best (byte range in the
-    /// passage text) and its text.
+    /// passage text).
     pub quote: (usize, usize),
-    /// The quoted text.
+    /// The quoted text (one line).
     pub quote_text: String,
+    /// Share of the sentence's terms found in the quoted sentence.
+    pub quote_support: f32,
+    /// Where the quote is: its page, printed label and character range
+    /// within the page's text.
+    #[serde(flatten)]
+    pub located: Located,
     /// Cosine similarity of the claim and the quote, when an embedding
-    /// model was at hand ([`add_similarity`]).
+    /// model was at hand.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
+    /// Who made the citation.
+    pub by: CitedBy,
+    /// Whether the passage supports the sentence (by its words, or by
+    /// meaning when an embedding model was at hand).
+    pub supported: bool,
 }
 
 /// A sentence whose citations do not support it.
@@ -227,21 +254,42 @@ pub struct CheckedCitation {
 pub struct Unsupported {
     /// Byte range in the answer.
     pub sentence: (usize, usize),
-    /// Its best support among the passages it cites.
+    /// Its best support among the passages.
     pub support: f32,
 }
 
 /// The outcome of [`check`].
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Checked {
-    /// Valid citations, per cited sentence and passage.
+    /// Citations, per cited sentence and passage: the model's own, and
+    /// those shirabe added to sentences the model left unsupported.
     pub citations: Vec<CheckedCitation>,
     /// Numbers that name no passage (dropped).
     pub invalid: Vec<usize>,
-    /// Cited sentences the passages do not support.
+    /// Claims no passage supports.
     pub unsupported: Vec<Unsupported>,
-    /// The answer with invalid citations removed.
+    /// Sentences about the passages rather than the question ("This can be
+    /// found in passage 1."): byte ranges in the answer.
+    pub meta: Vec<(usize, usize)>,
+    /// The answer says the documents do not answer the question.
+    pub refused: bool,
+    /// The answer with invalid citations removed and shirabe's added.
     pub answer: String,
+}
+
+impl Checked {
+    /// Citations shirabe added.
+    pub fn attributed(&self) -> impl Iterator<Item = &CheckedCitation> {
+        self.citations.iter().filter(|c| c.by == CitedBy::Shirabe)
+    }
+
+    /// The cited passage numbers, each once, in order.
+    pub fn cited(&self) -> Vec<usize> {
+        let mut n: Vec<usize> = self.citations.iter().map(|c| c.n).collect();
+        n.sort();
+        n.dedup();
+        n
+    }
 }
 
 /// Words too common to show that a sentence answers a question (the
@@ -262,6 +310,68 @@ fn term_set(text: &str) -> HashSet<String> {
         .map(|t| t.0)
         .filter(|t| !STOPWORDS.contains(&t.as_str()))
         .collect()
+}
+
+/// Terms of sentences that talk about the passages instead of answering
+/// (stemmed, as the analyzer gives them).
+const META: &[&str] = &[
+    "passag", "document", "found", "find", "mention", "provid", "inform", "context", "sourc",
+    "text", "refer", "state", "answer", "question", "accord", "given", "base", "here", "abov",
+    "below", "cite", "citat", "see", "detail", "describ", "explain", "discuss", "section", "page",
+    "specif", "relev", "content", "data", "say", "said",
+];
+
+/// Whether a sentence's terms only talk about the passages.
+fn is_meta(words: &HashSet<String>) -> bool {
+    !words.is_empty() && words.iter().all(|w| META.contains(&w.as_str()))
+}
+
+/// Whether `text` says the documents do not answer.
+pub fn is_refusal(text: &str) -> bool {
+    let t = text.to_lowercase();
+    const SAYS: &[&str] = &[
+        "do not seem to contain an answer",
+        "do not contain",
+        "does not contain",
+        "don't contain",
+        "doesn't contain",
+        "could not find",
+        "cannot find",
+        "can't find",
+        "not found in the",
+        "no information",
+        "not mentioned",
+        "not provided",
+        "do not mention",
+        "does not mention",
+        "do not say",
+        "does not say",
+        "do not answer",
+        "does not answer",
+        "no answer",
+        "i don't know",
+        "見つかりません",
+        "見つけられません",
+        "記載はありません",
+        "記載がありません",
+        "記載されていません",
+        "含まれていません",
+        "書かれていません",
+        "わかりません",
+        "分かりません",
+        "答えられません",
+        "没有找到",
+        "未找到",
+        "找不到",
+        "没有提到",
+        "没有提及",
+        "未提及",
+        "没有相关",
+        "无法回答",
+        "没有包含",
+        "不包含",
+    ];
+    SAYS.iter().any(|p| t.contains(p))
 }
 
 /// Sentence ranges of `text`: paragraphs (blank lines) first, so a heading
@@ -309,8 +419,100 @@ pub(crate) fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
     merged
 }
 
-/// Checks the citations of `answer` against `passages`.
+/// The passage sentence that supports `words` best: most of its terms
+/// shared, then the densest; a heading or the title is quoted only when
+/// nothing else shares a term. Returns its byte range, its text and the
+/// share of `words` it holds.
+fn best_quote(p: &Passage, words: &HashSet<String>) -> ((usize, usize), String, f32) {
+    let title = normalize(&p.title);
+    // (range, (quotable, shared terms, density))
+    type Scored = ((usize, usize), (bool, usize, f32));
+    let mut best: Option<Scored> = None;
+    for (s, e) in sentence_ranges(&p.text) {
+        let sentence = &p.text[s..e];
+        let terms = term_set(sentence);
+        let shared = terms.intersection(words).count();
+        let heading = normalize(sentence) == title || looks_like_heading(sentence);
+        let key = (
+            !heading && shared > 0,
+            shared,
+            shared as f32 / terms.len().max(1) as f32,
+        );
+        let better = match &best {
+            None => true,
+            Some((_, b)) => {
+                (key.0, key.1) > (b.0, b.1) || ((key.0, key.1) == (b.0, b.1) && key.2 > b.2)
+            }
+        };
+        if better {
+            best = Some(((s, e), key));
+        }
+    }
+    let Some(((mut s, e), (_, shared, _))) = best else {
+        return ((0, 0), String::new(), 0.0);
+    };
+    // A heading line glued to the sentence by a single line break.
+    if let Some(nl) = p.text[s..e].find('\n') {
+        let (head, rest) = (&p.text[s..s + nl], p.text[s + nl..e].trim());
+        if looks_like_heading(head) && rest.split_whitespace().count() >= 4 {
+            s += nl + 1;
+            s += p.text[s..e].len() - p.text[s..e].trim_start().len();
+        }
+    }
+    let share = if words.is_empty() {
+        0.0
+    } else {
+        shared as f32 / words.len() as f32
+    };
+    ((s, e), extractive::clean_quote(&p.text[s..e]), share)
+}
+
+fn normalize(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// A short line without a sentence's end: a heading, a title, a caption.
+fn looks_like_heading(sentence: &str) -> bool {
+    let t = sentence.trim();
+    let ends = t.ends_with(['.', '!', '?', '。', '！', '？', ':', '：']);
+    !ends && t.split_whitespace().count() <= 8 && t.chars().count() <= 60
+}
+
+/// One answer sentence being checked.
+struct Claim {
+    range: (usize, usize),
+    words: HashSet<String>,
+    /// Passage numbers the model cited here (valid ones).
+    cited: Vec<usize>,
+    /// (n, support, by) decided for it.
+    chosen: Vec<(usize, f32, CitedBy, Option<f32>)>,
+    /// Best support found anywhere.
+    best: f32,
+}
+
+/// Checks the citations of `answer` against `passages` (by words only).
 pub fn check(answer: &str, passages: &[Passage]) -> Checked {
+    check_with(answer, passages, None).unwrap_or_default()
+}
+
+/// Checks and completes the citations of `answer`. Numbers that name no
+/// passage are dropped. Each sentence that makes a claim keeps the model's
+/// citations that support it; when none does, the passage that supports it
+/// best is cited instead (marked as shirabe's, and its `[n]` written into
+/// the answer); a claim nothing supports is flagged. Support is lexical
+/// (the share of the claim's terms in the passage, at least
+/// [`SUPPORT_THRESHOLD`]) and, with `embed`, by meaning (the cosine of the
+/// claim and the passage sentence that supports it best, at least
+/// [`SIMILARITY_THRESHOLD`]). Every citation quotes that sentence and
+/// names its page.
+pub fn check_with(
+    answer: &str,
+    passages: &[Passage],
+    embed: Option<EmbedFn<'_>>,
+) -> crate::Result<Checked> {
     let cites = parse_citations(answer);
     let valid = |n: usize| n >= 1 && n <= passages.len();
     let mut invalid: Vec<usize> = cites
@@ -320,7 +522,7 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
         .collect();
     invalid.sort();
     invalid.dedup();
-    // Rewrite the answer without invalid numbers.
+    // The answer without invalid numbers.
     let mut cleaned = String::with_capacity(answer.len());
     let mut at = 0;
     for c in &cites {
@@ -337,22 +539,32 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
         at = c.span.1;
     }
     cleaned.push_str(&answer[at..]);
-    // Score each sentence of the cleaned answer against what it cites.
+
     let passage_terms: Vec<HashSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
+    let support_in = |words: &HashSet<String>, n: usize| -> f32 {
+        if words.is_empty() {
+            return 1.0;
+        }
+        let pt = &passage_terms[n - 1];
+        words.iter().filter(|w| pt.contains(*w)).count() as f32 / words.len() as f32
+    };
     let mut out = Checked {
         invalid,
         ..Checked::default()
     };
     let cites = parse_citations(&cleaned);
-    for (s, e) in sentence_ranges(&cleaned) {
+    let sentences = sentence_ranges(&cleaned);
+    out.refused = sentences
+        .first()
+        .is_some_and(|&(s, e)| is_refusal(&cleaned[s..e]))
+        || (sentences.len() <= 2 && is_refusal(&cleaned));
+    let mut claims: Vec<Claim> = Vec::new();
+    for &(s, e) in &sentences {
         let mine: Vec<usize> = cites
             .iter()
             .filter(|c| c.span.0 >= s && c.span.1 <= e)
             .flat_map(|c| c.numbers.iter().copied())
             .collect();
-        if mine.is_empty() {
-            continue;
-        }
         let mut claim = cleaned[s..e].to_string();
         for c in cites
             .iter()
@@ -362,34 +574,184 @@ pub fn check(answer: &str, passages: &[Passage]) -> Checked {
             claim.replace_range(c.span.0 - s..c.span.1 - s, "");
         }
         let words = term_set(&claim);
-        let mut best = 0f32;
-        for n in mine.iter().copied().collect::<HashSet<_>>() {
-            let pt = &passage_terms[n - 1];
-            let support = if words.is_empty() {
-                1.0
-            } else {
-                words.iter().filter(|w| pt.contains(*w)).count() as f32 / words.len() as f32
-            };
-            best = best.max(support);
-            let (quote, quote_text) = best_sentence(&passages[n - 1].text, &words);
+        if is_meta(&words) {
+            out.meta.push((s, e));
+            continue;
+        }
+        if is_refusal(&claim) || (mine.is_empty() && words.len() < 2) {
+            continue;
+        }
+        let mut cited: Vec<usize> = mine;
+        cited.sort();
+        cited.dedup();
+        claims.push(Claim {
+            range: (s, e),
+            words,
+            cited,
+            chosen: Vec::new(),
+            best: 0.0,
+        });
+    }
+    // Lexical support: the model's citations that hold, else the best
+    // passage.
+    let mut undecided: Vec<usize> = Vec::new();
+    for (ci, c) in claims.iter_mut().enumerate() {
+        for &n in &c.cited {
+            let sup = support_in(&c.words, n);
+            c.best = c.best.max(sup);
+            c.chosen.push((n, sup, CitedBy::Model, None));
+        }
+        if c.best >= SUPPORT_THRESHOLD {
+            continue;
+        }
+        let best = (1..=passages.len())
+            .map(|n| (n, support_in(&c.words, n)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+        match best {
+            Some((n, sup)) if sup >= SUPPORT_THRESHOLD => {
+                c.best = sup;
+                c.chosen.push((n, sup, CitedBy::Shirabe, None));
+            }
+            _ => undecided.push(ci),
+        }
+    }
+    // By meaning: every chosen citation gets its similarity; claims the
+    // words did not settle look at the best few passages' best sentences.
+    if let Some(embed) = embed {
+        let mut texts: Vec<String> = Vec::new();
+        let mut asks: Vec<(usize, usize)> = Vec::new(); // (claim, passage n)
+        for (ci, c) in claims.iter().enumerate() {
+            let mut ns: Vec<usize> = c.chosen.iter().map(|x| x.0).collect();
+            if undecided.contains(&ci) {
+                let mut by_support: Vec<(usize, f32)> = (1..=passages.len())
+                    .map(|n| (n, support_in(&c.words, n)))
+                    .collect();
+                by_support.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ns.extend(by_support.iter().take(3).map(|x| x.0));
+            }
+            ns.dedup();
+            for n in ns {
+                asks.push((ci, n));
+            }
+        }
+        if !asks.is_empty() {
+            let mut claim_at: Vec<Option<usize>> = vec![None; claims.len()];
+            for &(ci, n) in &asks {
+                if claim_at[ci].is_none() {
+                    claim_at[ci] = Some(texts.len());
+                    let (s, e) = claims[ci].range;
+                    texts.push(cleaned[s..e].to_string());
+                }
+                texts.push(best_quote(&passages[n - 1], &claims[ci].words).1);
+            }
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let v = embed(&refs)?;
+            let mut next = 0usize;
+            let mut last_claim = usize::MAX;
+            for &(ci, n) in &asks {
+                if ci != last_claim {
+                    next = claim_at[ci].expect("set above") + 1;
+                    last_claim = ci;
+                }
+                let cv = &v[claim_at[ci].expect("set above")];
+                let sim: f32 = v[next].iter().zip(cv).map(|(a, b)| a * b).sum();
+                next += 1;
+                let c = &mut claims[ci];
+                if let Some(x) = c.chosen.iter_mut().find(|x| x.0 == n) {
+                    x.3 = Some(sim);
+                } else if sim >= SIMILARITY_THRESHOLD
+                    && !c.chosen.iter().any(|x| {
+                        x.1 >= SUPPORT_THRESHOLD || x.3.is_some_and(|s| s >= SIMILARITY_THRESHOLD)
+                    })
+                {
+                    let sup = support_in(&c.words, n);
+                    c.chosen.push((n, sup, CitedBy::Shirabe, Some(sim)));
+                }
+            }
+        }
+    }
+    // Write shirabe's markers into the answer, before each sentence's
+    // closing stop.
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    for c in &claims {
+        let added: Vec<String> = c
+            .chosen
+            .iter()
+            .filter(|x| x.2 == CitedBy::Shirabe)
+            .map(|x| x.0.to_string())
+            .collect();
+        if added.is_empty() {
+            continue;
+        }
+        let (s, e) = c.range;
+        let body = cleaned[s..e].trim_end();
+        let mut pos = s + body.len();
+        // Before the stop, and before any citation the model put there.
+        let trimmed = body.trim_end_matches(['.', '!', '?', '。', '！', '？']);
+        if trimmed.len() < body.len() {
+            pos = s + trimmed.len();
+        }
+        let cjk = cleaned[s..pos]
+            .chars()
+            .last()
+            .is_some_and(|ch| ch as u32 >= 0x2E80);
+        let sep = if cjk || cleaned[..pos].ends_with(' ') {
+            ""
+        } else {
+            " "
+        };
+        inserts.push((pos, format!("{sep}[{}]", added.join(", "))));
+    }
+    inserts.sort_by_key(|x| x.0);
+    let moved = |p: usize, inclusive: bool| -> usize {
+        p + inserts
+            .iter()
+            .filter(|(at, _)| *at < p || (inclusive && *at == p))
+            .map(|(_, t)| t.len())
+            .sum::<usize>()
+    };
+    let mut text = String::with_capacity(cleaned.len() + 8 * inserts.len());
+    let mut at = 0;
+    for (pos, t) in &inserts {
+        text.push_str(&cleaned[at..*pos]);
+        text.push_str(t);
+        at = *pos;
+    }
+    text.push_str(&cleaned[at..]);
+    for (s, e) in out.meta.iter_mut() {
+        (*s, *e) = (moved(*s, false), moved(*e, true));
+    }
+    for c in &claims {
+        let range = (moved(c.range.0, false), moved(c.range.1, true));
+        let mut supported_any = false;
+        for &(n, support, by, similarity) in &c.chosen {
+            let p = &passages[n - 1];
+            let (quote, quote_text, quote_support) = best_quote(p, &c.words);
+            let supported = support >= SUPPORT_THRESHOLD
+                || similarity.is_some_and(|s| s >= SIMILARITY_THRESHOLD);
+            supported_any |= supported;
             out.citations.push(CheckedCitation {
                 n,
-                sentence: (s, e),
+                sentence: range,
                 support,
                 quote,
                 quote_text,
-                similarity: None,
+                quote_support,
+                located: p.locate(quote),
+                similarity,
+                by,
+                supported,
             });
         }
-        if best < SUPPORT_THRESHOLD {
+        if !supported_any {
             out.unsupported.push(Unsupported {
-                sentence: (s, e),
-                support: best,
+                sentence: range,
+                support: c.best,
             });
         }
     }
-    out.answer = cleaned;
-    out
+    out.answer = text;
+    Ok(out)
 }
 
 /// Embeds texts as unit vectors.
@@ -399,123 +761,11 @@ pub type EmbedFn<'a> = &'a dyn Fn(&[&str]) -> crate::Result<Vec<Vec<f32>>>;
 /// its words differ (a paraphrase, a translation).
 pub const SIMILARITY_THRESHOLD: f32 = 0.6;
 
-/// Adds the embedding similarity of each cited claim and its quote, and
-/// clears the "unsupported" flag of claims their sources support by
-/// meaning. `embed` embeds passages (unit vectors).
-pub fn add_similarity(c: &mut Checked, embed: EmbedFn<'_>) -> crate::Result<()> {
-    if c.citations.is_empty() {
-        return Ok(());
-    }
-    let mut texts: Vec<&str> = Vec::with_capacity(2 * c.citations.len());
-    for x in &c.citations {
-        texts.push(&c.answer[x.sentence.0..x.sentence.1]);
-        texts.push(&x.quote_text);
-    }
-    let v = embed(&texts)?;
-    for (i, x) in c.citations.iter_mut().enumerate() {
-        let (a, b) = (&v[2 * i], &v[2 * i + 1]);
-        x.similarity = Some(a.iter().zip(b).map(|(p, q)| p * q).sum());
-    }
-    let citations = &c.citations;
-    c.unsupported.retain(|u| {
-        !citations.iter().any(|x| {
-            x.sentence == u.sentence && x.similarity.is_some_and(|s| s >= SIMILARITY_THRESHOLD)
-        })
-    });
-    Ok(())
-}
-
-/// The sentence of `text` sharing the most terms with `words`.
-fn best_sentence(text: &str, words: &HashSet<String>) -> ((usize, usize), String) {
-    let mut best = ((0, 0), 0usize);
-    for (s, e) in sentence_ranges(text) {
-        let n = term_set(&text[s..e]).intersection(words).count();
-        if n > best.1 || best.0 == (0, 0) {
-            best = ((s, e), n);
-        }
-    }
-    let (s, e) = best.0;
-    (
-        best.0,
-        text[s..e].split_whitespace().collect::<Vec<_>>().join(" "),
-    )
-}
-
-/// The extractive answer: the sentences of the passages that best cover
-/// the question's words (rarer words count more), at most `max` of them and
-/// two per passage, each followed by its citation, in passage order. Empty
-/// when no sentence covers enough of the question: the documents do not
-/// seem to answer it.
-pub fn extractive(question: &str, passages: &[Passage], max: usize) -> String {
-    let q = term_set(question);
-    if q.is_empty() {
-        return String::new();
-    }
-    let mut cands: Vec<(usize, usize, usize, HashSet<String>)> = Vec::new();
-    for (pi, p) in passages.iter().enumerate() {
-        for (s, e) in sentence_ranges(&p.text) {
-            let t = term_set(&p.text[s..e]);
-            if t.iter().any(|w| q.contains(w)) {
-                cands.push((pi, s, e, t));
-            }
-        }
-    }
-    // Inverse sentence frequency of each question word.
-    let total = cands.len().max(1) as f32;
-    let weight = |w: &String| {
-        let df = cands.iter().filter(|c| c.3.contains(w)).count() as f32;
-        (1.0 + total / (1.0 + df)).ln()
-    };
-    let weights: Vec<(String, f32)> = q.iter().map(|w| (w.clone(), weight(w))).collect();
-    let full: f32 = weights.iter().map(|x| x.1).sum();
-    let mut scored: Vec<(f32, usize, usize, usize)> = cands
-        .iter()
-        .map(|(pi, s, e, t)| {
-            let got: f32 = weights
-                .iter()
-                .filter(|(w, _)| t.contains(w))
-                .map(|x| x.1)
-                .sum();
-            (got / full - 0.001 * passages[*pi].rank as f32, *pi, *s, *e)
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let Some(&(best, ..)) = scored.first() else {
-        return String::new();
-    };
-    if best < 0.5 {
-        return String::new();
-    }
-    let mut per_passage = vec![0usize; passages.len()];
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut chosen = Vec::new();
-    for (score, pi, s, e) in scored {
-        if chosen.len() >= max || score < 0.6 * best {
-            break;
-        }
-        let text: String = passages[pi].text[s..e]
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if per_passage[pi] >= 2 || !seen.insert(text.clone()) {
-            continue;
-        }
-        per_passage[pi] += 1;
-        chosen.push((pi, s, text));
-    }
-    chosen.sort_by_key(|c| (c.0, c.1));
-    chosen
-        .into_iter()
-        .map(|(pi, _, text)| format!("{text} [{}]", passages[pi].n))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn passage(n: usize, text: &str) -> Passage {
+    pub(crate) fn passage(n: usize, text: &str) -> Passage {
         Passage {
             n,
             path: format!("d{n}.pdf"),
@@ -525,6 +775,7 @@ mod tests {
             page_label: None,
             text: text.into(),
             chunk_ids: vec![format!("d{n}-0")],
+            page_map: Vec::new(),
             rank: n,
         }
     }
@@ -560,37 +811,142 @@ mod tests {
         assert!(first.quote_text.starts_with("The board approved"));
         let ja = c.citations.iter().find(|x| x.n == 2).unwrap();
         assert!(ja.support > 0.5, "{ja:?}");
-        assert_eq!(c.unsupported.len(), 1);
+        // The cheese, and the sentence whose only citation was invalid.
+        assert_eq!(c.unsupported.len(), 2);
         let (s, e) = c.unsupported[0].sentence;
         assert!(c.answer[s..e].contains("cheese"));
+    }
+
+    /// A fake embedder: texts about approval point one way, others the
+    /// other.
+    fn fake_embed(texts: &[&str]) -> crate::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                if t.contains("green light") || t.contains("approved") {
+                    vec![1.0, 0.0]
+                } else {
+                    vec![0.0, 1.0]
+                }
+            })
+            .collect())
     }
 
     #[test]
     fn similarity_clears_paraphrases_only() {
         let passages = vec![passage(1, "The board approved the budget.")];
-        let mut c = check(
-            "Spending got the green light [1]. Cheese is blue [1].",
-            &passages,
-        );
-        assert_eq!(c.unsupported.len(), 2);
-        // A fake embedder: the paraphrase and the quote point the same way.
-        let embed = |texts: &[&str]| -> crate::Result<Vec<Vec<f32>>> {
-            Ok(texts
-                .iter()
-                .map(|t| {
-                    if t.contains("green light") || t.contains("approved") {
-                        vec![1.0, 0.0]
-                    } else {
-                        vec![0.0, 1.0]
-                    }
-                })
-                .collect())
-        };
-        add_similarity(&mut c, &embed).unwrap();
+        let answer = "Spending got the green light [1]. Cheese is blue [1].";
+        assert_eq!(check(answer, &passages).unsupported.len(), 2);
+        let c = check_with(answer, &passages, Some(&fake_embed)).unwrap();
         assert_eq!(c.unsupported.len(), 1);
         let (s, e) = c.unsupported[0].sentence;
         assert!(c.answer[s..e].contains("Cheese"));
         assert!(c.citations[0].similarity.unwrap() > 0.99);
+        assert!(c.citations[0].supported && !c.citations[1].supported);
+    }
+
+    #[test]
+    fn uncited_claims_are_attributed_to_the_sentence_that_supports_them() {
+        let passages = vec![
+            passage(1, "Northwind Quarterly Report\nRevenue rose in the third quarter."),
+            passage(
+                2,
+                "Board minutes\nThe board approved a budget of 4.2 million euros for the Osaka warehouse expansion. The canteen closes at six.",
+            ),
+        ];
+        let answer = "The board approved 4.2 million euros for the Osaka warehouse. The moon is made of green cheese.";
+        let c = check(answer, &passages);
+        assert_eq!(
+            c.answer,
+            "The board approved 4.2 million euros for the Osaka warehouse [2]. The moon is made of green cheese."
+        );
+        assert_eq!(c.citations.len(), 1);
+        let x = &c.citations[0];
+        assert_eq!((x.n, x.by, x.supported), (2, CitedBy::Shirabe, true));
+        assert!(
+            x.quote_text.starts_with("The board approved a budget"),
+            "{x:?}"
+        );
+        assert_eq!(
+            &c.answer[x.sentence.0..x.sentence.1],
+            "The board approved 4.2 million euros for the Osaka warehouse [2]."
+        );
+        assert_eq!(c.unsupported.len(), 1);
+        // A citation the model got wrong is kept, marked, and the right
+        // passage added.
+        let c = check(
+            "The board approved 4.2 million euros for the Osaka warehouse [1].",
+            &passages,
+        );
+        let by: Vec<(usize, CitedBy, bool)> = c
+            .citations
+            .iter()
+            .map(|x| (x.n, x.by, x.supported))
+            .collect();
+        assert_eq!(
+            by,
+            [(1, CitedBy::Model, false), (2, CitedBy::Shirabe, true)]
+        );
+        assert!(c.unsupported.is_empty());
+        assert!(c.answer.contains("[1] [2]."), "{}", c.answer);
+    }
+
+    #[test]
+    fn meta_sentences_and_refusals_are_told_apart_from_claims() {
+        let passages = vec![passage(1, "The board approved the budget.")];
+        let c = check(
+            "This can be found in the passage [1]. The board approved the budget [1].",
+            &passages,
+        );
+        assert_eq!(c.meta.len(), 1);
+        assert!(c.answer[c.meta[0].0..c.meta[0].1].starts_with("This can be found"));
+        assert_eq!(c.citations.len(), 1);
+        assert!(!c.refused);
+        for refusal in [
+            "The documents do not contain an answer to this question.",
+            "資料には記載がありません。",
+            "资料中没有提到这个问题。",
+        ] {
+            let c = check(refusal, &passages);
+            assert!(c.refused, "{refusal}");
+            assert!(c.unsupported.is_empty() && c.citations.is_empty(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn quotes_name_their_own_page_not_the_passage_range() {
+        let mut p = passage(
+            1,
+            "Title line\nFirst page text about rent.\n\nSecond page says the budget was approved.",
+        );
+        p.page_start = 4;
+        p.page_end = 5;
+        let second = p.text.find("Second").unwrap();
+        p.page_map = vec![
+            crate::prompt::PageAt {
+                at: 0,
+                page: 4,
+                label: Some("iv".into()),
+                page_char: 10,
+            },
+            crate::prompt::PageAt {
+                at: second,
+                page: 5,
+                label: Some("v".into()),
+                page_char: 0,
+            },
+        ];
+        let c = check("The budget was approved [1].", &[p]);
+        let x = &c.citations[0];
+        assert_eq!(x.located.page, 5);
+        assert_eq!(x.located.page_label.as_deref(), Some("v"));
+        assert_eq!(
+            x.located.page_chars,
+            (
+                0,
+                "Second page says the budget was approved.".chars().count()
+            )
+        );
     }
 
     #[test]

@@ -234,6 +234,7 @@ mod tests {
                 page_label: None,
                 text: format!("The board discussed item {i} at length and decided on item {i}. "),
                 chunk_ids: vec![format!("m-{i}")],
+                page_map: Vec::new(),
                 rank: i,
             })
             .collect()

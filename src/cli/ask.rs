@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use shirabe::answer::{check, extractive, Checked};
+use shirabe::answer::{check, check_with, extractive_with, Checked};
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::tokens::TokenCounter;
 use shirabe::prompt::{pack, Packed};
@@ -61,6 +61,10 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         }
     }
 
+    let embed = backend
+        .as_ref()
+        .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
+    let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
     let mut remote: Option<serde_json::Value> = None;
@@ -133,15 +137,16 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                 }));
                 (r.text, None, r.cancelled)
             }
-            _ => (extractive(&question, &packed.passages, 5), None, false),
+            _ => (
+                extractive_with(&question, &packed.passages, 5, embed_ref)?,
+                None,
+                false,
+            ),
         },
     };
-    let mut checked = check(&raw, &packed.passages);
     // With an embedding model at hand, paraphrased claims are checked by
     // meaning too.
-    if let Some((embedder, _)) = &backend {
-        shirabe::answer::add_similarity(&mut checked, &|t| embedder.embed(t, false, 8))?;
-    }
+    let checked = check_with(&raw, &packed.passages, embed_ref)?;
     let answer_secs = t0.elapsed().as_secs_f64();
     if a.json {
         let v = json!({
@@ -379,16 +384,37 @@ pub(super) fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Res
                 .join(", ")
         )?;
     }
+    let mut added: Vec<&shirabe::answer::CheckedCitation> = c.attributed().collect();
+    added.dedup_by_key(|x| (x.sentence, x.n));
+    for x in added {
+        writeln!(
+            out,
+            "{} [{}] for: {}",
+            st.dim("cited by shirabe:"),
+            x.n,
+            clip(c.answer[x.sentence.0..x.sentence.1].trim(), 100)
+        )?;
+    }
     for u in &c.unsupported {
         let text = c.answer[u.sentence.0..u.sentence.1].trim();
         writeln!(
             out,
-            "{} not supported by its sources ({:.0}% of its words found): {text}",
+            "{} not supported by the passages ({:.0}% of its words found): {text}",
             st.error("unsupported:"),
             100.0 * u.support
         )?;
     }
     Ok(())
+}
+
+/// `text` cut to `max` characters, with an ellipsis.
+fn clip(text: &str, max: usize) -> String {
+    let short: String = text.chars().take(max).collect();
+    if short.len() < text.len() {
+        format!("{short}…")
+    } else {
+        short
+    }
 }
 
 pub(super) fn print_sources(
@@ -397,35 +423,63 @@ pub(super) fn print_sources(
     passages: &[shirabe::prompt::Passage],
     c: &Checked,
 ) -> Result<()> {
-    let mut cited: Vec<usize> = c.citations.iter().map(|x| x.n).collect();
-    cited.sort();
-    cited.dedup();
+    let cited = c.cited();
     if cited.is_empty() {
+        // An answer never goes without sources: when nothing in it could
+        // be tied to a passage, show what it was given.
+        if c.answer.trim().is_empty() || c.refused || passages.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\n{} {}",
+            st.bold("Passages given"),
+            st.dim("(no sentence of the answer could be tied to one)")
+        )?;
+        for p in passages.iter().take(3) {
+            writeln!(
+                out,
+                "[{}] {} — {}  {}",
+                p.n,
+                st.path(&shirabe::sanitize::terminal(&p.title)),
+                st.page(&p.pages()),
+                st.dim(&shirabe::sanitize::terminal(&p.path))
+            )?;
+        }
         return Ok(());
     }
     writeln!(out, "\n{}", st.bold("Sources"))?;
     for n in cited {
         let passage = &passages[n - 1];
-        let quote = c
-            .citations
-            .iter()
-            .filter(|x| x.n == n)
-            .max_by(|a, b| a.support.total_cmp(&b.support))
-            .map(|x| x.quote_text.clone())
-            .unwrap_or_default();
+        // The quote that supports its claim best: supported first, then
+        // the most of the claim's words, then the closest in meaning.
+        let best = c.citations.iter().filter(|x| x.n == n).max_by(|a, b| {
+            (a.supported, a.quote_support, a.similarity.unwrap_or(0.0))
+                .partial_cmp(&(b.supported, b.quote_support, b.similarity.unwrap_or(0.0)))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let page = best.map_or_else(
+            || passage.pages(),
+            |x| {
+                shirabe::prompt::page_range(
+                    x.located.page,
+                    x.located.page,
+                    x.located.page_label.as_deref(),
+                )
+            },
+        );
         writeln!(
             out,
             "[{n}] {} — {}  {}",
-            st.path(&passage.title),
-            st.page(&passage.pages()),
-            st.dim(&passage.path)
+            st.path(&shirabe::sanitize::terminal(&passage.title)),
+            st.page(&page),
+            st.dim(&shirabe::sanitize::terminal(&passage.path))
         )?;
-        if !quote.is_empty() {
-            let short: String = quote.chars().take(240).collect();
+        if let Some(x) = best.filter(|x| !x.quote_text.is_empty()) {
             writeln!(
                 out,
-                "    “{short}{}”",
-                if short.len() < quote.len() { "…" } else { "" }
+                "    “{}”",
+                clip(&shirabe::sanitize::terminal(&x.quote_text), 240)
             )?;
         }
     }

@@ -247,6 +247,7 @@ fn synthetic_hits(n: usize) -> Vec<shirabe::retrieve::Hit> {
                 highlights: Vec::new(),
                 explain: Explain::default(),
                 neighbors: Vec::new(),
+                spans: Vec::new(),
             }
         })
         .collect()

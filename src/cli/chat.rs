@@ -14,7 +14,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{Context, Result};
 
 use shirabe::answer::conversation::{cited_sources, to_markdown, Turn};
-use shirabe::answer::{check, extractive};
+use shirabe::answer::{check_with, extractive};
 use shirabe::index::ShirabeIndex;
 use shirabe::prompt::{pack, Packed};
 
@@ -110,10 +110,16 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
                 None,
             )
         };
+        let embed = dense_backend
+            .as_ref()
+            .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
         let Reply {
             packed, checked, ..
         } = reply(
-            &retrieve,
+            Lookup {
+                retrieve: &retrieve,
+                embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
+            },
             &writer,
             &a.b,
             &question,
@@ -141,6 +147,15 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     Ok(Status::Success)
 }
 
+/// Where a reply looks things up: passages for a query, and (when the
+/// index has an embedding model) vectors to check claims by meaning.
+pub(super) struct Lookup<'a> {
+    /// Passages for a query.
+    pub retrieve: &'a dyn Fn(&str) -> Result<Vec<shirabe::retrieve::Hit>>,
+    /// Embeds texts as unit vectors.
+    pub embed: Option<shirabe::answer::EmbedFn<'a>>,
+}
+
 /// One answered question of a conversation.
 pub(super) struct Reply {
     /// The passages, packed.
@@ -157,7 +172,7 @@ pub(super) struct Reply {
 /// of the window, newest kept), the answer written (streaming pieces to
 /// `on_text`) and checked.
 pub(super) fn reply(
-    retrieve: &dyn Fn(&str) -> Result<Vec<shirabe::retrieve::Hit>>,
+    lookup: Lookup<'_>,
     writer: &super::ask::Writer,
     b: &super::args::BackendArgs,
     question: &str,
@@ -188,6 +203,7 @@ pub(super) fn reply(
             }
         }
     }
+    let Lookup { retrieve, embed } = lookup;
     let hits = retrieve(&query)?;
     let mut history: Vec<(String, String)> = Vec::new();
     let mut used = 0;
@@ -229,7 +245,7 @@ pub(super) fn reply(
         }
         _ => (extractive(question, &packed.passages, 5), true),
     };
-    let checked = check(&raw, &packed.passages);
+    let checked = check_with(&raw, &packed.passages, embed)?;
     Ok(Reply {
         packed,
         checked,

@@ -82,15 +82,6 @@ impl CliEngine {
         let s = self.current().ok_or_else(|| anyhow::anyhow!(NO_INDEX))?;
         super::commands::retrieve_passages(&s.index, s.mode, s.dense.as_ref(), query, limit, doc)
     }
-
-    /// Checks paraphrased claims by meaning too, when there is an embedder.
-    fn add_similarity(&self, checked: &mut shirabe::answer::Checked) {
-        if let Some(s) = self.current() {
-            if let Some((embedder, _)) = &s.dense {
-                let _ = shirabe::answer::add_similarity(checked, &|t| embedder.embed(t, false, 8));
-            }
-        }
-    }
 }
 
 impl Engine for CliEngine {
@@ -142,8 +133,18 @@ impl Engine for CliEngine {
     ) -> EngineResult<Answer> {
         let retrieve = |q: &str| self.retrieve(q, self.args.passages, None);
         let writer = lock(&self.writer);
+        // Paraphrased claims are checked by meaning too, when there is an
+        // embedder.
+        let snapshot = self.current();
+        let embed = snapshot
+            .as_ref()
+            .and_then(|s| s.dense.as_ref())
+            .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
         let r = super::chat::reply(
-            &retrieve,
+            super::chat::Lookup {
+                retrieve: &retrieve,
+                embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
+            },
             &writer,
             &self.args.b,
             question,
@@ -153,8 +154,7 @@ impl Engine for CliEngine {
         )
         .map_err(text_of)?;
         drop(writer);
-        let mut checked = r.checked;
-        self.add_similarity(&mut checked);
+        let checked = r.checked;
         Ok(Answer {
             note: r.packed.summary(),
             tokens: r.packed.tokens,

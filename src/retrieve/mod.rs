@@ -226,6 +226,10 @@ pub struct Hit {
     /// Adjacent chunks (with `neighbors`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub neighbors: Vec<Neighbor>,
+    /// Where the chunk's text comes from, page by page (for citations at
+    /// page precision).
+    #[serde(skip)]
+    pub spans: Vec<Span>,
 }
 
 struct ParsedQuery {
@@ -565,6 +569,7 @@ fn make_hit(
         highlights: snip.highlights,
         explain: Explain::default(),
         neighbors: Vec::new(),
+        spans,
     })
 }
 

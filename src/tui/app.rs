@@ -481,7 +481,27 @@ impl App {
     /// The file and page of the previewed passage.
     fn previewed_page(&self) -> Option<(String, u32)> {
         match self.previewed()? {
-            Preview::Passage { passage, .. } => Some((passage.path.clone(), passage.page_start)),
+            Preview::Passage { passage, .. } => {
+                // The page of the quote that supports its claim best.
+                let page = self
+                    .answer
+                    .as_ref()
+                    .and_then(|a| a.answer.as_ref())
+                    .and_then(|a| {
+                        a.checked
+                            .citations
+                            .iter()
+                            .filter(|c| c.n == passage.n)
+                            .max_by(|x, y| {
+                                (x.supported, x.quote_support)
+                                    .partial_cmp(&(y.supported, y.quote_support))
+                                    .unwrap_or(std::cmp::Ordering::Equal)
+                            })
+                            .map(|c| c.located.page)
+                    })
+                    .unwrap_or(passage.page_start);
+                Some((passage.path.clone(), page))
+            }
             Preview::Hit { hit, .. } => Some((hit.path.clone(), hit.page)),
             Preview::Document(d) => Some((d.path.clone(), 1)),
         }
@@ -1132,6 +1152,7 @@ mod tests {
             page_label: None,
             text: text.into(),
             chunk_ids: vec![format!("c{n}")],
+            page_map: Vec::new(),
             rank: n,
         }
     }

@@ -880,6 +880,7 @@ mod tests {
             highlights: sn.highlights,
             explain: Default::default(),
             neighbors: vec![],
+            spans: vec![],
         }
     }
 
@@ -929,6 +930,7 @@ mod tests {
                 page_label: Some("1".into()),
                 text: "The board approved the Osaka warehouse expansion.\nThe budget is 1.8 million euros, spread over two years.".into(),
                 chunk_ids: vec!["a".into()],
+                page_map: Vec::new(),
                 rank: 1,
             },
             crate::prompt::Passage {
@@ -940,6 +942,7 @@ mod tests {
                 page_label: None,
                 text: "Osaka logistics costs rose by 4% in the second quarter.".into(),
                 chunk_ids: vec!["b".into()],
+                page_map: Vec::new(),
                 rank: 2,
             },
         ]
