@@ -15,6 +15,7 @@ pub mod extractive;
 pub mod lang;
 pub mod openai;
 pub mod summarize;
+pub mod window;
 
 pub use extractive::{extractive, extractive_with};
 pub use lang::Lang;

@@ -65,6 +65,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         .as_ref()
         .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
     let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
+    let mut first_token: Option<f64> = None;
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
     let mut remote: Option<serde_json::Value> = None;
@@ -82,6 +83,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             let stream = !a.json;
             let mut failed: Option<std::io::Error> = None;
             let r = g.generate(&ids, &params, cancel, |piece| {
+                first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
                 if stream && failed.is_none() {
                     if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                         cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -95,6 +97,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             if stream {
                 writeln!(out)?;
             }
+            writer.learn(&r);
             let stopped = r.stop == shirabe::models::generate::StopReason::Cancelled;
             (r.text.clone(), Some(r), stopped)
         }
@@ -102,7 +105,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             Some(ep) if !packed.passages.is_empty() => {
                 let cancel = super::commands::interrupt_flag();
                 let stream = !a.json;
-                let call = |p: &Packed, out: &mut std::io::StdoutLock<'_>| {
+                let mut call = |p: &Packed, out: &mut std::io::StdoutLock<'_>| {
                     ep.complete(
                         shirabe::prompt::SYSTEM_PROMPT,
                         &p.user,
@@ -110,6 +113,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                         a.b.temperature,
                         cancel,
                         |piece| {
+                            first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
                             if stream {
                                 let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
                             }
@@ -169,7 +173,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
                 "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                 "prefill_tokens_per_s": g.prefill_tokens_per_s, "decode_tokens_per_s": g.decode_tokens_per_s,
             })).or(remote),
-            "timings": {"retrieve_s": retrieved, "pack_s": pack_secs, "total_s": answer_secs},
+            "timings": {"retrieve_s": retrieved, "pack_s": pack_secs,
+                        "first_token_s": first_token, "total_s": answer_secs},
         });
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
@@ -204,6 +209,8 @@ pub(super) struct Writer {
     pub endpoint: Option<shirabe::answer::openai::Endpoint>,
     pub counter: TokenCounter,
     pub window: usize,
+    /// The key of the model's prefill speed (local CPU models).
+    speed_key: Option<String>,
 }
 
 impl Writer {
@@ -240,30 +247,46 @@ impl Writer {
             .ctx
             .or(generator.as_ref().map(|g| g.context_window()))
             .unwrap_or(DEFAULT_CTX);
+        let speed_key = generator
+            .as_ref()
+            .filter(|g| g.on_cpu())
+            .map(|_| format!("{}|{}", b.model.as_deref().unwrap_or_default(), b.dtype));
         Ok(Writer {
             generator,
             endpoint,
             counter,
             window,
+            speed_key,
         })
     }
 
     /// On a local CPU, which prefills tens to hundreds of tokens per
     /// second, shrinks the window (unless `--ctx` was given) so that the
     /// expected time to first token stays within `--max-wait` at the
-    /// measured speed (measured once, cached); says so when `note`.
-    /// Returns the measured prefill speed, if it was measured.
+    /// model's prefill speed (see [`shirabe::answer::window`]); says so
+    /// when `note`. Returns the estimated prefill speed, if there is one.
     pub fn fit_to_wait(&mut self, b: &BackendArgs, note: bool) -> Result<Option<f64>> {
+        use shirabe::answer::window::{affordable_window, PrefillSpeeds, PROBE_TOKENS};
         let Some(g) = &self.generator else {
             return Ok(None);
         };
         if b.ctx.is_some() || !g.on_cpu() {
             return Ok(None);
         }
-        let key = format!("{}|{}", b.model.as_deref().unwrap_or_default(), b.dtype);
-        let tps = prefill_speed_cached(&key, || g.measure_prefill(256))?;
-        // Attention makes long prompts slower per token: keep a margin.
-        let affordable = (tps * b.max_wait * 0.7) as usize + b.max_tokens;
+        let key = self.speed_key.clone().unwrap_or_default();
+        let mut speeds = PrefillSpeeds::user();
+        let tps = match speeds.estimate(&key) {
+            Some(tps) => tps,
+            None => {
+                if note {
+                    eprintln!("measuring the model's prefill speed (once)...");
+                }
+                let tps = g.measure_prefill(PROBE_TOKENS)?;
+                speeds.record(&key, PROBE_TOKENS, tps);
+                tps
+            }
+        };
+        let affordable = affordable_window(tps, b.max_wait, b.max_tokens, self.window);
         if affordable < self.window {
             if note {
                 eprintln!(
@@ -271,9 +294,21 @@ impl Writer {
                     b.max_wait
                 );
             }
-            self.window = affordable.max(b.max_tokens + 256);
+            self.window = affordable;
         }
         Ok(Some(tps))
+    }
+
+    /// Keeps the prefill speed a real answer measured, so the next window
+    /// is sized by what the model does, not by one probe.
+    pub fn learn(&self, g: &shirabe::models::generate::Generation) {
+        if let Some(key) = &self.speed_key {
+            shirabe::answer::window::PrefillSpeeds::user().record(
+                key,
+                g.prompt_tokens,
+                g.prefill_tokens_per_s,
+            );
+        }
     }
 
     /// The backend, if there is a model.
@@ -335,30 +370,6 @@ pub(super) fn endpoint_of(a: &BackendArgs) -> Result<Option<shirabe::answer::ope
                 .unwrap_or(1000),
         ),
     }))
-}
-
-/// Prefill tokens/s of a model configuration, measured once and kept in
-/// the user's cache directory.
-fn prefill_speed_cached(key: &str, measure: impl FnOnce() -> shirabe::Result<f64>) -> Result<f64> {
-    let path = directories::ProjectDirs::from("", "", "shirabe")
-        .map(|d| d.cache_dir().join("prefill-speed.json"));
-    let mut known: std::collections::BTreeMap<String, f64> = path
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if let Some(&tps) = known.get(key).filter(|t| t.is_finite() && **t > 0.0) {
-        return Ok(tps);
-    }
-    let tps = measure()?;
-    known.insert(key.to_string(), tps);
-    if let Some(p) = path {
-        if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(&p, serde_json::to_vec_pretty(&known).unwrap_or_default());
-    }
-    Ok(tps)
 }
 
 fn status(checked: &Checked, interrupted: bool) -> Status {

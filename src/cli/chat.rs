@@ -227,10 +227,9 @@ pub(super) fn reply(
                 temperature: b.temperature,
                 ..Default::default()
             };
-            (
-                g.generate(&ids, &params, cancel, |t| on_text(t))?.text,
-                false,
-            )
+            let r = g.generate(&ids, &params, cancel, |t| on_text(t))?;
+            writer.learn(&r);
+            (r.text, false)
         }
         (None, Some(m)) if !packed.passages.is_empty() => {
             let earlier: String = history

@@ -88,6 +88,9 @@ pub struct Generator {
     pub cache_dtype: KvType,
     /// The model's own chat template, when its tokenizer_config.json has one.
     template: Option<super::template::ChatTemplate>,
+    /// Each token's bytes, for byte-level vocabularies (keeps the text
+    /// valid UTF-8; built on first use).
+    token_bytes: std::sync::OnceLock<Option<super::utf8::TokenBytes>>,
 }
 
 /// xorshift64*, enough for sampling and reproducible with a seed.
@@ -189,6 +192,7 @@ impl Generator {
             stop_ids,
             cache_dtype,
             template: None,
+            token_bytes: std::sync::OnceLock::new(),
         }
     }
 
@@ -245,9 +249,18 @@ impl Generator {
         let n = n.clamp(8, 4096);
         let vocab = self.model.config().vocab_size as u32;
         let ids: Vec<u32> = (0..n as u32).map(|i| (1000 + i * 7) % vocab).collect();
+        // A warm-up pass first: the first touches the (mapped) weights and
+        // the allocator, and read half the real speed.
+        let mut cache = Cache::new(&self.model, self.cache_dtype);
+        self.model
+            .forward(&[ids[..8].to_vec()], &[vec![true; 8]], &mut cache)?;
+        // Then the prompt in the blocks generation uses.
         let mut cache = Cache::new(&self.model, self.cache_dtype);
         let t = Instant::now();
-        self.model.forward(&[ids], &[vec![true; n]], &mut cache)?;
+        for block in ids.chunks(SamplingParams::default().prefill_block.max(1)) {
+            self.model
+                .forward(&[block.to_vec()], &[vec![true; block.len()]], &mut cache)?;
+        }
         Ok(n as f64 / t.elapsed().as_secs_f64().max(1e-9))
     }
 
@@ -372,6 +385,16 @@ impl Generator {
         let mut rng = Rng(params.seed.max(1));
         let mut ids: Vec<u32> = Vec::new();
         let mut emitted = 0usize; // bytes of decoded text already sent
+        let token_bytes = self
+            .token_bytes
+            .get_or_init(|| super::utf8::TokenBytes::of(&self.tokenizer))
+            .as_ref();
+        let mut pending = super::utf8::Pending::default();
+        // Resampling after a rejected token: the penalty is applied once.
+        let again = SamplingParams {
+            repeat_penalty: 1.0,
+            ..params.clone()
+        };
         let decode_start = Instant::now();
         let stop = loop {
             if cancel.load(Ordering::Relaxed) {
@@ -380,7 +403,26 @@ impl Generator {
             if ids.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let next = sample(&mut logits, &ids, params, &mut rng);
+            let mut next = sample(&mut logits, &ids, params, &mut rng);
+            if let Some(tb) = token_bytes {
+                // Never a token that breaks a character, nor the end
+                // while one is unfinished.
+                let mut tries = 0;
+                while tries < 64
+                    && if self.stop_ids.contains(&next) {
+                        pending.is_open()
+                    } else {
+                        !pending.accepts(tb.get(next))
+                    }
+                {
+                    logits[next as usize] = f32::NEG_INFINITY;
+                    next = sample(&mut logits, &ids, &again, &mut rng);
+                    tries += 1;
+                }
+                if !self.stop_ids.contains(&next) {
+                    pending.push(tb.get(next));
+                }
+            }
             if self.stop_ids.contains(&next) {
                 break StopReason::EndOfText;
             }
@@ -397,8 +439,10 @@ impl Generator {
                 .forward(&[vec![next]], &[vec![true]], &mut cache)?;
             logits = self.last_logits(&h)?;
         };
-        // Whatever is still held back (a token cut mid-character at the end).
+        // Whatever is still held back (a character left unfinished when
+        // the tokens ran out is dropped, not shown as U+FFFD).
         let text = self.decode(&ids)?;
+        let text = text.trim_end_matches('\u{fffd}');
         if text.len() > emitted && text.is_char_boundary(emitted) {
             on_text(&text[emitted..]);
         }
@@ -418,7 +462,7 @@ impl Generator {
     ) -> Generation {
         let text = self.decode(&ids).unwrap_or_default();
         Generation {
-            text: strip_thinking(&text),
+            text: strip_thinking(text.trim_end_matches('\u{fffd}')),
             completion_tokens: ids.len(),
             ids,
             prompt_tokens: prompt,

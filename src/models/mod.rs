@@ -16,6 +16,7 @@ pub mod qwen3;
 pub mod rerank;
 pub mod sentence;
 pub mod template;
+pub mod utf8;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
