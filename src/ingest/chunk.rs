@@ -138,11 +138,19 @@ pub fn chunk(doc: &ExtractedDoc, counter: &TokenCounter, params: ChunkParams) ->
     }
 
     let mut chunks = Vec::new();
+    let mut cursor = CharCursor::default();
     let mut cur: Vec<Unit> = Vec::new();
     let mut cur_tokens = 0usize;
     for unit in units {
         if !cur.is_empty() && cur_tokens + unit.tokens > target {
-            chunks.push(build(doc, &cur, &headings, chunks.len() as u32, counter));
+            chunks.push(build(
+                doc,
+                &cur,
+                &headings,
+                chunks.len() as u32,
+                counter,
+                &mut cursor,
+            ));
             // Carry the tail of this chunk over as overlap (never all of it).
             let mut keep = 0;
             let mut kept_tokens = 0;
@@ -160,9 +168,45 @@ pub fn chunk(doc: &ExtractedDoc, counter: &TokenCounter, params: ChunkParams) ->
         cur.push(unit);
     }
     if !cur.is_empty() {
-        chunks.push(build(doc, &cur, &headings, chunks.len() as u32, counter));
+        chunks.push(build(
+            doc,
+            &cur,
+            &headings,
+            chunks.len() as u32,
+            counter,
+            &mut cursor,
+        ));
     }
     chunks
+}
+
+/// Character offsets of byte positions in a page's text, counted from the
+/// last position asked (chunks move forward through a page, stepping back
+/// only by their overlap), so a long page is counted once, not once per
+/// chunk.
+#[derive(Default)]
+struct CharCursor {
+    page: usize,
+    byte: usize,
+    chars: usize,
+}
+
+impl CharCursor {
+    fn at(&mut self, text: &str, page: usize, byte: usize) -> usize {
+        if page != self.page {
+            *self = CharCursor {
+                page,
+                ..CharCursor::default()
+            };
+        }
+        if byte >= self.byte {
+            self.chars += text[self.byte..byte].chars().count();
+        } else {
+            self.chars -= text[byte..self.byte].chars().count();
+        }
+        self.byte = byte;
+        self.chars
+    }
 }
 
 fn build(
@@ -171,6 +215,7 @@ fn build(
     headings: &[String],
     ordinal: u32,
     counter: &TokenCounter,
+    cursor: &mut CharCursor,
 ) -> Chunk {
     let mut text = String::new();
     let mut spans: Vec<Span> = Vec::new();
@@ -200,7 +245,7 @@ fn build(
                 sections.push((offset, headings[sec].clone()));
             }
         }
-        let start_chars = page_text[..start].chars().count();
+        let start_chars = cursor.at(page_text, page, start);
         let slice = &page_text[start..end];
         text.push_str(slice);
         spans.push(Span {
@@ -349,6 +394,35 @@ mod tests {
                 })
                 .collect(),
             ..ExtractedDoc::default()
+        }
+    }
+
+    #[test]
+    fn spans_of_a_long_page_point_at_their_text_through_the_overlap() {
+        // One long page (a text file), multi-byte text, many chunks that
+        // step back by their overlap: each span's characters are the
+        // chunk's text.
+        let page: String = (0..400)
+            .map(|i| format!("文{i} sentence number {i} über Größe.\n\n"))
+            .collect();
+        let d = doc(&[&page, "Tail page."]);
+        let params = ChunkParams {
+            target_tokens: 64,
+            overlap_tokens: 16,
+        };
+        let chunks = chunk(&d, &TokenCounter::Estimate, params);
+        assert!(chunks.len() > 20);
+        for c in &chunks {
+            for sp in &c.spans {
+                let src: String = d.pages[sp.page as usize - 1]
+                    .text
+                    .chars()
+                    .skip(sp.start)
+                    .take(sp.end - sp.start)
+                    .collect();
+                let mine: String = c.text.chars().skip(sp.at).take(sp.end - sp.start).collect();
+                assert_eq!(src, mine, "chunk {}", c.ordinal);
+            }
         }
     }
 
