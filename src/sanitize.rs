@@ -25,6 +25,19 @@ pub fn terminal(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// [`terminal`] for text of several lines (an answer): line breaks and
+/// tabs are kept.
+pub fn multiline(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| acted_on(c) && c != '\n' && c != '\t') {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .filter(|&c| c == '\n' || c == '\t' || !acted_on(c))
+            .collect(),
+    )
+}
+
 /// A character a terminal acts on rather than shows.
 fn acted_on(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
@@ -44,5 +57,6 @@ mod tests {
         );
         assert_eq!(terminal("x\u{9b}31m\u{202e}fdp.exe"), "x31mfdp.exe");
         assert_eq!(terminal("two\nlines\ttab"), "two lines tab");
+        assert_eq!(multiline("a\nb\x1b[2J\tc\r"), "a\nb[2J\tc");
     }
 }

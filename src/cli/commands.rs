@@ -123,7 +123,7 @@ pub fn ingest(s: &Settings, a: &IngestArgs) -> Result<Status> {
             "{} {}: {}",
             st.error("failed:"),
             st.path(&f.path),
-            f.error
+            st.text(&f.error)
         )?;
     }
     for p in &report.empty {
@@ -1032,7 +1032,7 @@ pub fn status(s: &Settings, a: &StatusArgs) -> Result<Status> {
                     st.path(&f.path)
                 )?;
                 if let Some(e) = &f.error {
-                    write!(out, "  ({e})")?;
+                    write!(out, "  ({})", st.text(e))?;
                 }
                 writeln!(out)?;
             }
