@@ -1,6 +1,8 @@
 //! Integration tests: run the `shirabe` binary on the generated corpus.
 
+mod answers;
 mod fuzz;
+mod real_models;
 mod tui;
 mod util;
 
@@ -823,20 +825,36 @@ fn sigkill_during_embedding_keeps_the_store_consistent() {
     let sb = Sandbox::new();
     let docs = sb.path().join("many");
     std::fs::create_dir(&docs).unwrap();
+    // Thousands of distinct small chunks: enough work that the kills land
+    // mid-run in a release build too, and a row per chunk.
     for i in 0..6 {
-        std::fs::write(
-            docs.join(format!("doc{i:03}.pdf")),
-            shirabe::samples::long_pdf(120),
-        )
-        .unwrap();
+        let text: String = (0..800)
+            .map(|j| {
+                format!(
+                    "Document {i} paragraph {j} mentions item {} of batch {}.\n\n",
+                    j * 7 + i,
+                    j % 13
+                )
+            })
+            .collect();
+        std::fs::write(docs.join(format!("doc{i:03}.txt")), text).unwrap();
     }
     let model = tiny_bert(&sb);
     sb.expect(
-        &["ingest", docs.to_str().unwrap(), "--quiet", "--no-embed"],
+        &[
+            "ingest",
+            docs.to_str().unwrap(),
+            "--quiet",
+            "--no-embed",
+            "--chunk-tokens",
+            "24",
+            "--chunk-overlap",
+            "0",
+        ],
         0,
     );
     let mut before = 0;
-    for delay_ms in [300u64, 700, 1200] {
+    for delay_ms in [150u64, 400, 900] {
         let mut child = sb
             .cmd(&["embed-index", "--embed-model", &model, "--quiet"])
             .spawn()

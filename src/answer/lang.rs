@@ -143,7 +143,16 @@ fn strip_code(text: &str) -> String {
             out.push(c);
         }
     }
-    out
+    // Command names, options, identifiers and paths outside code spans
+    // (`\usepackage`, `--ctx`, `font_size`, `a/b.tex`) are not prose either.
+    out.split_whitespace()
+        .filter(|w| {
+            !(w.starts_with(['\\', '-', '<'])
+                || w.contains(['_', '/', '=', '{', '\\'])
+                || (w.contains('.') && !w.ends_with('.')))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -180,7 +189,9 @@ mod tests {
         assert!(Lang::Ja.written_in(
             "`\\usepackage{bxjaholiday}` と `\\jaholidayname{2024}{1}{1}` を使います。"
         ));
-        // Too short to tell.
+        // Too short to tell, or only a command's name.
         assert!(Lang::Ja.written_in("[1]"));
+        assert!(Lang::Ja.written_in("\\usedialogueparenindent [2] [1]"));
+        assert!(Lang::Zh.written_in("使用 \\ctexset{today=big} 和 font_size.tex。"));
     }
 }

@@ -11,6 +11,7 @@
 //! gets the passage sentence that supports it best, for the sources list.
 
 pub mod conversation;
+pub mod eval;
 pub mod extractive;
 pub mod lang;
 pub mod openai;

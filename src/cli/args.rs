@@ -230,6 +230,24 @@ pub struct EvalArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// The file is an answer set ({"id", "question", "lang", "doc",
+    /// "pages", "facts": [[alternatives]]} or "answerable": false): score
+    /// answers, not rankings.
+    #[arg(long)]
+    pub answers: bool,
+    /// With --answers: give the model only the chunks of the answer pages
+    /// (the oracle row: generation without retrieval's losses).
+    #[arg(long, requires = "answers")]
+    pub oracle: bool,
+    /// With --answers: only the first N questions.
+    #[arg(long, value_name = "N", requires = "answers")]
+    pub limit: Option<usize>,
+    /// With --answers: passages to retrieve per question.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub passages: usize,
+    /// With --answers: the model that answers (none: extractive).
+    #[command(flatten)]
+    pub b: BackendArgs,
 }
 
 /// `search`

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use shirabe::answer::{check, check_with, extractive_with, Checked};
+use shirabe::answer::{check, check_with, Checked};
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::tokens::TokenCounter;
 use shirabe::prompt::{pack, Packed};
@@ -41,122 +41,71 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     // The model (if any) decides the tokenizer and the window.
     let mut writer = Writer::new(index.manifest.as_ref(), &a.b)?;
     let prefill_speed = writer.fit_to_wait(&a.b, !s.quiet && !a.json)?;
-    let window = writer.window;
-    let (generator, endpoint, counter) = (&writer.generator, &writer.endpoint, &writer.counter);
-    let budget = window.saturating_sub(a.b.max_tokens);
-    let t1 = Instant::now();
-    let mut packed = pack(&hits, &question, counter, budget, &[]);
-    let pack_secs = t1.elapsed().as_secs_f64();
-    if a.show_context {
-        eprintln!("{}", packed.prompt);
-    }
-    if !s.quiet && !a.json {
-        match prefill_speed {
-            Some(tps) if generator.is_some() => eprintln!(
-                "{}; time to first token ~{:.0}s",
-                packed.summary(),
-                packed.tokens as f64 / tps
-            ),
-            _ => eprintln!("{}", packed.summary()),
-        }
-    }
-
     let embed = backend
         .as_ref()
         .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
     let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
-    let mut first_token: Option<f64> = None;
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
-    let mut remote: Option<serde_json::Value> = None;
-    let (raw, gen_stats, interrupted) = match generator {
-        Some(g) if !packed.passages.is_empty() => {
-            // The model's own template (the same text as packed.prompt for
-            // Qwen3, which the packer counted).
-            let ids = g.encode(&g.chat(Some(shirabe::prompt::SYSTEM_PROMPT), &[], &packed.user))?;
-            let params = shirabe::models::generate::SamplingParams {
-                max_tokens: a.b.max_tokens,
-                temperature: a.b.temperature,
-                ..Default::default()
-            };
-            let cancel = super::commands::interrupt_flag();
-            let stream = !a.json;
-            let mut failed: Option<std::io::Error> = None;
-            let r = g.generate(&ids, &params, cancel, |piece| {
-                first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-                if stream && failed.is_none() {
-                    if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                        failed = Some(e);
-                    }
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
-            if stream {
-                writeln!(out)?;
-            }
-            writer.learn(&r);
-            let stopped = r.stop == shirabe::models::generate::StopReason::Cancelled;
-            (r.text.clone(), Some(r), stopped)
+    let stream = !a.json;
+    let mut failed: Option<std::io::Error> = None;
+    let cancel = super::commands::interrupt_flag();
+    let show = |packed: &Packed| {
+        if a.show_context {
+            eprintln!("{}", packed.prompt);
         }
-        _ => match endpoint {
-            Some(ep) if !packed.passages.is_empty() => {
-                let cancel = super::commands::interrupt_flag();
-                let stream = !a.json;
-                let mut call = |p: &Packed, out: &mut std::io::StdoutLock<'_>| {
-                    ep.complete(
-                        shirabe::prompt::SYSTEM_PROMPT,
-                        &p.user,
-                        a.b.max_tokens,
-                        a.b.temperature,
-                        cancel,
-                        |piece| {
-                            first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-                            if stream {
-                                let _ = out.write_all(piece.as_bytes()).and_then(|_| out.flush());
-                            }
-                        },
-                    )
-                };
-                let r = match call(&packed, &mut out) {
-                    Err(shirabe::answer::openai::CompletionError::ContextTooLong(why)) => {
-                        // One more try with half the context.
-                        if !s.quiet {
-                            eprintln!("note: {why}; retrying with half the context");
-                        }
-                        packed = pack(&hits, &question, counter, packed.budget / 2, &[]);
-                        call(&packed, &mut out)
-                    }
-                    other => other,
-                }
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if stream {
-                    writeln!(out)?;
-                }
-                remote = Some(json!({
-                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                    "first_token_s": r.first_token_s, "total_s": r.total_s, "attempts": r.attempts,
-                }));
-                (r.text, None, r.cancelled)
+        if !s.quiet && !a.json {
+            match prefill_speed {
+                Some(tps) if writer.generator.is_some() => eprintln!(
+                    "{}; time to first token ~{:.0}s",
+                    packed.summary(),
+                    packed.tokens as f64 / tps
+                ),
+                _ => eprintln!("{}", packed.summary()),
             }
-            _ => (
-                extractive_with(&question, &packed.passages, 5, embed_ref)?,
-                None,
-                false,
-            ),
-        },
+        }
     };
-    // With an embedding model at hand, paraphrased claims are checked by
-    // meaning too.
-    let checked = check_with(&raw, &packed.passages, embed_ref)?;
+    let r = answer_hits(
+        &writer,
+        &a.b,
+        &question,
+        &hits,
+        embed_ref,
+        cancel,
+        &AnswerHooks {
+            on_packed: &show,
+            on_note: &|note: &str| {
+                if !s.quiet {
+                    eprintln!("note: {note}");
+                }
+            },
+        },
+        &mut |piece| {
+            if stream && failed.is_none() {
+                let piece = shirabe::sanitize::multiline(piece);
+                if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    failed = Some(e);
+                }
+            }
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if stream && !r.extractive {
+        writeln!(out)?;
+    }
     let answer_secs = t0.elapsed().as_secs_f64();
+    let (checked, packed) = (&r.checked, &r.packed);
     if a.json {
         let v = json!({
             "question": question,
             "answer": checked.answer,
-            "backend": match (generator, endpoint) {
+            "language": r.language,
+            "language_ok": r.language_ok,
+            "retried": r.retried,
+            "backend": match (&writer.generator, &writer.endpoint) {
                 (Some(_), _) => a.b.model.clone(),
                 (None, Some(ep)) => Some(format!("{} ({})", ep.model, ep.base_url)),
                 _ => Some("extractive".to_string()),
@@ -165,27 +114,26 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "citations": checked.citations,
             "invalid_citations": checked.invalid,
             "unsupported": checked.unsupported,
+            "meta_sentences": checked.meta,
+            "refused": checked.refused,
             "passages": packed.passages,
-            "context": {"tokens": packed.tokens, "budget": packed.budget, "window": window,
+            "context": {"tokens": packed.tokens, "budget": packed.budget, "window": writer.window,
                         "documents": packed.documents, "left_out": packed.left_out,
-                        "prefill_tokens_per_s_measured": prefill_speed},
-            "usage": gen_stats.as_ref().map(|g| json!({
-                "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
-                "prefill_tokens_per_s": g.prefill_tokens_per_s, "decode_tokens_per_s": g.decode_tokens_per_s,
-            })).or(remote),
-            "timings": {"retrieve_s": retrieved, "pack_s": pack_secs,
-                        "first_token_s": first_token, "total_s": answer_secs},
+                        "prefill_tokens_per_s_estimate": prefill_speed},
+            "usage": r.usage,
+            "timings": {"retrieve_s": retrieved, "pack_s": r.pack_s,
+                        "first_token_s": r.first_token_s.map(|t| t + retrieved), "total_s": answer_secs},
         });
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
         out.flush()?;
-        return Ok(status(&checked, interrupted));
+        return Ok(status(checked, r.interrupted));
     }
-    if generator.is_none() && endpoint.is_none() {
+    if r.extractive {
         if checked.answer.is_empty() {
             writeln!(out, "{}", shirabe::answer::NO_ANSWER)?;
         } else {
-            writeln!(out, "{}", checked.answer)?;
+            writeln!(out, "{}", shirabe::sanitize::multiline(&checked.answer))?;
         }
         if !s.quiet {
             writeln!(
@@ -195,10 +143,160 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             )?;
         }
     }
-    print_checks(&mut out, &st, &checked)?;
-    print_sources(&mut out, &st, &packed.passages, &checked)?;
+    if !r.language_ok {
+        writeln!(
+            out,
+            "{} the answer is not in {}, the question's language",
+            st.error("warning:"),
+            r.language.name()
+        )?;
+    }
+    print_checks(&mut out, &st, checked)?;
+    print_sources(&mut out, &st, &packed.passages, checked)?;
     out.flush()?;
-    Ok(status(&checked, interrupted))
+    Ok(status(checked, r.interrupted))
+}
+
+/// What an answer's caller hears before and beside the streamed text.
+pub(super) struct AnswerHooks<'a> {
+    /// The packed prompt, before the model reads it.
+    pub on_packed: &'a dyn Fn(&Packed),
+    /// Notes for the user (a retry).
+    pub on_note: &'a dyn Fn(&str),
+}
+
+/// One answered question.
+pub(super) struct Answered {
+    pub packed: Packed,
+    pub checked: Checked,
+    /// No model wrote it.
+    pub extractive: bool,
+    /// The question's language, and whether the answer is in it.
+    pub language: shirabe::answer::Lang,
+    pub language_ok: bool,
+    /// Written twice (the first answer was in another language).
+    pub retried: bool,
+    pub interrupted: bool,
+    /// Tokens and speeds, as JSON.
+    pub usage: Option<serde_json::Value>,
+    /// Seconds from the call to the first piece of text.
+    pub first_token_s: Option<f64>,
+    pub pack_s: f64,
+}
+
+/// Packs `hits` for `question`, has the writer's model answer (streaming
+/// pieces to `on_text`; once more, told firmly, when the answer is not in
+/// the question's language) or answers extractively, and checks the
+/// citations (by meaning too, with `embed`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn answer_hits(
+    writer: &Writer,
+    b: &BackendArgs,
+    question: &str,
+    hits: &[retrieve::Hit],
+    embed: Option<shirabe::answer::EmbedFn<'_>>,
+    cancel: &std::sync::atomic::AtomicBool,
+    hooks: &AnswerHooks<'_>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Answered> {
+    let t0 = Instant::now();
+    let counter = &writer.counter;
+    let budget = writer.window.saturating_sub(b.max_tokens);
+    let mut packed = pack(hits, question, counter, budget, &[]);
+    let pack_s = t0.elapsed().as_secs_f64();
+    (hooks.on_packed)(&packed);
+    let language = shirabe::answer::Lang::of(question);
+    let mut first_token: Option<f64> = None;
+    let mut usage: Option<serde_json::Value> = None;
+    let interrupted = std::cell::Cell::new(false);
+    let mut retried = false;
+    let extractive =
+        packed.passages.is_empty() || (writer.generator.is_none() && writer.endpoint.is_none());
+    let raw = if extractive {
+        shirabe::answer::extractive_with(question, &packed.passages, 5, embed)?
+    } else {
+        let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
+            let mut piece = |t: &str| {
+                first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                on_text(t);
+            };
+            if let Some(g) = &writer.generator {
+                // The model's own template (the same text as packed.prompt
+                // for Qwen, which the packer counted).
+                let ids = g.encode(&g.chat(Some(shirabe::prompt::SYSTEM_PROMPT), &[], user))?;
+                let params = shirabe::models::generate::SamplingParams {
+                    max_tokens: b.max_tokens,
+                    temperature: b.temperature,
+                    ..Default::default()
+                };
+                let r = g.generate(&ids, &params, cancel, &mut piece)?;
+                writer.learn(&r);
+                interrupted.set(r.stop == shirabe::models::generate::StopReason::Cancelled);
+                usage = Some(json!({
+                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                    "prefill_tokens_per_s": r.prefill_tokens_per_s, "decode_tokens_per_s": r.decode_tokens_per_s,
+                }));
+                return Ok(r.text);
+            }
+            let ep = writer.endpoint.as_ref().expect("a model or an endpoint");
+            let r = ep
+                .complete(
+                    shirabe::prompt::SYSTEM_PROMPT,
+                    user,
+                    b.max_tokens,
+                    b.temperature,
+                    cancel,
+                    &mut piece,
+                )
+                .map_err(anyhow::Error::from)?;
+            interrupted.set(r.cancelled);
+            usage = Some(json!({
+                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                "first_token_s": r.first_token_s, "total_s": r.total_s, "attempts": r.attempts,
+            }));
+            Ok(r.text)
+        };
+        let first = match attempt(&packed.user, on_text) {
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<shirabe::answer::openai::CompletionError>(),
+                    Some(shirabe::answer::openai::CompletionError::ContextTooLong(_))
+                ) =>
+            {
+                // One more try with half the context.
+                (hooks.on_note)(&format!("{e}; retrying with half the context"));
+                packed = pack(hits, question, counter, packed.budget / 2, &[]);
+                (hooks.on_packed)(&packed);
+                attempt(&packed.user, on_text)?
+            }
+            other => other?,
+        };
+        if !interrupted.get() && !language.written_in(&first) {
+            (hooks.on_note)(&format!(
+                "the answer was not in {}; asking once more",
+                language.name()
+            ));
+            on_text("\n");
+            retried = true;
+            let user = format!("{}\n{}", packed.user, language.insistence());
+            attempt(&user, on_text)?
+        } else {
+            first
+        }
+    };
+    let checked = check_with(&raw, &packed.passages, embed)?;
+    Ok(Answered {
+        language_ok: extractive || language.written_in(&checked.answer),
+        packed,
+        checked,
+        extractive,
+        language,
+        retried,
+        interrupted: interrupted.get(),
+        usage,
+        first_token_s: first_token,
+        pack_s,
+    })
 }
 
 /// The model side of a command, from its backend flags: a local Qwen or an
@@ -403,11 +501,11 @@ pub(super) fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Res
             "{} [{}] for: {}",
             st.dim("cited by shirabe:"),
             x.n,
-            clip(c.answer[x.sentence.0..x.sentence.1].trim(), 100)
+            clip(&st.text(c.answer[x.sentence.0..x.sentence.1].trim()), 100)
         )?;
     }
     for u in &c.unsupported {
-        let text = c.answer[u.sentence.0..u.sentence.1].trim();
+        let text = st.text(c.answer[u.sentence.0..u.sentence.1].trim());
         writeln!(
             out,
             "{} not supported by the passages ({:.0}% of its words found): {text}",
@@ -452,9 +550,9 @@ pub(super) fn print_sources(
                 out,
                 "[{}] {} — {}  {}",
                 p.n,
-                st.path(&shirabe::sanitize::terminal(&p.title)),
+                st.path(&p.title),
                 st.page(&p.pages()),
-                st.dim(&shirabe::sanitize::terminal(&p.path))
+                st.dim(&p.path)
             )?;
         }
         return Ok(());
@@ -482,16 +580,12 @@ pub(super) fn print_sources(
         writeln!(
             out,
             "[{n}] {} — {}  {}",
-            st.path(&shirabe::sanitize::terminal(&passage.title)),
+            st.path(&passage.title),
             st.page(&page),
-            st.dim(&shirabe::sanitize::terminal(&passage.path))
+            st.dim(&passage.path)
         )?;
         if let Some(x) = best.filter(|x| !x.quote_text.is_empty()) {
-            writeln!(
-                out,
-                "    “{}”",
-                clip(&shirabe::sanitize::terminal(&x.quote_text), 240)
-            )?;
+            writeln!(out, "    “{}”", clip(&st.text(&x.quote_text), 240))?;
         }
     }
     Ok(())

@@ -110,6 +110,9 @@ fn read_queries(path: &std::path::Path) -> Result<Vec<Labelled>> {
 }
 
 pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
+    if a.answers {
+        return super::eval_answers::run(s, a);
+    }
     let index = ShirabeIndex::open(&s.index)?;
     let queries = read_queries(&a.queries)?;
     let modes: Vec<Mode> = match &a.modes {

@@ -7,6 +7,7 @@ mod bench;
 mod chat;
 mod commands;
 mod eval;
+mod eval_answers;
 mod serve;
 mod style;
 mod tui;

@@ -1,0 +1,213 @@
+//! `shirabe eval SET.jsonl --answers`: answer quality on a labelled set,
+//! for one backend (extractive, a local model, an endpoint), with or
+//! without retrieval (`--oracle`: only the answer pages as context).
+//! The scoring lives in [`shirabe::answer::eval`]; this runs each question
+//! through `ask`'s own path and prints the figures.
+
+use std::io::{BufRead, Write};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use shirabe::answer::eval::{score, Case, Figures, Report, Scored};
+use shirabe::index::ShirabeIndex;
+use shirabe::retrieve;
+
+use super::args::EvalArgs;
+use super::ask::{answer_hits, AnswerHooks, Writer};
+use super::{Settings, Status};
+
+fn read_cases(path: &std::path::Path) -> Result<Vec<Case>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: not an answer case", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The chunks of `case`'s answer pages (the oracle's context).
+fn oracle_hits(index: &ShirabeIndex, case: &Case) -> Result<Vec<retrieve::Hit>> {
+    let Some(doc) = &case.doc else {
+        return Ok(Vec::new());
+    };
+    let keys = retrieve::matching_docs(index, &format!("*{doc}"))?;
+    Ok(retrieve::document_chunks(index, &keys)?
+        .into_iter()
+        .filter(|h| {
+            case.pages
+                .iter()
+                .any(|p| (h.page_start..=h.page_end).contains(p))
+        })
+        .collect())
+}
+
+pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let mut cases = read_cases(&a.queries)?;
+    if let Some(n) = a.limit {
+        cases.truncate(n);
+    }
+    anyhow::ensure!(
+        !cases.is_empty(),
+        "{} has no questions",
+        a.queries.display()
+    );
+    let (mode, backend) = super::commands::search_backend(s, &index, None)?;
+    let mut writer = Writer::new(index.manifest.as_ref(), &a.b)?;
+    writer.fit_to_wait(&a.b, !s.quiet && !a.json)?;
+    let embed = backend
+        .as_ref()
+        .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
+    let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
+    let cancel = super::commands::interrupt_flag();
+    let name = match (&writer.generator, &writer.endpoint) {
+        (Some(_), _) => a.b.model.clone().unwrap_or_default(),
+        (None, Some(ep)) => ep.model.clone(),
+        _ => "extractive".to_string(),
+    };
+    let mut scored: Vec<Scored> = Vec::new();
+    let mut err = std::io::stderr().lock();
+    for (i, case) in cases.iter().enumerate() {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let t0 = Instant::now();
+        let hits = if a.oracle {
+            oracle_hits(&index, case)?
+        } else {
+            super::commands::retrieve_passages(
+                &index,
+                mode,
+                backend.as_ref(),
+                &case.question,
+                a.passages,
+                None,
+            )?
+        };
+        let retrieved = t0.elapsed().as_secs_f64();
+        let r = answer_hits(
+            &writer,
+            &a.b,
+            &case.question,
+            &hits,
+            embed_ref,
+            cancel,
+            &AnswerHooks {
+                on_packed: &|_| {},
+                on_note: &|_| {},
+            },
+            &mut |_| {},
+        )?;
+        let ttft = r.first_token_s.map(|t| t + retrieved);
+        let one = score(
+            case,
+            &r.packed.passages,
+            &r.checked,
+            ttft,
+            t0.elapsed().as_secs_f64(),
+        );
+        if a.verbose {
+            writeln!(
+                err,
+                "{:>3}/{} {} {}{}{} {:.1}s  {}",
+                i + 1,
+                cases.len(),
+                case.id,
+                if one.correct {
+                    "right "
+                } else if one.refused {
+                    "refused "
+                } else {
+                    "wrong "
+                },
+                if one.page_cited { "page-cited " } else { "" },
+                if one.right_language {
+                    ""
+                } else {
+                    "wrong-language "
+                },
+                one.total_s,
+                one.answer
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
+                    .replace('\n', " ")
+            )?;
+        } else if !s.quiet && !a.json {
+            write!(err, "\r{}/{} questions", i + 1, cases.len())?;
+        }
+        scored.push(one);
+    }
+    if !s.quiet && !a.json && !a.verbose {
+        writeln!(err)?;
+    }
+    let report = Report::of(&scored);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer(
+            &mut out,
+            &json!({"backend": name, "oracle": a.oracle, "mode": mode.name(), "report": report, "answers": scored}),
+        )?;
+        writeln!(out)?;
+        return Ok(Status::Success);
+    }
+    writeln!(
+        out,
+        "{} answers by {name}{} ({} retrieval)",
+        scored.len(),
+        if a.oracle { ", oracle context" } else { "" },
+        if a.oracle { "no" } else { mode.name() },
+    )?;
+    writeln!(
+        out,
+        "{:<16} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>6}",
+        "group",
+        "n",
+        "correct",
+        "page",
+        "given",
+        "c.prec",
+        "no-src",
+        "unsup",
+        "lang",
+        "refuse",
+        "ttft",
+        "time"
+    )?;
+    let row = |out: &mut dyn Write, name: &str, f: &Figures| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<16} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7} {:>6.2} {:>6.3} {:>7} {:>7} {:>5.1}s",
+            name,
+            f.answerable + f.unanswerable,
+            f.correct,
+            f.page_cited,
+            f.page_given,
+            f.citation_precision,
+            f.without_sources,
+            f.unsupported_per_answer,
+            f.right_language,
+            if f.unanswerable > 0 {
+                format!("{:.3}", f.refused_unanswerable)
+            } else {
+                "-".into()
+            },
+            f.first_token_s.map_or("-".into(), |t| format!("{t:.1}s")),
+            f.total_s
+        )
+    };
+    row(&mut out, "all", &report.all)?;
+    for (k, f) in &report.groups {
+        row(&mut out, k, f)?;
+    }
+    Ok(Status::Success)
+}
