@@ -113,6 +113,8 @@ pub struct Scored {
     pub page_cited: bool,
     /// An answer page was among the passages.
     pub page_given: bool,
+    /// An answer page was among retrieval's first ten hits.
+    pub page_top10: bool,
     /// Citations, and those whose quoted sentence supports its claim.
     pub citations: usize,
     /// Citations whose quote supports the claim.
@@ -179,6 +181,9 @@ pub fn score(
         correct: case.answerable && case.correct(answer),
         page_cited,
         page_given: passages.iter().any(|p| case.holds_answer(p)),
+        page_top10: passages
+            .iter()
+            .any(|p| p.rank <= 10 && case.holds_answer(p)),
         citations: checked.citations.len(),
         precise,
         attributed: checked.attributed().count(),
@@ -204,6 +209,9 @@ pub struct Figures {
     pub page_cited: f64,
     /// Share of them whose answer page was among the passages.
     pub page_given: f64,
+    /// Of those whose answer page was in retrieval's top ten, the share
+    /// that cite it.
+    pub page_cited_top10: f64,
     /// Share of citations whose quote supports their claim.
     pub citation_precision: f64,
     /// Citations per answer, and the share shirabe added.
@@ -261,6 +269,10 @@ impl Figures {
             correct: share(ans.iter().filter(|s| s.correct).count(), ans.len()),
             page_cited: share(ans.iter().filter(|s| s.page_cited).count(), ans.len()),
             page_given: share(ans.iter().filter(|s| s.page_given).count(), ans.len()),
+            page_cited_top10: share(
+                ans.iter().filter(|s| s.page_top10 && s.page_cited).count(),
+                ans.iter().filter(|s| s.page_top10).count(),
+            ),
             citation_precision: share(scored.iter().map(|s| s.precise).sum(), citations),
             citations_per_answer: citations as f64 / n,
             attributed: share(scored.iter().map(|s| s.attributed).sum(), citations),

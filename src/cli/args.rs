@@ -381,6 +381,10 @@ pub struct BackendArgs {
     /// AVX-512 or AVX2 CPU (else f16), f32 for f32.
     #[arg(long, env = "SHIRABE_CACHE_DTYPE", value_name = "TYPE")]
     pub cache_dtype: Option<String>,
+    /// The answering instructions, from a file, instead of the built-in
+    /// system prompt (`ask` and `eval --answers`).
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt: Option<std::path::PathBuf>,
 }
 
 /// `chat`

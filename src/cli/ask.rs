@@ -11,7 +11,7 @@ use serde_json::json;
 use shirabe::answer::{check, check_with, Checked};
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::tokens::TokenCounter;
-use shirabe::prompt::{pack, Packed};
+use shirabe::prompt::{pack_with, Packed};
 use shirabe::retrieve::{self, Mode};
 
 use super::args::{AskArgs, BackendArgs};
@@ -202,7 +202,13 @@ pub(super) fn answer_hits(
     let t0 = Instant::now();
     let counter = &writer.counter;
     let budget = writer.window.saturating_sub(b.max_tokens);
-    let mut packed = pack(hits, question, counter, budget, &[]);
+    let system = match &b.system_prompt {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the system prompt {}", f.display()))?,
+        None => shirabe::prompt::SYSTEM_PROMPT.to_string(),
+    };
+    let system = system.trim();
+    let mut packed = pack_with(system, hits, question, counter, budget, &[]);
     let pack_s = t0.elapsed().as_secs_f64();
     (hooks.on_packed)(&packed);
     let language = shirabe::answer::Lang::of(question);
@@ -223,7 +229,7 @@ pub(super) fn answer_hits(
             if let Some(g) = &writer.generator {
                 // The model's own template (the same text as packed.prompt
                 // for Qwen, which the packer counted).
-                let ids = g.encode(&g.chat(Some(shirabe::prompt::SYSTEM_PROMPT), &[], user))?;
+                let ids = g.encode(&g.chat(Some(system), &[], user))?;
                 let params = shirabe::models::generate::SamplingParams {
                     max_tokens: b.max_tokens,
                     temperature: b.temperature,
@@ -241,7 +247,7 @@ pub(super) fn answer_hits(
             let ep = writer.endpoint.as_ref().expect("a model or an endpoint");
             let r = ep
                 .complete(
-                    shirabe::prompt::SYSTEM_PROMPT,
+                    system,
                     user,
                     b.max_tokens,
                     b.temperature,
@@ -265,7 +271,7 @@ pub(super) fn answer_hits(
             {
                 // One more try with half the context.
                 (hooks.on_note)(&format!("{e}; retrying with half the context"));
-                packed = pack(hits, question, counter, packed.budget / 2, &[]);
+                packed = pack_with(system, hits, question, counter, packed.budget / 2, &[]);
                 (hooks.on_packed)(&packed);
                 attempt(&packed.user, on_text)?
             }

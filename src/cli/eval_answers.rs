@@ -169,11 +169,12 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     )?;
     writeln!(
         out,
-        "{:<16} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>6}",
+        "{:<16} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>7} {:>7} {:>6}",
         "group",
         "n",
         "correct",
         "page",
+        "p@top10",
         "given",
         "c.prec",
         "no-src",
@@ -186,11 +187,12 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     let row = |out: &mut dyn Write, name: &str, f: &Figures| -> std::io::Result<()> {
         writeln!(
             out,
-            "{:<16} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7} {:>6.2} {:>6.3} {:>7} {:>7} {:>5.1}s",
+            "{:<16} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7} {:>6.2} {:>6.3} {:>7} {:>7} {:>5.1}s",
             name,
             f.answerable + f.unanswerable,
             f.correct,
             f.page_cited,
+            f.page_cited_top10,
             f.page_given,
             f.citation_precision,
             f.without_sources,
@@ -208,6 +210,19 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     row(&mut out, "all", &report.all)?;
     for (k, f) in &report.groups {
         row(&mut out, k, f)?;
+    }
+    if !s.quiet {
+        writeln!(
+            out,
+            "{}",
+            super::style::Style::new(s.color).dim(
+                "correct: every fact (answerable); page: answer page cited; p@top10: cited when \
+                 retrieval ranked it in the top 10; given: among the passages; c.prec: citations \
+                 whose quote supports the claim; no-src: answers without sources; unsup: \
+                 unsupported sentences per answer; lang: in the question's language; refuse: \
+                 unanswerable refused; ttft: median time to first token"
+            )
+        )?;
     }
     Ok(Status::Success)
 }

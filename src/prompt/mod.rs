@@ -419,6 +419,18 @@ pub fn pack(
     budget: usize,
     history: &[(String, String)],
 ) -> Packed {
+    pack_with(SYSTEM_PROMPT, hits, question, counter, budget, history)
+}
+
+/// [`pack`] under the system prompt `system` (counted as exactly).
+pub fn pack_with(
+    system: &str,
+    hits: &[Hit],
+    question: &str,
+    counter: &TokenCounter,
+    budget: usize,
+    history: &[(String, String)],
+) -> Packed {
     // 1. De-duplicate and merge adjacent chunks of a document.
     struct Group {
         doc: String,
@@ -467,7 +479,7 @@ pub fn pack(
         });
     }
     // 2. Take passages in relevance order while they fit.
-    let fixed = counter.count(&render(SYSTEM_PROMPT, "", question, history));
+    let fixed = counter.count(&render(system, "", question, history));
     let mut used = fixed;
     let mut taken: Vec<Passage> = Vec::new();
     let total = groups.len();
@@ -498,7 +510,7 @@ pub fn pack(
             p.n = i + 1;
         }
         let context: String = taken.iter().map(Passage::render).collect();
-        let prompt = render(SYSTEM_PROMPT, &context, question, history);
+        let prompt = render(system, &context, question, history);
         let tokens = counter.count(&prompt);
         if tokens <= budget || taken.is_empty() {
             let documents = taken
