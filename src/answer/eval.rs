@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use super::{parse_citations, Checked, Lang};
+use super::{parse_citations, Checked, Lang, QUOTE_SUPPORT};
 use crate::prompt::Passage;
 
 /// One labelled question.
@@ -138,9 +138,6 @@ pub struct Scored {
     /// The answer.
     pub answer: String,
 }
-
-/// Share of a quote's claim terms that counts as the quote supporting it.
-const QUOTE_SUPPORT: f32 = 0.5;
 
 /// Judges `checked` (the answer to `case` from `passages`).
 pub fn score(

@@ -120,6 +120,10 @@ pub const NO_ANSWER: &str =
 /// Below this share of supported terms a claim is flagged.
 pub const SUPPORT_THRESHOLD: f32 = 0.35;
 
+/// The share of a claim's terms its quoted sentence must hold for the
+/// quote to count as supporting it on its own.
+pub const QUOTE_SUPPORT: f32 = 0.5;
+
 /// One `[…]` in the answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Citation {
@@ -594,27 +598,42 @@ pub fn check_with(
             best: 0.0,
         });
     }
-    // Lexical support: the model's citations that hold, else the best
-    // passage.
+    // Lexical support: the model's citations that hold, else the passage
+    // whose best sentence holds most of the claim (a precise quote, on
+    // its own page), supported as a whole. A model citation whose quote
+    // is weak gains a better one beside it.
+    let quote_share = |words: &HashSet<String>, n: usize| best_quote(&passages[n - 1], words).2;
     let mut undecided: Vec<usize> = Vec::new();
     for (ci, c) in claims.iter_mut().enumerate() {
+        let mut model_quote = 0f32;
         for &n in &c.cited {
             let sup = support_in(&c.words, n);
             c.best = c.best.max(sup);
+            model_quote = model_quote.max(quote_share(&c.words, n));
             c.chosen.push((n, sup, CitedBy::Model, None));
         }
-        if c.best >= SUPPORT_THRESHOLD {
+        if c.best >= SUPPORT_THRESHOLD && model_quote >= QUOTE_SUPPORT {
             continue;
         }
         let best = (1..=passages.len())
+            .filter(|n| !c.cited.contains(n))
             .map(|n| (n, support_in(&c.words, n)))
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+            .filter(|x| x.1 >= SUPPORT_THRESHOLD)
+            .map(|(n, sup)| (n, sup, quote_share(&c.words, n)))
+            .max_by(|a, b| {
+                a.2.total_cmp(&b.2)
+                    .then(a.1.total_cmp(&b.1))
+                    .then(b.0.cmp(&a.0))
+            });
         match best {
-            Some((n, sup)) if sup >= SUPPORT_THRESHOLD => {
-                c.best = sup;
+            Some((n, sup, q))
+                if c.best < SUPPORT_THRESHOLD || (q >= QUOTE_SUPPORT && q > model_quote) =>
+            {
+                c.best = c.best.max(sup);
                 c.chosen.push((n, sup, CitedBy::Shirabe, None));
             }
-            _ => undecided.push(ci),
+            _ if c.best < SUPPORT_THRESHOLD => undecided.push(ci),
+            _ => {}
         }
     }
     // By meaning: every chosen citation gets its similarity; claims the
@@ -891,6 +910,32 @@ mod tests {
         );
         assert!(c.unsupported.is_empty());
         assert!(c.answer.contains("[1] [2]."), "{}", c.answer);
+    }
+
+    #[test]
+    fn a_citation_whose_quote_is_weak_gains_the_precise_one() {
+        let passages = vec![
+            passage(1, "The board met in Osaka. The warehouse was discussed at length. Euros were mentioned."),
+            passage(2, "The board approved 4.2 million euros for the Osaka warehouse."),
+        ];
+        let c = check(
+            "The board approved 4.2 million euros for the Osaka warehouse [1].",
+            &passages,
+        );
+        let by: Vec<(usize, CitedBy, bool)> = c
+            .citations
+            .iter()
+            .map(|x| (x.n, x.by, x.supported))
+            .collect();
+        assert_eq!(by, [(1, CitedBy::Model, true), (2, CitedBy::Shirabe, true)]);
+        assert!(c.citations[0].quote_support < QUOTE_SUPPORT);
+        assert!(c.citations[1].quote_support >= QUOTE_SUPPORT);
+        // A precise model citation is left alone.
+        let c = check(
+            "The board approved 4.2 million euros for the Osaka warehouse [2].",
+            &passages,
+        );
+        assert_eq!(c.citations.len(), 1);
     }
 
     #[test]
