@@ -1193,8 +1193,10 @@ fn ask_with_a_tiny_local_model_streams_and_checks() {
     let sb = Sandbox::new();
     // A window of 1,024 tokens: the instructions alone take ~200 of the
     // tiny config's 256.
-    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936)
-        .replace("\"max_position_embeddings\":256", "\"max_position_embeddings\":1024");
+    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936).replace(
+        "\"max_position_embeddings\":256",
+        "\"max_position_embeddings\":1024",
+    );
     let Some(model) = tiny_model(&sb, "tiny-lm", &cfg, true, "the ask-with-a-model test") else {
         return;
     };

@@ -137,6 +137,10 @@ pub struct Scored {
     pub total_s: f64,
     /// The answer.
     pub answer: String,
+    /// The answer as written, before its citations were checked (for
+    /// scoring a checker again without the model).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub raw: String,
 }
 
 /// Judges `checked` (the answer to `case` from `passages`).
@@ -192,6 +196,7 @@ pub fn score(
         first_token_s,
         total_s,
         answer: answer.to_string(),
+        raw: String::new(),
     }
 }
 

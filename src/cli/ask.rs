@@ -182,6 +182,8 @@ pub(super) struct Answered {
     /// Seconds from the call to the first piece of text.
     pub first_token_s: Option<f64>,
     pub pack_s: f64,
+    /// The text as written, before the citations were checked.
+    pub raw: String,
 }
 
 /// Packs `hits` for `question`, has the writer's model answer (streaming
@@ -302,6 +304,7 @@ pub(super) fn answer_hits(
         usage,
         first_token_s: first_token,
         pack_s,
+        raw,
     })
 }
 

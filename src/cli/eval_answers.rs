@@ -108,13 +108,14 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
             &mut |_| {},
         )?;
         let ttft = r.first_token_s.map(|t| t + retrieved);
-        let one = score(
+        let mut one = score(
             case,
             &r.packed.passages,
             &r.checked,
             ttft,
             t0.elapsed().as_secs_f64(),
         );
+        one.raw = r.raw;
         if a.verbose {
             writeln!(
                 err,
