@@ -27,6 +27,9 @@ pub fn viewer_command(
     template: Option<&str>,
     path_var: &str,
 ) -> Option<Vec<String>> {
+    // A path that starts with `-` would be read as an option.
+    let dashed = format!("./{file}");
+    let file = if file.starts_with('-') { &dashed } else { file };
     if let Some(t) = template.filter(|t| !t.trim().is_empty()) {
         let mut words: Vec<String> = t
             .split_whitespace()
@@ -69,6 +72,11 @@ pub fn open_at_page(file: &str, page: u32) -> Result<String, String> {
     }
     let template = std::env::var("SHIRABE_VIEWER").ok();
     let path_var = std::env::var("PATH").unwrap_or_default();
+    // Absolute, so it can never pass for an option.
+    let absolute = std::fs::canonicalize(file)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| file.to_string());
+    let file = absolute.as_str();
     let cmd = viewer_command(file, page, template.as_deref(), &path_var).ok_or_else(|| {
         "no PDF viewer found: set SHIRABE_VIEWER (e.g. \"zathura -P {page} {path}\") or install zathura or xdg-utils".to_string()
     })?;
@@ -170,6 +178,13 @@ mod tests {
             ["myviewer", "x.pdf"]
         );
         assert_eq!(viewer_command("x.pdf", 3, None, ""), None);
+        // A name that starts with a dash is never an option.
+        let cmd = viewer_command("-rf.pdf", 1, None, &path_var).unwrap();
+        assert_eq!(cmd[1..], ["-P", "1", "./-rf.pdf"]);
+        assert_eq!(
+            viewer_command("--help", 1, Some("myviewer {path}"), "").unwrap(),
+            ["myviewer", "./--help"]
+        );
     }
 
     #[test]
