@@ -326,7 +326,7 @@ fn shorten(text: &str, q: &HashSet<String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::passage;
+    use super::super::tests::{fake_embed, passage};
     use super::*;
 
     #[test]
@@ -402,19 +402,8 @@ mod tests {
             1,
             "Spending got the green light. The canteen closes at six.",
         )];
-        let embed = |texts: &[&str]| -> crate::Result<Vec<Vec<f32>>> {
-            Ok(texts
-                .iter()
-                .map(|t| {
-                    if t.contains("green light") || t.contains("approved") {
-                        vec![1.0, 0.0]
-                    } else {
-                        vec![0.0, 1.0]
-                    }
-                })
-                .collect())
-        };
-        let a = extractive_with("Was the budget approved?", &passages, 1, Some(&embed)).unwrap();
+        let a =
+            extractive_with("Was the budget approved?", &passages, 1, Some(&fake_embed)).unwrap();
         // (The canteen sentence is the median; the answer stands out.)
         assert_eq!(a, "Spending got the green light. [1]");
     }

@@ -840,7 +840,7 @@ mod tests {
 
     /// A fake embedder: texts about approval point one way, others the
     /// other.
-    fn fake_embed(texts: &[&str]) -> crate::Result<Vec<Vec<f32>>> {
+    pub(crate) fn fake_embed(texts: &[&str]) -> crate::Result<Vec<Vec<f32>>> {
         Ok(texts
             .iter()
             .map(|t| {
