@@ -489,8 +489,7 @@ fn real_qwen_tokenizer_counts_when_available() {
     let tok =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/models/qwen3-tokenizer");
     if !tok.join("tokenizer.json").exists() {
-        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for the exact-token test");
-        return;
+        panic!("the real Qwen tokenizer is missing: run corpora/fetch-qwen-tokenizer.sh (.ci/run does)");
     }
     let sb = Sandbox::new();
     let corpus = sb.corpus();
@@ -668,8 +667,7 @@ fn tiny_model(
     let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("corpora/models/qwen3-tokenizer/tokenizer.json");
     if !tok.exists() {
-        eprintln!("SKIPPED: run corpora/fetch-qwen-tokenizer.sh for {test}");
-        return None;
+        panic!("{test} needs the real Qwen tokenizer: run corpora/fetch-qwen-tokenizer.sh (.ci/run does)");
     }
     let model = sb.path().join(name);
     shirabe::models::testing::write_tiny(&model, cfg, lm_head).unwrap();
@@ -892,12 +890,10 @@ fn real_minilm_matches_sentence_transformers() {
     // for this model); first 8 values.
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/models/all-MiniLM-L6-v2");
-    if !dir.join("model.safetensors").exists() {
-        eprintln!(
-            "SKIPPED: run corpora/fetch-minilm.sh for real_minilm_matches_sentence_transformers"
-        );
-        return;
-    }
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "all-MiniLM-L6-v2 is missing: run corpora/fetch-minilm.sh (.ci/run does)"
+    );
     let want: [[f32; 8]; 2] = [
         [
             -0.047985, -0.058556, 0.039228, 0.04623, 0.047112, -0.023043, 0.021664, -0.019808,
@@ -933,8 +929,7 @@ fn real_minilm_matches_sentence_transformers() {
 #[test]
 fn qdrant_mirrors_the_index_and_matches_the_embedded_store() {
     let Ok(url) = std::env::var("QDRANT_URL") else {
-        eprintln!("SKIPPED: set QDRANT_URL (a Qdrant gRPC URL) for qdrant_mirrors_the_index_and_matches_the_embedded_store");
-        return;
+        panic!("QDRANT_URL is not set: start a Qdrant server (../shared/qdrant/run-qdrant.sh start DIR, as .ci/run does) and export its gRPC URL");
     };
     let sb = Sandbox::new();
     let corpus = sb.corpus();

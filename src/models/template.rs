@@ -141,10 +141,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("corpora/models/qwen3-tokenizer/tokenizer_config.json");
         let Some(t) = ChatTemplate::from_tokenizer_config(&path).unwrap() else {
-            eprintln!(
-                "skipped: no Qwen3 tokenizer_config.json (run corpora/fetch-qwen-tokenizer.sh)"
-            );
-            return;
+            panic!("no Qwen3 tokenizer_config.json at {}: run corpora/fetch-qwen-tokenizer.sh (.ci/run does)", path.display());
         };
         let user = crate::prompt::user_turn("<passage id=\"1\">x</passage>\n", "What?");
         let history = [("Earlier?".to_string(), "Before [1].".to_string())];

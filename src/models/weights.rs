@@ -466,10 +466,12 @@ mod tests {
         use gguf_file::Value;
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("corpora/models/qwen3-tokenizer/tokenizer.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            eprintln!("skipped: no Qwen3 tokenizer.json (run corpora/fetch-qwen-tokenizer.sh)");
-            return;
-        };
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "no Qwen3 tokenizer.json at {}: run corpora/fetch-qwen-tokenizer.sh (.ci/run does)",
+                path.display()
+            )
+        });
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut by_id: std::collections::BTreeMap<u64, (String, i32)> = v["model"]["vocab"]
             .as_object()
