@@ -899,17 +899,21 @@ mod tests {
             "The board approved 4.2 million euros for the Osaka warehouse [1].",
             &passages,
         );
-        let by: Vec<(usize, CitedBy, bool)> = c
-            .citations
-            .iter()
-            .map(|x| (x.n, x.by, x.supported))
-            .collect();
+        let by = made_by(&c);
         assert_eq!(
             by,
             [(1, CitedBy::Model, false), (2, CitedBy::Shirabe, true)]
         );
         assert!(c.unsupported.is_empty());
         assert!(c.answer.contains("[1] [2]."), "{}", c.answer);
+    }
+
+    /// Each citation's passage, maker and support.
+    fn made_by(c: &Checked) -> Vec<(usize, CitedBy, bool)> {
+        c.citations
+            .iter()
+            .map(|x| (x.n, x.by, x.supported))
+            .collect()
     }
 
     #[test]
@@ -922,11 +926,7 @@ mod tests {
             "The board approved 4.2 million euros for the Osaka warehouse [1].",
             &passages,
         );
-        let by: Vec<(usize, CitedBy, bool)> = c
-            .citations
-            .iter()
-            .map(|x| (x.n, x.by, x.supported))
-            .collect();
+        let by = made_by(&c);
         assert_eq!(by, [(1, CitedBy::Model, true), (2, CitedBy::Shirabe, true)]);
         assert!(c.citations[0].quote_support < QUOTE_SUPPORT);
         assert!(c.citations[1].quote_support >= QUOTE_SUPPORT);

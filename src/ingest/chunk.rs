@@ -139,18 +139,15 @@ pub fn chunk(doc: &ExtractedDoc, counter: &TokenCounter, params: ChunkParams) ->
 
     let mut chunks = Vec::new();
     let mut cursor = CharCursor::default();
+    let mut emit = |units: &[Unit], chunks: &mut Vec<Chunk>| {
+        let ordinal = chunks.len() as u32;
+        chunks.push(build(doc, units, &headings, ordinal, counter, &mut cursor));
+    };
     let mut cur: Vec<Unit> = Vec::new();
     let mut cur_tokens = 0usize;
     for unit in units {
         if !cur.is_empty() && cur_tokens + unit.tokens > target {
-            chunks.push(build(
-                doc,
-                &cur,
-                &headings,
-                chunks.len() as u32,
-                counter,
-                &mut cursor,
-            ));
+            emit(&cur, &mut chunks);
             // Carry the tail of this chunk over as overlap (never all of it).
             let mut keep = 0;
             let mut kept_tokens = 0;
@@ -168,14 +165,7 @@ pub fn chunk(doc: &ExtractedDoc, counter: &TokenCounter, params: ChunkParams) ->
         cur.push(unit);
     }
     if !cur.is_empty() {
-        chunks.push(build(
-            doc,
-            &cur,
-            &headings,
-            chunks.len() as u32,
-            counter,
-            &mut cursor,
-        ));
+        emit(&cur, &mut chunks);
     }
     chunks
 }
