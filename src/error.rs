@@ -42,6 +42,9 @@ pub enum Error {
     /// The configuration (file, flags or environment) is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// An OpenAI-compatible endpoint failed.
+    #[error(transparent)]
+    Endpoint(#[from] crate::answer::openai::CompletionError),
     /// A query could not be understood.
     #[error("query: {0}")]
     Query(String),

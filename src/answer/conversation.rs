@@ -1,8 +1,45 @@
-//! A conversation (`chat`, the TUI): its finished turns, the sources each
-//! cited, and the Markdown it is saved as.
+//! A conversation (`chat`, the TUI): each reply, its finished turns, the
+//! sources each cited, and the Markdown it is saved as.
+//!
+//! A follow-up ("and the second phase?", "それはいつ？") is rewritten into a
+//! standalone query by the model when there is one, else retrieved together
+//! with the previous question, so its subject is found; the conversation so
+//! far goes into the prompt, oldest turns dropped first so that history
+//! takes at most a quarter of the window. Answers are checked and cited as
+//! in `ask`.
 
-use super::Checked;
-use crate::prompt::Passage;
+use std::sync::atomic::AtomicBool;
+
+use super::{check_with, extractive, Answerer, Checked};
+use crate::prompt::{pack, Packed, Passage};
+use crate::Result;
+
+/// Words that make a short question lean on the one before it.
+const FOLLOW_UP: &[&str] = &[
+    "it", "its", "they", "them", "their", "that", "this", "those", "these", "he", "she", "there",
+    "then", "and", "also", "それ", "その", "これ", "この", "あれ", "它", "这", "那", "他们",
+];
+
+/// The retrieval query for `question` after `previous`.
+pub fn retrieval_query(question: &str, previous: Option<&str>) -> String {
+    let Some(prev) = previous else {
+        return question.to_string();
+    };
+    let lower = question.to_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    let leans = words.len() <= 6
+        || words
+            .iter()
+            .any(|w| FOLLOW_UP.contains(&w.trim_matches(|c: char| !c.is_alphanumeric())))
+        || FOLLOW_UP
+            .iter()
+            .any(|f| !f.is_ascii() && question.contains(f));
+    if leans {
+        format!("{prev} {question}")
+    } else {
+        question.to_string()
+    }
+}
 
 /// One finished question and answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,4 +78,127 @@ pub fn to_markdown(title: &str, turns: &[Turn]) -> String {
         }
     }
     md
+}
+
+/// Where a reply looks things up: passages for a query, and (when the
+/// index has an embedding model) vectors to check claims by meaning.
+pub struct Lookup<'a> {
+    /// Passages for a query.
+    pub retrieve: &'a dyn Fn(&str) -> Result<Vec<crate::retrieve::Hit>>,
+    /// Embeds texts as unit vectors.
+    pub embed: Option<super::EmbedFn<'a>>,
+}
+
+/// One answered question of a conversation.
+pub struct Reply {
+    /// The passages, packed.
+    pub packed: Packed,
+    /// The answer, checked.
+    pub checked: super::Checked,
+    /// Written extractively (no model, or no passages).
+    pub extractive: bool,
+}
+
+/// Answers `question` after the earlier `(question, answer)` turns: the
+/// follow-up made standalone for retrieval (by the model when there is
+/// one), passages retrieved and packed with the history (at most a quarter
+/// of the window, newest kept), the answer written (streaming pieces to
+/// `on_text`) and checked.
+pub fn reply(
+    lookup: Lookup<'_>,
+    writer: &Answerer,
+    question: &str,
+    turns: &[(String, String)],
+    cancel: &AtomicBool,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Reply> {
+    let backend = writer.backend(cancel);
+    let previous = turns.last().map(|t| t.0.as_str());
+    let mut query = retrieval_query(question, previous);
+    // With a model, a follow-up is rewritten into a standalone query (the
+    // rule above stays the fallback).
+    if let (Some(m), Some(prev)) = (&backend, previous) {
+        if query != question {
+            let prompt = format!(
+                "Earlier question: {prev}\nFollow-up: {question}\n\nRewrite the follow-up as one standalone search query, in its language. Reply with the query only."
+            );
+            if let Ok(q) = m.complete("You rewrite follow-up questions for search.", &prompt, 48) {
+                let q = q
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_matches('"');
+                if !q.is_empty() && q.len() < 300 {
+                    query = format!("{q} {question}");
+                }
+            }
+        }
+    }
+    let Lookup { retrieve, embed } = lookup;
+    let hits = retrieve(&query)?;
+    let mut history: Vec<(String, String)> = Vec::new();
+    let mut used = 0;
+    for (q, a) in turns.iter().rev() {
+        let cost = writer.counter.count(q) + writer.counter.count(a) + 16;
+        if used + cost > writer.window / 4 {
+            break;
+        }
+        used += cost;
+        history.insert(0, (q.clone(), a.clone()));
+    }
+    let budget = writer.window.saturating_sub(writer.config.max_tokens);
+    let packed = pack(&hits, question, &writer.counter, budget, &history);
+    let (raw, extractive) = match (&writer.generator, &backend) {
+        (Some(g), _) if !packed.passages.is_empty() => {
+            // The history goes into the prompt for a local model.
+            let ids = g.encode(&g.chat(Some(writer.system_prompt()), &history, &packed.user))?;
+            let params = crate::models::generate::SamplingParams {
+                max_tokens: writer.config.max_tokens,
+                temperature: writer.config.temperature,
+                ..Default::default()
+            };
+            let r = g.generate(&ids, &params, cancel, |t| on_text(t))?;
+            writer.learn(&r);
+            (r.text, false)
+        }
+        (None, Some(m)) if !packed.passages.is_empty() => {
+            let earlier: String = history
+                .iter()
+                .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
+                .collect();
+            let user = format!("{earlier}{}", packed.user);
+            (
+                m.stream(
+                    writer.system_prompt(),
+                    &user,
+                    writer.config.max_tokens,
+                    on_text,
+                )?,
+                false,
+            )
+        }
+        _ => (extractive(question, &packed.passages, 5), true),
+    };
+    let checked = check_with(&raw, &packed.passages, embed)?;
+    Ok(Reply {
+        packed,
+        checked,
+        extractive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follow_ups_lean_on_the_previous_question() {
+        let prev = Some("What did the board decide about the Osaka warehouse?");
+        assert_eq!(retrieval_query("When?", None), "When?");
+        assert!(retrieval_query("And when does it start?", prev).starts_with("What did the board"));
+        assert!(retrieval_query("それはいつ決まりましたか", prev).starts_with("What did"));
+        let fresh = "How many data engineers were hired for the analytics team last quarter?";
+        assert_eq!(retrieval_query(fresh, prev), fresh);
+    }
 }

@@ -9,7 +9,11 @@
 //! text, so CJK sentences count by bigrams) found in the passages it cites.
 //! Sentences below [`SUPPORT_THRESHOLD`] are flagged. Each citation also
 //! gets the passage sentence that supports it best, for the sources list.
+//!
+//! [`Answerer`] is the policy around them: who writes, in which window,
+//! and the checks before anyone sees the text.
 
+pub mod answerer;
 pub mod conversation;
 pub mod eval;
 pub mod extractive;
@@ -18,6 +22,9 @@ pub mod openai;
 pub mod summarize;
 pub mod window;
 
+pub use answerer::{
+    AnswerConfig, AnswerHooks, Answered, Answerer, LocalModel, Question, WindowFit,
+};
 pub use extractive::{extractive, extractive_with};
 pub use lang::Lang;
 

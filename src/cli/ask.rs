@@ -8,18 +8,17 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use shirabe::answer::{check, check_with, Checked};
+use shirabe::answer::{
+    check, AnswerConfig, AnswerHooks, Answerer, Checked, LocalModel, Question, WindowFit,
+};
+use shirabe::index::manifest::Manifest;
 use shirabe::index::ShirabeIndex;
-use shirabe::ingest::tokens::TokenCounter;
-use shirabe::prompt::{pack_with, Packed};
+use shirabe::prompt::Packed;
 use shirabe::retrieve::{self, Mode};
 
 use super::args::{AskArgs, BackendArgs};
 use super::style::Style;
 use super::{Settings, Status};
-
-/// Context window when nothing says otherwise (Qwen3 with YaRN).
-const DEFAULT_CTX: usize = 131_072;
 
 pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let question = a.question.join(" ");
@@ -27,23 +26,17 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let t0 = Instant::now();
     let index = ShirabeIndex::open(&s.index)?;
     let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
-    let (mode, backend) = super::commands::search_backend(s, &index, asked)?;
-    let hits = super::commands::retrieve_passages(
-        &index,
-        mode,
-        backend.as_ref(),
-        &question,
-        a.passages,
-        a.doc.clone(),
-    )?;
+    let retriever = super::commands::retriever(s, &index, asked)?;
+    let mode = retriever.mode;
+    let hits = retriever.retrieve(&index, &question, a.passages, a.doc.clone())?;
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    let mut writer = Writer::new(index.manifest.as_ref(), &a.b)?;
-    let prefill_speed = writer.fit_to_wait(&a.b, !s.quiet && !a.json)?;
-    let embed = backend
-        .as_ref()
-        .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
+    let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
+    let prefill_speed = fit_window(&mut writer, !s.quiet && !a.json)?;
+    let embed = retriever
+        .embedder()
+        .map(|e| move |t: &[&str]| e.embed(t, false, 8));
     let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
@@ -65,13 +58,14 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             }
         }
     };
-    let r = answer_hits(
-        &writer,
-        &a.b,
-        &question,
-        &hits,
-        embed_ref,
-        cancel,
+    let r = writer.answer(
+        &Question {
+            text: &question,
+            hits: &hits,
+            embed: embed_ref,
+            cancel,
+            max_tokens: None,
+        },
         &AnswerHooks {
             on_packed: &show,
             on_note: &|note: &str| {
@@ -157,288 +151,64 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     Ok(status(checked, r.interrupted))
 }
 
-/// What an answer's caller hears before and beside the streamed text.
-pub(super) struct AnswerHooks<'a> {
-    /// The packed prompt, before the model reads it.
-    pub on_packed: &'a dyn Fn(&Packed),
-    /// Notes for the user (a retry).
-    pub on_note: &'a dyn Fn(&str),
-}
-
-/// One answered question.
-pub(super) struct Answered {
-    pub packed: Packed,
-    pub checked: Checked,
-    /// No model wrote it.
-    pub extractive: bool,
-    /// The question's language, and whether the answer is in it.
-    pub language: shirabe::answer::Lang,
-    pub language_ok: bool,
-    /// Written twice (the first answer was in another language).
-    pub retried: bool,
-    pub interrupted: bool,
-    /// Tokens and speeds, as JSON.
-    pub usage: Option<serde_json::Value>,
-    /// Seconds from the call to the first piece of text.
-    pub first_token_s: Option<f64>,
-    pub pack_s: f64,
-    /// The text as written, before the citations were checked.
-    pub raw: String,
-}
-
-/// Packs `hits` for `question`, has the writer's model answer (streaming
-/// pieces to `on_text`; once more, told firmly, when the answer is not in
-/// the question's language) or answers extractively, and checks the
-/// citations (by meaning too, with `embed`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn answer_hits(
-    writer: &Writer,
-    b: &BackendArgs,
-    question: &str,
-    hits: &[retrieve::Hit],
-    embed: Option<shirabe::answer::EmbedFn<'_>>,
-    cancel: &std::sync::atomic::AtomicBool,
-    hooks: &AnswerHooks<'_>,
-    on_text: &mut dyn FnMut(&str),
-) -> Result<Answered> {
-    let t0 = Instant::now();
-    let counter = &writer.counter;
-    let budget = writer.window.saturating_sub(b.max_tokens);
-    let system = match &b.system_prompt {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading the system prompt {}", f.display()))?,
-        None => shirabe::prompt::SYSTEM_PROMPT.to_string(),
+/// The answerer the backend flags ask for: a local model, an endpoint,
+/// or neither (extractive answers).
+pub(super) fn answerer(manifest: Option<&Manifest>, b: &BackendArgs) -> Result<Answerer> {
+    let endpoint = endpoint_of(b)?;
+    let model = match &b.model {
+        Some(m) if !b.extractive && endpoint.is_none() => Some(LocalModel {
+            spec: m.clone(),
+            dtype: super::parse_dtype(&b.dtype, "--dtype")?,
+            cache_dtype: b
+                .cache_dtype
+                .as_deref()
+                .map(|kv| super::parse_cache_dtype(kv, "--cache-dtype"))
+                .transpose()?,
+        }),
+        _ => None,
     };
-    let system = system.trim();
-    let mut packed = pack_with(system, hits, question, counter, budget, &[]);
-    let pack_s = t0.elapsed().as_secs_f64();
-    (hooks.on_packed)(&packed);
-    let language = shirabe::answer::Lang::of(question);
-    let mut first_token: Option<f64> = None;
-    let mut usage: Option<serde_json::Value> = None;
-    let interrupted = std::cell::Cell::new(false);
-    let mut retried = false;
-    let extractive =
-        packed.passages.is_empty() || (writer.generator.is_none() && writer.endpoint.is_none());
-    let raw = if extractive {
-        shirabe::answer::extractive_with(question, &packed.passages, 5, embed)?
-    } else {
-        let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
-            let mut piece = |t: &str| {
-                first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
-                on_text(t);
-            };
-            if let Some(g) = &writer.generator {
-                // The model's own template (the same text as packed.prompt
-                // for Qwen, which the packer counted).
-                let ids = g.encode(&g.chat(Some(system), &[], user))?;
-                let params = shirabe::models::generate::SamplingParams {
-                    max_tokens: b.max_tokens,
-                    temperature: b.temperature,
-                    ..Default::default()
-                };
-                let r = g.generate(&ids, &params, cancel, &mut piece)?;
-                writer.learn(&r);
-                interrupted.set(r.stop == shirabe::models::generate::StopReason::Cancelled);
-                usage = Some(json!({
-                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                    "prefill_tokens_per_s": r.prefill_tokens_per_s, "decode_tokens_per_s": r.decode_tokens_per_s,
-                }));
-                return Ok(r.text);
-            }
-            let ep = writer.endpoint.as_ref().expect("a model or an endpoint");
-            let r = ep
-                .complete(
-                    system,
-                    user,
-                    b.max_tokens,
-                    b.temperature,
-                    cancel,
-                    &mut piece,
-                )
-                .map_err(anyhow::Error::from)?;
-            interrupted.set(r.cancelled);
-            usage = Some(json!({
-                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-                "first_token_s": r.first_token_s, "total_s": r.total_s, "attempts": r.attempts,
-            }));
-            Ok(r.text)
-        };
-        let first = match attempt(&packed.user, on_text) {
-            Err(e)
-                if matches!(
-                    e.downcast_ref::<shirabe::answer::openai::CompletionError>(),
-                    Some(shirabe::answer::openai::CompletionError::ContextTooLong(_))
-                ) =>
-            {
-                // One more try with half the context.
-                (hooks.on_note)(&format!("{e}; retrying with half the context"));
-                packed = pack_with(system, hits, question, counter, packed.budget / 2, &[]);
-                (hooks.on_packed)(&packed);
-                attempt(&packed.user, on_text)?
-            }
-            other => other?,
-        };
-        if !interrupted.get() && !language.written_in(&first) {
-            (hooks.on_note)(&format!(
-                "the answer was not in {}; asking once more",
-                language.name()
-            ));
-            on_text("\n");
-            retried = true;
-            let user = format!("{}\n{}", packed.user, language.insistence());
-            attempt(&user, on_text)?
-        } else {
-            first
-        }
+    let system_prompt = match &b.system_prompt {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the system prompt {}", f.display()))?,
+        ),
+        None => None,
     };
-    let checked = check_with(&raw, &packed.passages, embed)?;
-    Ok(Answered {
-        language_ok: extractive || language.written_in(&checked.answer),
-        packed,
-        checked,
-        extractive,
-        language,
-        retried,
-        interrupted: interrupted.get(),
-        usage,
-        first_token_s: first_token,
-        pack_s,
-        raw,
+    let config = AnswerConfig {
+        max_tokens: b.max_tokens,
+        temperature: b.temperature,
+        system_prompt,
+        ctx: b.ctx,
+        max_wait: b.max_wait,
+    };
+    let what = model.as_ref().map(|m| m.spec.clone());
+    Answerer::new(model.as_ref(), endpoint, manifest, config).with_context(|| match what {
+        Some(m) => format!("loading the model {m}"),
+        None => "loading the token counter".to_string(),
     })
 }
 
-/// The model side of a command, from its backend flags: a local Qwen or an
-/// endpoint (or neither: extractive), the token counter that matches it,
-/// and the context window.
-pub(super) struct Writer {
-    pub generator: Option<shirabe::models::generate::Generator>,
-    pub endpoint: Option<shirabe::answer::openai::Endpoint>,
-    pub counter: TokenCounter,
-    pub window: usize,
-    /// The key of the model's prefill speed (local CPU models).
-    speed_key: Option<String>,
-}
-
-impl Writer {
-    pub fn new(
-        manifest: Option<&shirabe::index::manifest::Manifest>,
-        b: &BackendArgs,
-    ) -> Result<Writer> {
-        let endpoint = endpoint_of(b)?;
-        let mut generator = match &b.model {
-            Some(m) if !b.extractive && endpoint.is_none() => Some(
-                shirabe::models::generate::Generator::load(
-                    m,
-                    super::parse_dtype(&b.dtype, "--dtype")?,
-                    &shirabe::models::default_device(),
-                )
-                .with_context(|| format!("loading the model {m}"))?,
-            ),
-            _ => None,
-        };
-        if let (Some(g), Some(kv)) = (generator.as_mut(), &b.cache_dtype) {
-            g.cache_dtype = super::parse_cache_dtype(kv, "--cache-dtype")?;
+/// Sizes a local CPU model's window by its prefill speed and `--max-wait`
+/// (saying so on stderr when `note`); the estimated speed, if known.
+pub(super) fn fit_window(w: &mut Answerer, note: bool) -> Result<Option<f64>> {
+    let fit = w.fit_to_wait(&|n| {
+        if note {
+            eprintln!("{n}");
         }
-        let counter = match &generator {
-            Some(g) => {
-                TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
-            }
-            None => TokenCounter::find(
-                manifest
-                    .map(|m| m.tokenizer.source.as_str())
-                    .filter(|s| std::path::Path::new(s).exists()),
-            )?,
-        };
-        let window = b
-            .ctx
-            .or(generator.as_ref().map(|g| g.context_window()))
-            .unwrap_or(DEFAULT_CTX);
-        let speed_key = generator
-            .as_ref()
-            .filter(|g| g.on_cpu())
-            .map(|_| format!("{}|{}", b.model.as_deref().unwrap_or_default(), b.dtype));
-        Ok(Writer {
-            generator,
-            endpoint,
-            counter,
-            window,
-            speed_key,
-        })
-    }
-
-    /// On a local CPU, which prefills tens to hundreds of tokens per
-    /// second, shrinks the window (unless `--ctx` was given) so that the
-    /// expected time to first token stays within `--max-wait` at the
-    /// model's prefill speed (see [`shirabe::answer::window`]); says so
-    /// when `note`. Returns the estimated prefill speed, if there is one.
-    pub fn fit_to_wait(&mut self, b: &BackendArgs, note: bool) -> Result<Option<f64>> {
-        use shirabe::answer::window::{affordable_window, PrefillSpeeds, PROBE_TOKENS};
-        let Some(g) = &self.generator else {
-            return Ok(None);
-        };
-        if b.ctx.is_some() || !g.on_cpu() {
-            return Ok(None);
-        }
-        let key = self.speed_key.clone().unwrap_or_default();
-        let mut speeds = PrefillSpeeds::user();
-        let tps = match speeds.estimate(&key) {
-            Some(tps) => tps,
-            None => {
-                if note {
-                    eprintln!("measuring the model's prefill speed (once)...");
-                }
-                let tps = g.measure_prefill(PROBE_TOKENS)?;
-                speeds.record(&key, PROBE_TOKENS, tps);
-                tps
-            }
-        };
-        let affordable = affordable_window(tps, b.max_wait, b.max_tokens, self.window);
-        if affordable < self.window {
-            if note {
-                eprintln!(
-                    "note: local CPU prefill runs at ~{tps:.0} tokens/s: using a {affordable}-token context to answer within ~{:.0}s (--ctx N or --max-wait S to change)",
-                    b.max_wait
-                );
-            }
-            self.window = affordable;
-        }
-        Ok(Some(tps))
-    }
-
-    /// Keeps the prefill speed a real answer measured, so the next window
-    /// is sized by what the model does, not by one probe.
-    pub fn learn(&self, g: &shirabe::models::generate::Generation) {
-        if let Some(key) = &self.speed_key {
-            shirabe::answer::window::PrefillSpeeds::user().record(
-                key,
-                g.prompt_tokens,
-                g.prefill_tokens_per_s,
+    })?;
+    if let Some(WindowFit {
+        tokens_per_s,
+        shrunk_to: Some(window),
+    }) = fit
+    {
+        if note {
+            eprintln!(
+                "note: local CPU prefill runs at ~{tokens_per_s:.0} tokens/s: using a {window}-token context to answer within ~{:.0}s (--ctx N or --max-wait S to change)",
+                w.config.max_wait
             );
         }
     }
-
-    /// The backend, if there is a model.
-    pub fn backend<'a>(
-        &'a self,
-        cancel: &'a std::sync::atomic::AtomicBool,
-        temperature: f32,
-    ) -> Option<Box<dyn shirabe::answer::Backend + 'a>> {
-        use shirabe::answer::{EndpointBackend, LocalBackend};
-        match (&self.generator, &self.endpoint) {
-            (Some(g), _) => Some(Box::new(LocalBackend {
-                generator: g,
-                cancel,
-                temperature,
-            })),
-            (None, Some(ep)) => Some(Box::new(EndpointBackend {
-                endpoint: ep,
-                cancel,
-                temperature,
-            })),
-            _ => None,
-        }
-    }
+    Ok(fit.map(|f| f.tokens_per_s))
 }
 
 /// The OpenAI-compatible endpoint the flags name, if any.
@@ -615,8 +385,7 @@ pub(super) struct Summarized {
 pub(super) fn summarize_hits(
     hits: &[retrieve::Hit],
     meeting: bool,
-    writer: &Writer,
-    b: &BackendArgs,
+    writer: &Answerer,
     cancel: &std::sync::atomic::AtomicBool,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Summarized> {
@@ -633,7 +402,7 @@ pub(super) fn summarize_hits(
     } else {
         SUMMARY_PROMPT
     };
-    let boxed = writer.backend(cancel, b.temperature);
+    let boxed = writer.backend(cancel);
     let (text, calls, levels) = match boxed.as_deref() {
         Some(m) => {
             let r = summarize(
@@ -642,7 +411,7 @@ pub(super) fn summarize_hits(
                 m,
                 &writer.counter,
                 writer.window,
-                b.max_tokens,
+                writer.config.max_tokens,
                 on_text,
             )?;
             (r.text, r.calls, r.levels)
@@ -671,16 +440,15 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
             retrieve::document_chunks(&index, &keys)?
         }
         (None, Some(q)) => {
-            let (mode, backend) = super::commands::search_backend(s, &index, None)?;
             let mut hits =
-                super::commands::retrieve_passages(&index, mode, backend.as_ref(), q, 40, None)?;
+                super::commands::retriever(s, &index, None)?.retrieve(&index, q, 40, None)?;
             // In document and page order, so the summary reads in order.
             hits.sort_by(|x, y| (&x.path, x.page_start).cmp(&(&y.path, y.page_start)));
             hits
         }
         (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
     };
-    let writer = Writer::new(index.manifest.as_ref(), &a.b)?;
+    let writer = answerer(index.manifest.as_ref(), &a.b)?;
     let cancel = super::commands::interrupt_flag();
     let t = Instant::now();
     let Summarized {
@@ -689,7 +457,7 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         calls,
         levels,
         extractive,
-    } = summarize_hits(&hits, a.meeting, &writer, &a.b, cancel, &mut |_| {})?;
+    } = summarize_hits(&hits, a.meeting, &writer, cancel, &mut |_| {})?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let v = json!({

@@ -16,10 +16,9 @@ use shirabe::retrieve::{self, SearchRequest};
 
 use shirabe::ingest::embed::{EmbedEvent, EmbedOptions, EmbedReport};
 use shirabe::models::embed::TextEmbedder;
-use shirabe::retrieve::{DenseQuery, Mode};
+use shirabe::retrieve::{Mode, Retriever, RetrieverConfig};
 
 use shirabe::index::qdrant::{QdrantConfig, QdrantIndex, SyncReport};
-use shirabe::retrieve::VectorIndex;
 
 use super::args::{
     EmbedArgs, EmbedIndexArgs, ExtractArgs, GenerateArgs, IngestArgs, MigrateArgs, ModelsAction,
@@ -558,142 +557,34 @@ pub fn migrate(s: &Settings, a: &MigrateArgs) -> Result<Status> {
     Ok(Status::Success)
 }
 
-/// The query embedder and the vector index it searches.
-pub(super) type DenseBackend = (Box<dyn TextEmbedder>, Box<dyn VectorIndex>);
-
-/// The mode to search in and, for dense and hybrid, the embedder and store.
-/// With no mode asked for, hybrid when the index has vectors and their
-/// model loads, else BM25 (saying why on stderr).
-pub(super) fn search_backend(
+/// The retriever for `index`: the mode asked for (else `s.mode`, else the
+/// best the index supports), with the embedder and vector index it needs;
+/// why it searches with less goes to stderr as a note.
+pub(super) fn retriever(
     s: &Settings,
     index: &ShirabeIndex,
     asked: Option<Mode>,
-) -> Result<(Mode, Option<DenseBackend>)> {
-    let asked = asked.or(s.mode);
-    if asked == Some(Mode::Bm25) {
-        return Ok((Mode::Bm25, None));
-    }
-    let store = index.active_store()?.filter(|(_, st)| !st.is_empty());
-    let Some((state, store)) = store else {
-        if let Some(m) = asked {
-            anyhow::bail!(
-                "{} search needs embeddings, and this index has none yet (run `shirabe embed-index`)",
-                m.name()
-            );
-        }
-        return Ok((Mode::Bm25, None));
+) -> Result<Retriever> {
+    let cfg = RetrieverConfig {
+        mode: asked.or(s.mode),
+        embed_model: s.embed.model.clone(),
+        embed_dtype: s.embed.dtype,
+        dims: s.embed.dims,
+        qdrant: qdrant_config(s, index),
     };
-    let spec = s.embed.model.clone().unwrap_or(state.spec.clone());
-    // Qdrant only when it mirrors this very store (same model, synced).
-    let active_key = index
-        .manifest
-        .as_ref()
-        .and_then(|m| m.active_vectors.clone())
-        .unwrap_or_default();
-    let synced = index
-        .manifest
-        .as_ref()
-        .and_then(|m| m.qdrant.as_ref())
-        .is_some_and(|q| q.store == active_key);
-    let vectors: Box<dyn VectorIndex> = match qdrant_config(s, index) {
-        Some(cfg) if synced => match QdrantIndex::open_existing(&cfg, state.dims) {
-            Ok(q) => Box::new(q),
-            Err(e) if asked.is_none() => {
-                if !s.quiet {
-                    eprintln!("note: {e}; searching the local vector store");
-                }
-                Box::new(store)
-            }
-            Err(e) => return Err(e.into()),
-        },
-        Some(cfg) => {
-            if !s.quiet {
-                eprintln!(
-                    "note: the Qdrant collection {} does not mirror this index's vectors yet (`shirabe migrate --to qdrant {}`); searching the local vector store",
-                    cfg.collection, cfg.url
-                );
-            }
-            Box::new(store)
+    Ok(Retriever::open(index, &cfg, &mut |note| {
+        if !s.quiet {
+            eprintln!("note: {note}");
         }
-        None => Box::new(store),
-    };
-    match load_embedder(s, &spec, s.embed.dims.or(Some(state.dims))) {
-        Ok(e) if e.id() == state.model => Ok((asked.unwrap_or(Mode::Hybrid), Some((e, vectors)))),
-        Ok(e) => {
-            let why = format!(
-                "the index was embedded with {}, but {spec} is {}",
-                state.model,
-                e.id()
-            );
-            if asked.is_some() {
-                anyhow::bail!(why);
-            }
-            if !s.quiet {
-                eprintln!("note: {why}; searching with BM25 only");
-            }
-            Ok((Mode::Bm25, None))
-        }
-        Err(e) if asked.is_none() => {
-            if !s.quiet {
-                eprintln!("note: {e:#}; searching with BM25 only");
-            }
-            Ok((Mode::Bm25, None))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The passages for a question: the query embedded when there is a dense
-/// backend, searched in `mode`; a query without searchable words finds
-/// nothing (rather than failing).
-pub(super) fn retrieve_passages(
-    index: &ShirabeIndex,
-    mode: Mode,
-    backend: Option<&DenseBackend>,
-    query: &str,
-    limit: usize,
-    doc_glob: Option<String>,
-) -> Result<Vec<retrieve::Hit>> {
-    let dense = match backend {
-        Some((embedder, store)) => Some(DenseQuery {
-            store: store.as_ref(),
-            vector: embedder
-                .embed(&[query], true, 1)?
-                .pop()
-                .context("the embedder returned no vector")?,
-        }),
-        None => None,
-    };
-    let req = SearchRequest {
-        mode,
-        doc_glob,
-        ..SearchRequest::new(query, limit)
-    };
-    match retrieve::search(index, &req, dense.as_ref()) {
-        Ok(h) => Ok(h),
-        Err(shirabe::Error::Query(_)) => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
-    }
+    })?)
 }
 
 pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
-    let (mode, backend) = search_backend(s, &index, asked)?;
+    let retriever = retriever(s, &index, asked)?;
+    let mode = retriever.mode;
     let query = a.query.join(" ");
-    let dense = match &backend {
-        Some((embedder, store)) => {
-            let vector = embedder
-                .embed(&[query.as_str()], true, 1)?
-                .pop()
-                .context("the embedder returned no vector")?;
-            Some(DenseQuery {
-                store: store.as_ref(),
-                vector,
-            })
-        }
-        None => None,
-    };
     let limit = a.limit.unwrap_or(s.limit);
     let req = SearchRequest {
         query,
@@ -708,7 +599,7 @@ pub fn search(s: &Settings, a: &SearchArgs) -> Result<Status> {
         rrf_k: a.rrf_k,
         neighbors: a.neighbors,
     };
-    let mut hits = retrieve::search(&index, &req, dense.as_ref())?;
+    let mut hits = retriever.search(&index, req.clone())?;
     if a.rerank && !hits.is_empty() {
         let t = std::time::Instant::now();
         let reranker = shirabe::models::rerank::Reranker::load(

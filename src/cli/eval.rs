@@ -123,8 +123,8 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         None => Vec::new(),
     };
     let needs_dense = modes.is_empty() || modes.iter().any(|m| *m != Mode::Bm25);
-    let (_, backend) = if needs_dense {
-        super::commands::search_backend(
+    let retriever = if needs_dense {
+        super::commands::retriever(
             s,
             &index,
             if modes.is_empty() {
@@ -134,8 +134,9 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
             },
         )?
     } else {
-        (Mode::Bm25, None)
+        shirabe::retrieve::Retriever::bm25()
     };
+    let backend = retriever.dense();
     let modes = if modes.is_empty() {
         if backend.is_some() {
             vec![Mode::Bm25, Mode::Dense, Mode::Hybrid]
@@ -155,14 +156,14 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         let matcher = Glob::new(&q.doc)
             .with_context(|| format!("bad doc glob {:?}", q.doc))?
             .compile_matcher();
-        let vector = match &backend {
-            Some((e, _)) => e.embed(&[q.query.as_str()], true, 1)?.pop(),
+        let vector = match backend {
+            Some(d) => d.embedder.embed(&[q.query.as_str()], true, 1)?.pop(),
             None => None,
         };
         for (mi, &mode) in modes.iter().enumerate() {
-            let dense = match (&backend, &vector) {
-                (Some((_, store)), Some(v)) => Some(DenseQuery {
-                    store: store.as_ref(),
+            let dense = match (backend, &vector) {
+                (Some(d), Some(v)) => Some(DenseQuery {
+                    store: d.vectors.as_ref(),
                     vector: v.clone(),
                 }),
                 _ => None,

@@ -11,11 +11,12 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use shirabe::answer::eval::{score, Case, Figures, Report, Scored};
+use shirabe::answer::{AnswerHooks, Question};
 use shirabe::index::ShirabeIndex;
 use shirabe::retrieve;
 
 use super::args::EvalArgs;
-use super::ask::{answer_hits, AnswerHooks, Writer};
+use super::ask::{answerer, fit_window};
 use super::{Settings, Status};
 
 fn read_cases(path: &std::path::Path) -> Result<Vec<Case>> {
@@ -61,12 +62,13 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         "{} has no questions",
         a.queries.display()
     );
-    let (mode, backend) = super::commands::search_backend(s, &index, None)?;
-    let mut writer = Writer::new(index.manifest.as_ref(), &a.b)?;
-    writer.fit_to_wait(&a.b, !s.quiet && !a.json)?;
-    let embed = backend
-        .as_ref()
-        .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
+    let retriever = super::commands::retriever(s, &index, None)?;
+    let mode = retriever.mode;
+    let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
+    fit_window(&mut writer, !s.quiet && !a.json)?;
+    let embed = retriever
+        .embedder()
+        .map(|e| move |t: &[&str]| e.embed(t, false, 8));
     let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
     let cancel = super::commands::interrupt_flag();
     let name = match (&writer.generator, &writer.endpoint) {
@@ -84,27 +86,18 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         let hits = if a.oracle {
             oracle_hits(&index, case)?
         } else {
-            super::commands::retrieve_passages(
-                &index,
-                mode,
-                backend.as_ref(),
-                &case.question,
-                a.passages,
-                None,
-            )?
+            retriever.retrieve(&index, &case.question, a.passages, None)?
         };
         let retrieved = t0.elapsed().as_secs_f64();
-        let r = answer_hits(
-            &writer,
-            &a.b,
-            &case.question,
-            &hits,
-            embed_ref,
-            cancel,
-            &AnswerHooks {
-                on_packed: &|_| {},
-                on_note: &|_| {},
+        let r = writer.answer(
+            &Question {
+                text: &case.question,
+                hits: &hits,
+                embed: embed_ref,
+                cancel,
+                max_tokens: None,
             },
+            &AnswerHooks::silent(),
             &mut |_| {},
         )?;
         let ttft = r.first_token_s.map(|t| t + retrieved);

@@ -18,10 +18,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use shirabe::answer::{check, extractive, Backend};
+use shirabe::answer::{AnswerHooks, Answerer, Backend, EmbedFn, Question};
 use shirabe::index::ShirabeIndex;
-use shirabe::ingest::tokens::TokenCounter;
-use shirabe::prompt::{pack, SYSTEM_PROMPT};
+use shirabe::retrieve::Retriever;
 
 use super::args::ServeArgs;
 use super::{Settings, Status};
@@ -32,12 +31,10 @@ const SHIRABE_MODEL: &str = "shirabe";
 struct Server<'a> {
     a: &'a ServeArgs,
     index: &'a ShirabeIndex,
-    mode: shirabe::retrieve::Mode,
-    dense: Option<&'a super::commands::DenseBackend>,
+    retriever: &'a Retriever,
+    answerer: &'a Answerer,
     backend: Option<&'a dyn Backend>,
     backend_name: Option<String>,
-    counter: &'a TokenCounter,
-    window: usize,
 }
 
 pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
@@ -48,10 +45,10 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         a.host
     );
     let index = ShirabeIndex::open(&s.index)?;
-    let mut writer = super::ask::Writer::new(index.manifest.as_ref(), &a.b)?;
-    writer.fit_to_wait(&a.b, !s.quiet)?;
+    let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
+    super::ask::fit_window(&mut writer, !s.quiet)?;
     static NEVER: AtomicBool = AtomicBool::new(false);
-    let boxed = writer.backend(&NEVER, a.b.temperature);
+    let boxed = writer.backend(&NEVER);
     let listener = TcpListener::bind((a.host.as_str(), a.port))
         .with_context(|| format!("binding {}:{}", a.host, a.port))?;
     let addr = listener.local_addr()?;
@@ -59,16 +56,14 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     std::io::stdout().flush()?;
     // The query embedder and vector store are loaded once, not per request
     // (BM25 sees new commits anyway; restart to see new vectors).
-    let (mode, dense) = super::commands::search_backend(s, &index, None)?;
+    let retriever = super::commands::retriever(s, &index, None)?;
     let server = Server {
         a,
         index: &index,
-        mode,
-        dense: dense.as_ref(),
+        retriever: &retriever,
+        answerer: &writer,
         backend: boxed.as_deref(),
         backend_name: a.b.model.clone(),
-        counter: &writer.counter,
-        window: writer.window,
     };
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -240,37 +235,33 @@ impl Server<'_> {
             });
         }
         let question = text_of("user").last().cloned().context("no user message")?;
-        let hits = super::commands::retrieve_passages(
-            self.index,
-            self.mode,
-            self.dense,
-            &question,
-            self.a.passages,
-            None,
+        let hits = self
+            .retriever
+            .retrieve(self.index, &question, self.a.passages, None)?;
+        let embed = self
+            .retriever
+            .embedder()
+            .map(|e| move |t: &[&str]| e.embed(t, false, 8));
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        let r = self.answerer.answer(
+            &Question {
+                text: &question,
+                hits: &hits,
+                embed: embed.as_ref().map(|f| f as EmbedFn<'_>),
+                cancel: &NEVER,
+                max_tokens: Some(max_tokens),
+            },
+            &AnswerHooks::silent(),
+            sink,
         )?;
-        let packed = pack(
-            &hits,
-            &question,
-            self.counter,
-            self.window.saturating_sub(max_tokens),
-            &[],
-        );
-        let raw = match self.backend {
-            Some(b) if !packed.passages.is_empty() => {
-                b.stream(SYSTEM_PROMPT, &packed.user, max_tokens, sink)?
-            }
-            _ => {
-                let text = extractive(&question, &packed.passages, 5);
-                let shown = if text.is_empty() {
-                    shirabe::answer::NO_ANSWER
-                } else {
-                    text.as_str()
-                };
-                sink(shown);
-                text
-            }
-        };
-        let checked = check(&raw, &packed.passages);
+        let (checked, packed) = (&r.checked, &r.packed);
+        if r.extractive {
+            sink(if checked.answer.trim().is_empty() {
+                shirabe::answer::NO_ANSWER
+            } else {
+                checked.answer.as_str()
+            });
+        }
         let mut content = if checked.answer.trim().is_empty() {
             shirabe::answer::NO_ANSWER.to_string()
         } else {

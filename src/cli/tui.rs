@@ -12,21 +12,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Result;
 
+use shirabe::answer::conversation::{reply, Lookup};
+use shirabe::answer::Answerer;
 use shirabe::index::manifest::{FileRecord, FileStatus};
 use shirabe::index::ShirabeIndex;
-use shirabe::retrieve::{self, Mode};
+use shirabe::retrieve::{self, Retriever};
 use shirabe::tui::{Answer, Engine, EngineResult, Info};
 
 use super::args::TuiArgs;
-use super::ask::Writer;
-use super::commands::DenseBackend;
 use super::{Settings, Status};
 
 /// The index and how it is searched.
 struct Search {
     index: ShirabeIndex,
-    mode: Mode,
-    dense: Option<DenseBackend>,
+    retriever: Retriever,
 }
 
 struct CliEngine {
@@ -35,7 +34,7 @@ struct CliEngine {
     /// None until there is an index. Workers take a clone of the `Arc`
     /// and let go of the lock at once; an ingest swaps in a new one.
     search: Mutex<Option<Arc<Search>>>,
-    writer: Mutex<Writer>,
+    writer: Mutex<Answerer>,
     /// The writer's context window (fixed).
     window: usize,
     backend_name: String,
@@ -52,8 +51,8 @@ fn open_search(s: &Settings) -> Result<Option<Arc<Search>>> {
         Err(shirabe::Error::NoIndex(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let (mode, dense) = super::commands::search_backend(s, &index, None)?;
-    Ok(Some(Arc::new(Search { index, mode, dense })))
+    let retriever = super::commands::retriever(s, &index, None)?;
+    Ok(Some(Arc::new(Search { index, retriever })))
 }
 
 fn text_of(e: anyhow::Error) -> String {
@@ -80,7 +79,7 @@ impl CliEngine {
         doc: Option<String>,
     ) -> Result<Vec<retrieve::Hit>> {
         let s = self.current().ok_or_else(|| anyhow::anyhow!(NO_INDEX))?;
-        super::commands::retrieve_passages(&s.index, s.mode, s.dense.as_ref(), query, limit, doc)
+        Ok(s.retriever.retrieve(&s.index, query, limit, doc)?)
     }
 }
 
@@ -114,7 +113,7 @@ impl Engine for CliEngine {
             documents,
             chunks,
             embedded,
-            mode: s.mode.name().to_string(),
+            mode: s.retriever.mode.name().to_string(),
             backend: self.backend_name.clone(),
             window,
         }
@@ -131,28 +130,30 @@ impl Engine for CliEngine {
         cancel: &AtomicBool,
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer> {
-        let retrieve = |q: &str| self.retrieve(q, self.args.passages, None);
+        let retrieve = |q: &str| {
+            self.retrieve(q, self.args.passages, None)
+                .map_err(|e| shirabe::Error::Index(format!("{e:#}")))
+        };
         let writer = lock(&self.writer);
         // Paraphrased claims are checked by meaning too, when there is an
         // embedder.
         let snapshot = self.current();
         let embed = snapshot
             .as_ref()
-            .and_then(|s| s.dense.as_ref())
-            .map(|(e, _)| move |t: &[&str]| e.embed(t, false, 8));
-        let r = super::chat::reply(
-            super::chat::Lookup {
+            .and_then(|s| s.retriever.embedder())
+            .map(|e| move |t: &[&str]| e.embed(t, false, 8));
+        let r = reply(
+            Lookup {
                 retrieve: &retrieve,
                 embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
             },
             &writer,
-            &self.args.b,
             question,
             history,
             cancel,
             on_text,
         )
-        .map_err(text_of)?;
+        .map_err(|e| e.to_string())?;
         drop(writer);
         let checked = r.checked;
         Ok(Answer {
@@ -191,7 +192,7 @@ impl Engine for CliEngine {
         })?;
         let writer = lock(&self.writer);
         let t = std::time::Instant::now();
-        let r = super::ask::summarize_hits(&hits, meeting, &writer, &self.args.b, cancel, on_text)
+        let r = super::ask::summarize_hits(&hits, meeting, &writer, cancel, on_text)
             .map_err(text_of)?;
         let tokens = r
             .passages
@@ -321,12 +322,12 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     // Loading models and the index prints its notes before the screen is
     // taken over.
     let search = open_search(s)?;
-    let mut writer = Writer::new(
+    let mut writer = super::ask::answerer(
         search.as_ref().and_then(|x| x.index.manifest.as_ref()),
         &a.b,
     )?;
     // A local CPU model gets the window it can prefill in --max-wait.
-    writer.fit_to_wait(&a.b, !s.quiet)?;
+    super::ask::fit_window(&mut writer, !s.quiet)?;
     let backend_name = match (&writer.generator, &writer.endpoint) {
         (Some(_), _) => a.b.model.clone().unwrap_or_default(),
         (None, Some(ep)) => format!("{} ({})", ep.model, ep.base_url),

@@ -95,6 +95,22 @@ pub struct IngestOptions {
     pub commit_interval: Duration,
 }
 
+impl IngestOptions {
+    /// Ingest `paths` into the index at `index_dir`, with the default
+    /// tokenizer and chunk sizes, one worker per core, no pruning.
+    pub fn new(paths: Vec<PathBuf>, index_dir: impl Into<PathBuf>) -> IngestOptions {
+        IngestOptions {
+            paths,
+            index_dir: index_dir.into(),
+            prune: false,
+            tokenizer: None,
+            chunking: ChunkParams::default(),
+            jobs: 0,
+            commit_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Progress events for a progress bar.
 #[derive(Debug, Clone)]
 pub enum Event {

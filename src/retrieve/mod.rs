@@ -16,8 +16,14 @@
 //! A snippet is the window of the chunk with the most distinct query terms,
 //! and the hit's page is the page that window is on. Neighbour expansion
 //! adds the chunks just before and after a hit in its document.
+//!
+//! Which mode, embedder and vector index a front end searches with is
+//! [`Retriever`]'s policy.
 
 pub mod fusion;
+pub mod retriever;
+
+pub use retriever::{Dense, Retriever, RetrieverConfig};
 
 use std::collections::{HashMap, HashSet};
 

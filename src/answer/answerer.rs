@@ -1,0 +1,411 @@
+//! The answering policy every front end shares: who writes the answer (a
+//! local Qwen model, an OpenAI-compatible endpoint, or nobody, and then
+//! the extractive answer), with which token counter and context window,
+//! and what happens to the text before anyone sees it.
+//!
+//! [`Answerer::answer`] packs the retrieved passages into the prompt by
+//! exact token count, has the model write (streaming pieces to the
+//! caller), asks once more, firmly, when the answer is not in the
+//! question's language, retries an endpoint that finds the prompt too long
+//! with half the context, and checks the citations. On a local CPU the
+//! window is sized so the first token comes within the wait the user
+//! allows ([`super::window`]), by prefill speeds the answers themselves
+//! measure. Notes for the user go to the caller's hooks; nothing here
+//! prints.
+
+use std::cell::Cell;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::DType;
+use serde_json::json;
+
+use super::lang::Lang;
+use super::openai::{CompletionError, Endpoint};
+use super::window::{affordable_window, PrefillSpeeds, PROBE_TOKENS};
+use super::{check_with, extractive_with, Checked, EmbedFn};
+use crate::index::manifest::Manifest;
+use crate::ingest::tokens::TokenCounter;
+use crate::models::generate::{Generation, Generator, SamplingParams, StopReason};
+use crate::models::qwen3::KvType;
+use crate::prompt::{pack_with, Packed, SYSTEM_PROMPT};
+use crate::retrieve::Hit;
+use crate::{Error, Result};
+
+/// Context window when nothing says otherwise (Qwen3 with YaRN).
+pub const DEFAULT_CTX: usize = 131_072;
+
+/// How many sentences the extractive answer quotes at most.
+const EXTRACTIVE_SENTENCES: usize = 5;
+
+/// A local model to load.
+#[derive(Debug, Clone)]
+pub struct LocalModel {
+    /// A GGUF file, a safetensors directory or a Hugging Face repo id.
+    pub spec: String,
+    /// Weight type (safetensors).
+    pub dtype: DType,
+    /// KV cache type, when not the model's default.
+    pub cache_dtype: Option<KvType>,
+}
+
+/// How answers are written.
+#[derive(Debug, Clone)]
+pub struct AnswerConfig {
+    /// The longest answer, in tokens.
+    pub max_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f32,
+    /// The system prompt (default [`SYSTEM_PROMPT`]).
+    pub system_prompt: Option<String>,
+    /// The context window, when fixed by the user.
+    pub ctx: Option<usize>,
+    /// Seconds the user is willing to wait for the first token on a local
+    /// CPU (sizes the window when `ctx` is not fixed).
+    pub max_wait: f64,
+}
+
+impl Default for AnswerConfig {
+    fn default() -> Self {
+        AnswerConfig {
+            max_tokens: 512,
+            temperature: 0.0,
+            system_prompt: None,
+            ctx: None,
+            max_wait: 60.0,
+        }
+    }
+}
+
+/// One question to answer.
+pub struct Question<'a> {
+    /// The question.
+    pub text: &'a str,
+    /// The retrieved passages, best first.
+    pub hits: &'a [Hit],
+    /// Embeds texts, to check citations by meaning too.
+    pub embed: Option<EmbedFn<'a>>,
+    /// Set to stop the model.
+    pub cancel: &'a AtomicBool,
+    /// The longest answer, when not the configured one.
+    pub max_tokens: Option<usize>,
+}
+
+/// What an answer's caller hears before and beside the streamed text.
+pub struct AnswerHooks<'a> {
+    /// The packed prompt, before the model reads it.
+    pub on_packed: &'a dyn Fn(&Packed),
+    /// Notes for the user (a retry).
+    pub on_note: &'a dyn Fn(&str),
+}
+
+impl AnswerHooks<'_> {
+    /// Hooks that hear nothing.
+    pub fn silent() -> AnswerHooks<'static> {
+        AnswerHooks {
+            on_packed: &|_| {},
+            on_note: &|_| {},
+        }
+    }
+}
+
+/// One answered question.
+pub struct Answered {
+    /// The prompt the model read (or the passages the extractive answer
+    /// quoted from).
+    pub packed: Packed,
+    /// The answer with its citations checked.
+    pub checked: Checked,
+    /// No model wrote it.
+    pub extractive: bool,
+    /// The question's language.
+    pub language: Lang,
+    /// Whether the answer is in it.
+    pub language_ok: bool,
+    /// Written twice (the first answer was in another language).
+    pub retried: bool,
+    /// The user stopped it.
+    pub interrupted: bool,
+    /// Tokens and speeds, as JSON.
+    pub usage: Option<serde_json::Value>,
+    /// Seconds from the call to the first piece of text.
+    pub first_token_s: Option<f64>,
+    /// Seconds spent packing the prompt.
+    pub pack_s: f64,
+    /// The text as written, before the citations were checked.
+    pub raw: String,
+}
+
+/// The window a local model was given ([`Answerer::fit_to_wait`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowFit {
+    /// Estimated prefill speed, tokens per second.
+    pub tokens_per_s: f64,
+    /// The window shrank to this many tokens to keep the wait.
+    pub shrunk_to: Option<usize>,
+}
+
+/// Writes answers: the model side of `ask`, `chat`, `serve`, `eval` and
+/// the TUI.
+pub struct Answerer {
+    /// The local model, if any.
+    pub generator: Option<Generator>,
+    /// The endpoint, if any (and no local model).
+    pub endpoint: Option<Endpoint>,
+    /// Counts tokens as the model does.
+    pub counter: TokenCounter,
+    /// The context window, in tokens.
+    pub window: usize,
+    /// How answers are written.
+    pub config: AnswerConfig,
+    /// The key of the model's prefill speed (local CPU models).
+    speed_key: Option<String>,
+}
+
+impl Answerer {
+    /// Loads `model` (or uses `endpoint`; with neither, answers are
+    /// extractive). The token counter is the model's, else the index's
+    /// (from `manifest`), else the default one.
+    pub fn new(
+        model: Option<&LocalModel>,
+        endpoint: Option<Endpoint>,
+        manifest: Option<&Manifest>,
+        config: AnswerConfig,
+    ) -> Result<Answerer> {
+        let mut generator = match model {
+            Some(m) if endpoint.is_none() => Some(
+                Generator::load(&m.spec, m.dtype, &crate::models::default_device())
+                    .map_err(|e| Error::Model(format!("loading the model {}: {e}", m.spec)))?,
+            ),
+            _ => None,
+        };
+        if let (Some(g), Some(kv)) = (generator.as_mut(), model.and_then(|m| m.cache_dtype)) {
+            g.cache_dtype = kv;
+        }
+        let counter = match &generator {
+            Some(g) => {
+                TokenCounter::from_tokenizer(g.tokenizer().clone(), std::path::Path::new("model"))
+            }
+            None => TokenCounter::find(
+                manifest
+                    .map(|m| m.tokenizer.source.as_str())
+                    .filter(|s| std::path::Path::new(s).exists()),
+            )?,
+        };
+        let window = config
+            .ctx
+            .or(generator.as_ref().map(|g| g.context_window()))
+            .unwrap_or(DEFAULT_CTX);
+        let speed_key = match (&generator, model) {
+            (Some(g), Some(m)) if g.on_cpu() => Some(format!("{}|{}", m.spec, m.dtype.as_str())),
+            _ => None,
+        };
+        Ok(Answerer {
+            generator,
+            endpoint,
+            counter,
+            window,
+            config,
+            speed_key,
+        })
+    }
+
+    /// Whether a model writes the answers (else they are extractive).
+    pub fn has_model(&self) -> bool {
+        self.generator.is_some() || self.endpoint.is_some()
+    }
+
+    /// On a local CPU, which prefills tens to hundreds of tokens per
+    /// second, shrinks the window (unless the config fixes it) so that the
+    /// expected time to first token stays within `max_wait` at the model's
+    /// prefill speed. Measures the speed once when it is not known yet
+    /// (telling `on_note` first: it takes seconds). `None` when the window
+    /// is not sized by speed.
+    pub fn fit_to_wait(&mut self, on_note: &dyn Fn(&str)) -> Result<Option<WindowFit>> {
+        let Some(g) = &self.generator else {
+            return Ok(None);
+        };
+        if self.config.ctx.is_some() || !g.on_cpu() {
+            return Ok(None);
+        }
+        let key = self.speed_key.clone().unwrap_or_default();
+        let mut speeds = PrefillSpeeds::user();
+        let tps = match speeds.estimate(&key) {
+            Some(tps) => tps,
+            None => {
+                on_note("measuring the model's prefill speed (once)...");
+                let tps = g.measure_prefill(PROBE_TOKENS)?;
+                speeds.record(&key, PROBE_TOKENS, tps);
+                tps
+            }
+        };
+        let affordable = affordable_window(
+            tps,
+            self.config.max_wait,
+            self.config.max_tokens,
+            self.window,
+        );
+        let shrunk_to = (affordable < self.window).then_some(affordable);
+        if let Some(w) = shrunk_to {
+            self.window = w;
+        }
+        Ok(Some(WindowFit {
+            tokens_per_s: tps,
+            shrunk_to,
+        }))
+    }
+
+    /// Keeps the prefill speed a real answer measured, so the next window
+    /// is sized by what the model does, not by one probe.
+    pub fn learn(&self, g: &Generation) {
+        if let Some(key) = &self.speed_key {
+            PrefillSpeeds::user().record(key, g.prompt_tokens, g.prefill_tokens_per_s);
+        }
+    }
+
+    /// The system prompt in use.
+    pub fn system_prompt(&self) -> &str {
+        self.config
+            .system_prompt
+            .as_deref()
+            .unwrap_or(SYSTEM_PROMPT)
+            .trim()
+    }
+
+    /// The backend for free-form writing (summaries, conversations), if
+    /// there is a model.
+    pub fn backend<'a>(&'a self, cancel: &'a AtomicBool) -> Option<Box<dyn super::Backend + 'a>> {
+        use super::{EndpointBackend, LocalBackend};
+        let temperature = self.config.temperature;
+        match (&self.generator, &self.endpoint) {
+            (Some(g), _) => Some(Box::new(LocalBackend {
+                generator: g,
+                cancel,
+                temperature,
+            })),
+            (None, Some(ep)) => Some(Box::new(EndpointBackend {
+                endpoint: ep,
+                cancel,
+                temperature,
+            })),
+            _ => None,
+        }
+    }
+
+    /// Answers `q` from its passages: packs them, has the model write
+    /// (streaming pieces to `on_text`) or answers extractively, and checks
+    /// the citations (by meaning too, with an embedder).
+    pub fn answer(
+        &self,
+        q: &Question<'_>,
+        hooks: &AnswerHooks<'_>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answered> {
+        let t0 = Instant::now();
+        let Question {
+            text: question,
+            hits,
+            embed,
+            cancel,
+            ..
+        } = *q;
+        let max_tokens = q.max_tokens.unwrap_or(self.config.max_tokens);
+        let budget = self.window.saturating_sub(max_tokens);
+        let system = self.system_prompt();
+        let mut packed = pack_with(system, hits, question, &self.counter, budget, &[]);
+        let pack_s = t0.elapsed().as_secs_f64();
+        (hooks.on_packed)(&packed);
+        let language = Lang::of(question);
+        let mut first_token: Option<f64> = None;
+        let mut usage: Option<serde_json::Value> = None;
+        let interrupted = Cell::new(false);
+        let mut retried = false;
+        let extractive = packed.passages.is_empty() || !self.has_model();
+        let raw = if extractive {
+            extractive_with(question, &packed.passages, EXTRACTIVE_SENTENCES, embed)?
+        } else {
+            let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
+                let mut piece = |t: &str| {
+                    first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                    on_text(t);
+                };
+                if let Some(g) = &self.generator {
+                    // The model's own template (the same text as
+                    // packed.prompt for Qwen, which the packer counted).
+                    let ids = g.encode(&g.chat(Some(system), &[], user))?;
+                    let params = SamplingParams {
+                        max_tokens,
+                        temperature: self.config.temperature,
+                        ..Default::default()
+                    };
+                    let r = g.generate(&ids, &params, cancel, &mut piece)?;
+                    self.learn(&r);
+                    interrupted.set(r.stop == StopReason::Cancelled);
+                    usage = Some(json!({
+                        "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                        "prefill_tokens_per_s": r.prefill_tokens_per_s, "decode_tokens_per_s": r.decode_tokens_per_s,
+                    }));
+                    return Ok(r.text);
+                }
+                let ep = self.endpoint.as_ref().expect("a model or an endpoint");
+                let r = ep.complete(
+                    system,
+                    user,
+                    max_tokens,
+                    self.config.temperature,
+                    cancel,
+                    &mut piece,
+                )?;
+                interrupted.set(r.cancelled);
+                usage = Some(json!({
+                    "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                    "first_token_s": r.first_token_s, "total_s": r.total_s, "attempts": r.attempts,
+                }));
+                Ok(r.text)
+            };
+            let first = match attempt(&packed.user, on_text) {
+                Err(Error::Endpoint(e @ CompletionError::ContextTooLong(_))) => {
+                    // One more try with half the context.
+                    (hooks.on_note)(&format!("{e}; retrying with half the context"));
+                    packed = pack_with(
+                        system,
+                        hits,
+                        question,
+                        &self.counter,
+                        packed.budget / 2,
+                        &[],
+                    );
+                    (hooks.on_packed)(&packed);
+                    attempt(&packed.user, on_text)?
+                }
+                other => other?,
+            };
+            if !interrupted.get() && !language.written_in(&first) {
+                (hooks.on_note)(&format!(
+                    "the answer was not in {}; asking once more",
+                    language.name()
+                ));
+                on_text("\n");
+                retried = true;
+                let user = format!("{}\n{}", packed.user, language.insistence());
+                attempt(&user, on_text)?
+            } else {
+                first
+            }
+        };
+        let checked = check_with(&raw, &packed.passages, embed)?;
+        Ok(Answered {
+            language_ok: extractive || language.written_in(&checked.answer),
+            packed,
+            checked,
+            extractive,
+            language,
+            retried,
+            interrupted: interrupted.get(),
+            usage,
+            first_token_s: first_token,
+            pack_s,
+            raw,
+        })
+    }
+}
