@@ -30,12 +30,15 @@ fn main() -> shirabe::Result<()> {
         index.manifest.as_ref(),
         AnswerConfig::default(),
     )?;
+    let rarity = shirabe::retrieve::term_rarity(&index, &question)?;
     let q = Question {
         text: &question,
         hits: &hits,
         embed: None,
         cancel: &AtomicBool::new(false),
         max_tokens: None,
+        rarity: Some(&rarity),
+        written: None,
     };
     let r = answerer.answer(&q, &AnswerHooks::silent(), &mut |_| {})?;
     println!("{}", r.checked.answer);

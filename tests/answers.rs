@@ -67,6 +67,46 @@ fn extractive_answers_cite_the_page_of_their_sentence() {
 }
 
 #[test]
+fn a_question_the_archive_cannot_answer_is_declined_with_its_reason() {
+    let sb = ingested();
+    let q = "How do I deploy Kubernetes clusters on bare metal?";
+    let out = sb.expect(&["ask", q, "--json"], 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["answer"], "");
+    assert_eq!(v["refused"], true);
+    let why = v["declined"].as_str().unwrap();
+    assert!(
+        why.contains("never mention") && why.contains("Kubernetes"),
+        "{why}"
+    );
+    assert_eq!(v["grounding"]["unknown_words"][1], "Kubernetes");
+    // In text: the refusal, its reason, and the nearest passages to judge.
+    let out = sb.expect(&["ask", q, "--color", "never"], 1);
+    assert!(out.contains("do not seem to contain an answer"), "{out}");
+    assert!(
+        out.contains("never mention") && out.contains("“Kubernetes”"),
+        "{out}"
+    );
+    assert!(out.contains("Nearest passages"), "{out}");
+    // --always-answer leaves it to the writer (the extractive one finds
+    // nothing to quote either).
+    let out = sb.expect(&["ask", q, "--always-answer", "--json"], 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["declined"].is_null(), "{v}");
+    // A question it can answer is not declined.
+    let out = sb.expect(
+        &[
+            "ask",
+            "How much was the budget for the Osaka warehouse expansion?",
+            "--json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["declined"].is_null(), "{v}");
+}
+
+#[test]
 fn eval_scores_answers_on_a_labelled_set() {
     let sb = ingested();
     let set = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -85,6 +125,8 @@ fn eval_scores_answers_on_a_labelled_set() {
     assert_eq!(all["right_language"], 1.0);
     assert_eq!(v["report"]["groups"]["lang:ja"]["answerable"], 2);
     assert_eq!(v["answers"].as_array().unwrap().len(), 8);
+    // The unanswerable one is declined.
+    assert_eq!(all["refused_unanswerable"], 1.0, "{all}");
     // The oracle row: only the answer pages as context.
     let out = sb.expect(
         &[

@@ -10,8 +10,10 @@
 //! with half the context, and checks the citations. On a local CPU the
 //! window is sized so the first token comes within the wait the user
 //! allows ([`super::window`]), by prefill speeds the answers themselves
-//! measure. Notes for the user go to the caller's hooks; nothing here
-//! prints.
+//! measure. Given the rarity of the question's words in the index, a
+//! question no passage covers is declined before any model writes
+//! ([`super::grounding`]). Notes for the user go to the caller's hooks;
+//! nothing here prints.
 
 use std::cell::Cell;
 use std::sync::atomic::AtomicBool;
@@ -20,6 +22,7 @@ use std::time::Instant;
 use candle_core::DType;
 use serde_json::json;
 
+use super::grounding::{grounding, Grounding};
 use super::lang::Lang;
 use super::openai::{CompletionError, Endpoint};
 use super::window::{affordable_window, PrefillSpeeds, PROBE_TOKENS};
@@ -29,7 +32,7 @@ use crate::ingest::tokens::TokenCounter;
 use crate::models::generate::{Generation, Generator, SamplingParams, StopReason};
 use crate::models::qwen3::KvType;
 use crate::prompt::{pack_with, Packed, SYSTEM_PROMPT};
-use crate::retrieve::Hit;
+use crate::retrieve::{Hit, TermRarity};
 use crate::{Error, Result};
 
 /// Context window when nothing says otherwise (Qwen3 with YaRN).
@@ -63,6 +66,9 @@ pub struct AnswerConfig {
     /// Seconds the user is willing to wait for the first token on a local
     /// CPU (sizes the window when `ctx` is not fixed).
     pub max_wait: f64,
+    /// Decline a question no passage covers ([`super::grounding`]) instead
+    /// of answering it.
+    pub decline: bool,
 }
 
 impl Default for AnswerConfig {
@@ -73,6 +79,7 @@ impl Default for AnswerConfig {
             system_prompt: None,
             ctx: None,
             max_wait: 60.0,
+            decline: true,
         }
     }
 }
@@ -89,6 +96,13 @@ pub struct Question<'a> {
     pub cancel: &'a AtomicBool,
     /// The longest answer, when not the configured one.
     pub max_tokens: Option<usize>,
+    /// How common the question's words are in the index: with it, a
+    /// question the passages do not cover is declined before any model
+    /// writes ([`super::grounding`]).
+    pub rarity: Option<&'a TermRarity>,
+    /// An answer already written (replaying a recorded run): packed and
+    /// checked as if the model had just written it.
+    pub written: Option<&'a str>,
 }
 
 /// What an answer's caller hears before and beside the streamed text.
@@ -134,6 +148,11 @@ pub struct Answered {
     pub pack_s: f64,
     /// The text as written, before the citations were checked.
     pub raw: String,
+    /// How well the passages cover the question (with a rarity).
+    pub grounding: Option<Grounding>,
+    /// Why the question was declined unanswered, when it was: the answer
+    /// is then empty and `checked.refused` set.
+    pub declined: Option<String>,
 }
 
 /// The window a local model was given ([`Answerer::fit_to_wait`]).
@@ -320,8 +339,17 @@ impl Answerer {
         let mut usage: Option<serde_json::Value> = None;
         let interrupted = Cell::new(false);
         let mut retried = false;
+        let grounding = q.rarity.map(|r| grounding(r, &packed.passages));
+        let declined = grounding
+            .as_ref()
+            .and_then(Grounding::decline)
+            .filter(|_| self.config.decline);
         let extractive = packed.passages.is_empty() || !self.has_model();
-        let raw = if extractive {
+        let raw = if declined.is_some() {
+            String::new()
+        } else if let Some(w) = q.written {
+            w.to_string()
+        } else if extractive {
             extractive_with(question, &packed.passages, EXTRACTIVE_SENTENCES, embed)?
         } else {
             let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
@@ -393,7 +421,8 @@ impl Answerer {
                 first
             }
         };
-        let checked = check_with(&raw, &packed.passages, embed)?;
+        let mut checked = check_with(&raw, &packed.passages, embed)?;
+        checked.refused |= declined.is_some();
         Ok(Answered {
             language_ok: extractive || language.written_in(&checked.answer),
             packed,
@@ -406,6 +435,8 @@ impl Answerer {
             first_token_s: first_token,
             pack_s,
             raw,
+            grounding,
+            declined,
         })
     }
 }

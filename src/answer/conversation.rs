@@ -10,8 +10,10 @@
 
 use std::sync::atomic::AtomicBool;
 
+use super::grounding::grounding;
 use super::{check_with, extractive, Answerer, Checked};
 use crate::prompt::{pack, Packed, Passage};
+use crate::retrieve::TermRarity;
 use crate::Result;
 
 /// Words that make a short question lean on the one before it.
@@ -87,6 +89,9 @@ pub struct Lookup<'a> {
     pub retrieve: &'a dyn Fn(&str) -> Result<Vec<crate::retrieve::Hit>>,
     /// Embeds texts as unit vectors.
     pub embed: Option<super::EmbedFn<'a>>,
+    /// How common a query's words are in the index (to decline a question
+    /// no passage covers).
+    pub rarity: Option<&'a dyn Fn(&str) -> Result<TermRarity>>,
 }
 
 /// One answered question of a conversation.
@@ -97,6 +102,8 @@ pub struct Reply {
     pub checked: super::Checked,
     /// Written extractively (no model, or no passages).
     pub extractive: bool,
+    /// Why the question was declined unanswered, when it was.
+    pub declined: Option<String>,
 }
 
 /// Answers `question` after the earlier `(question, answer)` turns: the
@@ -135,7 +142,11 @@ pub fn reply(
             }
         }
     }
-    let Lookup { retrieve, embed } = lookup;
+    let Lookup {
+        retrieve,
+        embed,
+        rarity,
+    } = lookup;
     let hits = retrieve(&query)?;
     let mut history: Vec<(String, String)> = Vec::new();
     let mut used = 0;
@@ -149,7 +160,12 @@ pub fn reply(
     }
     let budget = writer.window.saturating_sub(writer.config.max_tokens);
     let packed = pack(&hits, question, &writer.counter, budget, &history);
+    let declined = match rarity {
+        Some(f) if writer.config.decline => grounding(&f(&query)?, &packed.passages).decline(),
+        _ => None,
+    };
     let (raw, extractive) = match (&writer.generator, &backend) {
+        _ if declined.is_some() => (String::new(), false),
         (Some(g), _) if !packed.passages.is_empty() => {
             // The history goes into the prompt for a local model.
             let ids = g.encode(&g.chat(Some(writer.system_prompt()), &history, &packed.user))?;
@@ -180,11 +196,13 @@ pub fn reply(
         }
         _ => (extractive(question, &packed.passages, 5), true),
     };
-    let checked = check_with(&raw, &packed.passages, embed)?;
+    let mut checked = check_with(&raw, &packed.passages, embed)?;
+    checked.refused |= declined.is_some();
     Ok(Reply {
         packed,
         checked,
         extractive,
+        declined,
     })
 }
 

@@ -141,6 +141,9 @@ pub struct Scored {
     /// scoring a checker again without the model).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub raw: String,
+    /// How well the passages covered the question.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<super::grounding::Grounding>,
 }
 
 /// Judges `checked` (the answer to `case` from `passages`).
@@ -197,6 +200,7 @@ pub fn score(
         total_s,
         answer: answer.to_string(),
         raw: String::new(),
+        grounding: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod answerer;
 pub mod conversation;
 pub mod eval;
 pub mod extractive;
+pub mod grounding;
 pub mod lang;
 pub mod openai;
 pub mod summarize;

@@ -242,6 +242,13 @@ pub struct EvalArgs {
     /// With --answers: only the first N questions.
     #[arg(long, value_name = "N", requires = "answers")]
     pub limit: Option<usize>,
+    /// With --answers: take each answer as written in an earlier run's
+    /// --json output (its `raw` text, by question id) instead of writing
+    /// it, and check it again: scores a new checker or grounding rule
+    /// without running the model (give the same --model, --ctx and
+    /// --max-tokens, so the passages are the same).
+    #[arg(long, value_name = "RUN.json", requires = "answers")]
+    pub replay: Option<PathBuf>,
     /// With --answers: passages to retrieve per question.
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,
@@ -385,6 +392,11 @@ pub struct BackendArgs {
     /// system prompt (`ask` and `eval --answers`).
     #[arg(long, value_name = "FILE")]
     pub system_prompt: Option<std::path::PathBuf>,
+    /// Answer even when no passage seems to cover the question (by
+    /// default such a question is declined, naming the words the index
+    /// lacks, and the nearest passages are shown).
+    #[arg(long)]
+    pub always_answer: bool,
 }
 
 /// `chat`

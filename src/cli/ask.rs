@@ -58,6 +58,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             }
         }
     };
+    let rarity = shirabe::retrieve::term_rarity(&index, &question)?;
     let r = writer.answer(
         &Question {
             text: &question,
@@ -65,6 +66,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             embed: embed_ref,
             cancel,
             max_tokens: None,
+            rarity: Some(&rarity),
+            written: None,
         },
         &AnswerHooks {
             on_packed: &show,
@@ -87,7 +90,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     if let Some(e) = failed {
         return Err(e.into());
     }
-    if stream && !r.extractive {
+    if stream && !r.extractive && r.declined.is_none() {
         writeln!(out)?;
     }
     let answer_secs = t0.elapsed().as_secs_f64();
@@ -110,6 +113,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "unsupported": checked.unsupported,
             "meta_sentences": checked.meta,
             "refused": checked.refused,
+            "declined": r.declined,
+            "grounding": r.grounding,
             "passages": packed.passages,
             "context": {"tokens": packed.tokens, "budget": packed.budget, "window": writer.window,
                         "documents": packed.documents, "left_out": packed.left_out,
@@ -123,7 +128,14 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         out.flush()?;
         return Ok(status(checked, r.interrupted));
     }
-    if r.extractive {
+    if let Some(why) = &r.declined {
+        writeln!(out, "{}", shirabe::answer::NO_ANSWER)?;
+        writeln!(
+            out,
+            "{}",
+            st.dim(&format!("({})", shirabe::sanitize::terminal(why)))
+        )?;
+    } else if r.extractive {
         if checked.answer.is_empty() {
             writeln!(out, "{}", shirabe::answer::NO_ANSWER)?;
         } else {
@@ -180,6 +192,7 @@ pub(super) fn answerer(manifest: Option<&Manifest>, b: &BackendArgs) -> Result<A
         system_prompt,
         ctx: b.ctx,
         max_wait: b.max_wait,
+        decline: !b.always_answer,
     };
     let what = model.as_ref().map(|m| m.spec.clone());
     Answerer::new(model.as_ref(), endpoint, manifest, config).with_context(|| match what {
@@ -314,16 +327,20 @@ pub(super) fn print_sources(
     let cited = c.cited();
     if cited.is_empty() {
         // An answer never goes without sources: when nothing in it could
-        // be tied to a passage, show what it was given.
-        if c.answer.trim().is_empty() || c.refused || passages.is_empty() {
+        // be tied to a passage, show what it was given; a refusal shows
+        // the nearest passages, for the user to judge.
+        if passages.is_empty() {
             return Ok(());
         }
-        writeln!(
-            out,
-            "\n{} {}",
-            st.bold("Passages given"),
-            st.dim("(no sentence of the answer could be tied to one)")
-        )?;
+        let (head, why) = if c.answer.trim().is_empty() || c.refused {
+            ("Nearest passages", "(none seems to answer the question)")
+        } else {
+            (
+                "Passages given",
+                "(no sentence of the answer could be tied to one)",
+            )
+        };
+        writeln!(out, "\n{} {}", st.bold(head), st.dim(why))?;
         for p in passages.iter().take(3) {
             writeln!(
                 out,

@@ -68,15 +68,20 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             .map(|t| (t.question.clone(), t.answer.clone()))
             .collect();
         let retrieve = |q: &str| retriever.retrieve(&index, q, a.passages, None);
+        let rarity = |q: &str| shirabe::retrieve::term_rarity(&index, q);
         let embed = retriever
             .embedder()
             .map(|e| move |t: &[&str]| e.embed(t, false, 8));
         let Reply {
-            packed, checked, ..
+            packed,
+            checked,
+            declined,
+            ..
         } = reply(
             Lookup {
                 retrieve: &retrieve,
                 embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
+                rarity: Some(&rarity),
             },
             &writer,
             &question,
@@ -90,6 +95,13 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             checked.answer.trim().to_string()
         };
         writeln!(out, "{answer}")?;
+        if let Some(why) = declined {
+            writeln!(
+                out,
+                "{}",
+                st.dim(&format!("({})", shirabe::sanitize::terminal(&why)))
+            )?;
+        }
         super::ask::print_checks(&mut out, &st, &checked)?;
         super::ask::print_sources(&mut out, &st, &packed.passages, &checked)?;
         writeln!(out)?;

@@ -35,6 +35,31 @@ fn read_cases(path: &std::path::Path) -> Result<Vec<Case>> {
     Ok(out)
 }
 
+/// The answers as written in an earlier run's `--json` output, by
+/// question id.
+fn read_replay(path: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not the --json output of eval --answers",
+            path.display()
+        )
+    })?;
+    let answers = v["answers"]
+        .as_array()
+        .with_context(|| format!("{}: no \"answers\"", path.display()))?;
+    Ok(answers
+        .iter()
+        .filter_map(|a| {
+            Some((
+                a["id"].as_str()?.to_string(),
+                a["raw"].as_str().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect())
+}
+
 /// The chunks of `case`'s answer pages (the oracle's context).
 fn oracle_hits(index: &ShirabeIndex, case: &Case) -> Result<Vec<retrieve::Hit>> {
     let Some(doc) = &case.doc else {
@@ -76,6 +101,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         (None, Some(ep)) => ep.model.clone(),
         _ => "extractive".to_string(),
     };
+    let replay = a.replay.as_deref().map(read_replay).transpose()?;
     let mut scored: Vec<Scored> = Vec::new();
     let mut err = std::io::stderr().lock();
     for (i, case) in cases.iter().enumerate() {
@@ -89,6 +115,11 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
             retriever.retrieve(&index, &case.question, a.passages, None)?
         };
         let retrieved = t0.elapsed().as_secs_f64();
+        let rarity = retrieve::term_rarity(&index, &case.question)?;
+        let replayed = match &replay {
+            Some(m) => Some(m.get(&case.id).map(String::as_str).unwrap_or_default()),
+            None => None,
+        };
         let r = writer.answer(
             &Question {
                 text: &case.question,
@@ -96,6 +127,8 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
                 embed: embed_ref,
                 cancel,
                 max_tokens: None,
+                rarity: Some(&rarity),
+                written: replayed,
             },
             &AnswerHooks::silent(),
             &mut |_| {},
@@ -109,6 +142,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
             t0.elapsed().as_secs_f64(),
         );
         one.raw = r.raw;
+        one.grounding = r.grounding;
         if a.verbose {
             writeln!(
                 err,

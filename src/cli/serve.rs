@@ -243,6 +243,7 @@ impl Server<'_> {
             .embedder()
             .map(|e| move |t: &[&str]| e.embed(t, false, 8));
         static NEVER: AtomicBool = AtomicBool::new(false);
+        let rarity = shirabe::retrieve::term_rarity(self.index, &question)?;
         let r = self.answerer.answer(
             &Question {
                 text: &question,
@@ -250,6 +251,8 @@ impl Server<'_> {
                 embed: embed.as_ref().map(|f| f as EmbedFn<'_>),
                 cancel: &NEVER,
                 max_tokens: Some(max_tokens),
+                rarity: Some(&rarity),
+                written: None,
             },
             &AnswerHooks::silent(),
             sink,

@@ -142,10 +142,17 @@ impl Engine for CliEngine {
             .as_ref()
             .and_then(|s| s.retriever.embedder())
             .map(|e| move |t: &[&str]| e.embed(t, false, 8));
+        let rarity = |q: &str| match &snapshot {
+            Some(s) => retrieve::term_rarity(&s.index, q),
+            None => Err(shirabe::Error::Index(NO_INDEX.into())),
+        };
         let r = reply(
             Lookup {
                 retrieve: &retrieve,
                 embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
+                rarity: snapshot
+                    .as_ref()
+                    .map(|_| &rarity as &dyn Fn(&str) -> shirabe::Result<_>),
             },
             &writer,
             question,
@@ -157,7 +164,10 @@ impl Engine for CliEngine {
         drop(writer);
         let checked = r.checked;
         Ok(Answer {
-            note: r.packed.summary(),
+            note: match &r.declined {
+                Some(why) => format!("{}; {why}", r.packed.summary()),
+                None => r.packed.summary(),
+            },
             tokens: r.packed.tokens,
             budget: r.packed.budget,
             passages: r.packed.passages,

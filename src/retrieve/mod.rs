@@ -257,6 +257,59 @@ fn parse(query: &str) -> ParsedQuery {
     ParsedQuery { words, phrases }
 }
 
+/// How common each of a question's words is in the index: the evidence
+/// for whether the archive can answer it at all (see
+/// [`crate::answer::grounding`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TermRarity {
+    /// Chunks in the index.
+    pub chunks: u64,
+    /// Each distinct term of the question (analysed as the index analyses
+    /// text, stopwords left out).
+    pub terms: Vec<RareTerm>,
+}
+
+/// One term of a question and how many chunks hold it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RareTerm {
+    /// The analysed term (a stem, a CJK bigram).
+    pub term: String,
+    /// The question's text it came from.
+    pub word: String,
+    /// Chunks holding it.
+    pub chunks: u64,
+}
+
+impl TermRarity {
+    /// The inverse document frequency of a term held by `df` chunks.
+    pub fn idf(&self, df: u64) -> f32 {
+        (1.0 + self.chunks as f32 / (1.0 + df as f32)).ln()
+    }
+}
+
+/// The rarity of `question`'s terms in `index`.
+pub fn term_rarity(index: &ShirabeIndex, question: &str) -> Result<TermRarity> {
+    let reader = index.reader()?;
+    let searcher = reader.searcher();
+    let mut seen = HashSet::new();
+    let mut terms_out = Vec::new();
+    for (t, from, to) in terms(question) {
+        if crate::answer::STOPWORDS.contains(&t.as_str()) || !seen.insert(t.clone()) {
+            continue;
+        }
+        let chunks = searcher.doc_freq(&Term::from_field_text(index.fields.text, &t))?;
+        terms_out.push(RareTerm {
+            word: question.get(from..to).unwrap_or(&t).to_string(),
+            term: t,
+            chunks,
+        });
+    }
+    Ok(TermRarity {
+        chunks: searcher.num_docs(),
+        terms: terms_out,
+    })
+}
+
 /// The doc keys `--doc GLOB` selects; `None` without a glob.
 fn doc_filter(index: &ShirabeIndex, glob: Option<&str>) -> Result<Option<HashSet<String>>> {
     let Some(glob) = glob else { return Ok(None) };
