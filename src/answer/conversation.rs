@@ -82,6 +82,9 @@ pub fn to_markdown(title: &str, turns: &[Turn]) -> String {
     md
 }
 
+/// The rarity of a query's words in the index.
+pub type RarityFn<'a> = &'a dyn Fn(&str) -> Result<TermRarity>;
+
 /// Where a reply looks things up: passages for a query, and (when the
 /// index has an embedding model) vectors to check claims by meaning.
 pub struct Lookup<'a> {
@@ -91,7 +94,7 @@ pub struct Lookup<'a> {
     pub embed: Option<super::EmbedFn<'a>>,
     /// How common a query's words are in the index (to decline a question
     /// no passage covers).
-    pub rarity: Option<&'a dyn Fn(&str) -> Result<TermRarity>>,
+    pub rarity: Option<RarityFn<'a>>,
 }
 
 /// One answered question of a conversation.
