@@ -116,10 +116,9 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         };
         let retrieved = t0.elapsed().as_secs_f64();
         let rarity = retrieve::term_rarity(&index, &case.question)?;
-        let replayed = match &replay {
-            Some(m) => Some(m.get(&case.id).map(String::as_str).unwrap_or_default()),
-            None => None,
-        };
+        let replayed = replay
+            .as_ref()
+            .map(|m| m.get(&case.id).map(String::as_str).unwrap_or_default());
         let r = writer.answer(
             &Question {
                 text: &case.question,
