@@ -26,7 +26,7 @@ use super::grounding::{grounding, Grounding};
 use super::lang::Lang;
 use super::openai::{CompletionError, Endpoint};
 use super::window::{affordable_window, PrefillSpeeds, PROBE_TOKENS};
-use super::{check_with, extractive_with, Checked, EmbedFn};
+use super::{check_answer, extractive_with, Checked, EmbedFn};
 use crate::index::manifest::Manifest;
 use crate::ingest::tokens::TokenCounter;
 use crate::models::generate::{Generation, Generator, SamplingParams, StopReason};
@@ -421,7 +421,7 @@ impl Answerer {
                 first
             }
         };
-        let mut checked = check_with(&raw, &packed.passages, embed)?;
+        let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
         checked.refused |= declined.is_some();
         Ok(Answered {
             language_ok: extractive || language.written_in(&checked.answer),

@@ -11,7 +11,7 @@
 use std::sync::atomic::AtomicBool;
 
 use super::grounding::grounding;
-use super::{check_with, extractive, Answerer, Checked};
+use super::{check_answer, extractive, Answerer, Checked};
 use crate::prompt::{pack, Packed, Passage};
 use crate::retrieve::TermRarity;
 use crate::Result;
@@ -199,7 +199,7 @@ pub fn reply(
         }
         _ => (extractive(question, &packed.passages, 5), true),
     };
-    let mut checked = check_with(&raw, &packed.passages, embed)?;
+    let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
     checked.refused |= declined.is_some();
     Ok(Reply {
         packed,

@@ -141,9 +141,29 @@ pub struct Scored {
     /// scoring a checker again without the model).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub raw: String,
+    /// The citations whose quote does not hold their claim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub imprecise: Vec<Imprecise>,
     /// How well the passages covered the question.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grounding: Option<super::grounding::Grounding>,
+}
+
+/// A citation whose quoted sentence does not hold its claim.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imprecise {
+    /// The passage cited.
+    pub n: usize,
+    /// The claim.
+    pub claim: String,
+    /// The quote.
+    pub quote: String,
+    /// Share of the claim's terms in the passage.
+    pub support: f32,
+    /// Share of the claim's terms in the quote.
+    pub quote_support: f32,
+    /// Who cited it.
+    pub by: super::CitedBy,
 }
 
 /// Judges `checked` (the answer to `case` from `passages`).
@@ -161,16 +181,26 @@ pub fn score(
             .get(c.n - 1)
             .is_some_and(|p| case.is_doc(&p.path) && case.pages.contains(&c.located.page))
     });
-    let precise = checked
+    let is_precise = |c: &&super::CheckedCitation| {
+        c.supported
+            && (c.quote_support >= QUOTE_SUPPORT
+                || c.similarity
+                    .is_some_and(|s| s >= super::SIMILARITY_THRESHOLD))
+    };
+    let precise = checked.citations.iter().filter(is_precise).count();
+    let imprecise = checked
         .citations
         .iter()
-        .filter(|c| {
-            c.supported
-                && (c.quote_support >= QUOTE_SUPPORT
-                    || c.similarity
-                        .is_some_and(|s| s >= super::SIMILARITY_THRESHOLD))
+        .filter(|c| !is_precise(c))
+        .map(|c| Imprecise {
+            n: c.n,
+            claim: checked.answer[c.sentence.0..c.sentence.1].to_string(),
+            quote: c.quote_text.clone(),
+            support: c.support,
+            quote_support: c.quote_support,
+            by: c.by,
         })
-        .count();
+        .collect();
     let lang = match case.lang.as_str() {
         "ja" => Lang::Ja,
         "zh" => Lang::Zh,
@@ -201,6 +231,7 @@ pub fn score(
         answer: answer.to_string(),
         raw: String::new(),
         grounding: None,
+        imprecise,
     }
 }
 

@@ -220,7 +220,7 @@ fn listing_line(line: &str) -> bool {
 }
 
 /// Words of `text`, a CJK character counting as half of one.
-fn words(text: &str) -> f32 {
+pub(crate) fn words(text: &str) -> f32 {
     let cjk = text.chars().filter(|c| is_cjk(*c)).count();
     let latin = text
         .split_whitespace()

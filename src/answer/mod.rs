@@ -280,6 +280,9 @@ pub struct Checked {
     pub citations: Vec<CheckedCitation>,
     /// Numbers that name no passage (dropped).
     pub invalid: Vec<usize>,
+    /// The model's citations whose passage does not hold their claim
+    /// (removed from the answer; the claim is attributed anew or flagged).
+    pub unverified: Vec<usize>,
     /// Claims no passage supports.
     pub unsupported: Vec<Unsupported>,
     /// Sentences about the passages rather than the question ("This can be
@@ -430,40 +433,113 @@ pub(crate) fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
             merged.push((s + lead, e));
         }
     }
-    merged
+    // A citation ends its claim: "A [1] B [2]" without a stop between
+    // (quotes joined by the extractive writer, a model's list) is two
+    // claims, unless what follows continues the sentence (", and", "or").
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(merged.len());
+    for (s, e) in merged {
+        let mut from = s;
+        for c in cites.iter().filter(|c| c.span.0 > s && c.span.1 < e) {
+            if c.span.0 <= from {
+                continue;
+            }
+            let rest = &text[c.span.1..e];
+            let next = rest.trim_start();
+            let continues = next.is_empty()
+                || rest.len() == next.len()
+                || next.starts_with(|ch: char| {
+                    ch.is_ascii_lowercase() || ",;:)]）、，。.!?！？[［【".contains(ch)
+                });
+            if !continues {
+                out.push((from, c.span.1));
+                from = c.span.1 + (rest.len() - next.len());
+            }
+        }
+        out.push((from, e));
+    }
+    out
 }
 
 /// The passage sentence that supports `words` best: most of its terms
 /// shared, then the densest; a heading or the title is quoted only when
 /// nothing else shares a term. Returns its byte range, its text and the
 /// share of `words` it holds.
-fn best_quote(p: &Passage, words: &HashSet<String>) -> ((usize, usize), String, f32) {
+/// The passage text that best supports a claim.
+struct Quote {
+    /// Byte range in the passage.
+    range: (usize, usize),
+    /// The sentence within it holding most of the claim (where it is
+    /// located: its page).
+    core: (usize, usize),
+    /// The quote, one line.
+    text: String,
+    /// Share of the claim's terms it holds.
+    share: f32,
+}
+
+/// A claim's terms for quoting: all of them, and those it adds to the
+/// question (what the quote must hold; all of them when it adds none).
+struct ClaimTerms<'a> {
+    words: &'a HashSet<String>,
+    focus: &'a HashSet<String>,
+}
+
+fn best_quote(p: &Passage, claim: &ClaimTerms<'_>) -> Quote {
+    let (words, focus) = (claim.words, claim.focus);
     let title = normalize(&p.title);
-    // (range, (quotable, shared terms, density))
-    type Scored = ((usize, usize), (bool, usize, f32));
+    // (range, core, (quotable, shared new terms, shared terms, density))
+    type Scored = ((usize, usize), (usize, usize), (bool, usize, usize, f32));
     let mut best: Option<Scored> = None;
-    for (s, e) in sentence_ranges(&p.text) {
-        let sentence = &p.text[s..e];
-        let terms = term_set(sentence);
-        let shared = terms.intersection(words).count();
-        let heading = normalize(sentence) == title || looks_like_heading(sentence);
-        let key = (
-            !heading && shared > 0,
-            shared,
-            shared as f32 / terms.len().max(1) as f32,
-        );
-        let better = match &best {
-            None => true,
-            Some((_, b)) => {
-                (key.0, key.1) > (b.0, b.1) || ((key.0, key.1) == (b.0, b.1) && key.2 > b.2)
-            }
+    let ranges = sentence_ranges(&p.text);
+    let shared_in = |s: usize, e: usize| term_set(&p.text[s..e]).intersection(focus).count();
+    // One sentence; or, when none holds enough of the claim, two adjacent
+    // ones (within the quote's length) when the claim draws on both.
+    let pairs = ranges.windows(2).filter_map(|w| {
+        let (s, e) = (w[0].0, w[1].1);
+        let core = if shared_in(w[1].0, w[1].1) > shared_in(w[0].0, w[0].1) {
+            w[1]
+        } else {
+            w[0]
         };
-        if better {
-            best = Some(((s, e), key));
+        (extractive::words(&p.text[s..e]) <= extractive::MAX_WORDS as f32).then_some(((s, e), core))
+    });
+    let singles: Vec<((usize, usize), (usize, usize))> = ranges.iter().map(|&r| (r, r)).collect();
+    let need = (QUOTE_SUPPORT * focus.len() as f32).ceil() as usize;
+    for (round, candidates) in [singles, pairs.collect()].into_iter().enumerate() {
+        if round == 1 && best.as_ref().is_some_and(|b| b.2 .0 && b.2 .1 >= need) {
+            break;
+        }
+        for ((s, e), core) in candidates {
+            let sentence = &p.text[s..e];
+            let terms = term_set(sentence);
+            let shared = terms.intersection(focus).count();
+            let all = terms.intersection(words).count();
+            let heading = normalize(sentence) == title || looks_like_heading(sentence);
+            let key = (
+                !heading && shared > 0,
+                shared,
+                all,
+                all as f32 / terms.len().max(1) as f32,
+            );
+            let better = match &best {
+                None => true,
+                Some((_, _, b)) => {
+                    (key.0, key.1, key.2) > (b.0, b.1, b.2)
+                        || ((key.0, key.1, key.2) == (b.0, b.1, b.2) && key.3 > b.3)
+                }
+            };
+            if better {
+                best = Some(((s, e), core, key));
+            }
         }
     }
-    let Some(((mut s, e), (_, shared, _))) = best else {
-        return ((0, 0), String::new(), 0.0);
+    let Some(((mut s, e), mut core, (_, shared, _, _))) = best else {
+        return Quote {
+            range: (0, 0),
+            core: (0, 0),
+            text: String::new(),
+            share: 0.0,
+        };
     };
     // A heading line glued to the sentence by a single line break.
     if let Some(nl) = p.text[s..e].find('\n') {
@@ -473,12 +549,21 @@ fn best_quote(p: &Passage, words: &HashSet<String>) -> ((usize, usize), String, 
             s += p.text[s..e].len() - p.text[s..e].trim_start().len();
         }
     }
-    let share = if words.is_empty() {
+    core.0 = core.0.max(s);
+    if core.0 >= core.1 {
+        core = (s, e);
+    }
+    let share = if focus.is_empty() {
         0.0
     } else {
-        shared as f32 / words.len() as f32
+        shared as f32 / focus.len() as f32
     };
-    ((s, e), extractive::clean_quote(&p.text[s..e]), share)
+    Quote {
+        range: (s, e),
+        core,
+        text: extractive::clean_quote(&p.text[s..e]),
+        share,
+    }
 }
 
 fn normalize(text: &str) -> String {
@@ -495,10 +580,21 @@ fn looks_like_heading(sentence: &str) -> bool {
     !ends && t.split_whitespace().count() <= 8 && t.chars().count() <= 60
 }
 
+impl Claim {
+    fn terms(&self) -> ClaimTerms<'_> {
+        ClaimTerms {
+            words: &self.words,
+            focus: &self.focus,
+        }
+    }
+}
+
 /// One answer sentence being checked.
 struct Claim {
     range: (usize, usize),
     words: HashSet<String>,
+    /// The words beyond the question's (see [`ClaimTerms`]).
+    focus: HashSet<String>,
     /// Passage numbers the model cited here (valid ones).
     cited: Vec<usize>,
     /// (n, support, by) decided for it.
@@ -527,6 +623,32 @@ pub fn check_with(
     passages: &[Passage],
     embed: Option<EmbedFn<'_>>,
 ) -> crate::Result<Checked> {
+    check_answer("", answer, passages, embed)
+}
+
+/// [`check_with`] for an answer to `question`: what a claim repeats of the
+/// question is its framing, so its quote is chosen, and judged, by the
+/// words it adds.
+pub fn check_answer(
+    question: &str,
+    answer: &str,
+    passages: &[Passage],
+    embed: Option<EmbedFn<'_>>,
+) -> crate::Result<Checked> {
+    check_inner(question, answer, passages, embed, &HashSet::new())
+}
+
+/// [`check_answer`]; `was_cited` holds claims (text without markers,
+/// trimmed) whose citations a first pass removed: they are checked even
+/// when short.
+fn check_inner(
+    question: &str,
+    answer: &str,
+    passages: &[Passage],
+    embed: Option<EmbedFn<'_>>,
+    was_cited: &HashSet<String>,
+) -> crate::Result<Checked> {
+    let question_terms = term_set(question);
     let cites = parse_citations(answer);
     let valid = |n: usize| n >= 1 && n <= passages.len();
     let mut invalid: Vec<usize> = cites
@@ -592,32 +714,116 @@ pub fn check_with(
             out.meta.push((s, e));
             continue;
         }
-        if is_refusal(&claim) || (mine.is_empty() && words.len() < 2) {
+        if is_refusal(&claim)
+            || (mine.is_empty() && words.len() < 2 && !was_cited.contains(claim.trim()))
+        {
             continue;
         }
         let mut cited: Vec<usize> = mine;
         cited.sort();
         cited.dedup();
+        let new: HashSet<String> = words.difference(&question_terms).cloned().collect();
         claims.push(Claim {
             range: (s, e),
+            focus: if new.is_empty() { words.clone() } else { new },
             words,
             cited,
             chosen: Vec::new(),
             best: 0.0,
         });
     }
+    // The model's own citations must hold their claim: the passage most
+    // of its words, and one quoted sentence (or two) at least half of
+    // them, or (with an embedder) that quote close in meaning. Those that
+    // do not are taken out of the answer, which is checked again.
+    let holds = |c: &Claim, n: usize| {
+        support_in(&c.words, n) >= SUPPORT_THRESHOLD
+            && best_quote(&passages[n - 1], &c.terms()).share >= QUOTE_SUPPORT
+    };
+    let mut failing: Vec<(usize, usize)> = Vec::new(); // (claim, n)
+    for (ci, c) in claims.iter().enumerate() {
+        for &n in &c.cited {
+            if !holds(c, n) {
+                failing.push((ci, n));
+            }
+        }
+    }
+    if let (Some(embed), false) = (embed, failing.is_empty()) {
+        let mut texts: Vec<String> = Vec::new();
+        for &(ci, n) in &failing {
+            let (s, e) = claims[ci].range;
+            texts.push(cleaned[s..e].to_string());
+            texts.push(best_quote(&passages[n - 1], &claims[ci].terms()).text);
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let v = embed(&refs)?;
+        let mut i = 0;
+        failing.retain(|_| {
+            let sim: f32 = v[i].iter().zip(&v[i + 1]).map(|(a, b)| a * b).sum();
+            i += 2;
+            sim < SIMILARITY_THRESHOLD
+        });
+    }
+    if !failing.is_empty() {
+        let mut stripped = String::with_capacity(cleaned.len());
+        let mut at = 0;
+        for c in &cites {
+            stripped.push_str(&cleaned[at..c.span.0]);
+            let claim = claims
+                .iter()
+                .position(|x| c.span.0 >= x.range.0 && c.span.1 <= x.range.1);
+            let keep: Vec<String> = c
+                .numbers
+                .iter()
+                .filter(|&&n| !claim.is_some_and(|ci| failing.contains(&(ci, n))))
+                .map(|n| n.to_string())
+                .collect();
+            if !keep.is_empty() {
+                stripped.push_str(&format!("[{}]", keep.join(", ")));
+            } else if cleaned[c.span.1..].starts_with([' ', '.', ',', ';', ':', '!', '?', '\n'])
+                || c.span.1 == cleaned.len()
+            {
+                let kept = stripped.trim_end_matches([' ', '\t']).len();
+                stripped.truncate(kept);
+            }
+            at = c.span.1;
+        }
+        stripped.push_str(&cleaned[at..]);
+        let cited_before: HashSet<String> = failing
+            .iter()
+            .map(|&(ci, _)| {
+                let (s, e) = claims[ci].range;
+                let mut t = cleaned[s..e].to_string();
+                for c in cites
+                    .iter()
+                    .rev()
+                    .filter(|c| c.span.0 >= s && c.span.1 <= e)
+                {
+                    t.replace_range(c.span.0 - s..c.span.1 - s, "");
+                }
+                t.trim().to_string()
+            })
+            .collect();
+        let mut again = check_inner(question, &stripped, passages, embed, &cited_before)?;
+        again.invalid = out.invalid;
+        let mut gone: Vec<usize> = failing.iter().map(|x| x.1).collect();
+        gone.sort();
+        gone.dedup();
+        again.unverified = gone;
+        return Ok(again);
+    }
     // Lexical support: the model's citations that hold, else the passage
     // whose best sentence holds most of the claim (a precise quote, on
     // its own page), supported as a whole. A model citation whose quote
     // is weak gains a better one beside it.
-    let quote_share = |words: &HashSet<String>, n: usize| best_quote(&passages[n - 1], words).2;
+    let quote_share = |c: &Claim, n: usize| best_quote(&passages[n - 1], &c.terms()).share;
     let mut undecided: Vec<usize> = Vec::new();
     for (ci, c) in claims.iter_mut().enumerate() {
         let mut model_quote = 0f32;
         for &n in &c.cited {
             let sup = support_in(&c.words, n);
             c.best = c.best.max(sup);
-            model_quote = model_quote.max(quote_share(&c.words, n));
+            model_quote = model_quote.max(quote_share(c, n));
             c.chosen.push((n, sup, CitedBy::Model, None));
         }
         if c.best >= SUPPORT_THRESHOLD && model_quote >= QUOTE_SUPPORT {
@@ -627,7 +833,7 @@ pub fn check_with(
             .filter(|n| !c.cited.contains(n))
             .map(|n| (n, support_in(&c.words, n)))
             .filter(|x| x.1 >= SUPPORT_THRESHOLD)
-            .map(|(n, sup)| (n, sup, quote_share(&c.words, n)))
+            .map(|(n, sup)| (n, sup, quote_share(c, n)))
             .max_by(|a, b| {
                 a.2.total_cmp(&b.2)
                     .then(a.1.total_cmp(&b.1))
@@ -635,7 +841,7 @@ pub fn check_with(
             });
         match best {
             Some((n, sup, q))
-                if c.best < SUPPORT_THRESHOLD || (q >= QUOTE_SUPPORT && q > model_quote) =>
+                if q >= QUOTE_SUPPORT && (c.best < SUPPORT_THRESHOLD || q > model_quote) =>
             {
                 c.best = c.best.max(sup);
                 c.chosen.push((n, sup, CitedBy::Shirabe, None));
@@ -671,7 +877,7 @@ pub fn check_with(
                     let (s, e) = claims[ci].range;
                     texts.push(cleaned[s..e].to_string());
                 }
-                texts.push(best_quote(&passages[n - 1], &claims[ci].words).1);
+                texts.push(best_quote(&passages[n - 1], &claims[ci].terms()).text);
             }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let v = embed(&refs)?;
@@ -755,8 +961,9 @@ pub fn check_with(
         let mut supported_any = false;
         for &(n, support, by, similarity) in &c.chosen {
             let p = &passages[n - 1];
-            let (quote, quote_text, quote_support) = best_quote(p, &c.words);
-            let supported = support >= SUPPORT_THRESHOLD
+            let q = best_quote(p, &c.terms());
+            let (quote, quote_text, quote_support) = (q.range, q.text.clone(), q.share);
+            let supported = (support >= SUPPORT_THRESHOLD && quote_support >= QUOTE_SUPPORT)
                 || similarity.is_some_and(|s| s >= SIMILARITY_THRESHOLD);
             supported_any |= supported;
             out.citations.push(CheckedCitation {
@@ -766,7 +973,7 @@ pub fn check_with(
                 quote,
                 quote_text,
                 quote_support,
-                located: p.locate(quote),
+                located: p.locate(q.core),
                 similarity,
                 by,
                 supported,
@@ -865,13 +1072,22 @@ mod tests {
     fn similarity_clears_paraphrases_only() {
         let passages = vec![passage(1, "The board approved the budget.")];
         let answer = "Spending got the green light [1]. Cheese is blue [1].";
-        assert_eq!(check(answer, &passages).unsupported.len(), 2);
+        let c = check(answer, &passages);
+        assert_eq!((c.unsupported.len(), c.unverified.clone()), (2, vec![1]));
+        assert!(c.citations.is_empty(), "{c:?}");
         let c = check_with(answer, &passages, Some(&fake_embed)).unwrap();
         assert_eq!(c.unsupported.len(), 1);
         let (s, e) = c.unsupported[0].sentence;
         assert!(c.answer[s..e].contains("Cheese"));
+        // The paraphrase keeps its citation, by meaning; the false claim
+        // loses its own.
+        assert_eq!(c.citations.len(), 1);
         assert!(c.citations[0].similarity.unwrap() > 0.99);
-        assert!(c.citations[0].supported && !c.citations[1].supported);
+        assert!(c.citations[0].supported);
+        assert_eq!(
+            c.answer,
+            "Spending got the green light [1]. Cheese is blue."
+        );
     }
 
     #[test]
@@ -901,19 +1117,16 @@ mod tests {
             "The board approved 4.2 million euros for the Osaka warehouse [2]."
         );
         assert_eq!(c.unsupported.len(), 1);
-        // A citation the model got wrong is kept, marked, and the right
-        // passage added.
+        // A citation the model got wrong is taken out, and the right
+        // passage cited instead.
         let c = check(
             "The board approved 4.2 million euros for the Osaka warehouse [1].",
             &passages,
         );
-        let by = made_by(&c);
-        assert_eq!(
-            by,
-            [(1, CitedBy::Model, false), (2, CitedBy::Shirabe, true)]
-        );
+        assert_eq!(made_by(&c), [(2, CitedBy::Shirabe, true)]);
+        assert_eq!(c.unverified, [1]);
         assert!(c.unsupported.is_empty());
-        assert!(c.answer.contains("[1] [2]."), "{}", c.answer);
+        assert!(c.answer.ends_with("warehouse [2]."), "{}", c.answer);
     }
 
     /// Each citation's passage, maker and support.
@@ -925,7 +1138,7 @@ mod tests {
     }
 
     #[test]
-    fn a_citation_whose_quote_is_weak_gains_the_precise_one() {
+    fn a_citation_no_sentence_backs_gives_way_to_the_precise_one() {
         let passages = vec![
             passage(1, "The board met in Osaka. The warehouse was discussed at length. Euros were mentioned."),
             passage(2, "The board approved 4.2 million euros for the Osaka warehouse."),
@@ -934,10 +1147,11 @@ mod tests {
             "The board approved 4.2 million euros for the Osaka warehouse [1].",
             &passages,
         );
-        let by = made_by(&c);
-        assert_eq!(by, [(1, CitedBy::Model, true), (2, CitedBy::Shirabe, true)]);
-        assert!(c.citations[0].quote_support < QUOTE_SUPPORT);
-        assert!(c.citations[1].quote_support >= QUOTE_SUPPORT);
+        // Passage 1 holds the words, but no sentence of it the claim: its
+        // citation gives way to passage 2's precise quote.
+        assert_eq!(made_by(&c), [(2, CitedBy::Shirabe, true)]);
+        assert_eq!(c.unverified, [1]);
+        assert!(c.citations[0].quote_support >= QUOTE_SUPPORT);
         // A precise model citation is left alone.
         let c = check(
             "The board approved 4.2 million euros for the Osaka warehouse [2].",

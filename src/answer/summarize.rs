@@ -217,7 +217,7 @@ mod tests {
                         .map(str::to_string)
                 })
                 .unwrap_or_else(|| "1".into());
-            let text = format!("A point from the text [{id}].");
+            let text = format!("The board discussed the item and decided on it [{id}].");
             on_text(&text);
             Ok(text)
         }

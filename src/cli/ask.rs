@@ -110,6 +110,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "mode": mode.name(),
             "citations": checked.citations,
             "invalid_citations": checked.invalid,
+            "unverified_citations": checked.unverified,
             "unsupported": checked.unsupported,
             "meta_sentences": checked.meta,
             "refused": checked.refused,
@@ -279,6 +280,18 @@ pub(super) fn print_checks(out: &mut impl Write, st: &Style, c: &Checked) -> Res
             "{} citations to passages that do not exist were removed: {}",
             st.error("warning:"),
             c.invalid
+                .iter()
+                .map(|n| format!("[{n}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if !c.unverified.is_empty() {
+        writeln!(
+            out,
+            "{} the model's citations of {} were removed: no sentence there holds the claim",
+            st.dim("checked:"),
+            c.unverified
                 .iter()
                 .map(|n| format!("[{n}]"))
                 .collect::<Vec<_>>()

@@ -300,6 +300,7 @@ impl Server<'_> {
         let extra = json!({
             "citations": checked.citations,
             "invalid_citations": checked.invalid,
+            "unverified_citations": checked.unverified,
             "unsupported": checked.unsupported,
             "passages": packed.passages,
             "context_tokens": packed.tokens,
