@@ -991,7 +991,10 @@ fn check_inner(
 }
 
 /// Embeds texts as unit vectors.
-pub type EmbedFn<'a> = &'a dyn Fn(&[&str]) -> crate::Result<Vec<Vec<f32>>>;
+pub type EmbedFn<'a> = &'a EmbedBox<'a>;
+
+/// What an [`EmbedFn`] points to.
+pub type EmbedBox<'a> = dyn Fn(&[&str]) -> crate::Result<Vec<Vec<f32>>> + 'a;
 
 /// Similarity at which a claim counts as supported by meaning even when
 /// its words differ (a paraphrase, a translation).

@@ -34,10 +34,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     // The model (if any) decides the tokenizer and the window.
     let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
     let prefill_speed = fit_window(&mut writer, !s.quiet && !a.json)?;
-    let embed = retriever
-        .embedder()
-        .map(|e| move |t: &[&str]| e.embed(t, false, 8));
-    let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
+    let embed = retriever.check_embedder();
+    let embed_ref = embed.as_deref();
     let mut out = std::io::stdout().lock();
     let st = Style::new(s.color);
     let stream = !a.json;

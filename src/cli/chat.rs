@@ -69,9 +69,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             .collect();
         let retrieve = |q: &str| retriever.retrieve(&index, q, a.passages, None);
         let rarity = |q: &str| shirabe::retrieve::term_rarity(&index, q);
-        let embed = retriever
-            .embedder()
-            .map(|e| move |t: &[&str]| e.embed(t, false, 8));
+        let embed = retriever.check_embedder();
         let Reply {
             packed,
             checked,
@@ -80,7 +78,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         } = reply(
             Lookup {
                 retrieve: &retrieve,
-                embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
+                embed: embed.as_deref(),
                 rarity: Some(&rarity),
             },
             &writer,

@@ -91,10 +91,8 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     let mode = retriever.mode;
     let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
     fit_window(&mut writer, !s.quiet && !a.json)?;
-    let embed = retriever
-        .embedder()
-        .map(|e| move |t: &[&str]| e.embed(t, false, 8));
-    let embed_ref = embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>);
+    let embed = retriever.check_embedder();
+    let embed_ref = embed.as_deref();
     let cancel = super::commands::interrupt_flag();
     let name = match (&writer.generator, &writer.endpoint) {
         (Some(_), _) => a.b.model.clone().unwrap_or_default(),

@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use shirabe::answer::{AnswerHooks, Answerer, Backend, EmbedFn, Question};
+use shirabe::answer::{AnswerHooks, Answerer, Backend, Question};
 use shirabe::index::ShirabeIndex;
 use shirabe::retrieve::Retriever;
 
@@ -238,17 +238,14 @@ impl Server<'_> {
         let hits = self
             .retriever
             .retrieve(self.index, &question, self.a.passages, None)?;
-        let embed = self
-            .retriever
-            .embedder()
-            .map(|e| move |t: &[&str]| e.embed(t, false, 8));
+        let embed = self.retriever.check_embedder();
         static NEVER: AtomicBool = AtomicBool::new(false);
         let rarity = shirabe::retrieve::term_rarity(self.index, &question)?;
         let r = self.answerer.answer(
             &Question {
                 text: &question,
                 hits: &hits,
-                embed: embed.as_ref().map(|f| f as EmbedFn<'_>),
+                embed: embed.as_deref(),
                 cancel: &NEVER,
                 max_tokens: Some(max_tokens),
                 rarity: Some(&rarity),

@@ -138,10 +138,7 @@ impl Engine for CliEngine {
         // Paraphrased claims are checked by meaning too, when there is an
         // embedder.
         let snapshot = self.current();
-        let embed = snapshot
-            .as_ref()
-            .and_then(|s| s.retriever.embedder())
-            .map(|e| move |t: &[&str]| e.embed(t, false, 8));
+        let embed = snapshot.as_ref().and_then(|s| s.retriever.check_embedder());
         let rarity = |q: &str| match &snapshot {
             Some(s) => retrieve::term_rarity(&s.index, q),
             None => Err(shirabe::Error::Index(NO_INDEX.into())),
@@ -149,7 +146,7 @@ impl Engine for CliEngine {
         let r = reply(
             Lookup {
                 retrieve: &retrieve,
-                embed: embed.as_ref().map(|f| f as shirabe::answer::EmbedFn<'_>),
+                embed: embed.as_deref(),
                 rarity: snapshot
                     .as_ref()
                     .map(|_| &rarity as &dyn Fn(&str) -> shirabe::Result<_>),

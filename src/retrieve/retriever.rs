@@ -156,10 +156,11 @@ impl Retriever {
         self.dense.as_ref().map(|d| d.embedder.as_ref())
     }
 
-    /// Embeds passage-side texts (for the citation checks), when there
-    /// is an embedder.
-    pub fn embed_texts(&self, texts: &[&str]) -> Option<Result<Vec<Vec<f32>>>> {
-        self.embedder().map(|e| e.embed(texts, false, 8))
+    /// Embeds passage-side texts (for the citation checks and the
+    /// extractive answer), when there is an embedder.
+    pub fn check_embedder(&self) -> Option<Box<crate::answer::EmbedBox<'_>>> {
+        self.embedder()
+            .map(|e| Box::new(move |t: &[&str]| e.embed(t, false, 8)) as Box<_>)
     }
 
     /// The `limit` best passages for `query` (in the documents `doc_glob`
