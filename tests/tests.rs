@@ -1646,6 +1646,38 @@ fn chat_lets_the_model_rewrite_follow_ups() {
     assert!(reqs[2].contains("Earlier question: What was the Osaka warehouse budget?"));
 }
 
+#[test]
+fn chat_asks_once_more_for_the_questions_language() {
+    use std::io::Write;
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    // The first answer comes in Chinese for a Japanese question.
+    let replies = vec![
+        sse(&["大阪仓库扩建的预算已获批准 [1]。"]),
+        sse(&["大阪倉庫の拡張予算は承認されました [1]。"]),
+    ];
+    let (url, seen) = mock_server(replies);
+    let mut child = sb
+        .cmd(&["chat", "--endpoint", &url, "--model", "m"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("大阪倉庫の拡張計画について何が決まりましたか？\n".as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("承認されました"), "{stdout}");
+    let reqs = seen.lock().unwrap();
+    assert_eq!(reqs.len(), 2, "one retry");
+}
+
 /// A Hugging Face hub on loopback serving the files of `dir` as repo
 /// `repo` (the `resolve/main` routes hf-hub uses, with its ETag, commit
 /// and Content-Range headers); returns its endpoint.

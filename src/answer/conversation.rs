@@ -167,11 +167,13 @@ pub fn reply(
         Some(f) if writer.config.decline => grounding(&f(&query)?, &packed.passages).decline(),
         _ => None,
     };
-    let (raw, extractive) = match (&writer.generator, &backend) {
-        _ if declined.is_some() => (String::new(), false),
-        (Some(g), _) if !packed.passages.is_empty() => {
+    let language = super::Lang::of(question);
+    // One turn written by the model (streamed); `user` is the packed
+    // question, maybe with the insistence on its language.
+    let write = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
+        if let Some(g) = &writer.generator {
             // The history goes into the prompt for a local model.
-            let ids = g.encode(&g.chat(Some(writer.system_prompt()), &history, &packed.user))?;
+            let ids = g.encode(&g.chat(Some(writer.system_prompt()), &history, user))?;
             let params = crate::models::generate::SamplingParams {
                 max_tokens: writer.config.max_tokens,
                 temperature: writer.config.temperature,
@@ -179,25 +181,35 @@ pub fn reply(
             };
             let r = g.generate(&ids, &params, cancel, |t| on_text(t))?;
             writer.learn(&r);
-            (r.text, false)
+            return Ok(r.text);
         }
-        (None, Some(m)) if !packed.passages.is_empty() => {
-            let earlier: String = history
-                .iter()
-                .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
-                .collect();
-            let user = format!("{earlier}{}", packed.user);
-            (
-                m.stream(
-                    writer.system_prompt(),
-                    &user,
-                    writer.config.max_tokens,
-                    on_text,
-                )?,
-                false,
-            )
+        let m = backend.as_ref().expect("a model or an endpoint");
+        let earlier: String = history
+            .iter()
+            .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
+            .collect();
+        m.stream(
+            writer.system_prompt(),
+            &format!("{earlier}{user}"),
+            writer.config.max_tokens,
+            on_text,
+        )
+    };
+    let (raw, extractive) = if declined.is_some() {
+        (String::new(), false)
+    } else if packed.passages.is_empty() || backend.is_none() {
+        (extractive(question, &packed.passages, 5), true)
+    } else {
+        let first = write(&packed.user, on_text)?;
+        // Once more, firmly, when the answer is not in the question's
+        // language (as `ask` does).
+        if language.written_in(&first) || cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            (first, false)
+        } else {
+            on_text("\n");
+            let user = format!("{}\n{}", packed.user, language.insistence());
+            (write(&user, on_text)?, false)
         }
-        _ => (extractive(question, &packed.passages, 5), true),
     };
     let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
     checked.refused |= declined.is_some();
