@@ -141,6 +141,12 @@ fn eval_scores_answers_on_a_labelled_set() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["oracle"], true);
     assert_eq!(v["report"]["all"]["page_given"], 1.0);
+    // The same set scores retrieval: answerable questions only, grouped
+    // by language.
+    let out = sb.expect(&["eval", set.to_str().unwrap()], 0);
+    let all = out.lines().find(|l| l.starts_with("all ")).unwrap();
+    assert!(all.contains(" 7 "), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("lang:ja ")), "{out}");
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! matches `doc` and its page range covers an expected page. With one
 //! target per query, Recall@k is the share of queries with a relevant hit
 //! in the top k, MRR@10 the mean of 1/rank of the first one, and nDCG@10
-//! the mean of 1/log2(rank + 1) (the ideal DCG is 1).
+//! the mean of 1/log2(rank + 1) (the ideal DCG is 1). An answer set (the
+//! lines of `eval --answers`) works too: each answerable question is
+//! searched for its answer pages, tagged with its language.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -101,8 +103,32 @@ fn read_queries(path: &std::path::Path) -> Result<Vec<Labelled>> {
         if line.trim().is_empty() || line.trim_start().starts_with("//") {
             continue;
         }
-        let q: Labelled = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a labelled query", path.display(), i + 1))?;
+        let q: Labelled = match serde_json::from_str(&line) {
+            Ok(q) => q,
+            // A line of an answer set (`eval --answers`): its question,
+            // searched for its answer pages; unanswerable ones are skipped.
+            Err(e) => match serde_json::from_str::<shirabe::answer::eval::Case>(&line) {
+                Ok(c) if !c.answerable => continue,
+                Ok(c) => Labelled {
+                    query: c.question,
+                    doc: c.doc.map(|d| format!("*{d}")).unwrap_or_default(),
+                    page: None,
+                    pages: c.pages,
+                    tags: c
+                        .tags
+                        .into_iter()
+                        .chain(Some(format!("lang:{}", c.lang)))
+                        .collect(),
+                },
+                Err(_) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "{}:{}: not a labelled query",
+                        path.display(),
+                        i + 1
+                    )))
+                }
+            },
+        };
         out.push(q);
     }
     anyhow::ensure!(!out.is_empty(), "{}: no queries", path.display());
