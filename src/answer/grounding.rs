@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn weak_coverage_declines_and_numbers_or_cjk_pairs_are_not_unknown_words() {
         let ps = [passage(1, "tlmgr update --self updates tlmgr itself.")];
-        let g = grounding(&rarity(&[("年賀", 0), ("2099", 0), ("zotero", 5)]), &ps);
+        let g = grounding(
+            &rarity(&[("年賀", 0), ("2099", 0), ("s", 0), ("zotero", 5)]),
+            &ps,
+        );
         assert!(g.unknown_words.is_empty());
         assert_eq!(g.coverage, 0.0);
         assert!(g.decline().unwrap().contains("no passage"));
