@@ -88,11 +88,13 @@ impl Grounding {
     }
 }
 
-/// A term the analyser made from Latin-script text (not a CJK pair), and
-/// not a bare number.
+/// A term the analyser made from Latin-script text (not a CJK pair), not
+/// a bare number, and longer than one letter (the `s` of "Mongolia's").
 fn latin_word(term: &str) -> bool {
-    term.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    term.len() > 1
+        && term
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && term.chars().any(|c| c.is_ascii_alphabetic())
 }
 
