@@ -1611,17 +1611,14 @@ fn chat_answers_follow_ups_and_saves_the_conversation() {
     assert!(saved.contains("meeting-minutes.pdf"), "{saved}");
 }
 
-#[test]
-fn chat_lets_the_model_rewrite_follow_ups() {
+/// Runs `chat` on the ingested sample against a mock endpoint that sends
+/// `replies` in turn, with `input` on stdin; its stdout and the requests
+/// the endpoint saw.
+fn chat_with_endpoint(replies: Vec<String>, input: &str) -> (String, Vec<String>) {
     use std::io::Write;
     let sb = Sandbox::new();
     let corpus = sb.corpus();
     sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
-    let replies = vec![
-        sse(&["The budget was 1.8 million euros [1]."]),
-        sse(&["Kenji Sato tender documents"]),
-        sse(&["Kenji Sato prepares them [1]."]),
-    ];
     let (url, seen) = mock_server(replies);
     let mut child = sb
         .cmd(&["chat", "--endpoint", &url, "--model", "m"])
@@ -1633,13 +1630,26 @@ fn chat_lets_the_model_rewrite_follow_ups() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"What was the Osaka warehouse budget?\nAnd who prepares them?\n")
+        .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let reqs = seen.lock().unwrap().clone();
+    (stdout, reqs)
+}
+
+#[test]
+fn chat_lets_the_model_rewrite_follow_ups() {
+    let (stdout, reqs) = chat_with_endpoint(
+        vec![
+            sse(&["The budget was 1.8 million euros [1]."]),
+            sse(&["Kenji Sato tender documents"]),
+            sse(&["Kenji Sato prepares them [1]."]),
+        ],
+        "What was the Osaka warehouse budget?\nAnd who prepares them?\n",
+    );
     assert!(stdout.contains("Kenji Sato prepares them"), "{stdout}");
-    let reqs = seen.lock().unwrap();
     assert_eq!(reqs.len(), 3);
     assert!(reqs[1].contains("Rewrite the follow-up"), "{}", reqs[1]);
     // The answer call carries the earlier turn.
@@ -1648,33 +1658,15 @@ fn chat_lets_the_model_rewrite_follow_ups() {
 
 #[test]
 fn chat_asks_once_more_for_the_questions_language() {
-    use std::io::Write;
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
     // The first answer comes in Chinese for a Japanese question.
-    let replies = vec![
-        sse(&["大阪仓库扩建的预算已获批准 [1]。"]),
-        sse(&["大阪倉庫の拡張予算は承認されました [1]。"]),
-    ];
-    let (url, seen) = mock_server(replies);
-    let mut child = sb
-        .cmd(&["chat", "--endpoint", &url, "--model", "m"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all("大阪倉庫の拡張計画について何が決まりましたか？\n".as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let (stdout, reqs) = chat_with_endpoint(
+        vec![
+            sse(&["大阪仓库扩建的预算已获批准 [1]。"]),
+            sse(&["大阪倉庫の拡張予算は承認されました [1]。"]),
+        ],
+        "大阪倉庫の拡張計画について何が決まりましたか？\n",
+    );
     assert!(stdout.contains("承認されました"), "{stdout}");
-    let reqs = seen.lock().unwrap();
     assert_eq!(reqs.len(), 2, "one retry");
 }
 
