@@ -736,9 +736,18 @@ fn check_inner(
     // of its words, and one quoted sentence (or two) at least half of
     // them, or (with an embedder) that quote close in meaning. Those that
     // do not are taken out of the answer, which is checked again.
+    // Each (claim, passage) quote is found once and asked for again by
+    // the steps below.
+    let memo: std::cell::RefCell<std::collections::HashMap<(usize, usize), std::rc::Rc<Quote>>> =
+        Default::default();
+    let quote_of = |c: &Claim, n: usize| -> std::rc::Rc<Quote> {
+        memo.borrow_mut()
+            .entry((c.range.0, n))
+            .or_insert_with(|| std::rc::Rc::new(best_quote(&passages[n - 1], &c.terms())))
+            .clone()
+    };
     let holds = |c: &Claim, n: usize| {
-        support_in(&c.words, n) >= SUPPORT_THRESHOLD
-            && best_quote(&passages[n - 1], &c.terms()).share >= QUOTE_SUPPORT
+        support_in(&c.words, n) >= SUPPORT_THRESHOLD && quote_of(c, n).share >= QUOTE_SUPPORT
     };
     let mut failing: Vec<(usize, usize)> = Vec::new(); // (claim, n)
     for (ci, c) in claims.iter().enumerate() {
@@ -753,7 +762,7 @@ fn check_inner(
         for &(ci, n) in &failing {
             let (s, e) = claims[ci].range;
             texts.push(cleaned[s..e].to_string());
-            texts.push(best_quote(&passages[n - 1], &claims[ci].terms()).text);
+            texts.push(quote_of(&claims[ci], n).text.clone());
         }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let v = embed(&refs)?;
@@ -816,7 +825,7 @@ fn check_inner(
     // whose best sentence holds most of the claim (a precise quote, on
     // its own page), supported as a whole. A model citation whose quote
     // is weak gains a better one beside it.
-    let quote_share = |c: &Claim, n: usize| best_quote(&passages[n - 1], &c.terms()).share;
+    let quote_share = |c: &Claim, n: usize| quote_of(c, n).share;
     let mut undecided: Vec<usize> = Vec::new();
     for (ci, c) in claims.iter_mut().enumerate() {
         let mut model_quote = 0f32;
@@ -877,7 +886,7 @@ fn check_inner(
                     let (s, e) = claims[ci].range;
                     texts.push(cleaned[s..e].to_string());
                 }
-                texts.push(best_quote(&passages[n - 1], &claims[ci].terms()).text);
+                texts.push(quote_of(&claims[ci], n).text.clone());
             }
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let v = embed(&refs)?;
@@ -961,7 +970,7 @@ fn check_inner(
         let mut supported_any = false;
         for &(n, support, by, similarity) in &c.chosen {
             let p = &passages[n - 1];
-            let q = best_quote(p, &c.terms());
+            let q = quote_of(c, n);
             let (quote, quote_text, quote_support) = (q.range, q.text.clone(), q.share);
             let supported = (support >= SUPPORT_THRESHOLD && quote_support >= QUOTE_SUPPORT)
                 || similarity.is_some_and(|s| s >= SIMILARITY_THRESHOLD);
