@@ -15,7 +15,8 @@
 //!   packs and multiplies in one call, for row-major weights.
 //! - `q8`: GGUF Q8_0 weights in the same panels, multiplied as int8 with
 //!   int8-quantized activations (`vpdpbusd`) in decode, widened to bf16
-//!   panel by panel for prefill.
+//!   panel by panel for prefill. Q4_0 and Q5_0 weights are re-encoded as
+//!   Q8_0 at load, exactly (`requant`), and take the same path.
 //! - [`attention`]: causal attention with online softmax over key tiles
 //!   (flash-attention style): scores exist for one tile of keys at a time,
 //!   so memory is O(rows × tile), keys and values are read straight from the
@@ -71,6 +72,7 @@ mod amx;
 mod heads;
 mod packed;
 mod q8;
+pub mod requant;
 #[cfg(target_arch = "x86_64")]
 pub use amx::{ceiling as amx_ceiling, Ceiling as AmxCeiling};
 pub use heads::{split_heads, HeadSplit};

@@ -62,21 +62,39 @@ fn with_cpu_slice<T: WithDType, R>(
 }
 
 impl Proj {
-    /// The Q8_0 weights and their shape (n, k), when this is a CPU Q8_0
-    /// projection that [`kernels::Packed`] can hold (whole blocks per row).
+    /// The weights as GGUF Q8_0 blocks and their shape (n, k), when this is
+    /// a CPU projection that [`kernels::Packed`] can hold (whole blocks per
+    /// row): Q8_0 as it is, Q4_0 and Q5_0 re-encoded exactly
+    /// ([`kernels::requant`]).
     fn q8_0(&self) -> Option<(&QTensor, usize, usize)> {
         let Proj::Quant(QMatMul::QTensor(w), _) = self else {
             return None;
         };
         let (n, k) = w.shape().dims2().ok()?;
-        (w.dtype() == GgmlDType::Q8_0 && w.device().is_cpu() && k % 32 == 0).then_some((w, n, k))
+        let fits = matches!(
+            w.dtype(),
+            GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0
+        );
+        (fits && w.device().is_cpu() && k % 32 == 0).then_some((w, n, k))
+    }
+
+    /// The Q8_0 blocks of a tensor [`Proj::q8_0`] accepted.
+    fn q8_0_bytes(w: &QTensor) -> candle_core::Result<Vec<u8>> {
+        let data = w.data()?;
+        let q8 = match w.dtype() {
+            GgmlDType::Q8_0 => Some(data.into_owned()),
+            GgmlDType::Q5_0 => kernels::requant::q5_0_to_q8_0(&data),
+            GgmlDType::Q4_0 => kernels::requant::q4_0_to_q8_0(&data),
+            other => candle_core::bail!("{other:?} weights are not Q8_0 blocks"),
+        };
+        q8.ok_or_else(|| candle_core::Error::Msg(format!("{:?} weights: partial block", w.dtype())))
     }
 
     /// Dense CPU weights, and CPU Q8_0 weights, repacked for the CPU
     /// kernels (see [`kernels::Packed`]); anything else as it is.
     fn packed(self) -> candle_core::Result<Proj> {
         if let Some((w, n, k)) = self.q8_0() {
-            let packed = kernels::Packed::from_q8_0(&w.data()?, n, k);
+            let packed = kernels::Packed::from_q8_0(&Self::q8_0_bytes(w)?, n, k);
             let Proj::Quant(_, bias) = self else {
                 unreachable!("q8_0() matched a quantized projection")
             };
@@ -129,7 +147,7 @@ impl Proj {
         if let Some(q8) = q8 {
             let mut rows = Vec::new();
             for (w, _, _) in &q8 {
-                rows.extend_from_slice(&w.data()?);
+                rows.extend_from_slice(&Self::q8_0_bytes(w)?);
             }
             let n = q8.iter().map(|(_, n, _)| n).sum();
             let packed = kernels::Packed::from_q8_0(&rows, n, q8[0].2);
@@ -1175,11 +1193,18 @@ mod tests {
 
     #[test]
     fn q8_0_projections_pack_fuse_and_match_the_dequantized_weights() {
+        // Q4_0 and Q5_0 take the same path, re-encoded as Q8_0.
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_0] {
+            packed_projection_matches(dtype);
+        }
+    }
+
+    fn packed_projection_matches(dtype: GgmlDType) {
         let dev = Device::Cpu;
         let (k, n) = (96, 37);
         let quant = |seed: f64| {
             let w = (Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap() * seed).unwrap();
-            let qt = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+            let qt = QTensor::quantize(&w, dtype).unwrap();
             let dense = qt.dequantize(&dev).unwrap();
             let bias = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
             let proj = Proj::Quant(
@@ -1214,7 +1239,7 @@ mod tests {
                     .to_scalar::<f32>()
                     .unwrap();
                 let diff = max_diff(&got, &want);
-                assert!(diff < 2e-2 * scale, "m={m}: {diff} of {scale}");
+                assert!(diff < 2e-2 * scale, "{dtype:?} m={m}: {diff} of {scale}");
             }
         }
     }
