@@ -153,6 +153,10 @@ pub struct Answered {
     /// Why the question was declined unanswered, when it was: the answer
     /// is then empty and `checked.refused` set.
     pub declined: Option<String>,
+    /// The model's answer, when nothing in it was tied to a passage and
+    /// the extractive answer replaced it (`extractive` is then set; `raw`
+    /// holds the model's text).
+    pub replaced: Option<String>,
 }
 
 /// The window a local model was given ([`Answerer::fit_to_wait`]).
@@ -364,6 +368,7 @@ impl Answerer {
                     let params = SamplingParams {
                         max_tokens,
                         temperature: self.config.temperature,
+                        words_first: true,
                         ..Default::default()
                     };
                     let r = g.generate(&ids, &params, cancel, &mut piece)?;
@@ -423,6 +428,28 @@ impl Answerer {
         };
         let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
         checked.refused |= declined.is_some();
+        // A written answer with no sentence a passage supports (markers
+        // alone, a stray number, words the passages do not hold) never
+        // stands alone: the passages' own sentences replace it.
+        let mut replaced = None;
+        let mut extractive = extractive;
+        if !extractive
+            && declined.is_none()
+            && !interrupted.get()
+            && !checked.refused
+            && !checked.citations.iter().any(|c| c.supported)
+        {
+            let own = extractive_with(question, &packed.passages, EXTRACTIVE_SENTENCES, embed)?;
+            if !own.is_empty() {
+                (hooks.on_note)(
+                    "no sentence of the model's answer is supported by a passage; \
+                     the passages' own sentences instead",
+                );
+                replaced = Some(checked.answer.clone());
+                checked = check_answer(question, &own, &packed.passages, embed)?;
+                extractive = true;
+            }
+        }
         Ok(Answered {
             language_ok: extractive || language.written_in(&checked.answer),
             packed,
@@ -437,6 +464,7 @@ impl Answerer {
             raw,
             grounding,
             declined,
+            replaced,
         })
     }
 }

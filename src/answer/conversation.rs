@@ -177,6 +177,7 @@ pub fn reply(
             let params = crate::models::generate::SamplingParams {
                 max_tokens: writer.config.max_tokens,
                 temperature: writer.config.temperature,
+                words_first: true,
                 ..Default::default()
             };
             let r = g.generate(&ids, &params, cancel, |t| on_text(t))?;

@@ -714,7 +714,11 @@ fn check_inner(
             out.meta.push((s, e));
             continue;
         }
+        let numbers_only = words
+            .iter()
+            .all(|w| w.chars().all(|ch| ch.is_ascii_digit()));
         if is_refusal(&claim)
+            || (mine.is_empty() && numbers_only)
             || (mine.is_empty() && words.len() < 2 && !was_cited.contains(claim.trim()))
         {
             continue;
@@ -746,8 +750,17 @@ fn check_inner(
             .or_insert_with(|| std::rc::Rc::new(best_quote(&passages[n - 1], &c.terms())))
             .clone()
     };
+    // Markers around nothing but numbers ("[1] [2] [3]", "1. [1]") cite
+    // no claim, and never hold.
+    let bare = |c: &Claim| {
+        c.words
+            .iter()
+            .all(|w| w.chars().all(|ch| ch.is_ascii_digit()))
+    };
     let holds = |c: &Claim, n: usize| {
-        support_in(&c.words, n) >= SUPPORT_THRESHOLD && quote_of(c, n).share >= QUOTE_SUPPORT
+        !bare(c)
+            && support_in(&c.words, n) >= SUPPORT_THRESHOLD
+            && quote_of(c, n).share >= QUOTE_SUPPORT
     };
     let mut failing: Vec<(usize, usize)> = Vec::new(); // (claim, n)
     for (ci, c) in claims.iter().enumerate() {
@@ -767,10 +780,10 @@ fn check_inner(
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let v = embed(&refs)?;
         let mut i = 0;
-        failing.retain(|_| {
+        failing.retain(|&(ci, _)| {
             let sim: f32 = v[i].iter().zip(&v[i + 1]).map(|(a, b)| a * b).sum();
             i += 2;
-            sim < SIMILARITY_THRESHOLD
+            bare(&claims[ci]) || sim < SIMILARITY_THRESHOLD
         });
     }
     if !failing.is_empty() {
@@ -1063,6 +1076,35 @@ mod tests {
         assert_eq!(c.unsupported.len(), 2);
         let (s, e) = c.unsupported[0].sentence;
         assert!(c.answer[s..e].contains("cheese"));
+    }
+
+    #[test]
+    fn markers_around_nothing_cite_nothing() {
+        let passages = vec![
+            passage(1, "The board approved the budget of 1.8 million euros."),
+            passage(2, "The night shift was reduced."),
+        ];
+        // Markers alone (what small models write when told to cite), and a
+        // list number before markers.
+        let c = check_answer("How much was the budget?", "[1] [2]", &passages, None).unwrap();
+        assert!(c.citations.is_empty(), "{c:?}");
+        assert_eq!(c.unverified, [1, 2]);
+        assert!(!c.answer.contains('['), "{}", c.answer);
+        let c = check_answer(
+            "How much was the budget?",
+            "1. [1] [2] The board approved a budget of 1.8 million euros [1].",
+            &passages,
+            None,
+        )
+        .unwrap();
+        // Both bare markers go; the claim keeps its own [1].
+        assert_eq!(c.unverified, [1, 2]);
+        assert!(c.citations.iter().all(|x| x.n == 1 && x.supported), "{c:?}");
+        assert!(c.answer.contains("euros [1]"), "{}", c.answer);
+        assert!(!c.answer.contains("[2]"), "{}", c.answer);
+        // The list number left behind is no claim.
+        assert_eq!(c.citations.len(), 1, "{c:?}");
+        assert!(c.unsupported.is_empty(), "{c:?}");
     }
 
     /// A fake embedder: texts about approval point one way, others the

@@ -88,7 +88,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     if let Some(e) = failed {
         return Err(e.into());
     }
-    if stream && !r.extractive && r.declined.is_none() {
+    if stream && (!r.extractive || r.replaced.is_some()) && r.declined.is_none() {
         writeln!(out)?;
     }
     let answer_secs = t0.elapsed().as_secs_f64();
@@ -113,6 +113,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "meta_sentences": checked.meta,
             "refused": checked.refused,
             "declined": r.declined,
+            "replaced": r.replaced,
             "grounding": r.grounding,
             "passages": packed.passages,
             "context": {"tokens": packed.tokens, "budget": packed.budget, "window": writer.window,
@@ -141,11 +142,12 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             writeln!(out, "{}", shirabe::sanitize::multiline(&checked.answer))?;
         }
         if !s.quiet {
-            writeln!(
-                out,
-                "{}",
-                st.dim("(extractive answer: the most relevant sentences; pass --model for a written one)")
-            )?;
+            let why = if r.replaced.is_some() {
+                "(the passages' own sentences: no sentence of the model's answer was supported)"
+            } else {
+                "(extractive answer: the most relevant sentences; pass --model for a written one)"
+            };
+            writeln!(out, "{}", st.dim(why))?;
         }
     }
     if !r.language_ok {

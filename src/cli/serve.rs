@@ -255,6 +255,10 @@ impl Server<'_> {
             sink,
         )?;
         let (checked, packed) = (&r.checked, &r.packed);
+        if r.replaced.is_some() {
+            // After the model's streamed text.
+            sink("\n\n(no sentence of the model's answer was supported; the passages' own sentences:)\n");
+        }
         if r.extractive {
             sink(if checked.answer.trim().is_empty() {
                 shirabe::answer::NO_ANSWER

@@ -31,6 +31,11 @@ pub struct SamplingParams {
     pub max_tokens: usize,
     /// Prompt tokens per prefill step.
     pub prefill_block: usize,
+    /// The text must open with words: no first token that starts (after
+    /// spaces) with `[`. Small models asked to cite often answer with
+    /// markers alone (`[1] [2] [3]`); barred from opening with one, they
+    /// write the answer and cite after it.
+    pub words_first: bool,
 }
 
 impl Default for SamplingParams {
@@ -43,6 +48,7 @@ impl Default for SamplingParams {
             seed: 42,
             max_tokens: 512,
             prefill_block: 512,
+            words_first: false,
         }
     }
 }
@@ -91,6 +97,9 @@ pub struct Generator {
     /// Each token's bytes, for byte-level vocabularies (keeps the text
     /// valid UTF-8; built on first use).
     token_bytes: std::sync::OnceLock<Option<super::utf8::TokenBytes>>,
+    /// The tokens that open with `[` after spaces (see
+    /// [`SamplingParams::words_first`]; built on first use).
+    bracket_openers: std::sync::OnceLock<Vec<u32>>,
 }
 
 /// xorshift64*, enough for sampling and reproducible with a seed.
@@ -193,6 +202,7 @@ impl Generator {
             cache_dtype,
             template: None,
             token_bytes: std::sync::OnceLock::new(),
+            bracket_openers: std::sync::OnceLock::new(),
         }
     }
 
@@ -403,6 +413,13 @@ impl Generator {
             if ids.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
+            if params.words_first && ids.is_empty() {
+                if let Some(tb) = token_bytes {
+                    for &id in self.bracket_openers(tb) {
+                        logits[id as usize] = f32::NEG_INFINITY;
+                    }
+                }
+            }
             let mut next = sample(&mut logits, &ids, params, &mut rng);
             if let Some(tb) = token_bytes {
                 // Never a token that breaks a character, nor the end
@@ -450,6 +467,23 @@ impl Generator {
         let prefill_rate = prompt_ids.len() as f64 / prefill_s.max(1e-9);
         let decode_rate = ids.len() as f64 / decode_s.max(1e-9);
         Ok(self.finish(ids, prompt_ids.len(), prefill_rate, decode_rate, stop))
+    }
+
+    /// The tokens whose text opens with `[` once leading spaces are
+    /// skipped (`[`, ` [`, `[1`, ` [[`, …), within the model's logits.
+    fn bracket_openers(&self, tb: &super::utf8::TokenBytes) -> &[u32] {
+        self.bracket_openers.get_or_init(|| {
+            let n = self.model.config().vocab_size as u32;
+            (0..n)
+                .filter(|&id| !self.stop_ids.contains(&id))
+                .filter(|&id| {
+                    tb.get(id)
+                        .iter()
+                        .find(|b| !b.is_ascii_whitespace())
+                        .is_some_and(|&b| b == b'[')
+                })
+                .collect()
+        })
     }
 
     fn finish(
