@@ -33,6 +33,17 @@ pub enum Error {
     /// The index on disk was written by an incompatible version or settings.
     #[error("{0}")]
     IndexMismatch(String),
+    /// A part of the index is damaged (unreadable, truncated, missing);
+    /// `shirabe doctor --repair` rebuilds it from the parts that are not.
+    #[error("{}: {part} is damaged: {detail} (`shirabe doctor` says more; `shirabe doctor --repair` rebuilds it)", dir.display())]
+    Damaged {
+        /// The index directory.
+        dir: PathBuf,
+        /// Which part: "the manifest", "the BM25 index", "the vector store …".
+        part: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// A tokenizer file could not be found or loaded.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -54,6 +65,15 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A damaged part of the index in `dir`.
+    pub fn damaged(dir: &std::path::Path, part: impl Into<String>, detail: impl ToString) -> Self {
+        Error::Damaged {
+            dir: dir.to_path_buf(),
+            part: part.into(),
+            detail: detail.to_string(),
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -107,6 +107,9 @@ pub struct Reply {
     pub extractive: bool,
     /// Why the question was declined unanswered, when it was.
     pub declined: Option<String>,
+    /// The model's answer, when no sentence of it was supported and the
+    /// passages' own sentences replaced it (`extractive` is then set).
+    pub replaced: Option<String>,
 }
 
 /// Answers `question` after the earlier `(question, answer)` turns: the
@@ -214,11 +217,29 @@ pub fn reply(
     };
     let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
     checked.refused |= declined.is_some();
+    // As `Answerer::answer`: a written answer no passage supports is
+    // replaced by the passages' own sentences.
+    let mut replaced = None;
+    let mut extractive = extractive;
+    if !extractive
+        && declined.is_none()
+        && !cancel.load(std::sync::atomic::Ordering::Relaxed)
+        && !checked.refused
+        && !checked.citations.iter().any(|c| c.supported)
+    {
+        let own = super::extractive(question, &packed.passages, 5);
+        if !own.is_empty() {
+            replaced = Some(checked.answer.clone());
+            checked = check_answer(question, &own, &packed.passages, embed)?;
+            extractive = true;
+        }
+    }
     Ok(Reply {
         packed,
         checked,
         extractive,
         declined,
+        replaced,
     })
 }
 

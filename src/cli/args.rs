@@ -72,6 +72,8 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Show what is in the index.
     Status(StatusArgs),
+    /// Check every part of the index; --repair rebuilds the damaged ones.
+    Doctor(DoctorArgs),
     /// List local models or download one.
     Models(ModelsArgs),
     /// Generate text with a Qwen model (streams to stdout).
@@ -597,6 +599,19 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "TYPE")]
     pub cache_dtype: Option<String>,
     /// Print one JSON object at the end: text, token ids, counts, speeds.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Rebuild the damaged parts: a damaged vector store is dropped (then
+    /// `embed-index`), a damaged BM25 index or manifest is rebuilt by
+    /// reading the indexed files again.
+    #[arg(long)]
+    pub repair: bool,
+    /// JSON output.
     #[arg(long)]
     pub json: bool,
 }

@@ -26,7 +26,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let t0 = Instant::now();
     let index = ShirabeIndex::open(&s.index)?;
     let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
-    let retriever = super::commands::retriever(s, &index, asked)?;
+    let retriever = super::search::retriever(s, &index, asked)?;
     let mode = retriever.mode;
     let hits = retriever.retrieve(&index, &question, a.passages, a.doc.clone())?;
     let retrieved = t0.elapsed().as_secs_f64();
@@ -40,7 +40,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let st = Style::new(s.color);
     let stream = !a.json;
     let mut failed: Option<std::io::Error> = None;
-    let cancel = super::commands::interrupt_flag();
+    let cancel = super::generate::interrupt_flag();
     let show = |packed: &Packed| {
         if a.show_context {
             eprintln!("{}", packed.prompt);
@@ -471,7 +471,7 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         }
         (None, Some(q)) => {
             let mut hits =
-                super::commands::retriever(s, &index, None)?.retrieve(&index, q, 40, None)?;
+                super::search::retriever(s, &index, None)?.retrieve(&index, q, 40, None)?;
             // In document and page order, so the summary reads in order.
             hits.sort_by(|x, y| (&x.path, x.page_start).cmp(&(&y.path, y.page_start)));
             hits
@@ -479,7 +479,7 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
     };
     let writer = answerer(index.manifest.as_ref(), &a.b)?;
-    let cancel = super::commands::interrupt_flag();
+    let cancel = super::generate::interrupt_flag();
     let t = Instant::now();
     let Summarized {
         passages,

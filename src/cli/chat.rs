@@ -18,10 +18,10 @@ use super::{Settings, Status};
 
 pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
-    let retriever = super::commands::retriever(s, &index, None)?;
+    let retriever = super::search::retriever(s, &index, None)?;
     let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
     super::ask::fit_window(&mut writer, !s.quiet)?;
-    let cancel = super::commands::interrupt_flag();
+    let cancel = super::generate::interrupt_flag();
     let st = Style::new(s.color);
     let interactive = std::io::stdin().is_terminal();
     if interactive && !s.quiet {
@@ -74,6 +74,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             packed,
             checked,
             declined,
+            replaced,
             ..
         } = reply(
             Lookup {
@@ -93,6 +94,13 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             checked.answer.trim().to_string()
         };
         writeln!(out, "{answer}")?;
+        if replaced.is_some() {
+            writeln!(
+                out,
+                "{}",
+                st.dim("(the passages' own sentences: no sentence of the model's answer was supported)")
+            )?;
+        }
         if let Some(why) = declined {
             writeln!(
                 out,

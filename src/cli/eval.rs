@@ -150,7 +150,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     };
     let needs_dense = modes.is_empty() || modes.iter().any(|m| *m != Mode::Bm25);
     let retriever = if needs_dense {
-        super::commands::retriever(
+        super::search::retriever(
             s,
             &index,
             if modes.is_empty() {

@@ -87,13 +87,13 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         "{} has no questions",
         a.queries.display()
     );
-    let retriever = super::commands::retriever(s, &index, None)?;
+    let retriever = super::search::retriever(s, &index, None)?;
     let mode = retriever.mode;
     let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
     fit_window(&mut writer, !s.quiet && !a.json)?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
-    let cancel = super::commands::interrupt_flag();
+    let cancel = super::generate::interrupt_flag();
     let name = match (&writer.generator, &writer.endpoint) {
         (Some(_), _) => a.b.model.clone().unwrap_or_default(),
         (None, Some(ep)) => ep.model.clone(),

@@ -5,10 +5,18 @@ pub mod args;
 mod ask;
 mod bench;
 mod chat;
-mod commands;
+mod doctor;
+mod embedding;
 mod eval;
 mod eval_answers;
+mod extract;
+mod generate;
+mod ingest;
+mod migrate;
+mod models;
+mod search;
 mod serve;
+mod status;
 mod style;
 mod tui;
 
@@ -218,21 +226,22 @@ pub fn run(cli: Cli) -> Result<Status> {
     };
     match command {
         Command::Tui(a) => tui::run(&settings, *a),
-        Command::Ingest(a) => commands::ingest(&settings, &a),
-        Command::Search(a) => commands::search(&settings, &a),
+        Command::Ingest(a) => ingest::run(&settings, &a),
+        Command::Search(a) => search::run(&settings, &a),
         Command::Ask(a) => ask::run(&settings, &a),
         Command::Summarize(a) => ask::summarize(&settings, &a),
         Command::Serve(a) => serve::run(&settings, &a),
         Command::Chat(a) => chat::run(&settings, &a),
-        Command::Extract(a) => commands::extract(&settings, &a),
-        Command::Status(a) => commands::status(&settings, &a),
-        Command::Embed(a) => commands::embed(&settings, &a),
-        Command::EmbedIndex(a) => commands::embed_index(&settings, &a),
+        Command::Extract(a) => extract::run(&settings, &a),
+        Command::Status(a) => status::run(&settings, &a),
+        Command::Doctor(a) => doctor::run(&settings, &a),
+        Command::Embed(a) => embedding::embed(&settings, &a),
+        Command::EmbedIndex(a) => embedding::embed_index(&settings, &a),
         Command::Eval(a) => eval::run(&settings, &a),
-        Command::Migrate(a) => commands::migrate(&settings, &a),
-        Command::Generate(a) => commands::generate(&settings, &a),
-        Command::Models(a) => commands::models(&settings, &a),
+        Command::Migrate(a) => migrate::run(&settings, &a),
+        Command::Generate(a) => generate::run(&settings, &a),
+        Command::Models(a) => models::run(&settings, &a),
         Command::Bench(a) => bench::run(&settings, &a),
-        Command::SampleCorpus { dir } => commands::sample_corpus(&settings, &dir),
+        Command::SampleCorpus { dir } => extract::sample_corpus(&settings, &dir),
     }
 }

@@ -56,7 +56,7 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     std::io::stdout().flush()?;
     // The query embedder and vector store are loaded once, not per request
     // (BM25 sees new commits anyway; restart to see new vectors).
-    let retriever = super::commands::retriever(s, &index, None)?;
+    let retriever = super::search::retriever(s, &index, None)?;
     let server = Server {
         a,
         index: &index,

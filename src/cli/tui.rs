@@ -51,7 +51,7 @@ fn open_search(s: &Settings) -> Result<Option<Arc<Search>>> {
         Err(shirabe::Error::NoIndex(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let retriever = super::commands::retriever(s, &index, None)?;
+    let retriever = super::search::retriever(s, &index, None)?;
     Ok(Some(Arc::new(Search { index, retriever })))
 }
 
@@ -161,15 +161,20 @@ impl Engine for CliEngine {
         drop(writer);
         let checked = r.checked;
         Ok(Answer {
-            note: match &r.declined {
-                Some(why) => format!("{}; {why}", r.packed.summary()),
-                None => r.packed.summary(),
+            note: match (&r.declined, &r.replaced) {
+                (Some(why), _) => format!("{}; {why}", r.packed.summary()),
+                (None, Some(_)) => format!(
+                    "{}; no sentence of the model's answer was supported: the passages' own sentences",
+                    r.packed.summary()
+                ),
+                (None, None) => r.packed.summary(),
             },
             tokens: r.packed.tokens,
             budget: r.packed.budget,
             passages: r.packed.passages,
             checked,
-            extractive: r.extractive,
+            // The hint to start with a model is for runs without one.
+            extractive: r.extractive && r.replaced.is_none(),
         })
     }
 
@@ -296,7 +301,7 @@ impl Engine for CliEngine {
         .map_err(|e| e.to_string())?;
         // Vectors for what is new (when the index has an embedding model),
         // then the index reopened so searches see it all.
-        let embedded = match super::commands::run_embedding(s, None, false, false) {
+        let embedded = match super::embedding::run_embedding(s, None, false, false) {
             Ok((Ok(r), _)) if r.embedded > 0 => format!(", {} chunks embedded", r.embedded),
             Ok(_) => String::new(),
             Err(e) => format!(" (embedding failed: {e:#})"),

@@ -9,6 +9,7 @@
 //! embed-index).
 
 pub mod analyzer;
+pub mod doctor;
 pub mod hnsw;
 pub mod manifest;
 pub mod qdrant;
@@ -127,6 +128,26 @@ pub struct ShirabeIndex {
     pub manifest: Option<Manifest>,
 }
 
+/// Takes the write lock of the index directory `dir`, or says which
+/// process has it.
+pub fn lock_dir(dir: &Path) -> Result<WriteLock> {
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(WriteLock(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Index(format!(
+            "{} is being written by another shirabe process (ingest or embed-index); wait for it or stop it",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 impl ShirabeIndex {
     fn tantivy_dir(dir: &Path) -> PathBuf {
         dir.join("tantivy")
@@ -137,9 +158,14 @@ impl ShirabeIndex {
         self.dir.join("manifest.json")
     }
 
-    /// Opens the index in `dir`, creating it if needed.
+    /// Opens the index in `dir`, creating it if needed. A manifest that
+    /// lists files beside no BM25 index is damage, not a new index (else
+    /// every file would count as unchanged and nothing be searchable).
     pub fn open_or_create(dir: &Path) -> Result<ShirabeIndex> {
         let tdir = Self::tantivy_dir(dir);
+        if !tdir.join("meta.json").exists() {
+            Self::check_not_lost(dir)?;
+        }
         std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
         let (schema, fields) = schema();
         let mmap = tantivy::directory::MmapDirectory::open(&tdir)?;
@@ -153,13 +179,39 @@ impl ShirabeIndex {
         Self::finish(dir, index, fields)
     }
 
-    /// Opens an existing index; a clear error if there is none.
+    /// An error when the manifest in `dir` lists files but the BM25
+    /// index is gone.
+    fn check_not_lost(dir: &Path) -> Result<()> {
+        let manifest = Manifest::load(&dir.join("manifest.json"))
+            .map_err(|e| Error::damaged(dir, "the manifest", e))?;
+        match manifest {
+            Some(m) if !m.files.is_empty() => Err(Error::damaged(
+                dir,
+                "the BM25 index",
+                format!(
+                    "tantivy/meta.json is missing while the manifest lists {} files",
+                    m.files.len()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens an existing index; a clear error if there is none, and one
+    /// that names the damaged part if a part cannot be read.
     pub fn open(dir: &Path) -> Result<ShirabeIndex> {
         let tdir = Self::tantivy_dir(dir);
         if !tdir.join("meta.json").exists() {
+            Self::check_not_lost(dir)?;
             return Err(Error::NoIndex(dir.to_path_buf()));
         }
-        let index = Index::open_in_dir(&tdir)?;
+        let index = Index::open_in_dir(&tdir).map_err(|e| match e {
+            tantivy::TantivyError::SchemaError(m) => Error::IndexMismatch(format!(
+                "{}: written by another version of shirabe ({m}); remove the directory and ingest again",
+                dir.display()
+            )),
+            other => Error::damaged(dir, "the BM25 index", other),
+        })?;
         let (expected, fields) = schema();
         if index.schema() != expected {
             return Err(Error::IndexMismatch(format!(
@@ -174,7 +226,8 @@ impl ShirabeIndex {
         index
             .tokenizers()
             .register(analyzer::ANALYZER_NAME, analyzer::analyzer());
-        let manifest = Manifest::load(&dir.join("manifest.json"))?;
+        let manifest = Manifest::load(&dir.join("manifest.json"))
+            .map_err(|e| Error::damaged(dir, "the manifest", e))?;
         if let Some(m) = &manifest {
             if m.schema_version != SCHEMA_VERSION {
                 return Err(Error::IndexMismatch(format!(
@@ -194,21 +247,7 @@ impl ShirabeIndex {
 
     /// Takes the write lock, or says which process has it.
     pub fn lock(&self) -> Result<WriteLock> {
-        let path = self.dir.join("lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(WriteLock(f)),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Index(format!(
-                "{} is being written by another shirabe process (ingest or embed-index); wait for it or stop it",
-                self.dir.display()
-            ))),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-        }
+        lock_dir(&self.dir)
     }
 
     /// Opens the vector store `key` of the manifest at its committed
@@ -221,6 +260,7 @@ impl ShirabeIndex {
             state.rows as usize,
             state.file_gen,
         )
+        .map_err(|e| Error::damaged(&self.dir, format!("the vector store {key}"), e))
     }
 
     /// Opens the vector store `key` for appending (hold [`Self::lock`]).
@@ -232,6 +272,7 @@ impl ShirabeIndex {
             state.rows as usize,
             state.file_gen,
         )
+        .map_err(|e| Error::damaged(&self.dir, format!("the vector store {key}"), e))
     }
 
     /// The active vector store (the one search uses), if the index has one.
@@ -334,11 +375,11 @@ impl ShirabeIndex {
 
     /// A reader that sees the latest commit.
     pub fn reader(&self) -> Result<IndexReader> {
-        Ok(self
-            .index
+        self.index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
-            .try_into()?)
+            .try_into()
+            .map_err(|e| Error::damaged(&self.dir, "the BM25 index", e))
     }
 
     /// Every doc_key that has chunks in the index (deleted ones may linger

@@ -230,7 +230,7 @@ impl VectorStore {
             let want = (rows * width) as u64;
             if len < want {
                 return Err(Error::Index(format!(
-                    "{}: {} rows committed but the file holds {} (the index is damaged; remove the vectors/ directory and run `shirabe embed-index`)",
+                    "{}: {} rows committed but the file holds {}",
                     path.display(),
                     rows,
                     len / width as u64
@@ -862,9 +862,10 @@ mod tests {
             "the reader truncated nothing"
         );
         drop((writer, reader));
-        // More rows committed than on disk is damage, reported.
+        // More rows committed than on disk is damage, reported (the
+        // index names the store and the repair around it).
         let err = VectorStore::open(dir.path(), 8, VectorDtype::F16, 5).unwrap_err();
-        assert!(err.to_string().contains("damaged"), "{err}");
+        assert!(err.to_string().contains("5 rows committed"), "{err}");
     }
 
     #[test]

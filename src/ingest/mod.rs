@@ -180,17 +180,63 @@ enum Outcome {
     Failed(FileRecord),
 }
 
+/// The manifest key of a file: its canonical path as text. A path that
+/// is not UTF-8 is keyed by its bytes (a NUL, then the bytes in hex), so
+/// two names that differ only in bytes that are not text never share a
+/// key, and [`path_of_key`] leads back to the file.
+pub fn key_of(path: &Path) -> String {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match real.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::ffi::OsStrExt;
+                let bytes = real.as_os_str().as_bytes();
+                let mut key = String::with_capacity(1 + 2 * bytes.len());
+                key.push('\0');
+                for b in bytes {
+                    key.push_str(&format!("{b:02x}"));
+                }
+                key
+            }
+            #[cfg(not(unix))]
+            {
+                real.to_string_lossy().into_owned()
+            }
+        }
+    }
+}
+
+/// The file a manifest key names (see [`key_of`]).
+pub fn path_of_key(key: &str) -> PathBuf {
+    #[cfg(unix)]
+    if let Some(hex) = key.strip_prefix('\0') {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes: Option<Vec<u8>> = (0..hex.len() / 2)
+            .map(|i| {
+                hex.get(2 * i..2 * i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect();
+        if let Some(bytes) = bytes.filter(|_| hex.len() % 2 == 0) {
+            return PathBuf::from(std::ffi::OsString::from_vec(bytes));
+        }
+    }
+    PathBuf::from(key)
+}
+
 /// Finds the files to ingest; paths that do not exist or cannot be read
-/// are returned as failures.
-fn discover(paths: &[PathBuf]) -> (Vec<Candidate>, Vec<Failure>) {
+/// are returned as failures. Symbolic links inside a folder are followed
+/// (a file reached twice is ingested once); a link that loops back to a
+/// folder above it is skipped with a note.
+fn discover(paths: &[PathBuf]) -> (Vec<Candidate>, Vec<Failure>, Vec<String>) {
     let mut out = Vec::new();
     let mut failed = Vec::new();
+    let mut notes = Vec::new();
     let mut seen = HashSet::new();
     let mut add = |given: String, path: PathBuf, out: &mut Vec<Candidate>| {
-        let key = std::fs::canonicalize(&path)
-            .unwrap_or_else(|_| path.clone())
-            .to_string_lossy()
-            .into_owned();
+        let key = key_of(&path);
         if seen.insert(key.clone()) {
             out.push(Candidate { given, path, key });
         }
@@ -211,17 +257,25 @@ fn discover(paths: &[PathBuf]) -> (Vec<Candidate>, Vec<Failure>) {
             continue;
         }
         let mut files: Vec<PathBuf> = Vec::new();
-        for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        for entry in walkdir::WalkDir::new(root).follow_links(true) {
             match entry {
                 Ok(e) if e.file_type().is_file() && FileKind::of(e.path()).is_some() => {
                     files.push(e.into_path())
                 }
                 Ok(_) => {}
+                Err(e) if e.loop_ancestor().is_some() => notes.push(format!(
+                    "{}: a symbolic link back to {}; not followed",
+                    e.path().map_or(String::new(), |p| p.display().to_string()),
+                    e.loop_ancestor()
+                        .map_or(String::new(), |p| p.display().to_string()),
+                )),
                 Err(e) => failed.push(Failure {
                     path: e
                         .path()
                         .map_or(root.display().to_string(), |p| p.display().to_string()),
-                    error: e.to_string(),
+                    error: e
+                        .io_error()
+                        .map_or_else(|| e.to_string(), |io| io.to_string()),
                 }),
             }
         }
@@ -230,7 +284,7 @@ fn discover(paths: &[PathBuf]) -> (Vec<Candidate>, Vec<Failure>) {
             add(f.display().to_string(), f, &mut out);
         }
     }
-    (out, failed)
+    (out, failed, notes)
 }
 
 fn mtime_secs(meta: &std::fs::Metadata) -> u64 {
@@ -330,7 +384,8 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         Manifest::new(ANALYZER_DESCRIPTION.into(), counter.info(), opts.chunking)
     });
     let force = manifest.tokenizer != counter.info() || manifest.chunking != opts.chunking;
-    let (mut candidates, mut failed) = discover(&opts.paths);
+    let (mut candidates, mut failed, found_notes) = discover(&opts.paths);
+    report.notes.extend(found_notes);
     if force && !manifest.files.is_empty() {
         report.notes.push(
             "tokenizer or chunk settings changed since the last ingest: re-chunking every file"
@@ -338,10 +393,10 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         );
         let have: HashSet<String> = candidates.iter().map(|c| c.key.clone()).collect();
         for (key, rec) in &manifest.files {
-            if !have.contains(key) && Path::new(key).exists() {
+            if !have.contains(key) && path_of_key(key).exists() {
                 candidates.push(Candidate {
                     given: rec.path.clone(),
-                    path: PathBuf::from(key),
+                    path: path_of_key(key),
                     key: key.clone(),
                 });
             }
@@ -441,7 +496,7 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         let gone: Vec<String> = manifest
             .files
             .keys()
-            .filter(|k| !Path::new(k.as_str()).exists())
+            .filter(|k| !path_of_key(k).exists())
             .cloned()
             .collect();
         for key in gone {

@@ -1,0 +1,100 @@
+//! `shirabe extract`: a file's text page by page, as the index sees it;
+//! and `sample-corpus`, which writes the generated corpus.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use shirabe::ingest::{self};
+
+use super::args::ExtractArgs;
+use super::search::page_filter;
+use super::{Settings, Status};
+
+/// Runs `f` on a thread with a large stack (deeply nested PDFs recurse).
+fn with_big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    std::thread::Builder::new()
+        .stack_size(ingest::WORKER_STACK_BYTES)
+        .spawn(f)?
+        .join()
+        .map_err(|_| anyhow::anyhow!("internal error while reading the file"))
+}
+
+pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
+    let ranges = a.pages.as_deref().map(page_filter).transpose()?;
+    let path = a.file.clone();
+    let want = move |p: u32| {
+        ranges
+            .as_ref()
+            .is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= p && p <= hi))
+    };
+    let want2 = want.clone();
+    let boxes = a.boxes;
+    let doc = with_big_stack(move || -> shirabe::Result<_> {
+        let kind = ingest::FileKind::of(&path).ok_or(shirabe::Error::Unsupported)?;
+        match kind {
+            ingest::FileKind::Pdf => {
+                let bytes = std::fs::read(&path).map_err(|e| shirabe::Error::io(&path, e))?;
+                shirabe::ingest::pdf::extract_pages(&bytes, want2, boxes)
+            }
+            _ => ingest::load_file(&path),
+        }
+    })?
+    .with_context(|| a.file.display().to_string())?;
+    let mut doc = doc;
+    if a.body {
+        doc.strip_furniture();
+    }
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        let pages: Vec<_> = doc
+            .pages
+            .iter()
+            .filter(|p| want(p.page))
+            .map(|p| {
+                let mut v = json!({"page": p.page, "label": p.label, "text": p.text, "furniture": p.furniture});
+                if a.boxes {
+                    v["boxes"] = json!(p.boxes);
+                }
+                v
+            })
+            .collect();
+        let v = json!({
+            "path": a.file.display().to_string(),
+            "title": doc.title,
+            "author": doc.author,
+            "created": doc.created,
+            "modified": doc.modified,
+            "pages": pages,
+            "warnings": doc.warnings,
+        });
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        for p in doc.pages.iter().filter(|p| want(p.page)) {
+            out.write_all(p.text.as_bytes())?;
+            if !p.text.is_empty() {
+                out.write_all(b"\n")?;
+            }
+            out.write_all(b"\x0c")?;
+        }
+        if !s.quiet {
+            for w in &doc.warnings {
+                eprintln!("warning: {}: {w}", a.file.display());
+            }
+        }
+    }
+    out.flush()?;
+    Ok(Status::Success)
+}
+
+pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
+    let files = shirabe::samples::write_sample_corpus(dir)
+        .with_context(|| format!("writing the sample corpus to {}", dir.display()))?;
+    if !s.quiet {
+        println!("wrote {} files to {}", files.len(), dir.display());
+    }
+    Ok(Status::Success)
+}

@@ -1,0 +1,186 @@
+//! `shirabe search`, and the retriever every command that searches
+//! builds from the settings.
+
+use std::io::{BufWriter, Write};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use shirabe::index::ShirabeIndex;
+use shirabe::retrieve::{self, SearchRequest};
+
+use shirabe::retrieve::{Mode, Retriever, RetrieverConfig};
+
+use super::args::SearchArgs;
+use super::migrate::qdrant_config;
+use super::style::Style;
+use super::{Settings, Status};
+
+/// The retriever for `index`: the mode asked for (else `s.mode`, else the
+/// best the index supports), with the embedder and vector index it needs;
+/// why it searches with less goes to stderr as a note.
+pub(super) fn retriever(
+    s: &Settings,
+    index: &ShirabeIndex,
+    asked: Option<Mode>,
+) -> Result<Retriever> {
+    let cfg = RetrieverConfig {
+        mode: asked.or(s.mode),
+        embed_model: s.embed.model.clone(),
+        embed_dtype: s.embed.dtype,
+        dims: s.embed.dims,
+        qdrant: qdrant_config(s, index),
+    };
+    Ok(Retriever::open(index, &cfg, &mut |note| {
+        if !s.quiet {
+            eprintln!("note: {note}");
+        }
+    })?)
+}
+
+pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
+    let retriever = retriever(s, &index, asked)?;
+    let mode = retriever.mode;
+    let query = a.query.join(" ");
+    let limit = a.limit.unwrap_or(s.limit);
+    let req = SearchRequest {
+        query,
+        limit: if a.rerank {
+            limit.max(a.rerank_depth)
+        } else {
+            limit
+        },
+        doc_glob: a.doc.clone(),
+        mode,
+        weights: (a.bm25_weight, a.dense_weight),
+        rrf_k: a.rrf_k,
+        neighbors: a.neighbors,
+    };
+    let mut hits = retriever.search(&index, req.clone())?;
+    if a.rerank && !hits.is_empty() {
+        let t = std::time::Instant::now();
+        let reranker = shirabe::models::rerank::Reranker::load(
+            &a.rerank_model,
+            s.embed.dtype,
+            &shirabe::models::default_device(),
+        )
+        .with_context(|| format!("loading the reranker {}", a.rerank_model))?;
+        let loaded = t.elapsed().as_secs_f64();
+        let depth = a.rerank_depth.min(hits.len());
+        let rest = hits.split_off(depth);
+        let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+        let scores = reranker.score(&req.query, &texts)?;
+        hits = retrieve::apply_rerank(hits, &scores);
+        hits.extend(rest);
+        hits.truncate(limit);
+        if !s.quiet {
+            eprintln!(
+                "reranked {depth} passages with {} in {:.1}s (model load {loaded:.1}s)",
+                a.rerank_model,
+                t.elapsed().as_secs_f64() - loaded
+            );
+        }
+    }
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let st = Style::new(s.color);
+    for (i, h) in hits.iter().enumerate() {
+        if a.json {
+            let v = json!({
+                "path": h.path,
+                "title": h.title,
+                "section": h.section,
+                "page": h.page,
+                "page_start": h.page_start,
+                "page_end": h.page_end,
+                "page_label": h.page_label,
+                "chunk_id": h.chunk_id,
+                "score": h.score,
+                "text": h.text,
+                "snippet": h.snippet,
+                "highlights": h.highlights,
+                "mode": mode.name(),
+                "explain": if a.explain { Some(&h.explain) } else { None },
+                "neighbors": h.neighbors,
+            });
+            serde_json::to_writer(&mut out, &v)?;
+            writeln!(out)?;
+            continue;
+        }
+        let page = shirabe::prompt::page_range(h.page, h.page, h.page_label.as_deref());
+        writeln!(
+            out,
+            "{}. {} {} {}",
+            i + 1,
+            st.path(&h.path),
+            st.page(&page),
+            st.dim(&format!("{} {:.3} · {}", mode.name(), h.score, h.chunk_id))
+        )?;
+        if let Some(sec) = &h.section {
+            writeln!(out, "   {}", st.bold(sec))?;
+        }
+        writeln!(out, "   {}", st.highlight(&h.snippet, &h.highlights))?;
+        if a.explain {
+            let e = &h.explain;
+            let part = |rank: Option<usize>, score: Option<f32>, what: &str| match (rank, score) {
+                (Some(r), Some(v)) => format!("{what} #{r} ({v:.3})"),
+                _ => format!("{what} –"),
+            };
+            let mut line = vec![
+                part(e.bm25_rank, e.bm25_score, "bm25"),
+                part(e.dense_rank, e.similarity, "dense"),
+            ];
+            if let Some(f) = e.fused {
+                line.push(format!("fused {f:.4}"));
+            }
+            if let Some(r) = e.rerank {
+                line.push(format!("rerank {r:.3}"));
+            }
+            writeln!(out, "   {}", st.dim(&line.join(" · ")))?;
+        }
+        for n in &h.neighbors {
+            let text: String = n.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let short: String = text.chars().take(160).collect();
+            writeln!(
+                out,
+                "   {} {}{}",
+                st.dim(&format!("[{:+}] p. {}", n.offset, n.page_start)),
+                short,
+                if short.len() < text.len() { "…" } else { "" }
+            )?;
+        }
+        if i + 1 < hits.len() {
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(if hits.is_empty() {
+        Status::Partial
+    } else {
+        Status::Success
+    })
+}
+
+/// Parses "1-3,7" into a page filter.
+pub(super) fn page_filter(spec: &str) -> Result<Vec<(u32, u32)>> {
+    spec.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let a: u32 = a
+                .trim()
+                .parse()
+                .with_context(|| format!("--pages: bad page {a:?}"))?;
+            let b: u32 = if b.trim().is_empty() {
+                u32::MAX
+            } else {
+                b.trim()
+                    .parse()
+                    .with_context(|| format!("--pages: bad page {b:?}"))?
+            };
+            anyhow::ensure!(a >= 1 && a <= b, "--pages: bad range {part:?}");
+            Ok((a, b))
+        })
+        .collect()
+}
