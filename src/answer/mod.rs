@@ -321,7 +321,7 @@ pub(crate) const STOPWORDS: &[&str] = &[
     "more", "most", "much", "mani", "veri", "also", "onli", "tell", "me",
 ];
 
-fn term_set(text: &str) -> HashSet<String> {
+pub(crate) fn term_set(text: &str) -> HashSet<String> {
     terms(text)
         .into_iter()
         .map(|t| t.0)

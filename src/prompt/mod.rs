@@ -17,7 +17,7 @@
 //! any fence-like text inside them defused, so a document cannot pose as
 //! instructions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -170,6 +170,102 @@ impl Passage {
             chunk_ids,
             rank,
         }
+    }
+
+    /// The bytes `s..e` of this passage as a passage of their own: the
+    /// page map moved with them, the page range narrowed to the pages
+    /// they touch.
+    fn slice(&self, s: usize, e: usize) -> Passage {
+        let chars = |a: usize, b: usize| self.text.get(a..b).map_or(0, |t| t.chars().count());
+        let mut map: Vec<PageAt> = Vec::new();
+        if let Some(m) = self.page_map.iter().rev().find(|m| m.at <= s) {
+            map.push(PageAt {
+                at: 0,
+                page_char: m.page_char + chars(m.at, s),
+                ..m.clone()
+            });
+        }
+        for m in self.page_map.iter().filter(|m| m.at > s && m.at < e) {
+            map.push(PageAt {
+                at: m.at - s,
+                ..m.clone()
+            });
+        }
+        let mut out = self.clone();
+        out.text = self.text[s..e].to_string();
+        if !map.is_empty() {
+            out.page_start = map.iter().map(|m| m.page).min().unwrap_or(self.page_start);
+            out.page_end = map.iter().map(|m| m.page).max().unwrap_or(self.page_end);
+            if out.page_start != self.page_start || out.page_end != self.page_end {
+                out.page_label = map[0]
+                    .label
+                    .clone()
+                    .filter(|_| out.page_start == out.page_end);
+            }
+        }
+        out.page_map = map;
+        out
+    }
+
+    /// The stretch of whole sentences of this passage that best matches
+    /// `terms` (the question's analyzer terms) within about `room` tokens
+    /// of text: the window holding the most distinct terms, ties to the
+    /// earliest; `None` when the whole passage already fits or no
+    /// sentence matches.
+    fn focused(
+        &self,
+        terms: &HashSet<String>,
+        counter: &TokenCounter,
+        room: usize,
+    ) -> Option<Passage> {
+        let sents = sentences(&self.text, 0, self.text.len());
+        if sents.len() < 2 || terms.is_empty() {
+            return None;
+        }
+        let cost: Vec<usize> = sents
+            .iter()
+            .map(|&(a, b)| counter.count(&self.text[a..b]).max(1))
+            .collect();
+        if cost.iter().sum::<usize>() <= room {
+            return None;
+        }
+        let found: Vec<HashSet<String>> = sents
+            .iter()
+            .map(|&(a, b)| {
+                crate::index::analyzer::terms(&self.text[a..b])
+                    .into_iter()
+                    .map(|t| t.0)
+                    .filter(|t| terms.contains(t))
+                    .collect()
+            })
+            .collect();
+        let mut best: Option<(usize, usize, usize)> = None; // (hits, i, j)
+        for i in 0..sents.len() {
+            if found[i].is_empty() {
+                continue;
+            }
+            let (mut used, mut j) = (0usize, i);
+            let mut seen: HashSet<&String> = HashSet::new();
+            while j < sents.len() && used + cost[j] <= room {
+                used += cost[j];
+                seen.extend(found[j].iter());
+                j += 1;
+            }
+            if j == i {
+                continue;
+            }
+            if best.is_none_or(|b| seen.len() > b.0) {
+                best = Some((seen.len(), i, j));
+            }
+        }
+        let (_, mut i, j) = best?;
+        // Room left at the end goes to the sentences before the match.
+        let mut used: usize = cost[i..j].iter().sum();
+        while i > 0 && used + cost[i - 1] <= room {
+            i -= 1;
+            used += cost[i];
+        }
+        Some(self.slice(sents[i].0, sents[j - 1].1))
     }
 
     /// Where the bytes `range` of the text sit: the page of their start,
@@ -411,6 +507,16 @@ pub fn passages_of(hits: &[Hit]) -> Vec<Passage> {
         .collect()
 }
 
+/// How many of the best passages a window should show: when they do not
+/// all fit whole, each is cut to its part that best matches the question.
+pub const FOCUS_PASSAGES: usize = 6;
+
+/// A focused passage keeps at least this many tokens of text.
+const MIN_FOCUS_TOKENS: usize = 120;
+
+/// About what a passage's fence (`<passage id=… source=… pages=…>`) costs.
+const FENCE_TOKENS: usize = 30;
+
 /// Packs `hits` (best first) into at most `budget` tokens of prompt.
 pub fn pack(
     hits: &[Hit],
@@ -443,7 +549,7 @@ pub fn pack_with(
         rank: usize,
     }
     let mut groups: Vec<Group> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for (i, h) in hits.iter().enumerate() {
         if !seen.insert(h.chunk_id.clone()) {
             continue;
@@ -478,13 +584,37 @@ pub fn pack_with(
             rank: i + 1,
         });
     }
-    // 2. Take passages in relevance order while they fit.
+    // 2. Take passages in relevance order while they fit. When the
+    //    window cannot hold the first FOCUS_PASSAGES whole, each passage
+    //    is cut to its stretch of sentences that best matches the
+    //    question, so more of the retrieved pages are seen.
     let fixed = counter.count(&render(system, "", question, history));
     let mut used = fixed;
     let mut taken: Vec<Passage> = Vec::new();
     let total = groups.len();
-    for g in groups {
-        let mut p = Passage::of(&g.hit, g.text, g.map, g.chunk_ids, g.rank);
+    let mut passages: Vec<Passage> = groups
+        .into_iter()
+        .map(|g| Passage::of(&g.hit, g.text, g.map, g.chunk_ids, g.rank))
+        .collect();
+    let room = budget.saturating_sub(fixed);
+    let head = passages.len().min(FOCUS_PASSAGES);
+    let whole: usize = passages[..head]
+        .iter()
+        .map(|p| counter.count(&p.render()))
+        .sum();
+    if head > 1 && whole > room {
+        let terms = crate::answer::term_set(question);
+        // Each passage's share of the room, less its fence.
+        let share = (room / head)
+            .saturating_sub(FENCE_TOKENS)
+            .max(MIN_FOCUS_TOKENS);
+        for p in &mut passages {
+            if let Some(f) = p.focused(&terms, counter, share) {
+                *p = f;
+            }
+        }
+    }
+    for mut p in passages {
         p.n = taken.len() + 1;
         let cost = counter.count(&p.render());
         if used + cost <= budget {
@@ -761,6 +891,80 @@ mod tests {
             (2, Some("ii"), (0, 3))
         );
         assert_eq!(x.locate((0, 3)).page_chars, (5, 8));
+    }
+
+    /// Filler sentences around one that names `word`, on page 1 then
+    /// page 2 from sentence 12 on.
+    fn long_hit(doc: &str, word: &str, at: usize) -> Hit {
+        use crate::ingest::chunk::Span;
+        let sents: Vec<String> = (0..20)
+            .map(|i| {
+                if i == at {
+                    format!("The {word} setting changes the margin. ")
+                } else {
+                    format!("Filler line {i} says little of note here. ")
+                }
+            })
+            .collect();
+        let text: String = sents.concat();
+        let split = sents[..12].concat().chars().count();
+        let mut h = hit(doc, 0, 1, &text);
+        h.page_end = 2;
+        h.spans = vec![
+            Span {
+                page: 1,
+                start: 100,
+                end: 100 + split,
+                at: 0,
+                label: None,
+            },
+            Span {
+                page: 2,
+                start: 0,
+                end: text.chars().count() - split,
+                at: split,
+                label: Some("ii".into()),
+            },
+        ];
+        h
+    }
+
+    #[test]
+    fn a_small_window_shows_the_matching_part_of_more_passages() {
+        let c = counter();
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+        let hits: Vec<Hit> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| long_hit(&format!("d{i}"), w, 14))
+            .collect();
+        let question = "Which setting changes the margin in delta?";
+        let one = pack(&hits[..1], question, c, 100_000, &[]).tokens;
+        // Room for about three whole passages.
+        let budget = one * 3;
+        let p = pack(&hits, question, c, budget, &[]);
+        assert!(p.tokens <= budget);
+        assert_eq!(p.passages.len(), 6, "every passage, focused");
+        for (w, x) in words.iter().zip(&p.passages) {
+            assert!(
+                x.text.contains(&format!("The {w} setting")),
+                "{w}: {}",
+                x.text
+            );
+            // A stretch, not the whole; the match is on page 2 (from
+            // sentence 12), and the map and range say so.
+            assert!(!x.text.starts_with("Filler line 0"), "{w}: {}", x.text);
+            assert_eq!(x.page_end, 2, "{w}");
+            let at = x.text.find("The ").unwrap();
+            let l = x.locate((at, at + 3));
+            assert_eq!((l.page, l.page_label.as_deref()), (2, Some("ii")));
+        }
+        // With room for all of them whole, nothing is cut.
+        let roomy = pack(&hits, question, c, 100_000, &[]);
+        assert!(roomy
+            .passages
+            .iter()
+            .all(|x| x.text.starts_with("Filler line 0")));
     }
 
     #[test]
