@@ -98,8 +98,47 @@ fn latin_word(term: &str) -> bool {
         && term.chars().any(|c| c.is_ascii_alphabetic())
 }
 
+/// Chinese pairs that ask rather than name: question words and their
+/// neighbours ("哪个地方", "是什么", "怎么", …).
+const ZH_QUESTION_PAIRS: &[&str] = &[
+    "哪个", "个地", "地方", "什么", "是什", "么是", "怎么", "么样", "怎样", "如何", "哪些", "哪里",
+    "为什", "多少", "是否", "可以", "能否", "有没", "没有", "请问", "一下", "应该", "需要",
+];
+
+/// A question term that carries no content: a CJK pair holding hiragana
+/// (in Japanese, particles and endings glue content words together:
+/// "すか", "と何", "紙の"), or a Chinese question pair. Such pairs are rare
+/// in any index, so as terms they would weigh most and match least.
+fn glue(term: &str) -> bool {
+    let hiragana = |c: char| ('\u{3041}'..='\u{309f}').contains(&c);
+    let cjk = |c: char| {
+        hiragana(c)
+            || ('\u{30a0}'..='\u{30ff}').contains(&c)
+            || ('\u{4e00}'..='\u{9fff}').contains(&c)
+            || ('\u{3400}'..='\u{4dbf}').contains(&c)
+    };
+    term.chars().all(cjk) && (term.chars().any(hiragana) || ZH_QUESTION_PAIRS.contains(&term))
+}
+
 /// The grounding of a question whose terms have `rarity`, in `passages`.
 pub fn grounding(rarity: &TermRarity, passages: &[Passage]) -> Grounding {
+    // Japanese writes particles in hiragana between words, so a pair of
+    // kanji or katakana the index never holds is likely a word it lacks.
+    let japanese = rarity.terms.iter().any(|t| {
+        t.term
+            .chars()
+            .any(|c| ('\u{3041}'..='\u{309f}').contains(&c))
+    });
+    let content: Vec<RareTerm> = rarity
+        .terms
+        .iter()
+        .filter(|t| !glue(&t.term))
+        .cloned()
+        .collect();
+    let rarity = &TermRarity {
+        chunks: rarity.chunks,
+        terms: content,
+    };
     let weights: Vec<f32> = rarity.terms.iter().map(|t| rarity.idf(t.chunks)).collect();
     let total: f32 = weights.iter().sum();
     if total <= 0.0 {
@@ -128,12 +167,22 @@ pub fn grounding(rarity: &TermRarity, passages: &[Passage]) -> Grounding {
         .cloned()
         .collect();
     missing.sort_by_key(|m| m.chunks);
-    let unknown_words = rarity
+    let mut unknown_words: Vec<String> = rarity
         .terms
         .iter()
         .filter(|t| t.chunks == 0 && latin_word(&t.term))
         .map(|t| t.word.clone())
         .collect();
+    // Two such pairs, not one: a pair can also straddle two words.
+    let unknown_pairs: Vec<String> = rarity
+        .terms
+        .iter()
+        .filter(|t| japanese && t.chunks == 0 && !latin_word(&t.term))
+        .map(|t| t.word.clone())
+        .collect();
+    if unknown_pairs.len() >= 2 {
+        unknown_words.extend(unknown_pairs);
+    }
     Grounding {
         coverage,
         chunks: rarity.chunks,
@@ -207,6 +256,41 @@ mod tests {
         assert!(g.decline().unwrap().contains("no passage"));
         let g = grounding(&rarity(&[("tlmgr", 12), ("self", 50)]), &ps);
         assert_eq!(g.decline(), None);
+    }
+
+    #[test]
+    fn particles_and_question_words_are_not_what_a_passage_must_hold() {
+        // 「漢数字で何と書きますか」: the content is 漢数 and 数字; すか, と書
+        // and 何と are rare glue that no answer page needs to hold.
+        let ps = [passage(1, "漢数字を出力するには \\kansuji を使う。")];
+        let g = grounding(
+            &rarity(&[
+                ("漢数", 12),
+                ("数字", 40),
+                ("すか", 1),
+                ("と書", 2),
+                ("何と", 1),
+                ("kansuji", 3),
+            ]),
+            &ps,
+        );
+        assert!(g.coverage > 0.99, "{g:?}");
+        assert!(g.missing.is_empty(), "{g:?}");
+        // Two kanji pairs the index never holds, in a Japanese question,
+        // are words it lacks; one may straddle two words.
+        let ps = [passage(1, "日本語の文章を組版するパッケージ。")];
+        let q = |pairs: &[(&'static str, u64)]| {
+            let mut t = vec![("日本", 50), ("本語", 50), ("組版", 30), ("すか", 1)];
+            t.extend_from_slice(pairs);
+            grounding(&rarity(&t), &ps)
+        };
+        let g = q(&[("年賀", 0), ("賀状", 0)]);
+        assert_eq!(g.unknown_words, ["年賀", "賀状"]);
+        assert!(g.decline().is_some(), "{g:?}");
+        assert!(q(&[("話文", 0)]).unknown_words.is_empty());
+        // Chinese question pairs likewise; katakana and Han pairs stay.
+        assert!(glue("哪个") && glue("什么") && glue("すか") && glue("紙の"));
+        assert!(!glue("漢数") && !glue("ソース") && !glue("源码") && !glue("latex"));
     }
 
     #[test]
