@@ -149,7 +149,10 @@ fn hostile_passages_never_become_control_tokens_in_the_real_tokenizer() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let prompt_start = stderr.find("<|im_start|>system").expect("the prompt");
     let prompt = &stderr[prompt_start..];
-    let prompt = &prompt[..prompt.find("<think>\n\n</think>").expect("prompt end") + 17];
+    // The prompt the model reads (its own template: no thinking block).
+    let end = "<|im_start|>assistant\n";
+    let prompt = &prompt[..prompt.find(end).expect("prompt end") + end.len()];
+    assert!(!prompt.contains("<think>"), "{prompt}");
     let gguf =
         shirabe::models::weights::Gguf::open(&model, &shirabe::models::default_device()).unwrap();
     let tok = gguf.tokenizer().unwrap().expect("embedded tokenizer");

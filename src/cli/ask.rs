@@ -43,7 +43,15 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let cancel = super::generate::interrupt_flag();
     let show = |packed: &Packed| {
         if a.show_context {
-            eprintln!("{}", packed.prompt);
+            // The prompt as the local model will read it (its own chat
+            // template), else as packed.
+            match &writer.generator {
+                Some(g) => eprintln!(
+                    "{}",
+                    g.chat(Some(writer.system_prompt()), &[], &packed.user)
+                ),
+                None => eprintln!("{}", packed.prompt),
+            }
         }
         if !s.quiet && !a.json {
             match prefill_speed {
