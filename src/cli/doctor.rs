@@ -93,15 +93,7 @@ pub fn run(s: &Settings, a: &DoctorArgs) -> Result<Status> {
             "rebuilt the BM25 index: {} files read again, {} chunks",
             r.indexed, r.chunks
         )?;
-        for f in &r.failed {
-            writeln!(
-                out,
-                "{} {}: {}",
-                st.error("failed:"),
-                st.path(&f.path),
-                st.text(&f.error)
-            )?;
-        }
+        super::ingest::print_failures(&mut out, &st, &r.failed)?;
     }
     if after.findings.is_empty() {
         writeln!(out, "the index is sound")?;

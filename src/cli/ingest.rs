@@ -95,15 +95,7 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
             writeln!(out, "note: {note}")?;
         }
     }
-    for f in &report.failed {
-        writeln!(
-            out,
-            "{} {}: {}",
-            st.error("failed:"),
-            st.path(&f.path),
-            st.text(&f.error)
-        )?;
-    }
+    print_failures(&mut out, &st, &report.failed)?;
     for p in &report.empty {
         writeln!(
             out,
@@ -217,4 +209,22 @@ fn spawn_background_embedding(s: &Settings) -> Result<u32> {
         .spawn()
         .context("starting the background embedding")?;
     Ok(child.id())
+}
+
+/// One `failed: PATH: why` line per file that could not be read.
+pub(super) fn print_failures(
+    out: &mut impl Write,
+    st: &Style,
+    failed: &[shirabe::ingest::Failure],
+) -> std::io::Result<()> {
+    for f in failed {
+        writeln!(
+            out,
+            "{} {}: {}",
+            st.error("failed:"),
+            st.path(&f.path),
+            st.text(&f.error)
+        )?;
+    }
+    Ok(())
 }
