@@ -147,6 +147,12 @@ pub struct Scored {
     /// How well the passages covered the question.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grounding: Option<super::grounding::Grounding>,
+    /// Each citation as `[n] file p. N (by): quote`, to see where a miss went.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cited: Vec<String>,
+    /// The passage numbers that hold an answer page.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answer_in: Vec<usize>,
 }
 
 /// A citation whose quoted sentence does not hold its claim.
@@ -232,6 +238,26 @@ pub fn score(
         raw: String::new(),
         grounding: None,
         imprecise,
+        cited: checked
+            .citations
+            .iter()
+            .map(|c| {
+                let file = passages.get(c.n - 1).map_or("?", |p| {
+                    p.path.rsplit('/').next().unwrap_or(p.path.as_str())
+                });
+                let quote: String = c.quote_text.chars().take(100).collect();
+                format!(
+                    "[{}] {file} p. {} ({:?}): {quote}",
+                    c.n, c.located.page, c.by
+                )
+            })
+            .collect(),
+        answer_in: passages
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| case.holds_answer(p))
+            .map(|(i, _)| i + 1)
+            .collect(),
     }
 }
 
