@@ -29,6 +29,7 @@ use super::window::{affordable_window, PrefillSpeeds, PROBE_TOKENS};
 use super::{check_answer, extractive_with, Checked, EmbedFn};
 use crate::index::manifest::Manifest;
 use crate::ingest::tokens::TokenCounter;
+use crate::models::cite::CiteRule;
 use crate::models::generate::{Generation, Generator, SamplingParams, StopReason};
 use crate::models::qwen3::KvType;
 use crate::prompt::{pack_with, Packed, SYSTEM_PROMPT};
@@ -69,6 +70,11 @@ pub struct AnswerConfig {
     /// Decline a question no passage covers ([`super::grounding`]) instead
     /// of answering it.
     pub decline: bool,
+    /// A local model's sentences each end with a marker it chooses among
+    /// the passages ([`crate::models::cite`]); off (the default, which
+    /// measured better), the model places its own markers, and only their
+    /// numbers are guided.
+    pub guided_citations: bool,
 }
 
 impl Default for AnswerConfig {
@@ -80,6 +86,7 @@ impl Default for AnswerConfig {
             ctx: None,
             max_wait: 60.0,
             decline: true,
+            guided_citations: false,
         }
     }
 }
@@ -356,6 +363,7 @@ impl Answerer {
         } else if extractive {
             extractive_with(question, &packed.passages, EXTRACTIVE_SENTENCES, embed)?
         } else {
+            let n_passages = packed.passages.len();
             let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
                 let mut piece = |t: &str| {
                     first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
@@ -369,6 +377,11 @@ impl Answerer {
                         max_tokens,
                         temperature: self.config.temperature,
                         words_first: true,
+                        cite: Some(CiteRule {
+                            passages: n_passages,
+                            exempt: super::is_refusal,
+                            force: self.config.guided_citations,
+                        }),
                         ..Default::default()
                     };
                     let r = g.generate(&ids, &params, cancel, &mut piece)?;

@@ -181,6 +181,11 @@ pub fn reply(
                 max_tokens: writer.config.max_tokens,
                 temperature: writer.config.temperature,
                 words_first: true,
+                cite: Some(crate::models::cite::CiteRule {
+                    passages: packed.passages.len(),
+                    exempt: super::is_refusal,
+                    force: writer.config.guided_citations,
+                }),
                 ..Default::default()
             };
             let r = g.generate(&ids, &params, cancel, |t| on_text(t))?;

@@ -399,6 +399,12 @@ pub struct BackendArgs {
     /// lacks, and the nearest passages are shown).
     #[arg(long)]
     pub always_answer: bool,
+    /// Give every sentence a local model ends without a citation marker
+    /// one, whose passage number the model chooses among the passages
+    /// given (by default the model places its own markers; either way a
+    /// marker can only name a passage that exists).
+    #[arg(long)]
+    pub guided_citations: bool,
 }
 
 /// `chat`
@@ -450,6 +456,34 @@ pub struct ServeArgs {
     /// Passages to retrieve per question.
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,
+    /// Answers written at once (default: 1 with a local model, which has
+    /// the CPU to itself; 4 otherwise). Searches run beside them.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Answer requests that may wait for a worker; more get 503 and a
+    /// Retry-After.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub queue: usize,
+    /// Connections held open at once; more are closed at once.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_body: usize,
+    /// Longest question, in characters.
+    #[arg(long, default_value_t = 8_000, value_name = "CHARS")]
+    pub max_question: usize,
+    /// Seconds a client may take to send a request's headers, and again
+    /// its body.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub read_timeout: u64,
+    /// Seconds to let answers in flight finish after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = 120, value_name = "SECS")]
+    pub grace: u64,
+    /// Allow browsers on this origin (`*` for any) to call the API (CORS
+    /// is off by default).
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors: Option<String>,
     /// The model and how to run it.
     #[command(flatten)]
     pub b: BackendArgs,

@@ -202,6 +202,7 @@ pub(super) fn answerer(manifest: Option<&Manifest>, b: &BackendArgs) -> Result<A
         ctx: b.ctx,
         max_wait: b.max_wait,
         decline: !b.always_answer,
+        guided_citations: b.guided_citations,
     };
     let what = model.as_ref().map(|m| m.spec.clone());
     Answerer::new(model.as_ref(), endpoint, manifest, config).with_context(|| match what {

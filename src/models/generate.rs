@@ -36,6 +36,9 @@ pub struct SamplingParams {
     /// markers alone (`[1] [2] [3]`); barred from opening with one, they
     /// write the answer and cite after it.
     pub words_first: bool,
+    /// Close every sentence with a passage marker the model chooses among
+    /// valid ones ([`super::cite`]); `None` leaves markers to the model.
+    pub cite: Option<super::cite::CiteRule>,
 }
 
 impl Default for SamplingParams {
@@ -49,6 +52,7 @@ impl Default for SamplingParams {
             max_tokens: 512,
             prefill_block: 512,
             words_first: false,
+            cite: None,
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Generator {
     /// The tokens that open with `[` after spaces (see
     /// [`SamplingParams::words_first`]; built on first use).
     bracket_openers: std::sync::OnceLock<Vec<u32>>,
+    /// The tokens citation markers are spelled with (built on first use).
+    cite_tokens: std::sync::OnceLock<Option<super::cite::CiteTokens>>,
 }
 
 /// xorshift64*, enough for sampling and reproducible with a seed.
@@ -203,6 +209,7 @@ impl Generator {
             template: None,
             token_bytes: std::sync::OnceLock::new(),
             bracket_openers: std::sync::OnceLock::new(),
+            cite_tokens: std::sync::OnceLock::new(),
         }
     }
 
@@ -405,6 +412,17 @@ impl Generator {
             repeat_penalty: 1.0,
             ..params.clone()
         };
+        let mut guide = params.cite.and_then(|rule| {
+            let tb = token_bytes?;
+            let tokens = self
+                .cite_tokens
+                .get_or_init(|| {
+                    super::cite::CiteTokens::find(tb, self.model.config().vocab_size as u32)
+                })
+                .as_ref()?;
+            Some(super::cite::CiteGuide::new(rule, tokens))
+        });
+        let mut text_now = String::new();
         let decode_start = Instant::now();
         let stop = loop {
             if cancel.load(Ordering::Relaxed) {
@@ -420,8 +438,9 @@ impl Generator {
                     }
                 }
             }
+            let constrained = guide.as_ref().is_some_and(|g| g.mask(&mut logits));
             let mut next = sample(&mut logits, &ids, params, &mut rng);
-            if let Some(tb) = token_bytes {
+            if let Some(tb) = token_bytes.filter(|_| !constrained) {
                 // Never a token that breaks a character, nor the end
                 // while one is unfinished.
                 let mut tries = 0;
@@ -436,12 +455,23 @@ impl Generator {
                     next = sample(&mut logits, &ids, &again, &mut rng);
                     tries += 1;
                 }
-                if !self.stop_ids.contains(&next) {
-                    pending.push(tb.get(next));
+            }
+            // A sentence ended without a marker: the decoder opens one.
+            if let (Some(g), Some(tb)) = (&guide, token_bytes) {
+                if let Some(f) =
+                    g.replace(&text_now, next, tb.get(next), self.stop_ids.contains(&next))
+                {
+                    next = f;
                 }
             }
             if self.stop_ids.contains(&next) {
                 break StopReason::EndOfText;
+            }
+            if let Some(tb) = token_bytes {
+                pending.push(tb.get(next));
+            }
+            if let Some(g) = guide.as_mut() {
+                g.push(next);
             }
             ids.push(next);
             let text = self.decode(&ids)?;
@@ -451,6 +481,7 @@ impl Generator {
                 on_text(&text[emitted..]);
                 emitted = text.len();
             }
+            text_now = text;
             let h = self
                 .model
                 .forward(&[vec![next]], &[vec![true]], &mut cache)?;
