@@ -4,6 +4,7 @@ mod answers;
 mod doctor;
 mod fuzz;
 mod real_models;
+mod serve;
 mod tui;
 mod util;
 
@@ -1518,133 +1519,6 @@ fn summarize_whole_documents_and_map_reduce_keeps_citations() {
         .last()
         .unwrap()
         .contains("Action items"));
-}
-
-/// Starts `shirabe serve` with `extra` flags; returns the child and its
-/// base URL.
-fn start_serve(sb: &Sandbox, extra: &[&str]) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut args = vec!["serve", "--port", "0"];
-    args.extend_from_slice(extra);
-    let mut child = sb
-        .cmd(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
-    (child, url)
-}
-
-/// A raw HTTP request; returns (status code, body).
-fn http(url: &str, method: &str, path: &str, body: &str, auth: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
-    (code, body)
-}
-
-#[test]
-fn serve_answers_as_shirabe_and_passes_other_models_through() {
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
-    // No model: model "shirabe" answers extractively, with sources.
-    let (mut plain, url) = start_serve(&sb, &[]);
-    let (code, models) = http(&url, "GET", "/v1/models", "", None);
-    assert_eq!(code, 200);
-    assert!(models.contains("\"shirabe\""), "{models}");
-    let q = r#"{"model": "shirabe", "messages": [{"role": "user", "content": "How much was the budget for the Osaka warehouse expansion?"}]}"#;
-    let (code, body) = http(&url, "POST", "/v1/chat/completions", q, None);
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(
-        content.contains("1.8 million euros") && content.contains("Sources:"),
-        "{content}"
-    );
-    assert!(!v["shirabe"]["citations"].as_array().unwrap().is_empty());
-    // Streaming: SSE chunks ending in [DONE].
-    let qs = q.replace("\"messages\"", "\"stream\": true, \"messages\"");
-    let (code, sse) = http(&url, "POST", "/v1/chat/completions", &qs, None);
-    assert_eq!(code, 200);
-    assert!(
-        sse.contains("chat.completion.chunk") && sse.trim_end().ends_with("data: [DONE]"),
-        "{sse}"
-    );
-    assert!(
-        sse.contains("Sources:") && sse.contains("\"finish_reason\":\"stop\""),
-        "{sse}"
-    );
-    // Another model with none configured: a clear error, not a hang.
-    let (code, body) = http(
-        &url,
-        "POST",
-        "/v1/chat/completions",
-        &q.replace("\"shirabe\"", "\"other\""),
-        None,
-    );
-    assert_eq!(code, 500);
-    assert!(body.contains("no model is configured"), "{body}");
-    let (code, _) = http(&url, "POST", "/v1/nothing", "{}", None);
-    assert_eq!(code, 404);
-    plain.kill().unwrap();
-    plain.wait().unwrap();
-    // A token is enforced.
-    let (mut guarded, url) = start_serve(&sb, &["--token", "t0k"]);
-    assert_eq!(http(&url, "GET", "/v1/models", "", None).0, 401);
-    assert_eq!(http(&url, "GET", "/v1/models", "", Some("t0k")).0, 200);
-    guarded.kill().unwrap();
-    guarded.wait().unwrap();
-    // Off loopback without a token: refused.
-    let out = sb.run(&["serve", "--host", "0.0.0.0", "--port", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
-    // End to end through the OpenAI client: ask --endpoint talks to serve,
-    // which runs a tiny local model.
-    let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
-    let Some(model) = tiny_model(&sb, "tiny-lm", &cfg, true, "the serve end-to-end test") else {
-        return;
-    };
-    let m = model.to_str().unwrap();
-    let (mut local, url) = start_serve(&sb, &["--model", m, "--max-tokens", "8"]);
-    let v = json_of(&sb.expect(
-        &[
-            "ask",
-            "Osaka warehouse budget",
-            "--endpoint",
-            &url,
-            "--model",
-            "tiny",
-            "--max-tokens",
-            "8",
-            "--json",
-        ],
-        0,
-    ));
-    assert!(v["backend"].as_str().unwrap().starts_with("tiny"), "{v}");
-    assert!(!v["passages"].as_array().unwrap().is_empty());
-    local.kill().unwrap();
-    local.wait().unwrap();
 }
 
 #[test]
