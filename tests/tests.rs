@@ -1275,18 +1275,23 @@ fn ask_with_a_tiny_local_model_streams_and_checks() {
     let corpus = sb.corpus();
     sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
     let m = model.to_str().unwrap();
-    let v = json_of(&sb.expect(
-        &[
-            "ask",
-            "Osaka warehouse budget",
-            "--model",
-            m,
-            "--max-tokens",
-            "12",
-            "--json",
-        ],
-        0,
-    ));
+    let out = sb.run(&[
+        "ask",
+        "Osaka warehouse budget",
+        "--model",
+        m,
+        "--max-tokens",
+        "12",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    // The prefill is named on stderr (off a terminal: one line), never in
+    // the JSON on stdout.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("phase: reading the prompt ("), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("phase:"), "{stdout}");
+    let v = json_of(&stdout);
     assert_eq!(v["backend"], m);
     assert_eq!(v["usage"]["completion_tokens"], 12);
     let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();

@@ -196,6 +196,27 @@ fn tui_streams_an_endpoint_answer_and_escape_stops_it() {
 }
 
 #[test]
+fn the_first_frame_does_not_wait_for_the_model() {
+    let Some(sb) = indexed_sample() else { return };
+    // The writer's load is held back 8 s by a test hook.
+    let t = start_tui_with(&sb, &["tui"], &[("SHIRABE_TEST_SLOW_LOAD", "8")]);
+    // Drawn at once, the load named in the status bar.
+    t.wait_for(&["loading extractive…"]);
+    // Keys typed meanwhile are kept: they search, and Enter asks, which
+    // waits for the writer and says so.
+    t.type_text("Osaka warehouse budget");
+    t.wait_for(&["Results (", "Board Meeting Minutes"]);
+    t.keys(&["Enter"]);
+    t.wait_for(&["loading the model extractive…"]);
+    // Once loaded, the question queued is answered.
+    t.wait_until("the answer", |s| {
+        s.contains("1.8 million euros") && !s.contains("loading extractive")
+    });
+    t.keys(&["C-q"]);
+    t.wait_for(&["exit status 0"]);
+}
+
+#[test]
 fn a_panic_restores_the_terminal_and_prints_the_error() {
     let Some(sb) = indexed_sample() else { return };
     let t = start_tui_with(

@@ -118,6 +118,8 @@ pub struct AnswerHooks<'a> {
     pub on_packed: &'a dyn Fn(&Packed),
     /// Notes for the user (a retry).
     pub on_note: &'a dyn Fn(&str),
+    /// Each phase as it starts (and the prefill as it goes).
+    pub on_phase: &'a dyn Fn(&Phase),
 }
 
 impl AnswerHooks<'_> {
@@ -126,6 +128,95 @@ impl AnswerHooks<'_> {
         AnswerHooks {
             on_packed: &|_| {},
             on_note: &|_| {},
+            on_phase: &|_| {},
+        }
+    }
+}
+
+/// What answering is doing, for a progress display.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Waiting for the model, which loads in the background.
+    LoadingModel {
+        /// What is loading.
+        what: String,
+        /// Seconds since it started.
+        elapsed_s: f64,
+    },
+    /// Searching the index.
+    Retrieving,
+    /// The prompt is packed.
+    Packed {
+        /// Passages in it.
+        passages: usize,
+        /// Its tokens.
+        tokens: usize,
+    },
+    /// The model reads the prompt.
+    Prefilling {
+        /// Tokens read.
+        done: usize,
+        /// Tokens in all.
+        total: usize,
+        /// Seconds so far.
+        elapsed_s: f64,
+        /// The expected speed (tokens/s) before any block is read.
+        expected: Option<f64>,
+    },
+    /// The model writes (its text streams).
+    Writing,
+    /// The citations are checked.
+    Checking,
+}
+
+impl Phase {
+    /// Seconds left, from the speed measured so far (or expected).
+    pub fn eta_s(&self) -> Option<f64> {
+        let Phase::Prefilling {
+            done,
+            total,
+            elapsed_s,
+            expected,
+        } = *self
+        else {
+            return None;
+        };
+        let rate = if done > 0 && elapsed_s > 0.0 {
+            done as f64 / elapsed_s
+        } else {
+            expected?
+        };
+        (rate > 0.0).then(|| total.saturating_sub(done) as f64 / rate)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::LoadingModel { what, elapsed_s } => {
+                write!(f, "loading the model {what}… {elapsed_s:.0} s")
+            }
+            Phase::Retrieving => write!(f, "retrieving passages…"),
+            Phase::Packed { passages, tokens } => write!(
+                f,
+                "packed {passages} passage{} in {} tokens",
+                if *passages == 1 { "" } else { "s" },
+                crate::prompt::thousands(*tokens)
+            ),
+            Phase::Prefilling { done, total, .. } => {
+                write!(
+                    f,
+                    "reading the prompt: {} / {} tokens",
+                    crate::prompt::thousands(*done),
+                    crate::prompt::thousands(*total)
+                )?;
+                if let Some(eta) = self.eta_s() {
+                    write!(f, " · {eta:.0} s left")?;
+                }
+                Ok(())
+            }
+            Phase::Writing => write!(f, "writing…"),
+            Phase::Checking => write!(f, "checking citations…"),
         }
     }
 }
@@ -345,6 +436,10 @@ impl Answerer {
         let mut packed = pack_with(system, hits, question, &self.counter, budget, &[]);
         let pack_s = t0.elapsed().as_secs_f64();
         (hooks.on_packed)(&packed);
+        (hooks.on_phase)(&Phase::Packed {
+            passages: packed.passages.len(),
+            tokens: packed.tokens,
+        });
         let language = Lang::of(question);
         let mut first_token: Option<f64> = None;
         let mut usage: Option<serde_json::Value> = None;
@@ -366,7 +461,10 @@ impl Answerer {
             let n_passages = packed.passages.len();
             let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
                 let mut piece = |t: &str| {
-                    first_token.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                    if first_token.is_none() {
+                        first_token = Some(t0.elapsed().as_secs_f64());
+                        (hooks.on_phase)(&Phase::Writing);
+                    }
                     on_text(t);
                 };
                 if let Some(g) = &self.generator {
@@ -384,7 +482,16 @@ impl Answerer {
                         }),
                         ..Default::default()
                     };
-                    let r = g.generate(&ids, &params, cancel, &mut piece)?;
+                    let read = Instant::now();
+                    let on_prefill = |done, total| {
+                        (hooks.on_phase)(&Phase::Prefilling {
+                            done,
+                            total,
+                            elapsed_s: read.elapsed().as_secs_f64(),
+                            expected: None,
+                        })
+                    };
+                    let r = g.generate_observed(&ids, &params, cancel, &mut piece, &on_prefill)?;
                     self.learn(&r);
                     interrupted.set(r.stop == StopReason::Cancelled);
                     usage = Some(json!({
@@ -439,6 +546,7 @@ impl Answerer {
                 first
             }
         };
+        (hooks.on_phase)(&Phase::Checking);
         let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
         checked.refused |= declined.is_some();
         // A written answer with no sentence a passage supports (markers

@@ -11,7 +11,7 @@
 use std::sync::atomic::AtomicBool;
 
 use super::grounding::grounding;
-use super::{check_answer, extractive, Answerer, Checked};
+use super::{check_answer, extractive, Answerer, Checked, Phase};
 use crate::prompt::{pack, Packed, Passage};
 use crate::retrieve::TermRarity;
 use crate::Result;
@@ -123,6 +123,7 @@ pub fn reply(
     question: &str,
     turns: &[(String, String)],
     cancel: &AtomicBool,
+    on_phase: &dyn Fn(&Phase),
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Reply> {
     let backend = writer.backend(cancel);
@@ -153,6 +154,7 @@ pub fn reply(
         embed,
         rarity,
     } = lookup;
+    on_phase(&Phase::Retrieving);
     let hits = retrieve(&query)?;
     let mut history: Vec<(String, String)> = Vec::new();
     let mut used = 0;
@@ -166,6 +168,10 @@ pub fn reply(
     }
     let budget = writer.window.saturating_sub(writer.config.max_tokens);
     let packed = pack(&hits, question, &writer.counter, budget, &history);
+    on_phase(&Phase::Packed {
+        passages: packed.passages.len(),
+        tokens: packed.tokens,
+    });
     let declined = match rarity {
         Some(f) if writer.config.decline => grounding(&f(&query)?, &packed.passages).decline(),
         _ => None,
@@ -188,7 +194,28 @@ pub fn reply(
                 }),
                 ..Default::default()
             };
-            let r = g.generate(&ids, &params, cancel, |t| on_text(t))?;
+            let read = std::time::Instant::now();
+            let on_prefill = |done, total| {
+                on_phase(&Phase::Prefilling {
+                    done,
+                    total,
+                    elapsed_s: read.elapsed().as_secs_f64(),
+                    expected: None,
+                })
+            };
+            let mut first = true;
+            let r = g.generate_observed(
+                &ids,
+                &params,
+                cancel,
+                |t| {
+                    if std::mem::take(&mut first) {
+                        on_phase(&Phase::Writing);
+                    }
+                    on_text(t)
+                },
+                &on_prefill,
+            )?;
             writer.learn(&r);
             return Ok(r.text);
         }
@@ -220,6 +247,7 @@ pub fn reply(
             (write(&user, on_text)?, false)
         }
     };
+    on_phase(&Phase::Checking);
     let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
     checked.refused |= declined.is_some();
     // As `Answerer::answer`: a written answer no passage supports is

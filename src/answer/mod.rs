@@ -24,7 +24,7 @@ pub mod summarize;
 pub mod window;
 
 pub use answerer::{
-    AnswerConfig, AnswerHooks, Answered, Answerer, LocalModel, Question, WindowFit,
+    AnswerConfig, AnswerHooks, Answered, Answerer, LocalModel, Phase, Question, WindowFit,
 };
 pub use extractive::{extractive, extractive_with};
 pub use lang::Lang;
@@ -342,6 +342,11 @@ const META: &[&str] = &[
 fn is_meta(words: &HashSet<String>) -> bool {
     !words.is_empty() && words.iter().all(|w| META.contains(&w.as_str()))
 }
+
+/// What to say when answers are extractive because no model is set: how
+/// to get one.
+pub const MODEL_HINT: &str =
+    "(extractive, no model: `shirabe models pull`, --model FILE.gguf or --endpoint URL writes answers)";
 
 /// Whether `text` says the documents do not answer.
 pub fn is_refusal(text: &str) -> bool {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use shirabe::answer::{
-    check, AnswerConfig, AnswerHooks, Answerer, Checked, LocalModel, Question, WindowFit,
+    check, AnswerConfig, AnswerHooks, Answerer, Checked, LocalModel, Phase, Question, WindowFit,
 };
 use shirabe::index::manifest::Manifest;
 use shirabe::index::ShirabeIndex;
@@ -28,11 +28,21 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
     let retriever = super::search::retriever(s, &index, asked)?;
     let mode = retriever.mode;
+    let phases = super::phases::PhaseLine::new(s.quiet);
+    phases.show(&Phase::Retrieving);
     let hits = retriever.retrieve(&index, &question, a.passages, a.doc.clone())?;
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
+    if let Some(m) = a.b.model.as_ref().filter(|_| a.b.endpoint.is_none()) {
+        phases.show(&Phase::LoadingModel {
+            what: m.clone(),
+            elapsed_s: 0.0,
+        });
+    }
+    let writer = answerer(index.manifest.as_ref(), &a.b);
+    phases.done();
+    let mut writer = writer?;
     let prefill_speed = fit_window(&mut writer, !s.quiet && !a.json)?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
@@ -42,6 +52,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let mut failed: Option<std::io::Error> = None;
     let cancel = super::generate::interrupt_flag();
     let show = |packed: &Packed| {
+        phases.done();
         if a.show_context {
             // The prompt as the local model will read it (its own chat
             // template), else as packed.
@@ -78,10 +89,12 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         &AnswerHooks {
             on_packed: &show,
             on_note: &|note: &str| {
+                phases.done();
                 if !s.quiet {
                     eprintln!("note: {note}");
                 }
             },
+            on_phase: &|p| phases.show(p),
         },
         &mut |piece| {
             if stream && failed.is_none() {
@@ -93,6 +106,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             }
         },
     )?;
+    phases.done();
     if let Some(e) = failed {
         return Err(e.into());
     }
@@ -153,7 +167,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             let why = if r.replaced.is_some() {
                 "(the passages' own sentences: no sentence of the model's answer was supported)"
             } else {
-                "(extractive answer: the most relevant sentences; pass --model for a written one)"
+                shirabe::answer::MODEL_HINT
             };
             writeln!(out, "{}", st.dim(why))?;
         }

@@ -275,6 +275,7 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
         mode: "hybrid".into(),
         backend: "qwen3-4b".into(),
         window: 131_072,
+        ..Default::default()
     };
     let mut app = App::new(info, true);
     let t0 = Instant::now();

@@ -22,6 +22,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
     super::ask::fit_window(&mut writer, !s.quiet)?;
     let cancel = super::generate::interrupt_flag();
+    let phases = super::phases::PhaseLine::new(s.quiet);
     let st = Style::new(s.color);
     let interactive = std::io::stdin().is_terminal();
     if interactive && !s.quiet {
@@ -70,13 +71,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         let retrieve = |q: &str| retriever.retrieve(&index, q, a.passages, None);
         let rarity = |q: &str| shirabe::retrieve::term_rarity(&index, q);
         let embed = retriever.check_embedder();
-        let Reply {
-            packed,
-            checked,
-            declined,
-            replaced,
-            ..
-        } = reply(
+        let replied = reply(
             Lookup {
                 retrieve: &retrieve,
                 embed: embed.as_deref(),
@@ -86,8 +81,17 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             &question,
             &history,
             cancel,
+            &|p| phases.show(p),
             &mut |_| {},
-        )?;
+        );
+        phases.done();
+        let Reply {
+            packed,
+            checked,
+            declined,
+            replaced,
+            ..
+        } = replied?;
         let answer = if checked.answer.trim().is_empty() {
             shirabe::answer::NO_ANSWER.to_string()
         } else {

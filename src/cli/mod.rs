@@ -14,6 +14,7 @@ mod generate;
 mod ingest;
 mod migrate;
 mod models;
+mod phases;
 mod search;
 mod serve;
 mod status;

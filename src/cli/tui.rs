@@ -8,12 +8,13 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
 use shirabe::answer::conversation::{reply, Lookup};
-use shirabe::answer::Answerer;
+use shirabe::answer::{Answerer, Phase};
 use shirabe::index::manifest::{FileRecord, FileStatus};
 use shirabe::index::ShirabeIndex;
 use shirabe::retrieve::{self, Retriever};
@@ -34,11 +35,34 @@ struct CliEngine {
     /// None until there is an index. Workers take a clone of the `Arc`
     /// and let go of the lock at once; an ingest swaps in a new one.
     search: Mutex<Option<Arc<Search>>>,
-    writer: Mutex<Answerer>,
-    /// The writer's context window (fixed).
-    window: usize,
-    backend_name: String,
+    /// The answer writer: None while it loads in the background (the
+    /// first frame does not wait for a model).
+    writer: Mutex<Option<Answerer>>,
+    /// How the load goes; `loaded` is signalled when it is done.
+    load: Mutex<Load>,
+    loaded: Condvar,
 }
+
+/// The writer's loading state.
+enum Load {
+    Loading {
+        /// The model or endpoint.
+        what: String,
+        since: Instant,
+    },
+    Done {
+        /// What writes answers.
+        backend: String,
+        /// Its context window (fixed from now on).
+        window: usize,
+        /// Why the window is that size.
+        why: String,
+    },
+}
+
+/// Seconds the background load sleeps first (a test hook: the first frame
+/// and the keys typed meanwhile must not wait for the model).
+const SLOW_LOAD: &str = "SHIRABE_TEST_SLOW_LOAD";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in a worker is reported by it; the state stays usable.
@@ -83,14 +107,117 @@ impl CliEngine {
     }
 }
 
+impl CliEngine {
+    /// Loads the writer (the model, the endpoint or the extractive
+    /// fallback) and sizes its window; on failure answers are extractive
+    /// and the status bar says why.
+    fn load_writer(&self, manifest: Option<&shirabe::index::manifest::Manifest>) {
+        if let Some(secs) = std::env::var(SLOW_LOAD).ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_secs_f64(secs));
+        }
+        let b = &self.args.b;
+        let loaded = super::ask::answerer(manifest, b).and_then(|mut w| {
+            let speed = super::ask::fit_window(&mut w, false)?;
+            Ok((w, speed))
+        });
+        let (writer, backend, why) = match loaded {
+            Ok((w, speed)) => {
+                let backend = match (&w.generator, &w.endpoint) {
+                    (Some(_), _) => b.model.clone().unwrap_or_default(),
+                    (None, Some(ep)) => format!("{} ({})", ep.model, ep.base_url),
+                    _ => "extractive".to_string(),
+                };
+                let why = match speed {
+                    Some(tps) if b.ctx.is_none() => {
+                        format!("{:.0} s at {tps:.0} tok/s", w.config.max_wait)
+                    }
+                    _ => String::new(),
+                };
+                (w, backend, why)
+            }
+            Err(e) => {
+                // The model failed: answer extractively, and say why.
+                let mut plain = b.clone();
+                plain.model = None;
+                plain.endpoint = None;
+                plain.dashscope = false;
+                match super::ask::answerer(manifest, &plain) {
+                    Ok(w) => (
+                        w,
+                        format!(
+                            "extractive ({}: {e:#})",
+                            b.model.as_deref().unwrap_or("model")
+                        ),
+                        String::new(),
+                    ),
+                    Err(e2) => {
+                        *lock(&self.load) = Load::Done {
+                            backend: format!("no writer: {e:#}; {e2:#}"),
+                            window: 0,
+                            why: String::new(),
+                        };
+                        self.loaded.notify_all();
+                        return;
+                    }
+                }
+            }
+        };
+        let window = writer.window;
+        *lock(&self.writer) = Some(writer);
+        *lock(&self.load) = Load::Done {
+            backend,
+            window,
+            why,
+        };
+        self.loaded.notify_all();
+    }
+
+    /// Waits for the writer to load, naming the wait; false if stopped.
+    fn wait_for_writer(&self, cancel: &AtomicBool, on_phase: &dyn Fn(&Phase)) -> bool {
+        let mut load = lock(&self.load);
+        while let Load::Loading { what, since } = &*load {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return false;
+            }
+            on_phase(&Phase::LoadingModel {
+                what: what.clone(),
+                elapsed_s: since.elapsed().as_secs_f64(),
+            });
+            load = self
+                .loaded
+                .wait_timeout(load, Duration::from_millis(500))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        true
+    }
+}
+
 impl Engine for CliEngine {
     fn info(&self) -> Info {
-        let window = self.window;
+        let (backend, window, window_why, loading) = match &*lock(&self.load) {
+            Load::Loading { what, since } => (
+                what.clone(),
+                0,
+                String::new(),
+                Some(format!(
+                    "loading {what}… {:.0} s",
+                    since.elapsed().as_secs_f64()
+                )),
+            ),
+            Load::Done {
+                backend,
+                window,
+                why,
+            } => (backend.clone(), *window, why.clone(), None),
+        };
         let Some(s) = self.current() else {
             return Info {
                 mode: "no index".into(),
-                backend: self.backend_name.clone(),
+                backend,
                 window,
+                window_why,
+                loading,
                 ..Info::default()
             };
         };
@@ -114,8 +241,10 @@ impl Engine for CliEngine {
             chunks,
             embedded,
             mode: s.retriever.mode.name().to_string(),
-            backend: self.backend_name.clone(),
+            backend,
             window,
+            window_why,
+            loading,
         }
     }
 
@@ -128,13 +257,19 @@ impl Engine for CliEngine {
         question: &str,
         history: &[(String, String)],
         cancel: &AtomicBool,
+        on_phase: &dyn Fn(&Phase),
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer> {
+        // A question asked while the model loads waits for it.
+        if !self.wait_for_writer(cancel, on_phase) {
+            return Err("stopped while the model loaded".into());
+        }
         let retrieve = |q: &str| {
             self.retrieve(q, self.args.passages, None)
                 .map_err(|e| shirabe::Error::Index(format!("{e:#}")))
         };
-        let writer = lock(&self.writer);
+        let guard = lock(&self.writer);
+        let writer = guard.as_ref().ok_or("no answer writer loaded")?;
         // Paraphrased claims are checked by meaning too, when there is an
         // embedder.
         let snapshot = self.current();
@@ -151,14 +286,15 @@ impl Engine for CliEngine {
                     .as_ref()
                     .map(|_| &rarity as &dyn Fn(&str) -> shirabe::Result<_>),
             },
-            &writer,
+            writer,
             question,
             history,
             cancel,
+            on_phase,
             on_text,
         )
         .map_err(|e| e.to_string())?;
-        drop(writer);
+        drop(guard);
         let checked = r.checked;
         Ok(Answer {
             note: match (&r.declined, &r.replaced) {
@@ -202,16 +338,20 @@ impl Engine for CliEngine {
             anyhow::ensure!(!keys.is_empty(), "{path} is not in the index");
             Ok(retrieve::document_chunks(&s.index, &keys)?)
         })?;
-        let writer = lock(&self.writer);
+        if !self.wait_for_writer(cancel, &|_| {}) {
+            return Err("stopped while the model loaded".into());
+        }
+        let guard = lock(&self.writer);
+        let writer = guard.as_ref().ok_or("no answer writer loaded")?;
         let t = std::time::Instant::now();
-        let r = super::ask::summarize_hits(&hits, meeting, &writer, cancel, on_text)
-            .map_err(text_of)?;
+        let r =
+            super::ask::summarize_hits(&hits, meeting, writer, cancel, on_text).map_err(text_of)?;
         let tokens = r
             .passages
             .iter()
             .map(|p| writer.counter.count(&p.render()))
             .sum();
-        drop(writer);
+        drop(guard);
         Ok(Answer {
             note: if r.extractive {
                 format!("summary of {path}: {} passages", r.passages.len())
@@ -331,19 +471,16 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
         std::io::stdout().is_terminal() && std::io::stdin().is_terminal(),
         "the TUI needs a terminal (for scripts, use `shirabe search`, `ask` or `chat`)"
     );
-    // Loading models and the index prints its notes before the screen is
-    // taken over.
+    // Opening the index prints its notes before the screen is taken over;
+    // the model loads in the background, after the first frame.
     let search = open_search(s)?;
-    let mut writer = super::ask::answerer(
-        search.as_ref().and_then(|x| x.index.manifest.as_ref()),
-        &a.b,
-    )?;
-    // A local CPU model gets the window it can prefill in --max-wait.
-    super::ask::fit_window(&mut writer, !s.quiet)?;
-    let backend_name = match (&writer.generator, &writer.endpoint) {
-        (Some(_), _) => a.b.model.clone().unwrap_or_default(),
-        (None, Some(ep)) => format!("{} ({})", ep.model, ep.base_url),
-        _ => "extractive".to_string(),
+    let manifest = search.as_ref().and_then(|x| x.index.manifest.clone());
+    let what = match (&a.b.model, &a.b.endpoint) {
+        _ if a.b.extractive => "extractive".to_string(),
+        (Some(m), None) => m.clone(),
+        (Some(m), Some(url)) => format!("{m} ({url})"),
+        (None, Some(url)) => url.clone(),
+        (None, None) => "extractive".to_string(),
     };
     let mut settings = s.clone();
     settings.quiet = true;
@@ -357,15 +494,19 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
         log,
         query: (!a.query.is_empty()).then(|| a.query.join(" ")),
     };
-    let window = writer.window;
     let engine = Arc::new(CliEngine {
         settings,
         args: a,
         search: Mutex::new(search),
-        writer: Mutex::new(writer),
-        window,
-        backend_name,
+        writer: Mutex::new(None),
+        load: Mutex::new(Load::Loading {
+            what,
+            since: Instant::now(),
+        }),
+        loaded: Condvar::new(),
     });
+    let loader = Arc::clone(&engine);
+    std::thread::spawn(move || loader.load_writer(manifest.as_ref()));
     shirabe::tui::run(engine, opts)?;
     Ok(Status::Success)
 }

@@ -364,7 +364,20 @@ impl Generator {
         prompt_ids: &[u32],
         params: &SamplingParams,
         cancel: &AtomicBool,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        self.generate_observed(prompt_ids, params, cancel, on_text, &|_, _| {})
+    }
+
+    /// [`Generator::generate`], telling `on_prefill(done, total)` after
+    /// each block of the prompt is read.
+    pub fn generate_observed(
+        &self,
+        prompt_ids: &[u32],
+        params: &SamplingParams,
+        cancel: &AtomicBool,
         mut on_text: impl FnMut(&str),
+        on_prefill: &dyn Fn(usize, usize),
     ) -> Result<Generation> {
         if prompt_ids.is_empty() {
             return Err(Error::Model("the prompt is empty".into()));
@@ -381,6 +394,8 @@ impl Generator {
         );
         let started = Instant::now();
         let mut hidden = None;
+        let mut done = 0;
+        on_prefill(0, prompt_ids.len());
         for block in prompt_ids.chunks(params.prefill_block.max(1)) {
             if cancel.load(Ordering::Relaxed) {
                 return Ok(self.finish(
@@ -396,6 +411,8 @@ impl Generator {
                 &[vec![true; block.len()]],
                 &mut cache,
             )?);
+            done += block.len();
+            on_prefill(done, prompt_ids.len());
         }
         let prefill_s = started.elapsed().as_secs_f64();
         let mut logits = self.last_logits(hidden.as_ref().expect("non-empty prompt"))?;

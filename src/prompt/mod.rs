@@ -425,7 +425,8 @@ impl Packed {
     }
 }
 
-fn thousands(n: usize) -> String {
+/// `12,345` for 12345.
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

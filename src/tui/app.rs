@@ -174,6 +174,13 @@ pub enum Msg {
     IngestDone(Result<String, String>),
     /// New status bar figures.
     Info(Info),
+    /// What an answer is doing (before and beside its text).
+    Phase {
+        /// The answer's sequence number.
+        seq: u64,
+        /// The phase, for the user.
+        text: String,
+    },
     /// The outcome of an action the loop carried out itself (open, copy,
     /// save): a note, or an error.
     Note(Result<String, String>),
@@ -196,6 +203,8 @@ pub struct AnswerView {
     pub cancelled: bool,
     /// Whether it is a conversation turn (summaries are not).
     pub turn: bool,
+    /// What it is doing now (`reading the prompt: …`).
+    pub phase: Option<String>,
 }
 
 impl AnswerView {
@@ -624,6 +633,7 @@ impl App {
             started: now,
             cancelled: false,
             turn,
+            phase: None,
         });
         self.answer_scroll.reset();
         self.message = None;
@@ -1009,6 +1019,11 @@ impl App {
                     || (self.list == ListView::Sources && !self.generating())
                 {
                     self.list = ListView::Results;
+                }
+            }
+            Msg::Phase { seq, text } => {
+                if let Some(a) = self.answer.as_mut().filter(|a| a.seq == seq && a.running()) {
+                    a.phase = Some(text);
                 }
             }
             Msg::Text { seq, text } => {

@@ -25,7 +25,7 @@ pub mod ui;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use crate::answer::Checked;
+use crate::answer::{Checked, Phase};
 use crate::index::manifest::FileRecord;
 use crate::prompt::Passage;
 use crate::retrieve::Hit;
@@ -44,12 +44,14 @@ pub trait Engine: Send + Sync {
     fn search(&self, query: &str, limit: usize) -> EngineResult<Vec<Hit>>;
 
     /// Answers `question` after the earlier turns of the conversation
-    /// (question, answer), handing text to `on_text` as it is produced.
+    /// (question, answer), naming each phase to `on_phase` as it starts
+    /// and handing text to `on_text` as it is produced.
     fn ask(
         &self,
         question: &str,
         history: &[(String, String)],
         cancel: &AtomicBool,
+        on_phase: &dyn Fn(&Phase),
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer>;
 
@@ -98,6 +100,11 @@ pub struct Info {
     pub backend: String,
     /// The context window answers are packed into, in tokens.
     pub window: usize,
+    /// Why the window is that size (`60 s at 102 tok/s`), when the CPU's
+    /// speed chose it.
+    pub window_why: String,
+    /// The model while it loads in the background (`loading … 12 s`).
+    pub loading: Option<String>,
 }
 
 /// A finished answer or summary.

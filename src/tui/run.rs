@@ -19,6 +19,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::app::{Action, App, Msg, RESULT_LIMIT};
 use super::{system, Engine};
+use crate::answer::Phase;
 
 /// How the TUI runs.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +37,9 @@ pub struct Options {
 
 /// Redraw period while an answer streams or an ingest runs.
 const FRAME: Duration = Duration::from_millis(25);
+
+/// How often the status bar is refreshed while the model loads.
+const LOAD_POLL: Duration = Duration::from_millis(500);
 
 /// Runs the TUI until the user quits.
 pub fn run(engine: Arc<dyn Engine>, opts: Options) -> std::io::Result<()> {
@@ -215,6 +219,10 @@ async fn event_loop(
     let mut events = EventStream::new();
     let mut frame = tokio::time::interval(FRAME);
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // While the model loads, the status bar asks how it goes.
+    let mut poll = tokio::time::interval(LOAD_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let polling = Arc::new(AtomicBool::new(false));
     let mut cancel = Arc::new(AtomicBool::new(false));
     let mut pending: Vec<Action> = Vec::new();
     let mut stats = FrameStats::default();
@@ -258,6 +266,17 @@ async fn event_loop(
                 }
             }
             _ = frame.tick(), if app.busy() => {}
+            _ = poll.tick(), if app.info.loading.is_some() => {
+                if !polling.swap(true, Ordering::SeqCst) {
+                    let (engine, tx, polling) = (Arc::clone(&engine), tx.clone(), Arc::clone(&polling));
+                    tokio::task::spawn_blocking(move || {
+                        if let Ok(info) = guarded(|| Ok(engine.info())) {
+                            let _ = tx.send(Msg::Info(info));
+                        }
+                        polling.store(false, Ordering::SeqCst);
+                    });
+                }
+            }
             _ = sleep_until(due), if due.is_some() => {
                 pending.extend(app.tick(Instant::now()));
             }
@@ -316,17 +335,28 @@ async fn sleep_until(due: Option<Instant>) {
 fn stream(
     seq: u64,
     tx: UnboundedSender<Msg>,
-    job: impl FnOnce(&mut dyn FnMut(&str)) -> Result<super::Answer, String> + Send + 'static,
+    job: impl FnOnce(&dyn Fn(&Phase), &mut dyn FnMut(&str)) -> Result<super::Answer, String>
+        + Send
+        + 'static,
 ) {
     tokio::task::spawn_blocking(move || {
         let text_tx = tx.clone();
+        let phase_tx = tx.clone();
         let r = guarded(|| {
-            job(&mut |t| {
-                let _ = text_tx.send(Msg::Text {
-                    seq,
-                    text: t.to_string(),
-                });
-            })
+            job(
+                &|p| {
+                    let _ = phase_tx.send(Msg::Phase {
+                        seq,
+                        text: p.to_string(),
+                    });
+                },
+                &mut |t| {
+                    let _ = text_tx.send(Msg::Text {
+                        seq,
+                        text: t.to_string(),
+                    });
+                },
+            )
         });
         let _ = tx.send(match r {
             Ok(a) => Msg::Answered {
@@ -362,14 +392,14 @@ fn carry_out(
         } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
-            stream(seq, tx, move |on_text| {
-                engine.ask(&question, &history, &stop, on_text)
+            stream(seq, tx, move |on_phase, on_text| {
+                engine.ask(&question, &history, &stop, on_phase, on_text)
             });
         }
         Action::Summarize { seq, path, meeting } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
-            stream(seq, tx, move |on_text| {
+            stream(seq, tx, move |_, on_text| {
                 engine.summarize(&path, meeting, &stop, on_text)
             });
         }
@@ -448,6 +478,7 @@ mod tests {
             _: &str,
             _: &[(String, String)],
             cancel: &AtomicBool,
+            _: &dyn Fn(&Phase),
             on_text: &mut dyn FnMut(&str),
         ) -> EngineResult<Answer> {
             // Streams until cancelled.

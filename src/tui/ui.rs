@@ -470,7 +470,10 @@ fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
                 last.spans.push(Span::styled("▌", th.dim()));
             }
             if text.is_empty() {
-                body = vec![Line::styled("retrieving passages…", th.dim())];
+                let phase = view.phase.as_deref().unwrap_or("retrieving passages…");
+                body = vec![Line::styled(phase.to_string(), th.dim())];
+            } else if let Some(p) = view.phase.as_deref().filter(|p| p.starts_with("checking")) {
+                body.push(Line::styled(p.to_string(), th.dim()));
             }
             lines.extend(body);
         }
@@ -520,10 +523,7 @@ fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
                 ));
             }
             if a.extractive {
-                lines.push(Line::styled(
-                    "(extractive: the most relevant sentences; start with --model or --endpoint for a written answer)",
-                    th.dim(),
-                ));
+                lines.push(Line::styled(crate::answer::MODEL_HINT, th.dim()));
             }
             let sources = crate::answer::conversation::cited_sources(&a.passages, &a.checked);
             if !sources.is_empty() {
@@ -752,8 +752,12 @@ fn draw_info(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
         .as_ref()
         .and_then(|a| a.answer.as_ref())
         .map_or(0, |a| a.tokens);
-    let label = format!("ctx {} / {}", kilo(used), kilo(i.window));
-    let gauge_width = (label.len() as u16 + 12).min(r.width / 2);
+    let label = match &i.loading {
+        Some(l) => l.clone(),
+        None if i.window_why.is_empty() => format!("ctx {} / {}", kilo(used), kilo(i.window)),
+        None => format!("ctx {} / {} ({})", kilo(used), kilo(i.window), i.window_why),
+    };
+    let gauge_width = (Line::raw(label.as_str()).width() as u16 + 12).min(r.width / 2);
     let cols = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Min(10), Constraint::Length(gauge_width)])
@@ -843,6 +847,7 @@ mod tests {
             mode: "bm25".into(),
             backend: "extractive".into(),
             window: 131_072,
+            ..Info::default()
         }
     }
 
@@ -980,6 +985,40 @@ mod tests {
         // The elapsed time in the title changes from run to run.
         let s = regex_free_seconds(&s);
         insta::assert_snapshot!(s);
+    }
+
+    #[test]
+    fn phases_while_the_model_loads_and_reads() {
+        let t = Instant::now();
+        let mut app = App::new(
+            Info {
+                backend: "qwen2.5-coder-0.5b.gguf".into(),
+                window: 0,
+                loading: Some("loading qwen2.5-coder-0.5b.gguf… 3 s".into()),
+                ..info()
+            },
+            false,
+        );
+        app.set_query("Osaka warehouse budget", t);
+        let seq = ask(&mut app, t);
+        app.on_msg(Msg::Phase {
+            seq,
+            text: "loading the model qwen2.5-coder-0.5b.gguf… 3 s".into(),
+        });
+        let loading = regex_free_seconds(&screen(&mut app, 110, 16));
+        insta::assert_snapshot!("phase_loading", loading);
+        app.on_msg(Msg::Info(Info {
+            backend: "qwen2.5-coder-0.5b.gguf".into(),
+            window: 6_246,
+            window_why: "60 s at 102 tok/s".into(),
+            ..info()
+        }));
+        app.on_msg(Msg::Phase {
+            seq,
+            text: "reading the prompt: 1,024 / 6,000 tokens · 49 s left".into(),
+        });
+        let reading = regex_free_seconds(&screen(&mut app, 110, 16));
+        insta::assert_snapshot!("phase_reading", reading);
     }
 
     /// Replaces the digits of `writing… 0.0s` by `#`.
