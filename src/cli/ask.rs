@@ -36,7 +36,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     // The model (if any) decides the tokenizer and the window.
     if let Some(m) = a.b.model.as_ref().filter(|_| a.b.endpoint.is_none()) {
         phases.show(&Phase::LoadingModel {
-            what: m.clone(),
+            what: super::model_label(m),
             elapsed_s: 0.0,
         });
     }

@@ -246,3 +246,13 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::SampleCorpus { dir } => extract::sample_corpus(&settings, &dir),
     }
 }
+
+/// A model file by its name (status lines are narrow); a repo id or a
+/// directory as given.
+pub(crate) fn model_label(spec: &str) -> String {
+    let p = std::path::Path::new(spec);
+    match p.file_name() {
+        Some(name) if p.is_file() => name.to_string_lossy().into_owned(),
+        _ => spec.to_string(),
+    }
+}

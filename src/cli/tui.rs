@@ -123,7 +123,7 @@ impl CliEngine {
         let (writer, backend, why) = match loaded {
             Ok((w, speed)) => {
                 let backend = match (&w.generator, &w.endpoint) {
-                    (Some(_), _) => b.model.clone().unwrap_or_default(),
+                    (Some(_), _) => super::model_label(b.model.as_deref().unwrap_or_default()),
                     (None, Some(ep)) => format!("{} ({})", ep.model, ep.base_url),
                     _ => "extractive".to_string(),
                 };
@@ -477,7 +477,7 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     let manifest = search.as_ref().and_then(|x| x.index.manifest.clone());
     let what = match (&a.b.model, &a.b.endpoint) {
         _ if a.b.extractive => "extractive".to_string(),
-        (Some(m), None) => m.clone(),
+        (Some(m), None) => super::model_label(m),
         (Some(m), Some(url)) => format!("{m} ({url})"),
         (None, Some(url)) => url.clone(),
         (None, None) => "extractive".to_string(),
