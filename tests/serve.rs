@@ -296,3 +296,55 @@ fn serve_sends_cors_headers_only_when_asked() {
     on.kill().unwrap();
     on.wait().unwrap();
 }
+
+#[test]
+fn serve_embeds_with_the_index_model_as_embed_does() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let model = crate::tiny_bert(&sb);
+    sb.expect(
+        &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
+        1,
+    );
+    let (mut server, url) = start_serve(&sb, &[]);
+    let (code, body) = http(
+        &url,
+        "POST",
+        "/v1/embeddings",
+        r#"{"input": ["Osaka warehouse budget", "tender documents"]}"#,
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let served: Vec<f64> = data[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    // The same vector `shirabe embed` computes in process.
+    let local = sb.expect(
+        &["embed", "--embed-model", &model, "Osaka warehouse budget"],
+        0,
+    );
+    let local: Vec<f64> = serde_json::from_str(local.lines().next().unwrap()).unwrap();
+    assert_eq!(served.len(), local.len());
+    for (a, b) in served.iter().zip(&local) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // Token ids and empty lists are refused with a reason.
+    let (code, body) = http(
+        &url,
+        "POST",
+        "/v1/embeddings",
+        r#"{"input": [[1, 2]]}"#,
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = http(&url, "POST", "/v1/embeddings", r#"{"input": []}"#, None);
+    assert_eq!(code, 400);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

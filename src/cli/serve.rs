@@ -10,6 +10,8 @@
 //!   passes straight to the configured backend. A streamed reply sends the
 //!   text as the model writes it, then the sources in a last chunk.
 //! - `POST /v1/search`: `{"query": ..., "limit": N}`, the ranked passages.
+//! - `POST /v1/embeddings`: the index's embedding model, OpenAI-style
+//!   (`"input_type": "query"` for queries), one batch at a time.
 //!
 //! Every connection is a task of its own, so a slow or idle client holds
 //! only its own socket: headers and bodies must arrive within
@@ -52,6 +54,8 @@ const MAX_MESSAGES: usize = 256;
 const MAX_SEARCH_LIMIT: usize = 100;
 /// Searches run at once (beside the answers).
 const SEARCH_WORKERS: usize = 8;
+/// Texts one embeddings request may carry.
+const MAX_EMBED_INPUTS: usize = 2048;
 
 /// What every request handler shares.
 struct Shared {
@@ -68,6 +72,8 @@ struct Shared {
     cors: Option<String>,
     answers: Arc<Semaphore>,
     searches: Arc<Semaphore>,
+    /// One embedding batch at a time (it takes every core).
+    embeds: Arc<Semaphore>,
     queue: usize,
     queued: AtomicUsize,
     in_flight: AtomicUsize,
@@ -104,6 +110,7 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         cors: a.cors.clone(),
         answers: Arc::new(Semaphore::new(workers)),
         searches: Arc::new(Semaphore::new(SEARCH_WORKERS)),
+        embeds: Arc::new(Semaphore::new(1)),
         queue: a.queue,
         queued: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
@@ -224,6 +231,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/search", post(search))
+        .route("/v1/embeddings", post(embeddings))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .layer(middleware::from_fn_with_state(shared.clone(), cors))
@@ -435,6 +443,86 @@ async fn search(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) ->
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("search failed: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// `POST /v1/embeddings`: the index's embedding model as an
+/// OpenAI-compatible endpoint. `input` is a string or a list of them;
+/// `"input_type": "query"` embeds them as search queries (with the model's
+/// query prompt), else as passages.
+async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let v = match read_json(&s, &headers, body).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let Some(embedder) = s.retriever.embedder() else {
+        return ApiError::bad(
+            "this index has no embedding model (ingest with one, or `shirabe embed-index`)",
+        )
+        .into_response();
+    };
+    let id = embedder.id().to_string();
+    if let Some(m) = v["model"].as_str().filter(|m| !m.is_empty() && *m != id) {
+        return ApiError::bad(format!("model {m:?}: this server embeds with {id:?}"))
+            .into_response();
+    }
+    let texts: Vec<String> = match &v["input"] {
+        Value::String(t) => vec![t.clone()],
+        Value::Array(items) => match items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(t) => t,
+            None => {
+                return ApiError::bad("\"input\": strings only (not token ids)").into_response()
+            }
+        },
+        _ => return ApiError::bad("\"input\": a string or a list of strings").into_response(),
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+        return ApiError::bad(format!(
+            "\"input\": 1 to {MAX_EMBED_INPUTS} texts, not {}",
+            texts.len()
+        ))
+        .into_response();
+    }
+    let query = v["input_type"].as_str() == Some("query");
+    let Ok(permit) = s.embeds.clone().acquire_owned().await else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    };
+    let task = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let embedder = s.retriever.embedder().expect("checked above");
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let tokens: usize = texts.iter().map(|t| s.answerer.counter.count(t)).sum();
+            embedder
+                .embed(&refs, query, shirabe::models::embed::INDEX_BATCH)
+                .map(|v| (v, tokens))
+        })
+    };
+    match task.await {
+        Ok(Ok((vectors, tokens))) => {
+            let data: Vec<Value> = vectors
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
+                .collect();
+            json_response(&json!({
+                "object": "list", "data": data, "model": id,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }))
+        }
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("embedding failed: {e}"),
         )
         .into_response(),
     }
