@@ -348,3 +348,42 @@ fn serve_embeds_with_the_index_model_as_embed_does() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn ingest_embeds_through_another_serve() {
+    // One index embedded in process, served...
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    let model = crate::tiny_bert(&sb);
+    sb.expect(
+        &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
+        1,
+    );
+    let (mut server, url) = start_serve(&sb, &[]);
+    // ...embeds for a second index, whose searches embed through it too.
+    let other = Sandbox::new();
+    let corpus2 = other.corpus();
+    other.expect(
+        &["ingest", corpus2.to_str().unwrap(), "--embed-model", &url],
+        1,
+    );
+    let status = other.expect(&["status", "--json"], 0);
+    assert!(status.contains("tiny-bert"), "{status}");
+    let q = "Osaka warehouse budget";
+    let names = |sb: &Sandbox| -> Vec<String> {
+        sb.search_json(q, &["--mode", "dense"])
+            .iter()
+            .map(crate::util::file_name)
+            .collect()
+    };
+    let (here, there) = (names(&sb), names(&other));
+    assert!(!here.is_empty());
+    assert_eq!(here, there);
+    // A server that is gone: a clear error after the retries.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = other.run(&["search", q, "--mode", "dense"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/embeddings"), "{err}");
+}

@@ -76,8 +76,10 @@ pub fn named(inner: Embedder, id: String) -> Box<dyn TextEmbedder> {
     Box::new(Named { id, dims, inner })
 }
 
-/// Loads an embedding model: a Qwen3-Embedding checkpoint, or a
-/// sentence-transformers BERT / XLM-RoBERTa model. `dims` keeps only the
+/// Loads an embedding model: a Qwen3-Embedding checkpoint, a
+/// sentence-transformers BERT / XLM-RoBERTa model, or (a spec that is a
+/// URL) an OpenAI-compatible embeddings endpoint
+/// ([`super::embed_endpoint`]). `dims` keeps only the
 /// first values (Qwen3-Embedding's Matryoshka dimensions).
 pub fn load(
     spec: &str,
@@ -85,6 +87,17 @@ pub fn load(
     device: &Device,
     dims: Option<usize>,
 ) -> Result<Box<dyn TextEmbedder>> {
+    if super::embed_endpoint::is_endpoint(spec) {
+        let e = super::embed_endpoint::EndpointEmbedder::connect(spec)?;
+        if dims.is_some_and(|d| d != e.dims()) {
+            return Err(Error::Model(format!(
+                "{spec} gives {}-value vectors, not {}",
+                e.dims(),
+                dims.unwrap_or_default()
+            )));
+        }
+        return Ok(Box::new(e));
+    }
     let files = super::find_or_pull(spec)?;
     let name = if std::path::Path::new(spec).exists() {
         files

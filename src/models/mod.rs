@@ -11,6 +11,7 @@
 pub mod cite;
 pub mod config;
 pub mod embed;
+pub mod embed_endpoint;
 pub mod generate;
 pub mod kernels;
 pub mod qwen3;
