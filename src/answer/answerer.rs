@@ -72,8 +72,7 @@ pub struct AnswerConfig {
     pub decline: bool,
     /// A local model's sentences each end with a marker it chooses among
     /// the passages ([`crate::models::cite`]); off (the default, which
-    /// measured better), the model places its own markers, and only their
-    /// numbers are guided.
+    /// measured better), the model places its own markers.
     pub guided_citations: bool,
 }
 
@@ -475,10 +474,10 @@ impl Answerer {
                         max_tokens,
                         temperature: self.config.temperature,
                         words_first: true,
-                        cite: Some(CiteRule {
+                        cite: self.config.guided_citations.then_some(CiteRule {
                             passages: n_passages,
                             exempt: super::is_refusal,
-                            force: self.config.guided_citations,
+                            force: true,
                         }),
                         ..Default::default()
                     };

@@ -187,11 +187,14 @@ pub fn reply(
                 max_tokens: writer.config.max_tokens,
                 temperature: writer.config.temperature,
                 words_first: true,
-                cite: Some(crate::models::cite::CiteRule {
-                    passages: packed.passages.len(),
-                    exempt: super::is_refusal,
-                    force: writer.config.guided_citations,
-                }),
+                cite: writer
+                    .config
+                    .guided_citations
+                    .then_some(crate::models::cite::CiteRule {
+                        passages: packed.passages.len(),
+                        exempt: super::is_refusal,
+                        force: true,
+                    }),
                 ..Default::default()
             };
             let read = std::time::Instant::now();

@@ -401,8 +401,8 @@ pub struct BackendArgs {
     pub always_answer: bool,
     /// Give every sentence a local model ends without a citation marker
     /// one, whose passage number the model chooses among the passages
-    /// given (by default the model places its own markers; either way a
-    /// marker can only name a passage that exists).
+    /// given (by default the model places its own markers, and markers
+    /// naming no passage are removed when the answer is checked).
     #[arg(long)]
     pub guided_citations: bool,
 }

@@ -1,16 +1,17 @@
 //! Guided citation markers: the decoder closes every sentence of an
 //! answer with `[n]`, and `n` can only name a passage that exists.
 //!
-//! Once a marker is open (`[`), the model may choose only among the tokens
-//! that spell a valid passage number (`1`…`N`, `,` for another, `]` to
-//! close), so it cannot cite a passage that does not exist.
+//! A sentence that ends without a marker gets one: the decoder writes the
+//! opening bracket itself, and the model may then choose only among the
+//! tokens that spell a valid passage number (`1`…`N`, `,` for another,
+//! `]` to close), so the marker names a passage that exists. Sentences the
+//! caller exempts (a refusal) and text inside code are left alone, and
+//! brackets the model opens itself are its own (`\documentclass[12pt]`,
+//! `[nointegrals]`: constraining those rewrote real answers).
 //!
-//! With [`CiteRule::force`], a sentence that ends without a marker gets
-//! one: the decoder writes the opening bracket itself and the model picks
-//! the number. Sentences the caller exempts (a refusal) and text inside
-//! code are left alone. Measured on the answer benchmark with
-//! Qwen2.5-Coder-1.5B, forcing made answers shorter and less often right
-//! (docs/benchmarks.md), so it is off by default.
+//! Measured on the answer benchmark with Qwen2.5-Coder-1.5B, forcing made
+//! answers shorter and less often right (docs/benchmarks.md), so it is
+//! off by default (`--guided-citations` turns it on).
 
 use super::utf8::TokenBytes;
 
@@ -21,8 +22,8 @@ pub struct CiteRule {
     pub passages: usize,
     /// Sentences that need no citation (a refusal, say).
     pub exempt: fn(&str) -> bool,
-    /// Open a marker after every sentence that ends without one; when
-    /// false, only the markers the model opens itself are guided.
+    /// Open a marker after every sentence that ends without one (false:
+    /// the guide does nothing).
     pub force: bool,
 }
 
@@ -212,11 +213,12 @@ impl<'a> CiteGuide<'a> {
         None
     }
 
-    /// Takes the token written.
-    pub fn push(&mut self, id: u32) {
+    /// Takes the token written; `forced` when [`CiteGuide::replace`]
+    /// chose it.
+    pub fn push(&mut self, id: u32, forced: bool) {
         let t = self.tokens;
         self.state = match (self.state, t.digit(id)) {
-            (State::Free, _) if id == t.open || id == t.open_spaced => State::Number(0),
+            (State::Free, _) if forced && (id == t.open || id == t.open_spaced) => State::Number(0),
             (State::Free, _) => State::Free,
             (State::Number(v), Some(d)) => State::Number(v * 10 + d),
             (State::Comma, Some(d)) => State::Number(d),
@@ -443,28 +445,32 @@ mod tests {
         };
         let mut l = vec![0.0f32; p.len()];
         assert!(!g.mask(&mut l), "free text is not constrained");
-        g.push(id(&p, " ["));
+        // The model's own bracket is its own.
+        g.push(id(&p, " ["), false);
+        assert!(!g.mask(&mut l));
+        g.push(id(&p, "x"), false);
+        g.push(id(&p, " ["), true);
         assert_eq!(allowed(&g), ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
-        g.push(id(&p, "1"));
+        g.push(id(&p, "1"), false);
         // 10, 11, 12, close, or another.
         assert_eq!(allowed(&g), ["]", ",", "0", "1", "2"]);
-        g.push(id(&p, "2"));
+        g.push(id(&p, "2"), false);
         assert_eq!(allowed(&g), ["]", ","]);
-        g.push(id(&p, ","));
+        g.push(id(&p, ","), false);
         assert_eq!(
             allowed(&g),
             [" ", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
         );
-        g.push(id(&p, " "));
-        g.push(id(&p, "3"));
+        g.push(id(&p, " "), false);
+        g.push(id(&p, "3"), false);
         assert_eq!(allowed(&g), ["]", ","]);
-        g.push(id(&p, "]"));
+        g.push(id(&p, "]"), false);
         assert_eq!(g.state, State::Free);
         // One passage: no comma.
         let mut one = CiteGuide::new(rule(1), &t);
-        one.push(id(&p, "["));
+        one.push(id(&p, "["), true);
         assert_eq!(allowed(&one), ["1"]);
-        one.push(id(&p, "1"));
+        one.push(id(&p, "1"), false);
         assert_eq!(allowed(&one), ["]"]);
     }
 }

@@ -474,11 +474,13 @@ impl Generator {
                 }
             }
             // A sentence ended without a marker: the decoder opens one.
+            let mut forced = false;
             if let (Some(g), Some(tb)) = (&guide, token_bytes) {
                 if let Some(f) =
                     g.replace(&text_now, next, tb.get(next), self.stop_ids.contains(&next))
                 {
                     next = f;
+                    forced = true;
                 }
             }
             if self.stop_ids.contains(&next) {
@@ -488,7 +490,7 @@ impl Generator {
                 pending.push(tb.get(next));
             }
             if let Some(g) = guide.as_mut() {
-                g.push(next);
+                g.push(next, forced);
             }
             ids.push(next);
             let text = self.decode(&ids)?;
