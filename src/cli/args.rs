@@ -457,7 +457,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,
     /// Answers written at once (default: 1 with a local model, which has
-    /// the CPU to itself; 4 otherwise). Searches run beside them.
+    /// the CPU to itself; 4 with an endpoint; one per core for extractive
+    /// answers). Searches run beside them.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Answer requests that may wait for a worker; more get 503 and a

@@ -92,9 +92,17 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     // The query embedder and vector store are loaded once, not per request
     // (BM25 sees new commits anyway; restart to see new vectors).
     let retriever = super::search::retriever(s, &index, None)?;
+    // A local model has the CPU to itself; extractive answers (sentence
+    // scoring, embeddings) are CPU-bound too, one per core; an endpoint's
+    // answers wait on the network.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = a
         .workers
-        .unwrap_or(if writer.generator.is_some() { 1 } else { 4 })
+        .unwrap_or(match (&writer.generator, &writer.endpoint) {
+            (Some(_), _) => 1,
+            (None, Some(_)) => 4,
+            (None, None) => cores,
+        })
         .max(1);
     let shared = Arc::new(Shared {
         index,
