@@ -17,6 +17,12 @@ use clap::Parser;
 /// spare: with the default 128 KB pad, every pass of an embedding batch
 /// faulted in about 140 MB again (36,000 page faults per 512-token
 /// passage; none with a 64 MB pad, the size of an arena's heap).
+///
+/// That pad was not enough for work on threads that are not rayon's (the
+/// server's blocking pool, the TUI's workers): `/v1/embeddings` on 64
+/// passages spent 28 s of 41 in the kernel, twice `shirabe embed`'s time.
+/// With one arena for all threads (the main one, which the thresholds above
+/// keep whole) it takes `embed`'s time; generation is no slower.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_large_allocations() {
     // SAFETY: mallopt only changes allocator thresholds, before any thread
@@ -31,6 +37,7 @@ fn keep_large_allocations() {
             libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         }
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
