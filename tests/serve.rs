@@ -297,8 +297,8 @@ fn serve_sends_cors_headers_only_when_asked() {
     on.wait().unwrap();
 }
 
-#[test]
-fn serve_embeds_with_the_index_model_as_embed_does() {
+/// The sample ingested with a tiny BERT's vectors, and that model.
+fn embedded_sample() -> (Sandbox, String) {
     let sb = Sandbox::new();
     let corpus = sb.corpus();
     let model = crate::tiny_bert(&sb);
@@ -306,6 +306,12 @@ fn serve_embeds_with_the_index_model_as_embed_does() {
         &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
         1,
     );
+    (sb, model)
+}
+
+#[test]
+fn serve_embeds_with_the_index_model_as_embed_does() {
+    let (sb, model) = embedded_sample();
     let (mut server, url) = start_serve(&sb, &[]);
     let (code, body) = http(
         &url,
@@ -352,13 +358,7 @@ fn serve_embeds_with_the_index_model_as_embed_does() {
 #[test]
 fn ingest_embeds_through_another_serve() {
     // One index embedded in process, served...
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    let model = crate::tiny_bert(&sb);
-    sb.expect(
-        &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
-        1,
-    );
+    let (sb, _) = embedded_sample();
     let (mut server, url) = start_serve(&sb, &[]);
     // ...embeds for a second index, whose searches embed through it too.
     let other = Sandbox::new();

@@ -162,6 +162,16 @@ pub enum Phase {
         /// The expected speed (tokens/s) before any block is read.
         expected: Option<f64>,
     },
+    /// A long document is summarized in parts: `part` of `parts` at
+    /// `level` (1: the passages; 2 and up: notes on notes).
+    Summarizing {
+        /// The level.
+        level: usize,
+        /// The part being written.
+        part: usize,
+        /// Parts at this level.
+        parts: usize,
+    },
     /// The model writes (its text streams).
     Writing,
     /// The citations are checked.
@@ -214,6 +224,15 @@ impl std::fmt::Display for Phase {
                 }
                 Ok(())
             }
+            Phase::Summarizing { level, part, parts } => write!(
+                f,
+                "summarizing: part {part} of {parts}{}…",
+                if *level > 1 {
+                    format!(" (notes, level {level})")
+                } else {
+                    String::new()
+                }
+            ),
             Phase::Writing => write!(f, "writing…"),
             Phase::Checking => write!(f, "checking citations…"),
         }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::Backend;
+use super::{Backend, Phase};
 use crate::index::analyzer::terms;
 use crate::ingest::tokens::TokenCounter;
 use crate::prompt::Passage;
@@ -50,24 +50,41 @@ pub struct Summary {
     pub levels: usize,
 }
 
+/// What each model call may hold.
+#[derive(Clone, Copy)]
+pub struct Room<'a> {
+    /// Counts tokens as the model does.
+    pub counter: &'a TokenCounter,
+    /// The context window.
+    pub window: usize,
+    /// The longest answer of one call.
+    pub max_tokens: usize,
+}
+
 /// Summarizes `passages` (numbered, in order) with `backend`; `task` is
-/// [`SUMMARY_PROMPT`] or [`MEETING_PROMPT`]. The final call (the one that
-/// writes the summary) streams its text to `on_text`.
+/// [`SUMMARY_PROMPT`] or [`MEETING_PROMPT`]. Each part of a long document
+/// is named to `on_phase`; the final call (the one that writes the
+/// summary) streams its text to `on_text`.
 pub fn summarize(
     passages: &[Passage],
     task: &str,
     backend: &dyn Backend,
-    counter: &TokenCounter,
-    window: usize,
-    max_tokens: usize,
+    fit: Room<'_>,
+    on_phase: &dyn Fn(&Phase),
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Summary> {
+    let Room {
+        counter,
+        window,
+        max_tokens,
+    } = fit;
     let budget = window.saturating_sub(max_tokens + 64);
     let overhead = counter.count(task) + counter.count(REDUCE_PROMPT) + 32;
     let room = budget.saturating_sub(overhead).max(64);
     let blocks: Vec<String> = passages.iter().map(Passage::render).collect();
     let all: String = blocks.concat();
     if counter.count(&all) <= room {
+        on_phase(&Phase::Writing);
         let text = backend.stream(
             task,
             &format!("<passages>\n{all}</passages>"),
@@ -83,7 +100,13 @@ pub fn summarize(
     // Map: groups of consecutive passages that fit.
     let mut calls = 0;
     let mut notes: Vec<String> = Vec::new();
-    for group in fit_groups(&blocks, counter, room) {
+    let groups = fit_groups(&blocks, counter, room);
+    for (i, group) in groups.iter().enumerate() {
+        on_phase(&Phase::Summarizing {
+            level: 1,
+            part: i + 1,
+            parts: groups.len(),
+        });
         let user = format!("<passages>\n{}</passages>", group.concat());
         notes.push(backend.complete(NOTES_PROMPT, &user, max_tokens)?);
         calls += 1;
@@ -99,6 +122,7 @@ pub fn summarize(
         let joined = fenced.concat();
         if counter.count(&joined) <= room || notes.len() <= 1 {
             let system = format!("{REDUCE_PROMPT}\n\n{task}");
+            on_phase(&Phase::Writing);
             let text = backend.stream(&system, &joined, max_tokens, on_text)?;
             return Ok(Summary {
                 text,
@@ -107,7 +131,13 @@ pub fn summarize(
             });
         }
         let mut next = Vec::new();
-        for group in fit_groups(&fenced, counter, room) {
+        let groups = fit_groups(&fenced, counter, room);
+        for (i, group) in groups.iter().enumerate() {
+            on_phase(&Phase::Summarizing {
+                level: levels,
+                part: i + 1,
+                parts: groups.len(),
+            });
             next.push(backend.complete(REDUCE_PROMPT, &group.concat(), max_tokens)?);
             calls += 1;
         }
@@ -251,9 +281,12 @@ mod tests {
             &passages(3),
             SUMMARY_PROMPT,
             &b,
-            &c,
-            100_000,
-            256,
+            Room {
+                counter: &c,
+                window: 100_000,
+                max_tokens: 256,
+            },
+            &|_| {},
             &mut |t| streamed.push_str(t),
         )
         .unwrap();
@@ -264,10 +297,32 @@ mod tests {
         };
         let many = passages(60);
         let mut streamed = String::new();
-        let big = summarize(&many, MEETING_PROMPT, &b, &c, 900, 128, &mut |t| {
-            streamed.push_str(t)
-        })
+        let phases = RefCell::new(Vec::new());
+        let big = summarize(
+            &many,
+            MEETING_PROMPT,
+            &b,
+            Room {
+                counter: &c,
+                window: 900,
+                max_tokens: 128,
+            },
+            &|p| phases.borrow_mut().push(p.to_string()),
+            &mut |t| streamed.push_str(t),
+        )
         .unwrap();
+        // Each part is named, and the last call writes.
+        let phases = phases.into_inner();
+        assert!(
+            phases[0].starts_with("summarizing: part 1 of "),
+            "{phases:?}"
+        );
+        assert_eq!(
+            phases.iter().any(|p| p.contains("(notes, level 2)")),
+            big.levels > 2,
+            "{phases:?}"
+        );
+        assert_eq!(phases.last().map(String::as_str), Some("writing…"));
         assert_eq!(streamed, big.text, "only the final reduce streams");
         assert!(big.levels >= 2 && big.calls > 2, "{big:?}");
         // Every map prompt fits the window, and later levels see notes with

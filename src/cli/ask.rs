@@ -440,6 +440,7 @@ pub(super) fn summarize_hits(
     meeting: bool,
     writer: &Answerer,
     cancel: &std::sync::atomic::AtomicBool,
+    on_phase: &dyn Fn(&Phase),
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Summarized> {
     use shirabe::answer::summarize::{
@@ -462,9 +463,12 @@ pub(super) fn summarize_hits(
                 &passages,
                 task,
                 m,
-                &writer.counter,
-                writer.window,
-                writer.config.max_tokens,
+                shirabe::answer::summarize::Room {
+                    counter: &writer.counter,
+                    window: writer.window,
+                    max_tokens: writer.config.max_tokens,
+                },
+                on_phase,
                 on_text,
             )?;
             (r.text, r.calls, r.levels)
@@ -501,16 +505,34 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         }
         (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
     };
-    let writer = answerer(index.manifest.as_ref(), &a.b)?;
+    let phases = super::phases::PhaseLine::new(s.quiet);
+    if let Some(m) = a.b.model.as_ref().filter(|_| a.b.endpoint.is_none()) {
+        phases.show(&Phase::LoadingModel {
+            what: super::model_label(m),
+            elapsed_s: 0.0,
+        });
+    }
+    let writer = answerer(index.manifest.as_ref(), &a.b);
+    phases.done();
+    let writer = writer?;
     let cancel = super::generate::interrupt_flag();
     let t = Instant::now();
+    let summarized = summarize_hits(
+        &hits,
+        a.meeting,
+        &writer,
+        cancel,
+        &|p| phases.show(p),
+        &mut |_| {},
+    );
+    phases.done();
     let Summarized {
         passages,
         checked,
         calls,
         levels,
         extractive,
-    } = summarize_hits(&hits, a.meeting, &writer, cancel, &mut |_| {})?;
+    } = summarized?;
     let mut out = std::io::stdout().lock();
     if a.json {
         let v = json!({

@@ -1,6 +1,7 @@
-//! Answer phases on stderr for `ask` and `chat`: a spinner naming each
+//! Answer phases on stderr for `ask`, `chat` and `summarize`: a spinner naming each
 //! phase and a bar while the model reads its prompt, on a terminal; off a
-//! terminal, one line for each long wait (loading, reading the prompt).
+//! terminal, one line for each long wait (loading, reading the prompt, a
+//! summary's parts).
 //! Never on stdout, so `--json` output stays clean; nothing with
 //! `--quiet`.
 
@@ -38,12 +39,16 @@ impl PhaseLine {
             return;
         }
         if !self.terminal {
-            if !matches!(p, Phase::Prefilling { .. } | Phase::LoadingModel { .. }) {
+            if !matches!(
+                p,
+                Phase::Prefilling { .. } | Phase::LoadingModel { .. } | Phase::Summarizing { .. }
+            ) {
                 return;
             }
             let kind = std::mem::discriminant(p);
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if *last != Some(kind) {
+            // Each part of a summary is a wait of its own.
+            if *last != Some(kind) || matches!(p, Phase::Summarizing { .. }) {
                 *last = Some(kind);
                 eprintln!("{}", plain(p));
             }

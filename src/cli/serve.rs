@@ -443,14 +443,25 @@ async fn search(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) ->
             s.retriever.retrieve(&s.index, &query, limit, None)
         })
     };
-    match task.await {
-        Ok(Ok(hits)) => json_response(&json!({"object": "list", "data": hits})),
+    task_response(task.await, "search", |hits| {
+        json_response(&json!({"object": "list", "data": hits}))
+    })
+}
+
+/// The response for a blocking task's outcome.
+fn task_response<T, E: std::fmt::Display>(
+    r: Result<Result<T, E>, tokio::task::JoinError>,
+    what: &str,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match r {
+        Ok(Ok(v)) => ok(v),
         Ok(Err(e)) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response()
         }
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("search failed: {e}"),
+            format!("{what} failed: {e}"),
         )
         .into_response(),
     }
@@ -513,27 +524,17 @@ async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body
                 .map(|v| (v, tokens))
         })
     };
-    match task.await {
-        Ok(Ok((vectors, tokens))) => {
-            let data: Vec<Value> = vectors
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
-                .collect();
-            json_response(&json!({
-                "object": "list", "data": data, "model": id,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }))
-        }
-        Ok(Err(e)) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response()
-        }
-        Err(e) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("embedding failed: {e}"),
-        )
-        .into_response(),
-    }
+    task_response(task.await, "embedding", |(vectors, tokens)| {
+        let data: Vec<Value> = vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
+            .collect();
+        json_response(&json!({
+            "object": "list", "data": data, "model": id,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+    })
 }
 
 /// A chat request, checked.
@@ -807,26 +808,16 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> R
                 .map(|r| (r, req.model))
         })
     };
-    match task.await {
-        Ok(Ok((r, model))) => {
-            let mut v = json!({
-                "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": r.content}, "finish_reason": "stop"}],
-            });
-            if !r.extra.is_null() {
-                v["shirabe"] = r.extra;
-            }
-            json_response(&v)
+    task_response(task.await, "answer", |(r, model)| {
+        let mut v = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.content}, "finish_reason": "stop"}],
+        });
+        if !r.extra.is_null() {
+            v["shirabe"] = r.extra;
         }
-        Ok(Err(e)) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response()
-        }
-        Err(e) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("answer failed: {e}"),
-        )
-        .into_response(),
-    }
+        json_response(&v)
+    })
 }
 
 /// A streamed reply: text as the model writes it, then the appendix

@@ -319,6 +319,7 @@ impl Engine for CliEngine {
         path: &str,
         meeting: bool,
         cancel: &AtomicBool,
+        on_phase: &dyn Fn(&Phase),
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer> {
         let hits = self.with_search(|s| {
@@ -338,14 +339,14 @@ impl Engine for CliEngine {
             anyhow::ensure!(!keys.is_empty(), "{path} is not in the index");
             Ok(retrieve::document_chunks(&s.index, &keys)?)
         })?;
-        if !self.wait_for_writer(cancel, &|_| {}) {
+        if !self.wait_for_writer(cancel, on_phase) {
             return Err("stopped while the model loaded".into());
         }
         let guard = lock(&self.writer);
         let writer = guard.as_ref().ok_or("no answer writer loaded")?;
         let t = std::time::Instant::now();
-        let r =
-            super::ask::summarize_hits(&hits, meeting, writer, cancel, on_text).map_err(text_of)?;
+        let r = super::ask::summarize_hits(&hits, meeting, writer, cancel, on_phase, on_text)
+            .map_err(text_of)?;
         let tokens = r
             .passages
             .iter()

@@ -62,6 +62,7 @@ pub trait Engine: Send + Sync {
         path: &str,
         meeting: bool,
         cancel: &AtomicBool,
+        on_phase: &dyn Fn(&Phase),
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer>;
 

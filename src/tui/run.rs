@@ -399,8 +399,8 @@ fn carry_out(
         Action::Summarize { seq, path, meeting } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
-            stream(seq, tx, move |_, on_text| {
-                engine.summarize(&path, meeting, &stop, on_text)
+            stream(seq, tx, move |on_phase, on_text| {
+                engine.summarize(&path, meeting, &stop, on_phase, on_text)
             });
         }
         Action::Cancel => cancel.store(true, Ordering::Relaxed),
@@ -493,6 +493,7 @@ mod tests {
             _: &str,
             _: bool,
             _: &AtomicBool,
+            _: &dyn Fn(&Phase),
             _: &mut dyn FnMut(&str),
         ) -> EngineResult<Answer> {
             Err("no".into())
