@@ -478,7 +478,10 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     let manifest = search.as_ref().and_then(|x| x.index.manifest.clone());
     let what = match (&a.b.model, &a.b.endpoint) {
         _ if a.b.extractive => "extractive".to_string(),
-        (Some(m), None) => super::model_label(m),
+        (Some(m), None) => match std::fs::metadata(m).ok().filter(|f| f.is_file()) {
+            Some(f) => format!("{} ({:.1} GB)", super::model_label(m), f.len() as f64 / 1e9),
+            None => super::model_label(m),
+        },
         (Some(m), Some(url)) => format!("{m} ({url})"),
         (None, Some(url)) => url.clone(),
         (None, None) => "extractive".to_string(),

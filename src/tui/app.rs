@@ -180,6 +180,9 @@ pub enum Msg {
         seq: u64,
         /// The phase, for the user.
         text: String,
+        /// How far it is (0–1), when it can tell (reading the prompt, a
+        /// summary's parts).
+        progress: Option<f64>,
     },
     /// The outcome of an action the loop carried out itself (open, copy,
     /// save): a note, or an error.
@@ -203,8 +206,8 @@ pub struct AnswerView {
     pub cancelled: bool,
     /// Whether it is a conversation turn (summaries are not).
     pub turn: bool,
-    /// What it is doing now (`reading the prompt: …`).
-    pub phase: Option<String>,
+    /// What it is doing now (`reading the prompt: …`), and how far.
+    pub phase: Option<(String, Option<f64>)>,
 }
 
 impl AnswerView {
@@ -1021,9 +1024,13 @@ impl App {
                     self.list = ListView::Results;
                 }
             }
-            Msg::Phase { seq, text } => {
+            Msg::Phase {
+                seq,
+                text,
+                progress,
+            } => {
                 if let Some(a) = self.answer.as_mut().filter(|a| a.seq == seq && a.running()) {
-                    a.phase = Some(text);
+                    a.phase = Some((text, progress));
                 }
             }
             Msg::Text { seq, text } => {

@@ -345,9 +345,19 @@ fn stream(
         let r = guarded(|| {
             job(
                 &|p| {
+                    let progress = match *p {
+                        Phase::Prefilling { done, total, .. } if total > 0 => {
+                            Some(done as f64 / total as f64)
+                        }
+                        Phase::Summarizing { part, parts, .. } if parts > 0 => {
+                            Some((part - 1) as f64 / parts as f64)
+                        }
+                        _ => None,
+                    };
                     let _ = phase_tx.send(Msg::Phase {
                         seq,
                         text: p.to_string(),
+                        progress,
                     });
                 },
                 &mut |t| {

@@ -470,10 +470,17 @@ fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
                 last.spans.push(Span::styled("▌", th.dim()));
             }
             if text.is_empty() {
-                let phase = view.phase.as_deref().unwrap_or("retrieving passages…");
+                let (phase, progress) = match &view.phase {
+                    Some((t, p)) => (t.as_str(), *p),
+                    None => ("retrieving passages…", None),
+                };
                 body = vec![Line::styled(phase.to_string(), th.dim())];
-            } else if let Some(p) = view.phase.as_deref().filter(|p| p.starts_with("checking")) {
-                body.push(Line::styled(p.to_string(), th.dim()));
+                if let Some(p) = progress {
+                    body.push(progress_bar(p, th));
+                }
+            } else if let Some((p, _)) = view.phase.as_ref().filter(|p| p.0.starts_with("checking"))
+            {
+                body.push(Line::styled(p.clone(), th.dim()));
             }
             lines.extend(body);
         }
@@ -720,6 +727,18 @@ fn draw_message(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
         ),
     };
     f.render_widget(Paragraph::new(line), r);
+}
+
+/// A text gauge for `done` (0–1): `█████░░░░░ 50%`.
+fn progress_bar(done: f64, th: Theme) -> Line<'static> {
+    const WIDTH: usize = 30;
+    let done = done.clamp(0.0, 1.0);
+    let full = (done * WIDTH as f64).round() as usize;
+    Line::from(vec![
+        Span::styled("█".repeat(full), th.fg(Color::Green)),
+        Span::styled("░".repeat(WIDTH - full), th.dim()),
+        Span::raw(format!(" {:.0}%", done * 100.0)),
+    ])
 }
 
 /// `96K` for token counts.
@@ -1004,6 +1023,7 @@ mod tests {
         app.on_msg(Msg::Phase {
             seq,
             text: "loading the model qwen2.5-coder-0.5b.gguf… 3 s".into(),
+            progress: None,
         });
         let loading = regex_free_seconds(&screen(&mut app, 110, 16));
         insta::assert_snapshot!("phase_loading", loading);
@@ -1016,6 +1036,7 @@ mod tests {
         app.on_msg(Msg::Phase {
             seq,
             text: "reading the prompt: 1,024 / 6,000 tokens · 49 s left".into(),
+            progress: Some(1024.0 / 6000.0),
         });
         let reading = regex_free_seconds(&screen(&mut app, 110, 16));
         insta::assert_snapshot!("phase_reading", reading);
