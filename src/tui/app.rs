@@ -208,12 +208,24 @@ pub struct AnswerView {
     pub turn: bool,
     /// What it is doing now (`reading the prompt: …`), and how far.
     pub phase: Option<(String, Option<f64>)>,
+    /// Pieces of text streamed (about one per token), and when the first
+    /// came: the writing speed.
+    pub pieces: usize,
+    /// When the first piece came.
+    pub first_text: Option<Instant>,
 }
 
 impl AnswerView {
     /// Still streaming.
     pub fn running(&self) -> bool {
         self.answer.is_none()
+    }
+
+    /// Pieces of text a second since the first, once there are enough to
+    /// tell.
+    pub fn pieces_per_s(&self) -> Option<f64> {
+        let secs = self.first_text?.elapsed().as_secs_f64();
+        (self.pieces >= 8 && secs >= 0.5).then(|| (self.pieces - 1) as f64 / secs)
     }
 }
 
@@ -637,6 +649,8 @@ impl App {
             cancelled: false,
             turn,
             phase: None,
+            pieces: 0,
+            first_text: None,
         });
         self.answer_scroll.reset();
         self.message = None;
@@ -1035,6 +1049,8 @@ impl App {
             }
             Msg::Text { seq, text } => {
                 if let Some(a) = self.answer.as_mut().filter(|a| a.seq == seq && a.running()) {
+                    a.pieces += 1;
+                    a.first_text.get_or_insert_with(Instant::now);
                     a.text.push_str(&text);
                 }
             }

@@ -441,9 +441,11 @@ fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
     };
     let title = if view.running() {
         format!(
-            " {} — writing… {:.1}s · Esc stops ",
+            " {} — writing… {:.1}s{} · Esc stops ",
             if view.turn { "Answer" } else { "Summary" },
-            view.started.elapsed().as_secs_f64()
+            view.started.elapsed().as_secs_f64(),
+            view.pieces_per_s()
+                .map_or(String::new(), |r| format!(" · {r:.0} tok/s"))
         )
     } else {
         format!(
