@@ -441,8 +441,14 @@ fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
     };
     let title = if view.running() {
         format!(
-            " {} — writing… {:.1}s{} · Esc stops ",
+            " {} — {}… {:.1}s{} · Esc stops ",
             if view.turn { "Answer" } else { "Summary" },
+            // The phase line says what precedes the text.
+            if view.text.is_empty() {
+                "preparing"
+            } else {
+                "writing"
+            },
             view.started.elapsed().as_secs_f64(),
             view.pieces_per_s()
                 .map_or(String::new(), |r| format!(" · {r:.0} tok/s"))
@@ -1044,12 +1050,15 @@ mod tests {
         insta::assert_snapshot!("phase_reading", reading);
     }
 
-    /// Replaces the digits of `writing… 0.0s` by `#`.
+    /// Replaces the digits of `writing… 0.0s` (or `preparing…`) by `#`.
     fn regex_free_seconds(s: &str) -> String {
-        let Some(i) = s.find("writing… ") else {
+        let Some((i, verb)) = ["writing… ", "preparing… "]
+            .iter()
+            .find_map(|v| s.find(v).map(|i| (i, *v)))
+        else {
             return s.to_string();
         };
-        let start = i + "writing… ".len();
+        let start = i + verb.len();
         let end = start + s[start..].find('s').unwrap();
         let masked: String = s[start..end]
             .chars()
