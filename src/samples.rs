@@ -885,6 +885,50 @@ pub fn page_dag() -> io::Result<Vec<u8>> {
     finish_tree(doc, root, &pages)
 }
 
+/// A page tree read from arbitrary bytes, over two real pages (the page
+/// tree fuzz target and its proptest): three bytes make one `/Pages` node —
+/// its kids (other nodes, so cycles and shared subtrees, or the pages), its
+/// `/Count` (true, huge, negative or not a number) and whether it has a
+/// `/Type`. Node 0 is the root.
+pub fn page_tree_from(spec: &[u8]) -> io::Result<Vec<u8>> {
+    let (mut doc, pages) = two_pages("The first page of a fuzzed tree.", "Its second page.")?;
+    let n = (spec.len() / 3).clamp(1, 48);
+    let nodes: Vec<ObjectId> = (0..n).map(|_| doc.new_object_id()).collect();
+    for (i, &id) in nodes.iter().enumerate() {
+        let b = |k: usize| spec.get(i * 3 + k).copied().unwrap_or(0);
+        let (shape, kid, count) = (b(0), b(1), b(2));
+        let target = |x: u8| -> Object {
+            match x % 4 {
+                0 => pages[0].into(),
+                1 => pages[1].into(),
+                _ => nodes[x as usize % n].into(),
+            }
+        };
+        let kids: Vec<Object> = match shape % 4 {
+            0 => vec![target(kid)],
+            1 => vec![target(kid), target(count)],
+            2 => vec![target(kid), target(kid), target(kid.wrapping_add(1))],
+            _ => Vec::new(),
+        };
+        let count: Object = match count % 5 {
+            0 => Object::Integer(kids.len() as i64),
+            1 => Object::Integer(100_000_000_000_000),
+            2 => Object::Integer(-1 - count as i64),
+            3 => Object::Integer(i64::MAX),
+            _ => Object::string_literal("many"),
+        };
+        let mut node = dictionary! { "Kids" => kids, "Count" => count };
+        if shape & 0x10 == 0 {
+            node.set("Type", "Pages");
+        }
+        if i > 0 && shape & 0x20 != 0 {
+            node.set("Parent", nodes[(i - 1) / 2]);
+        }
+        doc.objects.insert(id, Object::Dictionary(node));
+    }
+    finish_tree(doc, nodes[0], &pages)
+}
+
 /// A two-page document, loaded, with its page ids.
 fn two_pages(first: &str, second: &str) -> io::Result<(Document, Vec<ObjectId>)> {
     let mut pdf = Pdf::new();

@@ -41,6 +41,18 @@ proptest! {
         }
         let _ = shirabe::ingest::pdf::extract(&bytes);
     }
+
+    /// Page trees with cycles, shared subtrees, lying or absurd counts and
+    /// missing types (the `page_tree` fuzz target's shapes): never a panic
+    /// or an abort, and the two real pages are read once each when the root
+    /// reaches them.
+    #[test]
+    fn page_trees_of_any_shape_are_walked_safely(spec in proptest::collection::vec(any::<u8>(), 0..96)) {
+        let pdf = shirabe::samples::page_tree_from(&spec).unwrap();
+        if let Ok(doc) = shirabe::ingest::pdf::extract(&pdf) {
+            prop_assert!(doc.pages.len() <= 2, "{} pages", doc.pages.len());
+        }
+    }
 }
 
 #[test]
