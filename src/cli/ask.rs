@@ -34,15 +34,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    if let Some(m) = a.b.model.as_ref().filter(|_| a.b.endpoint.is_none()) {
-        phases.show(&Phase::LoadingModel {
-            what: super::model_label(m),
-            elapsed_s: 0.0,
-        });
-    }
-    let writer = answerer(index.manifest.as_ref(), &a.b);
-    phases.done();
-    let mut writer = writer?;
+    let mut writer = answerer_shown(index.manifest.as_ref(), &a.b, &phases)?;
     let prefill_speed = fit_window(&mut writer, !s.quiet && !a.json)?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
@@ -223,6 +215,23 @@ pub(super) fn answerer(manifest: Option<&Manifest>, b: &BackendArgs) -> Result<A
         Some(m) => format!("loading the model {m}"),
         None => "loading the token counter".to_string(),
     })
+}
+
+/// [`answerer`], with the local model's load shown on `phases`.
+fn answerer_shown(
+    manifest: Option<&Manifest>,
+    b: &BackendArgs,
+    phases: &super::phases::PhaseLine,
+) -> Result<Answerer> {
+    if let Some(what) = super::local_model_label(b) {
+        phases.show(&Phase::LoadingModel {
+            what,
+            elapsed_s: 0.0,
+        });
+    }
+    let writer = answerer(manifest, b);
+    phases.done();
+    writer
 }
 
 /// Sizes a local CPU model's window by its prefill speed and `--max-wait`
@@ -506,15 +515,7 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
     };
     let phases = super::phases::PhaseLine::new(s.quiet);
-    if let Some(m) = a.b.model.as_ref().filter(|_| a.b.endpoint.is_none()) {
-        phases.show(&Phase::LoadingModel {
-            what: super::model_label(m),
-            elapsed_s: 0.0,
-        });
-    }
-    let writer = answerer(index.manifest.as_ref(), &a.b);
-    phases.done();
-    let writer = writer?;
+    let writer = answerer_shown(index.manifest.as_ref(), &a.b, &phases)?;
     let cancel = super::generate::interrupt_flag();
     let t = Instant::now();
     let summarized = summarize_hits(

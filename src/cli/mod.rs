@@ -247,6 +247,20 @@ pub fn run(cli: Cli) -> Result<Status> {
     }
 }
 
+/// The local model `b` names, as a loading line shows it (a GGUF file by
+/// its name and size); `None` when no local model will load (an endpoint,
+/// `--extractive`, or no model).
+pub(crate) fn local_model_label(b: &args::BackendArgs) -> Option<String> {
+    let m = b
+        .model
+        .as_ref()
+        .filter(|_| !b.extractive && b.endpoint.is_none() && !b.dashscope)?;
+    Some(match std::fs::metadata(m).ok().filter(|f| f.is_file()) {
+        Some(f) => format!("{} ({:.1} GB)", model_label(m), f.len() as f64 / 1e9),
+        None => model_label(m),
+    })
+}
+
 /// A model file by its name (status lines are narrow); a repo id or a
 /// directory as given.
 pub(crate) fn model_label(spec: &str) -> String {

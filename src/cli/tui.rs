@@ -476,15 +476,12 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     // the model loads in the background, after the first frame.
     let search = open_search(s)?;
     let manifest = search.as_ref().and_then(|x| x.index.manifest.clone());
-    let what = match (&a.b.model, &a.b.endpoint) {
+    let what = match (super::local_model_label(&a.b), &a.b.model, &a.b.endpoint) {
         _ if a.b.extractive => "extractive".to_string(),
-        (Some(m), None) => match std::fs::metadata(m).ok().filter(|f| f.is_file()) {
-            Some(f) => format!("{} ({:.1} GB)", super::model_label(m), f.len() as f64 / 1e9),
-            None => super::model_label(m),
-        },
-        (Some(m), Some(url)) => format!("{m} ({url})"),
-        (None, Some(url)) => url.clone(),
-        (None, None) => "extractive".to_string(),
+        (Some(local), _, _) => local,
+        (None, Some(m), Some(url)) => format!("{m} ({url})"),
+        (None, None, Some(url)) => url.clone(),
+        _ => "extractive".to_string(),
     };
     let mut settings = s.clone();
     settings.quiet = true;
