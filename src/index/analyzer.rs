@@ -12,6 +12,8 @@ use tantivy::tokenizer::{
     TokenStream, Tokenizer,
 };
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::ingest::tokens::is_cjk;
 
 /// Name under which the analyzer is registered with tantivy.
@@ -54,13 +56,21 @@ impl TokenStream for ScriptTokenStream {
     }
 }
 
+/// A token of `text[from..to]`. Its term is NFKC-normalized, so full-width
+/// and other compatibility forms the stored text keeps as written
+/// (`ＡＢＣ１２３`, `ｶﾅ`, `①`) match their plain forms.
 fn push(tokens: &mut Vec<Token>, text: &str, from: usize, to: usize) {
     let position = tokens.len();
+    let raw = &text[from..to];
     tokens.push(Token {
         offset_from: from,
         offset_to: to,
         position,
-        text: text[from..to].to_string(),
+        text: if raw.is_ascii() {
+            raw.to_string()
+        } else {
+            raw.nfkc().collect()
+        },
         position_length: 1,
     });
 }
@@ -88,7 +98,12 @@ pub fn tokenize(text: &str) -> Vec<Token> {
             if let Some(s) = word_start.take() {
                 push(&mut tokens, text, s, i);
             }
-            cjk.push((i, i + c.len_utf8()));
+            match cjk.last_mut() {
+                // A half-width (semi-)voiced sound mark belongs to the kana
+                // before it: ｶﾞ is one character, ガ.
+                Some(last) if matches!(c, '\u{ff9e}' | '\u{ff9f}') => last.1 = i + c.len_utf8(),
+                _ => cjk.push((i, i + c.len_utf8())),
+            }
         } else if c.is_alphanumeric() {
             flush_cjk(&mut cjk, &mut tokens);
             word_start.get_or_insert(i);
@@ -148,6 +163,13 @@ mod tests {
     fn cjk_becomes_bigrams() {
         assert_eq!(words("決定事項"), ["決定", "定事", "事項"]);
         assert_eq!(words("会議はOsakaで"), ["会議", "議は", "osaka", "で"]);
+    }
+
+    #[test]
+    fn full_width_forms_match_their_plain_forms() {
+        assert_eq!(words("ＡＢＣ１２３"), words("ABC123"));
+        assert_eq!(words("ｶﾞｲﾄﾞ"), words("ガイド"));
+        assert_eq!(words("日時：２０２５年"), words("日時:2025年"));
     }
 
     #[test]

@@ -166,6 +166,8 @@ impl Font {
         if let Some(Object::Dictionary(enc)) = encoding {
             if let Some(Object::Array(diffs)) = dict_get(doc, enc, b"Differences") {
                 let mut code = 0usize;
+                // Names the glyph list does not know: (code, name).
+                let mut unknown: Vec<(usize, &[u8])> = Vec::new();
                 for item in diffs {
                     match item {
                         Object::Integer(i) => code = (*i).clamp(0, 255) as usize,
@@ -173,12 +175,16 @@ impl Font {
                         Object::Name(glyph) => {
                             if code < 256 {
                                 text[code] = glyph_to_unicode(glyph).map(|t| t.into());
+                                if text[code].is_none() {
+                                    unknown.push((code, glyph));
+                                }
                             }
                             code += 1;
                         }
                         _ => {}
                     }
                 }
+                numeric_names(&unknown, &mut text);
             }
         }
         if let Some(cmap) = &to_unicode {
@@ -589,6 +595,53 @@ fn type1_builtin_encoding(doc: &Document, descriptor: &Dictionary) -> Option<Vec
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Glyph names such as `/a97`, `/c65` or `/g3` (dvips bitmap fonts, some
+/// Type 3 fonts) carry the character code in their digits. As poppler
+/// does, when most of a font's unknown names have that shape, each is read
+/// as the code of an ASCII character (TeX's ligature slots 11–15 and
+/// 27–31 become ff, fi, fl, ffi, ffl).
+fn numeric_names(unknown: &[(usize, &[u8])], text: &mut [Option<Box<str>>]) {
+    let parsed: Vec<(usize, Option<u32>)> = unknown
+        .iter()
+        .map(|&(code, name)| (code, numeric_name(name)))
+        .collect();
+    let numeric = parsed.iter().filter(|(_, n)| n.is_some()).count();
+    if numeric == 0 || numeric * 2 < parsed.len() {
+        return;
+    }
+    for (code, n) in parsed {
+        let Some(n) = n else { continue };
+        let t: Option<&str> = match n {
+            11 | 27 => Some("ff"),
+            12 | 28 => Some("fi"),
+            13 | 29 => Some("fl"),
+            14 | 30 => Some("ffi"),
+            15 | 31 => Some("ffl"),
+            33..=126 => None,
+            _ => continue,
+        };
+        text[code] = Some(match t {
+            Some(t) => t.into(),
+            None => char::from(n as u8).to_string().into_boxed_str(),
+        });
+    }
+}
+
+/// The number of a name made of one or two letters and one to three
+/// decimal digits (`a97`, `c65`, `g3`), if it is below 256.
+fn numeric_name(name: &[u8]) -> Option<u32> {
+    let letters = name.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let digits = &name[letters..];
+    if !(1..=2).contains(&letters)
+        || !(1..=3).contains(&digits.len())
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (n < 256).then_some(n)
 }
 
 #[cfg(test)]

@@ -440,12 +440,33 @@ fn line_text(line: &Line) -> (String, Vec<(usize, usize, &Frag)>) {
     (s, parts)
 }
 
-/// NFKC (expands ligatures, unifies widths); no control, zero-width or
-/// replacement characters; single spaces.
+/// Characters NFKC would rewrite that the page means as written:
+/// full-width and half-width forms (`，` `：` `（` `ＡＢＣ` `ｶﾅ`), circled
+/// numbers and enclosed CJK (`①` `㈱`). The analyzer folds them for
+/// matching; display and quotes keep them.
+fn kept_as_written(c: char) -> bool {
+    matches!(c as u32, 0xff01..=0xffef | 0x2460..=0x24ff | 0x3200..=0x33ff)
+}
+
+/// NFKC but for [`kept_as_written`] characters (so ligatures expand and
+/// compatibility forms unify); no control, zero-width or replacement
+/// characters; single spaces.
 fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut normal = String::with_capacity(s.len());
+    let mut run = String::new();
+    for c in s.chars() {
+        if kept_as_written(c) {
+            normal.extend(run.nfkc());
+            run.clear();
+            normal.push(c);
+        } else {
+            run.push(c);
+        }
+    }
+    normal.extend(run.nfkc());
+    let mut out = String::with_capacity(normal.len());
     let mut space = false;
-    for c in s.nfkc() {
+    for c in normal.chars() {
         if c.is_whitespace()
             || c.is_control()
             || matches!(c, '\u{fffd}' | '\u{200b}'..='\u{200d}' | '\u{feff}')
@@ -469,13 +490,23 @@ fn ends_hyphenated(s: &str) -> bool {
     it.next() == Some('-') && it.next().is_some_and(char::is_alphabetic)
 }
 
+/// True for the characters of CJK running text, punctuation included: a
+/// line of them that wraps continues on the next line with no space.
+fn cjk_text(c: char) -> bool {
+    crate::ingest::tokens::is_cjk(c)
+        || matches!(c as u32, 0x3000..=0x303f | 0xff01..=0xff0f | 0xff1a..=0xff20 | 0xff5b..=0xff65)
+}
+
 fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
     let mut out = LaidOut::default();
     for block in blocks {
         let lines = lines_of(block);
         let pitches: Vec<f32> = lines.windows(2).map(|w| w[0].y - w[1].y).collect();
         let pitch = median(pitches);
-        let mut prev: Option<(f32, f32, bool)> = None; // (y, size, heading)
+        let right_of = |l: &Line| l.frags.last().map_or(f32::MIN, |f| f.x1);
+        let block_right = lines.iter().map(right_of).fold(f32::MIN, f32::max);
+        // (y, size, heading, whether the line reaches the block's right edge)
+        let mut prev: Option<(f32, f32, bool, bool)> = None;
         for line in &lines {
             let (text, parts) = line_text(line);
             if text.is_empty() {
@@ -488,7 +519,7 @@ fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
                         out.text.push_str("\n\n");
                     }
                 }
-                Some((py, psize, pheading)) => {
+                Some((py, psize, pheading, wrapped)) => {
                     let new_par = heading != pheading
                         || (line.size - psize).abs() > 0.15 * psize
                         || (pitch > 0.0 && py - line.y > 1.5 * pitch);
@@ -505,6 +536,11 @@ fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
                         {
                             sp.end = sp.end.min(end);
                         }
+                    } else if wrapped
+                        && out.text.chars().next_back().is_some_and(cjk_text)
+                        && text.chars().next().is_some_and(cjk_text)
+                    {
+                        // A wrapped CJK line: the sentence goes on, unspaced.
                     } else {
                         out.text.push('\n');
                     }
@@ -525,7 +561,8 @@ fn assemble(blocks: Vec<Vec<Frag>>, body: f32) -> LaidOut {
                 out.words.push(w);
             }
             out.lines.extend(whole);
-            prev = Some((line.y, line.size, heading));
+            let wrapped = right_of(line) >= block_right - line.size;
+            prev = Some((line.y, line.size, heading, wrapped));
         }
     }
     out
@@ -683,6 +720,28 @@ mod tests {
                 });
             }
         }
-        assert_eq!(lay_out(&p).text, "縦書き\n次の行");
+        // The first column is full, so the second continues its sentence.
+        assert_eq!(lay_out(&p).text, "縦書き次の行");
+    }
+
+    #[test]
+    fn wrapped_cjk_lines_join_without_a_space() {
+        let mut words = line(72.0, 700.0, "各部門は要望をまとめるこ");
+        words.extend(line(72.0, 688.0, "と。"));
+        words.extend(line(72.0, 676.0, "場所：本社"));
+        words.extend(line(72.0, 664.0, "出席者：佐藤"));
+        assert_eq!(
+            lay_out(&page(&words)).text,
+            "各部門は要望をまとめること。\n場所：本社\n出席者：佐藤"
+        );
+    }
+
+    #[test]
+    fn full_width_forms_are_kept_as_written() {
+        let words = line(72.0, 700.0, "日時：２０２５年（予定）、①ＡＢＣ\u{fb01}");
+        assert_eq!(
+            lay_out(&page(&words)).text,
+            "日時：２０２５年（予定）、①ＡＢＣfi"
+        );
     }
 }

@@ -476,6 +476,36 @@ mod tests {
     }
 
     #[test]
+    fn type3_numeric_glyph_names_are_character_codes() {
+        use lopdf::dictionary;
+        // dvips bitmap fonts name their glyphs after the code: /a72 is H.
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type3",
+            "FontBBox" => vec![0.into(), 0.into(), 1000.into(), 1000.into()],
+            "FontMatrix" => vec![0.001.into(), 0.into(), 0.into(), 0.001.into(), 0.into(), 0.into()],
+            "CharProcs" => dictionary! {},
+            "Encoding" => dictionary! {
+                "Type" => "Encoding",
+                "Differences" => vec![
+                    12.into(), "a12".into(),
+                    72.into(), "a72".into(),
+                    101.into(), "a101".into(),
+                    108.into(), "a108".into(),
+                    111.into(), "a111".into(),
+                ],
+            },
+            "FirstChar" => 12, "LastChar" => 111,
+            "Widths" => vec![500.into(); 100],
+        };
+        let bytes = one_page(
+            font,
+            b"BT /F1 12 Tf 72 700 Td (Hello \\014) Tj ET",
+            lopdf::Dictionary::new(),
+        );
+        assert_eq!(extract(&bytes).unwrap().pages[0].text, "Hello fi");
+    }
+
+    #[test]
     fn cid_font_without_to_unicode_reads_through_its_collection() {
         use lopdf::dictionary;
         // No ToUnicode: the CIDs become text through the Adobe-Japan1
