@@ -13,6 +13,9 @@
 //! chunk_tokens = 512
 //! chunk_overlap = 64
 //! jobs = 0                  # 0 = one worker per core
+//! ocr = "auto"              # auto | always | never: pages without a text layer
+//! ocr_languages = "jpn+eng" # Tesseract languages; default: from the script
+//! tesseract = "/usr/bin/tesseract"
 //!
 //! [embed]
 //! model = "Qwen/Qwen3-Embedding-0.6B"   # directory or HF repo id
@@ -46,6 +49,12 @@ pub struct IngestSection {
     pub chunk_overlap: Option<usize>,
     /// Worker threads.
     pub jobs: Option<usize>,
+    /// When to OCR pages without a text layer.
+    pub ocr: Option<crate::ingest::ocr::OcrMode>,
+    /// Tesseract languages ("eng", "jpn+eng").
+    pub ocr_languages: Option<String>,
+    /// The `tesseract` program, if not the one on PATH.
+    pub tesseract: Option<PathBuf>,
 }
 
 /// `[embed]` settings.

@@ -119,6 +119,15 @@ pub struct IngestArgs {
     /// Worker threads [default: one per core].
     #[arg(long, short, value_name = "N")]
     pub jobs: Option<usize>,
+    /// OCR pages that have no text layer: auto (when Tesseract is
+    /// installed), always (every page with images, replacing its text
+    /// layer) or never (count them only). Default from the config, else auto.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub ocr: Option<shirabe::ingest::ocr::OcrMode>,
+    /// Tesseract languages for OCR, e.g. "eng", "jpn+eng"; default: from
+    /// the document's script.
+    #[arg(long, value_name = "LANGS")]
+    pub ocr_lang: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -532,6 +541,15 @@ pub struct ExtractArgs {
     /// numbers left out.
     #[arg(long)]
     pub body: bool,
+    /// OCR pages that have no text layer: auto (when Tesseract is
+    /// installed), always (every page with images, replacing its text
+    /// layer) or never (count them only). Default: never for extract.
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub ocr: Option<shirabe::ingest::ocr::OcrMode>,
+    /// Tesseract languages for OCR, e.g. "eng", "jpn+eng"; default: from
+    /// the document's script.
+    #[arg(long, value_name = "LANGS")]
+    pub ocr_lang: Option<String>,
 }
 
 /// `embed`

@@ -62,6 +62,7 @@ pub fn run(s: &Settings, a: &DoctorArgs) -> Result<Status> {
         match e {
             Event::Started { files } => bar.set_length(*files as u64),
             Event::FileDone { .. } => bar.inc(1),
+            Event::OcrPage { .. } => {}
         }
     })?;
     if let Some(bar) = bar {

@@ -32,18 +32,47 @@ pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
     };
     let want2 = want.clone();
     let boxes = a.boxes;
+    let ocr = s.ocr.clone();
+    let engine = match ocr.mode {
+        ingest::ocr::OcrMode::Never => None,
+        _ => ingest::ocr::Tesseract::find(ocr.program.as_deref()),
+    };
+    let engine_missing = engine.is_none() && ocr.mode != ingest::ocr::OcrMode::Never;
     let doc = with_big_stack(move || -> shirabe::Result<_> {
         let kind = ingest::FileKind::of(&path).ok_or(shirabe::Error::Unsupported)?;
         match kind {
             ingest::FileKind::Pdf => {
                 let bytes = std::fs::read(&path).map_err(|e| shirabe::Error::io(&path, e))?;
-                shirabe::ingest::pdf::extract_pages(&bytes, want2, boxes)
+                let mut doc = shirabe::ingest::pdf::extract_pages(&bytes, &want2, boxes)?;
+                // Only the pages asked for are read.
+                for p in &mut doc.pages {
+                    if !want2(p.page) {
+                        p.image_cover = 0.0;
+                    }
+                }
+                let outcome =
+                    ingest::ocr::ocr_pdf(&bytes, &mut doc, &ocr, engine.as_ref(), boxes, &|| {});
+                Ok((doc, outcome.pending))
             }
-            _ => ingest::load_file(&path),
+            _ => ingest::load_file(&path).map(|d| (d, 0)),
         }
     })?
     .with_context(|| a.file.display().to_string())?;
-    let mut doc = doc;
+    let (mut doc, pending) = doc;
+    if pending > 0 {
+        let n = pending;
+        let what = if n == 1 { "page has" } else { "pages have" };
+        doc.warnings.push(if engine_missing {
+            format!(
+                "{n} {what} no text layer and need OCR; {}",
+                ingest::ocr::INSTALL_HINT
+            )
+        } else if s.ocr.mode == ingest::ocr::OcrMode::Never {
+            format!("{n} {what} no text layer; `--ocr auto` reads them")
+        } else {
+            format!("{n} {what} no text layer and could not be read by OCR")
+        });
+    }
     if a.body {
         doc.strip_furniture();
     }
@@ -55,6 +84,9 @@ pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
             .filter(|p| want(p.page))
             .map(|p| {
                 let mut v = json!({"page": p.page, "label": p.label, "text": p.text, "furniture": p.furniture});
+                if let Some(o) = &p.ocr {
+                    v["ocr"] = json!(o);
+                }
                 if a.boxes {
                     v["boxes"] = json!(p.boxes);
                 }

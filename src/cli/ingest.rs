@@ -24,6 +24,7 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
         chunking: s.chunking,
         jobs: s.jobs,
         commit_interval: Duration::from_secs(2),
+        ocr: s.ocr.clone(),
     };
     let bar = if s.progress && !a.json {
         let bar = ProgressBar::new(0);
@@ -41,15 +42,26 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
     };
     let started = std::time::Instant::now();
     let pages = std::sync::atomic::AtomicU64::new(0);
+    let ocr_pages = std::sync::atomic::AtomicU64::new(0);
+    let message = |total: u64| {
+        let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        match ocr_pages.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => format!("{total} pages ({rate:.0} pages/s)"),
+            n => format!("{total} pages ({rate:.0} pages/s), {n} by OCR"),
+        }
+    };
     let report = ingest::run(&opts, &|e| {
         let Some(bar) = &bar else { return };
         match e {
             Event::Started { files } => bar.set_length(*files as u64),
+            Event::OcrPage { .. } => {
+                ocr_pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                bar.set_message(message(pages.load(std::sync::atomic::Ordering::Relaxed)));
+            }
             Event::FileDone { pages: p, .. } => {
                 let total = pages.fetch_add(u64::from(*p), std::sync::atomic::Ordering::Relaxed)
                     + u64::from(*p);
-                let rate = total as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                bar.set_message(format!("{total} pages ({rate:.0} pages/s)"));
+                bar.set_message(message(total));
                 bar.inc(1);
             }
         }
@@ -109,7 +121,7 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
     if !s.quiet {
         writeln!(
             out,
-            "{} files: {} indexed, {} unchanged, {} failed{}; {} pages, {} chunks in {:.1}s → {}",
+            "{} files: {} indexed, {} unchanged, {} failed{}; {} pages{}, {} chunks in {:.1}s → {}",
             report.files,
             report.indexed,
             report.unchanged,
@@ -120,6 +132,12 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
                 format!(", {} pruned", report.pruned.len())
             },
             report.pages,
+            match (report.ocr_pages, report.ocr_pending) {
+                (0, 0) => String::new(),
+                (r, 0) => format!(" ({r} read by OCR)"),
+                (0, p) => format!(" ({p} need OCR)"),
+                (r, p) => format!(" ({r} read by OCR, {p} need OCR)"),
+            },
             report.chunks,
             report.seconds,
             s.index.display()

@@ -66,6 +66,8 @@ pub struct Settings {
     pub embed: EmbedSettings,
     /// Qdrant, when given by flag, environment or config file.
     pub qdrant: args::QdrantArgs,
+    /// OCR for pages without a text layer.
+    pub ocr: shirabe::ingest::ocr::OcrSettings,
 }
 
 /// Which embedding model to use, and how.
@@ -200,6 +202,19 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         .as_deref()
         .map(shirabe::retrieve::Mode::parse)
         .transpose()?;
+    let (ocr_flag, lang_flag) = match &cli.command {
+        Some(Command::Ingest(a)) => (a.ocr, a.ocr_lang.clone()),
+        Some(Command::Extract(a)) => (
+            Some(a.ocr.unwrap_or(shirabe::ingest::ocr::OcrMode::Never)),
+            a.ocr_lang.clone(),
+        ),
+        _ => (None, None),
+    };
+    let ocr = shirabe::ingest::ocr::OcrSettings {
+        mode: ocr_flag.or(file.ingest.ocr).unwrap_or_default(),
+        languages: lang_flag.or(file.ingest.ocr_languages.clone()),
+        program: file.ingest.tesseract.clone(),
+    };
     Ok(Settings {
         index: cli
             .index
@@ -216,6 +231,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         mode,
         embed,
         qdrant,
+        ocr,
     })
 }
 

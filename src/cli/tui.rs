@@ -426,6 +426,7 @@ impl Engine for CliEngine {
             chunking: s.chunking,
             jobs: s.jobs,
             commit_interval: std::time::Duration::from_secs(2),
+            ocr: s.ocr.clone(),
         };
         let total = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::atomic::AtomicUsize::new(0);
@@ -437,6 +438,11 @@ impl Engine for CliEngine {
             shirabe::ingest::Event::FileDone { path, .. } => {
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 progress(d, total.load(std::sync::atomic::Ordering::Relaxed), path);
+            }
+            shirabe::ingest::Event::OcrPage { path } => {
+                let d = done.load(std::sync::atomic::Ordering::Relaxed);
+                let t = total.load(std::sync::atomic::Ordering::Relaxed);
+                progress(d, t, &format!("{path} (OCR)"));
             }
         })
         .map_err(|e| e.to_string())?;

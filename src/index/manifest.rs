@@ -67,6 +67,17 @@ pub struct FileRecord {
     /// Document title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Pages whose text was read by OCR.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ocr_pages: u32,
+    /// Pages without a text layer that were not read (no OCR engine,
+    /// `--ocr never`, or OCR failed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ocr_pending: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One embedded vector store (the vectors of one embedding model).
@@ -218,6 +229,8 @@ mod tests {
                 error: Some("damaged".into()),
                 warnings: vec![],
                 title: None,
+                ocr_pages: 0,
+                ocr_pending: 0,
             },
         );
         m.save(&path).unwrap();

@@ -42,6 +42,23 @@ pub struct PageText {
     /// (page numbers not), which still say what the page is about.
     #[serde(skip)]
     pub running: Vec<String>,
+    /// Share of the page that images cover (0 to 1), for finding scans.
+    #[serde(skip)]
+    pub image_cover: f32,
+    /// Set when the text was read from the page's images by OCR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocr: Option<OcrInfo>,
+}
+
+/// How a page's text was read by OCR.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OcrInfo {
+    /// The engine and its version ("tesseract 5.3.0").
+    pub engine: String,
+    /// The languages it read with ("eng", "jpn+jpn_vert+eng").
+    pub languages: String,
+    /// Mean word confidence, 0 to 100.
+    pub confidence: f32,
 }
 
 /// A word's byte range in its page's text and its rectangle on the page
@@ -124,6 +141,8 @@ impl PageText {
             furniture: Vec::new(),
             boxes: Vec::new(),
             running,
+            image_cover: self.image_cover,
+            ocr: self.ocr.clone(),
         }
     }
 }

@@ -411,6 +411,7 @@ pub(crate) mod tests {
             },
             jobs: 1,
             commit_interval: Duration::from_secs(60),
+            ocr: Default::default(),
         };
         run(&opts, &|_| {}).unwrap();
     }

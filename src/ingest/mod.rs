@@ -10,6 +10,7 @@
 pub mod chunk;
 pub mod document;
 pub mod embed;
+pub mod ocr;
 pub mod pdf;
 pub mod text;
 pub mod tokens;
@@ -93,6 +94,8 @@ pub struct IngestOptions {
     pub jobs: usize,
     /// Commit at most this often.
     pub commit_interval: Duration,
+    /// When and how to OCR pages without a text layer.
+    pub ocr: ocr::OcrSettings,
 }
 
 impl IngestOptions {
@@ -107,6 +110,7 @@ impl IngestOptions {
             chunking: ChunkParams::default(),
             jobs: 0,
             commit_interval: Duration::from_secs(2),
+            ocr: ocr::OcrSettings::default(),
         }
     }
 }
@@ -118,6 +122,11 @@ pub enum Event {
     Started {
         /// Files found.
         files: usize,
+    },
+    /// One page of a file was read by OCR.
+    OcrPage {
+        /// Path as given.
+        path: String,
     },
     /// One file is done.
     FileDone {
@@ -156,6 +165,13 @@ pub struct IngestReport {
     pub pages: u64,
     /// Chunks written.
     pub chunks: u64,
+    /// Pages read by OCR.
+    pub ocr_pages: u64,
+    /// Pages without a text layer left unread (see the notes for why).
+    pub ocr_pending: u64,
+    /// The OCR engine used, if one was found ("tesseract 5.3.0").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ocr_engine: Option<String>,
     /// Wall time in seconds.
     pub seconds: f64,
     /// Which tokenizer counted tokens.
@@ -294,13 +310,24 @@ fn mtime_secs(meta: &std::fs::Metadata) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn process(
-    c: &Candidate,
-    manifest: &BTreeMap<String, FileRecord>,
+/// What every worker shares.
+struct Work<'a> {
+    manifest: &'a BTreeMap<String, FileRecord>,
     force: bool,
-    counter: &TokenCounter,
+    counter: &'a TokenCounter,
     params: ChunkParams,
-) -> Outcome {
+    ocr: &'a ocr::OcrSettings,
+    engine: Option<&'a ocr::Tesseract>,
+}
+
+fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outcome {
+    let Work {
+        manifest,
+        force,
+        counter,
+        params,
+        ..
+    } = *w;
     let mut record = FileRecord {
         path: c.given.clone(),
         hash: String::new(),
@@ -312,6 +339,8 @@ fn process(
         error: None,
         warnings: Vec::new(),
         title: None,
+        ocr_pages: 0,
+        ocr_pending: 0,
     };
     let fail = |mut record: FileRecord, e: Error| {
         record.error = Some(e.to_string());
@@ -334,6 +363,8 @@ fn process(
             && old.hash == record.hash
             && old.status != FileStatus::Failed
             && old.path == c.given
+            // Pages left for OCR are read once an engine is there.
+            && !(old.ocr_pending > 0 && w.engine.is_some() && w.ocr.mode != ocr::OcrMode::Never)
         {
             return Outcome::Unchanged;
         }
@@ -342,6 +373,22 @@ fn process(
         Ok(d) => d,
         Err(e) => return fail(record, e),
     };
+    if kind == FileKind::Pdf {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            ocr::ocr_pdf(&bytes, &mut doc, w.ocr, w.engine, false, on_ocr_page)
+        }));
+        match outcome {
+            Ok(o) => {
+                record.ocr_pages = o.read;
+                record.ocr_pending = o.pending;
+            }
+            Err(_) => {
+                record.ocr_pending = doc.pages.iter().filter(|p| ocr::needs_ocr(p)).count() as u32;
+                doc.warnings
+                    .push("OCR: the page images could not be read (the decoder gave up)".into());
+            }
+        }
+    }
     drop(bytes);
     // Passages are made of the body text: no running headers, footers or
     // page numbers between their sentences.
@@ -427,26 +474,50 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         .stack_size(WORKER_STACK_BYTES)
         .build()
         .map_err(|e| Error::Index(format!("cannot start worker threads: {e}")))?;
-    let (tx, rx) = mpsc::sync_channel::<(usize, Outcome)>(2 * pool.current_num_threads());
+    let engine = match opts.ocr.mode {
+        ocr::OcrMode::Never => None,
+        _ => ocr::Tesseract::find(opts.ocr.program.as_deref()),
+    };
+    report.ocr_engine = engine.as_ref().map(|e| e.version.clone());
+    let (tx, rx) = mpsc::sync_channel::<(usize, Option<Outcome>)>(2 * pool.current_num_threads());
     let snapshot = manifest.files.clone();
     let mut last_commit = Instant::now();
     let result: Result<()> = std::thread::scope(|s| {
         let cands = &candidates;
-        let counter = &counter;
-        let snapshot = &snapshot;
+        let work = Work {
+            manifest: &snapshot,
+            force,
+            counter: &counter,
+            params: opts.chunking,
+            ocr: &opts.ocr,
+            engine: engine.as_ref(),
+        };
         s.spawn(move || {
             pool.install(|| {
                 cands
                     .par_iter()
                     .enumerate()
                     .for_each_with(tx, |tx, (i, c)| {
-                        let out = process(c, snapshot, force, counter, opts.chunking);
-                        let _ = tx.send((i, out));
+                        // Pages read by OCR are reported as they finish.
+                        let page_tx = std::sync::Mutex::new(tx.clone());
+                        let on_page = move || {
+                            if let Ok(t) = page_tx.lock() {
+                                let _ = t.send((i, None));
+                            }
+                        };
+                        let out = process(c, &work, &on_page);
+                        let _ = tx.send((i, Some(out)));
                     })
             })
         });
         for (i, outcome) in rx {
             let c = &candidates[i];
+            let Some(outcome) = outcome else {
+                progress(&Event::OcrPage {
+                    path: c.given.clone(),
+                });
+                continue;
+            };
             let mut pages = 0;
             match outcome {
                 Outcome::Unchanged => report.unchanged += 1,
@@ -459,6 +530,8 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
                     index.add_chunks(&writer, &c.key, &c.given, title.as_deref(), &chunks)?;
                     pages = record.pages;
                     report.pages += u64::from(record.pages);
+                    report.ocr_pages += u64::from(record.ocr_pages);
+                    report.ocr_pending += u64::from(record.ocr_pending);
                     report.chunks += chunks.len() as u64;
                     report.indexed += 1;
                     if record.status == FileStatus::Empty {
@@ -512,6 +585,19 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         manifest.save(&index.manifest_path())?;
     }
     writer.wait_merging_threads()?;
+    if report.ocr_pending > 0 {
+        let n = report.ocr_pending;
+        let pages = if n == 1 { "page has" } else { "pages have" };
+        report.notes.push(match (&engine, opts.ocr.mode) {
+            (_, ocr::OcrMode::Never) => {
+                format!("{n} {pages} no text layer and need OCR (--ocr never: not read)")
+            }
+            (None, _) => format!("{n} {pages} no text layer and need OCR; {}", ocr::INSTALL_HINT),
+            (Some(_), _) => format!(
+                "{n} {pages} no text layer and could not be read by OCR (see `shirabe status --files`)"
+            ),
+        });
+    }
     report.failed = failed;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

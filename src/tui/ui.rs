@@ -1128,6 +1128,8 @@ mod tests {
             error: error.map(str::to_string),
             warnings: vec![],
             title: None,
+            ocr_pages: 0,
+            ocr_pending: 0,
         };
         app.on_msg(Msg::Documents(Ok(vec![
             rec("minutes/2024-03.pdf", FileStatus::Ok, None),

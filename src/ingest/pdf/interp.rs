@@ -71,6 +71,28 @@ impl PageGlyphs {
     }
 }
 
+/// An image drawn on the page: its CTM maps the unit square onto the page.
+#[derive(Debug, Clone)]
+pub struct PlacedImage {
+    /// Image space to default user space.
+    pub ctm: Matrix,
+    /// The image's stream.
+    pub source: ImageSource,
+}
+
+/// Where a placed image's stream is.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// An image XObject in the document.
+    Object(ObjectId),
+    /// An inline image (or a direct XObject), its dictionary expanded.
+    Inline(lopdf::Stream),
+}
+
+/// Most images recorded per page, and most bytes of inline images.
+const MAX_IMAGES_PER_PAGE: usize = 4096;
+const MAX_INLINE_BYTES: usize = 64 << 20;
+
 /// Fonts already built for this document, by object id.
 pub type FontCache = HashMap<ObjectId, Rc<Font>>;
 
@@ -115,6 +137,11 @@ pub struct Interpreter<'d, 'c> {
     pub out: PageGlyphs,
     /// Problems worth a warning (each reported once).
     pub warnings: Vec<String>,
+    /// Images drawn, in drawing order.
+    pub images: Vec<PlacedImage>,
+    /// Skip text (fonts and glyphs): only images are wanted.
+    pub images_only: bool,
+    inline_bytes: usize,
     ops_left: usize,
     forms: Vec<ObjectId>,
 }
@@ -127,6 +154,9 @@ impl<'d, 'c> Interpreter<'d, 'c> {
             fonts,
             out: PageGlyphs::default(),
             warnings: Vec::new(),
+            images: Vec::new(),
+            images_only: false,
+            inline_bytes: 0,
             ops_left: MAX_OPS_PER_PAGE,
             forms: Vec::new(),
         }
@@ -178,6 +208,7 @@ impl<'d, 'c> Interpreter<'d, 'c> {
                     tm = IDENTITY;
                     tlm = IDENTITY;
                 }
+                b"Tf" if self.images_only => {}
                 b"Tf" => {
                     gs.size = num(&ops, 1);
                     gs.font = match ops.first() {
@@ -259,6 +290,21 @@ impl<'d, 'c> Interpreter<'d, 'c> {
                     if let Some(Operand::Name(name)) = ops.first() {
                         let name = name.clone();
                         self.form(resources, &name, gs.ctm);
+                    }
+                }
+                b"BI" => {
+                    if let Some((dict, data)) = lexer.inline_image() {
+                        if self.images.len() < MAX_IMAGES_PER_PAGE
+                            && self.inline_bytes + data.len() <= MAX_INLINE_BYTES
+                        {
+                            self.inline_bytes += data.len();
+                            let stream =
+                                super::images::inline_stream(self.doc, resources, dict, data);
+                            self.images.push(PlacedImage {
+                                ctm: gs.ctm,
+                                source: ImageSource::Inline(stream),
+                            });
+                        }
                     }
                 }
                 b"BMC" => marked.push(None),
@@ -379,8 +425,19 @@ impl<'d, 'c> Interpreter<'d, 'c> {
         let Some(Object::Stream(stream)) = resolve(doc, entry) else {
             return;
         };
-        if dict_get(doc, &stream.dict, b"Subtype").and_then(name_of) != Some(b"Form") {
-            return;
+        match dict_get(doc, &stream.dict, b"Subtype").and_then(name_of) {
+            Some(b"Form") => {}
+            Some(b"Image") => {
+                if self.images.len() < MAX_IMAGES_PER_PAGE {
+                    let source = match id {
+                        Some(id) => ImageSource::Object(id),
+                        None => ImageSource::Inline(stream.clone()),
+                    };
+                    self.images.push(PlacedImage { ctm, source });
+                }
+                return;
+            }
+            _ => return,
         }
         if self.forms.len() >= MAX_FORM_DEPTH || id.is_some_and(|id| self.forms.contains(&id)) {
             self.warn("form XObjects nest too deeply or draw themselves; skipped".into());

@@ -42,6 +42,8 @@ const MAX_OPERANDS: usize = 4096;
 pub struct Lexer<'a> {
     data: &'a [u8],
     pos: usize,
+    /// The last inline image's dictionary and data byte ranges.
+    inline: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>,
 }
 
 fn is_white(b: u8) -> bool {
@@ -71,7 +73,11 @@ fn hex_val(b: u8) -> Option<u8> {
 impl<'a> Lexer<'a> {
     /// Starts lexing `data`.
     pub fn new(data: &'a [u8]) -> Self {
-        Lexer { data, pos: 0 }
+        Lexer {
+            data,
+            pos: 0,
+            inline: None,
+        }
     }
 
     /// Reads operands up to the next operator, which it returns; `operands`
@@ -383,21 +389,32 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// Skips `BI <dict> ID <binary data> EI`.
+    /// After a `BI` operator: the inline image's dictionary (the bytes
+    /// between `BI` and `ID`) and its data (between `ID` and `EI`).
+    pub fn inline_image(&self) -> Option<(&'a [u8], &'a [u8])> {
+        let (dict, data) = self.inline.clone()?;
+        Some((self.data.get(dict)?, self.data.get(data)?))
+    }
+
+    /// Skips `BI <dict> ID <binary data> EI`, remembering where its parts are.
     fn skip_inline_image(&mut self) {
         // Find the ID keyword that ends the image dictionary.
         let data = self.data;
+        let dict_start = self.pos;
+        let mut dict_end = data.len();
         let mut i = self.pos;
         while i + 2 <= data.len() {
             if &data[i..i + 2] == b"ID"
                 && (i == 0 || !is_regular(data[i - 1]))
                 && data.get(i + 2).is_none_or(|&c| is_white(c))
             {
+                dict_end = i;
                 i += 3;
                 break;
             }
             i += 1;
         }
+        let data_start = i.min(data.len());
         // The data ends at whitespace + EI + whitespace (or end of stream).
         while i + 2 <= data.len() {
             if &data[i..i + 2] == b"EI"
@@ -405,11 +422,13 @@ impl<'a> Lexer<'a> {
                 && is_white(data[i - 1])
                 && data.get(i + 2).is_none_or(|&c| is_white(c))
             {
+                self.inline = Some((dict_start..dict_end, data_start..i - 1));
                 self.pos = i + 2;
                 return;
             }
             i += 1;
         }
+        self.inline = None;
         self.pos = data.len();
     }
 }

@@ -12,12 +12,14 @@ mod encoding;
 mod font;
 mod furniture;
 mod glyphlist;
+mod images;
 mod interp;
 mod labels;
 pub(crate) mod layout;
 pub mod lexer;
 pub use layout::Span;
 mod objects;
+pub mod raster;
 pub(crate) mod std_metrics;
 
 use std::collections::HashSet;
@@ -75,7 +77,8 @@ pub fn extract_pages(
             ..PageText::default()
         };
         if want(number) {
-            let (laid, warnings, readable) = page_text(&doc, page_id, &mut fonts);
+            let (laid, warnings, readable, cover) = page_text(&doc, page_id, &mut fonts);
+            page.image_cover = cover;
             wanted += 1;
             unreadable += usize::from(!readable);
             page.text = laid.text;
@@ -339,20 +342,48 @@ fn visible_box(doc: &Document, page: &Dictionary) -> Option<[f32; 4]> {
     (b[2] - b[0] > 1.0 && b[3] - b[1] > 1.0).then_some(b)
 }
 
-/// One page's text, its warnings, and whether any of its content could be read.
-fn page_text(
-    doc: &Document,
-    page_id: ObjectId,
-    fonts: &mut interp::FontCache,
-) -> (layout::LaidOut, Vec<String>, bool) {
-    let mut warnings = Vec::new();
-    let Some(page) = doc.objects.get(&page_id).and_then(|o| o.as_dict().ok()) else {
-        return (
-            layout::LaidOut::default(),
-            vec!["page object is missing".into()],
-            false,
+/// A PDF opened again to paint its pages' images (for OCR).
+pub struct Pages {
+    doc: Document,
+    ids: Vec<ObjectId>,
+}
+
+impl Pages {
+    /// Opens the PDF in `bytes`.
+    pub fn open(bytes: &[u8]) -> Result<Pages> {
+        let doc = open(bytes)?;
+        let ids = page_ids(&doc);
+        Ok(Pages { doc, ids })
+    }
+
+    /// Paints page `number`'s images (from 1); `None` if there is no such page.
+    pub fn paint(&self, number: u32) -> Option<raster::PageRaster> {
+        let id = *self.ids.get((number as usize).checked_sub(1)?)?;
+        let page = self.doc.objects.get(&id)?.as_dict().ok()?;
+        let mut fonts = interp::FontCache::new();
+        let mut it = interp::Interpreter::new(&self.doc, &mut fonts);
+        it.images_only = true;
+        it.run(
+            &page_content(&self.doc, page).0,
+            resources(&self.doc, page),
+            IDENTITY,
         );
-    };
+        let bbox = visible_box(&self.doc, page).unwrap_or([0.0, 0.0, 612.0, 792.0]);
+        Some(raster::paint(
+            &self.doc,
+            &it.images,
+            bbox,
+            raster::rotation(&self.doc, page),
+        ))
+    }
+}
+
+const IDENTITY: [f32; 6] = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+
+/// A page's content streams, concatenated, with warnings and whether any
+/// of them could be read.
+fn page_content(doc: &Document, page: &Dictionary) -> (Vec<u8>, Vec<String>, bool) {
+    let mut warnings = Vec::new();
     let mut content = Vec::new();
     let mut readable = true;
     match page.get(b"Contents").ok().map(|o| resolve(doc, o)) {
@@ -383,16 +414,33 @@ fn page_text(
             readable = false;
         }
     }
+    (content, warnings, readable)
+}
+
+/// One page's text, its warnings, whether any of its content could be
+/// read, and the share of it that images cover.
+fn page_text(
+    doc: &Document,
+    page_id: ObjectId,
+    fonts: &mut interp::FontCache,
+) -> (layout::LaidOut, Vec<String>, bool, f32) {
+    let Some(page) = doc.objects.get(&page_id).and_then(|o| o.as_dict().ok()) else {
+        return (
+            layout::LaidOut::default(),
+            vec!["page object is missing".into()],
+            false,
+            0.0,
+        );
+    };
+    let (content, mut warnings, readable) = page_content(doc, page);
     let mut it = interp::Interpreter::new(doc, fonts);
-    it.run(
-        &content,
-        resources(doc, page),
-        [1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
-    );
+    it.run(&content, resources(doc, page), IDENTITY);
     warnings.append(&mut it.warnings);
+    let bbox = visible_box(doc, page);
+    let cover = raster::image_cover(&it.images, bbox.unwrap_or([0.0, 0.0, 612.0, 792.0]));
     // Text drawn wholly outside the visible page is not seen by a reader
     // (poppler drops it too): printer's marks, timestamps in the trim area.
-    if let Some([bx0, by0, bx1, by1]) = visible_box(doc, page) {
+    if let Some([bx0, by0, bx1, by1]) = bbox {
         it.out.glyphs.retain(|g| {
             let (x0, x1) = (g.x0.min(g.x1), g.x0.max(g.x1));
             let (y0, y1) = (
@@ -402,7 +450,7 @@ fn page_text(
             x1 >= bx0 && x0 <= bx1 && y1 >= by0 && y0 <= by1
         });
     }
-    (layout::lay_out(&it.out), warnings, readable)
+    (layout::lay_out(&it.out), warnings, readable, cover)
 }
 
 #[cfg(test)]
