@@ -4,6 +4,7 @@ mod answers;
 mod ask;
 mod doctor;
 mod fuzz;
+mod ocr;
 mod real_models;
 mod serve;
 mod tui;

@@ -1252,12 +1252,14 @@ mod tests {
         let second = p.text.find("Second").unwrap();
         p.page_map = vec![
             crate::prompt::PageAt {
+                ocr: false,
                 at: 0,
                 page: 4,
                 label: Some("iv".into()),
                 page_char: 10,
             },
             crate::prompt::PageAt {
+                ocr: false,
                 at: second,
                 page: 5,
                 label: Some("v".into()),

@@ -94,6 +94,12 @@ pub enum Command {
     SampleCorpus {
         /// Where to write it.
         dir: PathBuf,
+        /// Write scanned pages instead (for OCR): PDFs of rasterised text
+        /// through every image filter, each beside a `.truth` file of its
+        /// text. Needs fonts-dejavu-core and fonts-ipafont-gothic (and
+        /// opj_compress for JPEG 2000).
+        #[arg(long)]
+        scanned: bool,
     },
 }
 

@@ -411,10 +411,13 @@ pub(super) fn print_sources(
         let page = best.map_or_else(
             || passage.pages(),
             |x| {
-                shirabe::prompt::page_range(
-                    x.located.page,
-                    x.located.page,
-                    x.located.page_label.as_deref(),
+                shirabe::prompt::ocr_mark(
+                    shirabe::prompt::page_range(
+                        x.located.page,
+                        x.located.page,
+                        x.located.page_label.as_deref(),
+                    ),
+                    x.located.ocr,
                 )
             },
         );

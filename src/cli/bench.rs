@@ -105,6 +105,7 @@ fn synthetic_chunk(rng: &mut Rng, ordinal: u32) -> Chunk {
         section: None,
         sections: Vec::new(),
         spans: vec![Span {
+            ocr: false,
             page: ordinal + 1,
             start: 0,
             end: chars,
@@ -233,6 +234,7 @@ fn synthetic_hits(n: usize) -> Vec<shirabe::retrieve::Hit> {
                 })
                 .collect();
             Hit {
+                ocr: false,
                 path: format!("doc{}.pdf", i % 37),
                 title: Some(format!("Document {}", i % 37)),
                 section: None,

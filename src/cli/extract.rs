@@ -122,9 +122,13 @@ pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
     Ok(Status::Success)
 }
 
-pub fn sample_corpus(s: &Settings, dir: &Path) -> Result<Status> {
-    let files = shirabe::samples::write_sample_corpus(dir)
-        .with_context(|| format!("writing the sample corpus to {}", dir.display()))?;
+pub fn sample_corpus(s: &Settings, dir: &Path, scanned: bool) -> Result<Status> {
+    let files = if scanned {
+        shirabe::samples::scan::write_scans(dir)
+    } else {
+        shirabe::samples::write_sample_corpus(dir)
+    }
+    .with_context(|| format!("writing the sample corpus to {}", dir.display()))?;
     if !s.quiet {
         println!("wrote {} files to {}", files.len(), dir.display());
     }

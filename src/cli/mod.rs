@@ -259,7 +259,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Generate(a) => generate::run(&settings, &a),
         Command::Models(a) => models::run(&settings, &a),
         Command::Bench(a) => bench::run(&settings, &a),
-        Command::SampleCorpus { dir } => extract::sample_corpus(&settings, &dir),
+        Command::SampleCorpus { dir, scanned } => extract::sample_corpus(&settings, &dir, scanned),
     }
 }
 

@@ -95,6 +95,7 @@ pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
                 "page_start": h.page_start,
                 "page_end": h.page_end,
                 "page_label": h.page_label,
+                "ocr": h.ocr,
                 "chunk_id": h.chunk_id,
                 "score": h.score,
                 "text": h.text,
@@ -108,7 +109,10 @@ pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
             writeln!(out)?;
             continue;
         }
-        let page = shirabe::prompt::page_range(h.page, h.page, h.page_label.as_deref());
+        let page = shirabe::prompt::ocr_mark(
+            shirabe::prompt::page_range(h.page, h.page, h.page_label.as_deref()),
+            h.ocr,
+        );
         writeln!(
             out,
             "{}. {} {} {}",

@@ -39,6 +39,16 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
     let chunks = reader.searcher().num_docs();
     let count = |st: FileStatus| manifest.files.values().filter(|f| f.status == st).count();
     let pages: u64 = manifest.files.values().map(|f| u64::from(f.pages)).sum();
+    let ocr_pages: u64 = manifest
+        .files
+        .values()
+        .map(|f| u64::from(f.ocr_pages))
+        .sum();
+    let ocr_pending: u64 = manifest
+        .files
+        .values()
+        .map(|f| u64::from(f.ocr_pending))
+        .sum();
     let bytes = dir_size(&s.index);
     let coverage = shirabe::ingest::embed::coverage(&index)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -50,6 +60,8 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
             "empty": count(FileStatus::Empty),
             "failed": count(FileStatus::Failed),
             "pages": pages,
+            "ocr_pages": ocr_pages,
+            "ocr_pending": ocr_pending,
             "chunks": chunks,
             "bytes": bytes,
             "schema_version": manifest.schema_version,
@@ -79,7 +91,15 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
             count(FileStatus::Empty),
             count(FileStatus::Failed)
         )?;
-        writeln!(out, "pages      {pages}")?;
+        write!(out, "pages      {pages}")?;
+        match (ocr_pages, ocr_pending) {
+            (0, 0) => writeln!(out)?,
+            (r, 0) => writeln!(out, " ({r} read by OCR)")?,
+            (r, p) => writeln!(
+                out,
+                " ({r} read by OCR, {p} need OCR: `shirabe ingest --ocr auto` with Tesseract installed)"
+            )?,
+        }
         writeln!(out, "chunks     {chunks}")?;
         writeln!(out, "analyzer   {}", manifest.analyzer)?;
         writeln!(
@@ -143,6 +163,12 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
                 )?;
                 if let Some(e) = &f.error {
                     write!(out, "  ({})", st.text(e))?;
+                }
+                if f.ocr_pages > 0 {
+                    write!(out, "  ({} pages by OCR)", f.ocr_pages)?;
+                }
+                if f.ocr_pending > 0 {
+                    write!(out, "  ({} pages need OCR)", f.ocr_pending)?;
                 }
                 writeln!(out)?;
             }

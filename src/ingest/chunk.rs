@@ -45,6 +45,9 @@ pub struct Span {
     /// The page's printed label, if the PDF has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// True when the page's text was read by OCR.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ocr: bool,
 }
 
 /// One passage of a document.
@@ -244,6 +247,7 @@ fn build(
             end: start_chars + slice.chars().count(),
             at,
             label: doc.pages[page].label.clone(),
+            ocr: doc.pages[page].ocr.is_some(),
         });
     }
     let first = &doc.pages[units[0].page];
@@ -427,6 +431,7 @@ mod tests {
         assert_eq!(
             c[0].spans[1],
             Span {
+                ocr: false,
                 page: 2,
                 start: 0,
                 end: 10,

@@ -77,6 +77,9 @@ pub struct PageAt {
     pub label: Option<String>,
     /// Character offset within the page's text where this stretch starts.
     pub page_char: usize,
+    /// True when the page's text was read by OCR.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ocr: bool,
 }
 
 /// Where a quote of a passage sits: its page, the page's printed label and
@@ -90,6 +93,9 @@ pub struct Located {
     pub page_label: Option<String>,
     /// Character range within the page's text.
     pub page_chars: (usize, usize),
+    /// True when the page's text was read by OCR.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ocr: bool,
 }
 
 /// The page map of a hit: its spans (character offsets in the chunk)
@@ -109,6 +115,7 @@ fn page_map_of(hit: &Hit) -> Vec<PageAt> {
             page: s.page,
             label: s.label.clone(),
             page_char: s.start,
+            ocr: s.ocr,
         })
         .collect();
     out.sort_by_key(|m| m.at);
@@ -281,6 +288,7 @@ impl Passage {
                     page: m.page,
                     page_label: m.label.clone(),
                     page_chars: (start, start + chars(s, e)),
+                    ocr: m.ocr,
                 }
             }
             None => {
@@ -289,14 +297,19 @@ impl Passage {
                     page: self.page_start,
                     page_label: self.page_label.clone(),
                     page_chars: (start, start + chars(s, e)),
+                    ocr: false,
                 }
             }
         }
     }
 
-    /// `p. 3`, `pp. 3–4`, with the printed label when it differs.
+    /// `p. 3`, `pp. 3–4`, with the printed label when it differs, and
+    /// `, OCR` when some of its text was read by OCR.
     pub fn pages(&self) -> String {
-        page_range(self.page_start, self.page_end, self.page_label.as_deref())
+        ocr_mark(
+            page_range(self.page_start, self.page_end, self.page_label.as_deref()),
+            self.page_map.iter().any(|m| m.ocr),
+        )
     }
 
     /// The passage as the prompt shows it: fenced, with its id and pages.
@@ -376,6 +389,15 @@ fn attribute(text: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+/// `page` followed by `, OCR` when its text was read by OCR (`p. 3, OCR`).
+pub fn ocr_mark(page: String, ocr: bool) -> String {
+    if ocr {
+        page + ", OCR"
+    } else {
+        page
+    }
 }
 
 /// `p. 3`, `pp. 3–4`, and `(printed iv)` when the first page's printed
@@ -708,6 +730,7 @@ mod tests {
 
     pub(crate) fn hit(doc: &str, ord: u64, page: u32, text: &str) -> Hit {
         Hit {
+            ocr: false,
             path: format!("{doc}.pdf"),
             title: Some(format!("Title of {doc}")),
             section: None,
@@ -844,6 +867,7 @@ mod tests {
         a.page_end = 2;
         a.spans = vec![
             Span {
+                ocr: false,
                 page: 1,
                 start: 5,
                 end: 21,
@@ -851,6 +875,7 @@ mod tests {
                 label: None,
             },
             Span {
+                ocr: false,
                 page: 2,
                 start: 0,
                 end: 17,
@@ -862,6 +887,7 @@ mod tests {
         b.page_end = 3;
         b.spans = vec![
             Span {
+                ocr: false,
                 page: 2,
                 start: 0,
                 end: 17,
@@ -869,6 +895,7 @@ mod tests {
                 label: Some("ii".into()),
             },
             Span {
+                ocr: false,
                 page: 3,
                 start: 0,
                 end: 20,
@@ -913,6 +940,7 @@ mod tests {
         h.page_end = 2;
         h.spans = vec![
             Span {
+                ocr: false,
                 page: 1,
                 start: 100,
                 end: 100 + split,
@@ -920,6 +948,7 @@ mod tests {
                 label: None,
             },
             Span {
+                ocr: false,
                 page: 2,
                 start: 0,
                 end: text.chars().count() - split,

@@ -217,6 +217,9 @@ pub struct Hit {
     pub page: u32,
     /// Its printed label.
     pub page_label: Option<String>,
+    /// True when that page's text was read by OCR.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ocr: bool,
     /// Chunk id.
     pub chunk_id: String,
     /// The ranking score: BM25, similarity or fused, by mode.
@@ -621,6 +624,7 @@ fn make_hit(
         page_end: num_of(f.page_end),
         page: span.map_or(num_of(f.page_start), |s| s.page),
         page_label: span.and_then(|s| s.label.clone()),
+        ocr: span.is_some_and(|s| s.ocr),
         chunk_id: text_of(f.chunk_id).unwrap_or_default(),
         score,
         text,

@@ -243,7 +243,10 @@ fn draw_list(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
                         Span::styled(h.title.clone().unwrap_or_else(|| h.path.clone()), th.path()),
                         Span::raw(" "),
                         Span::styled(
-                            crate::prompt::page_range(h.page, h.page, h.page_label.as_deref()),
+                            crate::prompt::ocr_mark(
+                                crate::prompt::page_range(h.page, h.page, h.page_label.as_deref()),
+                                h.ocr,
+                            ),
                             th.page(),
                         ),
                     ]);
@@ -898,6 +901,7 @@ mod tests {
         let words: HashSet<String> = ["budget", "osaka"].iter().map(|s| s.to_string()).collect();
         let sn = crate::retrieve::snippet(text, &words);
         crate::retrieve::Hit {
+            ocr: false,
             path: path.into(),
             title: Some(format!("Minutes {n}")),
             section: None,

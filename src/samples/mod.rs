@@ -9,6 +9,8 @@
 //! the predefined UniGB-UCS2-H CMap, a damaged file, Markdown and plain text.
 //! Output is deterministic.
 
+pub mod scan;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
