@@ -160,4 +160,22 @@ mod tests {
         assert!(err.contains("chunk_size"), "{err}");
         assert!(ConfigFile::load(Some(&dir.path().join("missing.toml"))).is_err());
     }
+
+    #[test]
+    fn ocr_settings_parse_with_the_flags_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[ingest]
+ocr = \"always\"\nocr_languages = \"jpn+eng\"\n",
+        )
+        .unwrap();
+        let c = ConfigFile::load(Some(&p)).unwrap();
+        assert_eq!(c.ingest.ocr, Some(crate::ingest::ocr::OcrMode::Always));
+        assert_eq!(c.ingest.ocr_languages.as_deref(), Some("jpn+eng"));
+        std::fs::write(&p, "[ingest]\nocr = \"sometimes\"\n").unwrap();
+        let err = ConfigFile::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("sometimes") || err.contains("ocr"), "{err}");
+    }
 }

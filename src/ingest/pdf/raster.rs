@@ -291,6 +291,24 @@ mod tests {
     }
 
     #[test]
+    fn images_that_cannot_be_decoded_are_named() {
+        let mut doc = Document::with_version("1.5");
+        let id = doc.add_object(Stream::new(
+            dictionary! { "Type" => "XObject", "Subtype" => "Image", "Width" => 100, "Height" => 100,
+                "BitsPerComponent" => 8, "ColorSpace" => "DeviceGray", "Filter" => "DCTDecode" },
+            b"not a jpeg".to_vec(),
+        ));
+        let img = PlacedImage {
+            ctm: [72.0, 0.0, 0.0, 72.0, 0.0, 0.0],
+            source: ImageSource::Object(id),
+        };
+        let r = paint(&doc, &[img], [0.0, 0.0, 72.0, 72.0], 0);
+        assert_eq!(r.failed.len(), 1);
+        assert!(r.failed[0].contains("JPEG"), "{:?}", r.failed);
+        assert!(r.gray.iter().all(|&g| g == 255));
+    }
+
+    #[test]
     fn rotated_pages_come_out_upright() {
         // A page shown turned 90° clockwise: its left edge is the top.
         let mut doc = Document::with_version("1.5");
