@@ -9,7 +9,7 @@ Usage:
    run at a time and alternating, wall time and quality of
 
        shirabe extract --ocr auto FILE
-       pdftoppm -r 300 -gray -singlefile FILE - | tesseract stdin stdout -l LANGS
+       pdftoppm -r 300 -gray -f 1 -l 1 FILE | tesseract stdin stdout -l LANGS
 
    with the languages shirabe chose (read from its --json), so both read
    the same pixels' worth with the same models. Quality: word F1
@@ -96,7 +96,7 @@ def main():
             text_ours = out.decode()
             t0 = time.perf_counter()
             ppm = subprocess.run(
-                ["pdftoppm", "-r", "300", "-gray", "-singlefile", path, "-"],
+                ["pdftoppm", "-r", "300", "-gray", "-f", "1", "-l", "1", path],
                 capture_output=True, check=True).stdout
             res = subprocess.run(
                 ["tesseract", "stdin", "stdout", "-l", langs, "--dpi", "300"],
@@ -121,7 +121,7 @@ def main():
     # 3. Born-digital cost.
     dirs = a.born_digital
     if dirs is None:
-        dirs = ["corpora/sample"] + (["corpora/debian"] if os.path.isdir("corpora/debian") else [])
+        dirs = ["corpora/sample"] + [d for d in ("corpora/debian/en", "corpora/debian") if os.path.isdir(d)]
     print("## Born-digital PDFs: --ocr never vs --ocr auto (fresh index, alternating)\n")
     print("| corpus | never s | auto s | ratio | pages needing OCR |")
     print("|---|---|---|---|---|")

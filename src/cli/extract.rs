@@ -33,11 +33,8 @@ pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
     let want2 = want.clone();
     let boxes = a.boxes;
     let ocr = s.ocr.clone();
-    let engine = match ocr.mode {
-        ingest::ocr::OcrMode::Never => None,
-        _ => ingest::ocr::Tesseract::find(ocr.program.as_deref()),
-    };
-    let engine_missing = engine.is_none() && ocr.mode != ingest::ocr::OcrMode::Never;
+    let engine = std::sync::Arc::new(ingest::ocr::Lazy::new(ocr.program.clone()));
+    let engine2 = engine.clone();
     let doc = with_big_stack(move || -> shirabe::Result<_> {
         let kind = ingest::FileKind::of(&path).ok_or(shirabe::Error::Unsupported)?;
         match kind {
@@ -50,8 +47,7 @@ pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
                         p.image_cover = 0.0;
                     }
                 }
-                let outcome =
-                    ingest::ocr::ocr_pdf(&bytes, &mut doc, &ocr, engine.as_ref(), boxes, &|| {});
+                let outcome = ingest::ocr::ocr_pdf(&bytes, &mut doc, &ocr, &engine2, boxes, &|| {});
                 Ok((doc, outcome.pending))
             }
             _ => ingest::load_file(&path).map(|d| (d, 0)),
@@ -62,16 +58,18 @@ pub fn run(s: &Settings, a: &ExtractArgs) -> Result<Status> {
     if pending > 0 {
         let n = pending;
         let what = if n == 1 { "page has" } else { "pages have" };
-        doc.warnings.push(if engine_missing {
-            format!(
-                "{n} {what} no text layer and need OCR; {}",
-                ingest::ocr::INSTALL_HINT
-            )
-        } else if s.ocr.mode == ingest::ocr::OcrMode::Never {
-            format!("{n} {what} no text layer; `--ocr auto` reads them")
-        } else {
-            format!("{n} {what} no text layer and could not be read by OCR")
-        });
+        doc.warnings.push(
+            if s.ocr.mode != ingest::ocr::OcrMode::Never && engine.get().is_none() {
+                format!(
+                    "{n} {what} no text layer and need OCR; {}",
+                    ingest::ocr::INSTALL_HINT
+                )
+            } else if s.ocr.mode == ingest::ocr::OcrMode::Never {
+                format!("{n} {what} no text layer; `--ocr auto` reads them")
+            } else {
+                format!("{n} {what} no text layer and could not be read by OCR")
+            },
+        );
     }
     if a.body {
         doc.strip_furniture();

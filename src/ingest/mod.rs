@@ -317,7 +317,7 @@ struct Work<'a> {
     counter: &'a TokenCounter,
     params: ChunkParams,
     ocr: &'a ocr::OcrSettings,
-    engine: Option<&'a ocr::Tesseract>,
+    engine: &'a ocr::Lazy,
 }
 
 fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outcome {
@@ -364,7 +364,9 @@ fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outc
             && old.status != FileStatus::Failed
             && old.path == c.given
             // Pages left for OCR are read once an engine is there.
-            && !(old.ocr_pending > 0 && w.engine.is_some() && w.ocr.mode != ocr::OcrMode::Never)
+            && !(old.ocr_pending > 0
+                && w.ocr.mode != ocr::OcrMode::Never
+                && w.engine.get().is_some())
         {
             return Outcome::Unchanged;
         }
@@ -474,11 +476,7 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         .stack_size(WORKER_STACK_BYTES)
         .build()
         .map_err(|e| Error::Index(format!("cannot start worker threads: {e}")))?;
-    let engine = match opts.ocr.mode {
-        ocr::OcrMode::Never => None,
-        _ => ocr::Tesseract::find(opts.ocr.program.as_deref()),
-    };
-    report.ocr_engine = engine.as_ref().map(|e| e.version.clone());
+    let engine = ocr::Lazy::new(opts.ocr.program.clone());
     let (tx, rx) = mpsc::sync_channel::<(usize, Option<Outcome>)>(2 * pool.current_num_threads());
     let snapshot = manifest.files.clone();
     let mut last_commit = Instant::now();
@@ -490,7 +488,7 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
             counter: &counter,
             params: opts.chunking,
             ocr: &opts.ocr,
-            engine: engine.as_ref(),
+            engine: &engine,
         };
         s.spawn(move || {
             pool.install(|| {
@@ -585,10 +583,11 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
         manifest.save(&index.manifest_path())?;
     }
     writer.wait_merging_threads()?;
+    report.ocr_engine = engine.looked().flatten().map(|e| e.version.clone());
     if report.ocr_pending > 0 {
         let n = report.ocr_pending;
         let pages = if n == 1 { "page has" } else { "pages have" };
-        report.notes.push(match (&engine, opts.ocr.mode) {
+        report.notes.push(match (engine.looked().flatten(), opts.ocr.mode) {
             (_, ocr::OcrMode::Never) => {
                 format!("{n} {pages} no text layer and need OCR (--ocr never: not read)")
             }

@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::document::{ExtractedDoc, OcrInfo, PageText, WordBox};
 use crate::ingest::pdf::raster::PageRaster;
 use crate::ingest::tokens::is_cjk;
-pub use tesseract::Tesseract;
+pub use tesseract::{Lazy, Tesseract};
+
+/// Words Tesseract is less sure of than this (0–100) are dropped: on
+/// drawings and photographs it "reads" strokes as words at 0–30.
+pub const MIN_WORD_CONFIDENCE: f32 = 30.0;
 
 /// A page with fewer non-space characters than this has no text layer to
 /// speak of (a stray page number or stamp).
@@ -193,8 +197,15 @@ pub fn read_page(
     page: &mut PageText,
     keep_boxes: bool,
 ) -> Result<(), String> {
-    let words = engine.read(raster, lang)?;
+    let mut words = engine.read(raster, lang)?;
+    words.retain(|w| w.conf >= MIN_WORD_CONFIDENCE);
     let (text, boxes, confidence) = page_from_words(&words, raster);
+    // A page whose few characters of text layer say more than OCR found
+    // (a drawing with a caption) keeps its text layer.
+    let layer = page.text.chars().filter(|c| !c.is_whitespace()).count();
+    if text.chars().filter(|c| !c.is_whitespace()).count() <= layer && layer > 0 {
+        return Ok(());
+    }
     page.text = text;
     page.headings.clear();
     page.furniture.clear();
@@ -224,7 +235,7 @@ pub fn ocr_pdf(
     bytes: &[u8],
     doc: &mut ExtractedDoc,
     settings: &OcrSettings,
-    engine: Option<&Tesseract>,
+    engine: &Lazy,
     keep_boxes: bool,
     on_page: &(dyn Fn() + Sync),
 ) -> OcrOutcome {
@@ -238,7 +249,10 @@ pub fn ocr_pdf(
         read: 0,
         pending: needed,
     };
-    let Some(engine) = engine.filter(|_| !targets.is_empty()) else {
+    if targets.is_empty() {
+        return outcome;
+    }
+    let Some(engine) = engine.get() else {
         return outcome;
     };
     let pages = match crate::ingest::pdf::Pages::open(bytes) {

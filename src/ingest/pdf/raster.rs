@@ -50,6 +50,39 @@ impl PageRaster {
         ]
     }
 
+    /// The canvas scaled down by a whole `factor` (box filter), for
+    /// passes that need less detail than reading does.
+    pub fn downscaled(&self, factor: u32) -> PageRaster {
+        let f = factor.max(1) as usize;
+        if f == 1 {
+            return self.clone();
+        }
+        let (w, h) = (self.width as usize / f, self.height as usize / f);
+        let mut gray = vec![255u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let mut sum = 0u32;
+                for dy in 0..f {
+                    let row = (y * f + dy) * self.width as usize;
+                    for dx in 0..f {
+                        sum += u32::from(self.gray[row + x * f + dx]);
+                    }
+                }
+                gray[y * w + x] = (sum / (f * f) as u32) as u8;
+            }
+        }
+        let k = f as f32;
+        let m = self.to_page;
+        PageRaster {
+            width: w as u32,
+            height: h as u32,
+            gray,
+            dpi: self.dpi / k,
+            to_page: [m[0] * k, m[1] * k, m[2] * k, m[3] * k, m[4], m[5]],
+            failed: self.failed.clone(),
+        }
+    }
+
     /// The canvas as a binary PGM (P5) file, which Tesseract reads.
     pub fn to_pgm(&self) -> Vec<u8> {
         let mut out = format!("P5\n{} {}\n255\n", self.width, self.height).into_bytes();
