@@ -597,10 +597,13 @@ fn draw_preview(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
                 Line::styled(hit.title.clone().unwrap_or_else(|| hit.path.clone()), bold),
                 Line::from(vec![
                     Span::styled(
-                        crate::prompt::page_range(
-                            hit.page_start,
-                            hit.page_end,
-                            hit.page_label.as_deref(),
+                        crate::prompt::ocr_mark(
+                            crate::prompt::page_range(
+                                hit.page_start,
+                                hit.page_end,
+                                hit.page_label.as_deref(),
+                            ),
+                            hit.spans.iter().any(|s| s.ocr),
                         ),
                         th.page(),
                     ),
