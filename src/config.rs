@@ -17,6 +17,9 @@
 //! ocr_languages = "jpn+eng" # Tesseract languages; default: from the script
 //! tesseract = "/usr/bin/tesseract"
 //!
+//! [watch]
+//! folders = ["~/minutes", "/srv/archive"]   # what `shirabe watch` watches by default
+//!
 //! [embed]
 //! model = "Qwen/Qwen3-Embedding-0.6B"   # directory or HF repo id
 //! dtype = "f32"             # weights: f32 | bf16 | f16
@@ -55,6 +58,15 @@ pub struct IngestSection {
     pub ocr_languages: Option<String>,
     /// The `tesseract` program, if not the one on PATH.
     pub tesseract: Option<PathBuf>,
+}
+
+/// `[watch]` settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSection {
+    /// Folders `shirabe watch` watches when given none.
+    #[serde(default)]
+    pub folders: Vec<PathBuf>,
 }
 
 /// `[embed]` settings.
@@ -104,6 +116,9 @@ pub struct ConfigFile {
     /// Ingest defaults.
     #[serde(default)]
     pub ingest: IngestSection,
+    /// `[watch]`.
+    #[serde(default)]
+    pub watch: WatchSection,
     /// Embedding defaults.
     #[serde(default)]
     pub embed: EmbedSection,

@@ -9,6 +9,7 @@ mod real_models;
 mod serve;
 mod tui;
 mod util;
+mod watch;
 
 use std::time::Duration;
 

@@ -63,6 +63,11 @@ pub enum Command {
     Summarize(SummarizeArgs),
     /// Serve an OpenAI-compatible API (model "shirabe" answers from the index).
     Serve(ServeArgs),
+    /// Keep the index in step with folders: new and changed files are
+    /// ingested (and embedded), deleted and moved ones removed, as they
+    /// happen. Holds the index's write lock; an `ingest` meanwhile hands
+    /// its paths over.
+    Watch(WatchArgs),
     /// A conversation: follow-up questions, /save FILE.md, /quit.
     Chat(ChatArgs),
     /// The terminal UI: search as you type, ask with streaming cited
@@ -523,6 +528,40 @@ pub struct SummarizeArgs {
     /// The model and how to run it.
     #[command(flatten)]
     pub b: BackendArgs,
+}
+
+/// `watch`
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Folders to watch; default: `[watch] folders` in the config, else
+    /// the folders already ingested into this index.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Catch up once (ingest what changed, remove what is gone) and exit:
+    /// for cron or systemd timers.
+    #[arg(long)]
+    pub once: bool,
+    /// One JSON object per event on stdout: watching, batch, handed_over,
+    /// root_gone, root_back, pending, error.
+    #[arg(long)]
+    pub json: bool,
+    /// Milliseconds of quiet after the last change before a batch runs.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub debounce: u64,
+    /// Milliseconds a file's size and modification time must hold still
+    /// (files still being written wait).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub settle: u64,
+    /// Poll the folders every SECS seconds instead of using filesystem
+    /// events (network mounts, where events do not arrive).
+    #[arg(long, value_name = "SECS")]
+    pub poll: Option<f64>,
+    /// Do not embed new chunks (BM25 only).
+    #[arg(long)]
+    pub no_embed: bool,
+    /// OCR pages without a text layer (as `ingest --ocr`).
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub ocr: Option<shirabe::ingest::ocr::OcrMode>,
 }
 
 /// `extract`

@@ -504,6 +504,7 @@ fn ingest_embed(
         jobs: 0,
         commit_interval: std::time::Duration::from_secs(2),
         ocr: shirabe::ingest::ocr::OcrSettings::default(),
+        forget: Vec::new(),
     };
     let ingest = shirabe::ingest::run(&opts, &|_| {})?;
     let t = Instant::now();

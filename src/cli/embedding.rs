@@ -50,6 +50,49 @@ fn load_embedder(s: &Settings, spec: &str, dims: Option<usize>) -> Result<Box<dy
     .with_context(|| format!("loading the embedding model {spec}"))
 }
 
+/// For `watch`: embeds the chunks that have no vector, under the lock
+/// the caller holds, keeping the model loaded in `loaded` between calls.
+/// `Ok(None)` when the index has no embedding model to use.
+pub(super) fn embed_pending(
+    s: &Settings,
+    loaded: &mut Option<Box<dyn TextEmbedder>>,
+) -> Result<Option<EmbedReport>> {
+    let index = ShirabeIndex::open(&s.index)?;
+    let Ok(spec) = choose_embed_model(s, &index) else {
+        return Ok(None);
+    };
+    let dims = s.embed.dims.or_else(|| {
+        index
+            .manifest
+            .as_ref()
+            .and_then(|m| m.active_store())
+            .filter(|(_, st)| st.spec == spec)
+            .map(|(_, st)| st.dims)
+    });
+    if loaded.is_none() {
+        *loaded = Some(load_embedder(s, &spec, dims)?);
+    }
+    let embedder = loaded.as_deref().expect("loaded above");
+    let mut manifest = index
+        .manifest
+        .clone()
+        .context("the index has no manifest")?;
+    let opts = EmbedOptions {
+        dtype: s.embed.vector_dtype,
+        spec,
+        ..EmbedOptions::default()
+    };
+    let report = shirabe::ingest::embed::embed_index(
+        &index,
+        &mut manifest,
+        embedder,
+        &opts,
+        interrupt_flag(),
+        &|_| {},
+    )?;
+    Ok(Some(report))
+}
+
 /// Embeds the chunks of the index that have no vector. `required`: a
 /// missing model is an error rather than a reason returned (and printed as
 /// a note when `print_note`).

@@ -16,6 +16,24 @@ use super::style::Style;
 use super::{Settings, Status};
 
 pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
+    // A watcher owns the index: give it the paths instead of failing.
+    if let Some(owner) = shirabe::index::lock_owner(&s.index).filter(|o| o.starts_with("watch ")) {
+        let request = shirabe::ingest::watch::hand_over(&s.index, &a.paths)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"handed_over": true, "owner": owner, "paths": a.paths, "request": request})
+            );
+        } else if !s.quiet {
+            println!(
+                "a watcher ({owner}) owns {}: handed it {} path{}; it ingests them in its next batch",
+                s.index.display(),
+                a.paths.len(),
+                if a.paths.len() == 1 { "" } else { "s" }
+            );
+        }
+        return Ok(Status::Success);
+    }
     let opts = IngestOptions {
         paths: a.paths.clone(),
         index_dir: s.index.clone(),
@@ -25,6 +43,7 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
         jobs: s.jobs,
         commit_interval: Duration::from_secs(2),
         ocr: s.ocr.clone(),
+        forget: Vec::new(),
     };
     let bar = if s.progress && !a.json {
         let bar = ProgressBar::new(0);

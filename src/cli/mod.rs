@@ -20,6 +20,7 @@ mod serve;
 mod status;
 mod style;
 mod tui;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,8 @@ pub struct Settings {
     pub qdrant: args::QdrantArgs,
     /// OCR for pages without a text layer.
     pub ocr: shirabe::ingest::ocr::OcrSettings,
+    /// Folders `watch` watches when given none.
+    pub watch_folders: Vec<PathBuf>,
 }
 
 /// Which embedding model to use, and how.
@@ -204,6 +207,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         .transpose()?;
     let (ocr_flag, lang_flag) = match &cli.command {
         Some(Command::Ingest(a)) => (a.ocr, a.ocr_lang.clone()),
+        Some(Command::Watch(a)) => (a.ocr, None),
         Some(Command::Extract(a)) => (
             Some(a.ocr.unwrap_or(shirabe::ingest::ocr::OcrMode::Never)),
             a.ocr_lang.clone(),
@@ -232,6 +236,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         embed,
         qdrant,
         ocr,
+        watch_folders: file.watch.folders.clone(),
     })
 }
 
@@ -248,6 +253,7 @@ pub fn run(cli: Cli) -> Result<Status> {
         Command::Ask(a) => ask::run(&settings, &a),
         Command::Summarize(a) => ask::summarize(&settings, &a),
         Command::Serve(a) => serve::run(&settings, &a),
+        Command::Watch(a) => watch::run(&settings, &a),
         Command::Chat(a) => chat::run(&settings, &a),
         Command::Extract(a) => extract::run(&settings, &a),
         Command::Status(a) => status::run(&settings, &a),

@@ -427,6 +427,7 @@ impl Engine for CliEngine {
             jobs: s.jobs,
             commit_interval: std::time::Duration::from_secs(2),
             ocr: s.ocr.clone(),
+            forget: Vec::new(),
         };
         let total = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::atomic::AtomicUsize::new(0);

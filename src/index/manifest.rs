@@ -138,6 +138,9 @@ pub struct Manifest {
     /// The Qdrant collection that mirrors the active store, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qdrant: Option<QdrantState>,
+    /// The folders ingested (absolute), which `watch` watches by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<String>,
 }
 
 /// Where an index's vectors are mirrored in Qdrant (the API key is never
@@ -176,6 +179,7 @@ impl Manifest {
             vectors: BTreeMap::new(),
             active_vectors: None,
             qdrant: None,
+            roots: Vec::new(),
         }
     }
 

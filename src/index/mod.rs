@@ -45,7 +45,40 @@ pub struct LiveChunk {
 
 /// The write lock of an index directory, released when dropped.
 #[derive(Debug)]
-pub struct WriteLock(#[allow(dead_code)] std::fs::File);
+pub struct WriteLock(std::fs::File);
+
+impl WriteLock {
+    /// Says who holds the lock (`watch <pid>`), for the processes it
+    /// turns away.
+    pub fn announce(&self, owner: &str) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut f = &self.0;
+        f.set_len(0)?;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(owner.as_bytes())?;
+        f.flush()
+    }
+}
+
+/// Who holds the write lock of `dir`, as announced, if someone does.
+pub fn lock_owner(dir: &Path) -> Option<String> {
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .ok()?;
+    match f.try_lock() {
+        Ok(()) => None,
+        Err(_) => Some(
+            std::fs::read_to_string(&path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "another shirabe process".into()),
+        ),
+    }
+}
 
 /// Memory budget of the index writer.
 const WRITER_HEAP_BYTES: usize = 128 << 20;
@@ -139,7 +172,11 @@ pub fn lock_dir(dir: &Path) -> Result<WriteLock> {
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
     match f.try_lock() {
-        Ok(()) => Ok(WriteLock(f)),
+        Ok(()) => {
+            // Nobody owns it now: clear what the last owner announced.
+            let _ = f.set_len(0);
+            Ok(WriteLock(f))
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Index(format!(
             "{} is being written by another shirabe process (ingest or embed-index); wait for it or stop it",
             dir.display()

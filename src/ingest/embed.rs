@@ -412,6 +412,7 @@ pub(crate) mod tests {
             jobs: 1,
             commit_interval: Duration::from_secs(60),
             ocr: Default::default(),
+            forget: Vec::new(),
         };
         run(&opts, &|_| {}).unwrap();
     }

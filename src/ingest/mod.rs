@@ -14,6 +14,7 @@ pub mod ocr;
 pub mod pdf;
 pub mod text;
 pub mod tokens;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -96,6 +97,10 @@ pub struct IngestOptions {
     pub commit_interval: Duration,
     /// When and how to OCR pages without a text layer.
     pub ocr: ocr::OcrSettings,
+    /// Files or folders gone from disk whose entries are removed (what
+    /// `watch` saw deleted or moved away); only entries whose file no
+    /// longer exists go.
+    pub forget: Vec<PathBuf>,
 }
 
 impl IngestOptions {
@@ -111,6 +116,7 @@ impl IngestOptions {
             jobs: 0,
             commit_interval: Duration::from_secs(2),
             ocr: ocr::OcrSettings::default(),
+            forget: Vec::new(),
         }
     }
 }
@@ -221,6 +227,22 @@ pub fn key_of(path: &Path) -> String {
                 real.to_string_lossy().into_owned()
             }
         }
+    }
+}
+
+/// The key a path that may no longer exist would have: its parent
+/// canonicalized (the file itself cannot be), else the path made absolute.
+pub fn absolute_key(path: &Path) -> String {
+    if path.exists() {
+        return key_of(path);
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (
+        abs.parent().and_then(|p| std::fs::canonicalize(p).ok()),
+        abs.file_name(),
+    ) {
+        (Some(parent), Some(name)) => parent.join(name).to_string_lossy().into_owned(),
+        _ => abs.to_string_lossy().into_owned(),
     }
 }
 
@@ -419,10 +441,21 @@ fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outc
 
 /// Runs an ingest; `progress` is called from the writer thread.
 pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestReport> {
+    let index = ShirabeIndex::open_or_create(&opts.index_dir)?;
+    let lock = index.lock()?;
+    drop(index);
+    run_locked(opts, &lock, progress)
+}
+
+/// [`run`] for a caller that holds the index's write lock already (`watch`).
+pub fn run_locked(
+    opts: &IngestOptions,
+    _lock: &crate::index::WriteLock,
+    progress: &dyn Fn(&Event),
+) -> Result<IngestReport> {
     let started = Instant::now();
     let counter = TokenCounter::find(opts.tokenizer.as_deref())?;
     let index = ShirabeIndex::open_or_create(&opts.index_dir)?;
-    let _lock = index.lock()?;
     // The manifest as of now, under the lock.
     let index = ShirabeIndex::open(&opts.index_dir).or(Ok::<_, Error>(index))?;
     let mut report = IngestReport {
@@ -448,6 +481,16 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
                     path: path_of_key(key),
                     key: key.clone(),
                 });
+            }
+        }
+    }
+    let mut new_root = false;
+    for p in &opts.paths {
+        if p.is_dir() {
+            let root = key_of(p);
+            if !manifest.roots.contains(&root) {
+                manifest.roots.push(root);
+                new_root = true;
             }
         }
     }
@@ -563,10 +606,19 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
     });
     result?;
 
-    if opts.prune {
+    if opts.prune || !opts.forget.is_empty() {
+        let forget: Vec<String> = opts.forget.iter().map(|p| absolute_key(p)).collect();
         let gone: Vec<String> = manifest
             .files
             .keys()
+            .filter(|k| {
+                opts.prune
+                    || forget.iter().any(|f| {
+                        k.as_str() == f
+                            || k.strip_prefix(f.as_str())
+                                .is_some_and(|rest| rest.starts_with(std::path::MAIN_SEPARATOR))
+                    })
+            })
             .filter(|k| !path_of_key(k).exists())
             .cloned()
             .collect();
@@ -578,7 +630,7 @@ pub fn run(opts: &IngestOptions, progress: &dyn Fn(&Event)) -> Result<IngestRepo
             dirty = true;
         }
     }
-    if dirty || index.manifest.is_none() {
+    if dirty || new_root || index.manifest.is_none() {
         writer.commit()?;
         manifest.save(&index.manifest_path())?;
     }

@@ -1,0 +1,442 @@
+//! Keeping an index in step with folders: filesystem events (inotify,
+//! FSEvents...; polling for network mounts), debounced, become small
+//! ingests of what changed.
+//!
+//! [`watch`] holds the index's write lock for as long as it runs and
+//! announces itself in the lock file, so an `ingest` started meanwhile
+//! can hand it its paths ([`hand_over`]) instead of failing. It starts
+//! with a catch-up pass over its folders (files changed while nobody
+//! watched), then:
+//! - a created or changed file is ingested once its size and modification
+//!   time have held still for [`WatchOptions::settle`] (files still being
+//!   written wait);
+//! - a deleted file, or a folder moved away, has its entries removed; a
+//!   moved file is a removal and a creation, and the creation re-uses the
+//!   chunks' vectors, which are cached by their text (nothing is embedded
+//!   twice);
+//! - a watched folder that disappears keeps its entries (an unmounted
+//!   disk is not a deletion) and is caught up when it comes back;
+//! - a batch that fails (a full disk) is reported and retried with
+//!   backoff; the ingest it runs is crash-safe, so a kill at any moment
+//!   leaves an index the next run finishes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::{FileKind, IngestOptions, IngestReport};
+use crate::index::WriteLock;
+use crate::{Error, Result};
+
+/// Where `ingest` leaves paths for the watcher that owns the index.
+pub const INBOX: &str = "watch-inbox";
+
+/// How a watch runs.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// The folders (or files) watched.
+    pub roots: Vec<PathBuf>,
+    /// The ingest each batch runs (its `paths` and `forget` are set per batch).
+    pub ingest: IngestOptions,
+    /// Quiet time after the last event before a batch runs.
+    pub debounce: Duration,
+    /// How long a file's size and modification time must hold still.
+    pub settle: Duration,
+    /// Poll every so often instead of using the platform's events (for
+    /// network mounts, where events do not arrive).
+    pub poll: Option<Duration>,
+    /// Do the catch-up pass and return.
+    pub once: bool,
+}
+
+/// What a watch reports as it goes.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// Watching these folders (after the catch-up pass).
+    Watching {
+        /// The roots being watched.
+        roots: Vec<String>,
+        /// Roots that do not exist now (caught up when they appear).
+        missing: Vec<String>,
+        /// "inotify" or "poll".
+        backend: String,
+    },
+    /// A batch of changes was ingested.
+    Batch {
+        /// Files (re)indexed.
+        indexed: usize,
+        /// Entries removed.
+        removed: usize,
+        /// Failed files.
+        failed: usize,
+        /// The paths of the batch.
+        paths: Vec<String>,
+        /// Seconds the batch took.
+        seconds: f64,
+        /// Milliseconds from the first change seen to the batch committed.
+        latency_ms: u64,
+        /// The ingest report.
+        #[serde(skip)]
+        report: Box<IngestReport>,
+    },
+    /// Paths an `ingest` handed over.
+    HandedOver {
+        /// The paths.
+        paths: Vec<String>,
+    },
+    /// A watched root went away (its entries are kept).
+    RootGone {
+        /// The root.
+        root: String,
+    },
+    /// A watched root came back; it is caught up.
+    RootBack {
+        /// The root.
+        root: String,
+    },
+    /// Changes still settling or waiting for the quiet time.
+    Pending {
+        /// How many paths.
+        paths: usize,
+    },
+    /// Something failed; the watch goes on (and retries).
+    Error {
+        /// What.
+        message: String,
+    },
+}
+
+/// Hands `paths` to the watcher that owns the index at `index_dir`: they
+/// are ingested by its next batch. Returns where the request was left.
+pub fn hand_over(index_dir: &Path, paths: &[PathBuf]) -> Result<PathBuf> {
+    let inbox = index_dir.join(INBOX);
+    std::fs::create_dir_all(&inbox).map_err(|e| Error::io(&inbox, e))?;
+    let abs: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = inbox.join(format!(".{nanos}-{}.tmp", std::process::id()));
+    let body = serde_json::to_vec(&abs).map_err(|e| Error::Index(e.to_string()))?;
+    std::fs::write(&tmp, body).map_err(|e| Error::io(&tmp, e))?;
+    let done = inbox.join(format!("{nanos}-{}.json", std::process::id()));
+    std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
+    Ok(done)
+}
+
+/// Takes the requests in the inbox.
+fn take_inbox(index_dir: &Path) -> Vec<PathBuf> {
+    let inbox = index_dir.join(INBOX);
+    let Ok(entries) = std::fs::read_dir(&inbox) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        if let Ok(body) = std::fs::read(&f) {
+            if let Ok(paths) = serde_json::from_slice::<Vec<String>>(&body) {
+                out.extend(paths.into_iter().map(PathBuf::from));
+            }
+        }
+        let _ = std::fs::remove_file(&f);
+    }
+    out
+}
+
+/// A path seen changing: when, and its size and mtime then.
+#[derive(Debug, Clone)]
+struct Seen {
+    first: Instant,
+    last: Instant,
+    stamp: Option<(u64, SystemTime)>,
+}
+
+fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// True for paths a watch acts on: files shirabe reads, and folders (or
+/// what is gone, which may have been either); never the index itself.
+fn relevant(p: &Path, index_dir: &Path) -> bool {
+    if p.starts_with(index_dir) {
+        return false;
+    }
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') || n.ends_with('~'));
+    !hidden && (FileKind::of(p).is_some() || p.is_dir() || !p.exists())
+}
+
+/// Watches `opts.roots` until `stop` is set (or, with `once`, after the
+/// catch-up pass), ingesting changes under `lock`.
+pub fn watch(
+    opts: &WatchOptions,
+    lock: &WriteLock,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(&WatchEvent),
+) -> Result<()> {
+    let index_dir = std::path::absolute(&opts.ingest.index_dir)
+        .unwrap_or_else(|_| opts.ingest.index_dir.clone());
+    let _ = lock.announce(&format!("watch {}", std::process::id()));
+    let roots: Vec<PathBuf> = opts
+        .roots
+        .iter()
+        .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()))
+        .collect();
+
+    // Catch-up: every root that exists, and what was handed over.
+    let present: Vec<PathBuf> = roots.iter().filter(|r| r.exists()).cloned().collect();
+    let mut catch_up = present.clone();
+    catch_up.extend(take_inbox(&index_dir));
+    run_batch(
+        opts,
+        lock,
+        catch_up,
+        present.clone(),
+        Instant::now(),
+        on_event,
+    );
+    if opts.once {
+        return Ok(());
+    }
+
+    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+    let (mut watcher, backend): (Box<dyn notify::Watcher>, &str) = match opts.poll {
+        Some(every) => (
+            Box::new(
+                notify::PollWatcher::new(tx, notify::Config::default().with_poll_interval(every))
+                    .map_err(|e| Error::Index(format!("cannot poll the folders: {e}")))?,
+            ),
+            "poll",
+        ),
+        None => (
+            Box::new(
+                notify::recommended_watcher(tx)
+                    .map_err(|e| Error::Index(format!("cannot watch the folders: {e}")))?,
+            ),
+            "events",
+        ),
+    };
+    let mut watched: BTreeMap<PathBuf, bool> = BTreeMap::new();
+    for r in &roots {
+        let ok = watcher.watch(r, notify::RecursiveMode::Recursive).is_ok();
+        watched.insert(r.clone(), ok);
+    }
+    on_event(&WatchEvent::Watching {
+        roots: roots.iter().map(|r| r.display().to_string()).collect(),
+        missing: watched
+            .iter()
+            .filter(|(_, ok)| !**ok)
+            .map(|(r, _)| r.display().to_string())
+            .collect(),
+        backend: backend.into(),
+    });
+
+    let mut pending: BTreeMap<PathBuf, Seen> = BTreeMap::new();
+    let mut last_roots_check = Instant::now();
+    let mut backoff = Duration::ZERO;
+    let mut retry_at = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ok(ev)) => {
+                let now = Instant::now();
+                for p in ev.paths {
+                    if relevant(&p, &index_dir) {
+                        let s = pending.entry(p.clone()).or_insert(Seen {
+                            first: now,
+                            last: now,
+                            stamp: None,
+                        });
+                        s.last = now;
+                        s.stamp = stamp(&p);
+                    }
+                }
+            }
+            Ok(Err(e)) => on_event(&WatchEvent::Error {
+                message: format!("watching: {e}"),
+            }),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Handed-over paths join the batch at once.
+        let handed = take_inbox(&index_dir);
+        if !handed.is_empty() {
+            on_event(&WatchEvent::HandedOver {
+                paths: handed.iter().map(|p| p.display().to_string()).collect(),
+            });
+            let now = Instant::now() - opts.debounce - opts.settle;
+            for p in handed {
+                let st = stamp(&p);
+                pending.insert(
+                    p,
+                    Seen {
+                        first: now,
+                        last: now,
+                        stamp: st,
+                    },
+                );
+            }
+        }
+        // Roots that went away or came back.
+        if last_roots_check.elapsed() >= Duration::from_secs(1) {
+            last_roots_check = Instant::now();
+            for (r, ok) in watched.iter_mut() {
+                let exists = r.exists();
+                if *ok && !exists {
+                    *ok = false;
+                    let _ = watcher.unwatch(r);
+                    // Its files are not deletions: drop what is pending under it.
+                    pending.retain(|p, _| !p.starts_with(r.as_path()));
+                    on_event(&WatchEvent::RootGone {
+                        root: r.display().to_string(),
+                    });
+                } else if !*ok
+                    && exists
+                    && watcher.watch(r, notify::RecursiveMode::Recursive).is_ok()
+                {
+                    *ok = true;
+                    on_event(&WatchEvent::RootBack {
+                        root: r.display().to_string(),
+                    });
+                    run_batch(
+                        opts,
+                        lock,
+                        vec![r.clone()],
+                        vec![r.clone()],
+                        Instant::now(),
+                        on_event,
+                    );
+                }
+            }
+        }
+        // A batch: after the quiet time, of the paths that have settled.
+        let now = Instant::now();
+        let quiet = pending
+            .values()
+            .all(|s| now.duration_since(s.last) >= opts.debounce);
+        if pending.is_empty() || !quiet || now < retry_at {
+            continue;
+        }
+        let mut ready = Vec::new();
+        let mut forget = Vec::new();
+        let mut first = now;
+        let keys: Vec<PathBuf> = pending.keys().cloned().collect();
+        for p in keys {
+            let s = pending[&p].clone();
+            let current = stamp(&p);
+            let settled = match (current, s.stamp) {
+                (None, _) => true,
+                (Some(c), Some(was)) => {
+                    c == was
+                        && SystemTime::now()
+                            .duration_since(c.1)
+                            .is_ok_and(|age| age >= opts.settle)
+                }
+                (Some(_), None) => false,
+            };
+            if !settled {
+                // Still being written: look again later.
+                let e = pending.get_mut(&p).expect("key");
+                e.stamp = current;
+                e.last = now;
+                continue;
+            }
+            pending.remove(&p);
+            first = first.min(s.first);
+            if p.exists() {
+                ready.push(p);
+            } else {
+                forget.push(p);
+            }
+        }
+        if ready.is_empty() && forget.is_empty() {
+            on_event(&WatchEvent::Pending {
+                paths: pending.len(),
+            });
+            continue;
+        }
+        let failed_paths: Vec<PathBuf> = ready.iter().chain(&forget).cloned().collect();
+        if !run_batch(opts, lock, ready, forget, first, on_event) {
+            // Retry the whole batch with backoff (a full disk, say).
+            backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            retry_at = Instant::now() + backoff;
+            for p in failed_paths {
+                pending.insert(
+                    p,
+                    Seen {
+                        first,
+                        last: first,
+                        stamp: None,
+                    },
+                );
+            }
+        } else {
+            backoff = Duration::ZERO;
+        }
+    }
+    Ok(())
+}
+
+/// Ingests `paths` and forgets `forget`; false when the ingest failed.
+fn run_batch(
+    opts: &WatchOptions,
+    lock: &WriteLock,
+    paths: Vec<PathBuf>,
+    forget: Vec<PathBuf>,
+    first: Instant,
+    on_event: &mut dyn FnMut(&WatchEvent),
+) -> bool {
+    let unique: BTreeSet<PathBuf> = paths.into_iter().collect();
+    let batch = IngestOptions {
+        paths: unique.into_iter().collect(),
+        forget,
+        prune: false,
+        ..opts.ingest.clone()
+    };
+    let started = Instant::now();
+    match super::run_locked(&batch, lock, &|_| {}) {
+        Ok(report) => {
+            let mut names: Vec<String> = batch
+                .paths
+                .iter()
+                .chain(&batch.forget)
+                .map(|p| p.display().to_string())
+                .collect();
+            names.truncate(100);
+            on_event(&WatchEvent::Batch {
+                indexed: report.indexed,
+                removed: report.pruned.len(),
+                failed: report.failed.len(),
+                paths: names,
+                seconds: started.elapsed().as_secs_f64(),
+                latency_ms: first.elapsed().as_millis() as u64,
+                report: Box::new(report),
+            });
+            true
+        }
+        Err(e) => {
+            on_event(&WatchEvent::Error {
+                message: format!("ingesting {} paths: {e}", batch.paths.len()),
+            });
+            false
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! `watch` end to end: a watcher in one process, `search`, `ingest` and
+//! `status` in others, as a user's shell and cron would run them.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::Sandbox;
+
+/// A running `shirabe watch --json` and its events.
+struct Watcher {
+    child: Child,
+    events: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watcher {
+    fn start(sb: &Sandbox, dir: &Path) -> Watcher {
+        let mut child = sb
+            .cmd(&[
+                "watch",
+                dir.to_str().unwrap(),
+                "--json",
+                "--debounce",
+                "200",
+                "--settle",
+                "300",
+                "--no-embed",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start watch");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let w = Watcher { child, events: rx };
+        w.wait_for("watching", Duration::from_secs(30));
+        w
+    }
+
+    fn wait_for(&self, event: &str, within: Duration) -> serde_json::Value {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return v,
+                Ok(_) => {}
+                Err(_) => panic!("no {event} event within {within:?}"),
+            }
+        }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) with a valid pid of our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The file names `search` finds for `query` (another process).
+fn found(sb: &Sandbox, query: &str) -> Vec<String> {
+    sb.search_json(query, &["--mode", "bm25"])
+        .iter()
+        .map(crate::util::file_name)
+        .collect()
+}
+
+/// Waits until `found(query)` satisfies `ok`.
+fn eventually(sb: &Sandbox, query: &str, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = found(sb, query);
+        if ok(&f) {
+            return f;
+        }
+        assert!(Instant::now() < end, "search {query:?} still gives {f:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn files_created_changed_moved_and_deleted_are_seen_by_search() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("old.txt"),
+        "The kumquat harvest was recorded in March.",
+    )
+    .unwrap();
+    sb.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
+    let w = Watcher::start(&sb, &dir);
+
+    // Created.
+    std::fs::write(
+        dir.join("a.txt"),
+        "The quokka census counted forty animals.",
+    )
+    .unwrap();
+    eventually(&sb, "quokka", |f| f == ["a.txt"]);
+    // Changed.
+    std::fs::write(dir.join("a.txt"), "The wombat census counted nine animals.").unwrap();
+    eventually(&sb, "wombat", |f| f == ["a.txt"]);
+    eventually(&sb, "quokka", |f| f.is_empty());
+    // Moved.
+    std::fs::rename(dir.join("a.txt"), dir.join("b.txt")).unwrap();
+    eventually(&sb, "wombat", |f| f == ["b.txt"]);
+    // Deleted.
+    std::fs::remove_file(dir.join("b.txt")).unwrap();
+    eventually(&sb, "wombat", |f| f.is_empty());
+    // A folder with files, then the folder removed.
+    let sub = dir.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(
+        sub.join("c.md"),
+        "# Axolotl\n\nThe axolotl tank was cleaned.",
+    )
+    .unwrap();
+    eventually(&sb, "axolotl", |f| f == ["c.md"]);
+    std::fs::remove_dir_all(&sub).unwrap();
+    eventually(&sb, "axolotl", |f| f.is_empty());
+    // The file that was there before is untouched.
+    assert_eq!(found(&sb, "kumquat"), ["old.txt"]);
+
+    // An ingest meanwhile hands its paths to the watcher.
+    let other = sb.path().join("other.txt");
+    std::fs::write(&other, "The pangolin report arrived late.").unwrap();
+    let out = sb.expect(&["ingest", other.to_str().unwrap()], 0);
+    assert!(out.contains("handed it 1 path"), "{out}");
+    eventually(&sb, "pangolin", |f| f == ["other.txt"]);
+
+    assert!(w.stop().success());
+    // The lock is free again.
+    sb.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
+}
+
+#[test]
+fn a_file_still_being_written_waits_until_it_settles() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("inbox");
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = Watcher::start(&sb, &dir);
+    let path = dir.join("growing.txt");
+    let mut f = std::fs::File::create(&path).unwrap();
+    use std::io::Write;
+    for i in 0..8 {
+        writeln!(
+            f,
+            "Line {i} of the growing report about the narwhal survey."
+        )
+        .unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    writeln!(f, "The final line names the dugong.").unwrap();
+    drop(f);
+    let batch = w.wait_for("batch", Duration::from_secs(30));
+    // One batch, after the last write: it holds the whole file.
+    assert_eq!(batch["indexed"], 1, "{batch}");
+    eventually(&sb, "dugong", |f| f == ["growing.txt"]);
+    w.stop();
+}
+
+#[test]
+fn a_killed_watcher_restarted_ends_equal_to_a_clean_ingest() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("burst");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut w = Watcher::start(&sb, &dir);
+    for i in 0..400 {
+        std::fs::write(
+            dir.join(format!("f{i:03}.txt")),
+            format!("Burst file {i}: the cassowary count was {}.", i * 7),
+        )
+        .unwrap();
+    }
+    // Kill it mid-burst, without warning.
+    std::thread::sleep(Duration::from_millis(900));
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    drop(w);
+    // `watch --once` catches up and exits.
+    sb.expect(&["watch", dir.to_str().unwrap(), "--once", "--no-embed"], 0);
+    let status = |sb: &Sandbox| -> (u64, u64) {
+        let v: serde_json::Value =
+            serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+        (v["files"].as_u64().unwrap(), v["chunks"].as_u64().unwrap())
+    };
+    let clean = Sandbox::new();
+    clean.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
+    assert_eq!(status(&sb), status(&clean));
+    assert_eq!(status(&sb).0, 400);
+}
+
+#[test]
+fn watch_without_folders_says_what_to_do_and_defaults_to_ingested_ones() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["watch", "--once"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing to watch"), "{err}");
+    // After an ingest, its folder is the default.
+    let dir = sb.path().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("x.txt"), "The ibis nest was moved.").unwrap();
+    sb.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
+    std::fs::write(dir.join("y.txt"), "The heron nest stayed.").unwrap();
+    sb.expect(&["watch", "--once", "--no-embed"], 0);
+    assert_eq!(found(&sb, "heron"), ["y.txt"]);
+}
