@@ -349,3 +349,66 @@ fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
         "the screen was not restored:\n{s}"
     );
 }
+
+#[test]
+fn tui_follows_a_watcher_and_hands_it_new_folders() {
+    assert!(
+        have_tmux(),
+        "tmux is not installed: apt-get install tmux (.ci/run installs it)"
+    );
+    let sb = Sandbox::new();
+    let notes = sb.path().join("notes");
+    let extra = sb.path().join("extra");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(notes.join("old.txt"), "The kumquat harvest was in March.").unwrap();
+    sb.expect(&["ingest", "--no-embed", notes.to_str().unwrap()], 0);
+    let mut watcher = sb
+        .cmd(&[
+            "watch",
+            notes.to_str().unwrap(),
+            "--no-embed",
+            "--debounce",
+            "200",
+            "--settle",
+            "300",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = start_tui(&sb, &["tui", "--extractive"]);
+    t.wait_for(&["1 docs", "watching 1 folder"]);
+
+    // A file saved meanwhile reaches the open TUI's status bar and search.
+    std::fs::write(
+        notes.join("a.txt"),
+        "The quokka census counted forty animals.",
+    )
+    .unwrap();
+    t.wait_for(&["2 docs", "changed "]);
+    t.type_text("quokka census");
+    t.wait_for(&["Results (1)", "a.txt"]);
+
+    // `i` with a watcher running hands the folder over: it is ingested
+    // and watched from now on.
+    std::fs::write(extra.join("ferry.md"), "The Kobe ferry leaves at 07:40.\n").unwrap();
+    t.keys(&["Tab", "i"]);
+    t.wait_for(&["ingest (file or folder):"]);
+    t.type_text(extra.to_str().unwrap());
+    t.keys(&["Enter"]);
+    t.wait_for(&["handed", "3 docs", "watching 2 folders"]);
+    std::fs::write(extra.join("tram.md"), "The harbour tram runs hourly.\n").unwrap();
+    t.wait_for(&["4 docs"]);
+    t.keys(&["/", "C-u"]);
+    t.type_text("harbour tram");
+    t.wait_for(&["Results (1)", "tram.md"]);
+
+    t.keys(&["Tab", "q"]);
+    t.wait_for(&["exit status 0"]);
+    // SAFETY: kill(2) with a valid pid of our own child.
+    unsafe {
+        libc::kill(watcher.id() as i32, libc::SIGINT);
+    }
+    assert!(watcher.wait().unwrap().success());
+}

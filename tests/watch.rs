@@ -17,17 +17,22 @@ struct Watcher {
 
 impl Watcher {
     fn start(sb: &Sandbox, dir: &Path) -> Watcher {
+        Watcher::start_with(sb, dir, &["--no-embed"])
+    }
+
+    fn start_with(sb: &Sandbox, dir: &Path, extra: &[&str]) -> Watcher {
+        let mut args = vec![
+            "watch",
+            dir.to_str().unwrap(),
+            "--json",
+            "--debounce",
+            "200",
+            "--settle",
+            "300",
+        ];
+        args.extend_from_slice(extra);
         let mut child = sb
-            .cmd(&[
-                "watch",
-                dir.to_str().unwrap(),
-                "--json",
-                "--debounce",
-                "200",
-                "--settle",
-                "300",
-                "--no-embed",
-            ])
+            .cmd(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -223,4 +228,105 @@ fn watch_without_folders_says_what_to_do_and_defaults_to_ingested_ones() {
     std::fs::write(dir.join("y.txt"), "The heron nest stayed.").unwrap();
     sb.expect(&["watch", "--once", "--no-embed"], 0);
     assert_eq!(found(&sb, "heron"), ["y.txt"]);
+}
+
+/// A hit of `serve`'s `/v1/search`: file name, and whether the BM25
+/// and the dense side ranked it.
+#[derive(Debug, PartialEq)]
+struct Served {
+    file: String,
+    bm25: bool,
+    dense: bool,
+}
+
+fn served(url: &str, query: &str) -> Vec<Served> {
+    let body = serde_json::json!({"query": query, "limit": 5}).to_string();
+    let (code, out) = crate::serve::http(url, "POST", "/v1/search", &body, None);
+    assert_eq!(code, 200, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Served {
+            file: crate::util::file_name(h),
+            bm25: !h["explain"]["bm25_rank"].is_null(),
+            dense: !h["explain"]["dense_rank"].is_null(),
+        })
+        .collect()
+}
+
+/// True when `file` is found by both sides.
+fn both(hits: &[Served], file: &str) -> bool {
+    hits.iter().any(|h| h.file == file && h.bm25 && h.dense)
+}
+
+#[test]
+fn a_server_left_running_sees_every_change_and_its_vectors() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("old.txt"),
+        "The kumquat harvest was recorded in March.",
+    )
+    .unwrap();
+    let model = crate::tiny_bert(&sb);
+    sb.expect(
+        &["ingest", dir.to_str().unwrap(), "--embed-model", &model],
+        0,
+    );
+    // One reader process for the whole test, started before the watcher.
+    let (mut server, url) = crate::serve::start_serve(&sb, &[]);
+    assert!(both(&served(&url, "kumquat"), "old.txt"));
+    let w = Watcher::start_with(&sb, &dir, &[]);
+
+    // `status` in another process sees the watcher and what it watches.
+    let st: serde_json::Value = serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(st["watch"]["running"], true, "{st}");
+    let folders = st["watch"]["folders"].to_string();
+    assert!(folders.contains("notes"), "{folders}");
+
+    let wait = |query: &str, ok: &dyn Fn(&[Served]) -> bool| {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let hits = served(&url, query);
+            if ok(&hits) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "serve: {query:?} still gives {hits:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Created: searchable, and its vector is searched too (the server
+    // reloaded the store the watcher embedded into).
+    std::fs::write(
+        dir.join("a.txt"),
+        "The quokka census counted forty animals.",
+    )
+    .unwrap();
+    wait("quokka", &|h| both(h, "a.txt"));
+    // Changed.
+    std::fs::write(dir.join("a.txt"), "The wombat census counted nine animals.").unwrap();
+    wait("wombat", &|h| both(h, "a.txt"));
+    wait("quokka", &|h| h.iter().all(|x| !x.bm25));
+    // Moved.
+    std::fs::rename(dir.join("a.txt"), dir.join("b.txt")).unwrap();
+    wait("wombat", &|h| {
+        both(h, "b.txt") && h.iter().all(|x| x.file != "a.txt")
+    });
+    // Deleted.
+    std::fs::remove_file(dir.join("b.txt")).unwrap();
+    wait("wombat", &|h| h.iter().all(|x| x.file == "old.txt"));
+    assert!(both(&served(&url, "kumquat"), "old.txt"));
+
+    assert!(w.stop().success());
+    let st: serde_json::Value = serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(st["watch"]["running"], false, "{st}");
+    assert!(!sb.index().join("watch.json").exists());
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -3,7 +3,8 @@
 //! Each line of input is a question (or `/save FILE.md`, `/quit`, `/help`),
 //! answered by [`shirabe::answer::conversation::reply`] (follow-ups made
 //! standalone, history in the prompt) and cited as in `ask`; `/save` writes
-//! the conversation with its sources as Markdown.
+//! the conversation with its sources as Markdown. Every question searches
+//! the index as last committed ([`shirabe::retrieve::Live`]).
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -18,8 +19,19 @@ use super::{Settings, Status};
 
 pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
-    let retriever = super::search::retriever(s, &index, None)?;
     let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
+    // Each question sees the index as last committed (a watcher may be
+    // adding to it).
+    let quiet = s.quiet;
+    let live = super::search::live(
+        s,
+        index,
+        Box::new(move |note| {
+            if !quiet {
+                eprintln!("note: {note}");
+            }
+        }),
+    )?;
     super::ask::fit_window(&mut writer, !s.quiet)?;
     let cancel = super::generate::interrupt_flag();
     let phases = super::phases::PhaseLine::new(s.quiet);
@@ -68,9 +80,10 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             .iter()
             .map(|t| (t.question.clone(), t.answer.clone()))
             .collect();
-        let retrieve = |q: &str| retriever.retrieve(&index, q, a.passages, None);
-        let rarity = |q: &str| shirabe::retrieve::term_rarity(&index, q);
-        let embed = retriever.check_embedder();
+        let snap = live.snapshot();
+        let retrieve = |q: &str| snap.retriever.retrieve(&snap.index, q, a.passages, None);
+        let rarity = |q: &str| shirabe::retrieve::term_rarity(&snap.index, q);
+        let embed = snap.retriever.check_embedder();
         let replied = reply(
             Lookup {
                 retrieve: &retrieve,

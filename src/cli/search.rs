@@ -9,7 +9,7 @@ use serde_json::json;
 use shirabe::index::ShirabeIndex;
 use shirabe::retrieve::{self, SearchRequest};
 
-use shirabe::retrieve::{Mode, Retriever, RetrieverConfig};
+use shirabe::retrieve::{Live, Mode, Retriever, RetrieverConfig};
 
 use super::args::SearchArgs;
 use super::migrate::qdrant_config;
@@ -24,18 +24,38 @@ pub(super) fn retriever(
     index: &ShirabeIndex,
     asked: Option<Mode>,
 ) -> Result<Retriever> {
-    let cfg = RetrieverConfig {
+    Ok(Retriever::open(
+        index,
+        &retriever_config(s, index, asked),
+        &mut |note| {
+            if !s.quiet {
+                eprintln!("note: {note}");
+            }
+        },
+    )?)
+}
+
+fn retriever_config(s: &Settings, index: &ShirabeIndex, asked: Option<Mode>) -> RetrieverConfig {
+    RetrieverConfig {
         mode: asked.or(s.mode),
         embed_model: s.embed.model.clone(),
         embed_dtype: s.embed.dtype,
         dims: s.embed.dims,
         qdrant: qdrant_config(s, index),
-    };
-    Ok(Retriever::open(index, &cfg, &mut |note| {
-        if !s.quiet {
-            eprintln!("note: {note}");
-        }
-    })?)
+    }
+}
+
+/// [`retriever`] over `index`, kept current as writers commit: for the
+/// readers that stay open (`serve`, the TUI, `chat`). Notes of later
+/// reloads go to `on_note`.
+pub(super) fn live(
+    s: &Settings,
+    index: ShirabeIndex,
+    on_note: Box<dyn FnMut(&str) + Send>,
+) -> Result<Live> {
+    let retriever = retriever(s, &index, None)?;
+    let cfg = retriever_config(s, &index, None);
+    Ok(Live::from_parts(index, retriever, cfg, on_note))
 }
 
 pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {

@@ -41,7 +41,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use shirabe::answer::{AnswerHooks, Answerer, Question};
 use shirabe::index::ShirabeIndex;
-use shirabe::retrieve::Retriever;
+use shirabe::retrieve::Live;
 
 use super::args::ServeArgs;
 use super::{Settings, Status};
@@ -59,8 +59,8 @@ const MAX_EMBED_INPUTS: usize = 2048;
 
 /// What every request handler shares.
 struct Shared {
-    index: ShirabeIndex,
-    retriever: Retriever,
+    /// The index and its retriever, reloaded when a writer commits.
+    live: Live,
     answerer: Answerer,
     backend_name: Option<String>,
     token: Option<String>,
@@ -89,9 +89,18 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
     let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
     super::ask::fit_window(&mut writer, !s.quiet)?;
-    // The query embedder and vector store are loaded once, not per request
-    // (BM25 sees new commits anyway; restart to see new vectors).
-    let retriever = super::search::retriever(s, &index, None)?;
+    // The query embedder is loaded once; a commit (a watcher's, an
+    // ingest's) brings new chunks and vectors without a restart.
+    let quiet = s.quiet;
+    let live = super::search::live(
+        s,
+        index,
+        Box::new(move |note| {
+            if !quiet {
+                eprintln!("note: {note}");
+            }
+        }),
+    )?;
     // A local model has the CPU to itself; extractive answers (sentence
     // scoring, embeddings) are CPU-bound too, one per core; an endpoint's
     // answers wait on the network.
@@ -105,8 +114,7 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         })
         .max(1);
     let shared = Arc::new(Shared {
-        index,
-        retriever,
+        live,
         backend_name: a.b.model.clone(),
         answerer: writer,
         token: a.token.clone(),
@@ -130,7 +138,6 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         .enable_all()
         .build()
         .context("starting the server's runtime")?;
-    let quiet = s.quiet;
     let limits = (
         a.max_connections.max(1),
         Duration::from_secs(a.grace),
@@ -440,7 +447,8 @@ async fn search(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) ->
         let s = s.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            s.retriever.retrieve(&s.index, &query, limit, None)
+            let snap = s.live.snapshot();
+            snap.retriever.retrieve(&snap.index, &query, limit, None)
         })
     };
     task_response(task.await, "search", |hits| {
@@ -476,7 +484,8 @@ async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let Some(embedder) = s.retriever.embedder() else {
+    let snap = s.live.current();
+    let Some(embedder) = snap.retriever.embedder() else {
         return ApiError::bad(
             "this index has no embedding model (ingest with one, or `shirabe embed-index`)",
         )
@@ -516,7 +525,7 @@ async fn embeddings(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body
         let s = s.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let embedder = s.retriever.embedder().expect("checked above");
+            let embedder = snap.retriever.embedder().expect("checked above");
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokens: usize = texts.iter().map(|t| s.answerer.counter.count(t)).sum();
             embedder
@@ -689,11 +698,12 @@ impl Shared {
             });
         }
         let question = &req.question;
-        let hits = self
+        let snap = self.live.snapshot();
+        let hits = snap
             .retriever
-            .retrieve(&self.index, question, self.passages, None)?;
-        let embed = self.retriever.check_embedder();
-        let rarity = shirabe::retrieve::term_rarity(&self.index, question)?;
+            .retrieve(&snap.index, question, self.passages, None)?;
+        let embed = snap.retriever.check_embedder();
+        let rarity = shirabe::retrieve::term_rarity(&snap.index, question)?;
         let r = self.answerer.answer(
             &Question {
                 text: question,

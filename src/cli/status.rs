@@ -1,4 +1,5 @@
-//! `shirabe status`: what the index holds, what failed, vectors and ETA.
+//! `shirabe status`: what the index holds, what failed, vectors and ETA,
+//! and the watcher keeping it current.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -8,6 +9,7 @@ use serde_json::json;
 
 use shirabe::index::manifest::FileStatus;
 use shirabe::index::ShirabeIndex;
+use shirabe::ingest::watch::WatchState;
 
 use super::args::StatusArgs;
 use super::style::Style;
@@ -51,6 +53,14 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
         .sum();
     let bytes = dir_size(&s.index);
     let coverage = shirabe::ingest::embed::coverage(&index)?;
+    let watcher = shirabe::ingest::watch::state(&s.index);
+    let watch_list: Vec<String> = match &watcher {
+        Some(w) => w.roots.clone(),
+        None => super::watch::watch_list(s, index.manifest.as_ref())
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    };
     let mut out = BufWriter::new(std::io::stdout().lock());
     if a.json {
         let v = json!({
@@ -71,6 +81,11 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
             "generation": manifest.generation,
             "embeddings": coverage,
             "qdrant": manifest.qdrant,
+            "watch": {
+                "running": watcher.is_some(),
+                "folders": watch_list,
+                "state": watcher,
+            },
             "file_list": if a.files { Some(&manifest.files) } else { None },
         });
         serde_json::to_writer_pretty(&mut out, &v)?;
@@ -145,6 +160,7 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
         if let Some(q) = &manifest.qdrant {
             writeln!(out, "qdrant     collection {} at {}", q.collection, q.url)?;
         }
+        print_watch(&mut out, &st, watcher.as_ref(), &watch_list)?;
         if a.files {
             writeln!(out)?;
             for f in manifest.files.values() {
@@ -176,6 +192,55 @@ pub fn run(s: &Settings, a: &StatusArgs) -> Result<Status> {
     }
     out.flush()?;
     Ok(Status::Success)
+}
+
+/// The `watch` lines: the running watcher's state, or what `shirabe
+/// watch` would watch.
+fn print_watch(
+    out: &mut impl Write,
+    st: &Style,
+    watcher: Option<&WatchState>,
+    folders: &[String],
+) -> std::io::Result<()> {
+    match watcher {
+        Some(w) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            write!(
+                out,
+                "watch      running (pid {}, {}), {} folder{}, {} pending",
+                w.pid,
+                w.backend,
+                w.roots.len(),
+                if w.roots.len() == 1 { "" } else { "s" },
+                w.pending
+            )?;
+            match w.last_change {
+                Some(t) => writeln!(
+                    out,
+                    ", last change {} ago",
+                    human_duration(now.saturating_sub(t) as f64)
+                )?,
+                None => writeln!(out, ", no change yet")?,
+            }
+            if let Some(e) = &w.error {
+                writeln!(out, "           {}", st.error(&format!("retrying: {e}")))?;
+            }
+        }
+        None if folders.is_empty() => return Ok(()),
+        None => writeln!(out, "watch      not running (`shirabe watch` watches:)")?,
+    }
+    for f in folders {
+        let gone = watcher.is_some_and(|w| w.missing.contains(f));
+        writeln!(
+            out,
+            "           {}{}",
+            st.path(f),
+            if gone { " (not there now)" } else { "" }
+        )?;
+    }
+    Ok(())
 }
 
 fn human_duration(secs: f64) -> String {

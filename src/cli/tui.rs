@@ -17,24 +17,24 @@ use shirabe::answer::conversation::{reply, Lookup};
 use shirabe::answer::{Answerer, Phase};
 use shirabe::index::manifest::{FileRecord, FileStatus};
 use shirabe::index::ShirabeIndex;
-use shirabe::retrieve::{self, Retriever};
-use shirabe::tui::{Answer, Engine, EngineResult, Info};
+use shirabe::retrieve::{self, Live, Snapshot};
+use shirabe::tui::{Answer, Engine, EngineResult, Info, WatchInfo};
 
 use super::args::TuiArgs;
 use super::{Settings, Status};
 
-/// The index and how it is searched.
-struct Search {
-    index: ShirabeIndex,
-    retriever: Retriever,
-}
-
 struct CliEngine {
     settings: Settings,
     args: TuiArgs,
-    /// None until there is an index. Workers take a clone of the `Arc`
-    /// and let go of the lock at once; an ingest swaps in a new one.
-    search: Mutex<Option<Arc<Search>>>,
+    /// The index and how it is searched, reloaded when a writer (this
+    /// TUI's ingest, a watcher) commits; None until there is an index.
+    /// Workers take a snapshot and let go of the lock at once.
+    search: Mutex<Option<Arc<Live>>>,
+    /// When the TUI last looked for an index that was not there.
+    looked: Mutex<Instant>,
+    /// The status bar's counts, for the snapshot generation they were
+    /// counted at.
+    counts: Mutex<Option<(u64, Counts)>>,
     /// The answer writer: None while it loads in the background (the
     /// first frame does not wait for a model).
     writer: Mutex<Option<Answerer>>,
@@ -69,14 +69,52 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn open_search(s: &Settings) -> Result<Option<Arc<Search>>> {
+fn open_search(s: &Settings) -> Result<Option<Arc<Live>>> {
     let index = match ShirabeIndex::open(&s.index) {
         Ok(i) => i,
         Err(shirabe::Error::NoIndex(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let retriever = super::search::retriever(s, &index, None)?;
-    Ok(Some(Arc::new(Search { index, retriever })))
+    // Notes (of later reloads too) go to stderr: the TUI log, once the
+    // screen is taken over.
+    let live = super::search::live(s, index, Box::new(|note| eprintln!("note: {note}")))?;
+    Ok(Some(Arc::new(live)))
+}
+
+/// Documents, chunks and embedded chunks.
+type Counts = (usize, u64, u64);
+
+/// The [`Counts`] of a snapshot.
+fn counts(s: &Snapshot) -> Counts {
+    let documents = s.index.manifest.as_ref().map_or(0, |m| {
+        m.files
+            .values()
+            .filter(|f| f.status == FileStatus::Ok)
+            .count()
+    });
+    let chunks = s
+        .index
+        .reader()
+        .map(|r| r.searcher().num_docs())
+        .unwrap_or(0);
+    let embedded = shirabe::ingest::embed::coverage(&s.index)
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.with_vectors as u64);
+    (documents, chunks, embedded)
+}
+
+/// The watcher of the index at `dir`, for the status bar.
+fn watch_info(dir: &Path) -> Option<WatchInfo> {
+    let w = shirabe::ingest::watch::state(dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Some(WatchInfo {
+        folders: w.roots.len(),
+        pending: w.pending,
+        last_change_secs: w.last_change.map(|t| now.saturating_sub(t)),
+    })
 }
 
 fn text_of(e: anyhow::Error) -> String {
@@ -86,12 +124,27 @@ fn text_of(e: anyhow::Error) -> String {
 const NO_INDEX: &str = "there is no index yet: press i (outside the query line) to ingest a folder";
 
 impl CliEngine {
-    /// The index as it is now (the lock is held only to clone it).
-    fn current(&self) -> Option<Arc<Search>> {
-        lock(&self.search).clone()
+    /// The index as last committed (the lock is held only to clone it);
+    /// an index created meanwhile (by a watcher, an ingest elsewhere) is
+    /// opened, looking at most once a second.
+    fn current(&self) -> Option<Arc<Snapshot>> {
+        let live = lock(&self.search).clone();
+        if let Some(live) = live {
+            return Some(live.snapshot());
+        }
+        {
+            let mut looked = lock(&self.looked);
+            if looked.elapsed() < Live::CHECK_EVERY {
+                return None;
+            }
+            *looked = Instant::now();
+        }
+        let opened = open_search(&self.settings).ok().flatten()?;
+        *lock(&self.search) = Some(opened.clone());
+        Some(opened.snapshot())
     }
 
-    fn with_search<T>(&self, f: impl FnOnce(&Search) -> Result<T>) -> EngineResult<T> {
+    fn with_search<T>(&self, f: impl FnOnce(&Snapshot) -> Result<T>) -> EngineResult<T> {
         let s = self.current().ok_or_else(|| NO_INDEX.to_string())?;
         f(&s).map_err(text_of)
     }
@@ -221,25 +274,24 @@ impl Engine for CliEngine {
                 ..Info::default()
             };
         };
-        let documents = s.index.manifest.as_ref().map_or(0, |m| {
-            m.files
-                .values()
-                .filter(|f| f.status == FileStatus::Ok)
-                .count()
-        });
-        let chunks = s
-            .index
-            .reader()
-            .map(|r| r.searcher().num_docs())
-            .unwrap_or(0);
-        let embedded = shirabe::ingest::embed::coverage(&s.index)
-            .ok()
-            .flatten()
-            .map_or(0, |c| c.with_vectors as u64);
+        let counts = {
+            // Counting vectors reads every live chunk: once per generation.
+            let mut cache = lock(&self.counts);
+            match *cache {
+                Some((generation, counts)) if generation == s.generation => counts,
+                _ => {
+                    let counts = counts(&s);
+                    *cache = Some((s.generation, counts));
+                    counts
+                }
+            }
+        };
+        let (documents, chunks, embedded) = counts;
         Info {
             documents,
             chunks,
             embedded,
+            watch: watch_info(&self.settings.index),
             mode: s.retriever.mode.name().to_string(),
             backend,
             window,
@@ -418,6 +470,16 @@ impl Engine for CliEngine {
             return Err(format!("{} does not exist", path.display()));
         }
         let s = &self.settings;
+        // A watcher owns the index: it ingests the path and watches it.
+        if let Some(w) = shirabe::ingest::watch::state(&s.index) {
+            shirabe::ingest::watch::hand_over(&s.index, &[path.to_path_buf()])
+                .map_err(|e| e.to_string())?;
+            return Ok(format!(
+                "handed {} to the watcher (pid {}): it is ingested and watched from now on",
+                path.display(),
+                w.pid
+            ));
+        }
         let opts = shirabe::ingest::IngestOptions {
             paths: vec![path.to_path_buf()],
             index_dir: s.index.clone(),
@@ -454,8 +516,12 @@ impl Engine for CliEngine {
             Ok(_) => String::new(),
             Err(e) => format!(" (embedding failed: {e:#})"),
         };
-        let reopened = open_search(s).map_err(text_of)?;
-        *lock(&self.search) = reopened;
+        match lock(&self.search).clone() {
+            Some(live) => {
+                live.refresh();
+            }
+            None => *lock(&self.search) = open_search(s).map_err(text_of)?,
+        }
         let mut line = format!(
             "ingested {}: {} files, {} indexed, {} unchanged, {} failed; {} pages, {} chunks{embedded}",
             path.display(),
@@ -482,7 +548,9 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     // Opening the index prints its notes before the screen is taken over;
     // the model loads in the background, after the first frame.
     let search = open_search(s)?;
-    let manifest = search.as_ref().and_then(|x| x.index.manifest.clone());
+    let manifest = search
+        .as_ref()
+        .and_then(|x| x.current().index.manifest.clone());
     let what = match (super::local_model_label(&a.b), &a.b.model, &a.b.endpoint) {
         _ if a.b.extractive => "extractive".to_string(),
         (Some(local), _, _) => local,
@@ -506,6 +574,8 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
         settings,
         args: a,
         search: Mutex::new(search),
+        looked: Mutex::new(Instant::now()),
+        counts: Mutex::new(None),
         writer: Mutex::new(None),
         load: Mutex::new(Load::Loading {
             what,

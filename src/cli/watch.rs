@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use shirabe::index::manifest::Manifest;
 use shirabe::index::ShirabeIndex;
 use shirabe::ingest::watch::{watch, WatchEvent, WatchOptions};
 use shirabe::ingest::IngestOptions;
@@ -17,6 +18,20 @@ use super::embedding::embed_pending;
 use super::generate::interrupt_flag;
 use super::style::Style;
 use super::{Settings, Status};
+
+/// The folders `shirabe watch` watches when given none: the config's
+/// `[watch] folders` and the folders ingested into the index (with
+/// `ingest` or the TUI's `i`).
+pub(super) fn watch_list(s: &Settings, manifest: Option<&Manifest>) -> Vec<PathBuf> {
+    let mut list: Vec<PathBuf> = s.watch_folders.clone();
+    for r in manifest.map_or(&[][..], |m| m.roots.as_slice()) {
+        let r = PathBuf::from(r);
+        if !list.contains(&r) {
+            list.push(r);
+        }
+    }
+    list
+}
 
 pub fn run(s: &Settings, a: &WatchArgs) -> Result<Status> {
     let index = ShirabeIndex::open_or_create(&s.index)?;
@@ -32,14 +47,8 @@ pub fn run(s: &Settings, a: &WatchArgs) -> Result<Status> {
     };
     let roots: Vec<PathBuf> = if !a.paths.is_empty() {
         a.paths.clone()
-    } else if !s.watch_folders.is_empty() {
-        s.watch_folders.clone()
     } else {
-        ShirabeIndex::open(&s.index)
-            .ok()
-            .and_then(|i| i.manifest)
-            .map(|m| m.roots.iter().map(PathBuf::from).collect())
-            .unwrap_or_default()
+        watch_list(s, index.manifest.as_ref())
     };
     anyhow::ensure!(
         !roots.is_empty(),
@@ -128,6 +137,9 @@ pub fn run(s: &Settings, a: &WatchArgs) -> Result<Status> {
                 ),
                 WatchEvent::RootBack { root } => {
                     writeln!(out, "{} is back; catching up", st.path(root))
+                }
+                WatchEvent::Added { root } => {
+                    writeln!(out, "watching {} from now on", st.path(root))
                 }
                 WatchEvent::Pending { .. } => Ok(()),
                 WatchEvent::Error { message } => writeln!(out, "error: {message} (retrying)"),

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{FileKind, IngestOptions, IngestReport};
 use crate::index::WriteLock;
@@ -99,6 +99,11 @@ pub enum WatchEvent {
         /// The root.
         root: String,
     },
+    /// A folder handed over by `ingest` (or the TUI) is watched from now on.
+    Added {
+        /// The folder.
+        root: String,
+    },
     /// Changes still settling or waiting for the quiet time.
     Pending {
         /// How many paths.
@@ -109,6 +114,132 @@ pub enum WatchEvent {
         /// What.
         message: String,
     },
+}
+
+/// The file in the index directory where a running watcher publishes its
+/// [`WatchState`].
+pub const STATE_FILE: &str = "watch.json";
+
+/// A running watcher's state, for `status` and the TUI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchState {
+    /// The watcher's process id.
+    pub pid: u32,
+    /// The folders watched.
+    pub roots: Vec<String>,
+    /// Those not there now.
+    pub missing: Vec<String>,
+    /// "events" or "poll".
+    pub backend: String,
+    /// When it started (seconds since the Unix epoch).
+    pub started: u64,
+    /// When it last ingested a change (seconds since the Unix epoch).
+    pub last_change: Option<u64>,
+    /// Files of the last batch: indexed, removed, failed.
+    pub last_batch: Option<(usize, usize, usize)>,
+    /// Paths seen changing and not ingested yet.
+    pub pending: usize,
+    /// The last error, while retrying.
+    pub error: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The state of the watcher that owns the index at `index_dir`, if one
+/// runs (a state file left by a killed watcher is not believed).
+pub fn state(index_dir: &Path) -> Option<WatchState> {
+    let owner = crate::index::lock_owner(index_dir)?;
+    let pid: u32 = owner.strip_prefix("watch ")?.trim().parse().ok()?;
+    let body = std::fs::read(index_dir.join(STATE_FILE)).ok()?;
+    let st: WatchState = serde_json::from_slice(&body).ok()?;
+    (st.pid == pid).then_some(st)
+}
+
+/// Keeps [`STATE_FILE`] up to date as events pass.
+struct Publisher {
+    path: PathBuf,
+    state: WatchState,
+    written: Option<Instant>,
+}
+
+impl Publisher {
+    fn new(index_dir: &Path) -> Publisher {
+        Publisher {
+            path: index_dir.join(STATE_FILE),
+            state: WatchState {
+                pid: std::process::id(),
+                backend: "catching up".into(),
+                started: unix_now(),
+                ..WatchState::default()
+            },
+            written: None,
+        }
+    }
+
+    /// Records `ev`, publishes, and passes it on.
+    fn emit(&mut self, ev: &WatchEvent, on_event: &mut dyn FnMut(&WatchEvent)) {
+        match ev {
+            WatchEvent::Watching {
+                roots,
+                missing,
+                backend,
+            } => {
+                self.state.roots = roots.clone();
+                self.state.missing = missing.clone();
+                self.state.backend = backend.clone();
+            }
+            WatchEvent::Batch {
+                indexed,
+                removed,
+                failed,
+                ..
+            } => {
+                self.state.last_change = Some(unix_now());
+                self.state.last_batch = Some((*indexed, *removed, *failed));
+                self.state.error = None;
+            }
+            WatchEvent::RootGone { root } => self.state.missing.push(root.clone()),
+            WatchEvent::RootBack { root } => self.state.missing.retain(|m| m != root),
+            WatchEvent::Added { root } => self.state.roots.push(root.clone()),
+            WatchEvent::Error { message } => self.state.error = Some(message.clone()),
+            WatchEvent::HandedOver { .. } | WatchEvent::Pending { .. } => {}
+        }
+        self.write();
+        on_event(ev);
+    }
+
+    /// The number of pending paths, published at most twice a second.
+    fn pending(&mut self, n: usize) {
+        if n != self.state.pending {
+            self.state.pending = n;
+            if self
+                .written
+                .is_none_or(|w| w.elapsed() >= Duration::from_millis(500))
+            {
+                self.write();
+            }
+        }
+    }
+
+    fn write(&mut self) {
+        self.written = Some(Instant::now());
+        let tmp = self.path.with_extension("json.tmp");
+        if let Ok(body) = serde_json::to_vec_pretty(&self.state) {
+            if std::fs::write(&tmp, body).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.path);
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Hands `paths` to the watcher that owns the index at `index_dir`: they
@@ -196,7 +327,9 @@ pub fn watch(
     let index_dir = std::path::absolute(&opts.ingest.index_dir)
         .unwrap_or_else(|_| opts.ingest.index_dir.clone());
     let _ = lock.announce(&format!("watch {}", std::process::id()));
-    let roots: Vec<PathBuf> = opts
+    let mut publisher = Publisher::new(&index_dir);
+    let mut emit = |ev: WatchEvent, p: &mut Publisher| p.emit(&ev, on_event);
+    let mut roots: Vec<PathBuf> = opts
         .roots
         .iter()
         .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()))
@@ -206,14 +339,11 @@ pub fn watch(
     let present: Vec<PathBuf> = roots.iter().filter(|r| r.exists()).cloned().collect();
     let mut catch_up = present.clone();
     catch_up.extend(take_inbox(&index_dir));
-    run_batch(
-        opts,
-        lock,
-        catch_up,
-        present.clone(),
-        Instant::now(),
-        on_event,
-    );
+    publisher.state.roots = roots.iter().map(|r| r.display().to_string()).collect();
+    publisher.write();
+    if let Some(ev) = run_batch(opts, lock, catch_up, present.clone(), Instant::now()).1 {
+        emit(ev, &mut publisher);
+    }
     if opts.once {
         return Ok(());
     }
@@ -240,15 +370,18 @@ pub fn watch(
         let ok = watcher.watch(r, notify::RecursiveMode::Recursive).is_ok();
         watched.insert(r.clone(), ok);
     }
-    on_event(&WatchEvent::Watching {
-        roots: roots.iter().map(|r| r.display().to_string()).collect(),
-        missing: watched
-            .iter()
-            .filter(|(_, ok)| !**ok)
-            .map(|(r, _)| r.display().to_string())
-            .collect(),
-        backend: backend.into(),
-    });
+    emit(
+        WatchEvent::Watching {
+            roots: roots.iter().map(|r| r.display().to_string()).collect(),
+            missing: watched
+                .iter()
+                .filter(|(_, ok)| !**ok)
+                .map(|(r, _)| r.display().to_string())
+                .collect(),
+            backend: backend.into(),
+        },
+        &mut publisher,
+    );
 
     let mut pending: BTreeMap<PathBuf, Seen> = BTreeMap::new();
     let mut last_roots_check = Instant::now();
@@ -270,20 +403,41 @@ pub fn watch(
                     }
                 }
             }
-            Ok(Err(e)) => on_event(&WatchEvent::Error {
-                message: format!("watching: {e}"),
-            }),
+            Ok(Err(e)) => emit(
+                WatchEvent::Error {
+                    message: format!("watching: {e}"),
+                },
+                &mut publisher,
+            ),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         // Handed-over paths join the batch at once.
         let handed = take_inbox(&index_dir);
         if !handed.is_empty() {
-            on_event(&WatchEvent::HandedOver {
-                paths: handed.iter().map(|p| p.display().to_string()).collect(),
-            });
+            emit(
+                WatchEvent::HandedOver {
+                    paths: handed.iter().map(|p| p.display().to_string()).collect(),
+                },
+                &mut publisher,
+            );
             let now = Instant::now() - opts.debounce - opts.settle;
             for p in handed {
+                // A folder outside the watched ones is watched from now on.
+                let p = std::path::absolute(&p).unwrap_or(p);
+                if p.is_dir()
+                    && !roots.iter().any(|r| p.starts_with(r))
+                    && watcher.watch(&p, notify::RecursiveMode::Recursive).is_ok()
+                {
+                    roots.push(p.clone());
+                    watched.insert(p.clone(), true);
+                    emit(
+                        WatchEvent::Added {
+                            root: p.display().to_string(),
+                        },
+                        &mut publisher,
+                    );
+                }
                 let st = stamp(&p);
                 pending.insert(
                     p,
@@ -305,28 +459,32 @@ pub fn watch(
                     let _ = watcher.unwatch(r);
                     // Its files are not deletions: drop what is pending under it.
                     pending.retain(|p, _| !p.starts_with(r.as_path()));
-                    on_event(&WatchEvent::RootGone {
-                        root: r.display().to_string(),
-                    });
+                    emit(
+                        WatchEvent::RootGone {
+                            root: r.display().to_string(),
+                        },
+                        &mut publisher,
+                    );
                 } else if !*ok
                     && exists
                     && watcher.watch(r, notify::RecursiveMode::Recursive).is_ok()
                 {
                     *ok = true;
-                    on_event(&WatchEvent::RootBack {
-                        root: r.display().to_string(),
-                    });
-                    run_batch(
-                        opts,
-                        lock,
-                        vec![r.clone()],
-                        vec![r.clone()],
-                        Instant::now(),
-                        on_event,
+                    emit(
+                        WatchEvent::RootBack {
+                            root: r.display().to_string(),
+                        },
+                        &mut publisher,
                     );
+                    let batch = vec![r.clone()];
+                    if let Some(ev) = run_batch(opts, lock, batch.clone(), batch, Instant::now()).1
+                    {
+                        emit(ev, &mut publisher);
+                    }
                 }
             }
         }
+        publisher.pending(pending.len());
         // A batch: after the quiet time, of the paths that have settled.
         let now = Instant::now();
         let quiet = pending
@@ -368,13 +526,21 @@ pub fn watch(
             }
         }
         if ready.is_empty() && forget.is_empty() {
-            on_event(&WatchEvent::Pending {
-                paths: pending.len(),
-            });
+            emit(
+                WatchEvent::Pending {
+                    paths: pending.len(),
+                },
+                &mut publisher,
+            );
             continue;
         }
         let failed_paths: Vec<PathBuf> = ready.iter().chain(&forget).cloned().collect();
-        if !run_batch(opts, lock, ready, forget, first, on_event) {
+        let (ok, ev) = run_batch(opts, lock, ready, forget, first);
+        publisher.state.pending = pending.len();
+        if let Some(ev) = ev {
+            emit(ev, &mut publisher);
+        }
+        if !ok {
             // Retry the whole batch with backoff (a full disk, say).
             backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
             retry_at = Instant::now() + backoff;
@@ -395,15 +561,15 @@ pub fn watch(
     Ok(())
 }
 
-/// Ingests `paths` and forgets `forget`; false when the ingest failed.
+/// Ingests `paths` and forgets `forget`: whether the ingest went
+/// through, and the event that says how.
 fn run_batch(
     opts: &WatchOptions,
     lock: &WriteLock,
     paths: Vec<PathBuf>,
     forget: Vec<PathBuf>,
     first: Instant,
-    on_event: &mut dyn FnMut(&WatchEvent),
-) -> bool {
+) -> (bool, Option<WatchEvent>) {
     let unique: BTreeSet<PathBuf> = paths.into_iter().collect();
     let batch = IngestOptions {
         paths: unique.into_iter().collect(),
@@ -421,7 +587,7 @@ fn run_batch(
                 .map(|p| p.display().to_string())
                 .collect();
             names.truncate(100);
-            on_event(&WatchEvent::Batch {
+            let ev = WatchEvent::Batch {
                 indexed: report.indexed,
                 removed: report.pruned.len(),
                 failed: report.failed.len(),
@@ -429,14 +595,14 @@ fn run_batch(
                 seconds: started.elapsed().as_secs_f64(),
                 latency_ms: first.elapsed().as_millis() as u64,
                 report: Box::new(report),
-            });
-            true
+            };
+            (true, Some(ev))
         }
-        Err(e) => {
-            on_event(&WatchEvent::Error {
+        Err(e) => (
+            false,
+            Some(WatchEvent::Error {
                 message: format!("ingesting {} paths: {e}", batch.paths.len()),
-            });
-            false
-        }
+            }),
+        ),
     }
 }

@@ -18,11 +18,14 @@
 //! adds the chunks just before and after a hit in its document.
 //!
 //! Which mode, embedder and vector index a front end searches with is
-//! [`Retriever`]'s policy.
+//! [`Retriever`]'s policy; [`Live`] keeps one current for a reader that
+//! stays open while the index is written.
 
 pub mod fusion;
+pub mod live;
 pub mod retriever;
 
+pub use live::{Live, Snapshot};
 pub use retriever::{Dense, Retriever, RetrieverConfig};
 
 use std::collections::{HashMap, HashSet};

@@ -44,8 +44,9 @@ impl Default for RetrieverConfig {
 
 /// The query embedder and the vector index it searches.
 pub struct Dense {
-    /// Embeds queries (and, for the citation checks, sentences).
-    pub embedder: Box<dyn TextEmbedder>,
+    /// Embeds queries (and, for the citation checks, sentences); shared
+    /// with the retriever a reopened index gets ([`Retriever::reopen`]).
+    pub embedder: std::sync::Arc<dyn TextEmbedder>,
     /// Finds the nearest live chunks.
     pub vectors: Box<dyn VectorIndex>,
 }
@@ -72,6 +73,28 @@ impl Retriever {
     pub fn open(
         index: &ShirabeIndex,
         cfg: &RetrieverConfig,
+        on_note: &mut dyn FnMut(&str),
+    ) -> Result<Retriever> {
+        Self::open_reusing(index, cfg, None, on_note)
+    }
+
+    /// The retriever for `index` reopened after a commit (new chunks, new
+    /// vectors): as [`Retriever::open`], but the embedding model of
+    /// `self` is kept when the index still uses it, so a reload costs an
+    /// index open, not a model load.
+    pub fn reopen(
+        &self,
+        index: &ShirabeIndex,
+        cfg: &RetrieverConfig,
+        on_note: &mut dyn FnMut(&str),
+    ) -> Result<Retriever> {
+        Self::open_reusing(index, cfg, Some(self), on_note)
+    }
+
+    fn open_reusing(
+        index: &ShirabeIndex,
+        cfg: &RetrieverConfig,
+        previous: Option<&Retriever>,
         on_note: &mut dyn FnMut(&str),
     ) -> Result<Retriever> {
         let asked = cfg.mode;
@@ -118,12 +141,20 @@ impl Retriever {
             }
             None => Box::new(store),
         };
-        let loaded = crate::models::embed::load(
-            &spec,
-            cfg.embed_dtype,
-            &crate::models::default_device(),
-            cfg.dims.or(Some(state.dims)),
-        );
+        let kept = previous
+            .and_then(|p| p.dense.as_ref())
+            .filter(|d| d.embedder.id() == state.model && d.embedder.dims() == state.dims)
+            .map(|d| d.embedder.clone());
+        let loaded = match kept {
+            Some(e) => Ok(e),
+            None => crate::models::embed::load(
+                &spec,
+                cfg.embed_dtype,
+                &crate::models::default_device(),
+                cfg.dims.or(Some(state.dims)),
+            )
+            .map(std::sync::Arc::from),
+        };
         match loaded {
             Ok(embedder) if embedder.id() == state.model => Ok(Retriever {
                 mode: asked.unwrap_or(Mode::Hybrid),

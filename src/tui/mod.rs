@@ -106,6 +106,19 @@ pub struct Info {
     pub window_why: String,
     /// The model while it loads in the background (`loading … 12 s`).
     pub loading: Option<String>,
+    /// The watcher keeping the index current, when one runs.
+    pub watch: Option<WatchInfo>,
+}
+
+/// A running watcher, as the status bar shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WatchInfo {
+    /// Folders watched.
+    pub folders: usize,
+    /// Changed paths not ingested yet.
+    pub pending: usize,
+    /// Seconds since it last ingested a change.
+    pub last_change_secs: Option<u64>,
 }
 
 /// A finished answer or summary.

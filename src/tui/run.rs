@@ -40,6 +40,23 @@ const FRAME: Duration = Duration::from_millis(25);
 
 /// How often the status bar is refreshed while the model loads.
 const LOAD_POLL: Duration = Duration::from_millis(500);
+/// How often it is refreshed after that (a watcher may be adding to the
+/// index; the engine answers from a cache while nothing changed).
+const INFO_POLL: Duration = Duration::from_secs(2);
+
+/// Asks the engine for the status bar's figures off the UI thread (one
+/// request at a time).
+fn refresh_info(engine: &Arc<dyn Engine>, tx: &UnboundedSender<Msg>, polling: &Arc<AtomicBool>) {
+    if !polling.swap(true, Ordering::SeqCst) {
+        let (engine, tx, polling) = (Arc::clone(engine), tx.clone(), Arc::clone(polling));
+        tokio::task::spawn_blocking(move || {
+            if let Ok(info) = guarded(|| Ok(engine.info())) {
+                let _ = tx.send(Msg::Info(info));
+            }
+            polling.store(false, Ordering::SeqCst);
+        });
+    }
+}
 
 /// Runs the TUI until the user quits.
 pub fn run(engine: Arc<dyn Engine>, opts: Options) -> std::io::Result<()> {
@@ -223,6 +240,9 @@ async fn event_loop(
     let mut poll = tokio::time::interval(LOAD_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let polling = Arc::new(AtomicBool::new(false));
+    // Then, less often: the index may grow under a watcher.
+    let mut info_poll = tokio::time::interval(INFO_POLL);
+    info_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut cancel = Arc::new(AtomicBool::new(false));
     let mut pending: Vec<Action> = Vec::new();
     let mut stats = FrameStats::default();
@@ -266,17 +286,8 @@ async fn event_loop(
                 }
             }
             _ = frame.tick(), if app.busy() => {}
-            _ = poll.tick(), if app.info.loading.is_some() => {
-                if !polling.swap(true, Ordering::SeqCst) {
-                    let (engine, tx, polling) = (Arc::clone(&engine), tx.clone(), Arc::clone(&polling));
-                    tokio::task::spawn_blocking(move || {
-                        if let Ok(info) = guarded(|| Ok(engine.info())) {
-                            let _ = tx.send(Msg::Info(info));
-                        }
-                        polling.store(false, Ordering::SeqCst);
-                    });
-                }
-            }
+            _ = poll.tick(), if app.info.loading.is_some() => refresh_info(&engine, &tx, &polling),
+            _ = info_poll.tick(), if app.info.loading.is_none() => refresh_info(&engine, &tx, &polling),
             _ = sleep_until(due), if due.is_some() => {
                 pending.extend(app.tick(Instant::now()));
             }

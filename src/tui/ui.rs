@@ -766,6 +766,16 @@ fn kilo(n: usize) -> String {
     }
 }
 
+/// `5s`, `3m`, `2h`, `4d`.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
 fn draw_info(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
     let i = &app.info;
     let embedded = if i.chunks == 0 || i.embedded == 0 {
@@ -776,8 +786,22 @@ fn draw_info(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
             100.0 * i.embedded as f64 / i.chunks as f64
         )
     };
+    let watching = i.watch.as_ref().map_or(String::new(), |w| {
+        let mut t = format!(
+            "watching {} folder{}",
+            w.folders,
+            if w.folders == 1 { "" } else { "s" }
+        );
+        if w.pending > 0 {
+            t.push_str(&format!(", {} pending", w.pending));
+        }
+        if let Some(secs) = w.last_change_secs {
+            t.push_str(&format!(", changed {} ago", ago(secs)));
+        }
+        t + " · "
+    });
     let left = format!(
-        " {} docs · {} chunks · {embedded} · {} · {} ",
+        " {} docs · {} chunks · {embedded} · {watching}{} · {} ",
         i.documents, i.chunks, i.mode, i.backend
     );
     let used = app
@@ -831,7 +855,10 @@ const KEYS: &[(&str, &str)] = &[
         "s  m",
         "summarize the selected document (m: as meeting minutes)",
     ),
-    ("i", "ingest a file or folder in the background"),
+    (
+        "i",
+        "ingest a file or folder in the background (and watch it)",
+    ),
     ("? F1", "this help (any key closes it)"),
     ("q  Ctrl-Q", "quit (Ctrl-C stops an answer, else quits)"),
 ];
@@ -998,6 +1025,22 @@ mod tests {
             false,
         );
         insta::assert_snapshot!(screen(&mut app, 100, 24));
+    }
+
+    #[test]
+    fn status_bar_with_a_watcher() {
+        let mut app = with_results();
+        app.info.watch = Some(crate::tui::WatchInfo {
+            folders: 2,
+            pending: 3,
+            last_change_secs: Some(75),
+        });
+        let s = screen(&mut app, 140, 24);
+        let bar = s
+            .lines()
+            .find(|l| l.contains("docs ·"))
+            .expect("the status bar");
+        insta::assert_snapshot!(bar.trim_end());
     }
 
     #[test]
