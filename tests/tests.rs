@@ -280,6 +280,51 @@ fn markdown_headings_become_sections() {
 }
 
 #[test]
+fn a_big_text_file_is_indexed_in_parts_and_replaced_whole() {
+    // Over 16 MiB: read and chunked a section at a time.
+    let sb = Sandbox::new();
+    let path = sb.path().join("ledger.md");
+    let write = |last: &str| {
+        let mut text = String::from("# Grain ledger\n\nThe ledger opens with the emmer count.\n\n");
+        let mut n = 0;
+        while text.len() < 17 << 20 {
+            text.push_str(&format!("Crate {n} of barley was weighed at the depot.\n"));
+            n += 1;
+            if n == 200_000 {
+                text.push_str("\nMidway the inspector found spelt.\n\n");
+            }
+        }
+        text.push_str(&format!("\nThe ledger closes with {last}.\n"));
+        std::fs::write(&path, text).unwrap();
+    };
+    write("millet");
+    sb.expect(&["ingest", path.to_str().unwrap(), "--no-embed"], 0);
+    for (word, section) in [
+        ("emmer", "Grain ledger"),
+        ("spelt", "Grain ledger"),
+        ("millet", "Grain ledger"),
+    ] {
+        let hits = sb.search_json(word, &["--mode", "bm25"]);
+        assert_eq!(hits.len(), 1, "{word}: {hits:?}");
+        assert_eq!(hits[0]["section"], section, "{word}");
+        assert_eq!(hits[0]["title"], "Grain ledger", "{word}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    let chunks = status["chunks"].as_u64().unwrap();
+    assert!(chunks > 5_000, "{status}");
+    // Changed: every old chunk goes, the new ones come in.
+    write("sorghum");
+    sb.expect(&["ingest", path.to_str().unwrap(), "--no-embed"], 0);
+    assert!(sb.search_json("millet", &["--mode", "bm25"]).is_empty());
+    assert_eq!(sb.search_json("sorghum", &["--mode", "bm25"]).len(), 1);
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["chunks"].as_u64().unwrap(), chunks);
+    assert_eq!(status["files"], 1);
+}
+
+#[test]
 fn bad_inputs_are_reported_and_skipped() {
     let sb = Sandbox::new();
     let bad = sb.path().join("bad");

@@ -330,3 +330,130 @@ fn a_server_left_running_sees_every_change_and_its_vectors() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[test]
+fn a_watcher_at_rest_stays_at_rest() {
+    // The batch's own reads of the files (inotify access events) must not
+    // start another batch: an idle watcher does nothing.
+    let sb = Sandbox::new();
+    let dir = sb.path().join("notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..5 {
+        std::fs::write(
+            dir.join(format!("n{i}.txt")),
+            format!("Note {i} on barley."),
+        )
+        .unwrap();
+    }
+    sb.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
+    let w = Watcher::start(&sb, &dir);
+    std::fs::write(
+        dir.join("a.txt"),
+        "The quokka census counted forty animals.",
+    )
+    .unwrap();
+    let b = w.wait_for("batch", Duration::from_secs(30));
+    assert_eq!(b["paths"].as_array().unwrap().len(), 1, "{b}");
+    let end = Instant::now() + Duration::from_secs(3);
+    while let Ok(ev) = w
+        .events
+        .recv_timeout(end.saturating_duration_since(Instant::now()))
+    {
+        assert_ne!(ev["event"], "batch", "a batch with nothing changed: {ev}");
+    }
+    assert!(w.stop().success());
+}
+
+#[test]
+#[ignore = "mounts a tmpfs, so it needs root: sudo -E cargo test --release -- --ignored a_full_disk"]
+fn a_full_disk_is_reported_retried_and_never_corrupts() {
+    let sb = Sandbox::new();
+    let mnt = sb.path().join("small-disk");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let index = mnt.join("index");
+    let dir = sb.path().join("notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("old.txt"), "The barley store holds ten tonnes.").unwrap();
+    let with_index = |args: &[&str]| {
+        let mut c = sb.cmd(args);
+        c.env("SHIRABE_INDEX", &index);
+        c
+    };
+    let ok = with_index(&["ingest", dir.to_str().unwrap(), "--no-embed", "-q"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut child = with_index(&[
+        "watch",
+        dir.to_str().unwrap(),
+        "--json",
+        "--debounce",
+        "200",
+        "--settle",
+        "300",
+        "--no-embed",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let w = Watcher { child, events };
+    w.wait_for("watching", Duration::from_secs(30));
+    // Fill the disk, then save a file big enough to need room.
+    let filler = mnt.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", filler.display()),
+            "bs=64k",
+        ])
+        .stderr(Stdio::null())
+        .status();
+    let words: Vec<String> = (0..60_000).map(|i| format!("sorghum{i} quokka")).collect();
+    std::fs::write(dir.join("big.txt"), words.join(" ")).unwrap();
+    let e = w.wait_for("error", Duration::from_secs(30));
+    assert!(e["message"].as_str().unwrap().contains("KB free"), "{e}");
+    // The index as it was: readable, undamaged.
+    let search = |q: &str| {
+        let out = with_index(&["search", q, "--json", "--mode", "bm25"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(search("barley").contains("old.txt"));
+    let doctor = with_index(&["doctor"]).output().unwrap();
+    assert!(doctor.status.success(), "{doctor:?}");
+    // Room again: the retry goes through.
+    std::fs::remove_file(&filler).unwrap();
+    w.wait_for("batch", Duration::from_secs(90));
+    assert!(search("sorghum5").contains("big.txt"));
+    assert!(w.stop().success());
+}

@@ -236,8 +236,16 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         embed,
         qdrant,
         ocr,
-        watch_folders: file.watch.folders.clone(),
+        watch_folders: file.watch.folders.iter().map(|f| expand_home(f)).collect(),
     })
+}
+
+/// `~/minutes` as a shell reads it (config files are not shell-expanded).
+fn expand_home(p: &std::path::Path) -> PathBuf {
+    match (p.strip_prefix("~"), directories::BaseDirs::new()) {
+        (Ok(rest), Some(d)) => d.home_dir().join(rest),
+        _ => p.to_path_buf(),
+    }
 }
 
 /// Runs the parsed command line.

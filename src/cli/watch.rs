@@ -147,13 +147,30 @@ pub fn run(s: &Settings, a: &WatchArgs) -> Result<Status> {
         }
         drop(out);
         if let WatchEvent::Batch {
-            indexed, failed, ..
+            indexed,
+            failed,
+            latency_ms,
+            ..
         } = ev
         {
             failed_files += failed;
             if *indexed > 0 && !a.no_embed {
+                let started = std::time::Instant::now();
                 match embed_pending(s, &mut embedder) {
-                    Ok(Some(r)) if r.embedded > 0 && !a.json && !s.quiet => {
+                    Ok(Some(r)) if r.embedded > 0 && a.json => {
+                        let took = started.elapsed();
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "event": "embedded",
+                                "chunks": r.embedded,
+                                "model": r.model,
+                                "seconds": took.as_secs_f64(),
+                                "latency_ms": *latency_ms + took.as_millis() as u64,
+                            })
+                        );
+                    }
+                    Ok(Some(r)) if r.embedded > 0 && !s.quiet => {
                         println!("  {} chunks embedded ({})", r.embedded, r.model);
                     }
                     Ok(None) if !embed_note_said && !a.json && !s.quiet => {

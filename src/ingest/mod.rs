@@ -194,6 +194,12 @@ struct Candidate {
 
 enum Outcome {
     Unchanged,
+    /// Chunks of a big text file, sent as it is read (its `Indexed`
+    /// follows with the record).
+    Part {
+        title: Option<String>,
+        chunks: Vec<Chunk>,
+    },
     Indexed {
         record: FileRecord,
         title: Option<String>,
@@ -342,13 +348,14 @@ struct Work<'a> {
     engine: &'a ocr::Lazy,
 }
 
-fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outcome {
+fn process(
+    c: &Candidate,
+    w: &Work<'_>,
+    on_ocr_page: &(dyn Fn() + Sync),
+    on_part: &dyn Fn(Option<String>, Vec<Chunk>),
+) -> Outcome {
     let Work {
-        manifest,
-        force,
-        counter,
-        params,
-        ..
+        counter, params, ..
     } = *w;
     let mut record = FileRecord {
         path: c.given.clone(),
@@ -371,6 +378,14 @@ fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outc
     let Some(kind) = FileKind::of(&c.path) else {
         return fail(record, Error::Unsupported);
     };
+    if kind != FileKind::Pdf
+        && std::fs::metadata(&c.path).is_ok_and(|m| m.len() > text::STREAM_BYTES)
+    {
+        return match process_big_text(c, w, record.clone(), kind, on_part) {
+            Ok(o) => o,
+            Err(e) => fail(record, e),
+        };
+    }
     let bytes = match std::fs::read(&c.path) {
         Ok(b) => b,
         Err(e) => return fail(record, Error::io(&c.path, e)),
@@ -380,18 +395,8 @@ fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outc
         .map(|m| mtime_secs(&m))
         .unwrap_or(0);
     record.hash = blake3::hash(&bytes).to_hex().to_string();
-    if let Some(old) = manifest.get(&c.key) {
-        if !force
-            && old.hash == record.hash
-            && old.status != FileStatus::Failed
-            && old.path == c.given
-            // Pages left for OCR are read once an engine is there.
-            && !(old.ocr_pending > 0
-                && w.ocr.mode != ocr::OcrMode::Never
-                && w.engine.get().is_some())
-        {
-            return Outcome::Unchanged;
-        }
+    if unchanged(c, w, &record) {
+        return Outcome::Unchanged;
     }
     let mut doc = match load_bytes(&bytes, kind) {
         Ok(d) => d,
@@ -437,6 +442,79 @@ fn process(c: &Candidate, w: &Work<'_>, on_ocr_page: &(dyn Fn() + Sync)) -> Outc
         title,
         chunks,
     }
+}
+
+/// True when the file the manifest knows is the same and needs nothing.
+fn unchanged(c: &Candidate, w: &Work<'_>, record: &FileRecord) -> bool {
+    w.manifest.get(&c.key).is_some_and(|old| {
+        !w.force
+            && old.hash == record.hash
+            && old.status != FileStatus::Failed
+            && old.path == c.given
+            // Pages left for OCR are read once an engine is there.
+            && !(old.ocr_pending > 0
+                && w.ocr.mode != ocr::OcrMode::Never
+                && w.engine.get().is_some())
+    })
+}
+
+/// A text file over [`text::STREAM_BYTES`]: hashed as a stream, then read
+/// and chunked a section at a time, each section's chunks sent to the
+/// writer as they are made, so memory stays bounded whatever the size.
+fn process_big_text(
+    c: &Candidate,
+    w: &Work<'_>,
+    mut record: FileRecord,
+    kind: FileKind,
+    on_part: &dyn Fn(Option<String>, Vec<Chunk>),
+) -> Result<Outcome> {
+    let meta = std::fs::metadata(&c.path).map_err(|e| Error::io(&c.path, e))?;
+    record.size = meta.len();
+    record.mtime = mtime_secs(&meta);
+    let mut hasher = blake3::Hasher::new();
+    let mut f = std::fs::File::open(&c.path).map_err(|e| Error::io(&c.path, e))?;
+    std::io::copy(&mut f, &mut hasher).map_err(|e| Error::io(&c.path, e))?;
+    record.hash = hasher.finalize().to_hex().to_string();
+    if unchanged(c, w, &record) {
+        return Ok(Outcome::Unchanged);
+    }
+    let stem = c.path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let mut title = None;
+    let mut ordinal = 0u32;
+    let mut first = true;
+    text::for_each_section(&c.path, kind == FileKind::Markdown, &mut |doc, at| {
+        if first {
+            first = false;
+            title = doc.title.clone().or_else(|| stem.clone());
+        }
+        let mut chunks = catch_unwind(AssertUnwindSafe(|| chunk::chunk(&doc, w.counter, w.params)))
+            .unwrap_or_default();
+        for ch in &mut chunks {
+            ch.ordinal += ordinal;
+            for sp in &mut ch.spans {
+                sp.start += at;
+                sp.end += at;
+            }
+        }
+        ordinal += chunks.len() as u32;
+        if !chunks.is_empty() {
+            on_part(title.clone(), chunks);
+        }
+        Ok(())
+    })?;
+    record.title = title.or(stem);
+    record.pages = 1;
+    record.chunks = ordinal;
+    record.status = if ordinal == 0 {
+        FileStatus::Empty
+    } else {
+        FileStatus::Ok
+    };
+    Ok(Outcome::Indexed {
+        title: record.title.clone(),
+        record,
+        chunks: Vec::new(),
+    })
 }
 
 /// Runs an ingest; `progress` is called from the writer thread.
@@ -523,6 +601,8 @@ pub fn run_locked(
     let (tx, rx) = mpsc::sync_channel::<(usize, Option<Outcome>)>(2 * pool.current_num_threads());
     let snapshot = manifest.files.clone();
     let mut last_commit = Instant::now();
+    // Big text files whose chunks are coming in parts.
+    let mut streamed: HashSet<usize> = HashSet::new();
     let result: Result<()> = std::thread::scope(|s| {
         let cands = &candidates;
         let work = Work {
@@ -546,7 +626,11 @@ pub fn run_locked(
                                 let _ = t.send((i, None));
                             }
                         };
-                        let out = process(c, &work, &on_page);
+                        let part_tx = tx.clone();
+                        let on_part = move |title, chunks| {
+                            let _ = part_tx.send((i, Some(Outcome::Part { title, chunks })));
+                        };
+                        let out = process(c, &work, &on_page, &on_part);
                         let _ = tx.send((i, Some(out)));
                     })
             })
@@ -562,12 +646,25 @@ pub fn run_locked(
             let mut pages = 0;
             match outcome {
                 Outcome::Unchanged => report.unchanged += 1,
+                Outcome::Part { title, chunks } => {
+                    // A big file's first part replaces its old chunks (a
+                    // file the manifest does not know has none: leftovers
+                    // of a killed run were removed above).
+                    if streamed.insert(i) && manifest.files.contains_key(&c.key) {
+                        index.delete_doc(&writer, &c.key);
+                    }
+                    index.add_chunks(&writer, &c.key, &c.given, title.as_deref(), &chunks)?;
+                    report.chunks += chunks.len() as u64;
+                    continue;
+                }
                 Outcome::Indexed {
                     record,
                     title,
                     chunks,
                 } => {
-                    index.delete_doc(&writer, &c.key);
+                    if !streamed.remove(&i) {
+                        index.delete_doc(&writer, &c.key);
+                    }
                     index.add_chunks(&writer, &c.key, &c.given, title.as_deref(), &chunks)?;
                     pages = record.pages;
                     report.pages += u64::from(record.pages);
@@ -582,6 +679,7 @@ pub fn run_locked(
                     dirty = true;
                 }
                 Outcome::Failed(record) => {
+                    streamed.remove(&i);
                     index.delete_doc(&writer, &c.key);
                     failed.push(Failure {
                         path: c.given.clone(),

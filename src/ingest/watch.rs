@@ -391,8 +391,20 @@ pub fn watch(
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Ok(ev)) => {
                 let now = Instant::now();
-                for p in ev.paths {
-                    if relevant(&p, &index_dir) {
+                // Reads (ours included: a batch opens the files it hashes)
+                // change nothing, nor does a folder's own timestamp.
+                let kind = ev.kind;
+                let paths = if matches!(kind, notify::EventKind::Access(_)) {
+                    Vec::new()
+                } else {
+                    ev.paths
+                };
+                for p in paths {
+                    let folder_touched = matches!(
+                        kind,
+                        notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+                    ) && p.is_dir();
+                    if !folder_touched && relevant(&p, &index_dir) {
                         let s = pending.entry(p.clone()).or_insert(Seen {
                             first: now,
                             last: now,
@@ -598,11 +610,41 @@ fn run_batch(
             };
             (true, Some(ev))
         }
-        Err(e) => (
-            false,
-            Some(WatchEvent::Error {
-                message: format!("ingesting {} paths: {e}", batch.paths.len()),
-            }),
-        ),
+        Err(e) => {
+            // The index writer's own error hides the cause when the disk
+            // fills up: say it.
+            let full = match free_bytes(&opts.ingest.index_dir) {
+                Some(free) if free < 1 << 20 => format!(
+                    " (the disk holding {} has {} KB free)",
+                    opts.ingest.index_dir.display(),
+                    free >> 10
+                ),
+                _ => String::new(),
+            };
+            (
+                false,
+                Some(WatchEvent::Error {
+                    message: format!("ingesting {} paths: {e}{full}", batch.paths.len()),
+                }),
+            )
+        }
     }
+}
+
+/// Bytes free for an unprivileged writer on the file system of `path`.
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed struct it
+    // fills; the struct is read only when the call succeeded.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_path: &Path) -> Option<u64> {
+    None
 }

@@ -74,11 +74,7 @@ impl Live {
     /// Opens the index in `dir` with the retriever `cfg` asks for;
     /// `on_note` hears why it searches with less than it could, now and
     /// at every reload.
-    pub fn open(
-        dir: &Path,
-        cfg: RetrieverConfig,
-        mut on_note: NoteSink,
-    ) -> Result<Live> {
+    pub fn open(dir: &Path, cfg: RetrieverConfig, mut on_note: NoteSink) -> Result<Live> {
         let stamp = stamp_of(&dir.join("manifest.json"));
         let index = ShirabeIndex::open(dir)?;
         let retriever = Retriever::open(&index, &cfg, &mut *on_note)?;

@@ -55,8 +55,9 @@ pub fn extract_pages(
     want: impl Fn(u32) -> bool,
     boxes: bool,
 ) -> Result<ExtractedDoc> {
-    let doc = open(bytes)?;
+    let (doc, warning) = open_noting(bytes)?;
     let mut out = ExtractedDoc::default();
+    out.warnings.extend(warning);
     read_info(&doc, &mut out);
 
     let pages = page_ids(&doc);
@@ -125,7 +126,72 @@ pub fn extract_pages(
     Ok(out)
 }
 
+/// Runs of this many bytes or more that hold nothing but numbers and
+/// references are blanked before parsing ([`blank_giant_runs`]).
+const GIANT_RUN: usize = 1 << 20;
+
+/// Bytes of a run that may be blanked: digits, signs, points, the `R` of
+/// references, whitespace.
+fn numeric(b: u8) -> bool {
+    matches!(
+        b,
+        b'0'..=b'9' | b'.' | b'+' | b'-' | b'R' | b' ' | b'\n' | b'\r' | b'\t' | b'\x0c' | 0
+    )
+}
+
+/// The file with every run of at least `min` bytes of numbers and
+/// references replaced by spaces of the same length (so the
+/// cross-reference offsets still hold), and how many bytes that was; None
+/// when there is no such run. Such a run is a giant array — millions of
+/// numbers nothing on a page needs — and the parser would hold each of
+/// them as a 40-byte object: a 50 MB file would take 3 GB.
+fn blank_giant_runs(bytes: &[u8], min: usize) -> Option<(Vec<u8>, usize)> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match (numeric(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if i - s >= min {
+                    runs.push(s..i);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        if bytes.len() - s >= min {
+            runs.push(s..bytes.len());
+        }
+    }
+    // Padding is not numbers: a run must be mostly digits.
+    runs.retain(|r| {
+        bytes[r.clone()]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count()
+            * 4
+            >= r.len()
+    });
+    if runs.is_empty() {
+        return None;
+    }
+    let mut out = bytes.to_vec();
+    let mut blanked = 0;
+    for r in runs {
+        blanked += r.len();
+        out[r].fill(b' ');
+    }
+    Some((out, blanked))
+}
+
 fn open(bytes: &[u8]) -> Result<Document> {
+    open_noting(bytes).map(|(d, _)| d)
+}
+
+/// [`open`], and a warning when giant runs of numbers were skipped.
+fn open_noting(bytes: &[u8]) -> Result<(Document, Option<String>)> {
     if bytes.is_empty() {
         return Err(Error::Pdf("empty file (0 bytes)".into()));
     }
@@ -141,6 +207,14 @@ fn open(bytes: &[u8]) -> Result<Document> {
     // counted by our own walk: lopdf's `get_pages` reserves room for what
     // the tree's `/Count` claims, and a file that claims 10^14 pages
     // aborts the process on that allocation.
+    let blanked = blank_giant_runs(bytes, GIANT_RUN);
+    let warning = blanked.as_ref().map(|(_, n)| {
+        format!(
+            "{:.1} MB of bare numbers (a giant array no page shows) skipped",
+            *n as f64 / 1e6
+        )
+    });
+    let bytes = blanked.as_ref().map_or(bytes, |(b, _)| b.as_slice());
     let filtered =
         Document::load_mem_with_options(bytes, lopdf::LoadOptions::with_filter(for_text))
             .ok()
@@ -154,7 +228,7 @@ fn open(bytes: &[u8]) -> Result<Document> {
             "encrypted PDF: it needs a password to open (only PDFs with an empty user password can be read)".into(),
         ));
     }
-    Ok(doc)
+    Ok((doc, warning))
 }
 
 /// Keeps the objects text extraction may need (see [`open`]).
@@ -466,6 +540,35 @@ mod tests {
         assert_eq!(pdf_date("D:2024"), "2024-01-01T00:00:00");
         assert_eq!(pdf_date("D:20240102030405Z"), "2024-01-02T03:04:05Z");
         assert_eq!(pdf_date("garbage"), "garbage");
+    }
+
+    #[test]
+    fn a_giant_array_of_numbers_is_skipped_and_said() {
+        use lopdf::dictionary;
+        let font = dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+        };
+        // An object nothing on the page needs: 400,000 numbers (2.8 MB).
+        let numbers: Vec<Object> = (0..400_000).map(|i| Object::Real(i as f32 * 0.5)).collect();
+        let bytes = one_page(
+            font,
+            b"BT /F1 12 Tf 72 700 Td (Osaka warehouse) Tj ET",
+            dictionary! { "Junk" => numbers },
+        );
+        let doc = extract(&bytes).unwrap();
+        assert_eq!(doc.pages[0].text, "Osaka warehouse");
+        assert!(
+            doc.warnings.iter().any(|w| w.contains("bare numbers")),
+            "{:?}",
+            doc.warnings
+        );
+        // Small arrays (widths, boxes) are read as always.
+        assert!(blank_giant_runs(b"[0 0 595 842] /W [1 2 3]", 16).is_none());
+        let (out, n) = blank_giant_runs(b"<</A [1 2 3 4 5 6 7 8 9]>>", 8).unwrap();
+        assert_eq!(out, b"<</A [                 ]>>");
+        assert_eq!(n, 17);
+        // Padding is left alone.
+        assert!(blank_giant_runs(&[b' '; 64], 8).is_none());
     }
 
     /// A one-page PDF whose font F1 is `font`, with `content`.
