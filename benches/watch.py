@@ -4,7 +4,7 @@ embedded, and what a watcher costs while nothing happens.
 
 Usage:
   benches/watch.py [--shirabe PATH] [--embed-model DIR] [--corpus DIR]
-                   [--runs N] [--idle SECONDS]
+                   [--runs N] [--idle SECONDS] [--burst FILES]
 
 A copy of the corpus (default corpora/sample) is ingested with the
 embedding model (default multilingual-e5-small from
@@ -19,7 +19,10 @@ embedding model (default multilingual-e5-small from
    written; from its close, the time until `shirabe search --mode bm25`
    in another process finds it, and until the watcher reports its chunks
    embedded (the first file after a start also loads the model). N runs;
-3. anchor, after the watchers: a file saved with no watcher, then `shirabe ingest
+3. burst: --burst files (20,000) written at once into a watched folder
+   (BM25 only): the time until `status` counts them all, and how many
+   batches that took;
+4. anchor, after the watchers: a file saved with no watcher, then `shirabe ingest
    DIR` run by hand (what a user or cron does without `watch`): its wall
    time, the floor of that path without the human's delay.
 
@@ -122,6 +125,7 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(root, "corpora", "sample"))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--burst", type=int, default=20000)
     a = ap.parse_args()
     if not os.path.isdir(a.embed_model):
         sys.exit(
@@ -172,6 +176,36 @@ def main():
             w.stop()
             rows.append((label, backend, idle, bm25, embedded, reported))
 
+    # A burst: thousands of files at once (more events than inotify's
+    # default queue of 16,384 holds), BM25 only.
+    burst_dir = os.path.join(tmp, "burst")
+    os.makedirs(burst_dir)
+    # (An index of its own: the anchor must not embed these.)
+    benv = dict(env, SHIRABE_INDEX=os.path.join(tmp, "index-burst"))
+    w = Watcher(a.shirabe, benv, burst_dir, ["--no-embed"])
+    w.wait("watching", 0)
+    t = time.perf_counter()
+    for i in range(a.burst):
+        with open(os.path.join(burst_dir, f"b{i:05}.txt"), "w") as f:
+            f.write(f"Burst note {i}: crate {i * 7} of barley.\n")
+    wrote = time.perf_counter() - t
+    expected = a.burst
+    while True:
+        st = json.loads(
+            subprocess.run(
+                [a.shirabe, "status", "--json"], env=benv, capture_output=True, text=True
+            ).stdout
+        )
+        if st["files"] >= expected:
+            break
+        if time.perf_counter() - t > 600:
+            sys.exit(f"burst: {st['files']} of {expected} files after 600 s")
+        time.sleep(0.5)
+    done = time.perf_counter() - t
+    w.stop()
+    batches = sum(1 for ev in w.events if ev["event"] == "batch" and ev["_at"] >= t)
+    lost = sum(1 for ev in w.events if ev["event"] == "error" and ev["_at"] >= t)
+
     # The anchor: save, then ingest by hand.
     manual = []
     for _ in range(a.runs):
@@ -199,6 +233,11 @@ def main():
     print(
         f"\nanchor, `shirabe ingest DIR` by hand after the save (embeds too): "
         f"median {med(manual):.2f} s, max {max(manual):.2f} s"
+    )
+    print(
+        f"\nburst: {a.burst} files written in {wrote:.1f} s, all searchable "
+        f"{done:.1f} s after the first ({a.burst / done:.0f} files/s), "
+        f"{batches} batches, {lost} overflow reports"
     )
     quick = [r for r in rows if r[3] is not None]
     for label, _, _, bm25, emb, _ in quick:

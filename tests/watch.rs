@@ -171,7 +171,9 @@ fn a_file_still_being_written_waits_until_it_settles() {
         )
         .unwrap();
         f.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(150));
+        // Longer than the debounce (200 ms), shorter than the settle time
+        // (300 ms): only the settling holds the batch back.
+        std::thread::sleep(Duration::from_millis(250));
     }
     writeln!(f, "The final line names the dugong.").unwrap();
     drop(f);
@@ -455,5 +457,48 @@ fn a_full_disk_is_reported_retried_and_never_corrupts() {
     std::fs::remove_file(&filler).unwrap();
     w.wait_for("batch", Duration::from_secs(90));
     assert!(search("sorghum5").contains("big.txt"));
+    assert!(w.stop().success());
+}
+
+#[test]
+fn a_burst_that_overflows_the_event_queue_misses_nothing() {
+    // The watcher is stopped while 20,000 files are written: more events
+    // than the kernel queues (16,384 by default), so some are lost and the
+    // watcher is told to look again.
+    let sb = Sandbox::new();
+    let dir = sb.path().join("burst");
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = Watcher::start(&sb, &dir);
+    let pid = w.child.id() as i32;
+    // SAFETY: kill(2) with a valid pid of our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    for i in 0..20_000 {
+        std::fs::write(
+            dir.join(format!("b{i:05}.txt")),
+            format!("Burst note {i}: crate {} of barley.", i * 7),
+        )
+        .unwrap();
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+        if v["files"] == 20_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} of 20000 files indexed",
+            v["files"]
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(found(&sb, "139993"), ["b19999.txt"]);
     assert!(w.stop().success());
 }

@@ -533,7 +533,7 @@ pub struct SummarizeArgs {
 /// `watch`
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Folders to watch; default: `[watch] folders` in the config, else
+    /// Folders to watch; default: `[watch] folders` in the config and
     /// the folders already ingested into this index.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -541,8 +541,8 @@ pub struct WatchArgs {
     /// for cron or systemd timers.
     #[arg(long)]
     pub once: bool,
-    /// One JSON object per event on stdout: watching, batch, handed_over,
-    /// root_gone, root_back, pending, error.
+    /// One JSON object per event on stdout: watching, batch, embedded,
+    /// handed_over, added, root_gone, root_back, pending, error.
     #[arg(long)]
     pub json: bool,
     /// Milliseconds of quiet after the last change before a batch runs.

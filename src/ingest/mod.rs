@@ -566,7 +566,14 @@ pub fn run_locked(
     for p in &opts.paths {
         if p.is_dir() {
             let root = key_of(p);
-            if !manifest.roots.contains(&root) {
+            // A folder inside one already recorded is not another root.
+            let inside = manifest.roots.iter().any(|r| {
+                root == *r
+                    || root
+                        .strip_prefix(r.as_str())
+                        .is_some_and(|rest| rest.starts_with(std::path::MAIN_SEPARATOR))
+            });
+            if !inside {
                 manifest.roots.push(root);
                 new_root = true;
             }
@@ -693,7 +700,8 @@ pub fn run_locked(
                 path: c.given.clone(),
                 pages,
             });
-            if dirty && last_commit.elapsed() >= opts.commit_interval {
+            // Never while a big file is half sent: a commit holds whole files.
+            if dirty && streamed.is_empty() && last_commit.elapsed() >= opts.commit_interval {
                 writer.commit()?;
                 manifest.save(&index.manifest_path())?;
                 last_commit = Instant::now();

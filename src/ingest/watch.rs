@@ -32,6 +32,9 @@ use super::{FileKind, IngestOptions, IngestReport};
 use crate::index::WriteLock;
 use crate::{Error, Result};
 
+/// How long changes may be held back by others still changing.
+const STARVED: Duration = Duration::from_secs(10);
+
 /// Where `ingest` leaves paths for the watcher that owns the index.
 pub const INBOX: &str = "watch-inbox";
 
@@ -63,7 +66,7 @@ pub enum WatchEvent {
         roots: Vec<String>,
         /// Roots that do not exist now (caught up when they appear).
         missing: Vec<String>,
-        /// "inotify" or "poll".
+        /// "events" (inotify, FSEvents...) or "poll".
         backend: String,
     },
     /// A batch of changes was ingested.
@@ -152,6 +155,11 @@ fn unix_now() -> u64 {
 /// The state of the watcher that owns the index at `index_dir`, if one
 /// runs (a state file left by a killed watcher is not believed).
 pub fn state(index_dir: &Path) -> Option<WatchState> {
+    // The announcement first: the lock is probed (briefly taken when free,
+    // which a writer starting at that instant would see) only when it
+    // names a watcher.
+    let said = std::fs::read_to_string(index_dir.join("lock")).ok()?;
+    said.trim().strip_prefix("watch ")?;
     let owner = crate::index::lock_owner(index_dir)?;
     let pid: u32 = owner.strip_prefix("watch ")?.trim().parse().ok()?;
     let body = std::fs::read(index_dir.join(STATE_FILE)).ok()?;
@@ -164,6 +172,8 @@ struct Publisher {
     path: PathBuf,
     state: WatchState,
     written: Option<Instant>,
+    /// A change not written yet.
+    dirty: bool,
 }
 
 impl Publisher {
@@ -177,6 +187,7 @@ impl Publisher {
                 ..WatchState::default()
             },
             written: None,
+            dirty: false,
         }
     }
 
@@ -198,7 +209,9 @@ impl Publisher {
                 failed,
                 ..
             } => {
-                self.state.last_change = Some(unix_now());
+                if indexed + removed + failed > 0 {
+                    self.state.last_change = Some(unix_now());
+                }
                 self.state.last_batch = Some((*indexed, *removed, *failed));
                 self.state.error = None;
             }
@@ -212,21 +225,25 @@ impl Publisher {
         on_event(ev);
     }
 
-    /// The number of pending paths, published at most twice a second.
+    /// The number of pending paths, published at most twice a second
+    /// (a count held back is written at a later call).
     fn pending(&mut self, n: usize) {
         if n != self.state.pending {
             self.state.pending = n;
-            if self
+            self.dirty = true;
+        }
+        if self.dirty
+            && self
                 .written
                 .is_none_or(|w| w.elapsed() >= Duration::from_millis(500))
-            {
-                self.write();
-            }
+        {
+            self.write();
         }
     }
 
     fn write(&mut self) {
         self.written = Some(Instant::now());
+        self.dirty = false;
         let tmp = self.path.with_extension("json.tmp");
         if let Ok(body) = serde_json::to_vec_pretty(&self.state) {
             if std::fs::write(&tmp, body).is_ok() {
@@ -267,27 +284,45 @@ pub fn hand_over(index_dir: &Path, paths: &[PathBuf]) -> Result<PathBuf> {
     Ok(done)
 }
 
-/// Takes the requests in the inbox.
-fn take_inbox(index_dir: &Path) -> Vec<PathBuf> {
-    let inbox = index_dir.join(INBOX);
-    let Ok(entries) = std::fs::read_dir(&inbox) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    for f in files {
-        if let Ok(body) = std::fs::read(&f) {
-            if let Ok(paths) = serde_json::from_slice::<Vec<String>>(&body) {
-                out.extend(paths.into_iter().map(PathBuf::from));
+/// The requests left by `ingest` in the inbox: read once, removed only
+/// when the batches that took them have committed (a watcher killed
+/// before then reads them again at its next start).
+#[derive(Default)]
+struct Inbox {
+    /// Request files read and not yet removed.
+    taken: BTreeSet<PathBuf>,
+}
+
+impl Inbox {
+    /// The paths of the requests not read before.
+    fn take(&mut self, index_dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(index_dir.join(INBOX)) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter(|p| !self.taken.contains(p))
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            if let Ok(body) = std::fs::read(&f) {
+                if let Ok(paths) = serde_json::from_slice::<Vec<String>>(&body) {
+                    out.extend(paths.into_iter().map(PathBuf::from));
+                }
             }
+            self.taken.insert(f);
         }
-        let _ = std::fs::remove_file(&f);
+        out
     }
-    out
+
+    /// Everything taken is committed: the requests go.
+    fn done(&mut self) {
+        for f in std::mem::take(&mut self.taken) {
+            let _ = std::fs::remove_file(&f);
+        }
+    }
 }
 
 /// A path seen changing: when, and its size and mtime then.
@@ -329,23 +364,38 @@ pub fn watch(
     let _ = lock.announce(&format!("watch {}", std::process::id()));
     let mut publisher = Publisher::new(&index_dir);
     let mut emit = |ev: WatchEvent, p: &mut Publisher| p.emit(&ev, on_event);
-    let mut roots: Vec<PathBuf> = opts
+    let roots: Vec<PathBuf> = opts
         .roots
         .iter()
         .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone()))
         .collect();
 
-    // Catch-up: every root that exists, and what was handed over.
-    let present: Vec<PathBuf> = roots.iter().filter(|r| r.exists()).cloned().collect();
-    let mut catch_up = present.clone();
-    catch_up.extend(take_inbox(&index_dir));
     publisher.state.roots = roots.iter().map(|r| r.display().to_string()).collect();
     publisher.write();
-    if let Some(ev) = run_batch(opts, lock, catch_up, present.clone(), Instant::now()).1 {
-        emit(ev, &mut publisher);
-    }
+    let mut inbox = Inbox::default();
+    // Catch-up: every root that exists, and what was handed over.
+    let mut catch_up = |publisher: &mut Publisher,
+                        emit: &mut dyn FnMut(WatchEvent, &mut Publisher)| {
+        let present: Vec<PathBuf> = roots.iter().filter(|r| r.exists()).cloned().collect();
+        let mut paths = present.clone();
+        paths.extend(inbox.take(&index_dir));
+        let (ok, ev) = run_batch(opts, lock, paths, present, Instant::now());
+        if let Some(ev) = ev {
+            emit(ev, publisher);
+        }
+        if ok {
+            inbox.done();
+        }
+        ok
+    };
     if opts.once {
-        return Ok(());
+        return if catch_up(&mut publisher, &mut emit) {
+            Ok(())
+        } else {
+            Err(Error::Index(
+                "the catch-up pass failed (see the error above)".into(),
+            ))
+        };
     }
 
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
@@ -370,6 +420,9 @@ pub fn watch(
         let ok = watcher.watch(r, notify::RecursiveMode::Recursive).is_ok();
         watched.insert(r.clone(), ok);
     }
+    // Watching first, then catching up: nothing saved meanwhile is missed.
+    catch_up(&mut publisher, &mut emit);
+    let mut roots = roots;
     emit(
         WatchEvent::Watching {
             roots: roots.iter().map(|r| r.display().to_string()).collect(),
@@ -394,11 +447,22 @@ pub fn watch(
                 // Reads (ours included: a batch opens the files it hashes)
                 // change nothing, nor does a folder's own timestamp.
                 let kind = ev.kind;
-                let paths = if matches!(kind, notify::EventKind::Access(_)) {
+                let rescan = ev.need_rescan();
+                let mut paths = if matches!(kind, notify::EventKind::Access(_)) {
                     Vec::new()
                 } else {
                     ev.paths
                 };
+                // Events were lost (the kernel's queue overflowed in a
+                // burst): every folder is looked at again.
+                if rescan {
+                    paths.extend(
+                        watched
+                            .iter()
+                            .filter(|(_, ok)| **ok)
+                            .map(|(r, _)| r.clone()),
+                    );
+                }
                 for p in paths {
                     let folder_touched = matches!(
                         kind,
@@ -425,7 +489,7 @@ pub fn watch(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         // Handed-over paths join the batch at once.
-        let handed = take_inbox(&index_dir);
+        let handed = inbox.take(&index_dir);
         if !handed.is_empty() {
             emit(
                 WatchEvent::HandedOver {
@@ -433,7 +497,9 @@ pub fn watch(
                 },
                 &mut publisher,
             );
-            let now = Instant::now() - opts.debounce - opts.settle;
+            let now = Instant::now()
+                .checked_sub(opts.debounce + opts.settle)
+                .unwrap_or_else(Instant::now);
             for p in handed {
                 // A folder outside the watched ones is watched from now on.
                 let p = std::path::absolute(&p).unwrap_or(p);
@@ -499,10 +565,15 @@ pub fn watch(
         publisher.pending(pending.len());
         // A batch: after the quiet time, of the paths that have settled.
         let now = Instant::now();
+        // Bursts are gathered until all is quiet; but a file written
+        // without end (a log) must not hold the others back for ever.
         let quiet = pending
             .values()
             .all(|s| now.duration_since(s.last) >= opts.debounce);
-        if pending.is_empty() || !quiet || now < retry_at {
+        let waited_long = pending
+            .values()
+            .any(|s| now.duration_since(s.first) >= (opts.debounce * 5).max(STARVED));
+        if pending.is_empty() || !(quiet || waited_long) || now < retry_at {
             continue;
         }
         let mut ready = Vec::new();
@@ -511,14 +582,18 @@ pub fn watch(
         let keys: Vec<PathBuf> = pending.keys().cloned().collect();
         for p in keys {
             let s = pending[&p].clone();
+            if now.duration_since(s.last) < opts.debounce {
+                continue;
+            }
             let current = stamp(&p);
             let settled = match (current, s.stamp) {
                 (None, _) => true,
                 (Some(c), Some(was)) => {
+                    // (A modification time in the future counts as old.)
                     c == was
                         && SystemTime::now()
                             .duration_since(c.1)
-                            .is_ok_and(|age| age >= opts.settle)
+                            .map_or(true, |age| age >= opts.settle)
                 }
                 (Some(_), None) => false,
             };
@@ -531,7 +606,12 @@ pub fn watch(
             }
             pending.remove(&p);
             first = first.min(s.first);
-            if p.exists() {
+            if p.is_dir() {
+                // A folder (moved in, or looked at again): what is under
+                // it is ingested, and what is gone from it forgotten.
+                forget.push(p.clone());
+                ready.push(p);
+            } else if p.exists() {
                 ready.push(p);
             } else {
                 forget.push(p);
@@ -548,6 +628,9 @@ pub fn watch(
         }
         let failed_paths: Vec<PathBuf> = ready.iter().chain(&forget).cloned().collect();
         let (ok, ev) = run_batch(opts, lock, ready, forget, first);
+        if ok && pending.is_empty() {
+            inbox.done();
+        }
         publisher.state.pending = pending.len();
         if let Some(ev) = ev {
             emit(ev, &mut publisher);

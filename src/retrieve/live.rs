@@ -8,7 +8,9 @@
 //! when its generation moved on, opens the index again and reopens the
 //! retriever, keeping the embedding model it already has. The writer
 //! saves the manifest only after the commit and the vector rows it names
-//! are on disk, so a snapshot never sees a half-written state; a reload
+//! are on disk, so a snapshot's manifest and vectors always belong
+//! together (BM25 reads tantivy's latest commit, which holds whole files:
+//! between a commit and its manifest it may run ahead); a reload
 //! that fails (the writer mid-rename, a damaged file) keeps the last good
 //! snapshot and says why in a note.
 //!
@@ -53,6 +55,8 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
 struct Check {
     at: Instant,
     stamp: Option<Stamp>,
+    /// The last failure noted.
+    said: Option<String>,
 }
 
 /// Where a [`Live`] says why it searches with less than it could.
@@ -88,8 +92,9 @@ impl Live {
         cfg: RetrieverConfig,
         on_note: NoteSink,
     ) -> Live {
-        let stamp = stamp_of(&index.manifest_path());
-        Live::with(index, retriever, cfg, stamp, on_note)
+        // The manifest may have changed while the models loaded: the
+        // first look reopens the index (cheaply, if it did not).
+        Live::with(index, retriever, cfg, None, on_note)
     }
 
     fn with(
@@ -111,6 +116,7 @@ impl Live {
             check: Mutex::new(Check {
                 at: Instant::now(),
                 stamp,
+                said: None,
             }),
             notes: Mutex::new(on_note),
         }
@@ -156,14 +162,20 @@ impl Live {
         match self.reload() {
             Ok(changed) => {
                 check.stamp = stamp;
+                check.said = None;
                 changed
             }
             Err(e) => {
-                // Keep the last good snapshot; try again at the next look.
-                self.note(&format!(
+                // Keep the last good snapshot; try again at the next look
+                // (saying so once per distinct failure).
+                let text = format!(
                     "reloading {}: {e}; still searching the index as it was",
                     self.dir.display()
-                ));
+                );
+                if check.said.as_deref() != Some(text.as_str()) {
+                    self.note(&text);
+                    check.said = Some(text);
+                }
                 false
             }
         }

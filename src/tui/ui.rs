@@ -857,7 +857,7 @@ const KEYS: &[(&str, &str)] = &[
     ),
     (
         "i",
-        "ingest a file or folder in the background (and watch it)",
+        "ingest a file or folder in the background (or hand it to a watcher)",
     ),
     ("? F1", "this help (any key closes it)"),
     ("q  Ctrl-Q", "quit (Ctrl-C stops an answer, else quits)"),

@@ -126,21 +126,21 @@ pub fn extract_pages(
     Ok(out)
 }
 
-/// Runs of this many bytes or more that hold nothing but numbers and
-/// references are blanked before parsing ([`blank_giant_runs`]).
+/// Runs of this many bytes or more that hold nothing but numbers are
+/// blanked before parsing ([`blank_giant_runs`]).
 const GIANT_RUN: usize = 1 << 20;
 
-/// Bytes of a run that may be blanked: digits, signs, points, the `R` of
-/// references, whitespace.
+/// Bytes of a run that may be blanked: digits, signs, points, whitespace
+/// (not the `R` of references: a long `/Kids` array is pages).
 fn numeric(b: u8) -> bool {
     matches!(
         b,
-        b'0'..=b'9' | b'.' | b'+' | b'-' | b'R' | b' ' | b'\n' | b'\r' | b'\t' | b'\x0c' | 0
+        b'0'..=b'9' | b'.' | b'+' | b'-' | b' ' | b'\n' | b'\r' | b'\t' | b'\x0c' | 0
     )
 }
 
-/// The file with every run of at least `min` bytes of numbers and
-/// references replaced by spaces of the same length (so the
+/// The file with every run of at least `min` bytes of numbers replaced
+/// by spaces of the same length (so the
 /// cross-reference offsets still hold), and how many bytes that was; None
 /// when there is no such run. Such a run is a giant array — millions of
 /// numbers nothing on a page needs — and the parser would hold each of
