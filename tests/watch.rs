@@ -99,9 +99,8 @@ fn eventually(sb: &Sandbox, query: &str, ok: impl Fn(&[String]) -> bool) -> Vec<
     }
 }
 
-#[test]
-fn files_created_changed_moved_and_deleted_are_seen_by_search() {
-    let sb = Sandbox::new();
+/// A folder `notes` holding `old.txt` (about kumquats).
+fn notes(sb: &Sandbox) -> std::path::PathBuf {
     let dir = sb.path().join("notes");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -109,6 +108,13 @@ fn files_created_changed_moved_and_deleted_are_seen_by_search() {
         "The kumquat harvest was recorded in March.",
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn files_created_changed_moved_and_deleted_are_seen_by_search() {
+    let sb = Sandbox::new();
+    let dir = notes(&sb);
     sb.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
     let w = Watcher::start(&sb, &dir);
 
@@ -266,13 +272,7 @@ fn both(hits: &[Served], file: &str) -> bool {
 #[test]
 fn a_server_left_running_sees_every_change_and_its_vectors() {
     let sb = Sandbox::new();
-    let dir = sb.path().join("notes");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("old.txt"),
-        "The kumquat harvest was recorded in March.",
-    )
-    .unwrap();
+    let dir = notes(&sb);
     let model = crate::tiny_bert(&sb);
     sb.expect(
         &["ingest", dir.to_str().unwrap(), "--embed-model", &model],

@@ -22,16 +22,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
     // Each question sees the index as last committed (a watcher may be
     // adding to it).
-    let quiet = s.quiet;
-    let live = super::search::live(
-        s,
-        index,
-        Box::new(move |note| {
-            if !quiet {
-                eprintln!("note: {note}");
-            }
-        }),
-    )?;
+    let live = super::search::live(s, index)?;
     super::ask::fit_window(&mut writer, !s.quiet)?;
     let cancel = super::generate::interrupt_flag();
     let phases = super::phases::PhaseLine::new(s.quiet);

@@ -47,14 +47,16 @@ fn retriever_config(s: &Settings, index: &ShirabeIndex, asked: Option<Mode>) -> 
 
 /// [`retriever`] over `index`, kept current as writers commit: for the
 /// readers that stay open (`serve`, the TUI, `chat`). Notes of later
-/// reloads go to `on_note`.
-pub(super) fn live(
-    s: &Settings,
-    index: ShirabeIndex,
-    on_note: Box<dyn FnMut(&str) + Send>,
-) -> Result<Live> {
+/// reloads go to stderr too (the TUI's log, once its screen is up).
+pub(super) fn live(s: &Settings, index: ShirabeIndex) -> Result<Live> {
     let retriever = retriever(s, &index, None)?;
     let cfg = retriever_config(s, &index, None);
+    let quiet = s.quiet;
+    let on_note = Box::new(move |note: &str| {
+        if !quiet {
+            eprintln!("note: {note}");
+        }
+    });
     Ok(Live::from_parts(index, retriever, cfg, on_note))
 }
 

@@ -91,16 +91,7 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     super::ask::fit_window(&mut writer, !s.quiet)?;
     // The query embedder is loaded once; a commit (a watcher's, an
     // ingest's) brings new chunks and vectors without a restart.
-    let quiet = s.quiet;
-    let live = super::search::live(
-        s,
-        index,
-        Box::new(move |note| {
-            if !quiet {
-                eprintln!("note: {note}");
-            }
-        }),
-    )?;
+    let live = super::search::live(s, index)?;
     // A local model has the CPU to itself; extractive answers (sentence
     // scoring, embeddings) are CPU-bound too, one per core; an endpoint's
     // answers wait on the network.
@@ -143,7 +134,7 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         Duration::from_secs(a.grace),
         shared.read_timeout,
     );
-    rt.block_on(serve(listener, shared, limits, quiet))?;
+    rt.block_on(serve(listener, shared, limits, s.quiet))?;
     Ok(Status::Success)
 }
 

@@ -75,9 +75,7 @@ fn open_search(s: &Settings) -> Result<Option<Arc<Live>>> {
         Err(shirabe::Error::NoIndex(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    // Notes (of later reloads too) go to stderr: the TUI log, once the
-    // screen is taken over.
-    let live = super::search::live(s, index, Box::new(|note| eprintln!("note: {note}")))?;
+    let live = super::search::live(s, index)?;
     Ok(Some(Arc::new(live)))
 }
 

@@ -17,7 +17,7 @@ const SECTION_BYTES: usize = 4 << 20;
 /// Loads a text file's bytes (UTF-8, invalid bytes replaced).
 pub fn load(bytes: &[u8], markdown: bool) -> ExtractedDoc {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    from_text(normalize(bytes), markdown)
+    from_text(normalize(bytes), markdown, &mut false)
 }
 
 /// The text as indexed: UTF-8 (invalid bytes replaced), `\n` line ends,
@@ -55,6 +55,7 @@ pub fn for_each_section(
     let mut first = true;
     let mut at = 0usize;
     let mut heading: Option<String> = None;
+    let mut in_code = false;
     loop {
         let want = SECTION_BYTES.saturating_sub(buf.len());
         let read = (&mut f)
@@ -93,7 +94,7 @@ pub fn for_each_section(
         }
         let text = normalize(body);
         let chars = text.chars().count();
-        let mut doc = from_text(text, markdown);
+        let mut doc = from_text(text, markdown, &mut in_code);
         let page = &mut doc.pages[0];
         if let Some(h) = &heading {
             if page.headings.first().is_none_or(|(o, _)| *o > 0) {
@@ -116,17 +117,18 @@ pub fn for_each_section(
     }
 }
 
-/// A one-page document of normalized text.
-fn from_text(text: String, markdown: bool) -> ExtractedDoc {
+/// A one-page document of normalized text; `in_code` says whether it
+/// starts inside a fenced code block, and is left saying whether it ends
+/// in one.
+fn from_text(text: String, markdown: bool, in_code: &mut bool) -> ExtractedDoc {
     let mut headings = Vec::new();
     if markdown {
         let mut offset = 0;
-        let mut in_code = false;
         for line in text.split_inclusive('\n') {
             let t = line.trim_end();
             if t.starts_with("```") || t.starts_with("~~~") {
-                in_code = !in_code;
-            } else if !in_code && t.starts_with('#') {
+                *in_code = !*in_code;
+            } else if !*in_code && t.starts_with('#') {
                 let title = t.trim_start_matches('#');
                 if title.starts_with(' ') && t.len() - title.len() <= 6 {
                     headings.push((
@@ -214,6 +216,22 @@ mod tests {
             let last = &w[0].0.pages[0].headings.last().unwrap().1;
             assert_eq!(&w[1].0.pages[0].headings[0].1, last);
         }
+        // A fenced block cut in two: its `#` lines stay code.
+        let fenced = dir.path().join("fenced.md");
+        let mut text = String::from("# Script\n\n```\n");
+        while text.len() < SECTION_BYTES + 1000 {
+            text.push_str("# a shell comment, not a heading\necho ok\n");
+        }
+        text.push_str("```\n\n## After\n");
+        std::fs::write(&fenced, text).unwrap();
+        let mut headings = Vec::new();
+        for_each_section(&fenced, true, &mut |doc, _| {
+            headings.extend(doc.pages[0].headings.iter().map(|(_, h)| h.clone()));
+            Ok(())
+        })
+        .unwrap();
+        headings.dedup();
+        assert_eq!(headings, ["Script", "After"]);
     }
 
     #[test]
