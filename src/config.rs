@@ -101,8 +101,8 @@ pub struct QdrantSection {
 pub struct SearchSection {
     /// Hits to show.
     pub limit: Option<usize>,
-    /// Ranking mode.
-    pub mode: Option<String>,
+    /// Ranking mode: bm25, dense or hybrid.
+    pub mode: Option<crate::retrieve::Mode>,
 }
 
 /// The whole file.

@@ -235,8 +235,8 @@ pub struct EvalArgs {
     #[arg(value_name = "QUERIES.jsonl")]
     pub queries: PathBuf,
     /// Modes to compare, comma-separated [default: every mode the index supports].
-    #[arg(long, value_name = "MODES")]
-    pub modes: Option<String>,
+    #[arg(long, value_enum, value_name = "MODES", value_delimiter = ',')]
+    pub modes: Vec<shirabe::retrieve::Mode>,
     /// Print per-query results too.
     #[arg(long, short)]
     pub verbose: bool,
@@ -291,9 +291,9 @@ pub struct SearchArgs {
     /// Only documents whose path or file name matches this glob.
     #[arg(long = "doc", value_name = "GLOB")]
     pub doc: Option<String>,
-    /// bm25, dense or hybrid [default: hybrid when the index has vectors].
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
+    /// How to rank [default: hybrid when the index has vectors].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<shirabe::retrieve::Mode>,
     /// Show each hit's BM25 rank and score, dense rank and similarity, and
     /// fused score.
     #[arg(long)]
@@ -345,9 +345,9 @@ pub struct AskArgs {
     /// Only documents whose path or file name matches this glob.
     #[arg(long = "doc", value_name = "GLOB")]
     pub doc: Option<String>,
-    /// bm25, dense or hybrid [default: hybrid when the index has vectors].
-    #[arg(long, value_name = "MODE")]
-    pub mode: Option<String>,
+    /// How to rank [default: hybrid when the index has vectors].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<shirabe::retrieve::Mode>,
     /// Print the packed prompt (to stderr) before answering.
     #[arg(long)]
     pub show_context: bool,

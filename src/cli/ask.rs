@@ -14,7 +14,7 @@ use shirabe::answer::{
 use shirabe::index::manifest::Manifest;
 use shirabe::index::ShirabeIndex;
 use shirabe::prompt::Packed;
-use shirabe::retrieve::{self, Mode};
+use shirabe::retrieve;
 
 use super::args::{AskArgs, BackendArgs};
 use super::style::Style;
@@ -25,7 +25,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     anyhow::ensure!(!question.trim().is_empty(), "the question is empty");
     let t0 = Instant::now();
     let index = ShirabeIndex::open(&s.index)?;
-    let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
+    let asked = a.mode;
     let retriever = super::search::retriever(s, &index, asked)?;
     let mode = retriever.mode;
     let phases = super::phases::PhaseLine::new(s.quiet);

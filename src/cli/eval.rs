@@ -141,13 +141,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     }
     let index = ShirabeIndex::open(&s.index)?;
     let queries = read_queries(&a.queries)?;
-    let modes: Vec<Mode> = match &a.modes {
-        Some(list) => list
-            .split(',')
-            .map(|m| Mode::parse(m.trim()))
-            .collect::<shirabe::Result<_>>()?,
-        None => Vec::new(),
-    };
+    let modes: Vec<Mode> = a.modes.clone();
     let needs_dense = modes.is_empty() || modes.iter().any(|m| *m != Mode::Bm25);
     let retriever = if needs_dense {
         super::search::retriever(

@@ -199,12 +199,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
     qdrant.qdrant = qdrant.qdrant.or(file.qdrant.url.clone());
     qdrant.qdrant_api_key = qdrant.qdrant_api_key.or(file.qdrant.api_key.clone());
     qdrant.qdrant_collection = qdrant.qdrant_collection.or(file.qdrant.collection.clone());
-    let mode = file
-        .search
-        .mode
-        .as_deref()
-        .map(shirabe::retrieve::Mode::parse)
-        .transpose()?;
+    let mode = file.search.mode;
     let (ocr_flag, lang_flag) = match &cli.command {
         Some(Command::Ingest(a)) => (a.ocr, a.ocr_lang.clone()),
         Some(Command::Watch(a)) => (a.ocr, None),

@@ -62,7 +62,7 @@ pub(super) fn live(s: &Settings, index: ShirabeIndex) -> Result<Live> {
 
 pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
-    let asked = a.mode.as_deref().map(Mode::parse).transpose()?;
+    let asked = a.mode;
     let retriever = retriever(s, &index, asked)?;
     let mode = retriever.mode;
     let query = a.query.join(" ");

@@ -46,8 +46,9 @@ use crate::{Error, Result};
 /// Characters of chunk text shown around the best match.
 const SNIPPET_CHARS: usize = 220;
 
-/// How to rank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How to rank. The same type reads the `--mode` flags and the config's
+/// `[search] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Words only.
