@@ -31,8 +31,12 @@ impl Watcher {
             "300",
         ];
         args.extend_from_slice(extra);
-        let mut child = sb
-            .cmd(&args)
+        Watcher::spawn(sb.cmd(&args))
+    }
+
+    /// Runs `cmd` (a `watch --json`) and waits for it to be watching.
+    fn spawn(mut cmd: std::process::Command) -> Watcher {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -404,7 +408,7 @@ fn a_full_disk_is_reported_retried_and_never_corrupts() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let mut child = with_index(&[
+    let w = Watcher::spawn(with_index(&[
         "watch",
         dir.to_str().unwrap(),
         "--json",
@@ -413,22 +417,7 @@ fn a_full_disk_is_reported_retried_and_never_corrupts() {
         "--settle",
         "300",
         "--no-embed",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, events) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    let w = Watcher { child, events };
-    w.wait_for("watching", Duration::from_secs(30));
+    ]));
     // Fill the disk, then save a file big enough to need room.
     let filler = mnt.join("filler");
     let _ = std::process::Command::new("dd")

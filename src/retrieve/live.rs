@@ -220,13 +220,15 @@ mod tests {
         .unwrap();
     }
 
-    #[test]
-    fn a_new_commit_is_seen_and_an_unchanged_manifest_is_not_reread() {
+    type Notes = Arc<Mutex<Vec<String>>>;
+
+    /// An index of one file, its folder, a `Live` over it and its notes.
+    fn one_file_index() -> (tempfile::TempDir, tempfile::TempDir, Live, Notes) {
         let docs = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(docs.path().join("a.txt"), "The granary holds barley.\n").unwrap();
         ingest(docs.path(), dir.path());
-        let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+        let notes: Notes = Arc::default();
         let heard = notes.clone();
         let live = Live::open(
             dir.path(),
@@ -234,6 +236,12 @@ mod tests {
             Box::new(move |n| heard.lock().unwrap().push(n.to_string())),
         )
         .unwrap();
+        (docs, dir, live, notes)
+    }
+
+    #[test]
+    fn a_new_commit_is_seen_and_an_unchanged_manifest_is_not_reread() {
+        let (docs, dir, live, notes) = one_file_index();
         let first = live.snapshot();
         let hits = |s: &Snapshot, q: &str| s.retriever.retrieve(&s.index, q, 5, None).unwrap();
         assert!(hits(&first, "sorghum").is_empty());
@@ -253,18 +261,7 @@ mod tests {
 
     #[test]
     fn a_damaged_manifest_keeps_the_last_good_snapshot() {
-        let docs = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(docs.path().join("a.txt"), "The granary holds barley.\n").unwrap();
-        ingest(docs.path(), dir.path());
-        let notes = Arc::new(Mutex::new(Vec::<String>::new()));
-        let heard = notes.clone();
-        let live = Live::open(
-            dir.path(),
-            RetrieverConfig::default(),
-            Box::new(move |n| heard.lock().unwrap().push(n.to_string())),
-        )
-        .unwrap();
+        let (_docs, dir, live, notes) = one_file_index();
         let manifest = dir.path().join("manifest.json");
         let good = std::fs::read(&manifest).unwrap();
         std::fs::write(&manifest, b"{ not json").unwrap();
