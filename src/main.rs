@@ -42,6 +42,13 @@ fn keep_large_allocations() {
 }
 
 fn main() -> ExitCode {
+    // A PDF worker of an ingest (see `shirabe::ingest::isolate`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == shirabe::ingest::isolate::WORKER_ARG)
+    {
+        return ExitCode::from(shirabe::ingest::isolate::serve_worker() as u8);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_large_allocations();
     let mut args = cli::Cli::parse();

@@ -371,6 +371,47 @@ fn bad_inputs_are_reported_and_skipped() {
     assert!(files.len() >= 10);
 }
 
+/// A file whose parse would take gigabytes (an object stream holding 40
+/// million numbers, 80 KB on disk) is read in a worker held to its
+/// allowance: the worker dies, the file is reported, the run goes on.
+/// Read in-process, the same file took the whole run down with it.
+#[test]
+fn a_pdf_that_exhausts_its_allowance_costs_only_itself() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bomb = shirabe::samples::objstm_array_bomb(40_000_000).unwrap();
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    std::fs::write(dir.join("objstm-bomb.pdf"), bomb).unwrap();
+    std::fs::write(
+        dir.join("count-bomb.pdf"),
+        shirabe::samples::page_count_bomb().unwrap(),
+    )
+    .unwrap();
+    let out = sb.run(&["ingest", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("objstm-bomb.pdf"));
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("needed more than the 53"), "{error}");
+    // The other file went in, and the failure is on record.
+    let hits = sb.search_json("\"survives the lying count\"", &[]);
+    assert_eq!(file_name(&hits[0]), "count-bomb.pdf");
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["failed"], 1, "{status}");
+}
+
 #[test]
 fn huge_pdf_is_fine() {
     let sb = Sandbox::new();

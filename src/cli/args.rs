@@ -139,6 +139,10 @@ pub struct IngestArgs {
     /// the document's script.
     #[arg(long, value_name = "LANGS")]
     pub ocr_lang: Option<String>,
+    /// Parse PDFs in this process instead of worker processes: a little
+    /// less overhead, but a file that exhausts memory ends the run.
+    #[arg(long)]
+    pub in_process: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,

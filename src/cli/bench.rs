@@ -505,6 +505,7 @@ fn ingest_embed(
         commit_interval: std::time::Duration::from_secs(2),
         ocr: shirabe::ingest::ocr::OcrSettings::default(),
         forget: Vec::new(),
+        isolation: Default::default(),
     };
     let ingest = shirabe::ingest::run(&opts, &|_| {})?;
     let t = Instant::now();

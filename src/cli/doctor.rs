@@ -43,6 +43,7 @@ pub fn run(s: &Settings, a: &DoctorArgs) -> Result<Status> {
         tokenizer: s.tokenizer.clone(),
         chunking: s.chunking,
         jobs: s.jobs,
+        isolation: s.isolation.clone(),
         ..IngestOptions::new(Vec::new(), &s.index)
     };
     let bar = (s.progress && !a.json).then(|| {

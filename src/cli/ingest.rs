@@ -44,6 +44,10 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
         commit_interval: Duration::from_secs(2),
         ocr: s.ocr.clone(),
         forget: Vec::new(),
+        isolation: match a.in_process {
+            true => ingest::isolate::Isolation::InProcess,
+            false => s.isolation.clone(),
+        },
     };
     let bar = if s.progress && !a.json {
         let bar = ProgressBar::new(0);

@@ -69,6 +69,8 @@ pub struct Settings {
     pub qdrant: args::QdrantArgs,
     /// OCR for pages without a text layer.
     pub ocr: shirabe::ingest::ocr::OcrSettings,
+    /// Where PDFs are parsed: worker processes of this binary.
+    pub isolation: shirabe::ingest::isolate::Isolation,
     /// Folders `watch` watches when given none.
     pub watch_folders: Vec<PathBuf>,
 }
@@ -231,6 +233,9 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         embed,
         qdrant,
         ocr,
+        isolation: std::env::current_exe()
+            .map(shirabe::ingest::isolate::Isolation::Workers)
+            .unwrap_or_default(),
         watch_folders: file.watch.folders.iter().map(|f| expand_home(f)).collect(),
     })
 }

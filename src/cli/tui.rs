@@ -488,6 +488,7 @@ impl Engine for CliEngine {
             commit_interval: std::time::Duration::from_secs(2),
             ocr: s.ocr.clone(),
             forget: Vec::new(),
+            isolation: s.isolation.clone(),
         };
         let total = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::atomic::AtomicUsize::new(0);

@@ -61,6 +61,7 @@ pub fn run(s: &Settings, a: &WatchArgs) -> Result<Status> {
             chunking: s.chunking,
             jobs: s.jobs,
             ocr: s.ocr.clone(),
+            isolation: s.isolation.clone(),
             ..IngestOptions::new(Vec::new(), &s.index)
         },
         debounce: Duration::from_millis(a.debounce),

@@ -413,6 +413,7 @@ pub(crate) mod tests {
             commit_interval: Duration::from_secs(60),
             ocr: Default::default(),
             forget: Vec::new(),
+            isolation: Default::default(),
         };
         run(&opts, &|_| {}).unwrap();
     }

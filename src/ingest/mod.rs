@@ -10,6 +10,7 @@
 pub mod chunk;
 pub mod document;
 pub mod embed;
+pub mod isolate;
 pub mod ocr;
 pub mod pdf;
 pub mod text;
@@ -78,6 +79,30 @@ fn load_bytes(bytes: &[u8], kind: FileKind) -> Result<ExtractedDoc> {
     }
 }
 
+/// Reads a PDF's text, then OCRs the pages `settings` asks for. Panics in
+/// either become an error or a warning; what no `catch_unwind` can stop
+/// is what [`isolate`] is for.
+pub(crate) fn read_pdf(
+    bytes: &[u8],
+    settings: &ocr::OcrSettings,
+    engine: &ocr::Lazy,
+    on_page: &(dyn Fn() + Sync),
+) -> Result<(ExtractedDoc, ocr::OcrOutcome)> {
+    let mut doc = load_bytes(bytes, FileKind::Pdf)?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        ocr::ocr_pdf(bytes, &mut doc, settings, engine, false, on_page)
+    }));
+    let outcome = outcome.unwrap_or_else(|_| {
+        doc.warnings
+            .push("OCR: the page images could not be read (the decoder gave up)".into());
+        ocr::OcrOutcome {
+            read: 0,
+            pending: doc.pages.iter().filter(|p| ocr::needs_ocr(p)).count() as u32,
+        }
+    });
+    Ok((doc, outcome))
+}
+
 /// Settings of one ingest run.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -101,6 +126,9 @@ pub struct IngestOptions {
     /// `watch` saw deleted or moved away); only entries whose file no
     /// longer exists go.
     pub forget: Vec<PathBuf>,
+    /// Where PDFs are parsed: in-process, or in worker processes a file
+    /// cannot bring down (see [`isolate`]).
+    pub isolation: isolate::Isolation,
 }
 
 impl IngestOptions {
@@ -117,6 +145,7 @@ impl IngestOptions {
             commit_interval: Duration::from_secs(2),
             ocr: ocr::OcrSettings::default(),
             forget: Vec::new(),
+            isolation: isolate::Isolation::InProcess,
         }
     }
 }
@@ -346,6 +375,7 @@ struct Work<'a> {
     params: ChunkParams,
     ocr: &'a ocr::OcrSettings,
     engine: &'a ocr::Lazy,
+    workers: Option<&'a isolate::Workers>,
 }
 
 fn process(
@@ -398,26 +428,21 @@ fn process(
     if unchanged(c, w, &record) {
         return Outcome::Unchanged;
     }
-    let mut doc = match load_bytes(&bytes, kind) {
-        Ok(d) => d,
+    let read = match (kind, w.workers) {
+        (FileKind::Pdf, Some(workers)) => workers.read(&bytes, w.ocr, on_ocr_page, || {
+            read_pdf(&bytes, w.ocr, w.engine, on_ocr_page)
+        }),
+        (FileKind::Pdf, None) => read_pdf(&bytes, w.ocr, w.engine, on_ocr_page),
+        _ => load_bytes(&bytes, kind).map(|d| (d, ocr::OcrOutcome::default())),
+    };
+    let mut doc = match read {
+        Ok((doc, o)) => {
+            record.ocr_pages = o.read;
+            record.ocr_pending = o.pending;
+            doc
+        }
         Err(e) => return fail(record, e),
     };
-    if kind == FileKind::Pdf {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            ocr::ocr_pdf(&bytes, &mut doc, w.ocr, w.engine, false, on_ocr_page)
-        }));
-        match outcome {
-            Ok(o) => {
-                record.ocr_pages = o.read;
-                record.ocr_pending = o.pending;
-            }
-            Err(_) => {
-                record.ocr_pending = doc.pages.iter().filter(|p| ocr::needs_ocr(p)).count() as u32;
-                doc.warnings
-                    .push("OCR: the page images could not be read (the decoder gave up)".into());
-            }
-        }
-    }
     drop(bytes);
     // Passages are made of the body text: no running headers, footers or
     // page numbers between their sentences.
@@ -605,6 +630,10 @@ pub fn run_locked(
         .build()
         .map_err(|e| Error::Index(format!("cannot start worker threads: {e}")))?;
     let engine = ocr::Lazy::new(opts.ocr.program.clone());
+    let workers = match &opts.isolation {
+        isolate::Isolation::Workers(program) => Some(isolate::Workers::new(program.clone())),
+        isolate::Isolation::InProcess => None,
+    };
     let (tx, rx) = mpsc::sync_channel::<(usize, Option<Outcome>)>(2 * pool.current_num_threads());
     let snapshot = manifest.files.clone();
     let mut last_commit = Instant::now();
@@ -619,6 +648,7 @@ pub fn run_locked(
             params: opts.chunking,
             ocr: &opts.ocr,
             engine: &engine,
+            workers: workers.as_ref(),
         };
         s.spawn(move || {
             pool.install(|| {

@@ -860,6 +860,67 @@ pub fn page_count_bomb() -> io::Result<Vec<u8>> {
     finish_tree(doc, root, &pages)
 }
 
+/// Two readable pages, and an object stream (appended as an incremental
+/// update) holding one array of `numbers` zeros that nothing references:
+/// a few hundred kilobytes compressed, a parser that builds every number
+/// as an object needs gigabytes.
+pub fn objstm_array_bomb(numbers: usize) -> io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let (doc, _) = two_pages(
+        "The object stream bomb's first page reads fine.",
+        "Its second page is text like any other.",
+    )?;
+    let root = doc
+        .trailer
+        .get(b"Root")
+        .and_then(Object::as_reference)
+        .map_err(other)?;
+    let mut out = Vec::new();
+    let mut doc = doc;
+    doc.save_to(&mut out).map_err(other)?;
+    let tail = String::from_utf8_lossy(&out[out.len().saturating_sub(64)..]).into_owned();
+    let prev: u64 = tail
+        .split("startxref")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| other("no startxref"))?;
+    let id = doc.max_id + 1;
+    let head = format!("{} 0 ", id + 1);
+    let mut plain = Vec::with_capacity(head.len() + 2 * numbers + 2);
+    plain.extend_from_slice(head.as_bytes());
+    plain.push(b'[');
+    for _ in 0..numbers {
+        plain.extend_from_slice(b"0 ");
+    }
+    plain.push(b']');
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&plain)?;
+    let data = z.finish()?;
+    let offset = out.len() + 1;
+    out.extend_from_slice(
+        format!(
+            "\n{id} 0 obj\n<< /Type /ObjStm /N 1 /First {} /Filter /FlateDecode /Length {} >>\nstream\n",
+            head.len(),
+            data.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&data);
+    out.extend_from_slice(b"\nendstream\nendobj\n");
+    let xref = out.len();
+    out.extend_from_slice(
+        format!(
+            "xref\n0 1\n0000000000 65535 f \n{id} 1\n{offset:010} 00000 n \ntrailer\n<< /Size {} /Root {} {} R /Prev {prev} >>\nstartxref\n{xref}\n%%EOF\n",
+            id + 2,
+            root.0,
+            root.1
+        )
+        .as_bytes(),
+    );
+    Ok(out)
+}
+
 /// A page tree of 40 levels where every node lists the next one twice
 /// (2^40 paths to one page, each level's `/Count` doubling): walked as a
 /// tree it never ends; as a graph it has one page under the first.

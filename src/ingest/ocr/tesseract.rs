@@ -133,6 +133,7 @@ impl Tesseract {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        crate::ingest::isolate::unlimit_child(&mut cmd);
         cmd
     }
 
