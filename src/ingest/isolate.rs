@@ -7,6 +7,8 @@
 //! is reported and recorded as damaged, and a new worker takes the next
 //! file. The allowance also bounds what a hostile file may take from the
 //! machine ([`allowance`]: a floor plus a multiple of the file's size).
+//! Workers leave the terminal's process group (Ctrl-C is the ingest's to
+//! handle) and die with the ingest (`PR_SET_PDEATHSIG`).
 //!
 //! A worker is the `shirabe` binary started with [`WORKER_ARG`]. It reads
 //! requests on stdin and answers on stdout, one file at a time, and lives
@@ -47,8 +49,9 @@ pub enum Isolation {
 /// Memory floor of a worker's allowance, beside what it holds at rest.
 const FLOOR: u64 = 512 << 20;
 /// Allowance per byte of the file. The 55 PDFs of the Debian corpus peak
-/// at 8–21× their size plus ~12 MB (`docs/benchmarks.md`).
-const PER_BYTE: u64 = 16;
+/// at 8–21× their size plus ~12 MB of RSS (`docs/benchmarks.md`); the
+/// limit counts reserved memory too, so it leaves room above that.
+const PER_BYTE: u64 = 32;
 
 /// The memory (private writable mappings: heap, stacks) a worker may add
 /// to what it holds at rest, to read a file of `len` bytes.
@@ -152,12 +155,14 @@ impl WireDoc {
     }
 }
 
-/// The OCR settings of a request.
+/// What a request carries beside the file.
 #[derive(Serialize, Deserialize)]
 struct Request {
     mode: ocr::OcrMode,
     languages: Option<String>,
     program: Option<PathBuf>,
+    /// Threads the worker may OCR pages on.
+    threads: usize,
 }
 
 /// Workers for one ingest run: started when first needed, reused from
@@ -165,23 +170,62 @@ struct Request {
 #[derive(Debug)]
 pub(crate) struct Workers {
     program: PathBuf,
+    /// The ingest's threads: pages OCR'd at once across all workers stay
+    /// about this many (see [`Workers::read`]).
+    jobs: usize,
+    busy: std::sync::atomic::AtomicUsize,
     idle: Mutex<Vec<Worker>>,
     /// Why workers cannot start, once known (files are then read in-process).
     broken: Mutex<Option<String>>,
 }
 
 impl Workers {
-    pub(crate) fn new(program: PathBuf) -> Workers {
+    pub(crate) fn new(program: PathBuf, jobs: usize) -> Workers {
         Workers {
             program,
+            jobs: jobs.max(1),
+            busy: std::sync::atomic::AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             broken: Mutex::new(None),
         }
     }
 
+    /// An idle worker that is still alive, or a new one.
+    fn take(&self) -> std::result::Result<Worker, String> {
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+            match idle {
+                // One that died between files (the OOM killer, a signal)
+                // is not blamed on the next file.
+                Some(mut w) => match w.child.try_wait() {
+                    Ok(None) => return Ok(w),
+                    _ => w.stop(),
+                },
+                None => break,
+            }
+        }
+        if let Some(why) = self.broken.lock().ok().and_then(|b| b.clone()) {
+            return Err(why);
+        }
+        Worker::start(&self.program).map_err(|e| {
+            let why = format!(
+                "the PDF worker ({}) could not be started: {e}",
+                self.program.display()
+            );
+            if let Ok(mut b) = self.broken.lock() {
+                *b = Some(why.clone());
+            }
+            why
+        })
+    }
+
     /// Reads the PDF in `bytes` (text, then OCR as `settings` asks) in a
     /// worker. A worker that cannot be started leaves the file to
     /// `in_process`, with a warning on the document.
+    ///
+    /// A worker OCRs on as many threads as the ingest has that no other
+    /// worker is using when the file starts, so one scanned book gets every
+    /// core, and many at once get one each.
     pub(crate) fn read(
         &self,
         bytes: &[u8],
@@ -189,49 +233,56 @@ impl Workers {
         on_page: &(dyn Fn() + Sync),
         in_process: impl FnOnce() -> Result<(ExtractedDoc, OcrOutcome)>,
     ) -> Result<(ExtractedDoc, OcrOutcome)> {
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let worker = match idle {
-            Some(w) => Ok(w),
-            None => match self.broken.lock().ok().and_then(|b| b.clone()) {
-                Some(why) => Err(why),
-                None => Worker::start(&self.program).map_err(|e| {
-                    let why = format!(
-                        "the PDF worker ({}) could not be started: {e}",
-                        self.program.display()
-                    );
-                    if let Ok(mut b) = self.broken.lock() {
-                        *b = Some(why.clone());
-                    }
-                    why
-                }),
-            },
-        };
-        let mut worker = match worker {
-            Ok(w) => w,
-            Err(why) => {
-                let mut read = in_process()?;
-                read.0.warnings.push(format!("read in-process: {why}"));
-                return Ok(read);
-            }
-        };
-        match worker.read(bytes, settings, on_page) {
-            Ok(answer) => {
-                if let Ok(mut idle) = self.idle.lock() {
-                    idle.push(worker);
+        use std::sync::atomic::Ordering;
+        let others = self.busy.fetch_add(1, Ordering::SeqCst);
+        let _busy = Busy(&self.busy);
+        let threads = self.jobs.saturating_sub(others).max(1);
+        let mut fresh = false;
+        loop {
+            let mut worker = match self.take() {
+                Ok(w) => w,
+                Err(why) => {
+                    let mut read = in_process()?;
+                    read.0.warnings.push(format!("read in-process: {why}"));
+                    return Ok(read);
                 }
-                answer
+            };
+            match worker.read(bytes, settings, threads, on_page) {
+                Ok(answer) => {
+                    if let Ok(mut idle) = self.idle.lock() {
+                        idle.push(worker);
+                    }
+                    return answer;
+                }
+                // It never read the file: another worker tries, once. (A
+                // worker retires with a clean exit after an answer; one
+                // that did so as this file was sent never read it.)
+                Err(Death::Unsent) if !fresh => {
+                    worker.stop();
+                    fresh = true;
+                }
+                Err(Death::Gone) if !fresh && worker.retired() => {
+                    worker.stop();
+                    fresh = true;
+                }
+                Err(death) => return Err(Error::Pdf(worker.bury(death, bytes.len()))),
             }
-            Err(death) => Err(Error::Pdf(worker.bury(death, bytes.len()))),
         }
+    }
+}
+
+/// Counts a file being read while it lives.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        let idle = match self.idle.get_mut() {
-            Ok(v) => std::mem::take(v),
-            Err(_) => return,
-        };
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
         for w in idle {
             w.stop();
         }
@@ -241,6 +292,8 @@ impl Drop for Workers {
 /// How a worker stopped answering.
 #[derive(Debug)]
 enum Death {
+    /// The file could not be sent: the worker was gone before it read it.
+    Unsent,
     /// Its pipes closed or broke (it exited or was killed).
     Gone,
     /// It showed no progress for this long and was killed.
@@ -265,12 +318,33 @@ const KEPT: usize = 4096;
 
 impl Worker {
     fn start(program: &std::path::Path) -> std::io::Result<Worker> {
-        let mut child = Command::new(program)
-            .arg(WORKER_ARG)
+        let mut cmd = Command::new(program);
+        cmd.arg(WORKER_ARG)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
+            .stderr(Stdio::piped());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // Out of the terminal's process group: Ctrl-C is the ingest's
+            // to handle (`watch` finishes its batch), not the workers'.
+            cmd.process_group(0);
+            // And gone with the ingest, even one killed outright.
+            #[cfg(target_os = "linux")]
+            // SAFETY: the closure runs between fork and exec and only calls
+            // prctl and getppid, which are async-signal-safe.
+            unsafe {
+                let parent = libc::getpid();
+                cmd.pre_exec(move || {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::other("the ingest is gone"));
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn()?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
@@ -306,13 +380,18 @@ impl Worker {
         &mut self,
         bytes: &[u8],
         settings: &OcrSettings,
+        threads: usize,
         on_page: &(dyn Fn() + Sync),
     ) -> std::result::Result<Result<(ExtractedDoc, OcrOutcome)>, Death> {
         let request = Request {
             mode: settings.mode,
             languages: settings.languages.clone(),
             program: settings.program.clone(),
+            threads,
         };
+        if let Ok(mut t) = self.stderr_tail.lock() {
+            t.clear();
+        }
         let mut header = serde_json::to_vec(&request).map_err(|e| Death::Garbled(e.to_string()))?;
         header.push(b'\n');
         header.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
@@ -322,7 +401,7 @@ impl Worker {
             .and_then(|()| self.stdin.write_all(bytes))
             .and_then(|()| self.stdin.flush());
         if sent.is_err() {
-            return Err(Death::Gone);
+            return Err(Death::Unsent);
         }
         let patience = patience(bytes.len());
         let mut deadline = Instant::now() + patience;
@@ -338,11 +417,11 @@ impl Worker {
                     let mut len = [0u8; 8];
                     self.read_by(&mut len, deadline, patience)?;
                     let len = u64::from_le_bytes(len);
-                    if len > 1 << 34 {
+                    if len > 1 << 32 {
                         return Err(Death::Garbled(format!("a {len}-byte answer")));
                     }
                     let mut body = Vec::new();
-                    body.try_reserve_exact(len.min(1 << 30) as usize)
+                    body.try_reserve_exact(len as usize)
                         .map_err(|e| Death::Garbled(e.to_string()))?;
                     body.resize(len as usize, 0);
                     self.read_by(&mut body, deadline, patience)?;
@@ -381,6 +460,21 @@ impl Worker {
         Ok(())
     }
 
+    /// True when the worker has exited of its own accord, cleanly (it
+    /// retires so only between files). Waits for the exit a moment.
+    fn retired(&mut self) -> bool {
+        let until = Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => return false,
+            }
+        }
+    }
+
     /// Kills what is left of a worker that stopped answering and says why,
     /// in words for the file's record.
     fn bury(mut self, death: Death, len: usize) -> String {
@@ -400,7 +494,8 @@ impl Worker {
         let mb = |b: u64| b as f64 / 1e6;
         if said.contains("memory allocation of") {
             return format!(
-                "damaged PDF: reading it needed more than the {:.0} MB a {:.1} MB file may use",
+                "damaged or hostile PDF: reading it needed more memory than the {:.0} MB \
+                 a {:.1} MB file may use",
                 mb(allowance(len)),
                 mb(len as u64)
             );
@@ -414,9 +509,17 @@ impl Worker {
                 d.as_secs()
             ),
             Death::Garbled(what) => format!("the PDF worker sent a garbled answer ({what})"),
-            Death::Gone => {
+            Death::Gone | Death::Unsent => {
                 let how = status.map_or_else(|| "it vanished".to_string(), describe_exit);
-                format!("damaged PDF: the process reading it stopped ({how})")
+                // What the worker last said, if anything.
+                let last = said
+                    .lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(|l| format!(": {}", crate::sanitize::terminal(l)))
+                    .unwrap_or_default();
+                format!("damaged PDF: the process reading it stopped ({how}){last}")
             }
         }
     }
@@ -467,8 +570,10 @@ fn readable(pipe: &ChildStdout, wait: Duration) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+    let until = Instant::now() + wait;
     loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: `fds` is one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut fds, 1, ms) };
         if n >= 0 {
@@ -496,11 +601,22 @@ fn data_now() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Holds the process to `bytes` more of private writable memory than it
-/// has now: past that, allocations fail (and the process aborts).
+/// The memory limit a worker found when it started (soft, hard), restored
+/// for the programs it starts.
 #[cfg(target_os = "linux")]
-fn limit_memory(bytes: u64) {
-    let Some(now) = data_now() else { return };
+static FOUND_LIMIT: std::sync::OnceLock<(libc::rlim_t, libc::rlim_t)> = std::sync::OnceLock::new();
+
+#[cfg(not(target_os = "linux"))]
+fn data_now() -> Option<u64> {
+    None
+}
+
+/// Holds the process to `bytes` more of private writable memory than it
+/// has now: past that, allocations fail (and the process aborts). False
+/// when the limit could not be set.
+#[cfg(target_os = "linux")]
+fn limit_memory(bytes: u64) -> bool {
+    let Some(now) = data_now() else { return false };
     let mut old = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -508,37 +624,39 @@ fn limit_memory(bytes: u64) {
     // SAFETY: getrlimit/setrlimit read and write one rlimit struct we own.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_DATA, &mut old) != 0 {
-            return;
+            return false;
         }
+        let found = *FOUND_LIMIT.get_or_init(|| (old.rlim_cur, old.rlim_max));
+        // Never above what the user allowed the ingest.
         let new = libc::rlimit {
-            rlim_cur: now.saturating_add(bytes).min(old.rlim_max),
+            rlim_cur: now.saturating_add(bytes).min(found.0).min(old.rlim_max),
             rlim_max: old.rlim_max,
         };
-        libc::setrlimit(libc::RLIMIT_DATA, &new);
+        libc::setrlimit(libc::RLIMIT_DATA, &new) == 0
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn limit_memory(_: u64) {}
+fn limit_memory(_: u64) -> bool {
+    false
+}
 
-/// Lifts the memory limit a worker set on itself, for a program it starts
-/// (Tesseract): limits are inherited, and Tesseract's needs are its own.
+/// In a worker, gives a program it starts (Tesseract) the memory limit
+/// the worker itself was started with: limits are inherited, and
+/// Tesseract's needs are not the file's. Elsewhere it does nothing.
 pub(crate) fn unlimit_child(cmd: &mut Command) {
     #[cfg(target_os = "linux")]
-    {
+    if let Some(&(soft, hard)) = FOUND_LIMIT.get() {
         use std::os::unix::process::CommandExt;
         // SAFETY: the closure runs between fork and exec and only calls
-        // getrlimit/setrlimit, which are async-signal-safe.
+        // setrlimit, which is async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| {
-                let mut l = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
+            cmd.pre_exec(move || {
+                let l = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
                 };
-                if libc::getrlimit(libc::RLIMIT_DATA, &mut l) == 0 && l.rlim_cur != l.rlim_max {
-                    l.rlim_cur = l.rlim_max;
-                    libc::setrlimit(libc::RLIMIT_DATA, &l);
-                }
+                libc::setrlimit(libc::RLIMIT_DATA, &l);
                 Ok(())
             });
         }
@@ -550,31 +668,48 @@ pub(crate) fn unlimit_child(cmd: &mut Command) {
 /// The worker's side: answers requests on stdin until it closes. Returns
 /// the process's exit code.
 pub fn serve_worker() -> i32 {
-    // Reading runs on a thread with the ingest's deep stack (nested
-    // objects recurse in the parser); its 256 MB are reserved before the
-    // memory limit is measured, so they do not count against a file.
-    let thread = std::thread::Builder::new()
-        .name("pdf-worker".into())
-        .stack_size(super::WORKER_STACK_BYTES)
-        .spawn(|| {
-            let stdin = std::io::stdin();
-            let out = Mutex::new(std::io::stdout());
-            let mut input = BufReader::new(stdin.lock());
-            let mut engine: Option<(Option<PathBuf>, ocr::Lazy)> = None;
-            loop {
-                match answer_one(&mut input, &out, &mut engine) {
-                    Ok(true) => {}
-                    Ok(false) => return 0,
-                    Err(e) => {
-                        eprintln!("pdf worker: {e}");
-                        return 1;
-                    }
-                }
+    let stdin = std::io::stdin();
+    let out = Mutex::new(std::io::stdout());
+    let mut input = BufReader::new(stdin.lock());
+    let mut engine: Option<(Option<PathBuf>, ocr::Lazy)> = None;
+    loop {
+        match answer_one(&mut input, &out, &mut engine) {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                eprintln!("pdf worker: {e}");
+                return 1;
             }
-        });
-    match thread.map(|t| t.join()) {
-        Ok(Ok(code)) => code,
-        _ => 1,
+        }
+        // A worker whose heap kept more than its floor after a file (freed
+        // memory malloc could not return) retires; the next file gets a
+        // fresh one.
+        trim();
+        if heap_held().is_some_and(|b| b > FLOOR) {
+            return 0;
+        }
+    }
+}
+
+/// Bytes the allocator holds from the system outside large mappings (in
+/// use or free), across its arenas.
+fn heap_held() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        Some(m.arena as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// Returns the heap's free memory to the system.
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -592,15 +727,9 @@ fn answer_one(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     let mut len = [0u8; 8];
     input.read_exact(&mut len)?;
-    let len = u64::from_le_bytes(len) as usize;
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    limit_memory(allowance(len));
-    let mut bytes = vec![0u8; len];
-    input.read_exact(&mut bytes)?;
+    let len = usize::try_from(u64::from_le_bytes(len))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    trim();
     let settings = OcrSettings {
         mode: request.mode,
         languages: request.languages,
@@ -625,8 +754,25 @@ fn answer_one(
     let on_page = || {
         let _ = send(b'p', &[]);
     };
-    let answer = super::read_pdf(&bytes, &settings, lazy, &on_page);
-    drop(bytes);
+    // Parsing and OCR run on threads with the ingest's deep stacks (nested
+    // objects recurse in the parser), made before the limit is measured so
+    // their reserved stacks do not count against the file, and joined
+    // before the answer is sent.
+    let answer = rayon::ThreadPoolBuilder::new()
+        .num_threads(request.threads.clamp(1, 256))
+        .stack_size(super::WORKER_STACK_BYTES)
+        .build_scoped(
+            |thread| thread.run(),
+            |pool| -> std::io::Result<_> {
+                if !limit_memory(allowance(len)) {
+                    eprintln!("pdf worker: the memory limit could not be set");
+                }
+                let mut bytes = vec![0u8; len];
+                input.read_exact(&mut bytes)?;
+                Ok(pool.install(|| super::read_pdf(&bytes, &settings, lazy, &on_page)))
+            },
+        )
+        .map_err(std::io::Error::other)??;
     match answer {
         Ok((doc, outcome)) => {
             let body = serde_json::to_vec(&WireDoc::from(doc, &outcome))
@@ -685,7 +831,7 @@ mod tests {
     #[test]
     fn the_allowance_grows_with_the_file() {
         assert_eq!(allowance(0), 512 << 20);
-        assert_eq!(allowance(10 << 20), (512 << 20) + (160 << 20));
+        assert_eq!(allowance(10 << 20), (512 << 20) + (320 << 20));
         assert!(allowance(usize::MAX) > allowance(1 << 40));
     }
 }

@@ -631,7 +631,10 @@ pub fn run_locked(
         .map_err(|e| Error::Index(format!("cannot start worker threads: {e}")))?;
     let engine = ocr::Lazy::new(opts.ocr.program.clone());
     let workers = match &opts.isolation {
-        isolate::Isolation::Workers(program) => Some(isolate::Workers::new(program.clone())),
+        isolate::Isolation::Workers(program) => Some(isolate::Workers::new(
+            program.clone(),
+            pool.current_num_threads(),
+        )),
         isolate::Isolation::InProcess => None,
     };
     let (tx, rx) = mpsc::sync_channel::<(usize, Option<Outcome>)>(2 * pool.current_num_threads());
