@@ -31,14 +31,10 @@ fn main() -> shirabe::Result<()> {
         AnswerConfig::default(),
     )?;
     let rarity = shirabe::retrieve::term_rarity(&index, &question)?;
+    let cancel = AtomicBool::new(false);
     let q = Question {
-        text: &question,
-        hits: &hits,
-        embed: None,
-        cancel: &AtomicBool::new(false),
-        max_tokens: None,
         rarity: Some(&rarity),
-        written: None,
+        ..Question::new(&question, &hits, &cancel)
     };
     let r = answerer.answer(&q, &AnswerHooks::silent(), &mut |_| {})?;
     println!("{}", r.checked.answer);

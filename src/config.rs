@@ -76,11 +76,11 @@ pub struct EmbedSection {
     /// Embedding model.
     pub model: Option<String>,
     /// Weight type.
-    pub dtype: Option<String>,
+    pub dtype: Option<crate::models::WeightDtype>,
     /// Matryoshka dimensions.
     pub dims: Option<usize>,
     /// Store type.
-    pub vector_dtype: Option<String>,
+    pub vector_dtype: Option<crate::index::vectors::VectorDtype>,
 }
 
 /// `[qdrant]` settings.
@@ -174,6 +174,22 @@ mod tests {
         let err = ConfigFile::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("chunk_size"), "{err}");
         assert!(ConfigFile::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn dtypes_parse_with_the_flags_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[embed]\ndtype = \"bf16\"\nvector_dtype = \"f32\"\n").unwrap();
+        let c = ConfigFile::load(Some(&p)).unwrap();
+        assert_eq!(c.embed.dtype, Some(crate::models::WeightDtype::Bf16));
+        assert_eq!(
+            c.embed.vector_dtype,
+            Some(crate::index::vectors::VectorDtype::F32)
+        );
+        std::fs::write(&p, "[embed]\ndtype = \"bf17\"\n").unwrap();
+        let err = ConfigFile::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("bf17") && err.contains("bf16"), "{err}");
     }
 
     #[test]

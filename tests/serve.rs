@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::util::Sandbox;
+use crate::util::{mock_server, sse, Sandbox};
 
 /// Starts `shirabe serve` with `extra` flags; returns the child and its
 /// base URL.
@@ -157,6 +157,40 @@ fn serve_answers_as_shirabe_and_passes_other_models_through() {
     assert!(!v["passages"].as_array().unwrap().is_empty());
     local.kill().unwrap();
     local.wait().unwrap();
+}
+
+/// A conversation sent to `/v1/chat/completions` is answered as `chat`
+/// answers it: the follow-up rewritten into a standalone search, the
+/// earlier turn in the prompt.
+#[test]
+fn serve_answers_follow_ups_with_the_conversation() {
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(&["ingest", corpus.to_str().unwrap(), "--no-embed"], 1);
+    let (endpoint, seen) = mock_server(vec![
+        sse(&["Kenji Sato tender documents"]),
+        sse(&["Kenji Sato prepares them [1]."]),
+    ]);
+    let (mut child, url) = start_serve(&sb, &["--endpoint", &endpoint, "--model", "m"]);
+    let q = r#"{"model": "shirabe", "messages": [
+        {"role": "user", "content": "What was the Osaka warehouse budget?"},
+        {"role": "assistant", "content": "The budget was 1.8 million euros [1]."},
+        {"role": "user", "content": "And who prepares them?"}]}"#;
+    let (code, body) = http(&url, "POST", "/v1/chat/completions", q, None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("Kenji Sato prepares them"), "{content}");
+    let reqs = seen.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[0].contains("Rewrite the follow-up"), "{}", reqs[0]);
+    assert!(
+        reqs[1].contains("Earlier question: What was the Osaka warehouse budget?"),
+        "{}",
+        reqs[1]
+    );
 }
 
 /// The host:port of a base URL.

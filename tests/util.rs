@@ -135,3 +135,53 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// A one-thread HTTP server answering each request with the next of
+/// `replies` (status line + headers + body); returns its base URL and the
+/// requests it saw.
+pub fn mock_server(
+    replies: Vec<String>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for reply in replies {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let req = crate::util::Request::read(&stream);
+            let head: String = req
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect();
+            log.lock().unwrap().push(format!(
+                "{}\r\n{head}\n{}",
+                req.line,
+                String::from_utf8_lossy(&req.body)
+            ));
+            let mut s = stream;
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+/// An OpenAI streaming reply of `pieces`, as a whole HTTP response.
+pub fn sse(pieces: &[&str]) -> String {
+    let mut body = String::new();
+    for p in pieces {
+        body.push_str(&format!(
+            "data: {}\n\n",
+            serde_json::json!({"choices": [{"delta": {"content": p}}]})
+        ));
+    }
+    body.push_str("data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 321, \"completion_tokens\": 9}}\n\ndata: [DONE]\n\n");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}

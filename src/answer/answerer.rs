@@ -109,6 +109,26 @@ pub struct Question<'a> {
     /// An answer already written (replaying a recorded run): packed and
     /// checked as if the model had just written it.
     pub written: Option<&'a str>,
+    /// Earlier turns of a conversation (question, answer), oldest first,
+    /// that go into the prompt; empty for a single question.
+    pub history: &'a [(String, String)],
+}
+
+impl<'a> Question<'a> {
+    /// A single question over `hits`, with nothing else set: no embedder,
+    /// the configured answer length, no grounding check, no history.
+    pub fn new(text: &'a str, hits: &'a [Hit], cancel: &'a AtomicBool) -> Question<'a> {
+        Question {
+            text,
+            hits,
+            embed: None,
+            cancel,
+            max_tokens: None,
+            rarity: None,
+            written: None,
+            history: &[],
+        }
+    }
 }
 
 /// What an answer's caller hears before and beside the streamed text.
@@ -451,7 +471,8 @@ impl Answerer {
         let max_tokens = q.max_tokens.unwrap_or(self.config.max_tokens);
         let budget = self.window.saturating_sub(max_tokens);
         let system = self.system_prompt();
-        let mut packed = pack_with(system, hits, question, &self.counter, budget, &[]);
+        let history = q.history;
+        let mut packed = pack_with(system, hits, question, &self.counter, budget, history);
         let pack_s = t0.elapsed().as_secs_f64();
         (hooks.on_packed)(&packed);
         (hooks.on_phase)(&Phase::Packed {
@@ -488,7 +509,7 @@ impl Answerer {
                 if let Some(g) = &self.generator {
                     // The model's own template (the same text as
                     // packed.prompt for Qwen, which the packer counted).
-                    let ids = g.encode(&g.chat(Some(system), &[], user))?;
+                    let ids = g.encode(&g.chat(Some(system), history, user))?;
                     let params = SamplingParams {
                         max_tokens,
                         temperature: self.config.temperature,
@@ -519,9 +540,14 @@ impl Answerer {
                     return Ok(r.text);
                 }
                 let ep = self.endpoint.as_ref().expect("a model or an endpoint");
+                // An endpoint hears the conversation so far as text.
+                let earlier: String = history
+                    .iter()
+                    .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
+                    .collect();
                 let r = ep.complete(
                     system,
-                    user,
+                    &format!("{earlier}{user}"),
                     max_tokens,
                     self.config.temperature,
                     cancel,
@@ -544,7 +570,7 @@ impl Answerer {
                         question,
                         &self.counter,
                         packed.budget / 2,
-                        &[],
+                        history,
                     );
                     (hooks.on_packed)(&packed);
                     attempt(&packed.user, on_text)?

@@ -10,9 +10,8 @@
 
 use std::sync::atomic::AtomicBool;
 
-use super::grounding::grounding;
-use super::{check_answer, extractive, Answerer, Checked, Phase};
-use crate::prompt::{pack, Packed, Passage};
+use super::{AnswerHooks, Answered, Answerer, Checked, Phase, Question};
+use crate::prompt::Passage;
 use crate::retrieve::TermRarity;
 use crate::Result;
 
@@ -97,65 +96,43 @@ pub struct Lookup<'a> {
     pub rarity: Option<RarityFn<'a>>,
 }
 
-/// One answered question of a conversation.
-pub struct Reply {
-    /// The passages, packed.
-    pub packed: Packed,
-    /// The answer, checked.
-    pub checked: super::Checked,
-    /// Written extractively (no model, or no passages).
-    pub extractive: bool,
-    /// Why the question was declined unanswered, when it was.
-    pub declined: Option<String>,
-    /// The model's answer, when no sentence of it was supported and the
-    /// passages' own sentences replaced it (`extractive` is then set).
-    pub replaced: Option<String>,
-}
-
-/// Answers `question` after the earlier `(question, answer)` turns: the
-/// follow-up made standalone for retrieval (by the model when there is
-/// one), passages retrieved and packed with the history (at most a quarter
-/// of the window, newest kept), the answer written (streaming pieces to
-/// `on_text`) and checked.
-pub fn reply(
-    lookup: Lookup<'_>,
+/// The search query for `question` after the earlier turns: a follow-up
+/// made standalone, by the model when there is one ([`retrieval_query`]
+/// is the fallback).
+pub fn search_query(
     writer: &Answerer,
     question: &str,
     turns: &[(String, String)],
     cancel: &AtomicBool,
-    on_phase: &dyn Fn(&Phase),
-    on_text: &mut dyn FnMut(&str),
-) -> Result<Reply> {
-    let backend = writer.backend(cancel);
+) -> String {
     let previous = turns.last().map(|t| t.0.as_str());
-    let mut query = retrieval_query(question, previous);
-    // With a model, a follow-up is rewritten into a standalone query (the
-    // rule above stays the fallback).
-    if let (Some(m), Some(prev)) = (&backend, previous) {
-        if query != question {
-            let prompt = format!(
-                "Earlier question: {prev}\nFollow-up: {question}\n\nRewrite the follow-up as one standalone search query, in its language. Reply with the query only."
-            );
-            if let Ok(q) = m.complete("You rewrite follow-up questions for search.", &prompt, 48) {
-                let q = q
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .trim_matches('"');
-                if !q.is_empty() && q.len() < 300 {
-                    query = format!("{q} {question}");
-                }
-            }
+    let query = retrieval_query(question, previous);
+    let (Some(m), Some(prev)) = (writer.backend(cancel), previous) else {
+        return query;
+    };
+    if query == question {
+        return query;
+    }
+    let prompt = format!(
+        "Earlier question: {prev}\nFollow-up: {question}\n\nRewrite the follow-up as one standalone search query, in its language. Reply with the query only."
+    );
+    if let Ok(q) = m.complete("You rewrite follow-up questions for search.", &prompt, 48) {
+        let q = q
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_matches('"');
+        if !q.is_empty() && q.len() < 300 {
+            return format!("{q} {question}");
         }
     }
-    let Lookup {
-        retrieve,
-        embed,
-        rarity,
-    } = lookup;
-    on_phase(&Phase::Retrieving);
-    let hits = retrieve(&query)?;
+    query
+}
+
+/// The earlier turns that go into the prompt: the newest, taking at most
+/// a quarter of the window.
+pub fn history(writer: &Answerer, turns: &[(String, String)]) -> Vec<(String, String)> {
     let mut history: Vec<(String, String)> = Vec::new();
     let mut used = 0;
     for (q, a) in turns.iter().rev() {
@@ -166,117 +143,47 @@ pub fn reply(
         used += cost;
         history.insert(0, (q.clone(), a.clone()));
     }
-    let budget = writer.window.saturating_sub(writer.config.max_tokens);
-    let packed = pack(&hits, question, &writer.counter, budget, &history);
-    on_phase(&Phase::Packed {
-        passages: packed.passages.len(),
-        tokens: packed.tokens,
-    });
-    let declined = match rarity {
-        Some(f) if writer.config.decline => grounding(&f(&query)?, &packed.passages).decline(),
-        _ => None,
-    };
-    let language = super::Lang::of(question);
-    // One turn written by the model (streamed); `user` is the packed
-    // question, maybe with the insistence on its language.
-    let write = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
-        if let Some(g) = &writer.generator {
-            // The history goes into the prompt for a local model.
-            let ids = g.encode(&g.chat(Some(writer.system_prompt()), &history, user))?;
-            let params = crate::models::generate::SamplingParams {
-                max_tokens: writer.config.max_tokens,
-                temperature: writer.config.temperature,
-                words_first: true,
-                cite: writer
-                    .config
-                    .guided_citations
-                    .then_some(crate::models::cite::CiteRule {
-                        passages: packed.passages.len(),
-                        exempt: super::is_refusal,
-                        force: true,
-                    }),
-                ..Default::default()
-            };
-            let read = std::time::Instant::now();
-            let on_prefill = |done, total| {
-                on_phase(&Phase::Prefilling {
-                    done,
-                    total,
-                    elapsed_s: read.elapsed().as_secs_f64(),
-                    expected: None,
-                })
-            };
-            let mut first = true;
-            let r = g.generate_observed(
-                &ids,
-                &params,
-                cancel,
-                |t| {
-                    if std::mem::take(&mut first) {
-                        on_phase(&Phase::Writing);
-                    }
-                    on_text(t)
-                },
-                &on_prefill,
-            )?;
-            writer.learn(&r);
-            return Ok(r.text);
-        }
-        let m = backend.as_ref().expect("a model or an endpoint");
-        let earlier: String = history
-            .iter()
-            .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
-            .collect();
-        m.stream(
-            writer.system_prompt(),
-            &format!("{earlier}{user}"),
-            writer.config.max_tokens,
-            on_text,
-        )
-    };
-    let (raw, extractive) = if declined.is_some() {
-        (String::new(), false)
-    } else if packed.passages.is_empty() || backend.is_none() {
-        (extractive(question, &packed.passages, 5), true)
-    } else {
-        let first = write(&packed.user, on_text)?;
-        // Once more, firmly, when the answer is not in the question's
-        // language (as `ask` does).
-        if language.written_in(&first) || cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            (first, false)
-        } else {
-            on_text("\n");
-            let user = format!("{}\n{}", packed.user, language.insistence());
-            (write(&user, on_text)?, false)
-        }
-    };
-    on_phase(&Phase::Checking);
-    let mut checked = check_answer(question, &raw, &packed.passages, embed)?;
-    checked.refused |= declined.is_some();
-    // As `Answerer::answer`: a written answer no passage supports is
-    // replaced by the passages' own sentences.
-    let mut replaced = None;
-    let mut extractive = extractive;
-    if !extractive
-        && declined.is_none()
-        && !cancel.load(std::sync::atomic::Ordering::Relaxed)
-        && !checked.refused
-        && !checked.citations.iter().any(|c| c.supported)
-    {
-        let own = super::extractive(question, &packed.passages, 5);
-        if !own.is_empty() {
-            replaced = Some(checked.answer.clone());
-            checked = check_answer(question, &own, &packed.passages, embed)?;
-            extractive = true;
-        }
-    }
-    Ok(Reply {
-        packed,
-        checked,
-        extractive,
-        declined,
-        replaced,
-    })
+    history
+}
+
+/// Answers `question` after the earlier `(question, answer)` turns: the
+/// passages are retrieved for its [`search_query`], then it is answered as
+/// `ask` answers ([`Answerer::answer`]) with the [`history`] in the
+/// prompt, streaming pieces to `on_text`.
+pub fn reply(
+    lookup: Lookup<'_>,
+    writer: &Answerer,
+    question: &str,
+    turns: &[(String, String)],
+    cancel: &AtomicBool,
+    on_phase: &dyn Fn(&Phase),
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Answered> {
+    let query = search_query(writer, question, turns, cancel);
+    on_phase(&Phase::Retrieving);
+    let hits = (lookup.retrieve)(&query)?;
+    let history = history(writer, turns);
+    // The query's words, not the bare follow-up's, decide whether the
+    // passages cover the question.
+    let rarity = lookup.rarity.map(|f| f(&query)).transpose()?;
+    writer.answer(
+        &Question {
+            text: question,
+            hits: &hits,
+            embed: lookup.embed,
+            cancel,
+            max_tokens: None,
+            rarity: rarity.as_ref(),
+            written: None,
+            history: &history,
+        },
+        &AnswerHooks {
+            on_packed: &|_| {},
+            on_note: &|_| {},
+            on_phase,
+        },
+        on_text,
+    )
 }
 
 #[cfg(test)]

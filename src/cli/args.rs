@@ -169,15 +169,15 @@ pub struct EmbedModelArgs {
     /// index's model, else Qwen/Qwen3-Embedding-0.6B if it is cached].
     #[arg(long, env = "SHIRABE_EMBED_MODEL", value_name = "MODEL")]
     pub embed_model: Option<String>,
-    /// Weight type of the embedding model: f32, bf16 or f16 [default: f32].
-    #[arg(long, value_name = "DTYPE")]
-    pub embed_dtype: Option<String>,
+    /// Weight type of the embedding model [default: f32].
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub embed_dtype: Option<shirabe::models::WeightDtype>,
     /// Keep only the first N dimensions (Qwen3-Embedding, Matryoshka).
     #[arg(long, value_name = "N")]
     pub dims: Option<usize>,
-    /// How the store keeps vectors: f16 or f32 [default: f16].
-    #[arg(long, value_name = "DTYPE")]
-    pub vector_dtype: Option<String>,
+    /// How the store keeps vectors [default: f16].
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub vector_dtype: Option<shirabe::index::vectors::VectorDtype>,
 }
 
 /// Where a Qdrant server is.
@@ -405,15 +405,21 @@ pub struct BackendArgs {
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0, value_name = "T")]
     pub temperature: f32,
-    /// Weight type of the model: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", value_name = "DTYPE")]
-    pub dtype: String,
+    /// Weight type of the model.
+    #[arg(long, value_enum, default_value_t, value_name = "DTYPE")]
+    pub dtype: shirabe::models::WeightDtype,
     /// KV cache type of a local model: f32, bf16, f16, or q8 (int8 with a
     /// scale per 32 elements, 56% of the memory of f16; CPU only).
     /// Default: bf16/f16 for such weights, q8 for quantized ones on an
     /// AVX-512 or AVX2 CPU (else f16), f32 for f32.
-    #[arg(long, env = "SHIRABE_CACHE_DTYPE", value_name = "TYPE")]
-    pub cache_dtype: Option<String>,
+    #[arg(
+        long,
+        env = "SHIRABE_CACHE_DTYPE",
+        value_enum,
+        ignore_case = true,
+        value_name = "TYPE"
+    )]
+    pub cache_dtype: Option<shirabe::models::qwen3::KvType>,
     /// The answering instructions, from a file, instead of the built-in
     /// system prompt (`ask` and `eval --answers`).
     #[arg(long, value_name = "FILE")]
@@ -621,9 +627,9 @@ pub struct EmbedArgs {
     /// Keep only the first N dimensions (Matryoshka), renormalised.
     #[arg(long, value_name = "N")]
     pub dims: Option<usize>,
-    /// Weight type: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", value_name = "DTYPE")]
-    pub dtype: String,
+    /// Weight type of the model.
+    #[arg(long, value_enum, default_value_t, value_name = "DTYPE")]
+    pub dtype: shirabe::models::WeightDtype,
     /// Texts per batch.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch: usize,
@@ -691,15 +697,15 @@ pub struct GenerateArgs {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Weight type: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", value_name = "DTYPE")]
-    pub dtype: String,
+    /// Weight type of the model.
+    #[arg(long, value_enum, default_value_t, value_name = "DTYPE")]
+    pub dtype: shirabe::models::WeightDtype,
     /// KV cache type: f32, bf16, f16, or q8 (int8 with a scale per 32
     /// elements, 56% of the memory of f16; CPU only). Default: bf16/f16
     /// for such weights, q8 for quantized ones on an AVX-512 or AVX2 CPU
     /// (else f16), f32 for f32.
-    #[arg(long, value_name = "TYPE")]
-    pub cache_dtype: Option<String>,
+    #[arg(long, value_enum, ignore_case = true, value_name = "TYPE")]
+    pub cache_dtype: Option<shirabe::models::qwen3::KvType>,
     /// Print one JSON object at the end: text, token ids, counts, speeds.
     #[arg(long)]
     pub json: bool,
@@ -784,9 +790,9 @@ pub enum BenchWhat {
         /// Dimensions.
         #[arg(long, default_value_t = 1024)]
         dims: usize,
-        /// f16 or f32.
-        #[arg(long, default_value = "f16")]
-        dtype: String,
+        /// How the store keeps vectors.
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: shirabe::index::vectors::VectorDtype,
         /// Queries to time per size.
         #[arg(long, default_value_t = 200)]
         queries: usize,
@@ -817,9 +823,9 @@ pub enum BenchWhat {
         /// qwen3-embedding-0.6b or qwen3-4b.
         #[arg(long, default_value = "qwen3-embedding-0.6b")]
         preset: String,
-        /// Weight type: f32, bf16 or f16.
-        #[arg(long, default_value = "bf16")]
-        dtype: String,
+        /// Weight type.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: shirabe::models::WeightDtype,
         /// Chunks to embed.
         #[arg(long, default_value_t = 16)]
         chunks: usize,
@@ -840,9 +846,9 @@ pub enum BenchWhat {
         /// Cached tokens, comma-separated.
         #[arg(long, default_value = "2048,8192")]
         ctx: String,
-        /// Cache types, comma-separated (f32, bf16, f16, q8).
-        #[arg(long, default_value = "bf16,q8")]
-        cache_dtypes: String,
+        /// Cache types, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "bf16,q8")]
+        cache_dtypes: Vec<shirabe::models::qwen3::KvType>,
         /// Decode steps to time (each over all layers); the median counts.
         #[arg(long, default_value_t = 20)]
         steps: usize,
@@ -881,9 +887,9 @@ pub enum BenchWhat {
         /// qwen3-0.6b or qwen3-4b.
         #[arg(long, default_value = "qwen3-0.6b")]
         preset: String,
-        /// Weight type: f32, bf16 or f16.
-        #[arg(long, default_value = "bf16")]
-        dtype: String,
+        /// Weight type.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: shirabe::models::WeightDtype,
         /// Windows in tokens, comma-separated.
         #[arg(long, default_value = "1024,4096,8192")]
         ctx: String,

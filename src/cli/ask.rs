@@ -77,6 +77,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             max_tokens: None,
             rarity: Some(&rarity),
             written: None,
+            history: &[],
         },
         &AnswerHooks {
             on_packed: &show,
@@ -185,12 +186,8 @@ pub(super) fn answerer(manifest: Option<&Manifest>, b: &BackendArgs) -> Result<A
     let model = match &b.model {
         Some(m) if !b.extractive && endpoint.is_none() => Some(LocalModel {
             spec: m.clone(),
-            dtype: super::parse_dtype(&b.dtype, "--dtype")?,
-            cache_dtype: b
-                .cache_dtype
-                .as_deref()
-                .map(|kv| super::parse_cache_dtype(kv, "--cache-dtype"))
-                .transpose()?,
+            dtype: b.dtype.into(),
+            cache_dtype: b.cache_dtype,
         }),
         _ => None,
     };

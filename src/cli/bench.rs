@@ -348,7 +348,7 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
 /// real shapes: packing, tokenizing and prefill, at several windows.
 fn ttft_bench(
     preset: &str,
-    dtype: &str,
+    dtype: &shirabe::models::WeightDtype,
     ctxs: &[usize],
     tokenizer: &std::path::Path,
     json: bool,
@@ -366,7 +366,7 @@ fn ttft_bench(
     let tok = tokenizers::Tokenizer::from_file(tokenizer).map_err(|e| anyhow::anyhow!("{e}"))?;
     let counter = TokenCounter::from_tokenizer(tok.clone(), tokenizer);
     let cfg = preset_config(preset)?;
-    let dt = super::parse_dtype(dtype, "--dtype")?;
+    let dt = (*dtype).into();
     let generator = Generator::new(Model::new(&cfg, &Random::new(dt, &Device::Cpu))?, tok);
     let hits = synthetic_hits(400);
     let mut out = std::io::stdout().lock();
@@ -466,7 +466,7 @@ fn cpu_seconds() -> f64 {
 
 fn ingest_embed(
     preset: &str,
-    dtype: &str,
+    dtype: &shirabe::models::WeightDtype,
     chunks: usize,
     tokenizer: &std::path::Path,
     json: bool,
@@ -481,7 +481,7 @@ fn ingest_embed(
         "{}: no tokenizer (run corpora/fetch-qwen-tokenizer.sh)",
         tokenizer.display()
     );
-    let dt = super::parse_dtype(dtype, "--dtype")?;
+    let dt = (*dtype).into();
     let cfg = preset_config(preset)?;
     let tmp = tempfile::tempdir()?;
     // Synthetic English: each file becomes one 512-token chunk.
@@ -576,15 +576,15 @@ fn random_unit(rng: &mut Rng, dims: usize) -> Vec<f32> {
 fn vectors(
     sizes: &[usize],
     dims: usize,
-    dtype: &str,
+    dtype: &shirabe::index::vectors::VectorDtype,
     queries: usize,
     (ann_max_rows, ef, clustered): (usize, usize, bool),
     dir: Option<&PathBuf>,
     json: bool,
 ) -> Result<Status> {
     use shirabe::index::hnsw::Params;
-    use shirabe::index::vectors::{Key, VectorDtype, VectorStore};
-    let dtype = VectorDtype::parse(dtype)?;
+    use shirabe::index::vectors::{Key, VectorStore};
+    let dtype = *dtype;
     let tname = format!("{dtype:?}").to_lowercase();
     let tmp = tempfile::tempdir()?;
     let root = dir.cloned().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -864,7 +864,7 @@ fn time_attention<K: shirabe::models::kernels::Elem>(
 fn attention_bench(
     preset: &str,
     ctx: &[usize],
-    cache_dtypes: &str,
+    cache_dtypes: &[shirabe::models::qwen3::KvType],
     steps: usize,
     json: bool,
 ) -> Result<Status> {
@@ -898,34 +898,37 @@ fn attention_bench(
             .map(|_| (rng.below(2001) as f32 - 1000.0) / 1000.0)
             .collect();
         let len = kv_heads * keys * dim;
-        for name in cache_dtypes.split(',').map(str::trim) {
-            let (secs, elem_bytes) = match name {
-                "f32" => {
+        for &kv in cache_dtypes {
+            use candle_core::DType;
+            use shirabe::models::qwen3::KvType;
+            let name = kv.to_string();
+            let (secs, elem_bytes) = match kv {
+                KvType::Float(DType::F32) => {
                     let c: Vec<_> = (0..layers)
                         .map(|_| bench_cache(&mut rng, len, dim, |x| x, false))
                         .collect();
                     (time_attention(&c, &q, shape, steps), 4.0)
                 }
-                "bf16" => {
+                KvType::Float(DType::BF16) => {
                     let c: Vec<_> = (0..layers)
                         .map(|_| bench_cache(&mut rng, len, dim, bf16::from_f32, false))
                         .collect();
                     (time_attention(&c, &q, shape, steps), 2.0)
                 }
-                "f16" => {
+                KvType::Float(DType::F16) => {
                     let c: Vec<_> = (0..layers)
                         .map(|_| bench_cache(&mut rng, len, dim, f16::from_f32, false))
                         .collect();
                     (time_attention(&c, &q, shape, steps), 2.0)
                 }
-                "q8" => {
+                KvType::Q8 => {
                     let c: Vec<_> = (0..layers)
                         .map(|_| bench_cache(&mut rng, len, dim, |x| x as i8, true))
                         .collect();
                     let block = shirabe::models::kernels::kv_block(dim) as f64;
                     (time_attention(&c, &q, shape, steps), 1.0 + 4.0 / block)
                 }
-                other => anyhow::bail!("--cache-dtypes: {other:?} is not f32, bf16, f16 or q8"),
+                other => anyhow::bail!("--cache-dtypes: {other} is not benchmarked"),
             };
             let bw = yardstick.gbs();
             let bytes = (layers * 2 * len) as f64 * elem_bytes;
@@ -1122,7 +1125,11 @@ fn model(
     let cfg = preset_config(preset)?;
     let kv_choice = match cache_dtype {
         "auto" => None,
-        name => Some(super::parse_cache_dtype(name, "--cache-dtype")?),
+        name => Some(
+            <shirabe::models::qwen3::KvType as clap::ValueEnum>::from_str(name, true).map_err(
+                |_| anyhow::anyhow!("--cache-dtype: {name:?} is not auto, f32, bf16, f16 or q8"),
+            )?,
+        ),
     };
     let prefill = list(prefill, "--prefill")?;
     let batches = list(embed_batch, "--embed-batch")?;

@@ -10,7 +10,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
 
-use shirabe::answer::conversation::{cited_sources, reply, to_markdown, Lookup, Reply, Turn};
+use shirabe::answer::conversation::{cited_sources, reply, to_markdown, Lookup, Turn};
+use shirabe::answer::Answered;
 use shirabe::index::ShirabeIndex;
 
 use super::args::ChatArgs;
@@ -89,7 +90,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             &mut |_| {},
         );
         phases.done();
-        let Reply {
+        let Answered {
             packed,
             checked,
             declined,

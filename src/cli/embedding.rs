@@ -14,7 +14,7 @@ use shirabe::ingest::embed::{EmbedEvent, EmbedOptions, EmbedReport};
 use shirabe::models::embed::TextEmbedder;
 
 use super::args::{EmbedArgs, EmbedIndexArgs};
-use super::generate::{dtype, interrupt_flag};
+use super::generate::interrupt_flag;
 use super::migrate::{print_sync_report, sync_qdrant};
 use super::{Settings, Status};
 
@@ -253,7 +253,7 @@ pub fn embed_index(s: &Settings, a: &EmbedIndexArgs) -> Result<Status> {
 
 pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
     use std::io::BufRead;
-    let dtype = dtype(&a.dtype, "--dtype")?;
+    let dtype: candle_core::DType = a.dtype.into();
     let texts: Vec<String> = if a.texts.is_empty() {
         std::io::stdin()
             .lock()

@@ -126,6 +126,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
                 max_tokens: None,
                 rarity: Some(&rarity),
                 written: replayed,
+                history: &[],
             },
             &AnswerHooks::silent(),
             &mut |_| {},

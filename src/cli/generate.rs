@@ -8,19 +8,12 @@ use anyhow::Result;
 use super::args::GenerateArgs;
 use super::{Settings, Status};
 
-pub(super) fn dtype(name: &str, flag: &str) -> Result<candle_core::DType> {
-    super::parse_dtype(name, flag)
-}
-
 pub fn run(_s: &Settings, a: &GenerateArgs) -> Result<Status> {
     use shirabe::models::generate::{Generator, SamplingParams};
-    let mut generator = Generator::load(
-        &a.model,
-        dtype(&a.dtype, "--dtype")?,
-        &shirabe::models::default_device(),
-    )?;
-    if let Some(d) = &a.cache_dtype {
-        generator.cache_dtype = super::parse_cache_dtype(d, "--cache-dtype")?;
+    let mut generator =
+        Generator::load(&a.model, a.dtype.into(), &shirabe::models::default_device())?;
+    if let Some(d) = a.cache_dtype {
+        generator.cache_dtype = d;
     }
     let prompt = if a.raw {
         a.prompt.clone()

@@ -88,22 +88,6 @@ pub struct EmbedSettings {
     pub vector_dtype: shirabe::index::vectors::VectorDtype,
 }
 
-/// Parses a weight type name.
-pub fn parse_dtype(name: &str, what: &str) -> Result<candle_core::DType> {
-    Ok(match name {
-        "f32" => candle_core::DType::F32,
-        "bf16" => candle_core::DType::BF16,
-        "f16" => candle_core::DType::F16,
-        other => anyhow::bail!("{what} must be f32, bf16 or f16, not {other:?}"),
-    })
-}
-
-/// A KV cache type flag: f32, bf16, f16 or q8.
-pub fn parse_cache_dtype(name: &str, what: &str) -> Result<shirabe::models::qwen3::KvType> {
-    shirabe::models::qwen3::KvType::parse(name)
-        .ok_or_else(|| anyhow::anyhow!("{what} must be f32, bf16, f16 or q8, not {name:?}"))
-}
-
 fn build_settings(cli: &Cli) -> Result<Settings> {
     use std::io::IsTerminal;
     let file = ConfigFile::load(cli.config.as_deref())?;
@@ -165,22 +149,9 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
     let e = &file.embed;
     let embed = EmbedSettings {
         model: flags.embed_model.or(e.model.clone()),
-        dtype: parse_dtype(
-            flags
-                .embed_dtype
-                .as_deref()
-                .or(e.dtype.as_deref())
-                .unwrap_or("f32"),
-            "--embed-dtype",
-        )?,
+        dtype: flags.embed_dtype.or(e.dtype).unwrap_or_default().into(),
         dims: flags.dims.or(e.dims),
-        vector_dtype: shirabe::index::vectors::VectorDtype::parse(
-            flags
-                .vector_dtype
-                .as_deref()
-                .or(e.vector_dtype.as_deref())
-                .unwrap_or("f16"),
-        )?,
+        vector_dtype: flags.vector_dtype.or(e.vector_dtype).unwrap_or_default(),
     };
     let mut qdrant = match &cli.command {
         Some(Command::Ingest(a)) => a.qdrant.clone(),

@@ -39,7 +39,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use shirabe::answer::{AnswerHooks, Answerer, Question};
+use shirabe::answer::{conversation, AnswerHooks, Answerer, Question};
 use shirabe::index::ShirabeIndex;
 use shirabe::retrieve::Live;
 
@@ -50,6 +50,10 @@ use super::{Settings, Status};
 const SHIRABE_MODEL: &str = "shirabe";
 /// Messages one request may carry.
 const MAX_MESSAGES: usize = 256;
+/// Earlier turns of a conversation a request's answer may read.
+const MAX_TURNS: usize = 4;
+/// Characters kept of each side of an earlier turn.
+const MAX_TURN_CHARS: usize = 4000;
 /// Passages one search may ask for.
 const MAX_SEARCH_LIMIT: usize = 100;
 /// Searches run at once (beside the answers).
@@ -544,6 +548,9 @@ struct Chat {
     system: String,
     /// The last user message.
     question: String,
+    /// Earlier (question, answer) pairs of the conversation, newest last:
+    /// at most [`MAX_TURNS`], each side cut to [`MAX_TURN_CHARS`].
+    turns: Vec<(String, String)>,
     max_tokens: usize,
     stream: bool,
 }
@@ -588,6 +595,33 @@ impl Chat {
             .filter(|q| !q.trim().is_empty())
             .ok_or_else(|| ApiError::bad("no user message"))?;
         let system = text_of("system").join("\n");
+        // Each user message answered by the assistant message after it.
+        let cut = |t: String| match t.char_indices().nth(MAX_TURN_CHARS) {
+            Some((at, _)) => t[..at].to_string(),
+            None => t,
+        };
+        let mut turns = Vec::new();
+        let mut asked: Option<String> = None;
+        let last_user = messages.iter().rposition(|m| m["role"] == "user");
+        for (i, m) in messages.iter().enumerate() {
+            if Some(i) == last_user {
+                break;
+            }
+            let Some(text) = content_text(&m["content"]) else {
+                continue;
+            };
+            match m["role"].as_str() {
+                Some("user") => asked = Some(text),
+                Some("assistant") => {
+                    if let Some(q) = asked.take() {
+                        turns.push((cut(q), cut(text)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let keep = turns.len().saturating_sub(MAX_TURNS);
+        turns.drain(..keep);
         let chars = question.chars().count() + system.chars().count();
         if chars > s.max_question {
             return Err(ApiError::bad(format!(
@@ -605,6 +639,7 @@ impl Chat {
             model: v["model"].as_str().unwrap_or(SHIRABE_MODEL).to_string(),
             system,
             question,
+            turns,
             max_tokens,
             stream: v["stream"].as_bool() == Some(true),
         })
@@ -689,12 +724,16 @@ impl Shared {
             });
         }
         let question = &req.question;
+        // A follow-up is searched as a standalone question, and the
+        // conversation so far goes into the prompt (as `chat` does).
+        let query = conversation::search_query(&self.answerer, question, &req.turns, cancel);
+        let history = conversation::history(&self.answerer, &req.turns);
         let snap = self.live.snapshot();
         let hits = snap
             .retriever
-            .retrieve(&snap.index, question, self.passages, None)?;
+            .retrieve(&snap.index, &query, self.passages, None)?;
         let embed = snap.retriever.check_embedder();
-        let rarity = shirabe::retrieve::term_rarity(&snap.index, question)?;
+        let rarity = shirabe::retrieve::term_rarity(&snap.index, &query)?;
         let r = self.answerer.answer(
             &Question {
                 text: question,
@@ -704,6 +743,7 @@ impl Shared {
                 max_tokens: Some(req.max_tokens),
                 rarity: Some(&rarity),
                 written: None,
+                history: &history,
             },
             &AnswerHooks::silent(),
             sink,

@@ -66,12 +66,13 @@ pub fn key_from_hex(hex: &str) -> Option<Key> {
     Some(key)
 }
 
-/// How vector values are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How vector values are stored (`--vector-dtype`, `[embed] vector_dtype`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorDtype {
     /// Half precision (the default: half the disk and scan bandwidth; unit
     /// vectors lose nothing that changes a ranking).
+    #[default]
     F16,
     /// Single precision.
     F32,
@@ -83,17 +84,6 @@ impl VectorDtype {
         match self {
             VectorDtype::F16 => 2,
             VectorDtype::F32 => 4,
-        }
-    }
-
-    /// Parses `f16` / `f32`.
-    pub fn parse(s: &str) -> Result<VectorDtype> {
-        match s {
-            "f16" => Ok(VectorDtype::F16),
-            "f32" => Ok(VectorDtype::F32),
-            other => Err(Error::Config(format!(
-                "vector type must be f16 or f32, not {other:?}"
-            ))),
         }
     }
 }

@@ -30,6 +30,47 @@ use crate::ingest::tokens::hf_cache_dirs;
 use crate::{Error, Result};
 use config::Config;
 
+/// The type a model's weights are computed in (`--dtype`,
+/// `--embed-dtype`, `[embed] dtype`): the command line and the config
+/// read the same enum.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightDtype {
+    /// Single precision.
+    #[default]
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl std::fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(DType::from(*self).as_str())
+    }
+}
+
+impl From<WeightDtype> for DType {
+    fn from(d: WeightDtype) -> DType {
+        match d {
+            WeightDtype::F32 => DType::F32,
+            WeightDtype::Bf16 => DType::BF16,
+            WeightDtype::F16 => DType::F16,
+        }
+    }
+}
+
 /// The default reranking model.
 pub const DEFAULT_RERANK_MODEL: &str = "Qwen/Qwen3-Reranker-0.6B";
 

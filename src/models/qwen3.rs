@@ -789,16 +789,6 @@ impl From<DType> for KvType {
 }
 
 impl KvType {
-    /// `f32`, `bf16`, `f16` or `q8` (also `q8_0`, `int8`).
-    pub fn parse(name: &str) -> Option<KvType> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "f32" => KvType::Float(DType::F32),
-            "bf16" => KvType::Float(DType::BF16),
-            "f16" => KvType::Float(DType::F16),
-            "q8" | "q8_0" | "int8" => KvType::Q8,
-            _ => return None,
-        })
-    }
     /// The dtype keys and values are computed in before they are stored.
     pub fn float_dtype(self) -> DType {
         match self {
@@ -812,6 +802,29 @@ impl KvType {
             KvType::Float(d) => d.size_in_bytes() as f64,
             KvType::Q8 => 1.0 + 4.0 / kernels::kv_block(head_dim) as f64,
         }
+    }
+}
+
+/// `--cache-dtype f32|bf16|f16|q8` (also `q8_0`, `int8`), parsed by clap.
+impl clap::ValueEnum for KvType {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            KvType::Float(DType::F32),
+            KvType::Float(DType::BF16),
+            KvType::Float(DType::F16),
+            KvType::Q8,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            KvType::Float(DType::F32) => PossibleValue::new("f32"),
+            KvType::Float(DType::BF16) => PossibleValue::new("bf16"),
+            KvType::Float(DType::F16) => PossibleValue::new("f16"),
+            KvType::Q8 => PossibleValue::new("q8").aliases(["q8_0", "int8"]),
+            KvType::Float(_) => return None,
+        })
     }
 }
 
@@ -1413,9 +1426,13 @@ mod tests {
         let last = one_at_a_time(&m, &ids, &mut c8);
         assert!(max_diff(&b.narrow(1, 299, 1).unwrap(), &last) < 1e-4);
         assert_eq!(c8.len(), 300);
-        assert_eq!(KvType::parse("q8_0"), Some(KvType::Q8));
-        assert_eq!(KvType::parse("BF16"), Some(KvType::Float(DType::BF16)));
-        assert_eq!(KvType::parse("q4"), None);
+        use clap::ValueEnum;
+        assert_eq!(KvType::from_str("q8_0", true), Ok(KvType::Q8));
+        assert_eq!(
+            KvType::from_str("BF16", true),
+            Ok(KvType::Float(DType::BF16))
+        );
+        assert!(KvType::from_str("q4", true).is_err());
     }
 
     /// The int8 cache scales blocks of 32: an outlier channel coarsens
