@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod models;
 pub mod prompt;
 pub mod retrieve;
+pub mod rng;
 pub mod samples;
 pub mod sanitize;
 pub mod tui;

@@ -752,9 +752,6 @@ pub enum BenchWhat {
         /// model of the same layout, to check the benchmark itself).
         #[arg(long, default_value = "qwen3-0.6b")]
         preset: String,
-        /// Use random weights (the only mode: weights cannot be fetched here).
-        #[arg(long, default_value_t = true)]
-        random: bool,
         /// Weight types to measure, comma-separated (f32, bf16, f16, q8_0, q4_k).
         #[arg(long, default_value = "f32,bf16,q8_0")]
         dtypes: String,

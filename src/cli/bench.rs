@@ -44,25 +44,7 @@ const JA_WORDS: [&str; 16] = [
     "検討",
 ];
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// A Zipf-like rank in 0..n (density ~ 1/rank).
-    fn zipf(&mut self, n: u64) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        ((n as f64).powf(u) - 1.0) as u64
-    }
-}
+use shirabe::rng::Rng;
 
 fn word(rank: u64) -> String {
     let mut w = String::new();
@@ -224,7 +206,7 @@ pub fn run(s: &Settings, a: &BenchArgs) -> Result<Status> {
 /// `n` retrieved passages of ~520 tokens over 37 documents.
 fn synthetic_hits(n: usize) -> Vec<shirabe::retrieve::Hit> {
     use shirabe::retrieve::{Explain, Hit};
-    let mut rng = Rng(0xfeed);
+    let mut rng = Rng::new(0xfeed);
     (0..n)
         .map(|i| {
             let text: Vec<String> = (0..40)
@@ -299,7 +281,7 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
     let [Action::Ask { seq, .. }] = ask.as_slice() else {
         anyhow::bail!("the TUI did not ask");
     };
-    let mut rng = Rng(0xc0ffee);
+    let mut rng = Rng::new(0xc0ffee);
     let mut times = Vec::with_capacity(frames);
     let started = Instant::now();
     for i in 0..frames {
@@ -487,7 +469,7 @@ fn ingest_embed(
     // Synthetic English: each file becomes one 512-token chunk.
     let docs = tmp.path().join("docs");
     std::fs::create_dir_all(&docs)?;
-    let mut rng = Rng(0x1de5);
+    let mut rng = Rng::new(0x1de5);
     for i in 0..chunks {
         let text: Vec<String> = (0..240).map(|_| word(50 + rng.zipf(5_000))).collect();
         std::fs::write(docs.join(format!("doc{i:04}.txt")), text.join(" "))?;
@@ -563,7 +545,7 @@ fn random_unit(rng: &mut Rng, dims: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dims)
         .map(|_| {
             (0..4)
-                .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
                 .sum()
         })
         .collect();
@@ -631,7 +613,7 @@ fn vectors(
         let path = root.join(format!("bench-{n}-{dims}-{tname}"));
         let _ = std::fs::remove_dir_all(&path);
         let mut store = VectorStore::open(&path, dims, dtype, 0)?;
-        let mut rng = Rng(0x5eed ^ n as u64);
+        let mut rng = Rng::new(0x5eed ^ n as u64);
         let centres: Vec<Vec<f32>> = if clustered {
             (0..1000).map(|_| random_unit(&mut rng, dims)).collect()
         } else {
@@ -880,7 +862,7 @@ fn attention_bench(
     let yardstick = Yardstick::new();
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
-    let mut rng = Rng(0xa77e);
+    let mut rng = Rng::new(0xa77e);
     for &n in ctx {
         anyhow::ensure!(n > 0, "--ctx: a cache needs at least one token");
         let keys = n + 1;
@@ -961,7 +943,7 @@ fn linear_bench(shapes: &str, dtypes: &str, reps: usize, cold: bool, json: bool)
     use shirabe::models::kernels::{on_pool, Packed, GEMV_MAX_ROWS};
     let mut out = std::io::stdout().lock();
     let mut rows = Vec::new();
-    let mut rng = Rng(0x11ea);
+    let mut rng = Rng::new(0x11ea);
     // Cold reads are set against the machine's bandwidth, taken again
     // around each timing (a shared host's swings by 2x between minutes).
     let yardstick = cold.then(Yardstick::new);
@@ -1135,7 +1117,7 @@ fn model(
     let batches = list(embed_batch, "--embed-batch")?;
     let yardstick = Yardstick::new();
     let bw = yardstick.gbs();
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(151_000) as u32).collect() };
     let mut results = Vec::new();
     let mut out = std::io::stdout().lock();
@@ -1318,7 +1300,7 @@ fn search(
         }
         let index = ShirabeIndex::open_or_create(&dir)?;
         let mut writer = index.writer()?;
-        let mut rng = Rng(0x5eed);
+        let mut rng = Rng::new(0x5eed);
         let started = Instant::now();
         let per_doc = 100;
         for d in 0..chunks.div_ceil(per_doc) {
@@ -1341,7 +1323,7 @@ fn search(
         }
     }
     let index = ShirabeIndex::open(&dir)?;
-    let mut rng = Rng(0xbeef);
+    let mut rng = Rng::new(0xbeef);
     let make_query = |rng: &mut Rng| -> String {
         if rng.below(10) == 0 {
             return JA_WORDS[rng.below(JA_WORDS.len() as u64) as usize].to_string();

@@ -84,7 +84,7 @@ pub struct Hnsw {
     links: Vec<Vec<Vec<u32>>>,
     entry: Option<u32>,
     top: usize,
-    rng: u64,
+    rng: crate::rng::Rng,
     /// Visit stamps, reused between searches.
     visited: Vec<u32>,
     stamp: u32,
@@ -98,7 +98,7 @@ impl Hnsw {
             links: Vec::new(),
             entry: None,
             top: 0,
-            rng: 0x2545_f491_4f6c_dd1d,
+            rng: crate::rng::Rng::new(0x2545_f491_4f6c_dd1d),
             visited: Vec::new(),
             stamp: 0,
         }
@@ -120,10 +120,7 @@ impl Hnsw {
     }
 
     fn random_level(&mut self) -> usize {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let u = ((self.rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u = self.rng.open_unit();
         let ml = 1.0 / (self.params.m as f64).ln();
         ((-u.ln() * ml) as usize).min(MAX_LEVEL)
     }
@@ -417,17 +414,10 @@ mod tests {
     use super::*;
 
     fn vecs(n: usize, d: usize) -> Vec<Vec<f32>> {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = crate::rng::Rng::new(0x9E37_79B9_7F4A_7C15);
         (0..n)
             .map(|_| {
-                let mut v: Vec<f32> = (0..d)
-                    .map(|_| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                    })
-                    .collect();
+                let mut v: Vec<f32> = (0..d).map(|_| rng.uniform() - 0.5).collect();
                 let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 v.iter_mut().for_each(|x| *x /= n);
                 v

@@ -108,18 +108,7 @@ pub struct Generator {
     cite_tokens: std::sync::OnceLock<Option<super::cite::CiteTokens>>,
 }
 
-/// xorshift64*, enough for sampling and reproducible with a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (v >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
+use crate::rng::Rng;
 
 /// Picks the next token from logits.
 fn sample(logits: &mut [f32], history: &[u32], p: &SamplingParams, rng: &mut Rng) -> u32 {
@@ -416,7 +405,7 @@ impl Generator {
         }
         let prefill_s = started.elapsed().as_secs_f64();
         let mut logits = self.last_logits(hidden.as_ref().expect("non-empty prompt"))?;
-        let mut rng = Rng(params.seed.max(1));
+        let mut rng = Rng::new(params.seed);
         let mut ids: Vec<u32> = Vec::new();
         let mut emitted = 0usize; // bytes of decoded text already sent
         let token_bytes = self
@@ -646,7 +635,7 @@ mod tests {
 
     #[test]
     fn sampling_respects_seed_and_top_k() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let p = SamplingParams {
             temperature: 1.0,
             top_k: 1,
@@ -659,7 +648,7 @@ mod tests {
             ..SamplingParams::default()
         };
         let draw = |seed| {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             (0..20)
                 .map(|_| sample(&mut [1.0, 1.1, 0.9, 1.0], &[], &p, &mut rng))
                 .collect::<Vec<_>>()
@@ -671,7 +660,7 @@ mod tests {
             repeat_penalty: 10.0,
             ..SamplingParams::default()
         };
-        assert_eq!(sample(&mut [2.0, 1.5], &[0], &p, &mut Rng(1)), 1);
+        assert_eq!(sample(&mut [2.0, 1.5], &[0], &p, &mut Rng::new(1)), 1);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
+use crate::rng::Rng;
+
 /// A tiny config.json: 2 layers, 4 query heads over 2 key/value heads.
 pub fn tiny_config(model_type: &str, yarn_factor: Option<f64>) -> String {
     tiny_config_with_vocab(model_type, yarn_factor, 64)
@@ -34,21 +36,13 @@ pub fn tiny_config_with_vocab(model_type: &str, yarn_factor: Option<f64>, vocab:
     )
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn tensor(&mut self, shape: &[usize], scale: f32, offset: f32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                offset + scale * ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).expect("shape")
-    }
+/// A tensor of `shape` with values uniform around `offset`, `scale` wide.
+fn random_tensor(rng: &mut Rng, shape: &[usize], scale: f32, offset: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|_| offset + scale * (rng.uniform() - 0.5))
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).expect("shape")
 }
 
 /// Writes `config.json` and `model.safetensors` with seeded random weights.
@@ -58,7 +52,7 @@ pub fn write_tiny(dir: &Path, config: &str, prefixed: bool) -> crate::Result<()>
     let cfg = super::config::Config::from_json(config)?;
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     std::fs::write(dir.join("config.json"), config).map_err(|e| crate::Error::io(dir, e))?;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let (h, kv, d) = (
         cfg.num_attention_heads,
         cfg.num_key_value_heads,
@@ -69,74 +63,80 @@ pub fn write_tiny(dir: &Path, config: &str, prefixed: bool) -> crate::Result<()>
     let mut t: HashMap<String, Tensor> = HashMap::new();
     t.insert(
         format!("{p}embed_tokens.weight"),
-        rng.tensor(&[v, hs], 1.0, 0.0),
+        random_tensor(&mut rng, &[v, hs], 1.0, 0.0),
     );
     for i in 0..cfg.num_hidden_layers {
         let l = format!("{p}layers.{i}.");
         t.insert(
             format!("{l}self_attn.q_proj.weight"),
-            rng.tensor(&[h * d, hs], 0.4, 0.0),
+            random_tensor(&mut rng, &[h * d, hs], 0.4, 0.0),
         );
         t.insert(
             format!("{l}self_attn.k_proj.weight"),
-            rng.tensor(&[kv * d, hs], 0.4, 0.0),
+            random_tensor(&mut rng, &[kv * d, hs], 0.4, 0.0),
         );
         t.insert(
             format!("{l}self_attn.v_proj.weight"),
-            rng.tensor(&[kv * d, hs], 0.4, 0.0),
+            random_tensor(&mut rng, &[kv * d, hs], 0.4, 0.0),
         );
         t.insert(
             format!("{l}self_attn.o_proj.weight"),
-            rng.tensor(&[hs, h * d], 0.4, 0.0),
+            random_tensor(&mut rng, &[hs, h * d], 0.4, 0.0),
         );
         if cfg.qkv_bias() {
             t.insert(
                 format!("{l}self_attn.q_proj.bias"),
-                rng.tensor(&[h * d], 0.2, 0.0),
+                random_tensor(&mut rng, &[h * d], 0.2, 0.0),
             );
             t.insert(
                 format!("{l}self_attn.k_proj.bias"),
-                rng.tensor(&[kv * d], 0.2, 0.0),
+                random_tensor(&mut rng, &[kv * d], 0.2, 0.0),
             );
             t.insert(
                 format!("{l}self_attn.v_proj.bias"),
-                rng.tensor(&[kv * d], 0.2, 0.0),
+                random_tensor(&mut rng, &[kv * d], 0.2, 0.0),
             );
         }
         if cfg.is_qwen3() {
             t.insert(
                 format!("{l}self_attn.q_norm.weight"),
-                rng.tensor(&[d], 0.2, 1.0),
+                random_tensor(&mut rng, &[d], 0.2, 1.0),
             );
             t.insert(
                 format!("{l}self_attn.k_norm.weight"),
-                rng.tensor(&[d], 0.2, 1.0),
+                random_tensor(&mut rng, &[d], 0.2, 1.0),
             );
         }
         t.insert(
             format!("{l}mlp.gate_proj.weight"),
-            rng.tensor(&[is, hs], 0.4, 0.0),
+            random_tensor(&mut rng, &[is, hs], 0.4, 0.0),
         );
         t.insert(
             format!("{l}mlp.up_proj.weight"),
-            rng.tensor(&[is, hs], 0.4, 0.0),
+            random_tensor(&mut rng, &[is, hs], 0.4, 0.0),
         );
         t.insert(
             format!("{l}mlp.down_proj.weight"),
-            rng.tensor(&[hs, is], 0.4, 0.0),
+            random_tensor(&mut rng, &[hs, is], 0.4, 0.0),
         );
         t.insert(
             format!("{l}input_layernorm.weight"),
-            rng.tensor(&[hs], 0.2, 1.0),
+            random_tensor(&mut rng, &[hs], 0.2, 1.0),
         );
         t.insert(
             format!("{l}post_attention_layernorm.weight"),
-            rng.tensor(&[hs], 0.2, 1.0),
+            random_tensor(&mut rng, &[hs], 0.2, 1.0),
         );
     }
-    t.insert(format!("{p}norm.weight"), rng.tensor(&[hs], 0.2, 1.0));
+    t.insert(
+        format!("{p}norm.weight"),
+        random_tensor(&mut rng, &[hs], 0.2, 1.0),
+    );
     if !cfg.tie_word_embeddings {
-        t.insert("lm_head.weight".into(), rng.tensor(&[v, hs], 0.4, 0.0));
+        t.insert(
+            "lm_head.weight".into(),
+            random_tensor(&mut rng, &[v, hs], 0.4, 0.0),
+        );
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors"))
         .map_err(|e| crate::Error::Model(e.to_string()))
@@ -193,20 +193,8 @@ pub fn write_tiny_bert(dir: &Path, pooling: &str) {
         r#"{"max_seq_length": 512}"#,
     )
     .expect("tiny BERT");
-    let dev = Device::Cpu;
-    let mut seed = 7u64;
-    let mut rand = |shape: &[usize]| {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &dev).expect("tiny BERT")
-    };
+    let mut rng = Rng::new(7);
+    let mut rand = |shape: &[usize]| random_tensor(&mut rng, shape, 0.2, 0.0);
     let mut t: HashMap<String, Tensor> = HashMap::new();
     let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu).expect("tiny BERT");
     t.insert(

@@ -213,10 +213,7 @@ mod tests {
     use super::*;
 
     fn rng(s: &mut u64) -> f32 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        (crate::rng::Rng::step(s) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     }
 
     /// The obvious loops: slice out each head, norm, rotate.

@@ -3,11 +3,9 @@
 use super::attention::{exp_shifted, max_of};
 use super::*;
 
+/// Uniform in `[-1, 1)`, from the crate's generator.
 pub(super) fn rng(seed: &mut u64) -> f32 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    (*seed % 20_000) as f32 / 10_000.0 - 1.0
+    (crate::rng::Rng::step(seed) % 20_000) as f32 / 10_000.0 - 1.0
 }
 
 pub(super) fn naive_linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
