@@ -44,6 +44,7 @@ use std::mem::MaybeUninit;
 /// `$f::<R>(args…)` with R = `$rows` as a const generic, for the register
 /// tiles of 12 rows (`by_rows!(6; …)` for those of 6): R from the tile's
 /// rows down to 2, and 1 for anything else.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_macros))]
 macro_rules! by_rows {
     ($rows:expr, $f:ident($($arg:expr),* $(,)?)) => {
         match $rows {

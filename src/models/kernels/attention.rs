@@ -173,7 +173,7 @@ pub fn attention_scaled<K: Elem>(
         #[cfg(not(target_arch = "x86_64"))]
         let bf16_dp = false;
         let bf16_tiles = !small && bf16_dp;
-        let mut qx = Vec::new();
+        let mut qx: Vec<u32> = Vec::new();
         #[cfg(target_arch = "x86_64")]
         if bf16_dp {
             qx = vec![0u32; rows * d / 2];

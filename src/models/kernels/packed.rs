@@ -17,7 +17,9 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::q8;
-use super::{matmul, SendPtr, GEMV_MAX_ROWS, PREFETCH_AHEAD};
+#[cfg(target_arch = "x86_64")]
+use super::PREFETCH_AHEAD;
+use super::{matmul, SendPtr, GEMV_MAX_ROWS};
 #[cfg(target_arch = "x86_64")]
 use super::{prefetch, StreamHint};
 
@@ -230,6 +232,7 @@ impl Packed {
             _ => None,
         };
         let pairs = self.bf16_pairs(x, m);
+        #[cfg(target_arch = "x86_64")]
         let kp = k.div_ceil(2);
         super::for_each_guided(&splits, |task| {
             let mut tile = [0f32; NR];
@@ -1011,7 +1014,11 @@ mod tests {
                 // f16 rounds these bf16 values only below its range.
                 for (name, p) in &packs {
                     let got = p.linear(&x, m);
-                    let tol = if *name == "bf16" && super::super::has_avx512bf16() {
+                    #[cfg(target_arch = "x86_64")]
+                    let bf16_rounds = super::super::has_avx512bf16();
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let bf16_rounds = false;
+                    let tol = if *name == "bf16" && bf16_rounds {
                         // AVX512-BF16 rounds activations to bf16.
                         2e-2 * (k as f32).sqrt()
                     } else {

@@ -138,6 +138,7 @@ impl Acts {
         let kb = self.k / QK;
         let q = &self.q[i * self.k..(i + 1) * self.k];
         let d = &self.d[i * kb..(i + 1) * kb];
+        #[cfg(target_arch = "x86_64")]
         let c = &self.c[i * kb..(i + 1) * kb];
         assert!(panel.len() >= kb * BLOCK_BYTES, "packed panel");
         #[cfg(target_arch = "x86_64")]
