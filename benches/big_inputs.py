@@ -23,6 +23,8 @@ import shutil
 import subprocess
 import time
 
+from pdfgen import write_pdf
+
 
 def write_text(path, size):
     words = (
@@ -53,21 +55,7 @@ def write_array_pdf(path, numbers):
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"[" + " ".join(str(i % 1000) for i in range(numbers)).encode() + b"]",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, o in enumerate(objs):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    for o in offsets:
-        out += b"%010d 00000 n \n" % o
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objs) + 1,
-        xref,
-    )
-    with open(path, "wb") as f:
-        f.write(out)
+    write_pdf(path, objs)
 
 
 def measured(cmd, env=None):

@@ -26,6 +26,8 @@ import subprocess
 import tempfile
 import time
 
+from pdfgen import write_pdf
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -91,21 +93,7 @@ def bomb_pdf(path, numbers=40_000_000):
         b"<< /Type /ObjStm /N 1 /First %d /Filter /FlateDecode /Length %d >>\nstream\n"
         % (len(head), len(data)) + data + b"\nendstream"
     )
-    out = bytearray(b"%PDF-1.5\n")
-    offsets = []
-    for i, o in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objs) + 1,
-        xref,
-    )
-    with open(path, "wb") as f:
-        f.write(out)
+    write_pdf(path, objs, b"1.5")
 
 
 def bomb(exe, in_process):

@@ -11,12 +11,17 @@ use crate::util::Sandbox;
 /// A tmux server of its own, killed on drop.
 struct Tmux {
     socket: String,
+    /// Its config: no status line, so the pane is the window's full size
+    /// from the start. (With one, a program that reads the size before
+    /// tmux takes the line away draws a row too many, off screen.)
+    conf: std::path::PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(["-L", &self.socket, "-f"])
+            .arg(&self.conf)
             .args(args)
             .output()
             .expect("run tmux");
@@ -100,6 +105,8 @@ fn start_tui_with(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Tmux {
     let run = sb.path().join("run-tui.sh");
     std::fs::write(&run, script).unwrap();
     Command::new("chmod").arg("+x").arg(&run).status().unwrap();
+    let conf = sb.path().join("tmux.conf");
+    std::fs::write(&conf, "set -g status off\n").unwrap();
     let t = Tmux {
         socket: format!(
             "shirabe-test-{}-{}-{}",
@@ -107,6 +114,7 @@ fn start_tui_with(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Tmux {
             args.len(),
             env.len()
         ),
+        conf,
     };
     t.cmd(&[
         "new-session",
@@ -311,6 +319,12 @@ fn tui_searches_asks_previews_browses_and_ingests_in_a_real_terminal() {
     // The cited passage opens at its page.
     t.keys(&["o"]);
     t.wait_for(&["with viewer.sh"]);
+    // The status says so as the viewer starts; it writes its file soon after.
+    let start = Instant::now();
+    let written = || std::fs::read_to_string(&opened).is_ok_and(|a| a.ends_with('\n'));
+    while !written() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let args = std::fs::read_to_string(&opened).unwrap();
     // (The extractive answer cites the notes' sentence on the Osaka
     // warehouse first, then the minutes' budget.)
