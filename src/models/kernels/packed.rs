@@ -429,12 +429,10 @@ impl Packed {
     }
 }
 
-/// Element types whose all-zero bit pattern is a valid zero.
-pub trait Zeroable: Copy + Send + Sync + 'static {}
-impl Zeroable for f32 {}
-impl Zeroable for f16 {}
-impl Zeroable for u32 {}
-impl Zeroable for u8 {}
+/// Element types of a [`Buf`]: plain values whose all-zero bit pattern is
+/// a valid zero (bytemuck's `Zeroable`, an unsafe trait, vouches for that).
+pub trait Zeroable: bytemuck::Zeroable + Copy + Send + Sync + 'static {}
+impl<T: bytemuck::Zeroable + Copy + Send + Sync + 'static> Zeroable for T {}
 
 /// A zeroed buffer for packed weights. On Linux it is its own anonymous
 /// mapping, advised for 2 MB pages before anything touches it: the heap
@@ -463,7 +461,7 @@ impl<T: Zeroable> Buf<T> {
         #[cfg(target_os = "linux")]
         if bytes >= 2 << 20 {
             // SAFETY: an anonymous private mapping of `bytes` bytes, which the
-            // kernel zero-fills; zero bits are a valid `T` (`Zeroable`).
+            // kernel zero-fills; zero bits are a valid `T` (`bytemuck::Zeroable`).
             unsafe {
                 let p = libc::mmap(
                     std::ptr::null_mut(),
@@ -485,7 +483,8 @@ impl<T: Zeroable> Buf<T> {
             }
         }
         let mut vec = Vec::with_capacity(len);
-        // SAFETY: capacity `len`, and zero bits are a valid `T`.
+        // SAFETY: capacity `len`, and zero bits are a valid `T`
+        // (`bytemuck::Zeroable`).
         unsafe {
             std::ptr::write_bytes(vec.as_mut_ptr(), 0, len);
             vec.set_len(len);
