@@ -238,6 +238,8 @@ impl Workers {
         let _busy = Busy(&self.busy);
         let threads = self.jobs.saturating_sub(others).max(1);
         let mut fresh = false;
+        // Why a first worker died on this file, when a second one reads it.
+        let mut first_death: Option<String> = None;
         loop {
             let mut worker = match self.take() {
                 Ok(w) => w,
@@ -252,7 +254,14 @@ impl Workers {
                     if let Ok(mut idle) = self.idle.lock() {
                         idle.push(worker);
                     }
-                    return answer;
+                    return answer.map(|mut read| {
+                        if let Some(why) = first_death {
+                            read.0.warnings.push(format!(
+                                "a first PDF worker stopped on this file ({why}); a second read it"
+                            ));
+                        }
+                        read
+                    });
                 }
                 // It never read the file: another worker tries, once. (A
                 // worker retires with a clean exit after an answer; one
@@ -263,6 +272,13 @@ impl Workers {
                 }
                 Err(Death::Gone) if !fresh && worker.retired() => {
                     worker.stop();
+                    fresh = true;
+                }
+                // Any other death (a signal from outside, a crash) is
+                // blamed on the file only when a second worker dies too;
+                // a file that hangs is not given a second five minutes.
+                Err(death @ (Death::Gone | Death::Garbled(_))) if !fresh => {
+                    first_death = Some(worker.bury(death, bytes.len()));
                     fresh = true;
                 }
                 Err(death) => return Err(Error::Pdf(worker.bury(death, bytes.len()))),
