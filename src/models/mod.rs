@@ -71,6 +71,29 @@ impl From<WeightDtype> for DType {
     }
 }
 
+/// `--cache-dtype f32|bf16|f16|q8` (also `q8_0`, `int8`), parsed by clap.
+impl clap::ValueEnum for qwen3::KvType {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            qwen3::KvType::Float(DType::F32),
+            qwen3::KvType::Float(DType::BF16),
+            qwen3::KvType::Float(DType::F16),
+            qwen3::KvType::Q8,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            qwen3::KvType::Float(DType::F32) => PossibleValue::new("f32"),
+            qwen3::KvType::Float(DType::BF16) => PossibleValue::new("bf16"),
+            qwen3::KvType::Float(DType::F16) => PossibleValue::new("f16"),
+            qwen3::KvType::Q8 => PossibleValue::new("q8").aliases(["q8_0", "int8"]),
+            qwen3::KvType::Float(_) => return None,
+        })
+    }
+}
+
 /// The default reranking model.
 pub const DEFAULT_RERANK_MODEL: &str = "Qwen/Qwen3-Reranker-0.6B";
 

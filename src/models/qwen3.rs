@@ -805,29 +805,6 @@ impl KvType {
     }
 }
 
-/// `--cache-dtype f32|bf16|f16|q8` (also `q8_0`, `int8`), parsed by clap.
-impl clap::ValueEnum for KvType {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[
-            KvType::Float(DType::F32),
-            KvType::Float(DType::BF16),
-            KvType::Float(DType::F16),
-            KvType::Q8,
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        use clap::builder::PossibleValue;
-        Some(match self {
-            KvType::Float(DType::F32) => PossibleValue::new("f32"),
-            KvType::Float(DType::BF16) => PossibleValue::new("bf16"),
-            KvType::Float(DType::F16) => PossibleValue::new("f16"),
-            KvType::Q8 => PossibleValue::new("q8").aliases(["q8_0", "int8"]),
-            KvType::Float(_) => return None,
-        })
-    }
-}
-
 impl std::fmt::Display for KvType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
