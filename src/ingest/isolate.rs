@@ -158,9 +158,7 @@ impl WireDoc {
 /// What a request carries beside the file.
 #[derive(Serialize, Deserialize)]
 struct Request {
-    mode: ocr::OcrMode,
-    languages: Option<String>,
-    program: Option<PathBuf>,
+    ocr: OcrSettings,
     /// Threads the worker may OCR pages on.
     threads: usize,
 }
@@ -400,9 +398,7 @@ impl Worker {
         on_page: &(dyn Fn() + Sync),
     ) -> std::result::Result<Result<(ExtractedDoc, OcrOutcome)>, Death> {
         let request = Request {
-            mode: settings.mode,
-            languages: settings.languages.clone(),
-            program: settings.program.clone(),
+            ocr: settings.clone(),
             threads,
         };
         if let Ok(mut t) = self.stderr_tail.lock() {
@@ -746,11 +742,7 @@ fn answer_one(
     let len = usize::try_from(u64::from_le_bytes(len))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     trim();
-    let settings = OcrSettings {
-        mode: request.mode,
-        languages: request.languages,
-        program: request.program,
-    };
+    let settings = request.ocr;
     if engine.as_ref().is_none_or(|(p, _)| *p != settings.program) {
         *engine = Some((
             settings.program.clone(),

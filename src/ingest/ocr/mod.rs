@@ -44,7 +44,7 @@ pub enum OcrMode {
 }
 
 /// How to OCR.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OcrSettings {
     /// When.
     pub mode: OcrMode,
