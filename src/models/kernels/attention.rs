@@ -76,16 +76,7 @@ pub fn attention_scaled<K: Elem>(
         .collect();
     // Decode's two-row scores at this CPU's widest width, for heads that
     // are a multiple of 32 (queries `prepare`d for that width).
-    #[cfg(target_arch = "x86_64")]
-    let two_rows: Option<TwoRowScores<K>> = if d % 32 != 0 {
-        None
-    } else if has_avx512() {
-        Some(K::scores2_avx512)
-    } else if has_avx2_fma() && has_f16c() {
-        Some(K::scores2_avx2)
-    } else {
-        None
-    };
+    let two_rows = K::kernels().scores2.filter(|_| d.is_multiple_of(32));
     // Every output row is written once, by its task (or, split, by the
     // merge): no zeroing first.
     let mut out = Vec::<f32>::with_capacity(b * t * h * d);
@@ -154,7 +145,6 @@ pub fn attention_scaled<K: Elem>(
         let mut kbuf = Vec::new();
         let mut vbuf = Vec::new();
         // A lone int8 query row's discarded twin scores.
-        #[cfg(target_arch = "x86_64")]
         let mut twin: Vec<f32> = Vec::new();
         let mask = masks[bi].as_deref();
         let small = rows <= SMALL_ROWS;
@@ -179,28 +169,29 @@ pub fn attention_scaled<K: Elem>(
             qx = vec![0u32; rows * d / 2];
             for (r, row) in qx.chunks_exact_mut(d / 2).enumerate() {
                 // SAFETY: AVX512-BF16 was checked above.
-                unsafe { bf16gemm::to_pairs(&qb[r * d..(r + 1) * d], row) };
+                unsafe { x86::bf16::to_pairs(&qb[r * d..(r + 1) * d], row) };
             }
         }
         // The tiles' own order of the queries, once for every key tile.
         #[cfg(target_arch = "x86_64")]
         let qt = if bf16_tiles {
-            bf16gemm::queries_in_tiles(&qx, rows, d / 2)
+            x86::bf16::queries_in_tiles(&qx, rows, d / 2)
         } else {
             Vec::new()
         };
         // Few rows over an int8 cache, with AVX512-VNNI: integer scores,
         // the queries rounded to int8 per block as the keys are.
         #[cfg(target_arch = "x86_64")]
-        let qi8: Vec<QueryI8> = if small && K::as_i8(k).is_some() && vnni_scores_run(d) {
-            (0..rows)
-                .map(|r| QueryI8::new(&qb[r * d..(r + 1) * d]))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let qi8: Vec<x86::vnni::QueryI8> =
+            if small && K::as_i8(k).is_some() && x86::vnni::vnni_scores_run(d) {
+                (0..rows)
+                    .map(|r| x86::vnni::QueryI8::new(&qb[r * d..(r + 1) * d]))
+                    .collect()
+            } else {
+                Vec::new()
+            };
         #[cfg(target_arch = "x86_64")]
-        let mut scratch = bf16gemm::Scratch::default();
+        let mut scratch = x86::bf16::Scratch::default();
         let tile_len = if small { KEY_TILE_SMALL } else { KEY_TILE };
         // This task's keys: whole tiles from a tile's start, the last
         // range to the end (all keys when unsplit).
@@ -234,10 +225,10 @@ pub fn attention_scaled<K: Elem>(
                         let (a, b) = pr.split_at_mut(jl.min(pr.len()));
                         let (qa, qb2) = (&q2[0], q2.get(1).unwrap_or(&q2[0]));
                         let b = if b.is_empty() { &mut twin[..jl] } else { b };
-                        let done = scores2_vnni([qa, qb2], keys, ksc, d, [a, b]);
+                        let done = x86::vnni::scores2_vnni([qa, qb2], keys, ksc, d, [a, b]);
                         debug_assert!(done, "checked with the queries");
                     }
-                } else if bf16_dp && bf16gemm::scores2_fits(d) {
+                } else if bf16_dp && x86::bf16::scores2_fits(d) {
                     // Over a bf16 cache, queries rounded to bf16 as the
                     // tiles round them: one `vdpbf16ps` per 32 elements.
                     pairs = rows / 2;
@@ -246,13 +237,15 @@ pub fn attention_scaled<K: Elem>(
                         let (a, b) = pr.split_at_mut(jl);
                         let (qa, qb) = q2.split_at(d / 2);
                         // SAFETY: AVX512-BF16 was checked for `bf16_dp`.
-                        unsafe { bf16gemm::scores2([qa, qb], keys, d, [a, b]) };
+                        unsafe { x86::bf16::scores2([qa, qb], keys, d, [a, b]) };
                     }
                 } else if let Some(two) = two_rows {
                     pairs = rows / 2;
                     for (pr, q2) in st.chunks_exact_mut(2 * jl).zip(qprep.chunks_exact(2)) {
                         let (a, b) = pr.split_at_mut(jl);
-                        two([&q2[0], &q2[1]], ks, ksc, d, [a, b]);
+                        // SAFETY: the table holds kernels this CPU runs; they
+                        // check the lengths.
+                        unsafe { two([&q2[0], &q2[1]], ks, ksc, d, [a, b]) };
                     }
                 }
                 for (r, qr) in qprep.iter().enumerate().skip(2 * pairs) {
@@ -260,13 +253,13 @@ pub fn attention_scaled<K: Elem>(
                     if !ksc.is_empty() {
                         // int8: the two-row kernel on this row twice, where
                         // it runs; else the portable loop.
-                        #[cfg(target_arch = "x86_64")]
                         if let Some(two) = two_rows {
                             twin.resize(jl, 0.0);
-                            two([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]);
+                            // SAFETY: as above.
+                            unsafe { two([qr, qr], ks, ksc, d, [srow, &mut twin[..jl]]) };
                             continue;
                         }
-                        scores_scaled(qr, ks, ksc, srow);
+                        portable::scores_scaled(qr, ks, ksc, srow);
                         continue;
                     }
                     let mut j = 0;
@@ -280,7 +273,7 @@ pub fn attention_scaled<K: Elem>(
                 }
             } else if bf16_tiles {
                 #[cfg(target_arch = "x86_64")]
-                bf16gemm::scores(
+                x86::bf16::scores(
                     &qx,
                     &qt,
                     rows,
@@ -353,7 +346,7 @@ pub fn attention_scaled<K: Elem>(
                 K::pv_rows(&mut acc, d, st, jl, jl, ahead, vsc);
             } else if bf16_tiles {
                 #[cfg(target_arch = "x86_64")]
-                bf16gemm::weighted(
+                x86::bf16::weighted(
                     st,
                     rows,
                     jl,

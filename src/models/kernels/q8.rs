@@ -184,10 +184,10 @@ unsafe fn avx512_vnni(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [
     let mut acc = [_mm512_setzero_ps(); 2];
     for b in 0..d.len() {
         let base = pp.add(b * BLOCK_BYTES);
-        super::packed::ahead(hint, base.add(NR * QK), 64);
+        super::ahead(hint, base.add(NR * QK), 64);
         let mut s = [_mm512_setzero_si512(); 4];
         for g in 0..QK / 4 {
-            super::packed::ahead(hint, base.add(g * 128), 128);
+            super::ahead(hint, base.add(g * 128), 128);
             let x = _mm512_set1_epi32(std::ptr::read_unaligned(
                 qp.add(b * QK + 4 * g) as *const i32
             ));
@@ -233,10 +233,10 @@ unsafe fn avx2(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
     let mut acc = [_mm256_setzero_ps(); 4];
     for (b, &db) in d.iter().enumerate() {
         let base = pp.add(b * BLOCK_BYTES);
-        super::packed::ahead(hint, base.add(NR * QK), 64);
+        super::ahead(hint, base.add(NR * QK), 64);
         let mut s = [_mm256_setzero_si256(); 4];
         for g in 0..QK / 4 {
-            super::packed::ahead(hint, base.add(g * 128), 128);
+            super::ahead(hint, base.add(g * 128), 128);
             let x = _mm256_set1_epi32(std::ptr::read_unaligned(
                 qp.add(b * QK + 4 * g) as *const i32
             ));
@@ -269,7 +269,7 @@ pub struct Panels<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-impl super::bf16gemm::PanelSource for Panels<'_> {
+impl super::x86::bf16::PanelSource for Panels<'_> {
     fn panel<'s>(&'s self, p: usize, scratch: &'s mut Vec<u32>) -> &'s [u32] {
         assert!(super::has_avx512bf16(), "bf16 panels need AVX512-BF16");
         let kb = self.k / QK;
@@ -442,7 +442,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn bf16_pairs_are_the_rounded_weights() {
-        use crate::models::kernels::bf16gemm::PanelSource;
+        use crate::models::kernels::x86::bf16::PanelSource;
         if !crate::models::kernels::has_avx512bf16() {
             return;
         }

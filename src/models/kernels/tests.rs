@@ -1,6 +1,7 @@
 //! Tests of the kernels against plain reference products.
 
 use super::attention::{exp_shifted, max_of};
+use super::detect::{parse_hints, Cpu};
 use super::*;
 
 /// Uniform in `[-1, 1)`, from the crate's generator.
@@ -118,7 +119,7 @@ fn bf16_dot_paths_agree() {
         let close = |got: [f32; 4], path: &str| {
             assert!(max_diff(&got, &want) < 1e-4, "{path}, k = {k}");
         };
-        close(dot4_portable(&x, r), "portable");
+        close(portable::dot4(&x, r), "portable");
         #[cfg(target_arch = "x86_64")]
         {
             let split = |block: usize| {
@@ -135,11 +136,17 @@ fn bf16_dot_paths_agree() {
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: features checked just above.
-                close(unsafe { avx2::dot4_bf16_pairs(&split(16), r) }, "avx2");
+                close(
+                    unsafe { x86::avx2::attention::dot4_bf16_pairs(&split(16), r) },
+                    "avx2",
+                );
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: feature checked just above.
-                close(unsafe { avx512::dot4_bf16_pairs(&split(32), r) }, "avx512");
+                close(
+                    unsafe { x86::avx512::attention::dot4_bf16_pairs(&split(32), r) },
+                    "avx512",
+                );
             }
         }
     }
@@ -151,7 +158,8 @@ fn bf16_dot_paths_agree() {
 #[test]
 fn two_row_scores_match_the_dot_products() {
     // `scaled`: an int8 cache, whose keys have a scale per block.
-    fn check<K: Elem>(from: fn(f32) -> K, scaled: bool) {
+    use x86::Width;
+    fn check<K: Elem>(from: fn(f32) -> K, scaled: bool, table: fn(Width) -> Kernels<K>) {
         let mut s = 11u64;
         for d in [32usize, 64, 128] {
             for jl in [1usize, 3, 4, 7, 256] {
@@ -178,41 +186,39 @@ fn two_row_scores_match_the_dot_products() {
                         })
                     })
                     .collect();
-                if has_avx512() {
-                    let prepared: Vec<Vec<f32>> = q.iter().map(|qr| K::prepare(qr)).collect();
-                    let mut got = vec![f32::NAN; 2 * jl];
-                    let (a, b) = got.split_at_mut(jl);
-                    K::scores2_avx512([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]);
-                    assert!(max_diff(&got, &want) < 1e-4, "d = {d}, keys = {jl}");
-                }
+                let mut widths = vec![];
                 if has_avx2_fma() && has_f16c() {
-                    // As `prepare` leaves them for AVX2 (bf16's blocks
-                    // of 16 split), whatever this CPU's widest path.
-                    let prepared: Vec<Vec<f32>> = q
-                        .iter()
-                        .map(|qr| match K::as_bf16(&keys) {
-                            Some(_) => evens_then_odds(qr, 16),
-                            None => qr.clone(),
-                        })
-                        .collect();
+                    widths.push(Width::Avx2);
+                }
+                if x86::widest() == Some(Width::Avx512) {
+                    widths.push(Width::Avx512);
+                }
+                for width in widths {
+                    let k = table(width);
+                    let prepared: Vec<Vec<f32>> = q.iter().map(|qr| (k.prepare)(qr)).collect();
                     let mut got = vec![f32::NAN; 2 * jl];
                     let (a, b) = got.split_at_mut(jl);
-                    K::scores2_avx2([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]);
-                    assert!(max_diff(&got, &want) < 1e-4, "AVX2, d = {d}, keys = {jl}");
+                    let two = k.scores2.expect("two-row scores");
+                    // SAFETY: the CPU has the width's features (checked).
+                    unsafe { two([&prepared[0], &prepared[1]], &keys, &scales, d, [a, b]) };
+                    assert!(
+                        max_diff(&got, &want) < 1e-4,
+                        "{width:?}, d = {d}, keys = {jl}"
+                    );
                 }
                 if scaled {
                     // The portable path for rows left over.
                     let mut one = vec![f32::NAN; jl];
-                    scores_scaled(&q[0], &keys, &scales, &mut one);
+                    portable::scores_scaled(&q[0], &keys, &scales, &mut one);
                     assert!(max_diff(&one, &want[..jl]) < 1e-4, "portable, d = {d}");
                 }
             }
         }
     }
-    check::<f32>(|x| x, false);
-    check::<bf16>(bf16::from_f32, false);
-    check::<f16>(f16::from_f32, false);
-    check::<i8>(|x| (x * 8.0) as i8, true);
+    check::<f32>(|x| x, false, x86::kernels::f32);
+    check::<bf16>(bf16::from_f32, false, x86::kernels::bf16);
+    check::<f16>(f16::from_f32, false, x86::kernels::f16);
+    check::<i8>(|x| (x * 8.0) as i8, true, x86::kernels::i8);
     if !has_avx512bf16() {
         return;
     }
@@ -238,13 +244,13 @@ fn two_row_scores_match_the_dot_products() {
         let mut pairs = vec![0u32; d];
         for (qr, row) in q.iter().zip(pairs.chunks_exact_mut(d / 2)) {
             // SAFETY: AVX512-BF16 checked above.
-            unsafe { bf16gemm::to_pairs(qr, row) };
+            unsafe { x86::bf16::to_pairs(qr, row) };
         }
         let mut got = vec![f32::NAN; 2 * jl];
         let (a, b) = got.split_at_mut(jl);
         let (qa, qb) = pairs.split_at(d / 2);
         // SAFETY: AVX512-BF16 checked above.
-        unsafe { bf16gemm::scores2([qa, qb], &keys, d, [a, b]) };
+        unsafe { x86::bf16::scores2([qa, qb], &keys, d, [a, b]) };
         assert!(max_diff(&got, &want) < 1e-4, "bf16 pairs, d = {d}");
     }
 }
@@ -310,7 +316,7 @@ fn bounds_checks_refuse_overflowing_sizes() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_weighted_sums_match_the_portable_loop() {
-    fn check<K: Elem>(from: fn(f32) -> K, scaled: bool) {
+    fn check<K: Elem>(from: fn(f32) -> K, scaled: bool, table: fn(x86::Width) -> Kernels<K>) {
         let mut s = 13u64;
         for d in [32usize, 64, 128] {
             for (nrows, jl) in [(1usize, 1usize), (2, 7), (3, 256), (4, 33)] {
@@ -329,13 +335,15 @@ fn avx2_weighted_sums_match_the_portable_loop() {
                 for (r, a) in want.chunks_exact_mut(d).enumerate() {
                     let pr = &p[r * stride..r * stride + jl];
                     if scaled {
-                        pv_scaled(a, pr, &vals[..jl * d], &scales);
+                        portable::pv_scaled(a, pr, &vals[..jl * d], &scales);
                     } else {
-                        pv_portable(a, pr, &vals[..jl * d]);
+                        portable::pv(a, pr, &vals[..jl * d]);
                     }
                 }
                 let mut got = start.clone();
-                K::pv_rows_avx2(&mut got, d, &p, stride, jl, &vals, &scales);
+                let k = table(x86::Width::Avx2);
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked below).
+                unsafe { (k.pv_rows)(&mut got, d, &p, stride, jl, &vals, &scales) };
                 assert!(
                     max_diff(&got, &want) < 1e-4,
                     "d = {d}, rows = {nrows}, keys = {jl}"
@@ -346,10 +354,10 @@ fn avx2_weighted_sums_match_the_portable_loop() {
     if !(has_avx2_fma() && has_f16c()) {
         return;
     }
-    check::<f32>(|x| x, false);
-    check::<bf16>(bf16::from_f32, false);
-    check::<f16>(f16::from_f32, false);
-    check::<i8>(|x| (x * 8.0) as i8, true);
+    check::<f32>(|x| x, false, x86::kernels::f32);
+    check::<bf16>(bf16::from_f32, false, x86::kernels::bf16);
+    check::<f16>(f16::from_f32, false, x86::kernels::f16);
+    check::<i8>(|x| (x * 8.0) as i8, true, x86::kernels::i8);
 }
 
 #[test]
@@ -389,7 +397,7 @@ fn fast_exp_is_accurate() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn integer_scores_equal_the_rounded_queries_products() {
-    if !vnni_scores_run(64) {
+    if !x86::vnni::vnni_scores_run(64) {
         return;
     }
     for d in [64, 128, 192, 256, 512] {
@@ -401,9 +409,12 @@ fn integer_scores_equal_the_rounded_queries_products() {
             let q: Vec<Vec<f32>> = (0..2)
                 .map(|_| (0..d).map(|_| rng(&mut s) * 3.0).collect())
                 .collect();
-            let qi = [QueryI8::new(&q[0]), QueryI8::new(&q[1])];
+            let qi = [
+                x86::vnni::QueryI8::new(&q[0]),
+                x86::vnni::QueryI8::new(&q[1]),
+            ];
             let (mut a, mut b) = (vec![0f32; jl], vec![0f32; jl]);
-            assert!(scores2_vnni(
+            assert!(x86::vnni::scores2_vnni(
                 [&qi[0], &qi[1]],
                 &keys,
                 &scales,
@@ -607,7 +618,7 @@ fn attention_matches_naive_with_padding_cache_and_groups() {
         let rounds = {
             #[cfg(target_arch = "x86_64")]
             {
-                vnni_scores_run(dim)
+                x86::vnni::vnni_scores_run(dim)
             }
             #[cfg(not(target_arch = "x86_64"))]
             {

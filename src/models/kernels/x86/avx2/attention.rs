@@ -1,4 +1,5 @@
-//! The AVX2 + FMA instances of the kernels (chosen at run time).
+//! Decode attention's kernels at AVX2's width (with FMA and F16C): dot
+//! products, two-row scores and weighted sums for every cache type.
 
 use std::arch::x86_64::*;
 
@@ -96,7 +97,7 @@ pv!(pv_f16, f16, "avx2,fma,f16c", |p| _mm256_cvtph_ps(
 /// long as `x`.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
-    let hint = super::cache_hint();
+    let hint = crate::models::kernels::cache_hint();
     let k = x.len();
     assert!(rows.iter().all(|r| r.len() >= k));
     let xp = x.as_ptr();
@@ -111,9 +112,10 @@ pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
         let xo2 = _mm256_loadu_ps(xp.add(i + 24));
         for r in 0..4 {
             // The next group of four rows (see `dot4!`).
-            super::prefetch(
+            crate::models::kernels::prefetch(
                 hint,
-                (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+                (p[r].wrapping_add(i) as *const i8)
+                    .wrapping_add(crate::models::kernels::PREFETCH_AHEAD),
             );
             let w = _mm256_loadu_si256(p[r].add(i) as *const __m256i);
             let w2 = _mm256_loadu_si256(p[r].add(i + 16) as *const __m256i);
@@ -145,7 +147,7 @@ pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
         out[r] = hsum(_mm256_add_ps(a[2 * r], a[2 * r + 1]));
         // The tail was left in order by `prepare`.
         for j in i..k {
-            out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
+            out[r] += x[j] * crate::models::kernels::Elem::to_f32(rows[r][j]);
         }
     }
     out
@@ -181,11 +183,11 @@ macro_rules! scores2 {
             d: usize,
             out: [&mut [f32]; 2],
         ) {
-            let hint = super::cache_hint();
+            let hint = crate::models::kernels::cache_hint();
             let jl = out[0].len();
             assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
-            assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
-            assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
+            assert!(out[1].len() == jl && crate::models::kernels::holds(keys.len(), jl, d));
+            assert!(!$scaled || scales.len() >= jl * d / crate::models::kernels::KV_BLOCK);
             if jl == 0 {
                 return;
             }
@@ -208,16 +210,18 @@ macro_rules! scores2 {
                     let x1o = _mm256_loadu_ps(q1.add(i + 8));
                     for (r, ar) in a.iter_mut().enumerate() {
                         if i % per_line == 0 {
-                            super::prefetch(
+                            crate::models::kernels::prefetch(
                                 hint,
-                                (rows[r].add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+                                (rows[r].add(i) as *const i8)
+                                    .wrapping_add(crate::models::kernels::PREFETCH_AHEAD),
                             );
                         }
                         let $p = rows[r].add(i);
                         let (mut we, mut wo) = $load;
                         if $scaled {
                             let s = _mm256_set1_ps(*scales.get_unchecked(
-                                idx[r] * (d / super::KV_BLOCK) + i / super::KV_BLOCK,
+                                idx[r] * (d / crate::models::kernels::KV_BLOCK)
+                                    + i / crate::models::kernels::KV_BLOCK,
                             ));
                             we = _mm256_mul_ps(we, s);
                             wo = _mm256_mul_ps(wo, s);
@@ -232,7 +236,7 @@ macro_rules! scores2 {
                 let take = (jl - j).min(4);
                 for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
                     let sums = sum4([a[0][h], a[1][h], a[2][h], a[3][h]]);
-                    super::store_sums(o.add(j), sums, take);
+                    super::super::store_sums(o.add(j), sums, take);
                 }
                 j += 4;
             }
@@ -308,12 +312,17 @@ macro_rules! pv_rows {
             rows: &[$t],
             scales: &[f32],
         ) {
-            let hint = super::cache_hint();
+            let hint = crate::models::kernels::cache_hint();
             assert!(d > 0 && d % 32 == 0);
             let nrows = acc.len() / d;
-            assert!(acc.len() == nrows * d && super::holds(rows.len(), jl, d));
-            assert!(super::strided_holds(p.len(), nrows, stride, jl));
-            assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
+            assert!(acc.len() == nrows * d && crate::models::kernels::holds(rows.len(), jl, d));
+            assert!(crate::models::kernels::strided_holds(
+                p.len(),
+                nrows,
+                stride,
+                jl
+            ));
+            assert!(!$scaled || scales.len() >= jl * d / crate::models::kernels::KV_BLOCK);
             let size = std::mem::size_of::<$t>();
             let row_bytes = d * size;
             let rp = rows.as_ptr();
@@ -338,24 +347,26 @@ macro_rules! pv_rows {
                         let base = rp.add(j * d);
                         if r == 0 && c == 0 {
                             for line in (0..row_bytes).step_by(64) {
-                                super::prefetch(
+                                crate::models::kernels::prefetch(
                                     hint,
-                                    (base as *const i8).wrapping_add(line + super::PREFETCH_AHEAD),
+                                    (base as *const i8).wrapping_add(
+                                        line + crate::models::kernels::PREFETCH_AHEAD,
+                                    ),
                                 );
                             }
                         }
                         if r == 0 && j < next {
                             let row = rp.add((jl + j) * d) as *const i8;
                             for line in (from..to).step_by(64) {
-                                super::prefetch(hint, row.add(line));
+                                crate::models::kernels::prefetch(hint, row.add(line));
                             }
                         }
                         let mut w0 = _mm256_set1_ps(*p0.add(j));
                         let mut w1 = _mm256_set1_ps(*p1.add(j));
                         if $scaled {
-                            let s = _mm256_set1_ps(
-                                *scales.get_unchecked(j * (d / super::KV_BLOCK) + c / 32),
-                            );
+                            let s = _mm256_set1_ps(*scales.get_unchecked(
+                                j * (d / crate::models::kernels::KV_BLOCK) + c / 32,
+                            ));
                             w0 = _mm256_mul_ps(w0, s);
                             w1 = _mm256_mul_ps(w1, s);
                         }

@@ -1,4 +1,5 @@
-//! The AVX-512 instances of the kernels (chosen at run time).
+//! Decode attention's kernels at AVX-512's width: dot products, two-row
+//! scores and weighted sums for every cache type.
 
 use std::arch::x86_64::*;
 
@@ -24,12 +25,17 @@ macro_rules! pv_rows {
             rows: &[$t],
             scales: &[f32],
         ) {
-            let hint = super::cache_hint();
+            let hint = crate::models::kernels::cache_hint();
             let d = 16 * L;
             let nrows = acc.len() / d;
-            assert!(acc.len() == nrows * d && super::holds(rows.len(), jl, d));
-            assert!(super::strided_holds(p.len(), nrows, stride, jl));
-            assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
+            assert!(acc.len() == nrows * d && crate::models::kernels::holds(rows.len(), jl, d));
+            assert!(crate::models::kernels::strided_holds(
+                p.len(),
+                nrows,
+                stride,
+                jl
+            ));
+            assert!(!$scaled || scales.len() >= jl * d / crate::models::kernels::KV_BLOCK);
             let row_bytes = d * std::mem::size_of::<$t>();
             let rp = rows.as_ptr();
             let mut r = 0;
@@ -48,9 +54,10 @@ macro_rules! pv_rows {
                 for j in 0..jl {
                     let base = rp.add(j * d);
                     for line in (0..row_bytes).step_by(64) {
-                        super::prefetch(
+                        crate::models::kernels::prefetch(
                             hint,
-                            (base as *const i8).wrapping_add(line + super::PREFETCH_AHEAD),
+                            (base as *const i8)
+                                .wrapping_add(line + crate::models::kernels::PREFETCH_AHEAD),
                         );
                     }
                     let w0 = _mm512_set1_ps(*p0.add(j));
@@ -100,11 +107,11 @@ macro_rules! scores2 {
             d: usize,
             out: [&mut [f32]; 2],
         ) {
-            let hint = super::cache_hint();
+            let hint = crate::models::kernels::cache_hint();
             let jl = out[0].len();
             assert!(d % 32 == 0 && q[0].len() == d && q[1].len() == d);
-            assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
-            assert!(!$scaled || scales.len() >= jl * d / super::KV_BLOCK);
+            assert!(out[1].len() == jl && crate::models::kernels::holds(keys.len(), jl, d));
+            assert!(!$scaled || scales.len() >= jl * d / crate::models::kernels::KV_BLOCK);
             if jl == 0 {
                 return;
             }
@@ -125,10 +132,11 @@ macro_rules! scores2 {
                     let x1o = _mm512_loadu_ps(q1.add(i + 16));
                     for (r, ar) in a.iter_mut().enumerate() {
                         for line in 0..$lines {
-                            super::prefetch(
+                            crate::models::kernels::prefetch(
                                 hint,
-                                (rows[r].add(i) as *const i8)
-                                    .wrapping_add(super::PREFETCH_AHEAD + 64 * line),
+                                (rows[r].add(i) as *const i8).wrapping_add(
+                                    crate::models::kernels::PREFETCH_AHEAD + 64 * line,
+                                ),
                             );
                         }
                         let $p = rows[r].add(i);
@@ -155,7 +163,7 @@ macro_rules! scores2 {
                         _mm512_add_ps(a[2][2 * h], a[2][2 * h + 1]),
                         _mm512_add_ps(a[3][2 * h], a[3][2 * h + 1]),
                     ];
-                    super::store_sums(o.add(j), sum4(v), take);
+                    super::super::store_sums(o.add(j), sum4(v), take);
                 }
                 j += 4;
             }
@@ -166,7 +174,7 @@ macro_rules! scores2 {
 /// The lane sums of four registers, as one 128-bit register.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub(super) fn sum4(v: [__m512; 4]) -> __m128 {
+pub(crate) fn sum4(v: [__m512; 4]) -> __m128 {
     // Halve each register into 8 lanes: [v0 | v1] and [v2 | v3].
     let t0 = _mm512_add_ps(
         _mm512_shuffle_f32x4::<0x44>(v[0], v[1]),
@@ -252,96 +260,6 @@ scores2!(
     ),
     true
 );
-/// Scores of two int8 query rows against int8 keys in integers: per
-/// 64 bytes of a key (two blocks of 32), one `vpdpbusd` per query row
-/// sums 4 products per lane (keys made unsigned by +128, which the
-/// rows' `corr` takes back), then each lane is scaled by its key
-/// block's scale times its query block's. `C` is `d / 64`.
-///
-/// # Safety
-/// The CPU must support AVX512-VNNI (and F, BW).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub unsafe fn scores2_i8_vnni<const C: usize>(
-    q: [&super::QueryI8; 2],
-    keys: &[i8],
-    scales: &[f32],
-    out: [&mut [f32]; 2],
-) {
-    let hint = super::cache_hint();
-    let d = 64 * C;
-    let nb = d / 32;
-    let jl = out[0].len();
-    assert!(C > 0 && nb <= 16 && out[1].len() == jl);
-    assert!(keys.len() >= jl * d && scales.len() >= jl * nb);
-    for r in q {
-        assert!(r.q.len() == d && r.corr.len() == d / 4 && r.scales.len() == d / 4);
-    }
-    if jl == 0 {
-        return;
-    }
-    // Per row and chunk of 64: the int8 queries, the correction that
-    // starts each lane and the query scales, all in registers.
-    let mut qv = [[_mm512_setzero_si512(); C]; 2];
-    let mut init = [[_mm512_setzero_si512(); C]; 2];
-    let mut qs = [[_mm512_setzero_ps(); C]; 2];
-    let mut sidx = [_mm512_setzero_si512(); C];
-    for c in 0..C {
-        for h in 0..2 {
-            qv[h][c] = _mm512_loadu_si512(q[h].q.as_ptr().add(64 * c) as *const __m512i);
-            init[h][c] = _mm512_loadu_si512(q[h].corr.as_ptr().add(16 * c) as *const __m512i);
-            qs[h][c] = _mm512_loadu_ps(q[h].scales.as_ptr().add(16 * c));
-        }
-        // Lanes 0..8 take block 2c's scale, 8..16 block 2c + 1's.
-        let lanes: [i32; 16] = std::array::from_fn(|l| (2 * c + l / 8) as i32);
-        sidx[c] = _mm512_loadu_si512(lanes.as_ptr() as *const __m512i);
-    }
-    let flip = _mm512_set1_epi8(-128);
-    let smask: __mmask16 = ((1u32 << nb) - 1) as u16;
-    let (kp, sp) = (keys.as_ptr(), scales.as_ptr());
-    let [o0, o1] = out;
-    let mut j = 0;
-    while j < jl {
-        let mut a = [[_mm512_setzero_ps(); 4]; 2];
-        // The scales' stream, as far ahead as the keys'.
-        super::prefetch(
-            hint,
-            (sp.add(j * nb) as *const i8).wrapping_add(super::PREFETCH_AHEAD * 4 * nb / d),
-        );
-        // `r` picks the key and its accumulators in both rows.
-        #[allow(clippy::needless_range_loop)]
-        for r in 0..4 {
-            let key = (j + r).min(jl - 1);
-            let row = kp.add(key * d);
-            // The key's block scales (a masked load here was half the
-            // kernel's time on Zen 5).
-            let at = sp.add(key * nb);
-            let ks = match C {
-                1 => _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd(at as *const f64))),
-                2 => _mm512_castps128_ps512(_mm_loadu_ps(at)),
-                4 => _mm512_castps256_ps512(_mm256_loadu_ps(at)),
-                8 => _mm512_loadu_ps(at),
-                _ => _mm512_maskz_loadu_ps(smask, at),
-            };
-            for c in 0..C {
-                super::prefetch(hint, row.add(64 * c).wrapping_add(super::PREFETCH_AHEAD));
-                let kv =
-                    _mm512_xor_si512(_mm512_loadu_si512(row.add(64 * c) as *const __m512i), flip);
-                let s = _mm512_permutexvar_ps(sidx[c], ks);
-                for h in 0..2 {
-                    let dot = _mm512_dpbusd_epi32(init[h][c], kv, qv[h][c]);
-                    let w = _mm512_mul_ps(s, qs[h][c]);
-                    a[h][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), w, a[h][r]);
-                }
-            }
-        }
-        let take = (jl - j).min(4);
-        for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
-            super::store_sums(o.add(j), sum4(a[h]), take);
-        }
-        j += 4;
-    }
-}
-
 dot4_512!(dot4_i8, i8, "avx512f", |p| _mm512_cvtepi32_ps(
     _mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))
 ));
@@ -365,7 +283,7 @@ pv_rows!(pv_rows_f16, f16, "avx512f,f16c", |p| _mm512_cvtph_ps(
 /// as `x`.
 #[target_feature(enable = "avx512f")]
 pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
-    let hint = super::cache_hint();
+    let hint = crate::models::kernels::cache_hint();
     let k = x.len();
     assert!(rows.iter().all(|r| r.len() >= k));
     let xp = x.as_ptr();
@@ -378,9 +296,10 @@ pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
         let xo = _mm512_loadu_ps(xp.add(i + 16));
         for r in 0..4 {
             // The next group of four rows, same offset.
-            super::prefetch(
+            crate::models::kernels::prefetch(
                 hint,
-                (p[r].wrapping_add(i) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+                (p[r].wrapping_add(i) as *const i8)
+                    .wrapping_add(crate::models::kernels::PREFETCH_AHEAD),
             );
             let w = _mm512_loadu_si512(p[r].add(i) as *const __m512i);
             let even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
@@ -395,7 +314,7 @@ pub unsafe fn dot4_bf16_pairs(x: &[f32], rows: [&[bf16]; 4]) -> [f32; 4] {
         out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[2 * r], a[2 * r + 1]));
         // The tail was left in order by `prepare`.
         for j in i..k {
-            out[r] += x[j] * super::Elem::to_f32(rows[r][j]);
+            out[r] += x[j] * crate::models::kernels::Elem::to_f32(rows[r][j]);
         }
     }
     out

@@ -27,12 +27,11 @@
 /// Whether AMX-BF16 is usable here: the CPU has it (CPUID), the kernel
 /// granted this process the tile state, and `SHIRABE_SIMD` does not cap
 /// the kernels below it.
-#[cfg(target_arch = "x86_64")]
 pub fn available() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
-        if super::simd_cap() < 3 || !super::has_avx512bf16() {
+        if crate::models::kernels::simd_cap() < 3 || !crate::models::kernels::has_avx512bf16() {
             return false;
         }
         let leaf = std::arch::x86_64::__cpuid_count(7, 0);
@@ -44,13 +43,8 @@ pub fn available() -> bool {
     })
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-pub fn available() -> bool {
-    false
-}
-
 /// Asks Linux for the AMX tile data state (XFEATURE 18) for this process.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 fn request_tiles() -> bool {
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_long = 18;
@@ -65,7 +59,7 @@ fn request_tiles() -> bool {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 fn request_tiles() -> bool {
     false
 }
@@ -149,7 +143,6 @@ pub struct Tiles(std::marker::PhantomData<*const ()>);
 impl Tiles {
     /// Configures this thread's tiles. [`available`] must have returned
     /// true.
-    #[cfg(target_arch = "x86_64")]
     pub fn new() -> Tiles {
         assert!(available(), "AMX tiles are not available");
         let cfg = TileConfig::new();
@@ -161,8 +154,8 @@ impl Tiles {
 
     /// `c` (32 × 32 f32, row stride 32) = rows `a` (32 rows of `kp` bf16
     /// pairs, row-major) · `panel` (`kp` × 32 pairs, see
-    /// [`super::Packed`]). `kp` must be a multiple of [`STEP`].
-    #[cfg(all(test, target_arch = "x86_64"))]
+    /// [`crate::models::kernels::Packed`]). `kp` must be a multiple of [`STEP`].
+    #[cfg(test)]
     pub fn block(&mut self, a: &[u32], kp: usize, panel: &[u32], c: &mut [f32; ROWS * 32]) {
         self.block_part(a, kp, 0..kp, panel, c, false);
     }
@@ -170,7 +163,7 @@ impl Tiles {
     /// Part of a [`Tiles::block`]: pairs `span` of the product, added to
     /// `c` when `add` (else `c` is overwritten). `span` must start and end
     /// on multiples of [`STEP`].
-    #[cfg(all(test, target_arch = "x86_64"))]
+    #[cfg(test)]
     pub fn block_part(
         &mut self,
         a: &[u32],
@@ -207,7 +200,6 @@ impl Tiles {
     /// `a` must be readable for 32 rows of `kp` pairs, `panel` for `kp` ×
     /// 32 pairs, `c_in` for and `c_out` writable for 32 rows of 32 floats
     /// at their strides.
-    #[cfg(target_arch = "x86_64")]
     pub unsafe fn block_at(
         &mut self,
         a: *const u32,
@@ -299,7 +291,6 @@ impl Tiles {
 /// a multiply took 5.7 ns but a load 15 ns, so a block, with a load per
 /// multiply, ran at a third of the multiplies' rate: the products are
 /// bound by the tile loads, not by memory.
-#[cfg(target_arch = "x86_64")]
 pub struct Ceiling {
     /// One 32 × 32 block over 128 pairs, again and again.
     pub block_gflops: f64,
@@ -311,7 +302,6 @@ pub struct Ceiling {
 
 /// Measures a [`Ceiling`] on this thread (None without AMX). Hold no
 /// other [`Tiles`] on the thread meanwhile.
-#[cfg(target_arch = "x86_64")]
 pub fn ceiling() -> Option<Ceiling> {
     if !available() {
         return None;
@@ -394,15 +384,12 @@ fn c_tiles((c, ld): (*mut f32, usize)) -> ([*mut u8; 4], usize) {
 
 impl Drop for Tiles {
     fn drop(&mut self) {
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: releases the tile state `new` configured.
-        unsafe {
-            std::arch::asm!("tilerelease", options(nostack, nomem))
-        };
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -427,7 +414,7 @@ mod tests {
             return;
         }
         let mut seed = 7u64;
-        let mut next = || super::super::tests::rng(&mut seed);
+        let mut next = || crate::models::kernels::tests::rng(&mut seed);
         let kp = 48;
         let bf = |x: f32| half::bf16::from_f32(x);
         let pair = |e: f32, o: f32| u32::from(bf(e).to_bits()) | (u32::from(bf(o).to_bits()) << 16);

@@ -1,12 +1,19 @@
-//! bf16 × bf16 → f32 matrix products with AVX512-BF16 (see the `mod`
-//! declaration in `kernels.rs` for the layout).
+//! bf16 × bf16 → f32 matrix products with AVX512-BF16 (`vdpbf16ps`).
+//!
+//! `out (m × n) = x (m × k) · wᵀ` with `w` (n × k) bf16, packed once at
+//! load (`Packed`) in panels of 32 rows where one 64-byte load holds the
+//! same k pair of 16 rows. Activations are rounded to bf16 once, as pairs
+//! along k (one u32 per pair, k padded to even). Each task runs a 12 × 32
+//! register tile down all rows of `x` for one panel: per k pair, 2 loads,
+//! 12 broadcasts and 24 `vdpbf16ps` (768 multiply-adds). Attention's
+//! bf16 tiles and decode scores use the same instructions.
 
 use std::arch::x86_64::*;
 
 use half::bf16;
 use rayon::prelude::*;
 
-use super::SendPtr;
+use crate::models::kernels::SendPtr;
 
 const NR: usize = 32;
 const MR: usize = 12;
@@ -30,7 +37,7 @@ impl PanelSource for Bf16Panels<'_> {
     }
 }
 
-/// `out = x · wᵀ` with `w` already in panels (see [`super::Packed`]):
+/// `out = x · wᵀ` with `w` already in panels (see [`crate::models::kernels::Packed`]):
 /// panel p, pair q, row c at `(p · kp + q) · NR + c`. `out` must be
 /// valid for writes of m × n outputs; every one is written.
 pub fn gemm_packed(x: &[f32], m: usize, k: usize, w: &[u32], n: usize, out: SendPtr) {
@@ -431,7 +438,7 @@ pub fn scores(
         if keys.len() < NR * d {
             panel.fill(0);
         }
-        super::packed::pack_pairs(keys, d, panel);
+        crate::models::kernels::packed::pack_pairs(keys, d, panel);
     }
     tiles(qx, qt, rows, kp, pack, jl, st, jl, false, bufs);
 }
@@ -554,15 +561,15 @@ pub fn scores2_fits(d: usize) -> bool {
 /// One key (`32 · L` bf16 at `row`) against both queries, front to back.
 #[inline(always)]
 unsafe fn key2<const L: usize>(
-    hint: super::StreamHint,
+    hint: crate::models::kernels::StreamHint,
     row: *const bf16,
     x: &[[__m512bh; L]; 2],
 ) -> [__m512; 2] {
     let mut a = [_mm512_setzero_ps(); 2];
     for (l, (x0, x1)) in x[0].iter().zip(&x[1]).enumerate() {
-        super::prefetch(
+        crate::models::kernels::prefetch(
             hint,
-            (row.add(32 * l) as *const i8).wrapping_add(super::PREFETCH_AHEAD),
+            (row.add(32 * l) as *const i8).wrapping_add(crate::models::kernels::PREFETCH_AHEAD),
         );
         let w: __m512bh =
             std::mem::transmute(_mm512_loadu_si512(row.add(32 * l) as *const __m512i));
@@ -576,11 +583,11 @@ unsafe fn key2<const L: usize>(
 /// registers and each key is read front to back.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn scores2_l<const L: usize>(q: [&[u32]; 2], keys: &[bf16], out: [&mut [f32]; 2]) {
-    let hint = super::cache_hint();
+    let hint = crate::models::kernels::cache_hint();
     let d = 32 * L;
     let jl = out[0].len();
     assert!(q[0].len() == d / 2 && q[1].len() == d / 2);
-    assert!(out[1].len() == jl && super::holds(keys.len(), jl, d));
+    assert!(out[1].len() == jl && crate::models::kernels::holds(keys.len(), jl, d));
     if jl == 0 {
         return;
     }
@@ -608,7 +615,7 @@ unsafe fn scores2_l<const L: usize>(q: [&[u32]; 2], keys: &[bf16], out: [&mut [f
         let a = [[k0[0], k1[0], k2[0], k3[0]], [k0[1], k1[1], k2[1], k3[1]]];
         let take = (jl - j).min(4);
         for (h, o) in [o0.as_mut_ptr(), o1.as_mut_ptr()].into_iter().enumerate() {
-            super::store_sums(o.add(j), super::avx512::sum4(a[h]), take);
+            super::store_sums(o.add(j), super::avx512::attention::sum4(a[h]), take);
         }
         j += 4;
     }

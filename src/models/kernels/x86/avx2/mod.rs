@@ -1,0 +1,4 @@
+//! AVX2 (with FMA and F16C) kernels.
+
+pub mod attention;
+pub mod panels;

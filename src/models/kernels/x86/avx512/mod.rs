@@ -1,0 +1,4 @@
+//! AVX-512F kernels.
+
+pub mod attention;
+pub mod panels;
