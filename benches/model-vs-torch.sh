@@ -9,14 +9,14 @@ dtypes=${2:-f32,bf16}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shirabe/target}"
 venv="${TMPDIR:-/tmp}/shirabe-torch-venv"
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" -q install torch transformers; }
-cargo build --release --quiet
+cargo bench --quiet --features bench-internals --bench kernels --no-run
 args=(--preset "$preset" --dtypes "$dtypes" --prefill 512,2048 --embed-batch 1,8 --decode 32)
 # The machine's memory bandwidth swings by 2x between minutes, so the two
 # sides alternate, ROUNDS times each (default 2), and each keeps its best.
 rounds=${ROUNDS:-2}
 ours=() theirs=()
 for _ in $(seq "$rounds"); do
-    ours+=("$("$CARGO_TARGET_DIR/release/shirabe" bench model "${args[@]}" --json)")
+    ours+=("$(cargo bench --quiet --features bench-internals --bench kernels -- model "${args[@]}" --json)")
     theirs+=("$("$venv/bin/python" benches/model_torch.py "${args[@]}")")
 done
 python3 - "$rounds" "${ours[@]}" "${theirs[@]}" <<'PY'

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""The PyTorch side of `shirabe bench model`: Hugging Face transformers on
+"""The PyTorch side of the `model` developer benchmark (`benches/kernels.rs`): Hugging Face transformers on
 random weights in the same real Qwen3 shapes, the same measurements.
 
 Usage: model_torch.py --preset qwen3-0.6b [--dtypes f32,bf16] [--prefill 512,2048]
                       [--embed-batch 1,8] [--decode 16]
-Prints one JSON object (same keys as `shirabe bench model --json`).
+Prints one JSON object (same keys as its `--json`).
 """
 import argparse, json, time
 

@@ -1418,29 +1418,32 @@ fn the_committed_sample_corpus_is_what_the_generator_writes() {
     }
 }
 
+/// The developer benchmark of the model (`benches/kernels.rs`, built with
+/// the `bench-internals` feature by the same cargo), on a toy model of
+/// Qwen3's layout: every figure of `--json` present and positive.
 #[test]
 fn bench_model_reports_every_figure_and_step_on_the_tiny_preset() {
-    let sb = Sandbox::new();
-    let out = sb.expect(
-        &[
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
             "bench",
-            "model",
-            "--preset",
-            "tiny",
-            "--dtypes",
-            "f32,q8_0",
-            "--prefill",
-            "64",
-            "--embed-batch",
-            "1",
-            "--decode",
-            "3",
-            "--decode-after",
-            "64",
-            "--json",
-        ],
-        0,
+            "--quiet",
+            "--features",
+            "bench-internals",
+            "--bench",
+            "kernels",
+        ])
+        .args(["--", "model", "--preset", "tiny", "--dtypes", "f32,q8_0"])
+        .args(["--prefill", "64", "--embed-batch", "1", "--decode", "3"])
+        .args(["--decode-after", "64", "--json"])
+        .output()
+        .expect("cargo runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
     );
+    assert!(out.status.success(), "{stdout}\n--- stderr\n{stderr}");
+    let out = stdout;
     let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
     assert!(doc["bandwidth_gbs"].as_f64().unwrap() > 0.0, "{doc}");
     let runs = doc["runs"].as_array().unwrap();

@@ -746,44 +746,12 @@ pub struct BenchArgs {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
-    /// Model speed with random weights in a real model's shapes.
-    Model {
-        /// qwen3-embedding-0.6b, qwen3-0.6b or qwen3-4b (or tiny: a toy
-        /// model of the same layout, to check the benchmark itself).
-        #[arg(long, default_value = "qwen3-0.6b")]
-        preset: String,
-        /// Weight types to measure, comma-separated (f32, bf16, f16, q8_0, q4_k).
-        #[arg(long, default_value = "f32,bf16,q8_0")]
-        dtypes: String,
-        /// Prompt lengths for prefill, comma-separated ('' for none).
-        #[arg(long, default_value = "512,2048,8192")]
-        prefill: String,
-        /// Embedding batch sizes (512-token passages), comma-separated
-        /// ('' for none).
-        #[arg(long, default_value = "1,8,32")]
-        embed_batch: String,
-        /// Tokens to decode after the prompt (`--decode-after`; 0 for none).
-        #[arg(long, default_value_t = 16)]
-        decode: usize,
-        /// The prompt's length before decode (decode's speed falls as the
-        /// KV cache it reads grows).
-        #[arg(long, default_value_t = 2048, value_name = "TOKENS")]
-        decode_after: usize,
-        /// KV cache type for prefill and decode: auto (the weights' own:
-        /// bf16/f16 for such weights, q8 for quantized on an AVX-512 or
-        /// AVX2 CPU, f32 for f32), f32, bf16, f16 or q8.
-        #[arg(long, default_value = "auto", value_name = "TYPE")]
-        cache_dtype: String,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
     /// Dense search latency (p50/p99) over random unit vectors in the
     /// embedded store, and its size on disk.
     Vectors {
         /// Store sizes, comma-separated.
-        #[arg(long, default_value = "100000,1000000")]
-        rows: String,
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        rows: Vec<usize>,
         /// Dimensions.
         #[arg(long, default_value_t = 1024)]
         dims: usize,
@@ -833,51 +801,6 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
-    /// Decode attention alone: one new query per step over every layer's
-    /// KV cache (random keys and values in a model's shapes), and the rate
-    /// it reads the cache at against the read-bandwidth yardstick.
-    Attention {
-        /// qwen3-0.6b or qwen3-4b (heads, key heads, layers).
-        #[arg(long, default_value = "qwen3-0.6b")]
-        preset: String,
-        /// Cached tokens, comma-separated.
-        #[arg(long, default_value = "2048,8192")]
-        ctx: String,
-        /// Cache types, comma-separated.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "bf16,q8")]
-        cache_dtypes: Vec<shirabe::models::qwen3::KvType>,
-        /// Decode steps to time (each over all layers); the median counts.
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// One projection alone (`x · wᵀ`, random weights packed as the model
-    /// packs them): milliseconds per call, multiply-add rate and weight
-    /// read rate, for the shapes of prefill/embedding blocks and decode.
-    Linear {
-        /// Shapes as ROWSxINPUTSxOUTPUTS, comma-separated.
-        #[arg(
-            long,
-            default_value = "512x1024x6144,512x3072x1024,1x1024x6144,1x3072x1024"
-        )]
-        shapes: String,
-        /// Weight types, comma-separated (f32, bf16, f16, q8_0).
-        #[arg(long, default_value = "bf16,f32")]
-        dtypes: String,
-        /// Calls to time; the median counts.
-        #[arg(long, default_value_t = 20)]
-        reps: usize,
-        /// Rotate through copies of the weights (1 GB in all) so every call
-        /// reads them from memory, as a decode step does, instead of the
-        /// same matrix from cache.
-        #[arg(long)]
-        cold: bool,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
     /// Time to first token of `ask`'s prompt (packing, tokenizing, prefill)
     /// with a random-weight model in real shapes, at several windows.
     Ttft {
@@ -888,8 +811,8 @@ pub enum BenchWhat {
         #[arg(long, value_enum, default_value = "bf16")]
         dtype: shirabe::models::WeightDtype,
         /// Windows in tokens, comma-separated.
-        #[arg(long, default_value = "1024,4096,8192")]
-        ctx: String,
+        #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192")]
+        ctx: Vec<usize>,
         /// The tokenizer.json.
         #[arg(long, default_value = "corpora/models/qwen3-tokenizer/tokenizer.json")]
         tokenizer: PathBuf,

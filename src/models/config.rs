@@ -108,6 +108,28 @@ fn default_act() -> String {
 }
 
 impl Config {
+    /// A Qwen3 model's shapes by name, for random-weight benchmarks:
+    /// `qwen3-0.6b` (also `qwen3-embedding-0.6b`), `qwen3-4b`, or `tiny`
+    /// (Qwen3's layout at a toy size: its vocabulary and heads of 128, for
+    /// checking a benchmark itself in seconds).
+    pub fn qwen3_preset(name: &str) -> Result<Config> {
+        let (hidden, inter, layers, heads, kv) = match name {
+            "qwen3-0.6b" | "qwen3-embedding-0.6b" => (1024, 3072, 28, 16, 8),
+            "qwen3-4b" => (2560, 9728, 36, 32, 8),
+            "tiny" => (64, 128, 2, 4, 2),
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown preset {other:?} (qwen3-embedding-0.6b, qwen3-0.6b, qwen3-4b, or tiny to check the benchmark)"
+                )))
+            }
+        };
+        Config::from_json(&format!(
+            r#"{{"model_type":"qwen3","vocab_size":151936,"hidden_size":{hidden},"intermediate_size":{inter},
+            "num_hidden_layers":{layers},"num_attention_heads":{heads},"num_key_value_heads":{kv},"head_dim":128,
+            "max_position_embeddings":40960,"rope_theta":1000000,"rms_norm_eps":1e-6,"tie_word_embeddings":true}}"#
+        ))
+    }
+
     /// Parses and validates `config.json` text; unsupported settings fail
     /// here, not in the middle of a run.
     pub fn from_json(text: &str) -> Result<Config> {

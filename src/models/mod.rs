@@ -13,7 +13,11 @@ pub mod config;
 pub mod embed;
 pub mod embed_endpoint;
 pub mod generate;
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
 pub mod kernels;
+#[cfg(not(feature = "bench-internals"))]
+pub(crate) mod kernels;
 pub mod qwen3;
 pub mod rerank;
 pub mod sentence;

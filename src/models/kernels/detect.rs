@@ -102,6 +102,7 @@ pub enum StreamHint {
 
 impl StreamHint {
     /// Every hint, for the yardstick to take the best of.
+    #[cfg_attr(not(any(test, feature = "bench-internals")), allow(dead_code))]
     pub const ALL: [StreamHint; 4] = [
         StreamHint::Nta,
         StreamHint::T1,

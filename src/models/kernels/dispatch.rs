@@ -21,7 +21,9 @@ pub type TwoRowScores<W> = unsafe fn([&[f32]; 2], &[W], &[f32], usize, [&mut [f3
 /// instruction sets the CPU has, which is what calling them requires, and
 /// each checks the lengths it is given.
 pub struct Kernels<W: 'static> {
-    /// Which instruction set the table's kernels use.
+    /// Which instruction set the table's kernels use (for benchmarks and
+    /// tests to report).
+    #[cfg_attr(not(any(test, feature = "bench-internals")), allow(dead_code))]
     pub isa: &'static str,
     /// A query row arranged as `dot4` and `scores2` read it.
     pub prepare: fn(&[f32]) -> Vec<f32>,

@@ -91,6 +91,7 @@ pub mod requant;
 mod schedule;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(feature = "bench-internals")]
 mod yardstick;
 
 use activations::fast_exp;
@@ -100,11 +101,16 @@ pub(crate) use detect::*;
 pub use detect::{cache_hint, stream_hint, StreamHint};
 pub use dispatch::Kernels;
 pub use heads::{split_heads, HeadSplit};
-pub use packed::{Buf, Packed, Zeroable};
+pub use packed::Packed;
+#[cfg(feature = "bench-internals")]
+pub use packed::{Buf, Zeroable};
+pub use schedule::on_pool;
+#[cfg(feature = "bench-internals")]
+pub use schedule::POLL_IDLE;
 pub(crate) use schedule::{for_each_guided, guided_splits};
-pub use schedule::{on_pool, POLL_IDLE};
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "bench-internals"))]
 pub use x86::amx::{ceiling as amx_ceiling, Ceiling as AmxCeiling};
+#[cfg(feature = "bench-internals")]
 pub use yardstick::stream_sum;
 
 /// A weight or cache element: f32, bf16, f16 or i8 (the int8 cache). Its
@@ -117,6 +123,7 @@ pub trait Elem: Copy + Send + Sync + 'static {
     /// One element as f32.
     fn to_f32(self) -> f32;
     /// Row-major weights (n × k) packed for the projection kernels.
+    #[cfg_attr(not(any(test, feature = "bench-internals")), allow(dead_code))]
     fn pack(w: &[Self], n: usize, k: usize) -> Packed;
     /// The values as bf16, if that is what they are.
     fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
@@ -393,6 +400,7 @@ unsafe fn matmul(
 /// `x` (m × k, row-major) times `w`ᵀ, with `w` (n × k) as checkpoints store
 /// projections: returns m × n. Packs `w` first (see [`Packed`]); a model
 /// packs its weights once, at load, and calls [`Packed::linear`].
+#[cfg_attr(not(any(test, feature = "bench-internals")), allow(dead_code))]
 pub fn linear<W: Elem>(x: &[f32], m: usize, k: usize, w: &[W], n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "activations");
     assert_eq!(w.len(), n * k, "weights");

@@ -633,3 +633,24 @@ fn attention_matches_naive_with_padding_cache_and_groups() {
         );
     }
 }
+
+/// Every element type's decode table is chosen once, at this CPU's widest
+/// width, and the int8 cache is fast exactly where that table has two-row
+/// scores.
+#[test]
+fn each_element_type_gets_the_widest_table() {
+    #[cfg(target_arch = "x86_64")]
+    let want = match x86::widest() {
+        Some(x86::Width::Avx512) => "avx512",
+        Some(x86::Width::Avx2) => "avx2",
+        None => "portable",
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let want = "portable";
+    assert_eq!(f32::kernels().isa, want);
+    assert_eq!(bf16::kernels().isa, want);
+    assert_eq!(f16::kernels().isa, want);
+    assert_eq!(i8::kernels().isa, want);
+    assert!(std::ptr::eq(f32::kernels(), f32::kernels()), "chosen once");
+    assert_eq!(fast_int8_cache(), want != "portable");
+}

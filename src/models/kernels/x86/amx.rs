@@ -291,6 +291,7 @@ impl Tiles {
 /// a multiply took 5.7 ns but a load 15 ns, so a block, with a load per
 /// multiply, ran at a third of the multiplies' rate: the products are
 /// bound by the tile loads, not by memory.
+#[cfg(feature = "bench-internals")]
 pub struct Ceiling {
     /// One 32 × 32 block over 128 pairs, again and again.
     pub block_gflops: f64,
@@ -302,6 +303,7 @@ pub struct Ceiling {
 
 /// Measures a [`Ceiling`] on this thread (None without AMX). Hold no
 /// other [`Tiles`] on the thread meanwhile.
+#[cfg(feature = "bench-internals")]
 pub fn ceiling() -> Option<Ceiling> {
     if !available() {
         return None;
