@@ -59,7 +59,49 @@ pub enum Error {
     /// A query could not be understood.
     #[error("query: {0}")]
     Query(String),
+    /// A model could not be found, loaded or run, because a library it
+    /// rests on (candle, hf-hub, serde_json, ureq) failed: `source` is that
+    /// library's error, kept for [`std::error::Error::source`].
+    #[error("model: {}", with_context(context, source))]
+    ModelFailed {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A tokenizer could not be loaded or run (the tokenizers crate's
+    /// error kept as `source`).
+    #[error("tokenizer: {}", with_context(context, source))]
+    TokenizerFailed {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The index (its manifest, or a Qdrant collection) could not be read,
+    /// written or queried, because of `source`.
+    #[error("index error: {}", with_context(context, source))]
+    IndexFailed {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        #[source]
+        source: BoxError,
+    },
 }
+
+/// `context: source`, or the source alone without a context.
+fn with_context(context: &str, source: &BoxError) -> String {
+    match context {
+        "" => source.to_string(),
+        _ => format!("{context}: {source}"),
+    }
+}
+
+/// Another library's error, kept whole as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The `Result` of every fallible library function.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -74,6 +116,49 @@ impl Error {
         }
     }
 
+    /// A model's library error as [`Error::ModelFailed`], without context.
+    pub fn model_lib(e: impl Into<BoxError>) -> Error {
+        Error::model("")(e)
+    }
+
+    /// A tokenizer's error as [`Error::TokenizerFailed`], without context.
+    pub fn tokenizer_lib(e: impl Into<BoxError>) -> Error {
+        Error::tokenizer("")(e)
+    }
+
+    /// An index library's error as [`Error::IndexFailed`], without context.
+    pub fn index_lib(e: impl Into<BoxError>) -> Error {
+        Error::index("")(e)
+    }
+
+    /// `map_err` for a model's library error: [`Error::ModelFailed`] with
+    /// `context` (its message shows the source after it).
+    pub fn model<E: Into<BoxError>>(context: impl Into<String>) -> impl FnOnce(E) -> Error {
+        let context = context.into();
+        move |e| Error::ModelFailed {
+            context,
+            source: e.into(),
+        }
+    }
+
+    /// `map_err` for a tokenizer's error: [`Error::TokenizerFailed`].
+    pub fn tokenizer<E: Into<BoxError>>(context: impl Into<String>) -> impl FnOnce(E) -> Error {
+        let context = context.into();
+        move |e| Error::TokenizerFailed {
+            context,
+            source: e.into(),
+        }
+    }
+
+    /// `map_err` for an index library's error: [`Error::IndexFailed`].
+    pub fn index<E: Into<BoxError>>(context: impl Into<String>) -> impl FnOnce(E) -> Error {
+        let context = context.into();
+        move |e| Error::IndexFailed {
+            context,
+            source: e.into(),
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -85,12 +170,51 @@ impl Error {
 
 impl From<tantivy::TantivyError> for Error {
     fn from(e: tantivy::TantivyError) -> Self {
-        Error::Index(e.to_string())
+        Error::index_lib(e)
     }
 }
 
 impl From<tantivy::directory::error::OpenDirectoryError> for Error {
     fn from(e: tantivy::directory::error::OpenDirectoryError) -> Self {
-        Error::Index(e.to_string())
+        Error::index_lib(e)
+    }
+}
+
+/// An error and its causes as one line, `outer: cause: its cause`, leaving
+/// out a cause whose text the line already holds (shirabe's errors show
+/// their source in their own message and also keep it as
+/// [`std::error::Error::source`]).
+pub fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_keep_their_source_and_print_it_once() {
+        let json = serde_json::from_str::<u32>("x").unwrap_err();
+        let text = json.to_string();
+        let err = Error::model("config.json")(json);
+        let source = std::error::Error::source(&err).expect("kept");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        assert_eq!(err.to_string(), format!("model: config.json: {text}"));
+        // Wrapped once more (as anyhow's context does), each text once.
+        let outer = anyhow::Error::new(err).context("loading the model");
+        assert_eq!(
+            chain_text(outer.as_ref()),
+            format!("loading the model: model: config.json: {text}")
+        );
     }
 }

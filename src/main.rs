@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::from(0);
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", shirabe::error::chain_text(err.as_ref()));
             ExitCode::from(2)
         }
     }

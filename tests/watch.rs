@@ -103,10 +103,16 @@ fn eventually(sb: &Sandbox, query: &str, ok: impl Fn(&[String]) -> bool) -> Vec<
     }
 }
 
+/// An empty folder `name` in the sandbox.
+fn folder(sb: &Sandbox, name: &str) -> std::path::PathBuf {
+    let dir = sb.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A folder `notes` holding `old.txt` (about kumquats).
 fn notes(sb: &Sandbox) -> std::path::PathBuf {
-    let dir = sb.path().join("notes");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(sb, "notes");
     std::fs::write(
         dir.join("old.txt"),
         "The kumquat harvest was recorded in March.",
@@ -168,8 +174,7 @@ fn files_created_changed_moved_and_deleted_are_seen_by_search() {
 #[test]
 fn a_file_still_being_written_waits_until_it_settles() {
     let sb = Sandbox::new();
-    let dir = sb.path().join("inbox");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(&sb, "inbox");
     let w = Watcher::start(&sb, &dir);
     let path = dir.join("growing.txt");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -197,8 +202,7 @@ fn a_file_still_being_written_waits_until_it_settles() {
 #[test]
 fn a_killed_watcher_restarted_ends_equal_to_a_clean_ingest() {
     let sb = Sandbox::new();
-    let dir = sb.path().join("burst");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(&sb, "burst");
     let mut w = Watcher::start(&sb, &dir);
     for i in 0..400 {
         std::fs::write(
@@ -233,8 +237,7 @@ fn watch_without_folders_says_what_to_do_and_defaults_to_ingested_ones() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing to watch"), "{err}");
     // After an ingest, its folder is the default.
-    let dir = sb.path().join("docs");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(&sb, "docs");
     std::fs::write(dir.join("x.txt"), "The ibis nest was moved.").unwrap();
     sb.expect(&["ingest", dir.to_str().unwrap(), "--no-embed"], 0);
     std::fs::write(dir.join("y.txt"), "The heron nest stayed.").unwrap();
@@ -342,8 +345,7 @@ fn a_watcher_at_rest_stays_at_rest() {
     // The batch's own reads of the files (inotify access events) must not
     // start another batch: an idle watcher does nothing.
     let sb = Sandbox::new();
-    let dir = sb.path().join("notes");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(&sb, "notes");
     for i in 0..5 {
         std::fs::write(
             dir.join(format!("n{i}.txt")),
@@ -396,8 +398,7 @@ fn a_full_disk_is_reported_retried_and_never_corrupts() {
     }
     let _unmount = Unmount(mnt.clone());
     let index = mnt.join("index");
-    let dir = sb.path().join("notes");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(&sb, "notes");
     std::fs::write(dir.join("old.txt"), "The barley store holds ten tonnes.").unwrap();
     let with_index = |args: &[&str]| {
         let mut c = sb.cmd(args);
@@ -455,8 +456,7 @@ fn a_burst_that_overflows_the_event_queue_misses_nothing() {
     // than the kernel queues (16,384 by default), so some are lost and the
     // watcher is told to look again.
     let sb = Sandbox::new();
-    let dir = sb.path().join("burst");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = folder(&sb, "burst");
     let w = Watcher::start(&sb, &dir);
     let pid = w.child.id() as i32;
     // SAFETY: kill(2) with a valid pid of our own child.

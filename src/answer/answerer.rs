@@ -57,7 +57,7 @@ pub struct LocalModel {
 #[derive(Debug, Clone)]
 pub struct AnswerConfig {
     /// The longest answer, in tokens.
-    pub max_tokens: usize,
+    pub max_answer_tokens: usize,
     /// Sampling temperature (0: greedy).
     pub temperature: f32,
     /// The system prompt (default [`SYSTEM_PROMPT`]).
@@ -79,7 +79,7 @@ pub struct AnswerConfig {
 impl Default for AnswerConfig {
     fn default() -> Self {
         AnswerConfig {
-            max_tokens: 512,
+            max_answer_tokens: 512,
             temperature: 0.0,
             system_prompt: None,
             ctx: None,
@@ -101,7 +101,7 @@ pub struct Question<'a> {
     /// Set to stop the model.
     pub cancel: &'a AtomicBool,
     /// The longest answer, when not the configured one.
-    pub max_tokens: Option<usize>,
+    pub max_answer_tokens: Option<usize>,
     /// How common the question's words are in the index: with it, a
     /// question the passages do not cover is declined before any model
     /// writes ([`super::grounding`]).
@@ -123,7 +123,7 @@ impl<'a> Question<'a> {
             hits,
             embed: None,
             cancel,
-            max_tokens: None,
+            max_answer_tokens: None,
             rarity: None,
             written: None,
             history: &[],
@@ -334,7 +334,7 @@ impl Answerer {
         let mut generator = match model {
             Some(m) if endpoint.is_none() => Some(
                 Generator::load(&m.spec, m.dtype, &crate::models::default_device())
-                    .map_err(|e| Error::Model(format!("loading the model {}: {e}", m.spec)))?,
+                    .map_err(Error::model(format!("loading the model {}", m.spec)))?,
             ),
             _ => None,
         };
@@ -401,7 +401,7 @@ impl Answerer {
         let affordable = affordable_window(
             tps,
             self.config.max_wait,
-            self.config.max_tokens,
+            self.config.max_answer_tokens,
             self.window,
         );
         let shrunk_to = (affordable < self.window).then_some(affordable);
@@ -468,7 +468,7 @@ impl Answerer {
             cancel,
             ..
         } = *q;
-        let max_tokens = q.max_tokens.unwrap_or(self.config.max_tokens);
+        let max_tokens = q.max_answer_tokens.unwrap_or(self.config.max_answer_tokens);
         let budget = self.window.saturating_sub(max_tokens);
         let system = self.system_prompt();
         let history = q.history;

@@ -100,14 +100,14 @@ pub struct Lookup<'a> {
 /// made standalone, by the model when there is one ([`retrieval_query`]
 /// is the fallback).
 pub fn search_query(
-    writer: &Answerer,
+    answerer: &Answerer,
     question: &str,
     turns: &[(String, String)],
     cancel: &AtomicBool,
 ) -> String {
     let previous = turns.last().map(|t| t.0.as_str());
     let query = retrieval_query(question, previous);
-    let (Some(m), Some(prev)) = (writer.backend(cancel), previous) else {
+    let (Some(m), Some(prev)) = (answerer.backend(cancel), previous) else {
         return query;
     };
     if query == question {
@@ -132,12 +132,12 @@ pub fn search_query(
 
 /// The earlier turns that go into the prompt: the newest, taking at most
 /// a quarter of the window.
-pub fn history(writer: &Answerer, turns: &[(String, String)]) -> Vec<(String, String)> {
+pub fn history(answerer: &Answerer, turns: &[(String, String)]) -> Vec<(String, String)> {
     let mut history: Vec<(String, String)> = Vec::new();
     let mut used = 0;
     for (q, a) in turns.iter().rev() {
-        let cost = writer.counter.count(q) + writer.counter.count(a) + 16;
-        if used + cost > writer.window / 4 {
+        let cost = answerer.counter.count(q) + answerer.counter.count(a) + 16;
+        if used + cost > answerer.window / 4 {
             break;
         }
         used += cost;
@@ -152,27 +152,27 @@ pub fn history(writer: &Answerer, turns: &[(String, String)]) -> Vec<(String, St
 /// prompt, streaming pieces to `on_text`.
 pub fn reply(
     lookup: Lookup<'_>,
-    writer: &Answerer,
+    answerer: &Answerer,
     question: &str,
     turns: &[(String, String)],
     cancel: &AtomicBool,
     on_phase: &dyn Fn(&Phase),
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Answered> {
-    let query = search_query(writer, question, turns, cancel);
+    let query = search_query(answerer, question, turns, cancel);
     on_phase(&Phase::Retrieving);
     let hits = (lookup.retrieve)(&query)?;
-    let history = history(writer, turns);
+    let history = history(answerer, turns);
     // The query's words, not the bare follow-up's, decide whether the
     // passages cover the question.
     let rarity = lookup.rarity.map(|f| f(&query)).transpose()?;
-    writer.answer(
+    answerer.answer(
         &Question {
             text: question,
             hits: &hits,
             embed: lookup.embed,
             cancel,
-            max_tokens: None,
+            max_answer_tokens: None,
             rarity: rarity.as_ref(),
             written: None,
             history: &history,

@@ -109,7 +109,7 @@ impl Backend for EndpointBackend<'_> {
                 |t| on_text(t),
             )
             .map(|c| c.text)
-            .map_err(|e| crate::Error::Model(e.to_string()))
+            .map_err(crate::Error::from)
     }
 }
 
@@ -439,7 +439,7 @@ pub(crate) fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
         }
     }
     // A citation ends its claim: "A [1] B [2]" without a stop between
-    // (quotes joined by the extractive writer, a model's list) is two
+    // (quotes joined by the extractive answerer, a model's list) is two
     // claims, unless what follows continues the sentence (", and", "or").
     let mut out: Vec<(usize, usize)> = Vec::with_capacity(merged.len());
     for (s, e) in merged {

@@ -61,7 +61,24 @@ pub enum CompletionError {
     /// The prompt is longer than the model's window.
     #[error("the endpoint says the prompt is too long: {0}")]
     ContextTooLong(String),
-    /// Anything else (after retries).
+    /// The endpoint could not be reached (after retries).
+    #[error("{url}: {source} (after {attempts} attempts)")]
+    Unreachable {
+        /// The completions URL.
+        url: String,
+        /// Requests tried.
+        attempts: u32,
+        /// The last connection error.
+        #[source]
+        source: Box<ureq::Transport>,
+    },
+    /// A reply that should have been JSON was not.
+    #[error("bad JSON reply: {0}")]
+    BadJson(#[source] serde_json::Error),
+    /// The streamed reply broke off.
+    #[error("reading the stream: {0}")]
+    Stream(#[source] std::io::Error),
+    /// Anything else the server said (after retries).
     #[error("{0}")]
     Failed(String),
 }
@@ -136,7 +153,16 @@ impl Endpoint {
                         )));
                     }
                 }
-                Err(ureq::Error::Transport(t)) => t.to_string(),
+                Err(ureq::Error::Transport(t)) => {
+                    if attempt > self.retries || cancel.load(Ordering::Relaxed) {
+                        return Err(CompletionError::Unreachable {
+                            url,
+                            attempts: attempt,
+                            source: Box::new(t),
+                        });
+                    }
+                    String::new()
+                }
             };
             if attempt > self.retries || cancel.load(Ordering::Relaxed) {
                 return Err(CompletionError::Failed(format!(
@@ -168,8 +194,8 @@ impl Endpoint {
         let reader = BufReader::new(resp.into_reader());
         if json_reply {
             // A server that ignored `stream`: one JSON answer.
-            let v: serde_json::Value = serde_json::from_reader(reader)
-                .map_err(|e| CompletionError::Failed(format!("bad JSON reply: {e}")))?;
+            let v: serde_json::Value =
+                serde_json::from_reader(reader).map_err(CompletionError::BadJson)?;
             let text = v["choices"][0]["message"]["content"]
                 .as_str()
                 .unwrap_or_default()
@@ -187,8 +213,7 @@ impl Endpoint {
                 out.cancelled = true;
                 break;
             }
-            let line =
-                line.map_err(|e| CompletionError::Failed(format!("reading the stream: {e}")))?;
+            let line = line.map_err(CompletionError::Stream)?;
             let Some(data) = line.strip_prefix("data:") else {
                 continue;
             };

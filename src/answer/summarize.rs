@@ -58,7 +58,7 @@ pub struct Room<'a> {
     /// The context window.
     pub window: usize,
     /// The longest answer of one call.
-    pub max_tokens: usize,
+    pub max_answer_tokens: usize,
 }
 
 /// Summarizes `passages` (numbered, in order) with `backend`; `task` is
@@ -76,7 +76,7 @@ pub fn summarize(
     let Room {
         counter,
         window,
-        max_tokens,
+        max_answer_tokens: max_tokens,
     } = fit;
     let budget = window.saturating_sub(max_tokens + 64);
     let overhead = counter.count(task) + counter.count(REDUCE_PROMPT) + 32;
@@ -284,7 +284,7 @@ mod tests {
             Room {
                 counter: &c,
                 window: 100_000,
-                max_tokens: 256,
+                max_answer_tokens: 256,
             },
             &|_| {},
             &mut |t| streamed.push_str(t),
@@ -305,7 +305,7 @@ mod tests {
             Room {
                 counter: &c,
                 window: 900,
-                max_tokens: 128,
+                max_answer_tokens: 128,
             },
             &|p| phases.borrow_mut().push(p.to_string()),
             &mut |t| streamed.push_str(t),

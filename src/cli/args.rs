@@ -280,7 +280,7 @@ pub struct EvalArgs {
     pub passages: usize,
     /// With --answers: the model that answers (none: extractive).
     #[command(flatten)]
-    pub b: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// `search`
@@ -360,7 +360,7 @@ pub struct AskArgs {
     pub json: bool,
     /// The model and how to run it.
     #[command(flatten)]
-    pub b: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// What writes answers and summaries.
@@ -395,9 +395,10 @@ pub struct BackendArgs {
     /// Context window in tokens [default: the model's, else 131072].
     #[arg(long, value_name = "TOKENS")]
     pub ctx: Option<usize>,
-    /// Tokens reserved for the answer.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub max_tokens: usize,
+    /// Tokens reserved for the answer (its longest; the prompt gets the
+    /// rest of the window).
+    #[arg(long = "max-tokens", default_value_t = 1024, value_name = "N")]
+    pub max_answer_tokens: usize,
     /// On a CPU, size the context so the prompt's prefill takes at most
     /// this long (seconds; measured prefill speed, cached). Ignored with --ctx.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
@@ -445,7 +446,7 @@ pub struct ChatArgs {
     pub passages: usize,
     /// The model and how to run it.
     #[command(flatten)]
-    pub b: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// `tui`
@@ -463,7 +464,7 @@ pub struct TuiArgs {
     pub no_mouse: bool,
     /// The model and how to run it.
     #[command(flatten)]
-    pub b: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// `serve`
@@ -517,7 +518,7 @@ pub struct ServeArgs {
     pub cors: Option<String>,
     /// The model and how to run it.
     #[command(flatten)]
-    pub b: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// `summarize`
@@ -537,7 +538,7 @@ pub struct SummarizeArgs {
     pub json: bool,
     /// The model and how to run it.
     #[command(flatten)]
-    pub b: BackendArgs,
+    pub backend: BackendArgs,
 }
 
 /// `watch`

@@ -34,8 +34,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    let mut writer = answerer_shown(index.manifest.as_ref(), &a.b, &phases)?;
-    let prefill_speed = fit_window(&mut writer, !s.quiet && !a.json)?;
+    let mut answerer = answerer_shown(index.manifest.as_ref(), &a.backend, &phases)?;
+    let prefill_speed = fit_window(&mut answerer, !s.quiet && !a.json)?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
     let mut out = std::io::stdout().lock();
@@ -48,17 +48,17 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         if a.show_context {
             // The prompt as the local model will read it (its own chat
             // template), else as packed.
-            match &writer.generator {
+            match &answerer.generator {
                 Some(g) => eprintln!(
                     "{}",
-                    g.chat(Some(writer.system_prompt()), &[], &packed.user)
+                    g.chat(Some(answerer.system_prompt()), &[], &packed.user)
                 ),
                 None => eprintln!("{}", packed.prompt),
             }
         }
         if !s.quiet && !a.json {
             match prefill_speed {
-                Some(tps) if writer.generator.is_some() => eprintln!(
+                Some(tps) if answerer.generator.is_some() => eprintln!(
                     "{}; time to first token ~{:.0}s",
                     packed.summary(),
                     packed.tokens as f64 / tps
@@ -68,13 +68,13 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
         }
     };
     let rarity = shirabe::retrieve::term_rarity(&index, &question)?;
-    let r = writer.answer(
+    let r = answerer.answer(
         &Question {
             text: &question,
             hits: &hits,
             embed: embed_ref,
             cancel,
-            max_tokens: None,
+            max_answer_tokens: None,
             rarity: Some(&rarity),
             written: None,
             history: &[],
@@ -115,8 +115,8 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "language": r.language,
             "language_ok": r.language_ok,
             "retried": r.retried,
-            "backend": match (&writer.generator, &writer.endpoint) {
-                (Some(_), _) => a.b.model.clone(),
+            "backend": match (&answerer.generator, &answerer.endpoint) {
+                (Some(_), _) => a.backend.model.clone(),
                 (None, Some(ep)) => Some(format!("{} ({})", ep.model, ep.base_url)),
                 _ => Some("extractive".to_string()),
             },
@@ -131,7 +131,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "replaced": r.replaced,
             "grounding": r.grounding,
             "passages": packed.passages,
-            "context": {"tokens": packed.tokens, "budget": packed.budget, "window": writer.window,
+            "context": {"tokens": packed.tokens, "budget": packed.budget, "window": answerer.window,
                         "documents": packed.documents, "left_out": packed.left_out,
                         "prefill_tokens_per_s_estimate": prefill_speed},
             "usage": r.usage,
@@ -199,7 +199,7 @@ pub(super) fn answerer(manifest: Option<&Manifest>, b: &BackendArgs) -> Result<A
         None => None,
     };
     let config = AnswerConfig {
-        max_tokens: b.max_tokens,
+        max_answer_tokens: b.max_answer_tokens,
         temperature: b.temperature,
         system_prompt,
         ctx: b.ctx,
@@ -226,9 +226,9 @@ fn answerer_shown(
             elapsed_s: 0.0,
         });
     }
-    let writer = answerer(manifest, b);
+    let answerer = answerer(manifest, b);
     phases.done();
-    writer
+    answerer
 }
 
 /// Sizes a local CPU model's window by its prefill speed and `--max-wait`
@@ -447,7 +447,7 @@ pub(super) struct Summarized {
 pub(super) fn summarize_hits(
     hits: &[retrieve::Hit],
     meeting: bool,
-    writer: &Answerer,
+    answerer: &Answerer,
     cancel: &std::sync::atomic::AtomicBool,
     on_phase: &dyn Fn(&Phase),
     on_text: &mut dyn FnMut(&str),
@@ -465,7 +465,7 @@ pub(super) fn summarize_hits(
     } else {
         SUMMARY_PROMPT
     };
-    let boxed = writer.backend(cancel);
+    let boxed = answerer.backend(cancel);
     let (text, calls, levels) = match boxed.as_deref() {
         Some(m) => {
             let r = summarize(
@@ -473,9 +473,9 @@ pub(super) fn summarize_hits(
                 task,
                 m,
                 shirabe::answer::summarize::Room {
-                    counter: &writer.counter,
-                    window: writer.window,
-                    max_tokens: writer.config.max_tokens,
+                    counter: &answerer.counter,
+                    window: answerer.window,
+                    max_answer_tokens: answerer.config.max_answer_tokens,
                 },
                 on_phase,
                 on_text,
@@ -515,13 +515,13 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
         (None, None) => anyhow::bail!("give a DOC or --all QUERY"),
     };
     let phases = super::phases::PhaseLine::new(s.quiet);
-    let writer = answerer_shown(index.manifest.as_ref(), &a.b, &phases)?;
+    let answerer = answerer_shown(index.manifest.as_ref(), &a.backend, &phases)?;
     let cancel = super::generate::interrupt_flag();
     let t = Instant::now();
     let summarized = summarize_hits(
         &hits,
         a.meeting,
-        &writer,
+        &answerer,
         cancel,
         &|p| phases.show(p),
         &mut |_| {},

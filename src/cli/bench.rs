@@ -210,7 +210,7 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
     use ratatui::backend::CrosstermBackend;
     use ratatui::layout::Rect;
     use ratatui::{Terminal, TerminalOptions, Viewport};
-    use shirabe::tui::app::{Action, App, Msg};
+    use shirabe::tui::app::{Action, App, Report};
     anyhow::ensure!(frames > 0, "--frames must be at least 1");
     let backend = CrosstermBackend::new(std::io::sink());
     let mut term = Terminal::with_options(
@@ -239,7 +239,7 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
         h.snippet = h.text.chars().take(200).collect();
         h.highlights = vec![(3, 9), (40, 47)];
     }
-    app.on_msg(Msg::Results {
+    app.on_report(Report::Results {
         seq,
         query: app.query.clone(),
         hits,
@@ -257,12 +257,12 @@ fn tui_bench(width: u16, height: u16, frames: usize, json: bool) -> Result<Statu
         if i % 12 == 11 {
             text.push(format!("[{}].", 1 + i % 9));
         }
-        app.on_msg(Msg::Text {
+        app.on_report(Report::Text {
             seq: *seq,
             text: format!(" {}", text.join(" ")),
         });
         let t = Instant::now();
-        term.draw(|f| shirabe::tui::ui::draw(f, &mut app))?;
+        term.draw(|f| shirabe::tui::ui::draw(f, &mut app, std::time::Instant::now()))?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let total = started.elapsed().as_secs_f64();

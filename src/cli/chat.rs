@@ -20,11 +20,11 @@ use super::{Settings, Status};
 
 pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     let index = ShirabeIndex::open(&s.index)?;
-    let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
+    let mut answerer = super::ask::answerer(index.manifest.as_ref(), &a.backend)?;
     // Each question sees the index as last committed (a watcher may be
     // adding to it).
     let live = super::search::live(s, index)?;
-    super::ask::fit_window(&mut writer, !s.quiet)?;
+    super::ask::fit_window(&mut answerer, !s.quiet)?;
     let cancel = super::generate::interrupt_flag();
     let phases = super::phases::PhaseLine::new(s.quiet);
     let st = Style::new(s.color);
@@ -82,7 +82,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
                 embed: embed.as_deref(),
                 rarity: Some(&rarity),
             },
-            &writer,
+            &answerer,
             &question,
             &history,
             cancel,

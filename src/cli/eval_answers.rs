@@ -89,13 +89,13 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     );
     let retriever = super::search::retriever(s, &index, None)?;
     let mode = retriever.mode;
-    let mut writer = answerer(index.manifest.as_ref(), &a.b)?;
-    fit_window(&mut writer, !s.quiet && !a.json)?;
+    let mut answerer = answerer(index.manifest.as_ref(), &a.backend)?;
+    fit_window(&mut answerer, !s.quiet && !a.json)?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
     let cancel = super::generate::interrupt_flag();
-    let name = match (&writer.generator, &writer.endpoint) {
-        (Some(_), _) => a.b.model.clone().unwrap_or_default(),
+    let name = match (&answerer.generator, &answerer.endpoint) {
+        (Some(_), _) => a.backend.model.clone().unwrap_or_default(),
         (None, Some(ep)) => ep.model.clone(),
         _ => "extractive".to_string(),
     };
@@ -117,13 +117,13 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         let replayed = replay
             .as_ref()
             .map(|m| m.get(&case.id).map(String::as_str).unwrap_or_default());
-        let r = writer.answer(
+        let r = answerer.answer(
             &Question {
                 text: &case.question,
                 hits: &hits,
                 embed: embed_ref,
                 cancel,
-                max_tokens: None,
+                max_answer_tokens: None,
                 rarity: Some(&rarity),
                 written: replayed,
                 history: &[],

@@ -69,7 +69,7 @@ struct Shared {
     backend_name: Option<String>,
     token: Option<String>,
     passages: usize,
-    max_tokens: usize,
+    max_answer_tokens: usize,
     max_body: usize,
     max_question: usize,
     read_timeout: Duration,
@@ -91,8 +91,8 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         a.host
     );
     let index = ShirabeIndex::open(&s.index)?;
-    let mut writer = super::ask::answerer(index.manifest.as_ref(), &a.b)?;
-    super::ask::fit_window(&mut writer, !s.quiet)?;
+    let mut answerer = super::ask::answerer(index.manifest.as_ref(), &a.backend)?;
+    super::ask::fit_window(&mut answerer, !s.quiet)?;
     // The query embedder is loaded once; a commit (a watcher's, an
     // ingest's) brings new chunks and vectors without a restart.
     let live = super::search::live(s, index)?;
@@ -102,7 +102,7 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = a
         .workers
-        .unwrap_or(match (&writer.generator, &writer.endpoint) {
+        .unwrap_or(match (&answerer.generator, &answerer.endpoint) {
             (Some(_), _) => 1,
             (None, Some(_)) => 4,
             (None, None) => cores,
@@ -110,11 +110,11 @@ pub fn run(s: &Settings, a: &ServeArgs) -> Result<Status> {
         .max(1);
     let shared = Arc::new(Shared {
         live,
-        backend_name: a.b.model.clone(),
-        answerer: writer,
+        backend_name: a.backend.model.clone(),
+        answerer,
         token: a.token.clone(),
         passages: a.passages,
-        max_tokens: a.b.max_tokens,
+        max_answer_tokens: a.backend.max_answer_tokens,
         max_body: a.max_body,
         max_question: a.max_question,
         read_timeout: Duration::from_secs(a.read_timeout.max(1)),
@@ -634,7 +634,9 @@ impl Chat {
         let max_tokens = v["max_tokens"]
             .as_u64()
             .or_else(|| v["max_completion_tokens"].as_u64())
-            .map_or(s.max_tokens, |n| (n as usize).clamp(1, s.max_tokens));
+            .map_or(s.max_answer_tokens, |n| {
+                (n as usize).clamp(1, s.max_answer_tokens)
+            });
         Ok(Chat {
             model: v["model"].as_str().unwrap_or(SHIRABE_MODEL).to_string(),
             system,
@@ -740,7 +742,7 @@ impl Shared {
                 hits: &hits,
                 embed: embed.as_deref(),
                 cancel,
-                max_tokens: Some(req.max_tokens),
+                max_answer_tokens: Some(req.max_tokens),
                 rarity: Some(&rarity),
                 written: None,
                 history: &history,

@@ -35,15 +35,15 @@ struct CliEngine {
     /// The status bar's counts, for the snapshot generation they were
     /// counted at.
     counts: Mutex<Option<(u64, Counts)>>,
-    /// The answer writer: None while it loads in the background (the
+    /// The answerer: None while it loads in the background (the
     /// first frame does not wait for a model).
-    writer: Mutex<Option<Answerer>>,
+    answerer: Mutex<Option<Answerer>>,
     /// How the load goes; `loaded` is signalled when it is done.
     load: Mutex<Load>,
     loaded: Condvar,
 }
 
-/// The writer's loading state.
+/// The answerer's loading state.
 enum Load {
     Loading {
         /// The model or endpoint.
@@ -116,7 +116,7 @@ fn watch_info(dir: &Path) -> Option<WatchInfo> {
 }
 
 fn text_of(e: anyhow::Error) -> String {
-    format!("{e:#}")
+    shirabe::error::chain_text(e.as_ref())
 }
 
 const NO_INDEX: &str = "there is no index yet: press i (outside the query line) to ingest a folder";
@@ -159,19 +159,19 @@ impl CliEngine {
 }
 
 impl CliEngine {
-    /// Loads the writer (the model, the endpoint or the extractive
+    /// Loads the answerer (the model, the endpoint or the extractive
     /// fallback) and sizes its window; on failure answers are extractive
     /// and the status bar says why.
-    fn load_writer(&self, manifest: Option<&shirabe::index::manifest::Manifest>) {
+    fn load_answerer(&self, manifest: Option<&shirabe::index::manifest::Manifest>) {
         if let Some(secs) = std::env::var(SLOW_LOAD).ok().and_then(|v| v.parse().ok()) {
             std::thread::sleep(Duration::from_secs_f64(secs));
         }
-        let b = &self.args.b;
+        let b = &self.args.backend;
         let loaded = super::ask::answerer(manifest, b).and_then(|mut w| {
             let speed = super::ask::fit_window(&mut w, false)?;
             Ok((w, speed))
         });
-        let (writer, backend, why) = match loaded {
+        let (answerer, backend, why) = match loaded {
             Ok((w, speed)) => {
                 let backend = match (&w.generator, &w.endpoint) {
                     (Some(_), _) => super::model_label(b.model.as_deref().unwrap_or_default()),
@@ -196,14 +196,15 @@ impl CliEngine {
                     Ok(w) => (
                         w,
                         format!(
-                            "extractive ({}: {e:#})",
-                            b.model.as_deref().unwrap_or("model")
+                            "extractive ({}: {})",
+                            b.model.as_deref().unwrap_or("model"),
+                            text_of(e)
                         ),
                         String::new(),
                     ),
                     Err(e2) => {
                         *lock(&self.load) = Load::Done {
-                            backend: format!("no writer: {e:#}; {e2:#}"),
+                            backend: format!("no writer: {}; {}", text_of(e), text_of(e2)),
                             window: 0,
                             why: String::new(),
                         };
@@ -213,8 +214,8 @@ impl CliEngine {
                 }
             }
         };
-        let window = writer.window;
-        *lock(&self.writer) = Some(writer);
+        let window = answerer.window;
+        *lock(&self.answerer) = Some(answerer);
         *lock(&self.load) = Load::Done {
             backend,
             window,
@@ -223,8 +224,8 @@ impl CliEngine {
         self.loaded.notify_all();
     }
 
-    /// Waits for the writer to load, naming the wait; false if stopped.
-    fn wait_for_writer(&self, cancel: &AtomicBool, on_phase: &dyn Fn(&Phase)) -> bool {
+    /// Waits for the answerer to load, naming the wait; false if stopped.
+    fn wait_for_answerer(&self, cancel: &AtomicBool, on_phase: &dyn Fn(&Phase)) -> bool {
         let mut load = lock(&self.load);
         while let Load::Loading { what, since } = &*load {
             if cancel.load(std::sync::atomic::Ordering::Relaxed) {
@@ -311,15 +312,15 @@ impl Engine for CliEngine {
         on_text: &mut dyn FnMut(&str),
     ) -> EngineResult<Answer> {
         // A question asked while the model loads waits for it.
-        if !self.wait_for_writer(cancel, on_phase) {
+        if !self.wait_for_answerer(cancel, on_phase) {
             return Err("stopped while the model loaded".into());
         }
         let retrieve = |q: &str| {
             self.retrieve(q, self.args.passages, None)
                 .map_err(|e| shirabe::Error::Index(format!("{e:#}")))
         };
-        let guard = lock(&self.writer);
-        let writer = guard.as_ref().ok_or("no answer writer loaded")?;
+        let guard = lock(&self.answerer);
+        let answerer = guard.as_ref().ok_or("no answer writer loaded")?;
         // Paraphrased claims are checked by meaning too, when there is an
         // embedder.
         let snapshot = self.current();
@@ -336,7 +337,7 @@ impl Engine for CliEngine {
                     .as_ref()
                     .map(|_| &rarity as &dyn Fn(&str) -> shirabe::Result<_>),
             },
-            writer,
+            answerer,
             question,
             history,
             cancel,
@@ -389,18 +390,18 @@ impl Engine for CliEngine {
             anyhow::ensure!(!keys.is_empty(), "{path} is not in the index");
             Ok(retrieve::document_chunks(&s.index, &keys)?)
         })?;
-        if !self.wait_for_writer(cancel, on_phase) {
+        if !self.wait_for_answerer(cancel, on_phase) {
             return Err("stopped while the model loaded".into());
         }
-        let guard = lock(&self.writer);
-        let writer = guard.as_ref().ok_or("no answer writer loaded")?;
+        let guard = lock(&self.answerer);
+        let answerer = guard.as_ref().ok_or("no answer writer loaded")?;
         let t = std::time::Instant::now();
-        let r = super::ask::summarize_hits(&hits, meeting, writer, cancel, on_phase, on_text)
+        let r = super::ask::summarize_hits(&hits, meeting, answerer, cancel, on_phase, on_text)
             .map_err(text_of)?;
         let tokens = r
             .passages
             .iter()
-            .map(|p| writer.counter.count(&p.render()))
+            .map(|p| answerer.counter.count(&p.render()))
             .sum();
         drop(guard);
         Ok(Answer {
@@ -513,7 +514,7 @@ impl Engine for CliEngine {
         let embedded = match super::embedding::run_embedding(s, None, false, false) {
             Ok((Ok(r), _)) if r.embedded > 0 => format!(", {} chunks embedded", r.embedded),
             Ok(_) => String::new(),
-            Err(e) => format!(" (embedding failed: {e:#})"),
+            Err(e) => format!(" (embedding failed: {})", text_of(e)),
         };
         match lock(&self.search).clone() {
             Some(live) => {
@@ -550,8 +551,12 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
     let manifest = search
         .as_ref()
         .and_then(|x| x.current().index.manifest.clone());
-    let what = match (super::local_model_label(&a.b), &a.b.model, &a.b.endpoint) {
-        _ if a.b.extractive => "extractive".to_string(),
+    let what = match (
+        super::local_model_label(&a.backend),
+        &a.backend.model,
+        &a.backend.endpoint,
+    ) {
+        _ if a.backend.extractive => "extractive".to_string(),
         (Some(local), _, _) => local,
         (None, Some(m), Some(url)) => format!("{m} ({url})"),
         (None, None, Some(url)) => url.clone(),
@@ -575,7 +580,7 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
         search: Mutex::new(search),
         looked: Mutex::new(Instant::now()),
         counts: Mutex::new(None),
-        writer: Mutex::new(None),
+        answerer: Mutex::new(None),
         load: Mutex::new(Load::Loading {
             what,
             since: Instant::now(),
@@ -583,7 +588,7 @@ pub fn run(s: &Settings, a: TuiArgs) -> Result<Status> {
         loaded: Condvar::new(),
     });
     let loader = Arc::clone(&engine);
-    std::thread::spawn(move || loader.load_writer(manifest.as_ref()));
+    std::thread::spawn(move || loader.load_answerer(manifest.as_ref()));
     shirabe::tui::run(engine, opts)?;
     Ok(Status::Success)
 }

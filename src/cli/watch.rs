@@ -179,7 +179,7 @@ pub fn run(s: &Settings, a: &WatchArgs) -> Result<Status> {
                         println!("  note: no embedding model; the index stays BM25-only");
                     }
                     Err(e) => {
-                        let msg = format!("embedding: {e:#}");
+                        let msg = format!("embedding: {}", shirabe::error::chain_text(e.as_ref()));
                         if a.json {
                             println!("{}", serde_json::json!({"event": "error", "message": msg}));
                         } else {

@@ -161,7 +161,10 @@ impl Manifest {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| Error::Index(format!("{}: unreadable manifest: {e}", path.display()))),
+                .map_err(Error::index(format!(
+                    "{}: unreadable manifest",
+                    path.display()
+                ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -194,7 +197,7 @@ impl Manifest {
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.generation += 1;
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Index(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(self).map_err(Error::index_lib)?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         f.write_all(&json).map_err(|e| Error::io(&tmp, e))?;
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;

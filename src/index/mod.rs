@@ -333,8 +333,7 @@ impl ShirabeIndex {
             for doc in seg.doc_ids_alive() {
                 for ord in col.term_ords(doc) {
                     hex.clear();
-                    col.ord_to_str(ord, &mut hex)
-                        .map_err(|e| Error::Index(e.to_string()))?;
+                    col.ord_to_str(ord, &mut hex).map_err(Error::index_lib)?;
                     if let Some(key) = vectors::key_from_hex(&hex) {
                         out.push(LiveChunk {
                             addr: DocAddress::new(seg_ord as u32, doc),
@@ -357,8 +356,7 @@ impl ShirabeIndex {
             .ok_or_else(|| Error::Index(format!("{field} is not a fast field")))?;
         let mut out = String::new();
         if let Some(ord) = col.term_ords(addr.doc_id).next() {
-            col.ord_to_str(ord, &mut out)
-                .map_err(|e| Error::Index(e.to_string()))?;
+            col.ord_to_str(ord, &mut out).map_err(Error::index_lib)?;
         }
         Ok(out)
     }
@@ -427,10 +425,7 @@ impl ShirabeIndex {
         let mut out = HashSet::new();
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(self.fields.doc_key)?;
-            let mut terms = inv
-                .terms()
-                .stream()
-                .map_err(|e| Error::Index(e.to_string()))?;
+            let mut terms = inv.terms().stream().map_err(Error::index_lib)?;
             while terms.advance() {
                 out.insert(String::from_utf8_lossy(terms.key()).into_owned());
             }

@@ -81,8 +81,8 @@ pub struct QdrantIndex {
     collection: String,
 }
 
-fn err(e: impl std::fmt::Display) -> Error {
-    Error::Index(format!("qdrant: {e}"))
+fn err(e: impl Into<crate::error::BoxError>) -> Error {
+    Error::index("qdrant")(e)
 }
 
 /// The point id of a chunk.

@@ -628,7 +628,7 @@ pub fn run_locked(
         .num_threads(opts.jobs)
         .stack_size(WORKER_STACK_BYTES)
         .build()
-        .map_err(|e| Error::Index(format!("cannot start worker threads: {e}")))?;
+        .map_err(Error::index("cannot start worker threads"))?;
     let engine = ocr::Lazy::new(opts.ocr.program.clone());
     let workers = match &opts.isolation {
         isolate::Isolation::Workers(program) => Some(isolate::Workers::new(

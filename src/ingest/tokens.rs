@@ -91,7 +91,7 @@ impl TokenCounter {
     /// Loads a `tokenizer.json`.
     pub fn load(path: &Path) -> Result<TokenCounter> {
         let tokenizer = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+            .map_err(Error::tokenizer(format!("{}", path.display())))?;
         Ok(TokenCounter::HuggingFace {
             tokenizer: Box::new(tokenizer),
             path: path.to_path_buf(),

@@ -277,7 +277,7 @@ pub fn hand_over(index_dir: &Path, paths: &[PathBuf]) -> Result<PathBuf> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let tmp = inbox.join(format!(".{nanos}-{}.tmp", std::process::id()));
-    let body = serde_json::to_vec(&abs).map_err(|e| Error::Index(e.to_string()))?;
+    let body = serde_json::to_vec(&abs).map_err(Error::index_lib)?;
     std::fs::write(&tmp, body).map_err(|e| Error::io(&tmp, e))?;
     let done = inbox.join(format!("{nanos}-{}.json", std::process::id()));
     std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
@@ -403,14 +403,14 @@ pub fn watch(
         Some(every) => (
             Box::new(
                 notify::PollWatcher::new(tx, notify::Config::default().with_poll_interval(every))
-                    .map_err(|e| Error::Index(format!("cannot poll the folders: {e}")))?,
+                    .map_err(Error::index("cannot poll the folders"))?,
             ),
             "poll",
         ),
         None => (
             Box::new(
                 notify::recommended_watcher(tx)
-                    .map_err(|e| Error::Index(format!("cannot watch the folders: {e}")))?,
+                    .map_err(Error::index("cannot watch the folders"))?,
             ),
             "events",
         ),

@@ -133,8 +133,7 @@ impl Config {
     /// Parses and validates `config.json` text; unsupported settings fail
     /// here, not in the middle of a run.
     pub fn from_json(text: &str) -> Result<Config> {
-        let mut cfg: Config =
-            serde_json::from_str(text).map_err(|e| Error::Model(format!("config.json: {e}")))?;
+        let mut cfg: Config = serde_json::from_str(text).map_err(Error::model("config.json"))?;
         if let Some(p) = cfg.rope_parameters.take() {
             if let Some(theta) = p.rope_theta {
                 cfg.rope_theta = theta;

@@ -184,7 +184,7 @@ impl Embedder {
             let enc = self
                 .tokenizer
                 .encode(text, true)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                .map_err(Error::tokenizer_lib)?;
             let mut v = enc.get_ids().to_vec();
             if v.len() > self.max_tokens {
                 // Keep the final (end-of-text) token the pooling reads.
@@ -213,14 +213,10 @@ impl Embedder {
             let hidden = self.model.forward(&rows, &valid, &mut cache)?;
             let mut pooled = Model::last_hidden(&hidden)?;
             if let Some(d) = self.dims {
-                let n = pooled.dim(1).map_err(|e| Error::Model(e.to_string()))?;
-                pooled = pooled
-                    .narrow(1, 0, d.min(n))
-                    .map_err(|e| Error::Model(e.to_string()))?;
+                let n = pooled.dim(1).map_err(Error::model_lib)?;
+                pooled = pooled.narrow(1, 0, d.min(n)).map_err(Error::model_lib)?;
             }
-            let vecs: Vec<Vec<f32>> = l2_normalize(&pooled)?
-                .to_vec2()
-                .map_err(|e| Error::Model(e.to_string()))?;
+            let vecs: Vec<Vec<f32>> = l2_normalize(&pooled)?.to_vec2().map_err(Error::model_lib)?;
             for (&i, v) in group.iter().zip(vecs) {
                 out[i] = v;
             }

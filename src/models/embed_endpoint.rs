@@ -95,7 +95,7 @@ impl EndpointEmbedder {
                 Ok(resp) => {
                     let v: Value = resp
                         .into_json()
-                        .map_err(|e| Error::Model(format!("{}: bad JSON: {e}", self.url)))?;
+                        .map_err(Error::model(format!("{}: bad JSON", self.url)))?;
                     return parse(&v, texts.len())
                         .map_err(|why| Error::Model(format!("{}: {why}", self.url)));
                 }

@@ -225,7 +225,7 @@ impl Generator {
             let tok = path.with_file_name("tokenizer.json");
             let tokenizer = if tok.is_file() {
                 tokenizers::Tokenizer::from_file(&tok)
-                    .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))?
+                    .map_err(Error::tokenizer(format!("{}", tok.display())))?
             } else {
                 gguf.tokenizer()?.ok_or_else(|| {
                     Error::Model(format!(
@@ -341,7 +341,7 @@ impl Generator {
         Ok(self
             .tokenizer
             .encode(prompt, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .map_err(Error::tokenizer_lib)?
             .get_ids()
             .to_vec())
     }
@@ -548,7 +548,7 @@ impl Generator {
     fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer
             .decode(ids, true)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+            .map_err(Error::tokenizer_lib)
     }
 
     fn last_logits(&self, hidden: &Tensor) -> Result<Vec<f32>> {
@@ -557,7 +557,7 @@ impl Generator {
             .logits(&last)?
             .squeeze(0)
             .and_then(|l| l.to_vec1::<f32>())
-            .map_err(|e| Error::Model(e.to_string()))
+            .map_err(Error::model_lib)
     }
 }
 

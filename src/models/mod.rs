@@ -172,11 +172,11 @@ pub fn pull(repo_id: &str) -> Result<ModelFiles> {
     let api = builder
         .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .build()
-        .map_err(|e| Error::Model(format!("Hugging Face hub: {e}")))?;
+        .map_err(Error::model("Hugging Face hub"))?;
     let repo = api.model(repo_id.to_string());
     let get = |name: &str| {
         repo.get(name)
-            .map_err(|e| Error::Model(format!("{repo_id}/{name}: {e}")))
+            .map_err(Error::model(format!("{repo_id}/{name}")))
     };
     let config = get("config.json")?;
     for optional in [
@@ -190,7 +190,7 @@ pub fn pull(repo_id: &str) -> Result<ModelFiles> {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
             let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Model(format!("{}: {e}", index.display())))?;
+                .map_err(Error::model(format!("{}", index.display())))?;
             let mut shards: Vec<&str> = v["weight_map"]
                 .as_object()
                 .map(|m| m.values().filter_map(|f| f.as_str()).collect())
@@ -319,7 +319,7 @@ impl ModelFiles {
         let weights = if index.is_file() {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
             let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Model(format!("{}: {e}", index.display())))?;
+                .map_err(Error::model(format!("{}", index.display())))?;
             let mut files: Vec<PathBuf> = v["weight_map"]
                 .as_object()
                 .ok_or_else(|| Error::Model(format!("{}: no weight_map", index.display())))?
@@ -369,7 +369,7 @@ impl ModelFiles {
             .as_ref()
             .ok_or_else(|| Error::Model(format!("{}: no tokenizer.json", self.dir.display())))?;
         tokenizers::Tokenizer::from_file(tok)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok.display())))
+            .map_err(Error::tokenizer(format!("{}", tok.display())))
     }
 
     /// A short digest that changes when the model does: of `config.json`
@@ -408,7 +408,7 @@ impl ModelFiles {
         // SAFETY: the files are memory-mapped read-only; shirabe does not
         // modify them while the model is loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
-            .map_err(|e| Error::Model(format!("{}: {e}", self.dir.display())))?;
+            .map_err(Error::model(format!("{}", self.dir.display())))?;
         qwen3::Model::new(&cfg, &weights::Safetensors::new(vb)?)
     }
 }

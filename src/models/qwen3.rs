@@ -31,7 +31,7 @@ const SCORE_BUDGET_BYTES: usize = 256 << 20;
 pub const FORWARD_ROWS: usize = 512;
 
 fn err(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
+    Error::model_lib(e)
 }
 
 /// A projection: dense (safetensors) or quantized (GGUF) weights.
@@ -956,7 +956,7 @@ impl Model {
                 score_budget: SCORE_BUDGET_BYTES,
             })
         };
-        build().map_err(|e| Error::Model(format!("loading weights: {e}")))
+        build().map_err(Error::model("loading weights"))
     }
 
     /// Parameters in the decoder (the tied head counted once).

@@ -77,7 +77,7 @@ impl Reranker {
         Ok(self
             .tokenizer
             .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .map_err(Error::tokenizer_lib)?
             .get_ids()
             .to_vec())
     }
@@ -106,7 +106,7 @@ impl Reranker {
 
     /// P(yes) for prepared pairs.
     pub fn score_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let err = |e: candle_core::Error| Error::Model(e.to_string());
+        let err = |e: candle_core::Error| Error::model_lib(e);
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![0f32; ids.len()];

@@ -50,8 +50,9 @@ impl Pooling {
     pub fn from_dir(dir: &Path) -> Result<Pooling> {
         let path = dir.join("1_Pooling").join("config.json");
         let cfg: PoolingConfig = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?,
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(Error::model(format!("{}", path.display())))?
+            }
             Err(_) => return Ok(Pooling::Mean),
         };
         let modes = [
@@ -129,11 +130,11 @@ impl SentenceEncoder {
     pub fn load(files: &ModelFiles, _dtype: DType, device: &Device) -> Result<SentenceEncoder> {
         let dtype = DType::F32;
         let dir = &files.dir;
-        let err = |e: candle_core::Error| Error::Model(format!("{}: {e}", dir.display()));
+        let err = |e: candle_core::Error| Error::model(format!("{}", dir.display()))(e);
         let text =
             std::fs::read_to_string(&files.config).map_err(|e| Error::io(&files.config, e))?;
         let head: Head = serde_json::from_str(&text)
-            .map_err(|e| Error::Model(format!("{}: {e}", files.config.display())))?;
+            .map_err(Error::model(format!("{}", files.config.display())))?;
         // SAFETY: the weights are memory-mapped read-only and not modified
         // while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }
@@ -141,12 +142,12 @@ impl SentenceEncoder {
         let encoder = match head.model_type.as_deref() {
             Some("bert") => {
                 let cfg: bert::Config = serde_json::from_str(&text)
-                    .map_err(|e| Error::Model(format!("{}: {e}", files.config.display())))?;
+                    .map_err(Error::model(format!("{}", files.config.display())))?;
                 Encoder::Bert(bert::BertModel::load(vb, &cfg).map_err(err)?)
             }
             Some("xlm-roberta") => {
                 let cfg: xlm_roberta::Config = serde_json::from_str(&text)
-                    .map_err(|e| Error::Model(format!("{}: {e}", files.config.display())))?;
+                    .map_err(Error::model(format!("{}", files.config.display())))?;
                 let vb = if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") {
                     vb.pp("roberta")
                 } else {
@@ -216,7 +217,7 @@ impl SentenceEncoder {
             let enc = self
                 .tokenizer
                 .encode(format!("{prefix}{t}"), true)
-                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                .map_err(Error::tokenizer_lib)?;
             let mut v = enc.get_ids().to_vec();
             let max = self.max_tokens.max(2);
             if v.len() > max {
@@ -240,7 +241,7 @@ impl SentenceEncoder {
     }
 
     fn embed_group<'a>(&self, rows: impl Iterator<Item = &'a [u32]>) -> Result<Vec<Vec<f32>>> {
-        let err = |e: candle_core::Error| Error::Model(e.to_string());
+        let err = |e: candle_core::Error| Error::model_lib(e);
         let rows: Vec<&[u32]> = rows.collect();
         let width = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         let (mut ids, mut mask) = (Vec::new(), Vec::new());

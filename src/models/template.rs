@@ -54,8 +54,8 @@ impl ChatTemplate {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(None);
         };
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(Error::tokenizer(format!("{}", path.display())))?;
         let source = match &v["chat_template"] {
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Array(named) => named

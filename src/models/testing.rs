@@ -139,7 +139,7 @@ pub fn write_tiny(dir: &Path, config: &str, prefixed: bool) -> crate::Result<()>
         );
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors"))
-        .map_err(|e| crate::Error::Model(e.to_string()))
+        .map_err(crate::Error::model_lib)
 }
 
 /// A word-level tokenizer whose words `w0`..`w{vocab-1}` are the token ids.

@@ -135,7 +135,7 @@ impl Gguf {
     pub fn open(path: &Path, device: &Device) -> Result<Gguf> {
         let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| {
-            Error::Model(format!("{}: not a readable GGUF file: {e}", path.display()))
+            Error::model(format!("{}: not a readable GGUF file", path.display()))(e)
         })?;
         Ok(Gguf {
             content,
@@ -222,7 +222,7 @@ impl Gguf {
         let tok: tokenizers::Tokenizer = json
             .to_string()
             .parse()
-            .map_err(|e| Error::Tokenizer(format!("GGUF tokenizer: {e}")))?;
+            .map_err(Error::tokenizer("GGUF tokenizer"))?;
         Ok(Some(tok))
     }
 
@@ -371,7 +371,7 @@ pub fn write_gguf(
     if let Some(&eos) = cfg.eos_ids().first() {
         md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)));
     }
-    let err = |e: candle_core::Error| Error::Model(e.to_string());
+    let err = |e: candle_core::Error| Error::model_lib(e);
     let mut qs: Vec<(String, QTensor)> = Vec::new();
     for (name, t) in tensors {
         let bare = name.strip_prefix("model.").unwrap_or(name);

@@ -1,5 +1,5 @@
 //! The TUI's state and its event handling, with no terminal: keys, mouse
-//! and worker messages change the [`App`] and return [`Action`]s for the
+//! and workers' reports change the [`App`] and return [`Action`]s for the
 //! event loop to carry out.
 
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ pub enum Prompt {
 /// Work for the event loop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Search `query`; the result comes back as [`Msg::Results`] with `seq`.
+    /// Search `query`; the result comes back as [`Report::Results`] with `seq`.
     Search {
         /// Sequence number (older results are dropped).
         seq: u64,
@@ -128,7 +128,7 @@ pub enum Action {
 
 /// What the workers report.
 #[derive(Debug, Clone)]
-pub enum Msg {
+pub enum Report {
     /// Results of [`Action::Search`].
     Results {
         /// Its sequence number.
@@ -223,15 +223,17 @@ impl AnswerView {
 
     /// Pieces of text a second since the first, once there are enough to
     /// tell.
-    pub fn pieces_per_s(&self) -> Option<f64> {
-        let secs = self.first_text?.elapsed().as_secs_f64();
+    pub fn pieces_per_s(&self, now: Instant) -> Option<f64> {
+        let secs = now
+            .saturating_duration_since(self.first_text?)
+            .as_secs_f64();
         (self.pieces >= 8 && secs >= 0.5).then(|| (self.pieces - 1) as f64 / secs)
     }
 }
 
-/// A status-bar message.
+/// The status bar's line: a note, or an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct StatusLine {
     /// The text.
     pub text: String,
     /// Shown as an error.
@@ -352,8 +354,8 @@ pub struct App {
     pub help: bool,
     /// An open one-line prompt.
     pub prompt: Option<Prompt>,
-    /// Status-bar message.
-    pub message: Option<Message>,
+    /// The status bar's line.
+    pub status_line: Option<StatusLine>,
     /// Status-bar figures.
     pub info: Info,
     /// A running ingest.
@@ -390,7 +392,7 @@ impl App {
             preview_scroll: Scroll::default(),
             help: false,
             prompt: None,
-            message: None,
+            status_line: None,
             info,
             ingest: None,
             color,
@@ -460,15 +462,15 @@ impl App {
         })
     }
 
-    fn info_msg(&mut self, text: impl Into<String>) {
-        self.message = Some(Message {
+    fn show_info(&mut self, text: impl Into<String>) {
+        self.status_line = Some(StatusLine {
             text: text.into(),
             error: false,
         });
     }
 
-    fn error_msg(&mut self, text: impl Into<String>) {
-        self.message = Some(Message {
+    fn show_error(&mut self, text: impl Into<String>) {
+        self.status_line = Some(StatusLine {
             text: text.into(),
             error: true,
         });
@@ -594,7 +596,7 @@ impl App {
                 self.source_sel = n - 1;
                 self.preview_scroll.reset();
             } else {
-                self.error_msg(format!("there is no passage [{n}]"));
+                self.show_error(format!("there is no passage [{n}]"));
             }
         } else if n <= self.results.len() {
             self.list = ListView::Results;
@@ -653,7 +655,7 @@ impl App {
             first_text: None,
         });
         self.answer_scroll.reset();
-        self.message = None;
+        self.status_line = None;
         seq
     }
 
@@ -685,7 +687,7 @@ impl App {
             ListView::Sources => self.sources().get(self.source_sel).map(|p| p.path.clone()),
         };
         let Some(path) = path else {
-            self.error_msg("select a document to summarize");
+            self.show_error("select a document to summarize");
             return vec![];
         };
         let mut out = Vec::new();
@@ -828,7 +830,7 @@ impl App {
             KeyCode::Enter => match self.list {
                 ListView::Documents => {
                     if let Some(d) = self.documents.get(self.doc_sel) {
-                        self.info_msg(format!(
+                        self.show_info(format!(
                             "{}: {} pages, {} chunks — s summarizes it, o opens it",
                             d.path, d.pages, d.chunks
                         ));
@@ -857,25 +859,25 @@ impl App {
             }
             KeyCode::Char('i') => {
                 if self.ingest.is_some() {
-                    self.error_msg("an ingest is already running");
+                    self.show_error("an ingest is already running");
                 } else {
                     self.prompt = Some(Prompt::Ingest(String::new()));
                 }
             }
             KeyCode::Char('w') => {
                 if self.turns.is_empty() {
-                    self.error_msg("nothing to save yet: ask a question first");
+                    self.show_error("nothing to save yet: ask a question first");
                 } else {
                     self.prompt = Some(Prompt::Save("shirabe-session.md".into()));
                 }
             }
             KeyCode::Char('o') => match self.previewed_page() {
                 Some((path, page)) => return vec![Action::Open { path, page }],
-                None => self.error_msg("nothing selected to open"),
+                None => self.show_error("nothing selected to open"),
             },
             KeyCode::Char('y') => match self.answer_with_sources() {
                 Some(text) => return vec![Action::Copy(text)],
-                None => self.error_msg("no finished answer to copy"),
+                None => self.show_error("no finished answer to copy"),
             },
             _ => {}
         }
@@ -972,7 +974,7 @@ impl App {
         if let Some(a) = &mut self.answer {
             if a.running() {
                 a.cancelled = true;
-                self.info_msg("stopping the answer…");
+                self.show_info("stopping the answer…");
                 return vec![Action::Cancel];
             }
         }
@@ -1019,10 +1021,10 @@ impl App {
         }
     }
 
-    /// Handles a worker's message.
-    pub fn on_msg(&mut self, msg: Msg) {
+    /// Handles a worker's report.
+    pub fn on_report(&mut self, msg: Report) {
         match msg {
-            Msg::Results { seq, query, hits } => {
+            Report::Results { seq, query, hits } => {
                 if seq != self.search_seq {
                     return;
                 }
@@ -1038,7 +1040,7 @@ impl App {
                     self.list = ListView::Results;
                 }
             }
-            Msg::Phase {
+            Report::Phase {
                 seq,
                 text,
                 progress,
@@ -1047,14 +1049,14 @@ impl App {
                     a.phase = Some((text, progress));
                 }
             }
-            Msg::Text { seq, text } => {
+            Report::Text { seq, text } => {
                 if let Some(a) = self.answer.as_mut().filter(|a| a.seq == seq && a.running()) {
                     a.pieces += 1;
                     a.first_text.get_or_insert_with(Instant::now);
                     a.text.push_str(&text);
                 }
             }
-            Msg::Answered { seq, answer } => {
+            Report::Answered { seq, answer } => {
                 let Some(view) = self.answer.as_mut().filter(|a| a.seq == seq) else {
                     return;
                 };
@@ -1085,27 +1087,27 @@ impl App {
                 }
                 self.preview_scroll.reset();
                 if cancelled {
-                    self.info_msg("answer stopped");
+                    self.show_info("answer stopped");
                 } else {
-                    self.info_msg(note);
+                    self.show_info(note);
                 }
             }
-            Msg::Failed { seq, error } => {
+            Report::Failed { seq, error } => {
                 if seq == self.search_seq {
                     self.searching = false;
-                    self.error_msg(format!("search failed: {error}"));
+                    self.show_error(format!("search failed: {error}"));
                 } else if let Some(a) = self.answer.as_ref().filter(|a| a.seq == seq) {
                     let what = if a.turn { "answer" } else { "summary" };
                     self.answer = None;
-                    self.error_msg(format!("{what} failed: {error}"));
+                    self.show_error(format!("{what} failed: {error}"));
                 }
             }
-            Msg::Documents(Ok(docs)) => {
+            Report::Documents(Ok(docs)) => {
                 self.documents = docs;
                 self.doc_sel = self.doc_sel.min(self.documents.len().saturating_sub(1));
             }
-            Msg::Documents(Err(e)) => self.error_msg(format!("listing documents failed: {e}")),
-            Msg::IngestProgress {
+            Report::Documents(Err(e)) => self.show_error(format!("listing documents failed: {e}")),
+            Report::IngestProgress {
                 done,
                 total,
                 current,
@@ -1116,16 +1118,16 @@ impl App {
                     i.current = current;
                 }
             }
-            Msg::IngestDone(r) => {
+            Report::IngestDone(r) => {
                 self.ingest = None;
                 match r {
-                    Ok(report) => self.info_msg(report),
-                    Err(e) => self.error_msg(format!("ingest failed: {e}")),
+                    Ok(report) => self.show_info(report),
+                    Err(e) => self.show_error(format!("ingest failed: {e}")),
                 }
             }
-            Msg::Info(info) => self.info = info,
-            Msg::Note(Ok(n)) => self.info_msg(n),
-            Msg::Note(Err(e)) => self.error_msg(e),
+            Report::Info(info) => self.info = info,
+            Report::Note(Ok(n)) => self.show_info(n),
+            Report::Note(Err(e)) => self.show_error(e),
         }
     }
 }
@@ -1220,13 +1222,13 @@ mod tests {
         assert_eq!(query, "osaka");
         assert_eq!(app.tick(t0 + DEBOUNCE * 3), None, "searched twice");
         // A stale result (an older sequence number) is dropped.
-        app.on_msg(Msg::Results {
+        app.on_report(Report::Results {
             seq: seq + 7,
             query: "old".into(),
             hits: vec![],
         });
         assert!(app.searching());
-        app.on_msg(Msg::Results {
+        app.on_report(Report::Results {
             seq,
             query: query.clone(),
             hits: vec![],
@@ -1275,11 +1277,11 @@ mod tests {
         assert_eq!(question, "What was the budget?");
         assert!(history.is_empty());
         assert!(app.generating() && app.busy());
-        app.on_msg(Msg::Text {
+        app.on_report(Report::Text {
             seq: *seq,
             text: "The budget was ".into(),
         });
-        app.on_msg(Msg::Text {
+        app.on_report(Report::Text {
             seq: *seq,
             text: "1.8 million euros [2].".into(),
         });
@@ -1294,7 +1296,7 @@ mod tests {
                 passage(2, "The budget was 1.8 million euros for the warehouse."),
             ],
         );
-        app.on_msg(Msg::Answered {
+        app.on_report(Report::Answered {
             seq: *seq,
             answer: Box::new(a),
         });
@@ -1335,7 +1337,7 @@ mod tests {
         let ps = (1..=4)
             .map(|n| passage(n, &format!("alpha beta {n}")))
             .collect();
-        app.on_msg(Msg::Answered {
+        app.on_report(Report::Answered {
             seq,
             answer: Box::new(answer("Alpha beta 1 [1]. Alpha beta 3 [3].", ps)),
         });
@@ -1350,7 +1352,7 @@ mod tests {
         app.on_key(key(KeyCode::Char('4')), t);
         assert_eq!(app.source_sel, 3);
         app.on_key(key(KeyCode::Char('9')), t);
-        assert!(app.message.as_ref().unwrap().error);
+        assert!(app.status_line.as_ref().unwrap().error);
         assert_eq!(app.source_sel, 3);
         // o opens the previewed passage's file at its page.
         assert_eq!(
@@ -1374,12 +1376,12 @@ mod tests {
         typed(&mut app, "budget", t);
         let seq = ask(&mut app, t);
         assert_eq!(app.on_key(key(KeyCode::Esc), t), vec![Action::Cancel]);
-        app.on_msg(Msg::Answered {
+        app.on_report(Report::Answered {
             seq,
             answer: Box::new(answer("Part", vec![passage(1, "Part")])),
         });
         assert!(app.turns.is_empty());
-        assert_eq!(app.message.as_ref().unwrap().text, "answer stopped");
+        assert_eq!(app.status_line.as_ref().unwrap().text, "answer stopped");
         // With nothing running, Ctrl-C quits.
         assert_eq!(app.on_key(ctrl('c'), t), vec![Action::Quit]);
         assert!(app.quit);
@@ -1400,10 +1402,10 @@ mod tests {
             vec![Action::LoadDocuments]
         );
         assert_eq!(app.list, ListView::Documents);
-        app.on_msg(Msg::Documents(Ok(vec![])));
+        app.on_report(Report::Documents(Ok(vec![])));
         // Nothing to summarize, nothing to save: said, not done.
         assert!(app.on_key(key(KeyCode::Char('s')), t).is_empty());
-        assert!(app.message.as_ref().unwrap().error);
+        assert!(app.status_line.as_ref().unwrap().error);
         assert!(app.on_key(key(KeyCode::Char('w')), t).is_empty());
         app.on_key(key(KeyCode::Char('i')), t);
         assert_eq!(app.prompt, Some(Prompt::Ingest(String::new())));
@@ -1416,13 +1418,13 @@ mod tests {
             vec![Action::Ingest("corpora/x".into())]
         );
         assert!(app.busy());
-        app.on_msg(Msg::IngestProgress {
+        app.on_report(Report::IngestProgress {
             done: 1,
             total: 3,
             current: "a.pdf".into(),
         });
         assert_eq!(app.ingest.as_ref().unwrap().done, 1);
-        app.on_msg(Msg::IngestDone(Ok("3 files: 3 indexed".into())));
+        app.on_report(Report::IngestDone(Ok("3 files: 3 indexed".into())));
         assert!(app.ingest.is_none() && !app.busy());
         app.on_key(key(KeyCode::Esc), t);
         assert_eq!(app.list, ListView::Results);
@@ -1436,7 +1438,7 @@ mod tests {
         let mut app = App::new(Info::default(), true);
         typed(&mut app, "budget?", t);
         let seq = ask(&mut app, t);
-        app.on_msg(Msg::Answered {
+        app.on_report(Report::Answered {
             seq,
             answer: Box::new(answer("Alpha beta [1].", vec![passage(1, "alpha beta")])),
         });
@@ -1503,12 +1505,12 @@ mod tests {
         let mut app = App::new(Info::default(), true);
         typed(&mut app, "x", t);
         let seq = ask(&mut app, t);
-        app.on_msg(Msg::Failed {
+        app.on_report(Report::Failed {
             seq,
             error: "the endpoint refused".into(),
         });
         assert!(app.answer.is_none());
-        let m = app.message.clone().unwrap();
+        let m = app.status_line.clone().unwrap();
         assert!(m.error && m.text == "answer failed: the endpoint refused");
     }
 }

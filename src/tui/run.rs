@@ -17,7 +17,7 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
-use super::app::{Action, App, Msg, RESULT_LIMIT};
+use super::app::{Action, App, Report, RESULT_LIMIT};
 use super::{system, Engine};
 use crate::answer::Phase;
 
@@ -46,12 +46,12 @@ const INFO_POLL: Duration = Duration::from_secs(2);
 
 /// Asks the engine for the status bar's figures off the UI thread (one
 /// request at a time).
-fn refresh_info(engine: &Arc<dyn Engine>, tx: &UnboundedSender<Msg>, polling: &Arc<AtomicBool>) {
+fn refresh_info(engine: &Arc<dyn Engine>, tx: &UnboundedSender<Report>, polling: &Arc<AtomicBool>) {
     if !polling.swap(true, Ordering::SeqCst) {
         let (engine, tx, polling) = (Arc::clone(engine), tx.clone(), Arc::clone(polling));
         tokio::task::spawn_blocking(move || {
             if let Ok(info) = guarded(|| Ok(engine.info())) {
-                let _ = tx.send(Msg::Info(info));
+                let _ = tx.send(Report::Info(info));
             }
             polling.store(false, Ordering::SeqCst);
         });
@@ -232,7 +232,7 @@ async fn event_loop(
     app: &mut App,
     engine: Arc<dyn Engine>,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = unbounded_channel::<Msg>();
+    let (tx, mut rx) = unbounded_channel::<Report>();
     let mut events = EventStream::new();
     let mut frame = tokio::time::interval(FRAME);
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -261,7 +261,7 @@ async fn event_loop(
             return Ok(());
         }
         let t = Instant::now();
-        terminal.draw(|f| super::ui::draw(f, app))?;
+        terminal.draw(|f| super::ui::draw(f, app, std::time::Instant::now()))?;
         stats.frame(app.busy(), t);
         // For the end-to-end test of the panic path.
         if std::env::var_os("SHIRABE_TEST_PANIC").is_some() {
@@ -279,10 +279,10 @@ async fn event_loop(
                 None => return Ok(()),
             },
             Some(msg) = rx.recv() => {
-                app.on_msg(msg);
+                app.on_report(msg);
                 // Tokens come in bursts: take all that are waiting, draw once.
                 while let Ok(m) = rx.try_recv() {
-                    app.on_msg(m);
+                    app.on_report(m);
                 }
             }
             _ = frame.tick(), if app.busy() => {}
@@ -345,7 +345,7 @@ async fn sleep_until(due: Option<Instant>) {
 /// the UI as it comes, then the whole of it.
 fn stream(
     seq: u64,
-    tx: UnboundedSender<Msg>,
+    tx: UnboundedSender<Report>,
     job: impl FnOnce(&dyn Fn(&Phase), &mut dyn FnMut(&str)) -> Result<super::Answer, String>
         + Send
         + 'static,
@@ -365,14 +365,14 @@ fn stream(
                         }
                         _ => None,
                     };
-                    let _ = phase_tx.send(Msg::Phase {
+                    let _ = phase_tx.send(Report::Phase {
                         seq,
                         text: p.to_string(),
                         progress,
                     });
                 },
                 &mut |t| {
-                    let _ = text_tx.send(Msg::Text {
+                    let _ = text_tx.send(Report::Text {
                         seq,
                         text: t.to_string(),
                     });
@@ -380,11 +380,11 @@ fn stream(
             )
         });
         let _ = tx.send(match r {
-            Ok(a) => Msg::Answered {
+            Ok(a) => Report::Answered {
                 seq,
                 answer: Box::new(a),
             },
-            Err(error) => Msg::Failed { seq, error },
+            Err(error) => Report::Failed { seq, error },
         });
     });
 }
@@ -393,7 +393,7 @@ fn stream(
 fn carry_out(
     action: Action,
     engine: &Arc<dyn Engine>,
-    tx: &UnboundedSender<Msg>,
+    tx: &UnboundedSender<Report>,
     cancel: &mut Arc<AtomicBool>,
 ) {
     let (engine, tx) = (Arc::clone(engine), tx.clone());
@@ -401,8 +401,8 @@ fn carry_out(
         Action::Search { seq, query } => {
             tokio::task::spawn_blocking(move || {
                 let _ = tx.send(match guarded(|| engine.search(&query, RESULT_LIMIT)) {
-                    Ok(hits) => Msg::Results { seq, query, hits },
-                    Err(error) => Msg::Failed { seq, error },
+                    Ok(hits) => Report::Results { seq, query, hits },
+                    Err(error) => Report::Failed { seq, error },
                 });
             });
         }
@@ -427,7 +427,7 @@ fn carry_out(
         Action::Cancel => cancel.store(true, Ordering::Relaxed),
         Action::LoadDocuments => {
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Msg::Documents(guarded(|| engine.documents())));
+                let _ = tx.send(Report::Documents(guarded(|| engine.documents())));
             });
         }
         Action::Ingest(path) => {
@@ -439,7 +439,7 @@ fn carry_out(
                         std::path::Path::new(&path),
                         &stop,
                         &|done, total, current| {
-                            let _ = progress_tx.send(Msg::IngestProgress {
+                            let _ = progress_tx.send(Report::IngestProgress {
                                 done,
                                 total,
                                 current: current.to_string(),
@@ -447,28 +447,28 @@ fn carry_out(
                         },
                     )
                 });
-                let _ = tx.send(Msg::IngestDone(r));
+                let _ = tx.send(Report::IngestDone(r));
                 if let Ok(info) = guarded(|| Ok(engine.info())) {
-                    let _ = tx.send(Msg::Info(info));
+                    let _ = tx.send(Report::Info(info));
                 }
-                let _ = tx.send(Msg::Documents(guarded(|| engine.documents())));
+                let _ = tx.send(Report::Documents(guarded(|| engine.documents())));
             });
         }
         // These wait on other programs or the disk: off the UI thread too.
         Action::Open { path, page } => {
             tokio::task::spawn_blocking(move || {
                 let path = engine.locate(&path);
-                let _ = tx.send(Msg::Note(system::open_at_page(&path, page)));
+                let _ = tx.send(Report::Note(system::open_at_page(&path, page)));
             });
         }
         Action::Copy(text) => {
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Msg::Note(system::copy(&text)));
+                let _ = tx.send(Report::Note(system::copy(&text)));
             });
         }
         Action::Save { path, markdown } => {
             tokio::task::spawn_blocking(move || {
-                let _ = tx.send(Msg::Note(
+                let _ = tx.send(Report::Note(
                     std::fs::write(&path, markdown)
                         .map(|_| format!("saved the conversation to {path}"))
                         .map_err(|e| format!("saving {path}: {e}")),
@@ -552,7 +552,7 @@ mod tests {
                 &mut cancel,
             );
             match rx.recv().await {
-                Some(Msg::Failed { seq: 7, error }) => {
+                Some(Report::Failed { seq: 7, error }) => {
                     assert!(error.contains("internal error: index on fire"), "{error}")
                 }
                 other => panic!("{other:?}"),
@@ -567,12 +567,12 @@ mod tests {
                 &tx,
                 &mut cancel,
             );
-            assert!(matches!(rx.recv().await, Some(Msg::Text { seq: 8, .. })));
+            assert!(matches!(rx.recv().await, Some(Report::Text { seq: 8, .. })));
             carry_out(Action::Cancel, &engine, &tx, &mut cancel);
             loop {
                 match rx.recv().await {
-                    Some(Msg::Text { .. }) => continue,
-                    Some(Msg::Failed { seq: 8, error }) => {
+                    Some(Report::Text { .. }) => continue,
+                    Some(Report::Failed { seq: 8, error }) => {
                         assert_eq!(error, "stopped");
                         break;
                     }

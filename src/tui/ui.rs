@@ -4,6 +4,7 @@
 //! used is written back to the app for the mouse.
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -91,7 +92,7 @@ impl Theme {
 struct Screen {
     areas: Areas,
     gauge: Option<Rect>,
-    message: Rect,
+    status_line: Rect,
     info: Rect,
 }
 
@@ -136,19 +137,19 @@ fn layout(area: Rect, ingesting: bool) -> Screen {
             preview,
         },
         gauge: ingesting.then_some(rows[2]),
-        message: rows[3],
+        status_line: rows[3],
         info: rows[4],
     }
 }
 
 /// Draws the whole screen and records where the panes went.
-pub fn draw(f: &mut Frame<'_>, app: &mut App) {
+pub fn draw(f: &mut Frame<'_>, app: &mut App, now: Instant) {
     let screen = layout(f.area(), app.ingest.is_some());
     app.areas = screen.areas;
     let th = Theme { color: app.color };
     draw_query(f, app, th, screen.areas.query);
     draw_list(f, app, th, screen.areas.list);
-    draw_answer(f, app, th, screen.areas.answer);
+    draw_answer(f, app, th, screen.areas.answer, now);
     draw_preview(f, app, th, screen.areas.preview);
     if let (Some(r), Some(i)) = (screen.gauge, &app.ingest) {
         let ratio = if i.total == 0 {
@@ -175,7 +176,7 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App) {
             r,
         );
     }
-    draw_message(f, app, th, screen.message);
+    draw_status_line(f, app, th, screen.status_line);
     draw_info(f, app, th, screen.info);
     if app.help {
         draw_help(f, th);
@@ -420,7 +421,7 @@ fn styled<'a>(text: &str, marks: &[(usize, usize, Style)], base: Style) -> Vec<L
     lines
 }
 
-fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
+fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect, now: Instant) {
     let focused = app.focus == Focus::Answer;
     let Some(view) = &app.answer else {
         let lines = vec![
@@ -452,8 +453,8 @@ fn draw_answer(f: &mut Frame<'_>, app: &mut App, th: Theme, r: Rect) {
             } else {
                 "writing"
             },
-            view.started.elapsed().as_secs_f64(),
-            view.pieces_per_s()
+            now.saturating_duration_since(view.started).as_secs_f64(),
+            view.pieces_per_s(now)
                 .map_or(String::new(), |r| format!(" · {r:.0} tok/s"))
         )
     } else {
@@ -717,8 +718,8 @@ fn lines_before(text: &str, at: usize, width: u16) -> u16 {
     u16::try_from(full + last).unwrap_or(u16::MAX)
 }
 
-fn draw_message(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
-    let line = match (&app.prompt, &app.message) {
+fn draw_status_line(f: &mut Frame<'_>, app: &App, th: Theme, r: Rect) {
+    let line = match (&app.prompt, &app.status_line) {
         (Some(p), _) => {
             let (label, text) = match p {
                 Prompt::Ingest(t) => ("ingest (file or folder): ", t),
@@ -892,7 +893,7 @@ fn draw_help(f: &mut Frame<'_>, th: Theme) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::app::{Action, Msg};
+    use crate::tui::app::{Action, Report};
     use crate::tui::{Answer, Info};
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
     use ratatui::backend::TestBackend;
@@ -911,9 +912,12 @@ mod tests {
         }
     }
 
+    /// The screen drawn at the moment the answer started (so a running
+    /// answer shows 0.0 s), or now when there is none.
     fn screen(app: &mut App, w: u16, h: u16) -> String {
+        let now = app.answer.as_ref().map_or_else(Instant::now, |v| v.started);
         let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-        t.draw(|f| draw(f, app)).unwrap();
+        t.draw(|f| draw(f, app, now)).unwrap();
         let buf = t.backend().buffer().clone();
         let mut s = String::new();
         for y in 0..buf.area.height {
@@ -974,7 +978,7 @@ mod tests {
         let Some(Action::Search { seq, .. }) = app.tick(t + crate::tui::app::DEBOUNCE) else {
             panic!("no search")
         };
-        app.on_msg(Msg::Results {
+        app.on_report(Report::Results {
             seq,
             query: "Osaka budget".into(),
             hits: vec![
@@ -1054,14 +1058,39 @@ mod tests {
         let t = Instant::now();
         let mut app = with_results();
         let seq = ask(&mut app, t);
-        app.on_msg(Msg::Text {
+        app.on_report(Report::Text {
             seq,
             text: "The Osaka expansion has a budget of 1.8 million euros [1], spread".into(),
         });
         let s = screen(&mut app, 110, 24);
-        // The elapsed time in the title changes from run to run.
-        let s = regex_free_seconds(&s);
         insta::assert_snapshot!(s);
+    }
+
+    /// The title's seconds run from the question to the `now` drawn at,
+    /// and the rate shows once eight pieces have come over half a second.
+    #[test]
+    fn the_answer_title_counts_to_the_moment_drawn() {
+        let t = Instant::now();
+        let mut app = with_results();
+        let seq = ask(&mut app, t);
+        for _ in 0..9 {
+            app.on_report(Report::Text {
+                seq,
+                text: "word ".into(),
+            });
+        }
+        let first = app.answer.as_ref().unwrap().first_text.unwrap();
+        let now = first + std::time::Duration::from_secs(2);
+        let mut term = Terminal::new(TestBackend::new(110, 24)).unwrap();
+        term.draw(|f| draw(f, &mut app, now)).unwrap();
+        let buf = term.backend().buffer();
+        let screen: String = (0..24)
+            .flat_map(|y| (0..110).map(move |x| (x, y)))
+            .map(|xy| buf[xy].symbol().to_string())
+            .collect();
+        let secs = now.duration_since(t).as_secs_f64();
+        let want = format!("writing… {secs:.1}s · 4 tok/s");
+        assert!(screen.contains(&want), "{want} not in {screen}");
     }
 
     #[test]
@@ -1078,43 +1107,26 @@ mod tests {
         );
         app.set_query("Osaka warehouse budget", t);
         let seq = ask(&mut app, t);
-        app.on_msg(Msg::Phase {
+        app.on_report(Report::Phase {
             seq,
             text: "loading the model qwen2.5-coder-0.5b.gguf… 3 s".into(),
             progress: None,
         });
-        let loading = regex_free_seconds(&screen(&mut app, 110, 16));
+        let loading = screen(&mut app, 110, 16);
         insta::assert_snapshot!("phase_loading", loading);
-        app.on_msg(Msg::Info(Info {
+        app.on_report(Report::Info(Info {
             backend: "qwen2.5-coder-0.5b.gguf".into(),
             window: 6_246,
             window_why: "60 s at 102 tok/s".into(),
             ..info()
         }));
-        app.on_msg(Msg::Phase {
+        app.on_report(Report::Phase {
             seq,
             text: "reading the prompt: 1,024 / 6,000 tokens · 49 s left".into(),
             progress: Some(1024.0 / 6000.0),
         });
-        let reading = regex_free_seconds(&screen(&mut app, 110, 16));
+        let reading = screen(&mut app, 110, 16);
         insta::assert_snapshot!("phase_reading", reading);
-    }
-
-    /// Replaces the digits of `writing… 0.0s` (or `preparing…`) by `#`.
-    fn regex_free_seconds(s: &str) -> String {
-        let Some((i, verb)) = ["writing… ", "preparing… "]
-            .iter()
-            .find_map(|v| s.find(v).map(|i| (i, *v)))
-        else {
-            return s.to_string();
-        };
-        let start = i + verb.len();
-        let end = start + s[start..].find('s').unwrap();
-        let masked: String = s[start..end]
-            .chars()
-            .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .collect();
-        format!("{}{masked}{}", &s[..start], &s[end..])
     }
 
     #[test]
@@ -1127,7 +1139,7 @@ mod tests {
             "The budget is 1.8 million euros [1]. Costs rose by 4% [2]. The moon is cheese [2].",
             &ps,
         );
-        app.on_msg(Msg::Answered {
+        app.on_report(Report::Answered {
             seq,
             answer: Box::new(Answer {
                 passages: ps,
@@ -1151,7 +1163,7 @@ mod tests {
         let mut app = with_results();
         let seq = ask(&mut app, t);
         let long: String = (0..400).map(|i| format!("word{i} ")).collect();
-        app.on_msg(Msg::Text {
+        app.on_report(Report::Text {
             seq,
             text: format!("{long}THE-END"),
         });
@@ -1181,7 +1193,7 @@ mod tests {
             ocr_pages: 0,
             ocr_pending: 0,
         };
-        app.on_msg(Msg::Documents(Ok(vec![
+        app.on_report(Report::Documents(Ok(vec![
             rec("minutes/2024-03.pdf", FileStatus::Ok, None),
             rec("scans/letter.pdf", FileStatus::Empty, None),
             rec(
@@ -1195,7 +1207,7 @@ mod tests {
         app.on_key(KeyEvent::new(KeyCode::Char('i'), KeyModifiers::NONE), t);
         typed(&mut app, "~/archive", t);
         app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE), t);
-        app.on_msg(Msg::IngestProgress {
+        app.on_report(Report::IngestProgress {
             done: 40,
             total: 160,
             current: "archive/2019/q3.pdf".into(),
@@ -1225,7 +1237,7 @@ mod tests {
     #[test]
     fn error() {
         let mut app = with_results();
-        app.on_msg(Msg::Note(Err(
+        app.on_report(Report::Note(Err(
             "no viewer found: set SHIRABE_VIEWER, or install zathura or xdg-utils".into(),
         )));
         insta::assert_snapshot!(screen(&mut app, 100, 20));
