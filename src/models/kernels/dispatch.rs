@@ -7,7 +7,10 @@
 //! returning its table (or `None` when the CPU lacks it), tried in
 //! [`chosen_once`] before the portable one.
 
-use super::{portable, Elem};
+use half::f16;
+
+use super::packed::{self, NR};
+use super::{portable, q8, Elem};
 
 /// Two query rows' scores against the keys of a tile, in one pass over
 /// them: `(q, keys, scales, d, out)`, the queries [`Elem::prepare`]d,
@@ -71,3 +74,48 @@ macro_rules! chosen_once {
     }};
 }
 pub(super) use chosen_once;
+
+/// The projections' matrix × vector kernels on this CPU ([`panels`]):
+/// `tile[r] = x · row r` for the [`NR`] rows of one packed panel, per
+/// weight type. Entries are `unsafe fn`s for the same reason as
+/// [`Kernels`]'.
+pub struct Panels {
+    /// Which instruction sets the kernels use (for the tests to check).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub isa: &'static str,
+    /// f32 panels (k × NR).
+    pub f32: unsafe fn(&[f32], &[f32], &mut [f32; NR]),
+    /// f16 panels (k × NR).
+    pub f16: unsafe fn(&[f32], &[f16], &mut [f32; NR]),
+    /// bf16 panels, as pairs along k (k/2 × NR).
+    pub bf16: unsafe fn(&[f32], &[u32], &mut [f32; NR]),
+    /// GGUF Q8_0 panels times int8 activations: (values, block scales,
+    /// 128 × block sums, panel, tile).
+    #[allow(clippy::type_complexity)]
+    pub q8: unsafe fn(&[i8], &[f32], &[i32], &[u8], &mut [f32; NR]),
+}
+
+impl Panels {
+    /// The portable loops.
+    pub fn portable() -> Panels {
+        Panels {
+            isa: "portable",
+            f32: packed::portable_f32,
+            f16: packed::portable_f16,
+            bf16: packed::portable_bf16,
+            q8: q8::portable_dot,
+        }
+    }
+}
+
+/// This CPU's [`Panels`], chosen on the first call.
+pub fn panels() -> &'static Panels {
+    static TABLE: std::sync::OnceLock<Panels> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(width) = super::x86::widest() {
+            return super::x86::panels(width);
+        }
+        Panels::portable()
+    })
+}

@@ -16,9 +16,10 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::dispatch::panels;
 use super::q8;
 #[cfg(target_arch = "x86_64")]
-use super::x86::{avx2::panels as avx2, avx512::panels as avx512};
+use super::x86::avx512::panels as avx512;
 use super::{matmul, SendPtr, GEMV_MAX_ROWS};
 
 /// Output rows per panel.
@@ -297,48 +298,20 @@ impl Packed {
     ) {
         let k = self.k;
         match &self.data {
+            // SAFETY (each): the table holds kernels this CPU runs; they
+            // check the lengths.
             Data::F32(d) => {
                 let panel = &d[p * k * NR..(p + 1) * k * NR];
-                #[cfg(target_arch = "x86_64")]
-                if super::has_avx512() {
-                    // SAFETY: AVX-512F detected; the kernel checks lengths.
-                    return unsafe { avx512::panel_f32(x, panel, tile) };
-                }
-                #[cfg(target_arch = "x86_64")]
-                if super::has_avx2_fma() {
-                    // SAFETY: AVX2 and FMA detected; the kernel checks lengths.
-                    return unsafe { avx2::panel_f32(x, panel, tile) };
-                }
-                portable_k_major(x, panel, tile, |v| *v);
+                unsafe { (panels().f32)(x, panel, tile) }
             }
             Data::F16(d) => {
                 let panel = &d[p * k * NR..(p + 1) * k * NR];
-                #[cfg(target_arch = "x86_64")]
-                if super::has_avx512() && super::has_f16c() {
-                    // SAFETY: AVX-512F and F16C detected; lengths checked.
-                    return unsafe { avx512::panel_f16(x, panel, tile) };
-                }
-                #[cfg(target_arch = "x86_64")]
-                if super::has_avx2_fma() && super::has_f16c() {
-                    // SAFETY: AVX2, FMA and F16C detected; lengths checked.
-                    return unsafe { avx2::panel_f16(x, panel, tile) };
-                }
-                portable_k_major(x, panel, tile, |v| v.to_f32());
+                unsafe { (panels().f16)(x, panel, tile) }
             }
             Data::Bf16(d) => {
                 let kp = k.div_ceil(2);
                 let panel = &d[p * kp * NR..(p + 1) * kp * NR];
-                #[cfg(target_arch = "x86_64")]
-                if super::has_avx512() {
-                    // SAFETY: AVX-512F detected; the kernel checks lengths.
-                    return unsafe { avx512::panel_bf16(x, panel, tile) };
-                }
-                #[cfg(target_arch = "x86_64")]
-                if super::has_avx2_fma() {
-                    // SAFETY: AVX2 and FMA detected; the kernel checks lengths.
-                    return unsafe { avx2::panel_bf16(x, panel, tile) };
-                }
-                portable_bf16(x, panel, tile);
+                unsafe { (panels().bf16)(x, panel, tile) }
             }
             Data::Q8(d) => match acts {
                 Some((a, i)) => a.panel_dot(i, self.q8_panel(d, p), tile),
@@ -562,6 +535,16 @@ fn pack_k_major<T: Zeroable>(w: &[T], n: usize, k: usize) -> Buf<T> {
     data
 }
 
+/// The f32 panel kernel in plain Rust.
+pub(super) fn portable_f32(x: &[f32], panel: &[f32], tile: &mut [f32; NR]) {
+    portable_k_major(x, panel, tile, |v| *v)
+}
+
+/// The f16 panel kernel in plain Rust.
+pub(super) fn portable_f16(x: &[f32], panel: &[f16], tile: &mut [f32; NR]) {
+    portable_k_major(x, panel, tile, |v| v.to_f32())
+}
+
 fn portable_k_major<T>(x: &[f32], panel: &[T], tile: &mut [f32; NR], f: impl Fn(&T) -> f32) {
     *tile = [0.0; NR];
     for (kk, &xv) in x.iter().enumerate() {
@@ -571,7 +554,7 @@ fn portable_k_major<T>(x: &[f32], panel: &[T], tile: &mut [f32; NR], f: impl Fn(
     }
 }
 
-fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
+pub(super) fn portable_bf16(x: &[f32], panel: &[u32], tile: &mut [f32; NR]) {
     *tile = [0.0; NR];
     for (q, pairs) in panel.chunks_exact(NR).enumerate() {
         let xe = x[2 * q];
@@ -632,6 +615,8 @@ fn gemm_f32(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, dst: SendPtr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "x86_64")]
+    use crate::models::kernels::x86::avx2::panels as avx2;
 
     use crate::models::kernels::tests::{naive_linear as naive, rng};
 

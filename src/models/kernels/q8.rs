@@ -138,21 +138,18 @@ impl Acts {
         let kb = self.k / QK;
         let q = &self.q[i * self.k..(i + 1) * self.k];
         let d = &self.d[i * kb..(i + 1) * kb];
-        #[cfg(target_arch = "x86_64")]
         let c = &self.c[i * kb..(i + 1) * kb];
         assert!(panel.len() >= kb * BLOCK_BYTES, "packed panel");
-        #[cfg(target_arch = "x86_64")]
-        if super::has_avx512vnni() {
-            // SAFETY: AVX-512F/BW/VNNI detected; lengths checked above.
-            return unsafe { avx512_vnni(q, d, c, panel, tile) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if super::has_avx2_fma() && super::has_f16c() {
-            // SAFETY: AVX2, FMA and F16C detected; lengths checked above.
-            return unsafe { avx2(q, d, panel, tile) };
-        }
-        portable(q, d, panel, tile);
+        // SAFETY: the table holds kernels this CPU runs; lengths checked
+        // above.
+        unsafe { (super::dispatch::panels().q8)(q, d, c, panel, tile) }
     }
+}
+
+/// The product in plain Rust (`c`, the activations' block sums, is for
+/// the VNNI kernel's offset).
+pub(super) fn portable_dot(q: &[i8], d: &[f32], _c: &[i32], panel: &[u8], tile: &mut [f32; NR]) {
+    portable(q, d, panel, tile)
 }
 
 fn portable(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
@@ -164,98 +161,6 @@ fn portable(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
             let dot: i32 = w.iter().zip(xq).map(|(&w, &x)| w * i32::from(x)).sum();
             *t += dot as f32 * (s * d[b]);
         }
-    }
-}
-
-/// Per block: 8 steps of 4 inputs, each one broadcast of 4 activation
-/// bytes and two `vpdpbusd` (rows 0–15, 16–31), alternating between two
-/// pairs of integer accumulators; then the offset's sum taken off, and
-/// both scales applied in one multiply-add per 16 rows.
-///
-/// # Safety
-/// The CPU must support AVX-512F/BW/VNNI and F16C.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-unsafe fn avx512_vnni(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [f32; NR]) {
-    let hint = super::stream_hint();
-    use std::arch::x86_64::*;
-    assert!(q.len() >= d.len() * QK && c.len() >= d.len() && panel.len() >= d.len() * BLOCK_BYTES);
-    let (qp, pp) = (q.as_ptr(), panel.as_ptr());
-    let mut acc = [_mm512_setzero_ps(); 2];
-    for b in 0..d.len() {
-        let base = pp.add(b * BLOCK_BYTES);
-        super::ahead(hint, base.add(NR * QK), 64);
-        let mut s = [_mm512_setzero_si512(); 4];
-        for g in 0..QK / 4 {
-            super::ahead(hint, base.add(g * 128), 128);
-            let x = _mm512_set1_epi32(std::ptr::read_unaligned(
-                qp.add(b * QK + 4 * g) as *const i32
-            ));
-            let w0 = _mm512_loadu_si512(base.add(g * 128) as *const __m512i);
-            let w1 = _mm512_loadu_si512(base.add(g * 128 + 64) as *const __m512i);
-            let h = 2 * (g % 2);
-            s[h] = _mm512_dpbusd_epi32(s[h], w0, x);
-            s[h + 1] = _mm512_dpbusd_epi32(s[h + 1], w1, x);
-        }
-        let off = _mm512_set1_epi32(c[b]);
-        let db = _mm512_set1_ps(d[b]);
-        for half in 0..2 {
-            let sum = _mm512_sub_epi32(_mm512_add_epi32(s[half], s[half + 2]), off);
-            let scales = _mm512_cvtph_ps(_mm256_loadu_si256(
-                base.add(NR * QK + 32 * half) as *const __m256i
-            ));
-            acc[half] = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(sum),
-                _mm512_mul_ps(scales, db),
-                acc[half],
-            );
-        }
-    }
-    _mm512_storeu_ps(tile.as_mut_ptr(), acc[0]);
-    _mm512_storeu_ps(tile.as_mut_ptr().add(16), acc[1]);
-}
-
-/// As [`avx512_vnni`] with 256-bit registers and no VNNI: `vpmaddubsw` of
-/// |w| (unsigned) and x carrying w's sign, then `vpmaddwd` by ones into
-/// int32 (exact: |w| ≤ 128, |x| ≤ 127, so pairs stay below 2¹⁵).
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn avx2(q: &[i8], d: &[f32], panel: &[u8], tile: &mut [f32; NR]) {
-    let hint = super::stream_hint();
-    use std::arch::x86_64::*;
-    assert!(q.len() >= d.len() * QK && panel.len() >= d.len() * BLOCK_BYTES);
-    let (qp, pp) = (q.as_ptr(), panel.as_ptr());
-    let flip = _mm256_set1_epi8(0x80u8 as i8);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, &db) in d.iter().enumerate() {
-        let base = pp.add(b * BLOCK_BYTES);
-        super::ahead(hint, base.add(NR * QK), 64);
-        let mut s = [_mm256_setzero_si256(); 4];
-        for g in 0..QK / 4 {
-            super::ahead(hint, base.add(g * 128), 128);
-            let x = _mm256_set1_epi32(std::ptr::read_unaligned(
-                qp.add(b * QK + 4 * g) as *const i32
-            ));
-            for (l, sl) in s.iter_mut().enumerate() {
-                let u = _mm256_loadu_si256(base.add(g * 128 + 32 * l) as *const __m256i);
-                let w = _mm256_xor_si256(u, flip);
-                let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
-                *sl = _mm256_add_epi32(*sl, _mm256_madd_epi16(pairs, ones));
-            }
-        }
-        let db = _mm256_set1_ps(db);
-        for (l, a) in acc.iter_mut().enumerate() {
-            let scales =
-                _mm256_cvtph_ps(_mm_loadu_si128(base.add(NR * QK + 16 * l) as *const __m128i));
-            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[l]), _mm256_mul_ps(scales, db), *a);
-        }
-    }
-    for (l, a) in acc.iter().enumerate() {
-        _mm256_storeu_ps(tile.as_mut_ptr().add(8 * l), *a);
     }
 }
 
@@ -277,58 +182,9 @@ impl super::x86::bf16::PanelSource for Panels<'_> {
         scratch.clear();
         scratch.resize(kb * QK / 2 * NR, 0);
         // SAFETY: the tile kernel runs only with AVX512-BF16 detected; the
-        // lengths are as `pairs_avx512` requires.
-        unsafe { pairs_avx512(panel, scratch) };
+        // lengths are as `q8_pairs` requires.
+        unsafe { super::x86::bf16::q8_pairs(panel, scratch) };
         scratch
-    }
-}
-
-/// Widens a panel to bf16 pairs: per 4 inputs of 16 rows, one load, four
-/// shifts to sign-extend each byte, four conversions scaled by the rows'
-/// scales, rounded to bf16 and interleaved into two pair vectors.
-///
-/// # Safety
-/// AVX512-BF16 must be available; `out` holds `blocks × 16 × NR` pairs for
-/// the panel's blocks.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pairs_avx512(panel: &[u8], out: &mut [u32]) {
-    use std::arch::x86_64::*;
-    let blocks = panel.len() / BLOCK_BYTES;
-    assert!(out.len() >= blocks * QK / 2 * NR);
-    let flip = _mm512_set1_epi8(0x80u8 as i8);
-    let op = out.as_mut_ptr();
-    let widen = |v: __m512i, s: __m512| -> __m256i {
-        std::mem::transmute(_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s)))
-    };
-    for b in 0..blocks {
-        let base = panel.as_ptr().add(b * BLOCK_BYTES);
-        for half in 0..2 {
-            let s = _mm512_cvtph_ps(_mm256_loadu_si256(
-                base.add(NR * QK + 32 * half) as *const __m256i
-            ));
-            for g in 0..QK / 4 {
-                let v = _mm512_xor_si512(
-                    _mm512_loadu_si512(base.add(g * 128 + 64 * half) as *const __m512i),
-                    flip,
-                );
-                let w = [
-                    _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24),
-                    _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24),
-                    _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24),
-                    _mm512_srai_epi32(v, 24),
-                ];
-                for pair in 0..2 {
-                    let lo = _mm512_cvtepu16_epi32(widen(w[2 * pair], s));
-                    let hi = _mm512_cvtepu16_epi32(widen(w[2 * pair + 1], s));
-                    let q = b * QK / 2 + 2 * g + pair;
-                    _mm512_storeu_si512(
-                        op.add(q * NR + 16 * half) as *mut __m512i,
-                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
-                    );
-                }
-            }
-        }
     }
 }
 
@@ -416,12 +272,18 @@ mod tests {
             use crate::models::kernels::{has_avx2_fma, has_avx512vnni, has_f16c};
             if has_avx2_fma() && has_f16c() {
                 // SAFETY: features checked; lengths as the kernel requires.
-                unsafe { avx2(&acts.q, &acts.d, &panel, &mut got) };
+                unsafe {
+                    crate::models::kernels::x86::avx2::q8::panel(&acts.q, &acts.d, &panel, &mut got)
+                };
                 check(&got, "avx2");
             }
             if has_avx512vnni() {
                 // SAFETY: as above.
-                unsafe { avx512_vnni(&acts.q, &acts.d, &acts.c, &panel, &mut got) };
+                unsafe {
+                    crate::models::kernels::x86::vnni::q8_panel(
+                        &acts.q, &acts.d, &acts.c, &panel, &mut got,
+                    )
+                };
                 check(&got, "avx512 vnni");
             }
         }

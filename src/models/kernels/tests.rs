@@ -652,5 +652,10 @@ fn each_element_type_gets_the_widest_table() {
     assert_eq!(f16::kernels().isa, want);
     assert_eq!(i8::kernels().isa, want);
     assert!(std::ptr::eq(f32::kernels(), f32::kernels()), "chosen once");
+    assert!(
+        dispatch::panels().isa.starts_with(want),
+        "{}",
+        dispatch::panels().isa
+    );
     assert_eq!(fast_int8_cache(), want != "portable");
 }

@@ -687,3 +687,51 @@ unsafe fn micro<const R: usize>(x: &[u32], kp: usize, w: &[u32], tile: &mut [f32
         _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), a[1]);
     }
 }
+
+/// Widens a GGUF Q8_0 panel (`q8`) to bf16 pairs for the tiles: per 4 inputs of 16 rows, one load, four
+/// shifts to sign-extend each byte, four conversions scaled by the rows'
+/// scales, rounded to bf16 and interleaved into two pair vectors.
+///
+/// # Safety
+/// AVX512-BF16 must be available; `out` holds `blocks × 16 × NR` pairs for
+/// the panel's blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub unsafe fn q8_pairs(panel: &[u8], out: &mut [u32]) {
+    use crate::models::kernels::q8::{BLOCK_BYTES, QK};
+    let blocks = panel.len() / BLOCK_BYTES;
+    assert!(out.len() >= blocks * QK / 2 * NR);
+    let flip = _mm512_set1_epi8(0x80u8 as i8);
+    let op = out.as_mut_ptr();
+    let widen = |v: __m512i, s: __m512| -> __m256i {
+        std::mem::transmute(_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_cvtepi32_ps(v), s)))
+    };
+    for b in 0..blocks {
+        let base = panel.as_ptr().add(b * BLOCK_BYTES);
+        for half in 0..2 {
+            let s = _mm512_cvtph_ps(_mm256_loadu_si256(
+                base.add(NR * QK + 32 * half) as *const __m256i
+            ));
+            for g in 0..QK / 4 {
+                let v = _mm512_xor_si512(
+                    _mm512_loadu_si512(base.add(g * 128 + 64 * half) as *const __m512i),
+                    flip,
+                );
+                let w = [
+                    _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24),
+                    _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24),
+                    _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24),
+                    _mm512_srai_epi32(v, 24),
+                ];
+                for pair in 0..2 {
+                    let lo = _mm512_cvtepu16_epi32(widen(w[2 * pair], s));
+                    let hi = _mm512_cvtepu16_epi32(widen(w[2 * pair + 1], s));
+                    let q = b * QK / 2 + 2 * g + pair;
+                    _mm512_storeu_si512(
+                        op.add(q * NR + 16 * half) as *mut __m512i,
+                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! tiles for prefill), `amx` (AMX tiles). [`kernels`] offers each element
 //! type's decode table at the widest width this CPU has.
 
-use super::dispatch::Kernels;
-use super::{has_avx2_fma, has_avx512, has_f16c, portable, Elem};
+use super::dispatch::{Kernels, Panels};
+use super::packed::NR;
+use super::{has_avx2_fma, has_avx512, has_avx512vnni, has_f16c, portable, Elem};
 
 /// Four dot products of `x` with rows of `$t` (attention's scores in
 /// decode), for one SIMD width: `$lanes` f32 lanes per register, its
@@ -374,5 +375,45 @@ pub mod kernels {
                 avx2::attention::scores2_i8
             }),
         }
+    }
+}
+
+/// The Q8_0 panel kernel at AVX2's width, in the table's signature (it
+/// needs no block sums).
+///
+/// # Safety
+/// AVX2, FMA and F16C.
+unsafe fn q8_panel_avx2(q: &[i8], d: &[f32], _c: &[i32], panel: &[u8], tile: &mut [f32; NR]) {
+    avx2::q8::panel(q, d, panel, tile)
+}
+
+/// The projections' panel kernels at `width` (the caller checks the CPU
+/// has it); Q8_0 with VNNI wherever the CPU has it, at either width.
+pub fn panels(width: Width) -> Panels {
+    let wide = width == Width::Avx512;
+    let vnni = has_avx512vnni();
+    Panels {
+        isa: match (wide, vnni) {
+            (true, true) => "avx512, vnni",
+            (true, false) => "avx512",
+            (false, true) => "avx2, vnni",
+            (false, false) => "avx2",
+        },
+        f32: if wide {
+            avx512::panels::panel_f32
+        } else {
+            avx2::panels::panel_f32
+        },
+        f16: if wide {
+            avx512::panels::panel_f16
+        } else {
+            avx2::panels::panel_f16
+        },
+        bf16: if wide {
+            avx512::panels::panel_bf16
+        } else {
+            avx2::panels::panel_bf16
+        },
+        q8: if vnni { vnni::q8_panel } else { q8_panel_avx2 },
     }
 }

@@ -1,5 +1,6 @@
-//! Decode attention's scores over an int8 KV cache as integer products
-//! (AVX512-VNNI `vpdpbusd`), with the query rows rounded to int8 per
+//! Integer products with AVX512-VNNI (`vpdpbusd`): GGUF Q8_0 panels times
+//! int8 activations in decode ([`q8_panel`]), and decode attention's
+//! scores over an int8 KV cache, with the query rows rounded to int8 per
 //! [`KV_BLOCK`] as the keys are — llama.cpp's Q8_0 × Q8_0 dot.
 
 use std::arch::x86_64::*;
@@ -7,6 +8,8 @@ use std::arch::x86_64::*;
 use super::super::{has_avx512vnni, quantize_rows, KV_BLOCK};
 use super::avx512::attention::sum4;
 use super::store_sums;
+use crate::models::kernels::packed::NR;
+use crate::models::kernels::q8::{BLOCK_BYTES, QK};
 use crate::models::kernels::{cache_hint, prefetch, PREFETCH_AHEAD};
 
 /// A query row rounded to int8 per [`KV_BLOCK`], for the int8 cache's
@@ -156,4 +159,50 @@ pub unsafe fn scores2_i8_vnni<const C: usize>(
         }
         j += 4;
     }
+}
+
+/// Per block: 8 steps of 4 inputs, each one broadcast of 4 activation
+/// bytes and two `vpdpbusd` (rows 0–15, 16–31), alternating between two
+/// pairs of integer accumulators; then the offset's sum taken off, and
+/// both scales applied in one multiply-add per 16 rows.
+///
+/// # Safety
+/// The CPU must support AVX-512F/BW/VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+pub unsafe fn q8_panel(q: &[i8], d: &[f32], c: &[i32], panel: &[u8], tile: &mut [f32; NR]) {
+    let hint = crate::models::kernels::stream_hint();
+    assert!(q.len() >= d.len() * QK && c.len() >= d.len() && panel.len() >= d.len() * BLOCK_BYTES);
+    let (qp, pp) = (q.as_ptr(), panel.as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 2];
+    for b in 0..d.len() {
+        let base = pp.add(b * BLOCK_BYTES);
+        crate::models::kernels::ahead(hint, base.add(NR * QK), 64);
+        let mut s = [_mm512_setzero_si512(); 4];
+        for g in 0..QK / 4 {
+            crate::models::kernels::ahead(hint, base.add(g * 128), 128);
+            let x = _mm512_set1_epi32(std::ptr::read_unaligned(
+                qp.add(b * QK + 4 * g) as *const i32
+            ));
+            let w0 = _mm512_loadu_si512(base.add(g * 128) as *const __m512i);
+            let w1 = _mm512_loadu_si512(base.add(g * 128 + 64) as *const __m512i);
+            let h = 2 * (g % 2);
+            s[h] = _mm512_dpbusd_epi32(s[h], w0, x);
+            s[h + 1] = _mm512_dpbusd_epi32(s[h + 1], w1, x);
+        }
+        let off = _mm512_set1_epi32(c[b]);
+        let db = _mm512_set1_ps(d[b]);
+        for half in 0..2 {
+            let sum = _mm512_sub_epi32(_mm512_add_epi32(s[half], s[half + 2]), off);
+            let scales = _mm512_cvtph_ps(_mm256_loadu_si256(
+                base.add(NR * QK + 32 * half) as *const __m256i
+            ));
+            acc[half] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(sum),
+                _mm512_mul_ps(scales, db),
+                acc[half],
+            );
+        }
+    }
+    _mm512_storeu_ps(tile.as_mut_ptr(), acc[0]);
+    _mm512_storeu_ps(tile.as_mut_ptr().add(16), acc[1]);
 }

@@ -2,3 +2,4 @@
 
 pub mod attention;
 pub mod panels;
+pub mod q8;
