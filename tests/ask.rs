@@ -2,8 +2,8 @@
 //! local model, an OpenAI-compatible endpoint (mocked), map-reduce
 //! summaries and conversations.
 
+use crate::util::{json_of, tiny_model};
 use crate::util::{mock_server, sse, Sandbox};
-use crate::{json_of, tiny_model};
 
 #[test]
 fn ask_answers_extractively_with_checked_citations() {

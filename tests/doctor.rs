@@ -9,7 +9,7 @@ use crate::util::Sandbox;
 fn ingested() -> (Sandbox, std::path::PathBuf) {
     let sb = Sandbox::new();
     let corpus = sb.corpus();
-    let model = crate::tiny_bert(&sb);
+    let model = crate::util::tiny_bert(&sb);
     sb.expect(
         &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
         1,

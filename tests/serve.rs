@@ -133,13 +133,14 @@ fn serve_answers_as_shirabe_and_passes_other_models_through() {
     // End to end through the OpenAI client: ask --endpoint talks to serve,
     // which runs a tiny local model.
     let cfg = shirabe::models::testing::tiny_config_with_vocab("qwen3", None, 151_936);
-    let Some(model) = crate::tiny_model(&sb, "tiny-lm", &cfg, true, "the serve end-to-end test")
+    let Some(model) =
+        crate::util::tiny_model(&sb, "tiny-lm", &cfg, true, "the serve end-to-end test")
     else {
         return;
     };
     let m = model.to_str().unwrap();
     let (mut local, url) = start_serve(&sb, &["--model", m, "--max-tokens", "8"]);
-    let v = crate::json_of(&sb.expect(
+    let v = crate::util::json_of(&sb.expect(
         &[
             "ask",
             "Osaka warehouse budget",
@@ -335,7 +336,7 @@ fn serve_sends_cors_headers_only_when_asked() {
 fn embedded_sample() -> (Sandbox, String) {
     let sb = Sandbox::new();
     let corpus = sb.corpus();
-    let model = crate::tiny_bert(&sb);
+    let model = crate::util::tiny_bert(&sb);
     sb.expect(
         &["ingest", corpus.to_str().unwrap(), "--embed-model", &model],
         1,

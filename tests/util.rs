@@ -185,3 +185,45 @@ pub fn sse(pieces: &[&str]) -> String {
         body.len()
     )
 }
+
+/// A tiny random-weight Qwen model directory `name` in the sandbox, with the
+/// real Qwen3 tokenizer; `None` (saying which test is skipped) when
+/// `corpora/fetch-qwen-tokenizer.sh` has not fetched it.
+pub fn tiny_model(
+    sb: &Sandbox,
+    name: &str,
+    cfg: &str,
+    lm_head: bool,
+    test: &str,
+) -> Option<std::path::PathBuf> {
+    let tok = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpora/models/qwen3-tokenizer/tokenizer.json");
+    if !tok.exists() {
+        panic!("{test} needs the real Qwen tokenizer: run corpora/fetch-qwen-tokenizer.sh (.ci/run does)");
+    }
+    let model = sb.path().join(name);
+    shirabe::models::testing::write_tiny(&model, cfg, lm_head).unwrap();
+    std::fs::copy(&tok, model.join("tokenizer.json")).unwrap();
+    // Its chat template too: prompts are rendered from it, as for a real
+    // checkpoint.
+    let _ = std::fs::copy(
+        tok.with_file_name("tokenizer_config.json"),
+        model.join("tokenizer_config.json"),
+    );
+    Some(model)
+}
+
+/// A tiny random BERT (sentence-transformers layout) in the sandbox.
+pub fn tiny_bert(sb: &Sandbox) -> String {
+    let dir = sb.path().join("tiny-bert");
+    std::fs::create_dir_all(&dir).unwrap();
+    shirabe::models::testing::write_tiny_bert(&dir, "mean");
+    dir.to_str().unwrap().to_string()
+}
+
+/// The JSON document a command printed (pretty or on its last line).
+pub fn json_of(out: &str) -> serde_json::Value {
+    serde_json::from_str(out)
+        .or_else(|_| serde_json::from_str(out.lines().last().unwrap_or_default()))
+        .unwrap_or_else(|e| panic!("{e}: {out}"))
+}

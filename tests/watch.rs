@@ -280,7 +280,7 @@ fn both(hits: &[Served], file: &str) -> bool {
 fn a_server_left_running_sees_every_change_and_its_vectors() {
     let sb = Sandbox::new();
     let dir = notes(&sb);
-    let model = crate::tiny_bert(&sb);
+    let model = crate::util::tiny_bert(&sb);
     sb.expect(
         &["ingest", dir.to_str().unwrap(), "--embed-model", &model],
         0,
