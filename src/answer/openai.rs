@@ -61,8 +61,9 @@ pub enum CompletionError {
     /// The prompt is longer than the model's window.
     #[error("the endpoint says the prompt is too long: {0}")]
     ContextTooLong(String),
-    /// The endpoint could not be reached (after retries).
-    #[error("{url}: {source} (after {attempts} attempts)")]
+    /// The endpoint could not be reached (after retries); ureq's message
+    /// names the URL.
+    #[error("{source} (after {attempts} attempts)")]
     Unreachable {
         /// The completions URL.
         url: String,

@@ -232,14 +232,14 @@ fn spawn_background_embedding(s: &Settings) -> Result<u32> {
         shirabe::index::vectors::VectorDtype::F16 => "f16",
         shirabe::index::vectors::VectorDtype::F32 => "f32",
     });
-    if let Some(q) = &s.qdrant.qdrant {
+    if let Some(q) = &s.qdrant.url {
         cmd.arg("--qdrant").arg(q);
     }
     // The key travels in the environment, not in argv (visible in ps).
-    if let Some(k) = &s.qdrant.qdrant_api_key {
+    if let Some(k) = &s.qdrant.api_key {
         cmd.env("QDRANT_API_KEY", k);
     }
-    if let Some(c) = &s.qdrant.qdrant_collection {
+    if let Some(c) = &s.qdrant.collection {
         cmd.arg("--qdrant-collection").arg(c);
     }
     let child = cmd

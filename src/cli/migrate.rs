@@ -17,18 +17,18 @@ pub(super) fn qdrant_config(s: &Settings, index: &ShirabeIndex) -> Option<Qdrant
     let known = index.manifest.as_ref().and_then(|m| m.qdrant.clone());
     let url = s
         .qdrant
-        .qdrant
+        .url
         .clone()
         .or(known.as_ref().map(|k| k.url.clone()))?;
     let collection = s
         .qdrant
-        .qdrant_collection
+        .collection
         .clone()
         .or(known.map(|k| k.collection))
         .unwrap_or_else(|| QdrantConfig::default_collection(index));
     Some(QdrantConfig {
         url,
-        api_key: s.qdrant.qdrant_api_key.clone(),
+        api_key: s.qdrant.api_key.clone(),
         collection,
     })
 }

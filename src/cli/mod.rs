@@ -66,13 +66,25 @@ pub struct Settings {
     /// The embedding model.
     pub embed: EmbedSettings,
     /// Qdrant, when given by flag, environment or config file.
-    pub qdrant: args::QdrantArgs,
+    pub qdrant: QdrantSettings,
     /// OCR for pages without a text layer.
     pub ocr: shirabe::ingest::ocr::OcrSettings,
     /// Where PDFs are parsed: worker processes of this binary.
     pub isolation: shirabe::ingest::isolate::Isolation,
     /// Folders `watch` watches when given none.
     pub watch_folders: Vec<PathBuf>,
+}
+
+/// Where a Qdrant server is, from flag, environment or config file (each
+/// field unset when none says).
+#[derive(Debug, Clone, Default)]
+pub struct QdrantSettings {
+    /// gRPC URL.
+    pub url: Option<String>,
+    /// API key.
+    pub api_key: Option<String>,
+    /// Collection name.
+    pub collection: Option<String>,
 }
 
 /// Which embedding model to use, and how.
@@ -153,7 +165,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         dims: flags.dims.or(e.dims),
         vector_dtype: flags.vector_dtype.or(e.vector_dtype).unwrap_or_default(),
     };
-    let mut qdrant = match &cli.command {
+    let mut flags_q = match &cli.command {
         Some(Command::Ingest(a)) => a.qdrant.clone(),
         Some(Command::EmbedIndex(a)) => a.qdrant.clone(),
         Some(Command::Search(a)) => a.qdrant.clone(),
@@ -163,15 +175,17 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
     };
     if let Some(Command::Migrate(a)) = &cli.command {
         match a.to.as_slice() {
-            [t, url] if t == "qdrant" => qdrant.qdrant = Some(url.clone()),
-            [t] if t == "qdrant" && qdrant.qdrant.is_some() => {}
+            [t, url] if t == "qdrant" => flags_q.qdrant = Some(url.clone()),
+            [t] if t == "qdrant" && flags_q.qdrant.is_some() => {}
             [t] if t == "embedded" => {}
             _ => anyhow::bail!("--to must be `qdrant URL` or `embedded`"),
         }
     }
-    qdrant.qdrant = qdrant.qdrant.or(file.qdrant.url.clone());
-    qdrant.qdrant_api_key = qdrant.qdrant_api_key.or(file.qdrant.api_key.clone());
-    qdrant.qdrant_collection = qdrant.qdrant_collection.or(file.qdrant.collection.clone());
+    let qdrant = QdrantSettings {
+        url: flags_q.qdrant.or(file.qdrant.url.clone()),
+        api_key: flags_q.qdrant_api_key.or(file.qdrant.api_key.clone()),
+        collection: flags_q.qdrant_collection.or(file.qdrant.collection.clone()),
+    };
     let mode = file.search.mode;
     let (ocr_flag, lang_flag) = match &cli.command {
         Some(Command::Ingest(a)) => (a.ocr, a.ocr_lang.clone()),
