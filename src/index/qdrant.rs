@@ -81,7 +81,8 @@ pub struct QdrantIndex {
     collection: String,
 }
 
-fn err(e: impl Into<crate::error::BoxError>) -> Error {
+/// An error of the Qdrant client (or its runtime), kept as the source.
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::index("qdrant")(e)
 }
 
@@ -181,17 +182,17 @@ impl QdrantIndex {
                     });
                 return match size {
                     Some(s) if s as usize == dims => Ok(()),
-                    Some(s) => Err(err(format!(
-                        "collection {name} holds {s}-dimensional vectors, this index {dims} (pick another with --qdrant-collection)"
+                    Some(s) => Err(Error::Index(format!(
+                        "qdrant: collection {name} holds {s}-dimensional vectors, this index {dims} (pick another with --qdrant-collection)"
                     ))),
-                    None => Err(err(format!(
-                        "collection {name} has no dense vector named {VECTOR_NAME:?}; it was not made by shirabe"
+                    None => Err(Error::Index(format!(
+                        "qdrant: collection {name} has no dense vector named {VECTOR_NAME:?}; it was not made by shirabe"
                     ))),
                 };
             }
             if !create {
-                return Err(err(format!(
-                    "collection {name} does not exist (run `shirabe migrate --to qdrant URL`)"
+                return Err(Error::Index(format!(
+                    "qdrant: collection {name} does not exist (run `shirabe migrate --to qdrant URL`)"
                 )));
             }
             let mut vectors = VectorsConfigBuilder::default();

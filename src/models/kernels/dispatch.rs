@@ -18,6 +18,15 @@ use super::{portable, q8, Elem};
 /// `d` a multiple of 32.
 pub type TwoRowScores<W> = unsafe fn([&[f32]; 2], &[W], &[f32], usize, [&mut [f32]; 2]);
 
+/// A query row arranged as the kernels read it ([`Elem::prepare`]).
+pub type Prepare = fn(&[f32]) -> Vec<f32>;
+
+/// [`Elem::dot4`]'s kernel.
+pub type Dot4<W> = unsafe fn(&[f32], [&[W]; 4]) -> [f32; 4];
+
+/// [`Elem::pv_rows`]'s kernel: `(acc, d, p, stride, jl, rows, scales)`.
+pub type PvRows<W> = unsafe fn(&mut [f32], usize, &[f32], usize, usize, &[W], &[f32]);
+
 /// One element type's decode kernels on this CPU ([`Elem::kernels`]).
 ///
 /// The entries are `unsafe fn`s: a table is built only with kernels whose
@@ -29,14 +38,13 @@ pub struct Kernels<W: 'static> {
     #[cfg_attr(not(any(test, feature = "bench-internals")), allow(dead_code))]
     pub isa: &'static str,
     /// A query row arranged as `dot4` and `scores2` read it.
-    pub prepare: fn(&[f32]) -> Vec<f32>,
+    pub prepare: Prepare,
     /// [`Elem::dot4`].
-    pub dot4: unsafe fn(&[f32], [&[W]; 4]) -> [f32; 4],
+    pub dot4: Dot4<W>,
     /// [`Elem::pv`].
     pub pv: unsafe fn(&mut [f32], &[f32], &[W]),
     /// [`Elem::pv_rows`].
-    #[allow(clippy::type_complexity)]
-    pub pv_rows: unsafe fn(&mut [f32], usize, &[f32], usize, usize, &[W], &[f32]),
+    pub pv_rows: PvRows<W>,
     /// [`Elem::axpy`].
     pub axpy: unsafe fn(&mut [f32], f32, &[W]),
     /// Two-row scores for heads that are a multiple of 32, where the CPU

@@ -4,7 +4,7 @@
 //! tiles for prefill), `amx` (AMX tiles). [`kernels`] offers each element
 //! type's decode table at the widest width this CPU has.
 
-use super::dispatch::{Kernels, Panels};
+use super::dispatch::{Dot4, Kernels, Panels, Prepare, PvRows, TwoRowScores};
 use super::packed::NR;
 use super::{has_avx2_fma, has_avx512, has_avx512vnni, has_f16c, portable, Elem};
 
@@ -271,29 +271,39 @@ pub mod kernels {
     pv_rows_256!(pv_rows_256_f16, f16, avx2::attention::pv_rows_f16);
     pv_rows_256!(pv_rows_256_i8, i8, avx2::attention::pv_rows_i8);
 
-    pub fn f32(width: Width) -> Kernels<f32> {
-        let wide = width == Width::Avx512;
+    /// A table at `width` from each kernel's two instances, `[AVX-512,
+    /// AVX2]`.
+    fn table<W: Elem>(
+        width: Width,
+        prepare: [Prepare; 2],
+        dot4: [Dot4<W>; 2],
+        pv: unsafe fn(&mut [f32], &[f32], &[W]),
+        pv_rows: [PvRows<W>; 2],
+        scores2: [TwoRowScores<W>; 2],
+    ) -> Kernels<W> {
+        let i = usize::from(width == Width::Avx2);
         Kernels {
-            isa: if wide { "avx512" } else { "avx2" },
-            prepare: <[f32]>::to_vec,
-            dot4: if wide {
-                avx512::attention::dot4_f32
-            } else {
-                avx2::attention::dot4_f32
-            },
-            pv: pv_f32,
-            pv_rows: if wide {
-                pv_rows_512_f32
-            } else {
-                pv_rows_256_f32
-            },
-            axpy: axpy_avx2::<f32>,
-            scores2: Some(if wide {
-                avx512::attention::scores2_f32
-            } else {
-                avx2::attention::scores2_f32
-            }),
+            isa: ["avx512", "avx2"][i],
+            prepare: prepare[i],
+            dot4: dot4[i],
+            pv,
+            pv_rows: pv_rows[i],
+            axpy: axpy_avx2::<W>,
+            scores2: Some(scores2[i]),
         }
+    }
+
+    pub fn f32(width: Width) -> Kernels<f32> {
+        use {avx2::attention as a2, avx512::attention as a5};
+        let same = <[f32]>::to_vec;
+        table(
+            width,
+            [same, same],
+            [a5::dot4_f32, a2::dot4_f32],
+            pv_f32,
+            [pv_rows_512_f32, pv_rows_256_f32],
+            [a5::scores2_f32, a2::scores2_f32],
+        )
     }
 
     /// bf16's queries come in blocks of 16 (32 with AVX-512) split into
@@ -301,80 +311,43 @@ pub mod kernels {
     /// of bf16 pairs into the even lanes (shift) and the odd lanes (mask)
     /// without shuffles.
     pub fn bf16(width: Width) -> Kernels<bf16> {
-        let wide = width == Width::Avx512;
-        Kernels {
-            isa: if wide { "avx512" } else { "avx2" },
-            prepare: if wide {
-                |x| evens_then_odds(x, 32)
-            } else {
-                |x| evens_then_odds(x, 16)
-            },
-            dot4: if wide {
-                avx512::attention::dot4_bf16_pairs
-            } else {
-                avx2::attention::dot4_bf16_pairs
-            },
-            pv: pv_bf16,
-            pv_rows: if wide {
-                pv_rows_512_bf16
-            } else {
-                pv_rows_256_bf16
-            },
-            axpy: axpy_avx2::<bf16>,
-            scores2: Some(if wide {
-                avx512::attention::scores2_bf16
-            } else {
-                avx2::attention::scores2_bf16
-            }),
-        }
+        use {avx2::attention as a2, avx512::attention as a5};
+        table(
+            width,
+            [|x| evens_then_odds(x, 32), |x| evens_then_odds(x, 16)],
+            [a5::dot4_bf16_pairs, a2::dot4_bf16_pairs],
+            pv_bf16,
+            [pv_rows_512_bf16, pv_rows_256_bf16],
+            [a5::scores2_bf16, a2::scores2_bf16],
+        )
     }
 
     pub fn f16(width: Width) -> Kernels<f16> {
-        let wide = width == Width::Avx512;
-        Kernels {
-            isa: if wide { "avx512" } else { "avx2" },
-            prepare: <[f32]>::to_vec,
-            dot4: if wide {
-                avx512::attention::dot4_f16
-            } else {
-                avx2::attention::dot4_f16
-            },
-            pv: pv_f16,
-            pv_rows: if wide {
-                pv_rows_512_f16
-            } else {
-                pv_rows_256_f16
-            },
-            axpy: axpy_avx2::<f16>,
-            scores2: Some(if wide {
-                avx512::attention::scores2_f16
-            } else {
-                avx2::attention::scores2_f16
-            }),
-        }
+        use {avx2::attention as a2, avx512::attention as a5};
+        let same = <[f32]>::to_vec;
+        table(
+            width,
+            [same, same],
+            [a5::dot4_f16, a2::dot4_f16],
+            pv_f16,
+            [pv_rows_512_f16, pv_rows_256_f16],
+            [a5::scores2_f16, a2::scores2_f16],
+        )
     }
 
     /// The int8 cache: no AVX2 `dot4` or `pv` (its decode goes through
     /// the two-row kernels, which apply the blocks' scales).
     pub fn i8(width: Width) -> Kernels<i8> {
-        let wide = width == Width::Avx512;
-        Kernels {
-            isa: if wide { "avx512" } else { "avx2" },
-            prepare: <[f32]>::to_vec,
-            dot4: if wide {
-                avx512::attention::dot4_i8
-            } else {
-                portable::dot4::<i8>
-            },
-            pv: portable::pv::<i8>,
-            pv_rows: if wide { pv_rows_512_i8 } else { pv_rows_256_i8 },
-            axpy: axpy_avx2::<i8>,
-            scores2: Some(if wide {
-                avx512::attention::scores2_i8
-            } else {
-                avx2::attention::scores2_i8
-            }),
-        }
+        use {avx2::attention as a2, avx512::attention as a5};
+        let same = <[f32]>::to_vec;
+        table(
+            width,
+            [same, same],
+            [a5::dot4_i8, portable::dot4::<i8>],
+            portable::pv::<i8>,
+            [pv_rows_512_i8, pv_rows_256_i8],
+            [a5::scores2_i8, a2::scores2_i8],
+        )
     }
 }
 
