@@ -18,7 +18,7 @@ fn main() -> shirabe::Result<()> {
     let dir = std::env::temp_dir().join("shirabe-example-index");
     ingest::run(&IngestOptions::new(vec![folder.into()], &dir), &|_| {})?;
     let index = ShirabeIndex::open(&dir)?;
-    let hits = Retriever::bm25().retrieve(&index, &question, 8, None)?;
+    let hits = Retriever::bm25().retrieve(Some(&index), &question, 8, None)?;
     let model = std::env::var("SHIRABE_MODEL").ok().map(|spec| LocalModel {
         spec,
         dtype: candle_core::DType::F32,

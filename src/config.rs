@@ -26,8 +26,10 @@
 //! vector_dtype = "f16"      # store: f16 | f32
 //!
 //! [qdrant]
-//! url = "http://localhost:6334"  # gRPC; vectors are mirrored and searched there
+//! url = "http://localhost:6334"  # gRPC; the index is mirrored and searched there
 //! collection = "my-archive"      # default: shirabe-<digest of the index dir>
+//! shards = 3                     # a new collection's shards (a cluster's nodes)
+//! replication = 2                # and copies of each
 //!
 //! [search]
 //! limit = 10
@@ -93,6 +95,10 @@ pub struct QdrantSection {
     pub api_key: Option<String>,
     /// Collection.
     pub collection: Option<String>,
+    /// Shards of a new collection.
+    pub shards: Option<u32>,
+    /// Replication factor of a new collection.
+    pub replication: Option<u32>,
 }
 
 /// `[search]` settings.

@@ -1,9 +1,9 @@
 //! Models through the binary: tokenizers, `embed`, `generate`, hybrid
-//! search as embeddings arrive, `eval`, rerank, Qdrant, `models pull`.
+//! search as embeddings arrive, `eval`, rerank, `models pull`.
 
 use std::time::Duration;
 
-use crate::util::{file_name, Sandbox};
+use crate::util::Sandbox;
 use crate::util::{json_of, tiny_bert, tiny_model};
 
 #[test]
@@ -404,100 +404,6 @@ fn real_minilm_matches_sentence_transformers() {
             assert!((a - b).abs() < 1e-4, "{:?} vs {w:?}", &v[..8]);
         }
     }
-}
-
-#[test]
-fn qdrant_mirrors_the_index_and_matches_the_embedded_store() {
-    let Ok(url) = std::env::var("QDRANT_URL") else {
-        panic!("QDRANT_URL is not set: start a Qdrant server (../shared/qdrant/run-qdrant.sh start DIR, as .ci/run does) and export its gRPC URL");
-    };
-    let sb = Sandbox::new();
-    let corpus = sb.corpus();
-    let c = corpus.to_str().unwrap();
-    let model = tiny_bert(&sb);
-    let collection = format!(
-        "shirabe-test-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let q = [
-        "--qdrant",
-        url.as_str(),
-        "--qdrant-collection",
-        collection.as_str(),
-    ];
-    let mut args = vec!["ingest", c, "--embed-model", &model, "--json"];
-    args.extend_from_slice(&q);
-    let out = json_of(&sb.expect(&args, 1));
-    let chunks = out["embedding"]["with_vectors"].as_u64().unwrap();
-    assert_eq!(out["qdrant"]["upserted"].as_u64().unwrap(), chunks, "{out}");
-    // The manifest remembers the collection: plain search uses Qdrant.
-    let via_qdrant = sb.search_json("Osaka warehouse budget", &["--mode", "dense", "-k", "5"]);
-    let filtered = sb.search_json(
-        "Osaka warehouse budget",
-        &["--mode", "dense", "--doc", "*minutes*"],
-    );
-    assert!(!filtered.is_empty());
-    assert!(filtered.iter().all(|h| file_name(h).contains("minutes")));
-    sb.expect(&["migrate", "--to", "embedded"], 0);
-    let embedded = sb.search_json("Osaka warehouse budget", &["--mode", "dense", "-k", "5"]);
-    let ids = |hits: &[serde_json::Value]| -> Vec<String> {
-        hits.iter()
-            .map(|h| h["chunk_id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    // The same hits with the same similarities; the embedded store keeps
-    // f16 vectors and Qdrant f32, so near-ties may come in either order
-    // (or swap at the cut-off).
-    let scores = |hits: &[serde_json::Value]| -> std::collections::HashMap<String, f64> {
-        hits.iter()
-            .map(|h| {
-                (
-                    h["chunk_id"].as_str().unwrap().to_string(),
-                    h["score"].as_f64().unwrap(),
-                )
-            })
-            .collect()
-    };
-    let (sq, se) = (scores(&via_qdrant), scores(&embedded));
-    let last = |hits: &[serde_json::Value]| hits.last().unwrap()["score"].as_f64().unwrap();
-    for (id, a) in &sq {
-        match se.get(id) {
-            Some(b) => assert!((a - b).abs() < 2e-3, "{id}: {a} vs {b}"),
-            None => assert!((a - last(&embedded)).abs() < 2e-3, "{id} only via Qdrant"),
-        }
-    }
-    for (id, b) in &se {
-        if !sq.contains_key(id) {
-            assert!((b - last(&via_qdrant)).abs() < 2e-3, "{id} only embedded");
-        }
-    }
-    assert_eq!(ids(&via_qdrant).len(), ids(&embedded).len());
-    // Migrating back finds everything in place.
-    let mut args = vec!["migrate", "--to", "qdrant", url.as_str(), "--json"];
-    args.extend_from_slice(&q[2..]);
-    let back = json_of(&sb.expect(&args, 0));
-    assert_eq!(back["unchanged"].as_u64().unwrap(), chunks);
-    // Removing a file and pruning removes its points.
-    std::fs::remove_file(corpus.join("notes.md")).unwrap();
-    let out = json_of(&sb.expect(&["ingest", c, "--prune", "--json"], 1));
-    assert!(out["qdrant"]["deleted"].as_u64().unwrap() >= 1, "{out}");
-    let hits = sb.search_json(
-        "warehouse automation notes",
-        &["--mode", "dense", "-k", "20"],
-    );
-    assert!(hits.iter().all(|h| file_name(h) != "notes.md"));
-    // Clean up the collection.
-    let cfg = shirabe::index::qdrant::QdrantConfig {
-        url: url.clone(),
-        api_key: None,
-        collection: collection.clone(),
-    };
-    let q = shirabe::index::qdrant::QdrantIndex::connect(&cfg, 32).unwrap();
-    assert_eq!(q.count().unwrap(), chunks - 1);
-    q.drop_collection().unwrap();
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod fuzz;
 mod ingest;
 mod models;
 mod ocr;
+mod qdrant;
 mod real_models;
 mod serve;
 mod tui;

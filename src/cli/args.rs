@@ -183,8 +183,9 @@ pub struct EmbedModelArgs {
 /// Where a Qdrant server is.
 #[derive(Debug, Args, Clone, Default)]
 pub struct QdrantArgs {
-    /// Keep vectors in this Qdrant server too, and search them there
-    /// (gRPC URL, e.g. http://localhost:6334; https for TLS).
+    /// Mirror the index in this Qdrant server (chunks, BM25 terms and
+    /// vectors) and search there (gRPC URL, e.g. http://localhost:6334;
+    /// https for TLS; several, comma-separated, for a cluster's nodes).
     #[arg(long, env = "SHIRABE_QDRANT_URL", value_name = "URL")]
     pub qdrant: Option<String>,
     /// Qdrant API key.
@@ -198,6 +199,12 @@ pub struct QdrantArgs {
     /// Qdrant collection [default: shirabe-<digest of the index directory>].
     #[arg(long, value_name = "NAME")]
     pub qdrant_collection: Option<String>,
+    /// Shards of a new collection [default: Qdrant's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub qdrant_shards: Option<u32>,
+    /// Copies of each shard of a new collection (2 survives a node down).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub qdrant_replication: Option<u32>,
 }
 
 /// `migrate`
@@ -359,6 +366,9 @@ pub struct AskArgs {
     #[arg(long)]
     pub json: bool,
     /// The model and how to run it.
+    /// Qdrant options.
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
     #[command(flatten)]
     pub backend: BackendArgs,
 }

@@ -24,17 +24,19 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let question = a.question.join(" ");
     anyhow::ensure!(!question.trim().is_empty(), "the question is empty");
     let t0 = Instant::now();
-    let index = ShirabeIndex::open(&s.index)?;
+    // Without a local index, a named Qdrant collection is searched alone.
+    let index = super::search::open_index(s)?;
     let asked = a.mode;
-    let retriever = super::search::retriever(s, &index, asked)?;
+    let retriever = super::search::retriever(s, index.as_ref(), asked)?;
     let mode = retriever.mode;
     let phases = super::phases::PhaseLine::new(s.quiet);
     phases.show(&Phase::Retrieving);
-    let hits = retriever.retrieve(&index, &question, a.passages, a.doc.clone())?;
+    let hits = retriever.retrieve(index.as_ref(), &question, a.passages, a.doc.clone())?;
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
-    let mut answerer = answerer_shown(index.manifest.as_ref(), &a.backend, &phases)?;
+    let manifest = index.as_ref().and_then(|i| i.manifest.as_ref());
+    let mut answerer = answerer_shown(manifest, &a.backend, &phases)?;
     let prefill_speed = fit_window(&mut answerer, !s.quiet && !a.json)?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
@@ -67,7 +69,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             }
         }
     };
-    let rarity = shirabe::retrieve::term_rarity(&index, &question)?;
+    let rarity = retriever.term_rarity(index.as_ref(), &question)?;
     let r = answerer.answer(
         &Question {
             text: &question,
@@ -506,8 +508,12 @@ pub fn summarize(s: &Settings, a: &super::args::SummarizeArgs) -> Result<Status>
             retrieve::document_chunks(&index, &keys)?
         }
         (None, Some(q)) => {
-            let mut hits =
-                super::search::retriever(s, &index, None)?.retrieve(&index, q, 40, None)?;
+            let mut hits = super::search::retriever(s, Some(&index), None)?.retrieve(
+                Some(&index),
+                q,
+                40,
+                None,
+            )?;
             // In document and page order, so the summary reads in order.
             hits.sort_by(|x, y| (&x.path, x.page_start).cmp(&(&y.path, y.page_start)));
             hits

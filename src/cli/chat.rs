@@ -73,8 +73,11 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             .map(|t| (t.question.clone(), t.answer.clone()))
             .collect();
         let snap = live.snapshot();
-        let retrieve = |q: &str| snap.retriever.retrieve(&snap.index, q, a.passages, None);
-        let rarity = |q: &str| shirabe::retrieve::term_rarity(&snap.index, q);
+        let retrieve = |q: &str| {
+            snap.retriever
+                .retrieve(Some(&snap.index), q, a.passages, None)
+        };
+        let rarity = |q: &str| snap.retriever.term_rarity(Some(&snap.index), q);
         let embed = snap.retriever.check_embedder();
         let replied = reply(
             Lookup {

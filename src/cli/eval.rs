@@ -19,8 +19,7 @@ use anyhow::{Context, Result};
 use globset::Glob;
 use serde::{Deserialize, Serialize};
 
-use shirabe::index::ShirabeIndex;
-use shirabe::retrieve::{self, DenseQuery, Hit, Mode, SearchRequest};
+use shirabe::retrieve::{Hit, Mode, SearchRequest};
 
 use super::args::EvalArgs;
 use super::{Settings, Status};
@@ -139,26 +138,21 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     if a.answers {
         return super::eval_answers::run(s, a);
     }
-    let index = ShirabeIndex::open(&s.index)?;
+    // Without a local index, a named Qdrant collection is evaluated alone.
+    let index = super::search::open_index(s)?;
     let queries = read_queries(&a.queries)?;
     let modes: Vec<Mode> = a.modes.clone();
-    let needs_dense = modes.is_empty() || modes.iter().any(|m| *m != Mode::Bm25);
-    let retriever = if needs_dense {
-        super::search::retriever(
-            s,
-            &index,
-            if modes.is_empty() {
-                None
-            } else {
-                Some(Mode::Hybrid)
-            },
-        )?
+    let asked = if modes.is_empty() {
+        None
+    } else if modes.iter().any(|m| *m != Mode::Bm25) {
+        Some(Mode::Hybrid)
     } else {
-        shirabe::retrieve::Retriever::bm25()
+        Some(Mode::Bm25)
     };
-    let backend = retriever.dense();
+    let retriever = super::search::retriever(s, index.as_ref(), asked)?;
+    let embedder = retriever.embedder();
     let modes = if modes.is_empty() {
-        if backend.is_some() {
+        if embedder.is_some() {
             vec![Mode::Bm25, Mode::Dense, Mode::Hybrid]
         } else {
             if !s.quiet {
@@ -169,6 +163,11 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
     } else {
         modes
     };
+    if !s.quiet {
+        if let Some(r) = retriever.remote_index() {
+            eprintln!("searching the Qdrant collection {}", r.qdrant.collection());
+        }
+    }
     // ranks[mode][query]
     let mut ranks: Vec<Vec<Option<usize>>> = vec![Vec::new(); modes.len()];
     let mut out = std::io::stdout().lock();
@@ -176,24 +175,17 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         let matcher = Glob::new(&q.doc)
             .with_context(|| format!("bad doc glob {:?}", q.doc))?
             .compile_matcher();
-        let vector = match backend {
-            Some(d) => d.embedder.embed(&[q.query.as_str()], true, 1)?.pop(),
+        let vector = match embedder {
+            Some(e) => e.embed(&[q.query.as_str()], true, 1)?.pop(),
             None => None,
         };
         for (mi, &mode) in modes.iter().enumerate() {
-            let dense = match (backend, &vector) {
-                (Some(d), Some(v)) => Some(DenseQuery {
-                    store: d.vectors.as_ref(),
-                    vector: v.clone(),
-                }),
-                _ => None,
-            };
             let req = SearchRequest {
                 mode,
                 weights: (a.bm25_weight, a.dense_weight),
                 ..SearchRequest::new(q.query.clone(), 10)
             };
-            let hits = match retrieve::search(&index, &req, dense.as_ref()) {
+            let hits = match retriever.search_as(index.as_ref(), &req, vector.clone()) {
                 Ok(h) => h,
                 // A query with no searchable words finds nothing by BM25.
                 Err(shirabe::Error::Query(_)) => Vec::new(),

@@ -87,7 +87,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         "{} has no questions",
         a.queries.display()
     );
-    let retriever = super::search::retriever(s, &index, None)?;
+    let retriever = super::search::retriever(s, Some(&index), None)?;
     let mode = retriever.mode;
     let mut answerer = answerer(index.manifest.as_ref(), &a.backend)?;
     fit_window(&mut answerer, !s.quiet && !a.json)?;
@@ -110,10 +110,10 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         let hits = if a.oracle {
             oracle_hits(&index, case)?
         } else {
-            retriever.retrieve(&index, &case.question, a.passages, None)?
+            retriever.retrieve(Some(&index), &case.question, a.passages, None)?
         };
         let retrieved = t0.elapsed().as_secs_f64();
-        let rarity = retrieve::term_rarity(&index, &case.question)?;
+        let rarity = retriever.term_rarity(Some(&index), &case.question)?;
         let replayed = replay
             .as_ref()
             .map(|m| m.get(&case.id).map(String::as_str).unwrap_or_default());

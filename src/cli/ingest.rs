@@ -174,6 +174,13 @@ pub fn run(s: &Settings, a: &IngestArgs) -> Result<Status> {
     }
     out.flush()?;
     drop(out);
+    if a.no_embed || a.background {
+        // The new chunks reach Qdrant now (BM25); vectors follow with
+        // the embedding's own sync.
+        if let Some(q) = sync_qdrant(s)? {
+            print_sync_report(s, &q);
+        }
+    }
     if a.no_embed {
         if !s.quiet {
             println!(

@@ -6,15 +6,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use shirabe::index::ShirabeIndex;
 
-use shirabe::index::qdrant::{QdrantConfig, QdrantIndex, SyncReport};
+use shirabe::index::qdrant::{DenseLayout, QdrantConfig, QdrantIndex, SyncReport};
 
 use super::args::MigrateArgs;
 use super::{Settings, Status};
 
 /// The Qdrant collection of `index`: given by flag, environment or config,
 /// else the one the manifest remembers. `None`: the index does not use Qdrant.
-pub(super) fn qdrant_config(s: &Settings, index: &ShirabeIndex) -> Option<QdrantConfig> {
-    let known = index.manifest.as_ref().and_then(|m| m.qdrant.clone());
+/// Without a local index, the settings must name the collection.
+pub(super) fn qdrant_config(s: &Settings, index: Option<&ShirabeIndex>) -> Option<QdrantConfig> {
+    let known = index.and_then(|i| i.manifest.as_ref()?.qdrant.clone());
     let url = s
         .qdrant
         .url
@@ -25,41 +26,48 @@ pub(super) fn qdrant_config(s: &Settings, index: &ShirabeIndex) -> Option<Qdrant
         .collection
         .clone()
         .or(known.map(|k| k.collection))
-        .unwrap_or_else(|| QdrantConfig::default_collection(index));
+        .or_else(|| index.map(QdrantConfig::default_collection))?;
     Some(QdrantConfig {
         url,
         api_key: s.qdrant.api_key.clone(),
         collection,
+        shards: s.qdrant.shards,
+        replication: s.qdrant.replication,
     })
 }
 
-/// Mirrors the active vector store into Qdrant, if the index uses it.
+/// Mirrors the index (its chunks, their BM25 terms and, when it has
+/// them, the active store's vectors) into Qdrant, if the index uses it.
 pub(super) fn sync_qdrant(s: &Settings) -> Result<Option<SyncReport>> {
     let index = ShirabeIndex::open(&s.index)?;
-    let Some(cfg) = qdrant_config(s, &index) else {
+    let Some(cfg) = qdrant_config(s, Some(&index)) else {
         return Ok(None);
     };
     let _lock = index.lock()?;
     let index = ShirabeIndex::open(&s.index)?;
-    let Some((key, state)) = index
+    let active = index
         .manifest
         .as_ref()
         .and_then(|m| m.active_store())
-        .map(|(k, v)| (k.to_string(), v.clone()))
-    else {
-        if !s.quiet {
-            println!("note: no vectors yet, nothing to send to Qdrant");
-        }
-        return Ok(None);
+        .map(|(k, v)| (k.to_string(), v.clone()));
+    let store = match &active {
+        Some((key, state)) => Some(index.open_store(key, state)?),
+        None => None,
     };
-    let store = index.open_store(&key, &state)?;
-    let q = QdrantIndex::connect(&cfg, state.dims)?;
+    let dense = active.as_ref().map(|(_, st)| DenseLayout {
+        model: st.model.clone(),
+        spec: st.spec.clone(),
+        dims: st.dims,
+    });
+    let (q, recreated) = QdrantIndex::connect(&cfg, dense.as_ref(), index.mean_chunk_length()?)?;
+    let key = active.map(|(k, _)| k).unwrap_or_default();
     // Another store's (model's) vectors in the collection: write all again.
-    let rewrite = index
-        .manifest
-        .as_ref()
-        .and_then(|m| m.qdrant.as_ref())
-        .is_some_and(|known| known.store != key && known.collection == cfg.collection);
+    let rewrite = recreated
+        || index
+            .manifest
+            .as_ref()
+            .and_then(|m| m.qdrant.as_ref())
+            .is_some_and(|known| known.store != key && known.collection == cfg.collection);
     let bar = s.progress.then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -70,16 +78,20 @@ pub(super) fn sync_qdrant(s: &Settings) -> Result<Option<SyncReport>> {
         );
         bar
     });
-    let report = q.sync(&index, &store, rewrite, &|done, total| {
+    let mut report = q.sync(&index, store.as_ref(), rewrite, &|done, total| {
         if let Some(bar) = &bar {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
     })?;
+    report.recreated = recreated;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let mut manifest = index.manifest.clone().expect("has a store");
+    let mut manifest = index
+        .manifest
+        .clone()
+        .context("the index has no manifest")?;
     manifest.qdrant = Some(shirabe::index::manifest::QdrantState {
         url: cfg.url.clone(),
         collection: cfg.collection.clone(),
@@ -98,7 +110,10 @@ pub(super) fn print_sync_report(s: &Settings, r: &SyncReport) {
             r.deleted,
             r.unchanged,
             if r.without_vectors > 0 {
-                format!("; {} chunks have no vector yet", r.without_vectors)
+                format!(
+                    "; {} chunks searched by BM25 only (no vector yet)",
+                    r.without_vectors
+                )
             } else {
                 String::new()
             }
@@ -128,8 +143,7 @@ pub fn run(s: &Settings, a: &MigrateArgs) -> Result<Status> {
         }
         return Ok(Status::Success);
     }
-    let report = sync_qdrant(s)?
-        .context("the index has no vectors to migrate (run `shirabe embed-index`)")?;
+    let report = sync_qdrant(s)?.context("no Qdrant server given (`--to qdrant URL`)")?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

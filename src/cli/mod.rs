@@ -85,6 +85,10 @@ pub struct QdrantSettings {
     pub api_key: Option<String>,
     /// Collection name.
     pub collection: Option<String>,
+    /// Shards of a new collection.
+    pub shards: Option<u32>,
+    /// Replication factor of a new collection.
+    pub replication: Option<u32>,
 }
 
 /// Which embedding model to use, and how.
@@ -169,6 +173,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         Some(Command::Ingest(a)) => a.qdrant.clone(),
         Some(Command::EmbedIndex(a)) => a.qdrant.clone(),
         Some(Command::Search(a)) => a.qdrant.clone(),
+        Some(Command::Ask(a)) => a.qdrant.clone(),
         Some(Command::Eval(a)) => a.qdrant.clone(),
         Some(Command::Migrate(a)) => a.qdrant.clone(),
         _ => args::QdrantArgs::default(),
@@ -185,6 +190,8 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
         url: flags_q.qdrant.or(file.qdrant.url.clone()),
         api_key: flags_q.qdrant_api_key.or(file.qdrant.api_key.clone()),
         collection: flags_q.qdrant_collection.or(file.qdrant.collection.clone()),
+        shards: flags_q.qdrant_shards.or(file.qdrant.shards),
+        replication: flags_q.qdrant_replication.or(file.qdrant.replication),
     };
     let mode = file.search.mode;
     let (ocr_flag, lang_flag) = match &cli.command {

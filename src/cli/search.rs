@@ -16,26 +16,50 @@ use super::migrate::qdrant_config;
 use super::style::Style;
 use super::{Settings, Status};
 
-/// The retriever for `index`: the mode asked for (else `s.mode`, else the
-/// best the index supports), with the embedder and vector index it needs;
-/// why it searches with less goes to stderr as a note.
-pub(super) fn retriever(
-    s: &Settings,
-    index: &ShirabeIndex,
-    asked: Option<Mode>,
-) -> Result<Retriever> {
-    Ok(Retriever::open(
-        index,
-        &retriever_config(s, index, asked),
-        &mut |note| {
-            if !s.quiet {
-                eprintln!("note: {note}");
-            }
-        },
-    )?)
+/// The local index; `None` when there is none and the settings name a
+/// Qdrant server and collection, which are then searched on their own.
+pub(super) fn open_index(s: &Settings) -> Result<Option<ShirabeIndex>> {
+    match ShirabeIndex::open(&s.index) {
+        Ok(i) => Ok(Some(i)),
+        Err(shirabe::Error::NoIndex(_))
+            if s.qdrant.url.is_some() && s.qdrant.collection.is_some() =>
+        {
+            Ok(None)
+        }
+        Err(shirabe::Error::NoIndex(dir)) if s.qdrant.url.is_some() => anyhow::bail!(
+            "no index at {}; to search a Qdrant collection without one, name it with --qdrant-collection",
+            dir.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn retriever_config(s: &Settings, index: &ShirabeIndex, asked: Option<Mode>) -> RetrieverConfig {
+/// The retriever for `index` (or, without one, for the Qdrant collection
+/// the settings name): the mode asked for (else `s.mode`, else the best
+/// the index supports), with the embedder and vector index it needs; why
+/// it searches with less goes to stderr as a note.
+pub(super) fn retriever(
+    s: &Settings,
+    index: Option<&ShirabeIndex>,
+    asked: Option<Mode>,
+) -> Result<Retriever> {
+    let mut note = |note: &str| {
+        if !s.quiet {
+            eprintln!("note: {note}");
+        }
+    };
+    let cfg = retriever_config(s, index, asked);
+    Ok(match index {
+        Some(index) => Retriever::open(index, &cfg, &mut note)?,
+        None => Retriever::open_remote(&cfg, &mut note)?,
+    })
+}
+
+fn retriever_config(
+    s: &Settings,
+    index: Option<&ShirabeIndex>,
+    asked: Option<Mode>,
+) -> RetrieverConfig {
     RetrieverConfig {
         mode: asked.or(s.mode),
         embed_model: s.embed.model.clone(),
@@ -49,8 +73,8 @@ fn retriever_config(s: &Settings, index: &ShirabeIndex, asked: Option<Mode>) -> 
 /// readers that stay open (`serve`, the TUI, `chat`). Notes of later
 /// reloads go to stderr too (the TUI's log, once its screen is up).
 pub(super) fn live(s: &Settings, index: ShirabeIndex) -> Result<Live> {
-    let retriever = retriever(s, &index, None)?;
-    let cfg = retriever_config(s, &index, None);
+    let retriever = retriever(s, Some(&index), None)?;
+    let cfg = retriever_config(s, Some(&index), None);
     let quiet = s.quiet;
     let on_note = Box::new(move |note: &str| {
         if !quiet {
@@ -61,9 +85,9 @@ pub(super) fn live(s: &Settings, index: ShirabeIndex) -> Result<Live> {
 }
 
 pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
-    let index = ShirabeIndex::open(&s.index)?;
+    let index = open_index(s)?;
     let asked = a.mode;
-    let retriever = retriever(s, &index, asked)?;
+    let retriever = retriever(s, index.as_ref(), asked)?;
     let mode = retriever.mode;
     let query = a.query.join(" ");
     let limit = a.limit.unwrap_or(s.limit);
@@ -80,7 +104,7 @@ pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
         rrf_k: a.rrf_k,
         neighbors: a.neighbors,
     };
-    let mut hits = retriever.search(&index, req.clone())?;
+    let mut hits = retriever.search(index.as_ref(), req.clone())?;
     if a.rerank && !hits.is_empty() {
         let t = std::time::Instant::now();
         let reranker = shirabe::models::rerank::Reranker::load(

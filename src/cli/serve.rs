@@ -443,7 +443,8 @@ async fn search(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) ->
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let snap = s.live.snapshot();
-            snap.retriever.retrieve(&snap.index, &query, limit, None)
+            snap.retriever
+                .retrieve(Some(&snap.index), &query, limit, None)
         })
     };
     task_response(task.await, "search", |hits| {
@@ -733,9 +734,9 @@ impl Shared {
         let snap = self.live.snapshot();
         let hits = snap
             .retriever
-            .retrieve(&snap.index, &query, self.passages, None)?;
+            .retrieve(Some(&snap.index), &query, self.passages, None)?;
         let embed = snap.retriever.check_embedder();
-        let rarity = shirabe::retrieve::term_rarity(&snap.index, &query)?;
+        let rarity = snap.retriever.term_rarity(Some(&snap.index), &query)?;
         let r = self.answerer.answer(
             &Question {
                 text: question,

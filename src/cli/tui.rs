@@ -154,7 +154,7 @@ impl CliEngine {
         doc: Option<String>,
     ) -> Result<Vec<retrieve::Hit>> {
         let s = self.current().ok_or_else(|| anyhow::anyhow!(NO_INDEX))?;
-        Ok(s.retriever.retrieve(&s.index, query, limit, doc)?)
+        Ok(s.retriever.retrieve(Some(&s.index), query, limit, doc)?)
     }
 }
 
@@ -326,7 +326,7 @@ impl Engine for CliEngine {
         let snapshot = self.current();
         let embed = snapshot.as_ref().and_then(|s| s.retriever.check_embedder());
         let rarity = |q: &str| match &snapshot {
-            Some(s) => retrieve::term_rarity(&s.index, q),
+            Some(s) => s.retriever.term_rarity(Some(&s.index), q),
             None => Err(shirabe::Error::Index(NO_INDEX.into())),
         };
         let r = reply(

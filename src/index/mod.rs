@@ -32,6 +32,34 @@ use crate::{Error, Result};
 use manifest::{Manifest, VectorState, SCHEMA_VERSION};
 use vectors::{Key, VectorStore};
 
+/// A chunk's stored fields, as a hit is made from them (read from the
+/// tantivy index, or from a Qdrant point's payload).
+#[derive(Debug, Clone, Default)]
+pub struct StoredChunk {
+    /// `<doc id>-<ordinal>`.
+    pub chunk_id: String,
+    /// Canonical absolute path of the source file.
+    pub doc_key: String,
+    /// Path as given to ingest.
+    pub path: String,
+    /// Document title.
+    pub title: Option<String>,
+    /// Section heading at the chunk's start.
+    pub section: Option<String>,
+    /// Sections starting inside the chunk, JSON `[[offset, heading]...]`.
+    pub sections: String,
+    /// Source spans, JSON (see [`crate::ingest::chunk::Span`]).
+    pub spans: String,
+    /// Chunk text.
+    pub text: String,
+    /// First page.
+    pub page_start: u32,
+    /// Last page.
+    pub page_end: u32,
+    /// Position in its document.
+    pub ordinal: u64,
+}
+
 /// A chunk in the index, as [`ShirabeIndex::live_keys`] lists it.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveChunk {
@@ -369,6 +397,48 @@ impl ShirabeIndex {
     /// The doc key (file) of a live chunk (from the fast column).
     pub fn doc_key_of(&self, searcher: &Searcher, addr: DocAddress) -> Result<String> {
         self.fast_str(searcher, addr, "doc_key")
+    }
+
+    /// The stored fields of a chunk's document.
+    pub fn stored_chunk(&self, doc: &TantivyDocument) -> StoredChunk {
+        use tantivy::schema::Value as _;
+        let f = self.fields;
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let num = |field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
+        StoredChunk {
+            chunk_id: text(f.chunk_id).unwrap_or_default(),
+            doc_key: text(f.doc_key).unwrap_or_default(),
+            path: text(f.path).unwrap_or_default(),
+            title: text(f.title),
+            section: text(f.section),
+            sections: text(f.sections).unwrap_or_default(),
+            spans: text(f.spans).unwrap_or_default(),
+            text: text(f.text).unwrap_or_default(),
+            page_start: num(f.page_start) as u32,
+            page_end: num(f.page_end) as u32,
+            ordinal: num(f.ordinal),
+        }
+    }
+
+    /// The mean number of analysed tokens per chunk (BM25's `avgdl`).
+    pub fn mean_chunk_length(&self) -> Result<f32> {
+        let reader = self.reader()?;
+        let searcher = reader.searcher();
+        let mut tokens = 0u64;
+        let mut docs = 0u64;
+        for seg in searcher.segment_readers() {
+            tokens += seg.inverted_index(self.fields.text)?.total_num_tokens();
+            docs += u64::from(seg.max_doc());
+        }
+        Ok(if docs == 0 {
+            1.0
+        } else {
+            tokens as f32 / docs as f32
+        })
     }
 
     /// The live chunk with this chunk id.

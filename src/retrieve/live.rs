@@ -243,7 +243,8 @@ mod tests {
     fn a_new_commit_is_seen_and_an_unchanged_manifest_is_not_reread() {
         let (docs, dir, live, notes) = one_file_index();
         let first = live.snapshot();
-        let hits = |s: &Snapshot, q: &str| s.retriever.retrieve(&s.index, q, 5, None).unwrap();
+        let hits =
+            |s: &Snapshot, q: &str| s.retriever.retrieve(Some(&s.index), q, 5, None).unwrap();
         assert!(hits(&first, "sorghum").is_empty());
         assert!(!live.refresh(), "nothing changed");
 

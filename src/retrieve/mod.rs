@@ -23,6 +23,7 @@
 
 pub mod fusion;
 pub mod live;
+pub mod remote;
 pub mod retriever;
 
 pub use live::{Live, Snapshot};
@@ -39,7 +40,7 @@ use tantivy::{DocAddress, Searcher, TantivyDocument, Term};
 
 use crate::index::analyzer::terms;
 use crate::index::vectors::VectorStore;
-use crate::index::ShirabeIndex;
+use crate::index::{ShirabeIndex, StoredChunk};
 use crate::ingest::chunk::Span;
 use crate::{Error, Result};
 
@@ -245,12 +246,12 @@ pub struct Hit {
     pub spans: Vec<Span>,
 }
 
-struct ParsedQuery {
-    words: Vec<String>,
-    phrases: Vec<Vec<String>>,
+pub(crate) struct ParsedQuery {
+    pub(crate) words: Vec<String>,
+    pub(crate) phrases: Vec<Vec<String>>,
 }
 
-fn parse(query: &str) -> ParsedQuery {
+pub(crate) fn parse(query: &str) -> ParsedQuery {
     let mut words = Vec::new();
     let mut phrases = Vec::new();
     for (i, part) in query.split('"').enumerate() {
@@ -320,23 +321,30 @@ pub fn term_rarity(index: &ShirabeIndex, question: &str) -> Result<TermRarity> {
 /// The doc keys `--doc GLOB` selects; `None` without a glob.
 fn doc_filter(index: &ShirabeIndex, glob: Option<&str>) -> Result<Option<HashSet<String>>> {
     let Some(glob) = glob else { return Ok(None) };
+    let docs = index
+        .manifest
+        .iter()
+        .flat_map(|m| m.files.iter())
+        .map(|(key, rec)| (key.as_str(), rec.path.as_str()));
+    Ok(Some(glob_docs(glob, docs)?))
+}
+
+/// The doc keys of `docs` (key, path) whose path, key or file name
+/// matches `glob`.
+pub(crate) fn glob_docs<'a>(
+    glob: &str,
+    docs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<HashSet<String>> {
     let matcher = Glob::new(glob)
         .map_err(|e| Error::Query(format!("--doc {glob:?}: {e}")))?
         .compile_matcher();
-    Ok(Some(
-        index
-            .manifest
-            .iter()
-            .flat_map(|m| m.files.iter())
-            .filter(|(key, rec)| {
-                let name = std::path::Path::new(&rec.path)
-                    .file_name()
-                    .unwrap_or_default();
-                matcher.is_match(&rec.path) || matcher.is_match(key) || matcher.is_match(name)
-            })
-            .map(|(key, _)| key.clone())
-            .collect(),
-    ))
+    Ok(docs
+        .filter(|(key, path)| {
+            let name = std::path::Path::new(path).file_name().unwrap_or_default();
+            matcher.is_match(path) || matcher.is_match(key) || matcher.is_match(name)
+        })
+        .map(|(key, _)| key.to_string())
+        .collect())
 }
 
 /// The BM25 ranking, best first.
@@ -593,51 +601,45 @@ fn make_hit(
     score: f32,
     highlight_terms: &HashSet<String>,
 ) -> Result<Hit> {
-    let f = index.fields;
     let doc: TantivyDocument = searcher.doc(addr)?;
-    let text_of = |field| {
-        doc.get_first(field)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let num_of = |field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-    let text = text_of(f.text).unwrap_or_default();
-    let spans: Vec<Span> = text_of(f.spans)
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    let snip = snippet(&text, highlight_terms);
+    Ok(hit_of(index.stored_chunk(&doc), score, highlight_terms))
+}
+
+/// A hit from a chunk's stored fields: the snippet around the query's
+/// terms, and the page, label and section where that snippet is.
+pub(crate) fn hit_of(c: StoredChunk, score: f32, highlight_terms: &HashSet<String>) -> Hit {
+    let spans: Vec<Span> = serde_json::from_str(&c.spans).unwrap_or_default();
+    let snip = snippet(&c.text, highlight_terms);
     let span = spans
         .iter()
         .rev()
         .find(|s| s.at <= snip.anchor_char)
         .or(spans.first());
-    let sections: Vec<(usize, String)> = text_of(f.sections)
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
+    let sections: Vec<(usize, String)> = serde_json::from_str(&c.sections).unwrap_or_default();
     let section = sections
         .iter()
         .rev()
         .find(|(at, _)| *at <= snip.anchor_char)
         .map(|(_, h)| h.clone())
-        .or_else(|| text_of(f.section));
-    Ok(Hit {
-        path: text_of(f.path).unwrap_or_default(),
-        title: text_of(f.title),
+        .or(c.section);
+    Hit {
+        path: c.path,
+        title: c.title,
         section,
-        page_start: num_of(f.page_start),
-        page_end: num_of(f.page_end),
-        page: span.map_or(num_of(f.page_start), |s| s.page),
+        page_start: c.page_start,
+        page_end: c.page_end,
+        page: span.map_or(c.page_start, |s| s.page),
         page_label: span.and_then(|s| s.label.clone()),
         ocr: span.is_some_and(|s| s.ocr),
-        chunk_id: text_of(f.chunk_id).unwrap_or_default(),
+        chunk_id: c.chunk_id,
         score,
-        text,
+        text: c.text,
         snippet: snip.text,
         highlights: snip.highlights,
         explain: Explain::default(),
         neighbors: Vec::new(),
         spans,
-    })
+    }
 }
 
 /// The chunks within `n` positions of `addr` in its document, in order.

@@ -1,6 +1,7 @@
-//! The retrieval policy every front end shares: which mode to search in,
-//! with which embedder and vector index (the local store, or Qdrant when it
-//! mirrors that store), and when to fall back to BM25.
+//! The retrieval policy every front end shares: where to search (the
+//! local index, or the Qdrant collection that mirrors it, which needs no
+//! local index at all), in which mode, with which embedder, and when to
+//! fall back to BM25.
 //!
 //! Asked for no mode, a [`Retriever`] searches hybrid when the index has
 //! vectors and their model loads, else BM25, and says why in a note;
@@ -9,7 +10,8 @@
 
 use candle_core::DType;
 
-use super::{search, DenseQuery, Hit, Mode, SearchRequest, VectorIndex};
+use super::remote::Remote;
+use super::{search, DenseQuery, Hit, Mode, SearchRequest, TermRarity, VectorIndex};
 use crate::index::qdrant::{QdrantConfig, QdrantIndex};
 use crate::index::ShirabeIndex;
 use crate::models::embed::TextEmbedder;
@@ -26,7 +28,8 @@ pub struct RetrieverConfig {
     pub embed_dtype: DType,
     /// Matryoshka dimensions (Qwen3-Embedding).
     pub dims: Option<usize>,
-    /// The Qdrant collection the index uses, if any.
+    /// The Qdrant collection to search, if any: the index's mirror, or
+    /// the only index there is.
     pub qdrant: Option<QdrantConfig>,
 }
 
@@ -56,6 +59,10 @@ pub struct Retriever {
     /// The mode it searches in.
     pub mode: Mode,
     dense: Option<Dense>,
+    /// Searches go to this Qdrant collection instead of the local index.
+    remote: Option<Remote>,
+    /// The query embedder of a remote search.
+    remote_embedder: Option<std::sync::Arc<dyn TextEmbedder>>,
 }
 
 impl Retriever {
@@ -64,6 +71,90 @@ impl Retriever {
         Retriever {
             mode: Mode::Bm25,
             dense: None,
+            remote: None,
+            remote_embedder: None,
+        }
+    }
+
+    /// A retriever over a Qdrant collection alone (no local index): the
+    /// model that embedded it comes from its metadata, unless `cfg` names
+    /// one.
+    pub fn open_remote(cfg: &RetrieverConfig, on_note: &mut dyn FnMut(&str)) -> Result<Retriever> {
+        let q = cfg.qdrant.as_ref().ok_or_else(|| {
+            Error::Config("searching without a local index needs a Qdrant collection".into())
+        })?;
+        Self::remote(q, cfg, None, on_note)
+    }
+
+    fn remote(
+        q: &QdrantConfig,
+        cfg: &RetrieverConfig,
+        previous: Option<&Retriever>,
+        on_note: &mut dyn FnMut(&str),
+    ) -> Result<Retriever> {
+        let asked = cfg.mode;
+        let qdrant = QdrantIndex::open_existing(q)?;
+        let layout = qdrant.layout().dense.clone();
+        let bm25 = |qdrant| Retriever {
+            mode: Mode::Bm25,
+            dense: None,
+            remote: Some(Remote { qdrant }),
+            remote_embedder: None,
+        };
+        if asked == Some(Mode::Bm25) {
+            return Ok(bm25(qdrant));
+        }
+        let Some(layout) = layout else {
+            if let Some(m) = asked {
+                return Err(Error::Config(format!(
+                    "{} search needs embeddings, and the collection {} has none (run `shirabe embed-index` where the index is)",
+                    m.name(),
+                    q.collection
+                )));
+            }
+            return Ok(bm25(qdrant));
+        };
+        let spec = cfg.embed_model.clone().unwrap_or(layout.spec.clone());
+        let kept = previous
+            .and_then(|p| p.embedder_arc())
+            .filter(|e| e.id() == layout.model && e.dims() == layout.dims);
+        let loaded = match kept {
+            Some(e) => Ok(e),
+            None => crate::models::embed::load(
+                &spec,
+                cfg.embed_dtype,
+                &crate::models::default_device(),
+                cfg.dims.or(Some(layout.dims)),
+            )
+            .map(std::sync::Arc::from),
+        };
+        match loaded {
+            Ok(e) if e.id() == layout.model => Ok(Retriever {
+                mode: asked.unwrap_or(Mode::Hybrid),
+                dense: None,
+                remote: Some(Remote { qdrant }),
+                remote_embedder: Some(e),
+            }),
+            Ok(e) => {
+                let why = format!(
+                    "the collection {} was embedded with {}, but {spec} is {}",
+                    q.collection,
+                    layout.model,
+                    e.id()
+                );
+                if asked.is_some() {
+                    return Err(Error::Config(why));
+                }
+                on_note(&format!("{why}; searching with BM25 only"));
+                Ok(bm25(qdrant))
+            }
+            Err(e) if asked.is_none() => {
+                on_note(&format!(
+                    "loading the embedding model {spec}: {e}; searching with BM25 only"
+                ));
+                Ok(bm25(qdrant))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -98,6 +189,28 @@ impl Retriever {
         on_note: &mut dyn FnMut(&str),
     ) -> Result<Retriever> {
         let asked = cfg.mode;
+        if let Some(q) = &cfg.qdrant {
+            // The collection mirrors this index once a sync has run.
+            let synced = index
+                .manifest
+                .as_ref()
+                .and_then(|m| m.qdrant.as_ref())
+                .is_some_and(|k| k.collection == q.collection);
+            if synced {
+                match Self::remote(q, cfg, previous, on_note) {
+                    Ok(r) => return Ok(r),
+                    Err(e) if asked.is_none() => {
+                        on_note(&format!("{e}; searching the local index"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                on_note(&format!(
+                    "the Qdrant collection {} does not mirror this index yet (`shirabe migrate --to qdrant {}`); searching the local index",
+                    q.collection, q.url
+                ));
+            }
+        }
         if asked == Some(Mode::Bm25) {
             return Ok(Retriever::bm25());
         }
@@ -112,39 +225,10 @@ impl Retriever {
             return Ok(Retriever::bm25());
         };
         let spec = cfg.embed_model.clone().unwrap_or(state.spec.clone());
-        // Qdrant only when it mirrors this very store (same model, synced).
-        let active_key = index
-            .manifest
-            .as_ref()
-            .and_then(|m| m.active_vectors.clone())
-            .unwrap_or_default();
-        let synced = index
-            .manifest
-            .as_ref()
-            .and_then(|m| m.qdrant.as_ref())
-            .is_some_and(|q| q.store == active_key);
-        let vectors: Box<dyn VectorIndex> = match &cfg.qdrant {
-            Some(q) if synced => match QdrantIndex::open_existing(q, state.dims) {
-                Ok(q) => Box::new(q),
-                Err(e) if asked.is_none() => {
-                    on_note(&format!("{e}; searching the local vector store"));
-                    Box::new(store)
-                }
-                Err(e) => return Err(e),
-            },
-            Some(q) => {
-                on_note(&format!(
-                    "the Qdrant collection {} does not mirror this index's vectors yet (`shirabe migrate --to qdrant {}`); searching the local vector store",
-                    q.collection, q.url
-                ));
-                Box::new(store)
-            }
-            None => Box::new(store),
-        };
+        let vectors: Box<dyn VectorIndex> = Box::new(store);
         let kept = previous
-            .and_then(|p| p.dense.as_ref())
-            .filter(|d| d.embedder.id() == state.model && d.embedder.dims() == state.dims)
-            .map(|d| d.embedder.clone());
+            .and_then(|p| p.embedder_arc())
+            .filter(|e| e.id() == state.model && e.dims() == state.dims);
         let loaded = match kept {
             Some(e) => Ok(e),
             None => crate::models::embed::load(
@@ -159,6 +243,8 @@ impl Retriever {
             Ok(embedder) if embedder.id() == state.model => Ok(Retriever {
                 mode: asked.unwrap_or(Mode::Hybrid),
                 dense: Some(Dense { embedder, vectors }),
+                remote: None,
+                remote_embedder: None,
             }),
             Ok(e) => {
                 let why = format!(
@@ -184,7 +270,18 @@ impl Retriever {
 
     /// The embedder, when the mode uses one.
     pub fn embedder(&self) -> Option<&dyn TextEmbedder> {
-        self.dense.as_ref().map(|d| d.embedder.as_ref())
+        self.embedder_arc_ref().map(|e| e.as_ref())
+    }
+
+    fn embedder_arc_ref(&self) -> Option<&std::sync::Arc<dyn TextEmbedder>> {
+        match &self.dense {
+            Some(d) => Some(&d.embedder),
+            None => self.remote_embedder.as_ref(),
+        }
+    }
+
+    fn embedder_arc(&self) -> Option<std::sync::Arc<dyn TextEmbedder>> {
+        self.embedder_arc_ref().cloned()
     }
 
     /// Embeds passage-side texts (for the citation checks and the
@@ -194,12 +291,17 @@ impl Retriever {
             .map(|e| Box::new(move |t: &[&str]| e.embed(t, false, 8)) as Box<_>)
     }
 
+    /// The Qdrant collection searched instead of a local index, if any.
+    pub fn remote_index(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
     /// The `limit` best passages for `query` (in the documents `doc_glob`
     /// matches, when given). A query without searchable words finds
     /// nothing rather than failing.
     pub fn retrieve(
         &self,
-        index: &ShirabeIndex,
+        index: Option<&ShirabeIndex>,
         query: &str,
         limit: usize,
         doc_glob: Option<String>,
@@ -222,24 +324,76 @@ impl Retriever {
 
     /// Searches with every knob of a [`SearchRequest`] (its mode is this
     /// retriever's); a query without searchable words is an error.
-    pub fn search(&self, index: &ShirabeIndex, req: SearchRequest) -> Result<Vec<Hit>> {
+    pub fn search(&self, index: Option<&ShirabeIndex>, req: SearchRequest) -> Result<Vec<Hit>> {
         let req = SearchRequest {
             mode: self.mode,
             ..req
         };
-        let dense = match &self.dense {
-            Some(d) if req.mode != Mode::Bm25 => Some(DenseQuery {
-                store: d.vectors.as_ref(),
-                vector: d
-                    .embedder
-                    .embed(&[req.query.as_str()], true, 1)?
+        self.search_as(index, &req, None)
+    }
+
+    /// Searches in `req.mode` (which this retriever must support), with
+    /// the query's embedding when the caller has it already.
+    pub fn search_as(
+        &self,
+        index: Option<&ShirabeIndex>,
+        req: &SearchRequest,
+        vector: Option<Vec<f32>>,
+    ) -> Result<Vec<Hit>> {
+        let vector = match (vector, self.embedder()) {
+            (Some(v), _) => Some(v),
+            (None, Some(e)) if req.mode != Mode::Bm25 => Some(
+                e.embed(&[req.query.as_str()], true, 1)?
                     .pop()
                     .ok_or_else(|| Error::Model("the embedder returned no vector".into()))?,
+            ),
+            _ => None,
+        };
+        if let Some(r) = &self.remote {
+            return r.search(req, vector);
+        }
+        let dense = match (&self.dense, vector) {
+            (Some(d), Some(vector)) if req.mode != Mode::Bm25 => Some(DenseQuery {
+                store: d.vectors.as_ref(),
+                vector,
             }),
             _ => None,
         };
-        search(index, &req, dense.as_ref())
+        search(local(index)?, req, dense.as_ref())
     }
+
+    /// How common `question`'s terms are where this retriever searches.
+    pub fn term_rarity(&self, index: Option<&ShirabeIndex>, question: &str) -> Result<TermRarity> {
+        match &self.remote {
+            Some(r) => r.term_rarity(question),
+            None => super::term_rarity(local(index)?, question),
+        }
+    }
+
+    /// The doc keys `glob` selects where this retriever searches.
+    pub fn matching_docs(&self, index: Option<&ShirabeIndex>, glob: &str) -> Result<Vec<String>> {
+        match &self.remote {
+            Some(r) => r.matching_docs(glob),
+            None => super::matching_docs(local(index)?, glob),
+        }
+    }
+
+    /// Every chunk of the documents `doc_keys`, in order.
+    pub fn document_chunks(
+        &self,
+        index: Option<&ShirabeIndex>,
+        doc_keys: &[String],
+    ) -> Result<Vec<Hit>> {
+        match &self.remote {
+            Some(r) => r.document_chunks(doc_keys),
+            None => super::document_chunks(local(index)?, doc_keys),
+        }
+    }
+}
+
+/// The local index a local search needs.
+fn local(index: Option<&ShirabeIndex>) -> Result<&ShirabeIndex> {
+    index.ok_or_else(|| Error::Config("no local index to search (and no Qdrant collection)".into()))
 }
 
 #[cfg(test)]
@@ -264,6 +418,6 @@ mod tests {
         let e = Retriever::open(&index, &cfg, &mut |_| {}).err().unwrap();
         assert!(e.to_string().contains("embed-index"), "{e}");
         // A query with no searchable words finds nothing.
-        assert!(r.retrieve(&index, "!!!", 5, None).unwrap().is_empty());
+        assert!(r.retrieve(Some(&index), "!!!", 5, None).unwrap().is_empty());
     }
 }
