@@ -117,41 +117,12 @@ impl SearchRequest {
     }
 }
 
-/// Where dense search finds its nearest chunks: the embedded store or a
-/// Qdrant collection. Either way the result is live chunks of the index,
-/// best first.
-pub trait VectorIndex: Send + Sync {
-    /// The `depth` live chunks nearest to `vector`, only in `docs` (doc
-    /// keys) when given.
-    fn nearest(
-        &self,
-        index: &ShirabeIndex,
-        searcher: &Searcher,
-        vector: &[f32],
-        docs: Option<&HashSet<String>>,
-        depth: usize,
-    ) -> Result<Vec<(DocAddress, f32)>>;
-}
-
 /// The query's vector and the store to search with it.
 pub struct DenseQuery<'a> {
     /// The store.
-    pub store: &'a dyn VectorIndex,
+    pub store: &'a VectorStore,
     /// The embedded query (unit length).
     pub vector: Vec<f32>,
-}
-
-impl VectorIndex for VectorStore {
-    fn nearest(
-        &self,
-        index: &ShirabeIndex,
-        searcher: &Searcher,
-        vector: &[f32],
-        docs: Option<&HashSet<String>>,
-        depth: usize,
-    ) -> Result<Vec<(DocAddress, f32)>> {
-        dense(index, searcher, self, vector, docs, depth)
-    }
 }
 
 /// How a hit was ranked (`--explain`).
@@ -512,8 +483,7 @@ pub fn search(
         Vec::new()
     } else {
         let q = need_dense()?;
-        q.store
-            .nearest(index, &searcher, &q.vector, docs.as_ref(), depth)?
+        dense(index, &searcher, q.store, &q.vector, docs.as_ref(), depth)?
     };
     let info = |list: &[(DocAddress, f32)]| -> HashMap<DocAddress, (usize, f32)> {
         list.iter()

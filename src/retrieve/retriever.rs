@@ -11,8 +11,9 @@
 use candle_core::DType;
 
 use super::remote::Remote;
-use super::{search, DenseQuery, Hit, Mode, SearchRequest, TermRarity, VectorIndex};
+use super::{search, DenseQuery, Hit, Mode, SearchRequest, TermRarity};
 use crate::index::qdrant::{QdrantConfig, QdrantIndex};
+use crate::index::vectors::VectorStore;
 use crate::index::ShirabeIndex;
 use crate::models::embed::TextEmbedder;
 use crate::{Error, Result};
@@ -45,13 +46,13 @@ impl Default for RetrieverConfig {
     }
 }
 
-/// The query embedder and the vector index it searches.
+/// The query embedder and the local vector store it searches.
 pub struct Dense {
     /// Embeds queries (and, for the citation checks, sentences); shared
     /// with the retriever a reopened index gets ([`Retriever::reopen`]).
     pub embedder: std::sync::Arc<dyn TextEmbedder>,
     /// Finds the nearest live chunks.
-    pub vectors: Box<dyn VectorIndex>,
+    pub vectors: VectorStore,
 }
 
 /// Searches one index in one mode.
@@ -225,7 +226,7 @@ impl Retriever {
             return Ok(Retriever::bm25());
         };
         let spec = cfg.embed_model.clone().unwrap_or(state.spec.clone());
-        let vectors: Box<dyn VectorIndex> = Box::new(store);
+        let vectors = store;
         let kept = previous
             .and_then(|p| p.embedder_arc())
             .filter(|e| e.id() == state.model && e.dims() == state.dims);
@@ -354,7 +355,7 @@ impl Retriever {
         }
         let dense = match (&self.dense, vector) {
             (Some(d), Some(vector)) if req.mode != Mode::Bm25 => Some(DenseQuery {
-                store: d.vectors.as_ref(),
+                store: &d.vectors,
                 vector,
             }),
             _ => None,
