@@ -677,8 +677,13 @@ impl QdrantIndex {
                     }
                     req = req.add_prefetch(p);
                 }
-                let rrf = RrfBuilder::with_k(q.rrf_k.round().max(1.0) as u32)
-                    .weights(vec![q.weights.0, q.weights.1]);
+                // Qdrant scores position p (from 0) by 1 / ((p + 1)/w + k − 1):
+                // with k + 1 that is shirabe's w / (k + rank) at w = 1 (other
+                // weights stretch ranks rather than scale scores). It does
+                // not break ties; shirabe prefers the BM25 list's item, so
+                // the dense list's weight is a hair lower.
+                let rrf = RrfBuilder::with_k(q.rrf_k.round().max(1.0) as u32 + 1)
+                    .weights(vec![q.weights.0, q.weights.1 * (1.0 - 1e-4)]);
                 req = req.query(Query::new_rrf(rrf));
             }
             (Some(input), None) => req = req.query(Query::new_nearest(input)).using(SPARSE_NAME),
