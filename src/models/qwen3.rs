@@ -122,6 +122,34 @@ impl Proj {
         Ok(Proj::Packed(packed, bias))
     }
 
+    /// A few rows times CPU Q4_K / Q6_K weights, through the project's
+    /// k-quant kernels ([`kernels::kquant`], reading candle's blocks in
+    /// place); `None` for anything else (candle's product then).
+    fn kquant(q: &QMatMul, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        use kernels::kquant::{self, Kind, QK_K};
+        let QMatMul::QTensor(w) = q else {
+            return Ok(None);
+        };
+        let kind = match w.dtype() {
+            GgmlDType::Q4K => Kind::Q4K,
+            GgmlDType::Q6K => Kind::Q6K,
+            _ => return Ok(None),
+        };
+        let (n, k) = w.shape().dims2()?;
+        let m = x.elem_count() / k.max(1);
+        if !w.device().is_cpu() || !k.is_multiple_of(QK_K) || m > kernels::GEMV_MAX_ROWS {
+            return Ok(None);
+        }
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let data = w.data()?;
+        let y = with_cpu_slice::<f32, _>(&x, |xs| kquant::matmul(kind, &data, n, k, xs, m))?;
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
+        Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+    }
+
     /// One projection whose outputs are `projs`' outputs side by side, so
     /// one pass over the input serves all of them: dense weights, or CPU
     /// Q8_0 rows (whole blocks, so rows simply concatenate); `None` for
@@ -184,7 +212,10 @@ impl Proj {
             }
             Proj::Dense(l) => l.forward(x),
             Proj::Quant(q, bias) => {
-                let y = q.forward(x)?;
+                let y = match Self::kquant(q, x)? {
+                    Some(y) => y,
+                    None => q.forward(x)?,
+                };
                 match bias {
                     Some(b) => y.broadcast_add(b),
                     None => Ok(y),

@@ -13,6 +13,8 @@ pub(crate) struct Features {
     pub f16c: bool,
     /// AVX-512F.
     pub avx512: bool,
+    /// AVX-512F with AVX-512BW (byte and word lanes).
+    pub avx512bw: bool,
     /// AVX-512F with AVX512-BF16 (`vdpbf16ps`).
     pub avx512bf16: bool,
     /// AVX-512F/BW with AVX512-VNNI (`vpdpbusd`) and F16C.
@@ -34,6 +36,7 @@ pub(crate) fn features() -> Features {
             avx2_fma,
             f16c,
             avx512,
+            avx512bw: avx512 && has!("avx512bw"),
             avx512bf16: avx512 && has!("avx512bf16"),
             avx512vnni: avx512 && f16c && has!("avx512bw") && has!("avx512vnni"),
         }
@@ -48,6 +51,11 @@ pub(crate) fn has_avx2_fma() -> bool {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512() -> bool {
     features().avx512
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512bw() -> bool {
+    features().avx512bw
 }
 
 #[cfg(target_arch = "x86_64")]

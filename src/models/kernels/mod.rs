@@ -84,6 +84,7 @@ mod attention;
 mod detect;
 mod dispatch;
 mod heads;
+pub mod kquant;
 mod packed;
 mod portable;
 mod q8;

@@ -1,4 +1,5 @@
 //! AVX-512F kernels.
 
 pub mod attention;
+pub mod kquant;
 pub mod panels;
