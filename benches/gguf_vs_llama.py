@@ -1,73 +1,96 @@
 """shirabe against llama.cpp on the same GGUF file: prefill and decode speed.
 
 Runs `shirabe generate --json` and llama-cpp-python (built by
-benches/llama-cpp.sh) on the same chat prompt, alternating, with the same
-thread count, and prints each run and the median ratio.
+benches/llama-cpp.sh) on the same chat prompts, alternating, with the same
+thread count: prefill tokens/s at each prompt length (default 512 and
+2,048 tokens), decode tokens/s for 64 tokens after each prompt, and the
+peak RSS of each engine. Prints each run, then medians and ratios.
 
-usage: python benches/gguf_vs_llama.py SHIRABE_BIN MODEL.gguf [ROUNDS] [REPEATS]
+usage: python benches/gguf_vs_llama.py SHIRABE_BIN MODEL.gguf [--rounds N] [--ctx 512,2048]
 (run with the venv python that benches/llama-cpp.sh prints)
 """
 
+import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
-import sys
 import time
 
 import llama_cpp
 
-shirabe, model = sys.argv[1], sys.argv[2]
-rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 40
+ap = argparse.ArgumentParser()
+ap.add_argument("shirabe")
+ap.add_argument("model")
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--ctx", default="512,2048", help="prompt lengths in tokens")
+ap.add_argument("--decode", type=int, default=64, help="tokens decoded after each prompt")
+args = ap.parse_args()
 threads = os.cpu_count()
-decode_n = 64
+lengths = [int(x) for x in args.ctx.split(",")]
 
-notes = " ".join(
-    ["The warehouse in Osaka expanded its storage capacity by twenty percent "
-     "after the board approved the budget."] * repeats)
-user = "Summarize the following notes, then list every open question. " + notes
-prompt = (f"<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-          f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
-
-llm = llama_cpp.Llama(model_path=model, n_ctx=4096, n_threads=threads,
-                      n_threads_batch=threads, n_batch=512, verbose=False)
-tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+llm = llama_cpp.Llama(model_path=args.model, n_ctx=max(lengths) + args.decode + 64,
+                      n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
 
 
-def llama_run():
+def prompt_of(n):
+    """A ChatML prompt of about `n` tokens (by the model's own tokenizer)."""
+    sentence = ("The warehouse in Osaka expanded its storage capacity by twenty percent "
+                "after the board approved the budget. ")
+    head = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            "Summarize the following notes, then list every open question. ")
+    tail = "<|im_end|>\n<|im_start|>assistant\n"
+    per = len(llm.tokenize(sentence.encode(), add_bos=False, special=True))
+    fixed = len(llm.tokenize((head + tail).encode(), add_bos=False, special=True))
+    text = head + sentence * max(1, (n - fixed) // per) + tail
+    return text, llm.tokenize(text.encode(), add_bos=False, special=True)
+
+
+def llama_run(tokens):
     llm.reset()
     t = time.perf_counter()
     llm.eval(tokens)
     prefill = len(tokens) / (time.perf_counter() - t)
     t = time.perf_counter()
-    for _ in range(decode_n):
+    for _ in range(args.decode):
         tok = llm.sample(temp=0.0)
         llm.eval([tok])
-    decode = decode_n / (time.perf_counter() - t)
-    return prefill, decode
+    return prefill, args.decode / (time.perf_counter() - t)
 
 
-def shirabe_run():
+def shirabe_run(text):
     out = subprocess.run(
-        [shirabe, "generate", "--model", model, "--raw", "--prompt", prompt,
-         "--max-tokens", str(decode_n), "--json"],
+        [args.shirabe, "generate", "--model", args.model, "--raw", "--prompt", text,
+         "--max-tokens", str(args.decode), "--json"],
         check=True, capture_output=True, text=True).stdout
     v = json.loads(out)
     return v["prefill_tokens_per_s"], v["decode_tokens_per_s"]
 
 
-llama_run()  # warm-up: page the weights in
-rows = {"shirabe": [], "llama.cpp": []}
-for r in range(rounds):
-    for name, run in (("shirabe", shirabe_run), ("llama.cpp", llama_run)):
-        p, d = run()
-        rows[name].append((p, d))
-        print(f"round {r + 1} {name:9s} prefill {p:7.1f} tok/s  decode {d:6.1f} tok/s",
-              flush=True)
-print(f"\n{os.path.basename(model)}, {len(tokens)}-token prompt, {decode_n} decoded, "
-      f"{threads} threads, {rounds} alternating rounds (medians)")
-for i, what in enumerate(("prefill", "decode")):
-    s = statistics.median(x[i] for x in rows["shirabe"])
-    l = statistics.median(x[i] for x in rows["llama.cpp"])
-    print(f"{what:8s} shirabe {s:7.1f}  llama.cpp {l:7.1f}  ratio {s / l:.2f}x")
+prompts = {n: prompt_of(n) for n in lengths}
+llama_run(prompts[lengths[0]][1])  # warm-up: page the weights in
+rows = {(n, e): [] for n in lengths for e in ("shirabe", "llama.cpp")}
+for r in range(args.rounds):
+    for n in lengths:
+        text, tokens = prompts[n]
+        for name, run in (("shirabe", lambda: shirabe_run(text)),
+                          ("llama.cpp", lambda: llama_run(tokens))):
+            p, d = run()
+            rows[(n, name)].append((p, d))
+            print(f"round {r + 1} {len(tokens):5d} tokens {name:9s} "
+                  f"prefill {p:7.1f} tok/s  decode {d:6.1f} tok/s", flush=True)
+
+print(f"\n{os.path.basename(args.model)}, {args.decode} decoded after each prompt, "
+      f"{threads} threads, {args.rounds} alternating rounds (medians)")
+for n in lengths:
+    size = len(prompts[n][1])
+    for i, what in enumerate(("prefill", "decode")):
+        s = statistics.median(x[i] for x in rows[(n, "shirabe")])
+        l = statistics.median(x[i] for x in rows[(n, "llama.cpp")])
+        label = f"{what} {'at' if i == 0 else 'after'} {size}"
+        print(f"{label:20s} shirabe {s:7.1f}  llama.cpp {l:7.1f}  ratio {s / l:.2f}x")
+rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"{'peak RSS':20s} shirabe {rss_children:7.0f}  llama.cpp {rss_self:7.0f}  MB "
+      f"(llama.cpp's includes Python)")
