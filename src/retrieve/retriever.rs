@@ -115,48 +115,22 @@ impl Retriever {
             }
             return Ok(bm25(qdrant));
         };
-        let spec = cfg.embed_model.clone().unwrap_or(layout.spec.clone());
-        let kept = previous
-            .and_then(|p| p.embedder_arc())
-            .filter(|e| e.id() == layout.model && e.dims() == layout.dims);
-        let loaded = match kept {
-            Some(e) => Ok(e),
-            None => crate::models::embed::load(
-                &spec,
-                cfg.embed_dtype,
-                &crate::models::default_device(),
-                cfg.dims.or(Some(layout.dims)),
-            )
-            .map(std::sync::Arc::from),
+        let what = format!("the collection {}", q.collection);
+        let wanted = Wanted {
+            spec: &layout.spec,
+            model: &layout.model,
+            dims: layout.dims,
+            what: &what,
         };
-        match loaded {
-            Ok(e) if e.id() == layout.model => Ok(Retriever {
+        Ok(match embedder(&wanted, cfg, previous, on_note)? {
+            Some(e) => Retriever {
                 mode: asked.unwrap_or(Mode::Hybrid),
                 dense: None,
                 remote: Some(Remote { qdrant }),
                 remote_embedder: Some(e),
-            }),
-            Ok(e) => {
-                let why = format!(
-                    "the collection {} was embedded with {}, but {spec} is {}",
-                    q.collection,
-                    layout.model,
-                    e.id()
-                );
-                if asked.is_some() {
-                    return Err(Error::Config(why));
-                }
-                on_note(&format!("{why}; searching with BM25 only"));
-                Ok(bm25(qdrant))
-            }
-            Err(e) if asked.is_none() => {
-                on_note(&format!(
-                    "loading the embedding model {spec}: {e}; searching with BM25 only"
-                ));
-                Ok(bm25(qdrant))
-            }
-            Err(e) => Err(e),
-        }
+            },
+            None => bm25(qdrant),
+        })
     }
 
     /// The retriever `cfg` asks for over `index`; `on_note` hears why it
@@ -225,48 +199,24 @@ impl Retriever {
             }
             return Ok(Retriever::bm25());
         };
-        let spec = cfg.embed_model.clone().unwrap_or(state.spec.clone());
-        let vectors = store;
-        let kept = previous
-            .and_then(|p| p.embedder_arc())
-            .filter(|e| e.id() == state.model && e.dims() == state.dims);
-        let loaded = match kept {
-            Some(e) => Ok(e),
-            None => crate::models::embed::load(
-                &spec,
-                cfg.embed_dtype,
-                &crate::models::default_device(),
-                cfg.dims.or(Some(state.dims)),
-            )
-            .map(std::sync::Arc::from),
+        let wanted = Wanted {
+            spec: &state.spec,
+            model: &state.model,
+            dims: state.dims,
+            what: "the index",
         };
-        match loaded {
-            Ok(embedder) if embedder.id() == state.model => Ok(Retriever {
+        Ok(match embedder(&wanted, cfg, previous, on_note)? {
+            Some(embedder) => Retriever {
                 mode: asked.unwrap_or(Mode::Hybrid),
-                dense: Some(Dense { embedder, vectors }),
+                dense: Some(Dense {
+                    embedder,
+                    vectors: store,
+                }),
                 remote: None,
                 remote_embedder: None,
-            }),
-            Ok(e) => {
-                let why = format!(
-                    "the index was embedded with {}, but {spec} is {}",
-                    state.model,
-                    e.id()
-                );
-                if asked.is_some() {
-                    return Err(Error::Config(why));
-                }
-                on_note(&format!("{why}; searching with BM25 only"));
-                Ok(Retriever::bm25())
-            }
-            Err(e) if asked.is_none() => {
-                on_note(&format!(
-                    "loading the embedding model {spec}: {e}; searching with BM25 only"
-                ));
-                Ok(Retriever::bm25())
-            }
-            Err(e) => Err(e),
-        }
+            },
+            None => Retriever::bm25(),
+        })
     }
 
     /// The embedder, when the mode uses one.
@@ -389,6 +339,67 @@ impl Retriever {
             Some(r) => r.document_chunks(doc_keys),
             None => super::document_chunks(local(index)?, doc_keys),
         }
+    }
+}
+
+/// The embedding model vectors were made with.
+struct Wanted<'a> {
+    /// How it was loaded (a repo id or a directory).
+    spec: &'a str,
+    /// Its id.
+    model: &'a str,
+    /// Its width.
+    dims: usize,
+    /// What holds the vectors, for messages ("the index").
+    what: &'a str,
+}
+
+/// The query embedder for vectors made by `w`: `previous`'s when it is
+/// that model, else loaded (from `cfg`'s model if given). `None`, after a
+/// note, when it does not load or is another model and no mode was asked
+/// for (BM25 then); an error when one was.
+fn embedder(
+    w: &Wanted<'_>,
+    cfg: &RetrieverConfig,
+    previous: Option<&Retriever>,
+    on_note: &mut dyn FnMut(&str),
+) -> Result<Option<std::sync::Arc<dyn TextEmbedder>>> {
+    let spec = cfg.embed_model.clone().unwrap_or(w.spec.to_string());
+    let kept = previous
+        .and_then(|p| p.embedder_arc())
+        .filter(|e| e.id() == w.model && e.dims() == w.dims);
+    let loaded = match kept {
+        Some(e) => Ok(e),
+        None => crate::models::embed::load(
+            &spec,
+            cfg.embed_dtype,
+            &crate::models::default_device(),
+            cfg.dims.or(Some(w.dims)),
+        )
+        .map(std::sync::Arc::from),
+    };
+    match loaded {
+        Ok(e) if e.id() == w.model => Ok(Some(e)),
+        Ok(e) => {
+            let why = format!(
+                "{} was embedded with {}, but {spec} is {}",
+                w.what,
+                w.model,
+                e.id()
+            );
+            if cfg.mode.is_some() {
+                return Err(Error::Config(why));
+            }
+            on_note(&format!("{why}; searching with BM25 only"));
+            Ok(None)
+        }
+        Err(e) if cfg.mode.is_none() => {
+            on_note(&format!(
+                "loading the embedding model {spec}: {e}; searching with BM25 only"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

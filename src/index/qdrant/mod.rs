@@ -509,15 +509,23 @@ impl QdrantIndex {
         &self.layout
     }
 
-    /// Every point's id, content hash and whether it has a dense vector.
-    fn existing(&self) -> Result<HashMap<String, (String, bool)>> {
-        let mut out = HashMap::new();
+    /// Every point `filter` selects (all without one), with the payload
+    /// `fields`, page by page.
+    fn scroll_all(
+        &self,
+        filter: Option<Filter>,
+        fields: &[&str],
+        mut each: impl FnMut(&qdrant_client::qdrant::RetrievedPoint),
+    ) -> Result<()> {
         let mut offset: Option<PointId> = None;
         loop {
             let mut req = ScrollPointsBuilder::new(&self.collection)
                 .limit(1000)
-                .with_payload(include(&["content_hash", "dense"]))
+                .with_payload(include(fields))
                 .with_vectors(false);
+            if let Some(f) = &filter {
+                req = req.filter(f.clone());
+            }
             if let Some(o) = offset.take() {
                 req = req.offset(o);
             }
@@ -526,17 +534,24 @@ impl QdrantIndex {
                 let r = &req;
                 async move { c.scroll(r.clone()).await }
             })?;
-            for p in &page.result {
-                if let Some(id) = id_string(&p.id) {
-                    let hash = payload_str(&p.payload, "content_hash").unwrap_or_default();
-                    out.insert(id, (hash.to_string(), payload_bool(&p.payload, "dense")));
-                }
-            }
+            page.result.iter().for_each(&mut each);
             match page.next_page_offset {
                 Some(o) => offset = Some(o),
-                None => return Ok(out),
+                None => return Ok(()),
             }
         }
+    }
+
+    /// Every point's id, content hash and whether it has a dense vector.
+    fn existing(&self) -> Result<HashMap<String, (String, bool)>> {
+        let mut out = HashMap::new();
+        self.scroll_all(None, &["content_hash", "dense"], |p| {
+            if let Some(id) = id_string(&p.id) {
+                let hash = payload_str(&p.payload, "content_hash").unwrap_or_default();
+                out.insert(id, (hash.to_string(), payload_bool(&p.payload, "dense")));
+            }
+        })?;
+        Ok(out)
     }
 
     /// Makes the collection hold exactly the live chunks of `index`, each
@@ -776,27 +791,10 @@ impl QdrantIndex {
         let mut out = Vec::new();
         for key in doc_keys {
             let mut chunks = Vec::new();
-            let mut offset: Option<PointId> = None;
-            loop {
-                let mut req = ScrollPointsBuilder::new(&self.collection)
-                    .filter(docs_filter(std::slice::from_ref(key)))
-                    .limit(256)
-                    .with_payload(include(HIT_FIELDS))
-                    .with_vectors(false);
-                if let Some(o) = offset.take() {
-                    req = req.offset(o);
-                }
-                let req = req.build();
-                let page = self.call(|c| {
-                    let r = &req;
-                    async move { c.scroll(r.clone()).await }
-                })?;
-                chunks.extend(page.result.iter().map(|p| stored_chunk(&p.payload)));
-                match page.next_page_offset {
-                    Some(o) => offset = Some(o),
-                    None => break,
-                }
-            }
+            let filter = docs_filter(std::slice::from_ref(key));
+            self.scroll_all(Some(filter), HIT_FIELDS, |p| {
+                chunks.push(stored_chunk(&p.payload))
+            })?;
             chunks.sort_by_key(|c| c.ordinal);
             out.extend(chunks);
         }

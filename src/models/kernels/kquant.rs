@@ -219,6 +219,19 @@ fn row_q4k(row: &[u8], a: &Q8K) -> f32 {
     total
 }
 
+/// The four 6-bit quants (0..64) that low-bit byte `l` of a Q6_K half
+/// block (and its partner `l + 32`) and high-bit byte `l` hold: weights
+/// `l`, `l + 32`, `l + 64` and `l + 96` of the half.
+#[inline(always)]
+fn q6_quarters(ql: &[u8], qh: &[u8], l: usize) -> [u8; 4] {
+    [
+        (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
+        (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
+        (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+        (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+    ]
+}
+
 fn row_q6k(row: &[u8], a: &Q8K) -> f32 {
     let mut total = 0f32;
     for (b, blk) in row.chunks_exact(Q6K_BYTES).enumerate() {
@@ -231,12 +244,7 @@ fn row_q6k(row: &[u8], a: &Q8K) -> f32 {
             let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
             let mut part = [0i32; 8];
             for l in 0..32 {
-                let q = [
-                    (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
-                    (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
-                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                ];
+                let q = q6_quarters(ql, qh, l);
                 for (quarter, &v) in q.iter().enumerate() {
                     let at = 128 * n + 32 * quarter + l;
                     part[2 * quarter + l / 16] += v as i32 * q8[at] as i32;
@@ -281,12 +289,7 @@ pub fn dequantize(kind: Kind, row: &[u8]) -> Vec<f32> {
                     let (ql, qh) = (&blk[64 * n..], &blk[128 + 32 * n..]);
                     let sc = &blk[192 + 8 * n..];
                     for l in 0..32 {
-                        let q = [
-                            (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
-                            (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
-                            (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                            (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                        ];
+                        let q = q6_quarters(ql, qh, l);
                         for (quarter, &qv) in q.iter().enumerate() {
                             let s = sc[2 * quarter + l / 16] as i8;
                             v[128 * n + 32 * quarter + l] = d * s as f32 * (qv as f32 - 32.0);
