@@ -18,6 +18,7 @@ pub mod generate;
 pub mod kernels;
 #[cfg(not(feature = "bench-internals"))]
 pub(crate) mod kernels;
+mod proj;
 pub mod qwen3;
 pub mod rerank;
 pub mod sentence;

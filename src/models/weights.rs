@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::Config;
-use super::qwen3::Proj;
+use super::proj::Proj;
 use crate::{Error, Result};
 
 /// A source of named weights.

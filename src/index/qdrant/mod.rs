@@ -191,6 +191,15 @@ pub struct QdrantIndex {
     layout: Layout,
 }
 
+/// [`QdrantIndex::call`] of one client method with a request built once
+/// (cloned for each attempt).
+macro_rules! request {
+    ($index:expr, $method:ident, $req:expr) => {{
+        let req = &$req;
+        $index.call(|c| async move { c.$method(req.clone()).await })
+    }};
+}
+
 /// An error of the Qdrant client (or its runtime), kept as the source.
 fn err(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::index("qdrant")(e)
@@ -418,16 +427,10 @@ impl QdrantIndex {
     /// if it was not made by this version of shirabe.
     fn read_layout(&self) -> Result<Option<std::result::Result<Layout, String>>> {
         let name = self.collection.clone();
-        if !self.call(|c| {
-            let r = &name;
-            async move { c.collection_exists(r.clone()).await }
-        })? {
+        if !request!(self, collection_exists, name)? {
             return Ok(None);
         }
-        let info = self.call(|c| {
-            let r = &name;
-            async move { c.collection_info(r.clone()).await }
-        })?;
+        let info = request!(self, collection_info, name)?;
         let Some(config) = info.result.and_then(|r| r.config) else {
             return Ok(Some(Err("has no configuration".into())));
         };
@@ -483,18 +486,12 @@ impl QdrantIndex {
             builder = builder.replication_factor(n);
         }
         let req = builder.metadata(meta).build();
-        self.call(|c| {
-            let r = &req;
-            async move { c.create_collection(r.clone()).await }
-        })?;
+        request!(self, create_collection, req)?;
         for field in ["doc_key", "path", "terms"] {
             let req = CreateFieldIndexCollectionBuilder::new(name, field, FieldType::Keyword)
                 .wait(true)
                 .build();
-            self.call(|c| {
-                let r = &req;
-                async move { c.create_field_index(r.clone()).await }
-            })?;
+            request!(self, create_field_index, req)?;
         }
         Ok(())
     }
@@ -530,10 +527,7 @@ impl QdrantIndex {
                 req = req.offset(o);
             }
             let req = req.build();
-            let page = self.call(|c| {
-                let r = &req;
-                async move { c.scroll(r.clone()).await }
-            })?;
+            let page = request!(self, scroll, req)?;
             page.result.iter().for_each(&mut each);
             match page.next_page_offset {
                 Some(o) => offset = Some(o),
@@ -627,10 +621,7 @@ impl QdrantIndex {
             let req = UpsertPointsBuilder::new(&self.collection, points)
                 .wait(true)
                 .build();
-            self.call(|c| {
-                let r = &req;
-                async move { c.upsert_points(r.clone()).await }
-            })?;
+            request!(self, upsert_points, req)?;
             report.upserted += batch.len();
             progress(report.upserted, total);
         }
@@ -643,10 +634,7 @@ impl QdrantIndex {
                 })
                 .wait(true)
                 .build();
-            self.call(|c| {
-                let r = &req;
-                async move { c.delete_points(r.clone()).await }
-            })?;
+            request!(self, delete_points, req)?;
             report.deleted += batch.len();
         }
         Ok(report)
@@ -708,10 +696,7 @@ impl QdrantIndex {
             req = req.filter(f);
         }
         let req = req.build();
-        let res = self.call(|c| {
-            let r = &req;
-            async move { c.query(r.clone()).await }
-        })?;
+        let res = request!(self, query, req)?;
         Ok(res
             .result
             .into_iter()
@@ -732,10 +717,7 @@ impl QdrantIndex {
                 .filter(Filter::must([Condition::matches("terms", t.clone())]))
                 .exact(true)
                 .build();
-            let r = self.call(|c| {
-                let r = &req;
-                async move { c.count(r.clone()).await }
-            })?;
+            let r = request!(self, count, req)?;
             out.push(r.result.map_or(0, |c| c.count));
         }
         Ok((total, out))
@@ -748,10 +730,7 @@ impl QdrantIndex {
                 .limit(u32::MAX as u64)
                 .exact(true)
                 .build();
-            let r = self.call(|c| {
-                let r = &req;
-                async move { c.facet(r.clone()).await }
-            })?;
+            let r = request!(self, facet, req)?;
             Ok(r.hits
                 .into_iter()
                 .filter_map(|h| match h.value?.variant? {
@@ -769,10 +748,7 @@ impl QdrantIndex {
                 .with_payload(include(&["path"]))
                 .with_vectors(false)
                 .build();
-            let page = self.call(|c| {
-                let r = &req;
-                async move { c.scroll(r.clone()).await }
-            })?;
+            let page = request!(self, scroll, req)?;
             let path = page
                 .result
                 .first()
@@ -818,20 +794,14 @@ impl QdrantIndex {
         let req = CountPointsBuilder::new(&self.collection)
             .exact(true)
             .build();
-        let r = self.call(|c| {
-            let r = &req;
-            async move { c.count(r.clone()).await }
-        })?;
+        let r = request!(self, count, req)?;
         Ok(r.result.map_or(0, |c| c.count))
     }
 
     /// Deletes the collection.
     pub fn drop_collection(&self) -> Result<()> {
         let name = self.collection.clone();
-        self.call(|c| {
-            let r = &name;
-            async move { c.delete_collection(r.clone()).await }
-        })?;
+        request!(self, delete_collection, name)?;
         Ok(())
     }
 }
