@@ -49,11 +49,6 @@ fn saturate(tf: u32, norm: f32) -> f32 {
     tf * (K1 + 1.0) / (tf + K1 * norm)
 }
 
-/// The number of analysed tokens in `text` (BM25's document length).
-pub fn length(text: &str) -> usize {
-    terms(text).len()
-}
-
 /// A chunk as a sparse vector: `(index, weight)` pairs sorted by index,
 /// and its distinct terms (for the payload's term list).
 pub fn document(
