@@ -8,6 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
+use super::prompt_cache::{DiskStore, PromptCache};
 use super::qwen3::{Cache, KvType, Model};
 use crate::{Error, Result};
 
@@ -39,6 +40,10 @@ pub struct SamplingParams {
     /// Close every sentence with a passage marker the model chooses among
     /// valid ones ([`super::cite`]); `None` leaves markers to the model.
     pub cite: Option<super::cite::CiteRule>,
+    /// Keep the prompt's first this many tokens (its stable prefix: the
+    /// pinned documents) in the disk cache ([`super::prompt_cache`]) so a
+    /// new process skips reading them; 0 keeps nothing on disk.
+    pub persist_prefix: usize,
 }
 
 impl Default for SamplingParams {
@@ -53,6 +58,7 @@ impl Default for SamplingParams {
             prefill_block: 512,
             words_first: false,
             cite: None,
+            persist_prefix: 0,
         }
     }
 }
@@ -78,6 +84,14 @@ pub struct Generation {
     pub ids: Vec<u32>,
     /// Prompt length in tokens.
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prompt cache
+    /// (not read again).
+    pub cached_tokens: usize,
+    /// Whether they came from a file (else from memory).
+    pub cached_from_disk: bool,
+    /// Seconds from the call to the first token's logits (restoring the
+    /// cache and reading the rest of the prompt).
+    pub prefill_s: f64,
     /// Generated tokens.
     pub completion_tokens: usize,
     /// Prefill speed.
@@ -106,6 +120,8 @@ pub struct Generator {
     bracket_openers: std::sync::OnceLock<Vec<u32>>,
     /// The tokens citation markers are spelled with (built on first use).
     cite_tokens: std::sync::OnceLock<Option<super::cite::CiteTokens>>,
+    /// Keys and values of earlier prompts ([`super::prompt_cache`]).
+    prompt_cache: std::sync::Mutex<PromptCache>,
 }
 
 use crate::rng::Rng;
@@ -199,7 +215,23 @@ impl Generator {
             token_bytes: std::sync::OnceLock::new(),
             bracket_openers: std::sync::OnceLock::new(),
             cite_tokens: std::sync::OnceLock::new(),
+            prompt_cache: std::sync::Mutex::new(PromptCache::default()),
         }
+    }
+
+    /// Keeps prompt caches on disk in `store` too (else in memory only).
+    pub fn with_disk_cache(self, store: Option<DiskStore>) -> Generator {
+        *self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner()) = PromptCache::new(store);
+        self
+    }
+
+    /// Where prompt caches are kept on disk, if anywhere.
+    pub fn disk_cache(&self) -> Option<DiskStore> {
+        self.cache_lock().disk().cloned()
+    }
+
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, PromptCache> {
+        self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Uses the chat template of the `tokenizer_config.json` at `path`, if
@@ -235,12 +267,29 @@ impl Generator {
                     ))
                 })?
             };
-            return Generator::new(super::model_of_gguf(&gguf)?, tokenizer)
-                .with_template_from(&path.with_file_name("tokenizer_config.json"));
+            let disk = super::prompt_cache::model_key(&[path.to_path_buf()])
+                .and_then(|k| DiskStore::user(&k));
+            return Ok(Generator::new(super::model_of_gguf(&gguf)?, tokenizer)
+                .with_template_from(&path.with_file_name("tokenizer_config.json"))?
+                .with_disk_cache(disk));
         }
         let files = super::find_or_pull(spec)?;
-        Generator::new(files.load(dtype, device)?, files.load_tokenizer()?)
-            .with_template_from(&files.dir.join("tokenizer_config.json"))
+        let mut weights: Vec<std::path::PathBuf> = std::fs::read_dir(&files.dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        weights.retain(|p| {
+            p.extension().is_some_and(|x| x == "safetensors")
+                || p.file_name().is_some_and(|n| n == "config.json")
+        });
+        weights.sort();
+        let disk = super::prompt_cache::model_key(&weights)
+            .map(|k| format!("{k}-{}", dtype.as_str()))
+            .and_then(|k| DiskStore::user(&k));
+        Ok(
+            Generator::new(files.load(dtype, device)?, files.load_tokenizer()?)
+                .with_template_from(&files.dir.join("tokenizer_config.json"))?
+                .with_disk_cache(disk),
+        )
     }
 
     /// The tokenizer.
@@ -371,22 +420,30 @@ impl Generator {
         if prompt_ids.is_empty() {
             return Err(Error::Model("the prompt is empty".into()));
         }
-        let mut cache = Cache::new(&self.model, self.cache_dtype);
         // Room for the answer (growing copies the cache), within reason:
         // `max_tokens` may come from a request, and past the reservation
         // the buffers still double as they fill.
-        cache.reserve(
-            prompt_ids
-                .len()
-                .saturating_add(params.max_tokens.min(RESERVED_ANSWER))
-                .min(self.context_window()),
-        );
+        let reserve = prompt_ids
+            .len()
+            .saturating_add(params.max_tokens.min(RESERVED_ANSWER))
+            .min(self.context_window());
         let started = Instant::now();
+        // What an earlier prompt left that this one shares.
+        let reused = self
+            .cache_lock()
+            .take(prompt_ids, &self.model, self.cache_dtype, reserve);
+        let (mut cache, cached, from_disk) = match reused {
+            Some(r) => (r.cache, r.tokens, r.from_disk),
+            None => (Cache::new(&self.model, self.cache_dtype), 0, false),
+        };
+        cache.reserve(reserve);
         let mut hidden = None;
-        let mut done = 0;
-        on_prefill(0, prompt_ids.len());
-        for block in prompt_ids.chunks(params.prefill_block.max(1)) {
+        let mut done = cached;
+        on_prefill(done, prompt_ids.len());
+        for block in prompt_ids[cached..].chunks(params.prefill_block.max(1)) {
             if cancel.load(Ordering::Relaxed) {
+                // What was read is kept for the next try.
+                self.cache_lock().put(prompt_ids[..done].to_vec(), cache);
                 return Ok(self.finish(
                     Vec::new(),
                     prompt_ids.len(),
@@ -404,6 +461,15 @@ impl Generator {
             on_prefill(done, prompt_ids.len());
         }
         let prefill_s = started.elapsed().as_secs_f64();
+        if params.persist_prefix > 0 {
+            match self
+                .cache_lock()
+                .persist(prompt_ids, params.persist_prefix, &cache)
+            {
+                Ok(_) => {}
+                Err(e) => tracing::warn!("keeping the prompt cache on disk: {e}"),
+            }
+        }
         let mut logits = self.last_logits(hidden.as_ref().expect("non-empty prompt"))?;
         let mut rng = Rng::new(params.seed);
         let mut ids: Vec<u32> = Vec::new();
@@ -503,9 +569,17 @@ impl Generator {
             on_text(&text[emitted..]);
         }
         let decode_s = decode_start.elapsed().as_secs_f64();
-        let prefill_rate = prompt_ids.len() as f64 / prefill_s.max(1e-9);
+        let read = prompt_ids.len() - cached;
+        let prefill_rate = read as f64 / prefill_s.max(1e-9);
         let decode_rate = ids.len() as f64 / decode_s.max(1e-9);
-        Ok(self.finish(ids, prompt_ids.len(), prefill_rate, decode_rate, stop))
+        let mut all = prompt_ids.to_vec();
+        all.extend_from_slice(&ids);
+        self.cache_lock().put(all, cache);
+        let mut g = self.finish(ids, prompt_ids.len(), prefill_rate, decode_rate, stop);
+        g.cached_tokens = cached;
+        g.cached_from_disk = from_disk;
+        g.prefill_s = prefill_s;
+        Ok(g)
     }
 
     /// The tokens whose text opens with `[` once leading spaces are
@@ -539,6 +613,9 @@ impl Generator {
             completion_tokens: ids.len(),
             ids,
             prompt_tokens: prompt,
+            cached_tokens: 0,
+            cached_from_disk: false,
+            prefill_s: 0.0,
             prefill_tokens_per_s: prefill,
             decode_tokens_per_s: decode,
             stop,
@@ -575,6 +652,34 @@ mod tests {
             .load(DType::F32, &Device::Cpu)
             .unwrap();
         Generator::new(model, crate::models::testing::tiny_tokenizer(64))
+    }
+
+    #[test]
+    fn a_follow_up_reads_only_its_new_tokens_and_answers_the_same() {
+        let g = tiny_generator();
+        let never = AtomicBool::new(false);
+        let params = SamplingParams {
+            max_tokens: 6,
+            prefill_block: 7,
+            ..Default::default()
+        };
+        let prompt: Vec<u32> = (0..40).map(|i| (i * 5 + 3) % 60 + 3).collect();
+        let first = g.generate(&prompt, &params, &never, |_| {}).unwrap();
+        assert_eq!(first.cached_tokens, 0);
+        let again = g.generate(&prompt, &params, &never, |_| {}).unwrap();
+        assert_eq!(again.cached_tokens, prompt.len() - 1);
+        assert_eq!(again.ids, first.ids);
+        // A follow-up: the prompt, the answer, and more.
+        let mut longer = prompt.clone();
+        longer.extend(&first.ids);
+        longer.extend([7, 8, 9]);
+        let follow = g.generate(&longer, &params, &never, |_| {}).unwrap();
+        assert_eq!(follow.cached_tokens, prompt.len() + first.ids.len());
+        let fresh = tiny_generator()
+            .generate(&longer, &params, &never, |_| {})
+            .unwrap();
+        assert_eq!(follow.cached_tokens + 3, fresh.prompt_tokens);
+        assert_eq!(follow.ids, fresh.ids);
     }
 
     #[test]

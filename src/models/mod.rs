@@ -19,6 +19,7 @@ pub mod kernels;
 #[cfg(not(feature = "bench-internals"))]
 pub(crate) mod kernels;
 mod proj;
+pub mod prompt_cache;
 pub mod qwen3;
 pub mod rerank;
 pub mod sentence;

@@ -700,6 +700,118 @@ impl Cache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// How keys and values are stored.
+    pub fn kind(&self) -> KvType {
+        self.kind
+    }
+    /// Keeps the first `n` positions only (what a new prompt shares with
+    /// the one this cache read); the buffers keep their room.
+    pub fn truncate(&mut self, n: usize) {
+        for slot in self.layers.iter_mut().flatten() {
+            slot.len = slot.len.min(n);
+        }
+        for row in &mut self.valid {
+            row.truncate(n);
+        }
+        if self.len() == 0 {
+            self.reset();
+        }
+    }
+    /// Bytes the buffers hold (their whole room, not only the rows used).
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        self.layers
+            .iter()
+            .flatten()
+            .map(|s| {
+                size(&s.k) + size(&s.v) + s.scales.as_ref().map_or(0, |(a, b)| size(a) + size(b))
+            })
+            .sum()
+    }
+    /// Each layer's first `upto` cached rows (at most all) of a one-row
+    /// batch, contiguous: keys, values and the int8 rows' scales. `None`
+    /// for a batch or an empty cache.
+    pub fn rows(&self, upto: usize) -> Option<Vec<LayerRows>> {
+        let n = upto.min(self.len());
+        if self.valid.len() != 1 || n == 0 || !self.valid[0][..n].iter().all(|&v| v) {
+            return None;
+        }
+        self.layers
+            .iter()
+            .map(|slot| {
+                let s = slot.as_ref().filter(|s| s.len >= n)?;
+                let cut = |t: &Tensor| t.narrow(2, 0, n).and_then(|t| t.contiguous()).ok();
+                Some(LayerRows {
+                    k: cut(&s.k)?,
+                    v: cut(&s.v)?,
+                    scales: match &s.scales {
+                        Some((a, b)) => Some((cut(a)?, cut(b)?)),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
+    }
+    /// A cache holding `rows` (one per layer, of one sequence, as
+    /// [`Cache::rows`] gave them), with room for `reserve` positions.
+    pub fn from_rows(
+        model: &Model,
+        kind: KvType,
+        rows: Vec<LayerRows>,
+        reserve: usize,
+    ) -> Result<Cache> {
+        if rows.len() != model.layers.len() {
+            return Err(Error::Model(format!(
+                "a KV cache of {} layers for a model of {}",
+                rows.len(),
+                model.layers.len()
+            )));
+        }
+        let n = rows.first().map_or(0, |r| r.k.dim(2).unwrap_or(0));
+        let mut layers = Vec::with_capacity(rows.len());
+        for r in rows {
+            let grow = |t: &Tensor| -> candle_core::Result<Tensor> {
+                let mut dims = t.dims().to_vec();
+                dims[2] = reserve.max(n);
+                let new = Tensor::zeros(dims, t.dtype(), t.device())?;
+                new.slice_set(t, 2, 0)?;
+                Ok(new)
+            };
+            let build = || -> candle_core::Result<KvSlot> {
+                if r.k.dim(2)? != n || r.v.dim(2)? != n {
+                    candle_core::bail!("layers of a KV cache hold different lengths");
+                }
+                Ok(KvSlot {
+                    k: grow(&r.k)?,
+                    v: grow(&r.v)?,
+                    scales: match &r.scales {
+                        Some((a, b)) => Some((grow(a)?, grow(b)?)),
+                        None => None,
+                    },
+                    len: n,
+                })
+            };
+            layers.push(Some(build().map_err(err)?));
+        }
+        Ok(Cache {
+            layers,
+            valid: vec![vec![true; n]],
+            kind,
+            reserved: reserve,
+        })
+    }
+}
+
+/// One layer's cached rows of one sequence ([`Cache::rows`]): keys and
+/// values (1, kv_heads, positions, head_dim), as floats or int8 bits, and
+/// for int8 rows their blocks' scales.
+pub struct LayerRows {
+    /// Keys.
+    pub k: Tensor,
+    /// Values.
+    pub v: Tensor,
+    /// Scales of the keys' and values' blocks (int8 rows only).
+    pub scales: Option<(Tensor, Tensor)>,
 }
 
 /// A loaded Qwen decoder.
