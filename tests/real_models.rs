@@ -124,6 +124,100 @@ fn answers_cite_the_page(file: &str) {
     }
 }
 
+/// `ask --doc` pins whole documents before the question; the next
+/// question about them, in a new process, reads only itself: the pinned
+/// prefix comes back from the disk cache.
+#[test]
+fn pinned_documents_are_read_once_and_kept_across_processes() {
+    let m = models();
+    let sb = Sandbox::new();
+    let corpus = sb.corpus();
+    sb.expect(
+        &[
+            "ingest",
+            corpus.join("meeting-minutes.pdf").to_str().unwrap(),
+            corpus.join("quarterly-report.pdf").to_str().unwrap(),
+            corpus.join("notes.md").to_str().unwrap(),
+        ],
+        0,
+    );
+    let model = m.join("qwen2.5-coder-0.5b-instruct-q4.gguf");
+    let ask = |question: &str| -> serde_json::Value {
+        let out = sb.expect(
+            &[
+                "ask",
+                question,
+                "--doc",
+                "meeting-minutes.pdf",
+                "--doc",
+                "*quarterly*",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-tokens",
+                "60",
+                "--json",
+            ],
+            0,
+        );
+        serde_json::from_str(&out).expect("ask --json")
+    };
+    let first = ask("How much was the budget for the Osaka warehouse expansion?");
+    assert_eq!(first["context"]["pinned"], true, "{first}");
+    assert_eq!(first["context"]["cached_tokens"], 0, "{first}");
+    // Every page of both documents, in order, and nothing else.
+    let passages = first["passages"].as_array().unwrap();
+    let pages: Vec<(String, u64)> = passages
+        .iter()
+        .map(|p| {
+            let path = p["path"].as_str().unwrap();
+            (
+                path.rsplit('/').next().unwrap().to_string(),
+                p["page_start"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pages[0],
+        ("meeting-minutes.pdf".to_string(), 1),
+        "{pages:?}"
+    );
+    assert!(pages.iter().all(|p| p.0 != "notes.md"), "{pages:?}");
+    assert!(
+        pages.iter().any(|p| p.0 == "quarterly-report.pdf"),
+        "{pages:?}"
+    );
+    assert!(first["answer"].as_str().unwrap().contains("1.8"), "{first}");
+    let kept: Vec<_> = walk(&sb.path().join("cache/shirabe/kv"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "kv"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    let second = ask("Who chaired the board meeting?");
+    let prompt = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = second["context"]["cached_tokens"].as_u64().unwrap();
+    assert!(
+        cached + 40 >= prompt && cached > 100,
+        "{cached} of {prompt}: {second}"
+    );
+    assert_eq!(second["usage"]["cached_from_disk"], true, "{second}");
+    assert!(second["timings"]["ttft_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(second["passages"], first["passages"]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[test]
 fn hostile_passages_never_become_control_tokens_in_the_real_tokenizer() {
     let m = models();

@@ -42,6 +42,7 @@ impl Sandbox {
             .env("HF_HUB_CACHE", self.path().join("no-hf-cache"))
             .env("HF_HUB_OFFLINE", "1")
             .env("XDG_CACHE_HOME", self.path().join("cache"))
+            .env_remove("SHIRABE_KV_CACHE")
             .env("NO_COLOR", "1")
             .args(args);
         c

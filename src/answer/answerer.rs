@@ -32,7 +32,7 @@ use crate::ingest::tokens::TokenCounter;
 use crate::models::cite::CiteRule;
 use crate::models::generate::{Generation, Generator, SamplingParams, StopReason};
 use crate::models::qwen3::KvType;
-use crate::prompt::{pack_with, Packed, SYSTEM_PROMPT};
+use crate::prompt::{pack_pinned, pack_with, Packed, SYSTEM_PROMPT};
 use crate::retrieve::{Hit, TermRarity};
 use crate::{Error, Result};
 
@@ -112,6 +112,11 @@ pub struct Question<'a> {
     /// Earlier turns of a conversation (question, answer), oldest first,
     /// that go into the prompt; empty for a single question.
     pub history: &'a [(String, String)],
+    /// Whole documents to pin (all their chunks, each document in order):
+    /// when a model answers and they fit its window, every page of them
+    /// goes before the question ([`crate::prompt::pack_pinned`]) instead
+    /// of `hits`, and the prompt cache keeps them for the next question.
+    pub pinned: Option<&'a [Hit]>,
 }
 
 impl<'a> Question<'a> {
@@ -127,6 +132,7 @@ impl<'a> Question<'a> {
             rarity: None,
             written: None,
             history: &[],
+            pinned: None,
         }
     }
 }
@@ -293,6 +299,8 @@ pub struct Answered {
     /// the extractive answer replaced it (`extractive` is then set; `raw`
     /// holds the model's text).
     pub replaced: Option<String>,
+    /// Prompt tokens the prompt cache held (not read again).
+    pub cached_tokens: usize,
 }
 
 /// The window a local model was given ([`Answerer::fit_to_wait`]).
@@ -313,8 +321,10 @@ pub struct Answerer {
     pub endpoint: Option<Endpoint>,
     /// Counts tokens as the model does.
     pub counter: TokenCounter,
-    /// The context window, in tokens.
+    /// The context window, in tokens (shrunk on a CPU to the wait).
     pub window: usize,
+    /// The model's whole window (pinned documents may use all of it).
+    pub full_window: usize,
     /// How answers are written.
     pub config: AnswerConfig,
     /// The key of the model's prefill speed (local CPU models).
@@ -364,6 +374,7 @@ impl Answerer {
             endpoint,
             counter,
             window,
+            full_window: window,
             config,
             speed_key,
         })
@@ -414,12 +425,40 @@ impl Answerer {
         }))
     }
 
+    /// The local CPU model's prefill speed as last measured (tokens/s),
+    /// if known.
+    pub fn prefill_estimate(&self) -> Option<f64> {
+        PrefillSpeeds::user().estimate(self.speed_key.as_deref()?)
+    }
+
     /// Keeps the prefill speed a real answer measured, so the next window
     /// is sized by what the model does, not by one probe.
     pub fn learn(&self, g: &Generation) {
         if let Some(key) = &self.speed_key {
-            PrefillSpeeds::user().record(key, g.prompt_tokens, g.prefill_tokens_per_s);
+            PrefillSpeeds::user().record(
+                key,
+                g.prompt_tokens - g.cached_tokens,
+                g.prefill_tokens_per_s,
+            );
         }
+    }
+
+    /// The window for a prompt after `history`: the wait-sized window,
+    /// plus the tokens of the prompt's head (system turn and earlier turns)
+    /// that the prompt cache already holds — they cost no prefill — up to
+    /// the model's whole window.
+    fn window_for(&self, system: &str, history: &[(String, String)]) -> usize {
+        let Some(g) = self
+            .generator
+            .as_ref()
+            .filter(|_| self.window < self.full_window)
+        else {
+            return self.window;
+        };
+        let cached = g
+            .encode(&g.chat(Some(system), history, ""))
+            .map_or(0, |head| g.cached_prefix(&head));
+        (self.window + cached).min(self.full_window)
     }
 
     /// The system prompt in use.
@@ -469,10 +508,28 @@ impl Answerer {
             ..
         } = *q;
         let max_tokens = q.max_answer_tokens.unwrap_or(self.config.max_answer_tokens);
-        let budget = self.window.saturating_sub(max_tokens);
         let system = self.system_prompt();
         let history = q.history;
-        let mut packed = pack_with(system, hits, question, &self.counter, budget, history);
+        let budget = self.window_for(system, history).saturating_sub(max_tokens);
+        let mut packed = match q.pinned.filter(|d| !d.is_empty() && self.has_model()) {
+            Some(docs) => {
+                let whole = self.full_window.saturating_sub(max_tokens);
+                let p = pack_pinned(system, docs, question, &self.counter, whole, history);
+                if p.left_out == 0 {
+                    p
+                } else {
+                    (hooks.on_note)(&format!(
+                        "the documents do not fit the model's {}-token window whole ({} of {} pages); \
+                         answering from the passages retrieved in them",
+                        self.full_window,
+                        p.passages.len(),
+                        p.passages.len() + p.left_out
+                    ));
+                    pack_with(system, hits, question, &self.counter, budget, history)
+                }
+            }
+            None => pack_with(system, hits, question, &self.counter, budget, history),
+        };
         let pack_s = t0.elapsed().as_secs_f64();
         (hooks.on_packed)(&packed);
         (hooks.on_phase)(&Phase::Packed {
@@ -483,6 +540,7 @@ impl Answerer {
         let mut first_token: Option<f64> = None;
         let mut usage: Option<serde_json::Value> = None;
         let interrupted = Cell::new(false);
+        let cached = Cell::new(0usize);
         let mut retried = false;
         let grounding = q.rarity.map(|r| grounding(r, &packed.passages));
         let declined = grounding
@@ -498,7 +556,13 @@ impl Answerer {
             extractive_with(question, &packed.passages, EXTRACTIVE_SENTENCES, embed)?
         } else {
             let n_passages = packed.passages.len();
-            let mut attempt = |user: &str, on_text: &mut dyn FnMut(&str)| -> Result<String> {
+            // `sys` and `user` are the packed turns; `pinned` says the
+            // system turn holds pinned documents.
+            let mut attempt = |sys: &str,
+                               user: &str,
+                               pinned: bool,
+                               on_text: &mut dyn FnMut(&str)|
+             -> Result<String> {
                 let mut piece = |t: &str| {
                     if first_token.is_none() {
                         first_token = Some(t0.elapsed().as_secs_f64());
@@ -509,7 +573,14 @@ impl Answerer {
                 if let Some(g) = &self.generator {
                     // The model's own template (the same text as
                     // packed.prompt for Qwen, which the packer counted).
-                    let ids = g.encode(&g.chat(Some(system), history, user))?;
+                    let ids = g.encode(&g.chat(Some(sys), history, user))?;
+                    // Pinned documents are kept on disk up to the question.
+                    let persist_prefix = if pinned {
+                        let head = g.encode(&g.chat(Some(sys), &[], ""))?;
+                        crate::models::prompt_cache::common_prefix(&head, &ids)
+                    } else {
+                        0
+                    };
                     let params = SamplingParams {
                         max_tokens,
                         temperature: self.config.temperature,
@@ -519,6 +590,7 @@ impl Answerer {
                             exempt: super::is_refusal,
                             force: true,
                         }),
+                        persist_prefix,
                         ..Default::default()
                     };
                     let read = Instant::now();
@@ -533,8 +605,11 @@ impl Answerer {
                     let r = g.generate_observed(&ids, &params, cancel, &mut piece, &on_prefill)?;
                     self.learn(&r);
                     interrupted.set(r.stop == StopReason::Cancelled);
+                    cached.set(r.cached_tokens);
                     usage = Some(json!({
                         "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                        "cached_tokens": r.cached_tokens, "cached_from_disk": r.cached_from_disk,
+                        "prefill_s": r.prefill_s,
                         "prefill_tokens_per_s": r.prefill_tokens_per_s, "decode_tokens_per_s": r.decode_tokens_per_s,
                     }));
                     return Ok(r.text);
@@ -546,7 +621,7 @@ impl Answerer {
                     .map(|(q, a)| format!("Earlier question: {q}\nEarlier answer: {a}\n\n"))
                     .collect();
                 let r = ep.complete(
-                    system,
+                    sys,
                     &format!("{earlier}{user}"),
                     max_tokens,
                     self.config.temperature,
@@ -560,7 +635,7 @@ impl Answerer {
                 }));
                 Ok(r.text)
             };
-            let first = match attempt(&packed.user, on_text) {
+            let first = match attempt(&packed.system, &packed.user, packed.pinned, on_text) {
                 Err(Error::Endpoint(e @ CompletionError::ContextTooLong(_))) => {
                     // One more try with half the context.
                     (hooks.on_note)(&format!("{e}; retrying with half the context"));
@@ -573,7 +648,7 @@ impl Answerer {
                         history,
                     );
                     (hooks.on_packed)(&packed);
-                    attempt(&packed.user, on_text)?
+                    attempt(&packed.system, &packed.user, packed.pinned, on_text)?
                 }
                 other => other?,
             };
@@ -585,7 +660,7 @@ impl Answerer {
                 on_text("\n");
                 retried = true;
                 let user = format!("{}\n{}", packed.user, language.insistence());
-                attempt(&user, on_text)?
+                attempt(&packed.system, &user, packed.pinned, on_text)?
             } else {
                 first
             }
@@ -630,6 +705,7 @@ impl Answerer {
             grounding,
             declined,
             replaced,
+            cached_tokens: cached.get(),
         })
     }
 }

@@ -94,6 +94,8 @@ pub struct Lookup<'a> {
     /// How common a query's words are in the index (to decline a question
     /// no passage covers).
     pub rarity: Option<RarityFn<'a>>,
+    /// Whole documents every reply reads ([`Question::pinned`]).
+    pub pinned: Option<&'a [crate::retrieve::Hit]>,
 }
 
 /// The search query for `question` after the earlier turns: a follow-up
@@ -176,6 +178,7 @@ pub fn reply(
             rarity: rarity.as_ref(),
             written: None,
             history: &history,
+            pinned: lookup.pinned,
         },
         &AnswerHooks {
             on_packed: &|_| {},

@@ -353,9 +353,17 @@ pub struct AskArgs {
     /// Passages to retrieve before packing.
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,
-    /// Only documents whose path or file name matches this glob.
-    #[arg(long = "doc", value_name = "GLOB")]
-    pub doc: Option<String>,
+    /// Ask about these documents (a path, file name or glob; repeat for
+    /// more). With a model, when they fit its window, every page of them
+    /// goes in the prompt before the question, and is kept in the prompt
+    /// cache so the next question about them reads only itself; else the
+    /// passages are retrieved from them.
+    #[arg(long = "doc", value_name = "FILE|GLOB")]
+    pub doc: Vec<String>,
+    /// With --doc, retrieve passages from the documents even when they
+    /// would fit whole.
+    #[arg(long)]
+    pub no_pin: bool,
     /// How to rank [default: hybrid when the index has vectors].
     #[arg(long, value_enum, value_name = "MODE")]
     pub mode: Option<shirabe::retrieve::Mode>,
@@ -454,6 +462,13 @@ pub struct ChatArgs {
     /// Passages to retrieve per question.
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub passages: usize,
+    /// Talk about these documents (as `ask --doc`): pinned whole when
+    /// they fit the model's window, read once for the whole conversation.
+    #[arg(long = "doc", value_name = "FILE|GLOB")]
+    pub doc: Vec<String>,
+    /// One JSON object per answer (its citations, context and timings).
+    #[arg(long)]
+    pub json: bool,
     /// The model and how to run it.
     #[command(flatten)]
     pub backend: BackendArgs,

@@ -31,13 +31,20 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     let mode = retriever.mode;
     let phases = super::phases::PhaseLine::new(s.quiet);
     phases.show(&Phase::Retrieving);
-    let hits = retriever.retrieve(index.as_ref(), &question, a.passages, a.doc.clone())?;
+    let hits = retriever.retrieve(index.as_ref(), &question, a.passages, doc_glob(&a.doc))?;
     let retrieved = t0.elapsed().as_secs_f64();
 
     // The model (if any) decides the tokenizer and the window.
     let manifest = index.as_ref().and_then(|i| i.manifest.as_ref());
     let mut answerer = answerer_shown(manifest, &a.backend, &phases)?;
-    let prefill_speed = fit_window(&mut answerer, !s.quiet && !a.json)?;
+    let pinned = if a.no_pin || !answerer.has_model() {
+        None
+    } else {
+        pinned_chunks(&retriever, index.as_ref(), &a.doc)?
+    };
+    // Pinned documents are read whole whatever the wait (once: the
+    // prompt cache keeps them), so the window note is for retrieval.
+    let prefill_speed = fit_window(&mut answerer, !s.quiet && !a.json && pinned.is_none())?;
     let embed = retriever.check_embedder();
     let embed_ref = embed.as_deref();
     let mut out = std::io::stdout().lock();
@@ -51,21 +58,28 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             // The prompt as the local model will read it (its own chat
             // template), else as packed.
             match &answerer.generator {
-                Some(g) => eprintln!(
-                    "{}",
-                    g.chat(Some(answerer.system_prompt()), &[], &packed.user)
-                ),
+                Some(g) => eprintln!("{}", g.chat(Some(&packed.system), &[], &packed.user)),
                 None => eprintln!("{}", packed.prompt),
             }
         }
         if !s.quiet && !a.json {
-            match prefill_speed {
+            // Tokens the prompt cache holds are not read again.
+            let cached = answerer.generator.as_ref().map_or(0, |g| {
+                g.encode(&g.chat(Some(&packed.system), &[], &packed.user))
+                    .map_or(0, |ids| g.cached_prefix(&ids))
+            });
+            let held = match cached {
+                0 => String::new(),
+                n => format!(" ({} cached)", shirabe::prompt::thousands(n)),
+            };
+            let speed = prefill_speed.or_else(|| answerer.prefill_estimate());
+            match speed {
                 Some(tps) if answerer.generator.is_some() => eprintln!(
-                    "{}; time to first token ~{:.0}s",
+                    "{}{held}; time to first token ~{:.0}s",
                     packed.summary(),
-                    packed.tokens as f64 / tps
+                    packed.tokens.saturating_sub(cached) as f64 / tps
                 ),
-                _ => eprintln!("{}", packed.summary()),
+                _ => eprintln!("{}{held}", packed.summary()),
             }
         }
     };
@@ -80,6 +94,7 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             rarity: Some(&rarity),
             written: None,
             history: &[],
+            pinned: pinned.as_deref(),
         },
         &AnswerHooks {
             on_packed: &show,
@@ -135,9 +150,11 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
             "passages": packed.passages,
             "context": {"tokens": packed.tokens, "budget": packed.budget, "window": answerer.window,
                         "documents": packed.documents, "left_out": packed.left_out,
+                        "pinned": packed.pinned, "cached_tokens": r.cached_tokens,
                         "prefill_tokens_per_s_estimate": prefill_speed},
             "usage": r.usage,
             "timings": {"retrieve_s": retrieved, "pack_s": r.pack_s,
+                        "ttft_s": r.first_token_s.map(|t| t + retrieved),
                         "first_token_s": r.first_token_s.map(|t| t + retrieved), "total_s": answer_secs},
         });
         serde_json::to_writer(&mut out, &v)?;
@@ -179,6 +196,41 @@ pub fn run(s: &Settings, a: &AskArgs) -> Result<Status> {
     print_sources(&mut out, &st, &packed.passages, checked)?;
     out.flush()?;
     Ok(status(checked, r.interrupted))
+}
+
+/// One glob for the `--doc` values: the value itself, or several as
+/// alternatives (`{a,b}`).
+pub(super) fn doc_glob(docs: &[String]) -> Option<String> {
+    match docs {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(format!("{{{}}}", many.join(","))),
+    }
+}
+
+/// Every chunk of the documents `docs` name (paths, file names or globs),
+/// each document in order, documents by key: what `--doc` pins. `None`
+/// without `--doc`; an error when a value matches no document.
+pub(super) fn pinned_chunks(
+    retriever: &retrieve::Retriever,
+    index: Option<&ShirabeIndex>,
+    docs: &[String],
+) -> Result<Option<Vec<retrieve::Hit>>> {
+    if docs.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for d in docs {
+        let found = retriever.matching_docs(index, d)?;
+        anyhow::ensure!(
+            !found.is_empty(),
+            "no indexed document matches {d:?} (see `shirabe status --files`)"
+        );
+        keys.extend(found);
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(Some(retriever.document_chunks(index, &keys)?))
 }
 
 /// The answerer the backend flags ask for: a local model, an endpoint,

@@ -24,6 +24,14 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
     // Each question sees the index as last committed (a watcher may be
     // adding to it).
     let live = super::search::live(s, index)?;
+    // Documents the whole conversation reads, pinned once.
+    let pinned = if answerer.has_model() {
+        let snap = live.snapshot();
+        super::ask::pinned_chunks(&snap.retriever, Some(&snap.index), &a.doc)?
+    } else {
+        None
+    };
+    let glob = super::ask::doc_glob(&a.doc);
     super::ask::fit_window(&mut answerer, !s.quiet)?;
     let cancel = super::generate::interrupt_flag();
     let phases = super::phases::PhaseLine::new(s.quiet);
@@ -68,6 +76,8 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             _ => {}
         }
         let question = line.to_string();
+        let asked = std::time::Instant::now();
+        let mut first_piece: Option<f64> = None;
         let history: Vec<(String, String)> = turns
             .iter()
             .map(|t| (t.question.clone(), t.answer.clone()))
@@ -75,7 +85,7 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
         let snap = live.snapshot();
         let retrieve = |q: &str| {
             snap.retriever
-                .retrieve(Some(&snap.index), q, a.passages, None)
+                .retrieve(Some(&snap.index), q, a.passages, glob.clone())
         };
         let rarity = |q: &str| snap.retriever.term_rarity(Some(&snap.index), q);
         let embed = snap.retriever.check_embedder();
@@ -84,13 +94,16 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
                 retrieve: &retrieve,
                 embed: embed.as_deref(),
                 rarity: Some(&rarity),
+                pinned: pinned.as_deref(),
             },
             &answerer,
             &question,
             &history,
             cancel,
             &|p| phases.show(p),
-            &mut |_| {},
+            &mut |_| {
+                first_piece.get_or_insert_with(|| asked.elapsed().as_secs_f64());
+            },
         );
         phases.done();
         let Answered {
@@ -98,8 +111,34 @@ pub fn run(s: &Settings, a: &ChatArgs) -> Result<Status> {
             checked,
             declined,
             replaced,
+            cached_tokens,
+            usage,
             ..
         } = replied?;
+        if a.json {
+            let v = serde_json::json!({
+                "question": question,
+                "answer": checked.answer,
+                "citations": checked.citations,
+                "unsupported": checked.unsupported,
+                "refused": checked.refused,
+                "declined": declined,
+                "passages": packed.passages,
+                "context": {"tokens": packed.tokens, "budget": packed.budget,
+                            "pinned": packed.pinned, "cached_tokens": cached_tokens},
+                "usage": usage,
+                "timings": {"ttft_s": first_piece, "total_s": asked.elapsed().as_secs_f64()},
+            });
+            serde_json::to_writer(&mut out, &v)?;
+            writeln!(out)?;
+            out.flush()?;
+            turns.push(Turn {
+                question,
+                answer: checked.answer.clone(),
+                sources: cited_sources(&packed.passages, &checked),
+            });
+            continue;
+        }
         let answer = if checked.answer.trim().is_empty() {
             shirabe::answer::NO_ANSWER.to_string()
         } else {

@@ -127,6 +127,7 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
                 rarity: Some(&rarity),
                 written: replayed,
                 history: &[],
+                pinned: None,
             },
             &AnswerHooks::silent(),
             &mut |_| {},

@@ -747,6 +747,7 @@ impl Shared {
                 rarity: Some(&rarity),
                 written: None,
                 history: &history,
+                pinned: None,
             },
             &AnswerHooks::silent(),
             sink,

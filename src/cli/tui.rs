@@ -307,6 +307,7 @@ impl Engine for CliEngine {
         &self,
         question: &str,
         history: &[(String, String)],
+        pinned: &[String],
         cancel: &AtomicBool,
         on_phase: &dyn Fn(&Phase),
         on_text: &mut dyn FnMut(&str),
@@ -329,6 +330,15 @@ impl Engine for CliEngine {
             Some(s) => s.retriever.term_rarity(Some(&s.index), q),
             None => Err(shirabe::Error::Index(NO_INDEX.into())),
         };
+        // Pinned documents: their paths, matched literally.
+        let pinned_docs: Vec<String> = pinned.iter().map(|p| globset::escape(p)).collect();
+        let pinned_hits = match &snapshot {
+            Some(s) if !pinned.is_empty() => {
+                super::ask::pinned_chunks(&s.retriever, Some(&s.index), &pinned_docs)
+                    .map_err(|e| format!("{e:#}"))?
+            }
+            _ => None,
+        };
         let r = reply(
             Lookup {
                 retrieve: &retrieve,
@@ -336,6 +346,7 @@ impl Engine for CliEngine {
                 rarity: snapshot
                     .as_ref()
                     .map(|_| &rarity as &dyn Fn(&str) -> shirabe::Result<_>),
+                pinned: pinned_hits.as_deref(),
             },
             answerer,
             question,

@@ -230,6 +230,12 @@ impl Generator {
         self.cache_lock().disk().cloned()
     }
 
+    /// How many of the first tokens of `prompt_ids` the prompt cache
+    /// holds (they will not be read again).
+    pub fn cached_prefix(&self, prompt_ids: &[u32]) -> usize {
+        self.cache_lock().peek(prompt_ids, self.cache_dtype)
+    }
+
     fn cache_lock(&self) -> std::sync::MutexGuard<'_, PromptCache> {
         self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -29,7 +29,11 @@ use super::qwen3::{Cache, KvType, LayerRows, Model};
 use crate::{Error, Result};
 
 /// Caches kept in memory per generator.
-pub const MEMORY_ENTRIES: usize = 2;
+pub const MEMORY_ENTRIES: usize = 3;
+
+/// A cache in memory is taken for a prompt that shares at least this many
+/// tokens with it and at least a quarter of it ([`worth_taking`]).
+pub const MIN_REUSE_TOKENS: usize = 32;
 
 /// Their bytes at most (the newest is kept whatever its size).
 pub const MEMORY_BYTES: usize = 3 << 30;
@@ -41,6 +45,14 @@ pub const DISK_BYTES: u64 = 8 << 30;
 pub const MIN_DISK_TOKENS: usize = 256;
 
 const MAGIC: &[u8; 8] = b"SHKVC\0\0\x01";
+
+/// Whether a cache in memory of `held` tokens is taken by a prompt that
+/// shares `shared` of them: the cache is cut to what is shared, so an
+/// unrelated prompt (a follow-up's rewrite sharing only the chat
+/// template's first tokens) must not cut long pinned documents away.
+pub fn worth_taking(shared: usize, held: usize) -> bool {
+    shared >= MIN_REUSE_TOKENS && shared * 4 >= held
+}
 
 /// Tokens two sequences share at their start.
 pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
@@ -104,9 +116,10 @@ impl PromptCache {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.cache.kind() == kind)
-            .map(|(i, e)| (i, common_prefix(&e.ids, ids).min(limit)))
-            .max_by_key(|&(_, n)| n)
-            .filter(|&(_, n)| n > 0);
+            .map(|(i, e)| (i, common_prefix(&e.ids, ids).min(limit), e.ids.len()))
+            .filter(|&(_, n, held)| worth_taking(n, held))
+            .map(|(i, n, _)| (i, n))
+            .max_by_key(|&(_, n)| n);
         let mem_n = mem.map_or(0, |m| m.1);
         if let Some(disk) = &self.disk {
             if let Some((path, n)) = disk.best(ids, limit, kind) {
@@ -136,6 +149,31 @@ impl PromptCache {
             tokens: n,
             from_disk: false,
         })
+    }
+
+    /// How many of `ids`' first tokens [`PromptCache::take`] would find,
+    /// without taking them.
+    pub fn peek(&self, ids: &[u32], kind: KvType) -> usize {
+        let limit = ids.len().saturating_sub(1);
+        let mem = self
+            .entries
+            .iter()
+            .filter(|e| e.cache.kind() == kind)
+            .map(|e| (common_prefix(&e.ids, ids).min(limit), e.ids.len()))
+            .filter(|&(n, held)| worth_taking(n, held))
+            .map(|(n, _)| n)
+            .max()
+            .unwrap_or(0);
+        let disk = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.best(ids, limit, kind))
+            .map_or(0, |(_, n)| n);
+        if disk >= MIN_DISK_TOKENS {
+            mem.max(disk)
+        } else {
+            mem
+        }
     }
 
     /// Keeps `cache`, which holds the positions of `ids`, for the next
@@ -602,6 +640,12 @@ mod tests {
         read(&m, &a, &mut c);
         pc.put(a.clone(), c);
         assert!(pc.take(&a, &m, KvType::Float(DType::F32), 64).is_none());
+        // A prompt sharing only a little does not cut it away.
+        let mut other = a[..5].to_vec();
+        other.extend([1, 2, 3]);
+        assert_eq!(pc.peek(&other, KvType::Q8), 0);
+        assert!(pc.take(&other, &m, KvType::Q8, 64).is_none());
+        assert_eq!(pc.peek(&a, KvType::Q8), a.len() - 1);
         let r = pc.take(&a, &m, KvType::Q8, 64).unwrap();
         assert_eq!(r.tokens, a.len() - 1);
         assert_eq!(r.cache.len(), a.len() - 1);

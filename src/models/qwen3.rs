@@ -713,7 +713,7 @@ impl Cache {
         for row in &mut self.valid {
             row.truncate(n);
         }
-        if self.len() == 0 {
+        if self.is_empty() {
             self.reset();
         }
     }

@@ -421,9 +421,17 @@ pub struct Packed {
     pub passages: Vec<Passage>,
     /// The whole prompt (chat template applied).
     pub prompt: String,
-    /// The user turn alone (passages and question), for chat APIs that
-    /// apply the template themselves.
+    /// The system turn alone: the instructions, and with pinned documents
+    /// ([`pack_pinned`]) the passages too.
+    pub system: String,
+    /// The user turn alone (passages and question, or the question alone
+    /// when the passages are pinned), for chat APIs that apply the
+    /// template themselves.
     pub user: String,
+    /// The passages are whole pinned documents, in the system turn (the
+    /// prompt's stable prefix, kept by the prompt cache).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     /// Its tokens.
     pub tokens: usize,
     /// The budget it had to fit.
@@ -472,6 +480,12 @@ pub fn user_turn(context: &str, question: &str) -> String {
 /// The chat prompt around a context and a question (Qwen's ChatML, with
 /// Qwen3's thinking turned off).
 pub fn render(system: &str, context: &str, question: &str, history: &[(String, String)]) -> String {
+    chatml(system, history, &user_turn(context, question))
+}
+
+/// ChatML: the system turn, the earlier turns, the user turn, and the
+/// assistant's opening (Qwen3's thinking turned off).
+fn chatml(system: &str, history: &[(String, String)], user: &str) -> String {
     let mut p = format!("<|im_start|>system\n{system}<|im_end|>\n");
     for (q, a) in history {
         p.push_str(&format!(
@@ -479,8 +493,7 @@ pub fn render(system: &str, context: &str, question: &str, history: &[(String, S
         ));
     }
     p.push_str(&format!(
-        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
-        user_turn(context, question)
+        "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     ));
     p
 }
@@ -673,7 +686,9 @@ pub fn pack_with(
                 .len();
             let left_out = total - taken.len();
             return Packed {
+                system: system.to_string(),
                 user: user_turn(&context, question),
+                pinned: false,
                 passages: taken,
                 prompt,
                 tokens,
@@ -722,8 +737,148 @@ fn cut_to_fit(p: &Passage, counter: &TokenCounter, room: usize) -> Option<Passag
     best
 }
 
+/// Tokens kept free after pinned documents for the question and its
+/// instruction, so that the same documents fit whatever is asked (and the
+/// prompt cache finds them again).
+pub const PINNED_QUESTION_ROOM: usize = 1024;
+
+/// The system turn with pinned passages: the instructions, then the
+/// documents.
+pub fn pinned_system(system: &str, context: &str) -> String {
+    format!(
+        "{system}\n\nThe user's documents, as numbered passages:\n<passages>\n{context}</passages>"
+    )
+}
+
+/// The user turn after pinned documents: the question and, in its
+/// language, how to answer.
+pub fn question_turn(question: &str) -> String {
+    format!(
+        "Question: {question}\n\n{}",
+        Lang::of(question).instruction()
+    )
+}
+
+/// Every page of whole documents as a passage, in the order given:
+/// `hits` are all the chunks of each document in order (as
+/// [`crate::retrieve::document_chunks`] returns them). Consecutive chunks
+/// are joined (their overlap removed) and the text cut where the page
+/// changes; each passage then names one page.
+pub fn page_passages(hits: &[Hit]) -> Vec<Passage> {
+    // 1. Each document's text, joined.
+    let mut docs: Vec<(String, Passage, Vec<&Hit>)> = Vec::new();
+    for (i, h) in hits.iter().enumerate() {
+        let doc = ordinal_of(&h.chunk_id).map_or_else(|| h.path.clone(), |d| d.0);
+        match docs.last_mut().filter(|d| d.0 == doc) {
+            Some((_, p, chunks)) => {
+                let (text, map) =
+                    join_with_maps((&p.text, &p.page_map), (&h.text, &page_map_of(h)));
+                p.text = text;
+                p.page_map = map;
+                p.page_start = p.page_start.min(h.page_start);
+                p.page_end = p.page_end.max(h.page_end);
+                chunks.push(h);
+            }
+            None => docs.push((
+                doc,
+                Passage::of(h, h.text.clone(), page_map_of(h), Vec::new(), i + 1),
+                vec![h],
+            )),
+        }
+    }
+    // 2. Cut at each change of page.
+    let mut out = Vec::new();
+    for (_, whole, chunks) in docs {
+        let mut cuts: Vec<(usize, u32)> = Vec::new();
+        for m in &whole.page_map {
+            if cuts.last().is_none_or(|c| c.1 != m.page) {
+                cuts.push((m.at, m.page));
+            }
+        }
+        if cuts.is_empty() {
+            cuts.push((0, whole.page_start));
+        }
+        for (j, &(at, page)) in cuts.iter().enumerate() {
+            let end = cuts.get(j + 1).map_or(whole.text.len(), |c| c.0);
+            if whole.text[at..end].trim().is_empty() {
+                continue;
+            }
+            let mut p = whole.slice(at, end);
+            p.page_start = page;
+            p.page_end = page;
+            p.page_label = p.page_map.first().and_then(|m| m.label.clone());
+            p.chunk_ids = chunks
+                .iter()
+                .filter(|h| h.page_start <= page && page <= h.page_end)
+                .map(|h| h.chunk_id.clone())
+                .collect();
+            p.rank = out.len() + 1;
+            p.n = out.len() + 1;
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whole documents pinned before the question: every page of `hits` (all
+/// the chunks of each document, in order) as a passage, in the system
+/// turn, so that the prompt up to the question is the same whatever is
+/// asked — a follow-up, in this process or the next, reads only its
+/// question ([`crate::models::prompt_cache`]). Pages are taken in order
+/// while they fit in `budget` less [`PINNED_QUESTION_ROOM`]; when the
+/// question and history do not fit either, pages go from the end.
+pub fn pack_pinned(
+    system: &str,
+    hits: &[Hit],
+    question: &str,
+    counter: &TokenCounter,
+    budget: usize,
+    history: &[(String, String)],
+) -> Packed {
+    let pages = page_passages(hits);
+    let total = pages.len();
+    let fixed = counter.count(&chatml(&pinned_system(system, ""), &[], &question_turn("")));
+    let room = budget.saturating_sub(fixed + PINNED_QUESTION_ROOM);
+    let mut used = 0;
+    let mut taken: Vec<Passage> = Vec::new();
+    for p in pages {
+        let cost = counter.count(&p.render());
+        if used + cost > room {
+            break;
+        }
+        used += cost;
+        taken.push(p);
+    }
+    let user = question_turn(question);
+    loop {
+        let context: String = taken.iter().map(Passage::render).collect();
+        let system = pinned_system(system, &context);
+        let prompt = chatml(&system, history, &user);
+        let tokens = counter.count(&prompt);
+        if tokens <= budget || taken.is_empty() {
+            let documents = taken
+                .iter()
+                .map(|p| p.path.as_str())
+                .collect::<HashSet<_>>()
+                .len();
+            return Packed {
+                left_out: total - taken.len(),
+                passages: taken,
+                prompt,
+                system,
+                user,
+                pinned: true,
+                tokens,
+                budget,
+                documents,
+            };
+        }
+        taken.pop();
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::retrieve::Explain;
     use proptest::prelude::*;
@@ -793,6 +948,118 @@ mod tests {
             .prompt
             .contains("<passage id=\"2\" source=\"Title of b\" pages=\"pp. 7–8\">"));
         assert!(p.summary().starts_with("context: "));
+    }
+
+    /// A chunk of `doc` whose text runs over `pages` ((page, text), in
+    /// order), each page's stretch starting at `first_char` of its page.
+    fn spanning(doc: &str, ord: u64, pages: &[(u32, &str, usize)]) -> Hit {
+        let text: String = pages.iter().map(|p| p.1).collect();
+        let mut h = hit(doc, ord, pages[0].0, &text);
+        h.page_end = pages.last().unwrap().0;
+        let mut at = 0;
+        for &(page, t, start) in pages {
+            let n = t.chars().count();
+            h.spans.push(crate::ingest::chunk::Span {
+                page,
+                start,
+                end: start + n,
+                at,
+                label: Some(format!("p{page}")),
+                ocr: false,
+            });
+            at += n;
+        }
+        h
+    }
+
+    #[test]
+    fn whole_documents_become_one_passage_per_page() {
+        // Two chunks of "m" overlapping on "Shared words. ", over pages
+        // 1–3; then "n", one page.
+        let hits = vec![
+            spanning(
+                "m",
+                0,
+                &[
+                    (1, "Page one text. ", 0),
+                    (2, "Two starts. Shared words. ", 0),
+                ],
+            ),
+            spanning(
+                "m",
+                1,
+                &[
+                    (2, "Shared words. ", 12),
+                    (2, "Two ends. ", 26),
+                    (3, "Three.", 0),
+                ],
+            ),
+            spanning("n", 0, &[(5, "Other document.", 0)]),
+        ];
+        let pages = page_passages(&hits);
+        let got: Vec<(usize, &str, u32, &str)> = pages
+            .iter()
+            .map(|p| (p.n, p.path.as_str(), p.page_start, p.text.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "m.pdf", 1, "Page one text. "),
+                (2, "m.pdf", 2, "Two starts. Shared words. Two ends. "),
+                (3, "m.pdf", 3, "Three."),
+                (4, "n.pdf", 5, "Other document."),
+            ]
+        );
+        assert_eq!(pages[1].page_label.as_deref(), Some("p2"));
+        assert_eq!(pages[1].pages(), "p. 2 (printed p2)");
+        assert_eq!(pages[1].chunk_ids, ["m-0", "m-1"]);
+        assert_eq!(pages[2].chunk_ids, ["m-1"]);
+        // A quote on page 3 is located on it.
+        assert_eq!(pages[2].locate((0, 6)).page, 3);
+    }
+
+    #[test]
+    fn pinned_documents_are_the_same_prefix_whatever_is_asked() {
+        let hits = vec![
+            spanning(
+                "m",
+                0,
+                &[
+                    (1, "The board met in May. ", 0),
+                    (2, "It approved 1.8 million euros.", 0),
+                ],
+            ),
+            spanning("n", 0, &[(4, "Operating costs fell by 3 percent.", 0)]),
+        ];
+        let c = &TokenCounter::Estimate;
+        let a = pack_pinned(SYSTEM_PROMPT, &hits, "What was approved?", c, 4096, &[]);
+        let b = pack_pinned(
+            SYSTEM_PROMPT,
+            &hits,
+            "何が承認されましたか？",
+            c,
+            4096,
+            &[("q".into(), "a".into())],
+        );
+        assert!(a.pinned && b.pinned);
+        assert_eq!(a.passages.len(), 3);
+        assert_eq!(a.system, b.system);
+        let cut = a.prompt.find("<|im_start|>user").unwrap();
+        assert_eq!(a.prompt[..cut], b.prompt[..cut]);
+        assert!(a.user.starts_with("Question: What was approved?"));
+        insta::assert_snapshot!(a.prompt);
+        // Too little room: pages go from the end, the question stays.
+        let small = pack_pinned(
+            SYSTEM_PROMPT,
+            &hits,
+            "What was approved?",
+            c,
+            a.tokens - 5 + PINNED_QUESTION_ROOM,
+            &[],
+        );
+        assert!(small.passages.len() < 3, "{}", small.passages.len());
+        assert_eq!(small.left_out, 3 - small.passages.len());
+        assert!(small.tokens <= small.budget);
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub enum Action {
         question: String,
         /// Earlier (question, answer) turns.
         history: Vec<(String, String)>,
+        /// Documents pinned whole before the question (paths as indexed).
+        pinned: Vec<String>,
     },
     /// Summarize the document at `path`.
     Summarize {
@@ -324,6 +326,8 @@ pub struct Areas {
 pub struct App {
     /// The query line.
     pub query: String,
+    /// Documents every question reads whole (paths as indexed; `p`).
+    pub pinned: Vec<String>,
     /// Cursor in the query line, in characters.
     pub cursor: usize,
     /// The focused pane.
@@ -377,6 +381,7 @@ impl App {
     pub fn new(info: Info, color: bool) -> App {
         App {
             query: String::new(),
+            pinned: Vec::new(),
             cursor: 0,
             focus: Focus::Query,
             list: ListView::Results,
@@ -676,17 +681,41 @@ impl App {
             seq,
             question,
             history,
+            pinned: self.pinned.clone(),
         });
         out
     }
 
-    fn summarize_selected(&mut self, meeting: bool, now: Instant) -> Vec<Action> {
-        let path = match self.list {
+    /// The document the list has selected (its path as indexed).
+    fn selected_document(&self) -> Option<String> {
+        match self.list {
             ListView::Documents => self.documents.get(self.doc_sel).map(|d| d.path.clone()),
             ListView::Results => self.results.get(self.result_sel).map(|h| h.path.clone()),
             ListView::Sources => self.sources().get(self.source_sel).map(|p| p.path.clone()),
+        }
+    }
+
+    /// Pins the selected document (every question then reads it whole,
+    /// and the prompt cache keeps it), or unpins it.
+    fn toggle_pin(&mut self) {
+        let Some(path) = self.selected_document() else {
+            self.show_error("select a document to pin");
+            return;
         };
-        let Some(path) = path else {
+        let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+        if let Some(i) = self.pinned.iter().position(|p| *p == path) {
+            self.pinned.remove(i);
+            self.show_info(format!("unpinned {name}"));
+        } else {
+            self.pinned.push(path);
+            self.show_info(format!(
+                "pinned {name}: questions read it whole, and it is read once (p again to unpin)"
+            ));
+        }
+    }
+
+    fn summarize_selected(&mut self, meeting: bool, now: Instant) -> Vec<Action> {
+        let Some(path) = self.selected_document() else {
             self.show_error("select a document to summarize");
             return vec![];
         };
@@ -840,6 +869,7 @@ impl App {
             },
             KeyCode::Char('s') => return self.summarize_selected(false, now),
             KeyCode::Char('m') => return self.summarize_selected(true, now),
+            KeyCode::Char('p') => self.toggle_pin(),
             KeyCode::Char('r') => {
                 self.list = ListView::Results;
                 self.preview_scroll.reset();
@@ -1238,6 +1268,43 @@ mod tests {
     }
 
     #[test]
+    fn p_pins_the_selected_document_for_every_question() {
+        let t = Instant::now();
+        let mut app = App::new(Info::default(), true);
+        typed(&mut app, "osaka", t);
+        let Some(Action::Search { seq, query }) = app.tick(t + DEBOUNCE) else {
+            panic!("no search")
+        };
+        let mut hit = crate::prompt::tests::hit("minutes", 0, 1, "The budget.");
+        hit.path = "docs/minutes.pdf".into();
+        app.on_report(Report::Results {
+            seq,
+            query,
+            hits: vec![hit],
+        });
+        app.focus = Focus::List;
+        app.on_key(key(KeyCode::Char('p')), t);
+        assert_eq!(app.pinned, ["docs/minutes.pdf"]);
+        assert!(app
+            .status_line
+            .as_ref()
+            .unwrap()
+            .text
+            .starts_with("pinned minutes.pdf"));
+        app.focus = Focus::Query;
+        let actions = app.on_key(key(KeyCode::Enter), t);
+        let [Action::Ask { pinned, .. }] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(pinned, &["docs/minutes.pdf"]);
+        // Again: unpinned.
+        app.focus = Focus::List;
+        app.list = ListView::Results;
+        app.on_key(key(KeyCode::Char('p')), t);
+        assert!(app.pinned.is_empty());
+    }
+
+    #[test]
     fn the_query_line_edits_by_character() {
         let t = Instant::now();
         let mut app = App::new(Info::default(), true);
@@ -1270,12 +1337,14 @@ mod tests {
             seq,
             question,
             history,
+            pinned,
         }] = actions.as_slice()
         else {
             panic!("{actions:?}")
         };
         assert_eq!(question, "What was the budget?");
         assert!(history.is_empty());
+        assert!(pinned.is_empty());
         assert!(app.generating() && app.busy());
         app.on_report(Report::Text {
             seq: *seq,

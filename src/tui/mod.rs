@@ -44,12 +44,14 @@ pub trait Engine: Send + Sync {
     fn search(&self, query: &str, limit: usize) -> EngineResult<Vec<Hit>>;
 
     /// Answers `question` after the earlier turns of the conversation
-    /// (question, answer), naming each phase to `on_phase` as it starts
-    /// and handing text to `on_text` as it is produced.
+    /// (question, answer), with the documents at `pinned` (paths as
+    /// indexed) read whole when they fit, naming each phase to `on_phase`
+    /// as it starts and handing text to `on_text` as it is produced.
     fn ask(
         &self,
         question: &str,
         history: &[(String, String)],
+        pinned: &[String],
         cancel: &AtomicBool,
         on_phase: &dyn Fn(&Phase),
         on_text: &mut dyn FnMut(&str),

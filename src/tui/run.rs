@@ -410,11 +410,12 @@ fn carry_out(
             seq,
             question,
             history,
+            pinned,
         } => {
             *cancel = Arc::new(AtomicBool::new(false));
             let stop = Arc::clone(cancel);
             stream(seq, tx, move |on_phase, on_text| {
-                engine.ask(&question, &history, &stop, on_phase, on_text)
+                engine.ask(&question, &history, &pinned, &stop, on_phase, on_text)
             });
         }
         Action::Summarize { seq, path, meeting } => {
@@ -498,6 +499,7 @@ mod tests {
             &self,
             _: &str,
             _: &[(String, String)],
+            _: &[String],
             cancel: &AtomicBool,
             _: &dyn Fn(&Phase),
             on_text: &mut dyn FnMut(&str),
@@ -562,6 +564,7 @@ mod tests {
                     seq: 8,
                     question: "q".into(),
                     history: vec![],
+                    pinned: vec![],
                 },
                 &engine,
                 &tx,

@@ -857,6 +857,10 @@ const KEYS: &[(&str, &str)] = &[
         "summarize the selected document (m: as meeting minutes)",
     ),
     (
+        "p",
+        "pin or unpin the selected document: questions read it whole",
+    ),
+    (
         "i",
         "ingest a file or folder in the background (or hand it to a watcher)",
     ),
