@@ -314,6 +314,9 @@ impl QdrantIndex {
     /// (nothing is created).
     pub fn open_existing(cfg: &QdrantConfig) -> Result<QdrantIndex> {
         let mut this = Self::client(cfg)?;
+        // A server that is down is reported at once (a search then falls
+        // back to the local index), not after every retry's backoff.
+        this.any_node_answers().map_err(|e| unreachable(e, cfg))?;
         match this.read_layout().map_err(|e| unreachable(e, cfg))? {
             Some(Ok(layout)) => {
                 this.layout = layout;
@@ -397,6 +400,18 @@ impl QdrantIndex {
                 avgdl: 1.0,
             },
         })
+    }
+
+    /// Whether some node answers at all: one try each, no backoff.
+    fn any_node_answers(&self) -> Result<()> {
+        let mut last = None;
+        for c in &self.clients {
+            match self.rt.block_on(c.health_check()) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(err(last.expect("a client per URL, at least one")))
     }
 
     /// Runs one request, retried with backoff on errors a retry may cure,
