@@ -8,6 +8,7 @@
 //! - this file: locating a model (a directory, or a repo id in the Hugging
 //!   Face cache) and loading its weights.
 
+pub mod bert;
 pub mod cite;
 pub mod config;
 pub mod embed;

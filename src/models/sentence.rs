@@ -77,6 +77,9 @@ impl Pooling {
 }
 
 enum Encoder {
+    /// The project's own encoder on its CPU kernels ([`super::bert`]).
+    Own(super::bert::Bert),
+    /// candle-transformers' (on a GPU).
     Bert(bert::BertModel),
     XlmRoberta(xlm_roberta::XLMRobertaModel),
 }
@@ -124,10 +127,25 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 }
 
 impl SentenceEncoder {
-    /// Loads a model directory. Weights are always f32: candle-transformers'
-    /// BERT fills its attention mask with `f32::MIN`, which is -inf (and
-    /// NaN vectors) in bf16/f16, and its XLM-RoBERTa rejects those types.
-    pub fn load(files: &ModelFiles, _dtype: DType, device: &Device) -> Result<SentenceEncoder> {
+    /// Loads a model directory. On the CPU the project's own encoder runs
+    /// it ([`super::bert`]), its products' weights in f32 or, when asked,
+    /// bf16 (f16 runs as f32). On a GPU candle-transformers' encoders run
+    /// it, in f32: their BERT fills its attention mask with `f32::MIN`,
+    /// which is -inf (and NaN vectors) in bf16/f16, and their XLM-RoBERTa
+    /// rejects those types.
+    pub fn load(files: &ModelFiles, wanted: DType, device: &Device) -> Result<SentenceEncoder> {
+        let own = super::bert::runs_on(device) && std::env::var_os("SHIRABE_CANDLE_BERT").is_none();
+        Self::load_as(files, wanted, device, own)
+    }
+
+    /// [`SentenceEncoder::load`], on the project's encoder (`own`) or
+    /// candle-transformers'.
+    fn load_as(
+        files: &ModelFiles,
+        wanted: DType,
+        device: &Device,
+        own: bool,
+    ) -> Result<SentenceEncoder> {
         let dtype = DType::F32;
         let dir = &files.dir;
         let err = |e: candle_core::Error| Error::model(format!("{}", dir.display()))(e);
@@ -140,6 +158,12 @@ impl SentenceEncoder {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }
             .map_err(err)?;
         let encoder = match head.model_type.as_deref() {
+            Some("bert" | "xlm-roberta") if own => {
+                let cfg: super::bert::BertConfig = serde_json::from_str(&text)
+                    .map_err(Error::model(format!("{}", files.config.display())))?;
+                let products = if wanted == DType::BF16 { DType::BF16 } else { DType::F32 };
+                Encoder::Own(super::bert::Bert::load(vb, &cfg, products)?)
+            }
             Some("bert") => {
                 let cfg: bert::Config = serde_json::from_str(&text)
                     .map_err(Error::model(format!("{}", files.config.display())))?;
@@ -256,6 +280,12 @@ impl SentenceEncoder {
         let mask = Tensor::from_vec(mask, shape, &self.device).map_err(err)?;
         let types = ids.zeros_like().map_err(err)?;
         let hidden = match &self.encoder {
+            Encoder::Own(m) => {
+                let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+                let flat = ids.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+                let h = m.forward(&flat, &lens, width)?;
+                Tensor::from_vec(h, (rows.len(), width, m.hidden()), &self.device)
+            }
             Encoder::Bert(m) => m.forward(&ids, &types, Some(&mask)),
             Encoder::XlmRoberta(m) => m.forward(&ids, &mask, &types, None, None, None),
         }
@@ -345,10 +375,47 @@ mod tests {
     }
 
     #[test]
+    fn the_own_encoder_matches_candle_transformers() {
+        for pooling in ["mean", "cls", "max"] {
+            let dir = tempfile::tempdir().unwrap();
+            crate::models::testing::write_tiny_bert(dir.path(), pooling);
+            let files = ModelFiles::from_dir(dir.path()).unwrap();
+            let own = SentenceEncoder::load_as(&files, DType::F32, &Device::Cpu, true).unwrap();
+            let theirs = SentenceEncoder::load_as(&files, DType::F32, &Device::Cpu, false).unwrap();
+            assert!(matches!(own.encoder, Encoder::Own(_)));
+            assert!(matches!(theirs.encoder, Encoder::Bert(_)));
+            let texts = [
+                "w5 w6 w7",
+                "w9",
+                "w11 w12 w13 w14 w15 w16 w17 w18 w19 w20 w21",
+            ];
+            let a = own.embed(&texts, false, 8).unwrap();
+            let b = theirs.embed(&texts, false, 8).unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                let diff = x
+                    .iter()
+                    .zip(y)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff < 1e-5, "{pooling}: {diff}");
+            }
+            // bf16 products: close, not equal.
+            let half = SentenceEncoder::load_as(&files, DType::BF16, &Device::Cpu, true).unwrap();
+            for (x, y) in half.embed(&texts, false, 8).unwrap().iter().zip(&b) {
+                let cos: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+                assert!(cos > 0.99, "{pooling}: cosine {cos}");
+            }
+        }
+    }
+
+    #[test]
     fn mean_pooling_is_the_masked_mean() {
         // With mean pooling, the vector of a text is the normalised mean of
         // its token vectors: check against the encoder output directly.
-        let (_dir, enc) = load("mean");
+        let dir = tempfile::tempdir().unwrap();
+        crate::models::testing::write_tiny_bert(dir.path(), "mean");
+        let files = ModelFiles::from_dir(dir.path()).unwrap();
+        let enc = SentenceEncoder::load_as(&files, DType::F32, &Device::Cpu, false).unwrap();
         let v = enc.embed(&["w5 w6"], false, 1).unwrap();
         let Encoder::Bert(m) = &enc.encoder else {
             unreachable!()
