@@ -315,7 +315,15 @@ impl Bert {
         let parts: Vec<Vec<f32>> = tasks
             .par_iter()
             .map(|&(s, head)| {
-                head_attention(qkv, h, d, scale, lens[s].clamp(1, width), s * width, head)
+                head_attention(HeadTask {
+                    qkv,
+                    hidden: h,
+                    dim: d,
+                    scale,
+                    keys: lens[s].clamp(1, width),
+                    base: s * width,
+                    index: head,
+                })
             })
             .collect();
         // Padded rows keep zeros (nothing reads them).
@@ -330,77 +338,62 @@ impl Bert {
     }
 }
 
+/// One head of one sequence: what [`head_attention`] reads.
+#[derive(Clone, Copy)]
+struct HeadTask<'a> {
+    /// The fused projections' rows, [q | k | v] each `hidden` wide.
+    qkv: &'a [f32],
+    hidden: usize,
+    /// The head's width.
+    dim: usize,
+    scale: f32,
+    /// The sequence's real tokens.
+    keys: usize,
+    /// Its first row.
+    base: usize,
+    /// Which head.
+    index: usize,
+}
+
 /// One head's attention over one sequence (`keys` real tokens from row
 /// `base`): its context rows, keys × head_dim. The loops are plain Rust,
 /// compiled three times — for AVX-512, for AVX2 with FMA, and for the
 /// baseline — and the widest the CPU runs is used.
-fn head_attention(
-    qkv: &[f32],
-    h: usize,
-    d: usize,
-    scale: f32,
-    keys: usize,
-    base: usize,
-    head: usize,
-) -> Vec<f32> {
+fn head_attention(t: HeadTask<'_>) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         if kernels::has_avx512() {
             // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { head_attention_avx512(qkv, h, d, scale, keys, base, head) };
+            return unsafe { head_attention_avx512(t) };
         }
         if kernels::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return unsafe { head_attention_avx2(qkv, h, d, scale, keys, base, head) };
+            return unsafe { head_attention_avx2(t) };
         }
     }
-    by_width(qkv, h, d, scale, keys, base, head)
+    by_width(t)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn head_attention_avx512(
-    qkv: &[f32],
-    h: usize,
-    d: usize,
-    scale: f32,
-    keys: usize,
-    base: usize,
-    head: usize,
-) -> Vec<f32> {
-    by_width(qkv, h, d, scale, keys, base, head)
+unsafe fn head_attention_avx512(t: HeadTask<'_>) -> Vec<f32> {
+    by_width(t)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn head_attention_avx2(
-    qkv: &[f32],
-    h: usize,
-    d: usize,
-    scale: f32,
-    keys: usize,
-    base: usize,
-    head: usize,
-) -> Vec<f32> {
-    by_width(qkv, h, d, scale, keys, base, head)
+unsafe fn head_attention_avx2(t: HeadTask<'_>) -> Vec<f32> {
+    by_width(t)
 }
 
 /// The body for the common head widths (32, 64: accumulators that stay
 /// in registers), else the general one.
 #[inline(always)]
-fn by_width(
-    qkv: &[f32],
-    h: usize,
-    d: usize,
-    scale: f32,
-    keys: usize,
-    base: usize,
-    head: usize,
-) -> Vec<f32> {
-    match d {
-        32 => head_attention_fixed::<32>(qkv, h, scale, keys, base, head),
-        64 => head_attention_fixed::<64>(qkv, h, scale, keys, base, head),
-        _ => head_attention_body(qkv, h, d, scale, keys, base, head),
+fn by_width(t: HeadTask<'_>) -> Vec<f32> {
+    match t.dim {
+        32 => head_attention_fixed::<32>(t),
+        64 => head_attention_fixed::<64>(t),
+        _ => head_attention_body(t),
     }
 }
 
@@ -408,14 +401,16 @@ fn by_width(
 /// time summed over the head's width in one register, the output summed
 /// over the keys in `D / 16` registers.
 #[inline(always)]
-fn head_attention_fixed<const D: usize>(
-    qkv: &[f32],
-    h: usize,
-    scale: f32,
-    keys: usize,
-    base: usize,
-    head: usize,
-) -> Vec<f32> {
+fn head_attention_fixed<const D: usize>(t: HeadTask<'_>) -> Vec<f32> {
+    let HeadTask {
+        qkv,
+        hidden: h,
+        scale,
+        keys,
+        base,
+        index: head,
+        ..
+    } = t;
     let col = |part: usize, j: usize| (base + j) * 3 * h + part * h + head * D;
     let kp = keys.next_multiple_of(16);
     let mut kt = vec![0f32; D * kp];
@@ -463,15 +458,16 @@ fn head_attention_fixed<const D: usize>(
 }
 
 #[inline(always)]
-fn head_attention_body(
-    qkv: &[f32],
-    h: usize,
-    d: usize,
-    scale: f32,
-    keys: usize,
-    base: usize,
-    head: usize,
-) -> Vec<f32> {
+fn head_attention_body(t: HeadTask<'_>) -> Vec<f32> {
+    let HeadTask {
+        qkv,
+        hidden: h,
+        dim: d,
+        scale,
+        keys,
+        base,
+        index: head,
+    } = t;
     let col = |part: usize, j: usize| (base + j) * 3 * h + part * h + head * d;
     // Keys transposed (head_dim × keys): a query's scores are head_dim
     // long vector updates. Values as rows (keys × head_dim): its output
@@ -650,10 +646,19 @@ mod tests {
                 .map(|_| rng.uniform() - 0.5)
                 .collect();
             for head in 0..heads {
-                let want = head_attention_body(&qkv, h, d, 0.2, keys, width, head);
+                let t = HeadTask {
+                    qkv: &qkv,
+                    hidden: h,
+                    dim: d,
+                    scale: 0.2,
+                    keys,
+                    base: width,
+                    index: head,
+                };
+                let want = head_attention_body(t);
                 let got = match d {
-                    32 => head_attention_fixed::<32>(&qkv, h, 0.2, keys, width, head),
-                    _ => head_attention_fixed::<64>(&qkv, h, 0.2, keys, width, head),
+                    32 => head_attention_fixed::<32>(t),
+                    _ => head_attention_fixed::<64>(t),
                 };
                 let diff = want
                     .iter()
@@ -661,7 +666,7 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 assert!(diff < 1e-5, "d {d}: {diff}");
-                assert_eq!(head_attention(&qkv, h, d, 0.2, keys, width, head), got);
+                assert_eq!(head_attention(t), got);
             }
         }
     }
