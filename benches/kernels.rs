@@ -42,6 +42,11 @@ enum What {
         /// Weight types to measure, comma-separated (f32, bf16, f16, q8_0, q4_k).
         #[arg(long, default_value = "f32,bf16,q8_0")]
         dtypes: String,
+        /// A real GGUF file instead of random weights (`--preset` and
+        /// `--dtypes` are then ignored): its own weights, shapes and KV
+        /// cache type.
+        #[arg(long, value_name = "FILE")]
+        gguf: Option<std::path::PathBuf>,
         /// Prompt lengths for prefill, comma-separated ('' for none).
         #[arg(long, default_value = "512,2048,8192")]
         prefill: String,
@@ -119,6 +124,7 @@ fn main() -> Result<()> {
         What::Model {
             preset,
             dtypes,
+            gguf,
             prefill,
             embed_batch,
             decode,
@@ -128,6 +134,7 @@ fn main() -> Result<()> {
         } => model(
             &preset,
             &dtypes,
+            gguf.as_deref(),
             &prefill,
             &embed_batch,
             (decode, decode_after),
@@ -520,9 +527,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn model(
     preset: &str,
     dtypes: &str,
+    gguf: Option<&std::path::Path>,
     prefill: &str,
     embed_batch: &str,
     (decode, after): (usize, usize),
@@ -536,7 +545,7 @@ fn model(
     );
     use shirabe::models::qwen3::{Cache, Model};
     use shirabe::models::weights::Random;
-    let cfg = Config::qwen3_preset(preset)?;
+    let mut cfg = Config::qwen3_preset(preset)?;
     let kv_choice = match cache_dtype {
         "auto" => None,
         name => Some(
@@ -553,32 +562,53 @@ fn model(
     let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.below(151_000) as u32).collect() };
     let mut results = Vec::new();
     let mut out = std::io::stdout().lock();
+    let preset = match gguf {
+        Some(path) => path.display().to_string(),
+        None => preset.to_string(),
+    };
     if !json {
+        let what = match gguf {
+            Some(_) => "its own weights",
+            None => "random weights in the real shapes",
+        };
         writeln!(
             out,
-            "{preset}, random weights in the real shapes; read bandwidth {bw:.1} GB/s (all cores)"
+            "{preset}, {what}; read bandwidth {bw:.1} GB/s (all cores)"
         )?;
     }
-    for name in dtypes.split(',') {
-        let name = name.trim();
+    let names: Vec<&str> = match gguf {
+        Some(_) => vec!["gguf"],
+        None => dtypes.split(',').map(str::trim).collect(),
+    };
+    for name in names {
         use candle_core::quantized::GgmlDType;
-        let (weights, bytes_per_param) = match name {
-            "f32" => (Random::new(DType::F32, &Device::Cpu), 4.0),
-            "bf16" => (Random::new(DType::BF16, &Device::Cpu), 2.0),
-            "f16" => (Random::new(DType::F16, &Device::Cpu), 2.0),
-            // 34 bytes per 32 weights.
-            "q8_0" => (
-                Random::quantized(GgmlDType::Q8_0, &Device::Cpu),
-                34.0 / 32.0,
-            ),
-            // 144 bytes per 256 weights.
-            "q4_k" => (
-                Random::quantized(GgmlDType::Q4K, &Device::Cpu),
-                144.0 / 256.0,
-            ),
-            other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16, f16, q8_0 or q4_k"),
+        let (m, bytes_per_param) = if let Some(path) = gguf {
+            // The file's own model: its shapes set the KV bytes below.
+            let file = shirabe::models::weights::Gguf::open(path, &Device::Cpu)?;
+            let m = shirabe::models::model_of_gguf(&file)?;
+            cfg = m.config().clone();
+            let bytes = std::fs::metadata(path)?.len() as f64;
+            let per_param = bytes / m.parameter_count().max(1) as f64;
+            (m, per_param)
+        } else {
+            let (weights, bytes_per_param) = match name {
+                "f32" => (Random::new(DType::F32, &Device::Cpu), 4.0),
+                "bf16" => (Random::new(DType::BF16, &Device::Cpu), 2.0),
+                "f16" => (Random::new(DType::F16, &Device::Cpu), 2.0),
+                // 34 bytes per 32 weights.
+                "q8_0" => (
+                    Random::quantized(GgmlDType::Q8_0, &Device::Cpu),
+                    34.0 / 32.0,
+                ),
+                // 144 bytes per 256 weights.
+                "q4_k" => (
+                    Random::quantized(GgmlDType::Q4K, &Device::Cpu),
+                    144.0 / 256.0,
+                ),
+                other => anyhow::bail!("--dtypes: {other:?} is not f32, bf16, f16, q8_0 or q4_k"),
+            };
+            (Model::new(&cfg, &weights)?, bytes_per_param)
         };
-        let m = Model::new(&cfg, &weights)?;
         let kv = kv_choice.unwrap_or(m.cache_dtype());
         let params = m.parameter_count();
         let mut row = json!({"dtype": name, "parameters": params, "cache": kv.to_string()});
@@ -693,7 +723,7 @@ fn model(
     if json {
         serde_json::to_writer(
             &mut out,
-            &json!({"preset": preset, "bandwidth_gbs": bw, "runs": results}),
+            &json!({"preset": preset, "gguf": gguf.is_some(), "bandwidth_gbs": bw, "runs": results}),
         )?;
         writeln!(out)?;
     } else if let Some(rss) = peak_rss_mb() {
