@@ -36,16 +36,48 @@ def passages_of(shirabe, source, n, words):
     text = subprocess.run([shirabe, "extract", source], capture_output=True,
                           text=True, check=True).stdout
     ws = text.split()
+    if len(ws) < words + 8:
+        sys.exit(f"{source}: too little text for passages of {words} words")
     out = []
-    i = 0
-    while len(out) < n and ws:
+    i, wraps = 0, 0
+    while len(out) < n:
         chunk = ws[i:i + words]
         if len(chunk) < words:
-            i = 0
+            # Start again one word further on, so no passage repeats (the
+            # vector cache would skip a repeat).
+            wraps += 1
+            i = wraps
             continue
         out.append(" ".join(chunk))
         i += words
     return out
+
+
+def st_model_dir(model, tmp):
+    """The model directory as sentence-transformers can read it: a
+    SentencePiece (Unigram) tokenizer.json with no tokenizer_config.json
+    (multilingual-e5-small as ../shared/models builds it) is read by
+    transformers as a WordPiece one and fails, so such a directory is
+    linked into `tmp` with a tokenizer_config.json naming XLM-R's."""
+    if os.path.exists(os.path.join(model, "tokenizer_config.json")):
+        return model
+    try:
+        with open(os.path.join(model, "tokenizer.json")) as f:
+            kind = json.load(f)["model"]["type"]
+    except (OSError, KeyError, ValueError):
+        return model
+    if kind != "Unigram":
+        return model
+    copy = os.path.join(tmp, "st-model")
+    os.makedirs(copy)
+    for name in os.listdir(model):
+        os.symlink(os.path.abspath(os.path.join(model, name)), os.path.join(copy, name))
+    with open(os.path.join(copy, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "XLMRobertaTokenizerFast", "model_max_length": 512,
+                   "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "pad_token": "<pad>", "cls_token": "<s>", "sep_token": "</s>",
+                   "mask_token": "<mask>"}, f)
+    return copy
 
 
 def child_cpu():
@@ -89,7 +121,8 @@ def main():
 
     torch.set_num_threads(args.threads)
     passages = passages_of(args.shirabe, args.source, args.passages, args.words)
-    st = SentenceTransformer(args.model, device="cpu")
+    st_tmp = tempfile.TemporaryDirectory(prefix="shirabe-st-model-")
+    st = SentenceTransformer(st_model_dir(args.model, st_tmp.name), device="cpu")
     tok = st.tokenizer
     limit = st.max_seq_length
     tokens = sum(min(len(tok(p)["input_ids"]), limit) for p in passages)
