@@ -510,7 +510,8 @@ impl Answerer {
         let max_tokens = q.max_answer_tokens.unwrap_or(self.config.max_answer_tokens);
         let system = self.system_prompt();
         let history = q.history;
-        let budget = self.window_for(system, history).saturating_sub(max_tokens);
+        // The wait-sized budget (pinned documents use the whole window).
+        let budget = || self.window_for(system, history).saturating_sub(max_tokens);
         let mut packed = match q.pinned.filter(|d| !d.is_empty() && self.has_model()) {
             Some(docs) => {
                 let whole = self.full_window.saturating_sub(max_tokens);
@@ -525,10 +526,10 @@ impl Answerer {
                         p.passages.len(),
                         p.passages.len() + p.left_out
                     ));
-                    pack_with(system, hits, question, &self.counter, budget, history)
+                    pack_with(system, hits, question, &self.counter, budget(), history)
                 }
             }
-            None => pack_with(system, hits, question, &self.counter, budget, history),
+            None => pack_with(system, hits, question, &self.counter, budget(), history),
         };
         let pack_s = t0.elapsed().as_secs_f64();
         (hooks.on_packed)(&packed);

@@ -225,11 +225,6 @@ impl Generator {
         self
     }
 
-    /// Where prompt caches are kept on disk, if anywhere.
-    pub fn disk_cache(&self) -> Option<DiskStore> {
-        self.cache_lock().disk().cloned()
-    }
-
     /// How many of the first tokens of `prompt_ids` the prompt cache
     /// holds (they will not be read again).
     pub fn cached_prefix(&self, prompt_ids: &[u32]) -> usize {

@@ -59,6 +59,9 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// A cache file and the prefix of a prompt it holds.
+type Found = (PathBuf, usize);
+
 /// A cache taken for a new prompt.
 pub struct Reused {
     /// The cache, holding the first `tokens` positions of the prompt.
@@ -94,11 +97,6 @@ impl PromptCache {
         }
     }
 
-    /// The disk store, if any.
-    pub fn disk(&self) -> Option<&DiskStore> {
-        self.disk.as_ref()
-    }
-
     /// The cache sharing the longest prefix with `ids` — at most all but
     /// its last token, which must be read to give the next token's logits
     /// — truncated to that prefix, with room for `reserve` positions.
@@ -110,33 +108,19 @@ impl PromptCache {
         kind: KvType,
         reserve: usize,
     ) -> Option<Reused> {
-        let limit = ids.len().saturating_sub(1);
-        let mem = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.cache.kind() == kind)
-            .map(|(i, e)| (i, common_prefix(&e.ids, ids).min(limit), e.ids.len()))
-            .filter(|&(_, n, held)| worth_taking(n, held))
-            .map(|(i, n, _)| (i, n))
-            .max_by_key(|&(_, n)| n);
-        let mem_n = mem.map_or(0, |m| m.1);
-        if let Some(disk) = &self.disk {
-            if let Some((path, n)) = disk.best(ids, limit, kind) {
-                if n > mem_n && n >= MIN_DISK_TOKENS {
-                    match disk.load(&path, n, model, kind, reserve) {
-                        Ok(cache) => {
-                            return Some(Reused {
-                                cache,
-                                tokens: n,
-                                from_disk: true,
-                            })
-                        }
-                        Err(e) => {
-                            tracing::warn!("{}: {e}; removing it", path.display());
-                            let _ = fs::remove_file(&path);
-                        }
-                    }
+        let (mem, file) = self.lookup(ids, kind);
+        if let (Some((path, n)), Some(disk)) = (file, &self.disk) {
+            match disk.load(&path, n, model, kind, reserve) {
+                Ok(cache) => {
+                    return Some(Reused {
+                        cache,
+                        tokens: n,
+                        from_disk: true,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}; removing it", path.display());
+                    let _ = fs::remove_file(&path);
                 }
             }
         }
@@ -154,26 +138,36 @@ impl PromptCache {
     /// How many of `ids`' first tokens [`PromptCache::take`] would find,
     /// without taking them.
     pub fn peek(&self, ids: &[u32], kind: KvType) -> usize {
+        match self.lookup(ids, kind) {
+            (_, Some((_, n))) => n,
+            (mem, None) => mem.map_or(0, |m| m.1),
+        }
+    }
+
+    /// What [`PromptCache::take`] would use for `ids`: the entry in
+    /// memory sharing the longest prefix (its index and that prefix), and
+    /// a file when one shares a longer prefix of at least
+    /// [`MIN_DISK_TOKENS`]. The directory is read only for prompts that
+    /// long.
+    fn lookup(&self, ids: &[u32], kind: KvType) -> (Option<(usize, usize)>, Option<Found>) {
         let limit = ids.len().saturating_sub(1);
         let mem = self
             .entries
             .iter()
-            .filter(|e| e.cache.kind() == kind)
-            .map(|e| (common_prefix(&e.ids, ids).min(limit), e.ids.len()))
-            .filter(|&(n, held)| worth_taking(n, held))
-            .map(|(n, _)| n)
-            .max()
-            .unwrap_or(0);
-        let disk = self
+            .enumerate()
+            .filter(|(_, e)| e.cache.kind() == kind)
+            .map(|(i, e)| (i, common_prefix(&e.ids, ids).min(limit), e.ids.len()))
+            .filter(|&(_, n, held)| worth_taking(n, held))
+            .map(|(i, n, _)| (i, n))
+            .max_by_key(|&(_, n)| n);
+        let mem_n = mem.map_or(0, |m| m.1);
+        let file = self
             .disk
             .as_ref()
+            .filter(|_| limit >= MIN_DISK_TOKENS)
             .and_then(|d| d.best(ids, limit, kind))
-            .map_or(0, |(_, n)| n);
-        if disk >= MIN_DISK_TOKENS {
-            mem.max(disk)
-        } else {
-            mem
-        }
+            .filter(|&(_, n)| n > mem_n && n >= MIN_DISK_TOKENS);
+        (mem, file)
     }
 
     /// Keeps `cache`, which holds the positions of `ids`, for the next
@@ -298,7 +292,7 @@ impl DiskStore {
 
     /// The file sharing the longest prefix with `ids` (at most `limit`
     /// tokens) in the cache type `kind`, and that prefix.
-    fn best(&self, ids: &[u32], limit: usize, kind: KvType) -> Option<(PathBuf, usize)> {
+    fn best(&self, ids: &[u32], limit: usize, kind: KvType) -> Option<Found> {
         self.files()
             .into_iter()
             .filter_map(|p| {

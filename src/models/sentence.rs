@@ -276,22 +276,33 @@ impl SentenceEncoder {
             mask.extend(std::iter::repeat_n(0u32, width - r.len()));
         }
         let shape = (rows.len(), width);
+        if let Encoder::Own(m) = &self.encoder {
+            // The project's encoder reads the token rows as they are.
+            let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+            let h = m.forward(&ids, &lens, width)?;
+            let hidden =
+                Tensor::from_vec(h, (rows.len(), width, m.hidden()), &self.device).map_err(err)?;
+            let mask = Tensor::from_vec(mask, shape, &self.device).map_err(err)?;
+            return self.pool(hidden, &mask);
+        }
         let ids = Tensor::from_vec(ids, shape, &self.device).map_err(err)?;
         let mask = Tensor::from_vec(mask, shape, &self.device).map_err(err)?;
         let types = ids.zeros_like().map_err(err)?;
         let hidden = match &self.encoder {
-            Encoder::Own(m) => {
-                let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
-                let flat = ids.flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
-                let h = m.forward(&flat, &lens, width)?;
-                Tensor::from_vec(h, (rows.len(), width, m.hidden()), &self.device)
-            }
+            Encoder::Own(_) => unreachable!("run above"),
             Encoder::Bert(m) => m.forward(&ids, &types, Some(&mask)),
             Encoder::XlmRoberta(m) => m.forward(&ids, &mask, &types, None, None, None),
         }
         .map_err(err)?
         .to_dtype(DType::F32)
         .map_err(err)?;
+        self.pool(hidden, &mask)
+    }
+
+    /// The pooled, L2-normalised vectors of `hidden` (batch, tokens,
+    /// width) over the real tokens `mask` marks.
+    fn pool(&self, hidden: Tensor, mask: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let err = |e: candle_core::Error| Error::model_lib(e);
         let m = mask
             .to_dtype(DType::F32)
             .and_then(|m| m.unsqueeze(2))
