@@ -113,7 +113,7 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--dtype", default="f32", help="shirabe's weights: f32 or bf16 (PyTorch stays f32)")
+    ap.add_argument("--dtype", default="f32", help="shirabe's weights: f32, bf16 or auto (PyTorch stays f32)")
     args = ap.parse_args()
 
     import torch

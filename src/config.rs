@@ -22,7 +22,7 @@
 //!
 //! [embed]
 //! model = "Qwen/Qwen3-Embedding-0.6B"   # directory or HF repo id
-//! dtype = "f32"             # weights: f32 | bf16 | f16
+//! dtype = "auto"            # weights: auto | f32 | bf16 | f16
 //! vector_dtype = "f16"      # store: f16 | f32
 //!
 //! [qdrant]
@@ -78,7 +78,7 @@ pub struct EmbedSection {
     /// Embedding model.
     pub model: Option<String>,
     /// Weight type.
-    pub dtype: Option<crate::models::WeightDtype>,
+    pub dtype: Option<crate::models::EmbedDtype>,
     /// Matryoshka dimensions.
     pub dims: Option<usize>,
     /// Store type.
@@ -188,7 +188,7 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[embed]\ndtype = \"bf16\"\nvector_dtype = \"f32\"\n").unwrap();
         let c = ConfigFile::load(Some(&p)).unwrap();
-        assert_eq!(c.embed.dtype, Some(crate::models::WeightDtype::Bf16));
+        assert_eq!(c.embed.dtype, Some(crate::models::EmbedDtype::Bf16));
         assert_eq!(
             c.embed.vector_dtype,
             Some(crate::index::vectors::VectorDtype::F32)

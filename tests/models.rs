@@ -383,25 +383,33 @@ fn real_minilm_matches_sentence_transformers() {
         ],
     ];
     let sb = Sandbox::new();
-    let out = sb.expect(
-        &[
-            "embed",
-            "--embed-model",
-            dir.to_str().unwrap(),
-            "The Osaka warehouse moved to automated picking in August.",
-            "本日の会議では予算案を承認した。",
-        ],
-        0,
-    );
-    let vecs: Vec<Vec<f32>> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let texts = [
+        "The Osaka warehouse moved to automated picking in August.",
+        "本日の会議では予算案を承認した。",
+    ];
+    let embed = |dtype: &str| -> Vec<Vec<f32>> {
+        let mut args = vec!["embed", "--embed-model", dir.to_str().unwrap()];
+        args.extend(["--dtype", dtype]);
+        args.extend(texts);
+        sb.expect(&args, 0)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let vecs = embed("f32");
     assert_eq!(vecs.len(), 2);
     for (v, w) in vecs.iter().zip(want) {
         assert_eq!(v.len(), 384);
         for (a, b) in v.iter().zip(w) {
             assert!((a - b).abs() < 1e-4, "{:?} vs {w:?}", &v[..8]);
+        }
+    }
+    // The default (`auto`: bf16 products where the CPU has AVX512-BF16)
+    // and bf16 keep the direction of f32's vectors.
+    for dtype in ["auto", "bf16"] {
+        for (v, f) in embed(dtype).iter().zip(&vecs) {
+            let cos: f32 = v.iter().zip(f).map(|(a, b)| a * b).sum();
+            assert!(cos > 0.9999, "{dtype}: cosine {cos} with f32's vector");
         }
     }
 }

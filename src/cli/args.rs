@@ -169,9 +169,10 @@ pub struct EmbedModelArgs {
     /// index's model, else Qwen/Qwen3-Embedding-0.6B if it is cached].
     #[arg(long, env = "SHIRABE_EMBED_MODEL", value_name = "MODEL")]
     pub embed_model: Option<String>,
-    /// Weight type of the embedding model [default: f32].
+    /// Weight type of the embedding model [default: auto: bf16 for a
+    /// BERT-family model on a CPU with AVX512-BF16, else f32].
     #[arg(long, value_enum, value_name = "DTYPE")]
-    pub embed_dtype: Option<shirabe::models::WeightDtype>,
+    pub embed_dtype: Option<shirabe::models::EmbedDtype>,
     /// Keep only the first N dimensions (Qwen3-Embedding, Matryoshka).
     #[arg(long, value_name = "N")]
     pub dims: Option<usize>,
@@ -653,9 +654,10 @@ pub struct EmbedArgs {
     /// Keep only the first N dimensions (Matryoshka), renormalised.
     #[arg(long, value_name = "N")]
     pub dims: Option<usize>,
-    /// Weight type of the model.
+    /// Weight type of the model (auto: bf16 for a BERT-family model on a
+    /// CPU with AVX512-BF16, else f32).
     #[arg(long, value_enum, default_value_t, value_name = "DTYPE")]
-    pub dtype: shirabe::models::WeightDtype,
+    pub dtype: shirabe::models::EmbedDtype,
     /// Texts per batch.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub batch: usize,

@@ -253,7 +253,6 @@ pub fn embed_index(s: &Settings, a: &EmbedIndexArgs) -> Result<Status> {
 
 pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
     use std::io::BufRead;
-    let dtype: candle_core::DType = a.dtype.into();
     let texts: Vec<String> = if a.texts.is_empty() {
         std::io::stdin()
             .lock()
@@ -264,7 +263,7 @@ pub fn embed(_s: &Settings, a: &EmbedArgs) -> Result<Status> {
     };
     let embedder = shirabe::models::embed::load(
         &a.embed_model,
-        dtype,
+        a.dtype,
         &shirabe::models::default_device(),
         a.dims,
     )?;

@@ -229,12 +229,7 @@ fn spawn_background_embedding(s: &Settings) -> Result<u32> {
     if let Some(d) = s.embed.dims {
         cmd.arg("--dims").arg(d.to_string());
     }
-    let dtype = match s.embed.dtype {
-        candle_core::DType::BF16 => "bf16",
-        candle_core::DType::F16 => "f16",
-        _ => "f32",
-    };
-    cmd.arg("--embed-dtype").arg(dtype);
+    cmd.arg("--embed-dtype").arg(s.embed.dtype.to_string());
     cmd.arg("--vector-dtype").arg(match s.embed.vector_dtype {
         shirabe::index::vectors::VectorDtype::F16 => "f16",
         shirabe::index::vectors::VectorDtype::F32 => "f32",

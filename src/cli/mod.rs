@@ -97,7 +97,7 @@ pub struct EmbedSettings {
     /// Given by flag, environment or config file.
     pub model: Option<String>,
     /// Weight type.
-    pub dtype: candle_core::DType,
+    pub dtype: shirabe::models::EmbedDtype,
     /// Matryoshka dimensions.
     pub dims: Option<usize>,
     /// Store type for a new store.
@@ -165,7 +165,7 @@ fn build_settings(cli: &Cli) -> Result<Settings> {
     let e = &file.embed;
     let embed = EmbedSettings {
         model: flags.embed_model.or(e.model.clone()),
-        dtype: flags.embed_dtype.or(e.dtype).unwrap_or_default().into(),
+        dtype: flags.embed_dtype.or(e.dtype).unwrap_or_default(),
         dims: flags.dims.or(e.dims),
         vector_dtype: flags.vector_dtype.or(e.vector_dtype).unwrap_or_default(),
     };

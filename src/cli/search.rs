@@ -109,7 +109,7 @@ pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
         let t = std::time::Instant::now();
         let reranker = shirabe::models::rerank::Reranker::load(
             &a.rerank_model,
-            s.embed.dtype,
+            s.embed.dtype.fixed().unwrap_or(candle_core::DType::F32),
             &shirabe::models::default_device(),
         )
         .with_context(|| format!("loading the reranker {}", a.rerank_model))?;

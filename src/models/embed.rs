@@ -80,10 +80,11 @@ pub fn named(inner: Embedder, id: String) -> Box<dyn TextEmbedder> {
 /// sentence-transformers BERT / XLM-RoBERTa model, or (a spec that is a
 /// URL) an OpenAI-compatible embeddings endpoint
 /// ([`super::embed_endpoint`]). `dims` keeps only the
-/// first values (Qwen3-Embedding's Matryoshka dimensions).
+/// first values (Qwen3-Embedding's Matryoshka dimensions). `auto`
+/// weights are f32 for Qwen3-Embedding.
 pub fn load(
     spec: &str,
-    dtype: DType,
+    dtype: super::EmbedDtype,
     device: &Device,
     dims: Option<usize>,
 ) -> Result<Box<dyn TextEmbedder>> {
@@ -122,6 +123,7 @@ pub fn load(
         }));
     }
     let tokenizer = files.load_tokenizer()?;
+    let dtype = dtype.fixed().unwrap_or(DType::F32);
     let mut inner = Embedder::new(files.load(dtype, device)?, tokenizer);
     let full = inner.model().config().hidden_size;
     if let Some(d) = dims {

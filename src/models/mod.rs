@@ -78,6 +78,56 @@ impl From<WeightDtype> for DType {
     }
 }
 
+/// The weight type of an embedding model (`--embed-dtype`, `[embed]
+/// dtype`, `embed --dtype`): a [`WeightDtype`], or `auto`, the fastest
+/// type whose vectors match f32's.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedDtype {
+    /// bf16 products for a BERT-family encoder on a CPU with AVX512-BF16
+    /// (vectors within cosine 0.9999 of f32's, retrieval unchanged;
+    /// docs/benchmarks.md), f32 otherwise.
+    #[default]
+    Auto,
+    /// Single precision.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl EmbedDtype {
+    /// The type asked for, or `None` for `auto`.
+    pub fn fixed(self) -> Option<DType> {
+        match self {
+            EmbedDtype::Auto => None,
+            EmbedDtype::F32 => Some(DType::F32),
+            EmbedDtype::Bf16 => Some(DType::BF16),
+            EmbedDtype::F16 => Some(DType::F16),
+        }
+    }
+}
+
+impl std::fmt::Display for EmbedDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.fixed() {
+            Some(d) => f.write_str(d.as_str()),
+            None => f.write_str("auto"),
+        }
+    }
+}
+
 /// `--cache-dtype f32|bf16|f16|q8` (also `q8_0`, `int8`), parsed by clap.
 impl clap::ValueEnum for qwen3::KvType {
     fn value_variants<'a>() -> &'a [Self] {

@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{bert, xlm_roberta};
 use serde::Deserialize;
 
-use super::ModelFiles;
+use super::{EmbedDtype, ModelFiles};
 use crate::{Error, Result};
 
 /// How token vectors become one sentence vector.
@@ -126,16 +126,40 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// Whether bf16 products beat f32 ones here: only with AVX512-BF16's
+/// dot products (elsewhere bf16 weights are widened on every load).
+fn bf16_products_pay() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::kernels::has_avx512bf16()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 impl SentenceEncoder {
     /// Loads a model directory. On the CPU the project's own encoder runs
-    /// it ([`super::bert`]), its products' weights in f32 or, when asked,
-    /// bf16 (f16 runs as f32). On a GPU candle-transformers' encoders run
+    /// it ([`super::bert`]), its products' weights in f32 or bf16 (f16
+    /// runs as f32). On a GPU candle-transformers' encoders run
     /// it, in f32: their BERT fills its attention mask with `f32::MIN`,
     /// which is -inf (and NaN vectors) in bf16/f16, and their XLM-RoBERTa
     /// rejects those types.
-    pub fn load(files: &ModelFiles, wanted: DType, device: &Device) -> Result<SentenceEncoder> {
+    /// `auto` takes bf16 where the project's encoder runs on a CPU with
+    /// AVX512-BF16, f32 elsewhere.
+    pub fn load(
+        files: &ModelFiles,
+        wanted: EmbedDtype,
+        device: &Device,
+    ) -> Result<SentenceEncoder> {
         let own = super::bert::runs_on(device) && std::env::var_os("SHIRABE_CANDLE_BERT").is_none();
-        Self::load_as(files, wanted, device, own)
+        let dtype = wanted.fixed().unwrap_or(if own && bf16_products_pay() {
+            DType::BF16
+        } else {
+            DType::F32
+        });
+        Self::load_as(files, dtype, device, own)
     }
 
     /// [`SentenceEncoder::load`], on the project's encoder (`own`) or
@@ -353,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::models::testing::write_tiny_bert(dir.path(), pooling);
         let files = ModelFiles::from_dir(dir.path()).unwrap();
-        let enc = SentenceEncoder::load(&files, DType::F32, &Device::Cpu).unwrap();
+        let enc = SentenceEncoder::load(&files, EmbedDtype::F32, &Device::Cpu).unwrap();
         (dir, enc)
     }
 
@@ -455,7 +479,7 @@ mod tests {
         )
         .unwrap();
         let files = ModelFiles::from_dir(dir.path()).unwrap();
-        let enc = SentenceEncoder::load(&files, DType::F32, &Device::Cpu).unwrap();
+        let enc = SentenceEncoder::load(&files, EmbedDtype::F32, &Device::Cpu).unwrap();
         assert_eq!(enc.query_prefix, "w20 ");
         let q = enc.embed(&["w5"], true, 1).unwrap();
         assert_eq!(q, enc.embed(&["w20 w5"], false, 1).unwrap());

@@ -8,8 +8,6 @@
 //! asked for dense or hybrid, anything missing is an error. Notes go to
 //! the caller, which decides whether to print them.
 
-use candle_core::DType;
-
 use super::remote::Remote;
 use super::{search, DenseQuery, Hit, Mode, SearchRequest, TermRarity};
 use crate::index::qdrant::{QdrantConfig, QdrantIndex};
@@ -26,7 +24,7 @@ pub struct RetrieverConfig {
     /// The embedding model, if not the one the index was embedded with.
     pub embed_model: Option<String>,
     /// The embedding model's weight type.
-    pub embed_dtype: DType,
+    pub embed_dtype: crate::models::EmbedDtype,
     /// Matryoshka dimensions (Qwen3-Embedding).
     pub dims: Option<usize>,
     /// The Qdrant collection to search, if any: the index's mirror, or
@@ -39,7 +37,7 @@ impl Default for RetrieverConfig {
         RetrieverConfig {
             mode: None,
             embed_model: None,
-            embed_dtype: DType::F32,
+            embed_dtype: crate::models::EmbedDtype::Auto,
             dims: None,
             qdrant: None,
         }
