@@ -109,7 +109,7 @@ const ZH_QUESTION_PAIRS: &[&str] = &[
 /// (in Japanese, particles and endings glue content words together:
 /// "すか", "と何", "紙の"), or a Chinese question pair. Such pairs are rare
 /// in any index, so as terms they would weigh most and match least.
-fn glue(term: &str) -> bool {
+pub(crate) fn glue(term: &str) -> bool {
     let hiragana = |c: char| ('\u{3041}'..='\u{309f}').contains(&c);
     let cjk = |c: char| {
         hiragana(c)

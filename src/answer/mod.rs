@@ -118,7 +118,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::index::analyzer::terms;
-use crate::ingest::chunk::sentences;
+use crate::ingest::chunk::fine_sentences;
 use crate::prompt::{Located, Passage};
 
 /// What an answer says when the passages hold none.
@@ -412,7 +412,7 @@ pub(crate) fn sentence_ranges(text: &str) -> Vec<(usize, usize)> {
                     .starts_with('\n'));
         if at_break {
             if start < i {
-                out.extend(sentences(text, start, i));
+                out.extend(fine_sentences(text, start, i));
             }
             start = (i + 1).min(text.len());
         }
@@ -581,7 +581,7 @@ fn normalize(text: &str) -> String {
 /// A short line without a sentence's end: a heading, a title, a caption.
 fn looks_like_heading(sentence: &str) -> bool {
     let t = sentence.trim();
-    let ends = t.ends_with(['.', '!', '?', '。', '！', '？', ':', '：']);
+    let ends = t.ends_with(['.', '!', '?', '。', '．', '｡', '！', '？', ':', '：']);
     !ends && t.split_whitespace().count() <= 8 && t.chars().count() <= 60
 }
 
@@ -731,7 +731,13 @@ fn check_inner(
         let mut cited: Vec<usize> = mine;
         cited.sort();
         cited.dedup();
-        let new: HashSet<String> = words.difference(&question_terms).cloned().collect();
+        // What the claim adds: its terms beyond the question's, without
+        // the CJK pairs that only glue words together ("ジと", "を依").
+        let new: HashSet<String> = words
+            .difference(&question_terms)
+            .filter(|t| !grounding::glue(t))
+            .cloned()
+            .collect();
         claims.push(Claim {
             range: (s, e),
             focus: if new.is_empty() { words.clone() } else { new },
@@ -842,7 +848,8 @@ fn check_inner(
     // Lexical support: the model's citations that hold, else the passage
     // whose best sentence holds most of the claim (a precise quote, on
     // its own page), supported as a whole. A model citation whose quote
-    // is weak gains a better one beside it.
+    // holds only part of what the claim adds gains, beside it, a passage
+    // whose sentence holds more of it.
     let quote_share = |c: &Claim, n: usize| quote_of(c, n).share;
     let mut undecided: Vec<usize> = Vec::new();
     for (ci, c) in claims.iter_mut().enumerate() {
@@ -853,7 +860,7 @@ fn check_inner(
             model_quote = model_quote.max(quote_share(c, n));
             c.chosen.push((n, sup, CitedBy::Model, None));
         }
-        if c.best >= SUPPORT_THRESHOLD && model_quote >= QUOTE_SUPPORT {
+        if c.best >= SUPPORT_THRESHOLD && model_quote >= 1.0 {
             continue;
         }
         let best = (1..=passages.len())
@@ -1217,6 +1224,70 @@ mod tests {
             &passages,
         );
         assert_eq!(c.citations.len(), 1);
+    }
+
+    #[test]
+    fn a_quote_holding_part_of_the_claim_gains_one_holding_all_of_it() {
+        // The real case (zxjafont's manual): the model cites the overview,
+        // which names one of the two packages; the list on the next page
+        // names both. The pairs that glue the Japanese words together
+        // ("ジと", "ジを", "を依") are not what a quote must hold, or the
+        // overview would hold enough of the claim with them.
+        let passages = vec![
+            passage(
+                1,
+                "XeLaTeX では fontspec パッケージを用いることでフォント指定が可能である。",
+            ),
+            passage(
+                2,
+                "• エンジン： XeTeX\n• 依存パッケージ：\n– fontspec パッケージ\n– etoolbox パッケージ",
+            ),
+        ];
+        let c = check_answer(
+            "zxjafont パッケージが依存しているパッケージは何ですか？",
+            "zxjafont パッケージは fontspec パッケージと etoolbox パッケージを依存している。[1]",
+            &passages,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            made_by(&c),
+            [(1, CitedBy::Model, true), (2, CitedBy::Shirabe, true)]
+        );
+        assert!(c.citations[1].quote_text.contains("etoolbox"));
+        // A quote that holds the whole claim gains nothing.
+        let c = check_answer(
+            "zxjafont パッケージが依存しているパッケージは何ですか？",
+            "zxjafont パッケージは fontspec パッケージと etoolbox パッケージを依存している。[2]",
+            &passages,
+            None,
+        )
+        .unwrap();
+        assert_eq!(made_by(&c), [(2, CitedBy::Model, true)]);
+    }
+
+    #[test]
+    fn quotes_end_at_the_full_width_stops_of_technical_japanese() {
+        // jlreq's manual lists its options one per line, each sentence
+        // ended by "．": the quote is the sentence that states the value,
+        // not a run of options (nor taken for a heading for being short).
+        let text = "•fontsize=<寸法;Q,H>：欧文フォントサイズ．デフォルトは 10pt．\n\
+                    •jafontsize=<寸法;Q,H>：和文フォントサイズ．\n\
+                    •jafontscale=<実数値>：欧文フォントと和文フォントの比（和文/ 欧文）．\n\
+                    •baselineskip=<寸法;Q,H,zw,zh>：行送り．デフォルトは jafontsize の 1.7 倍．\n\
+                    •linegap=<寸法;Q,H,zw,zh>：行間．";
+        let c = check_answer(
+            "jlreq の行送り（baselineskip）のデフォルト値はいくつですか？",
+            "jlreq の行送り（baselineskip）のデフォルト値は jafontsize の 1.7 倍です。[1]",
+            &[passage(1, text)],
+            None,
+        )
+        .unwrap();
+        assert_eq!(made_by(&c), [(1, CitedBy::Model, true)]);
+        assert_eq!(
+            c.citations[0].quote_text,
+            "デフォルトは jafontsize の 1.7 倍．"
+        );
     }
 
     #[test]

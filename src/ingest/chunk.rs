@@ -313,17 +313,39 @@ fn push_trimmed(text: &str, start: usize, end: usize, out: &mut Vec<(usize, usiz
     }
 }
 
-/// Sentence ranges (byte offsets) within `text[start..end]`: cut after
-/// `。！？`, and after `.!?` followed by whitespace.
+/// Sentence ranges (byte offsets) within `text[start..end]`, as chunks
+/// are cut: after `。！？`, and after `.!?` followed by whitespace.
 pub fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+    split(text, start, end, false)
+}
+
+/// Sentence ranges as quotes are cut, finer than chunks' (which keep
+/// their rule until a re-ingest's retrieval is measured with it): also
+/// after the full-width full stop of technical Japanese (`．`, `｡`), and
+/// not after a `.` that closes an abbreviation or an initial ("p. 12",
+/// "e.g. the", "J. Smith": a single letter before it, or a lower-case
+/// word or a number after it).
+pub fn fine_sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
+    split(text, start, end, true)
+}
+
+fn split(text: &str, start: usize, end: usize, fine: bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut s = start;
-    let mut it = text[start..end].char_indices().peekable();
+    let span = &text[start..end];
+    let mut it = span.char_indices().peekable();
     while let Some((i, c)) = it.next() {
         let cut = match c {
             '。' | '！' | '？' => Some(start + i + c.len_utf8()),
-            '.' | '!' | '?' => match it.peek() {
+            '．' | '｡' if fine => Some(start + i + c.len_utf8()),
+            '!' | '?' => match it.peek() {
                 Some((_, n)) if n.is_whitespace() => Some(start + i + 1),
+                _ => None,
+            },
+            '.' => match it.peek() {
+                Some((_, n)) if n.is_whitespace() && !(fine && abbreviation(span, i)) => {
+                    Some(start + i + 1)
+                }
                 _ => None,
             },
             _ => None,
@@ -335,6 +357,19 @@ pub fn sentences(text: &str, start: usize, end: usize) -> Vec<(usize, usize)> {
     }
     push_trimmed(text, s, end, &mut out);
     out
+}
+
+/// Whether the `.` at byte `dot` of `text` (followed by whitespace) ends
+/// an abbreviation or an initial rather than a sentence: one letter
+/// before it ("p.", "e.g.", "J."), or a lower-case word or a number after
+/// it ("vs. the", "p. 129").
+fn abbreviation(text: &str, dot: usize) -> bool {
+    let before = text[..dot]
+        .rsplit(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    let after = text[dot + 1..].trim_start().chars().next();
+    before.len() == 1 || after.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 /// Splits an over-long sentence into pieces of about `target` tokens, at
@@ -491,6 +526,32 @@ mod tests {
         assert_eq!(
             s,
             ["会議を開始した。", "予算を承認した！", "質問はあるか？"]
+        );
+    }
+
+    #[test]
+    fn quotes_cut_at_full_width_stops_not_at_abbreviations() {
+        let split = |text: &str| -> Vec<String> {
+            fine_sentences(text, 0, text.len())
+                .into_iter()
+                .map(|(a, b)| text[a..b].to_string())
+                .collect()
+        };
+        assert_eq!(
+            split("•fontsize：欧文フォントサイズ．デフォルトは 10pt．•baselineskip：行送り．"),
+            [
+                "•fontsize：欧文フォントサイズ．",
+                "デフォルトは 10pt．",
+                "•baselineskip：行送り．"
+            ]
+        );
+        assert_eq!(
+            split("See reset (p. 129) for details, e.g. the terminal. J. Smith wrote it. It ends."),
+            [
+                "See reset (p. 129) for details, e.g. the terminal.",
+                "J. Smith wrote it.",
+                "It ends."
+            ]
         );
     }
 
