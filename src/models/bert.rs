@@ -355,6 +355,40 @@ struct HeadTask<'a> {
     index: usize,
 }
 
+impl<'a> HeadTask<'a> {
+    /// Where part `part` (0 query, 1 key, 2 value) of token `j` starts.
+    #[inline(always)]
+    fn at(&self, part: usize, j: usize) -> usize {
+        (self.base + j) * 3 * self.hidden + part * self.hidden + self.index * self.dim
+    }
+
+    /// Token `i`'s query.
+    #[inline(always)]
+    fn query(&self, i: usize) -> &'a [f32] {
+        let at = self.at(0, i);
+        &self.qkv[at..at + self.dim]
+    }
+
+    /// The head's keys transposed (head_dim rows of `stride` ≥ keys, the
+    /// rest zero: a query's scores are head_dim long vector updates) and
+    /// its values as rows (keys × head_dim: its output is one head_dim
+    /// wide update per key).
+    #[inline(always)]
+    fn gather(&self, stride: usize) -> (Vec<f32>, Vec<f32>) {
+        let d = self.dim;
+        let mut kt = vec![0f32; d * stride];
+        let mut vr = vec![0f32; self.keys * d];
+        for j in 0..self.keys {
+            let (k0, v0) = (self.at(1, j), self.at(2, j));
+            for c in 0..d {
+                kt[c * stride + j] = self.qkv[k0 + c];
+            }
+            vr[j * d..(j + 1) * d].copy_from_slice(&self.qkv[v0..v0 + d]);
+        }
+        (kt, vr)
+    }
+}
+
 /// One head's attention over one sequence (`keys` real tokens from row
 /// `base`): its context rows, keys × head_dim. The loops are plain Rust,
 /// compiled three times — for AVX-512, for AVX2 with FMA, and for the
@@ -402,31 +436,14 @@ fn by_width(t: HeadTask<'_>) -> Vec<f32> {
 /// over the keys in `D / 16` registers.
 #[inline(always)]
 fn head_attention_fixed<const D: usize>(t: HeadTask<'_>) -> Vec<f32> {
-    let HeadTask {
-        qkv,
-        hidden: h,
-        scale,
-        keys,
-        base,
-        index: head,
-        ..
-    } = t;
-    let col = |part: usize, j: usize| (base + j) * 3 * h + part * h + head * D;
+    let (scale, keys) = (t.scale, t.keys);
     let kp = keys.next_multiple_of(16);
-    let mut kt = vec![0f32; D * kp];
-    let mut vr = vec![0f32; keys * D];
-    for j in 0..keys {
-        let (k0, v0) = (col(1, j), col(2, j));
-        for c in 0..D {
-            kt[c * kp + j] = qkv[k0 + c];
-        }
-        vr[j * D..(j + 1) * D].copy_from_slice(&qkv[v0..v0 + D]);
-    }
+    let (kt, vr) = t.gather(kp);
     let mut out = vec![0f32; keys * D];
     let mut scores = vec![0f32; kp];
     for i in 0..keys {
         let mut q = [0f32; D];
-        for (x, y) in q.iter_mut().zip(&qkv[col(0, i)..col(0, i) + D]) {
+        for (x, y) in q.iter_mut().zip(t.query(i)) {
             *x = y * scale;
         }
         for jb in (0..kp).step_by(16) {
@@ -440,7 +457,7 @@ fn head_attention_fixed<const D: usize>(t: HeadTask<'_>) -> Vec<f32> {
             scores[jb..jb + 16].copy_from_slice(&acc);
         }
         let s = &mut scores[..keys];
-        let max = max16(s);
+        let max = kernels::max_of_body(s);
         s.iter_mut().for_each(|x| *x = exp_fast(*x - max));
         let inv = 1.0 / sum16(s);
         let mut acc = [0f32; D];
@@ -459,37 +476,17 @@ fn head_attention_fixed<const D: usize>(t: HeadTask<'_>) -> Vec<f32> {
 
 #[inline(always)]
 fn head_attention_body(t: HeadTask<'_>) -> Vec<f32> {
-    let HeadTask {
-        qkv,
-        hidden: h,
-        dim: d,
-        scale,
-        keys,
-        base,
-        index: head,
-    } = t;
-    let col = |part: usize, j: usize| (base + j) * 3 * h + part * h + head * d;
-    // Keys transposed (head_dim × keys): a query's scores are head_dim
-    // long vector updates. Values as rows (keys × head_dim): its output
-    // is one head_dim wide update per key.
-    let mut kt = vec![0f32; d * keys];
-    let mut vr = vec![0f32; keys * d];
-    for j in 0..keys {
-        let (k0, v0) = (col(1, j), col(2, j));
-        for c in 0..d {
-            kt[c * keys + j] = qkv[k0 + c];
-        }
-        vr[j * d..(j + 1) * d].copy_from_slice(&qkv[v0..v0 + d]);
-    }
+    let (d, scale, keys) = (t.dim, t.scale, t.keys);
+    let (kt, vr) = t.gather(keys);
     let mut out = vec![0f32; keys * d];
     let mut scores = vec![0f32; keys];
     for i in 0..keys {
-        let q = &qkv[col(0, i)..col(0, i) + d];
+        let q = t.query(i);
         scores.iter_mut().for_each(|x| *x = 0.0);
         for c in 0..d {
             axpy(&mut scores, q[c] * scale, &kt[c * keys..(c + 1) * keys]);
         }
-        let max = max16(&scores);
+        let max = kernels::max_of_body(&scores);
         scores.iter_mut().for_each(|x| *x = exp_fast(*x - max));
         let inv = 1.0 / sum16(&scores);
         let o = &mut out[i * d..(i + 1) * d];
@@ -498,22 +495,6 @@ fn head_attention_body(t: HeadTask<'_>) -> Vec<f32> {
         }
     }
     out
-}
-
-/// The largest of `xs`, in 16 lanes.
-#[inline(always)]
-fn max16(xs: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let chunks = xs.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..16 {
-            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
-        }
-    }
-    rest.iter()
-        .chain(&acc)
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 /// The sum of `xs`, in 16 lanes.
@@ -632,7 +613,10 @@ mod tests {
         }
         assert!(worst < 1e-6, "{worst}");
         let xs: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
-        assert_eq!(max16(&xs), xs.iter().copied().fold(f32::MIN, f32::max));
+        assert_eq!(
+            kernels::max_of_body(&xs),
+            xs.iter().copied().fold(f32::MIN, f32::max)
+        );
         assert!((sum16(&xs) - xs.iter().sum::<f32>()).abs() < 1e-5);
     }
 

@@ -483,7 +483,7 @@ unsafe fn max_of_avx512(xs: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-pub(super) fn max_of_body(xs: &[f32]) -> f32 {
+pub(crate) fn max_of_body(xs: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let chunks = xs.chunks_exact(16);
     let tail = chunks.remainder();

@@ -97,6 +97,7 @@ mod yardstick;
 
 use activations::fast_exp;
 pub use activations::silu_mul;
+pub(crate) use attention::max_of_body;
 pub use attention::{attention, attention_scaled};
 pub(crate) use detect::*;
 pub use detect::{cache_hint, stream_hint, StreamHint};
