@@ -1,8 +1,9 @@
 //! A decoder's projections (its weight matrices) and how they multiply:
 //! dense or Q8_0 weights repacked once for the project's CPU kernels
-//! ([`kernels::Packed`]), Q4_0/Q5_0 re-encoded as Q8_0, Q4_K/Q6_K read in
-//! place by [`kernels::kquant`] for decoding, anything else through
-//! candle (`Linear`, `QMatMul`). Projections that read the same input
+//! ([`kernels::Packed`]), Q4_0/Q5_0 re-encoded as Q8_0, Q4_K/Q5_K/Q6_K
+//! repacked into VNNI tiles ([`kernels::ktile`]) where the CPU has
+//! AVX512-VNNI and otherwise read in place by [`kernels::kquant`] for
+//! decoding, anything else through candle (`Linear`, `QMatMul`). Projections that read the same input
 //! fuse into one (q/k/v, gate/up).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -21,6 +22,8 @@ pub enum Proj {
     /// Dense or Q8_0 weights on the CPU, packed for the project's kernels,
     /// with an f32 bias.
     Packed(kernels::Packed, Option<Tensor>),
+    /// Q4_K / Q5_K / Q6_K weights on the CPU in VNNI tiles, with an f32 bias.
+    KTiles(kernels::ktile::KTiles, Option<Tensor>),
 }
 
 /// Runs `f` on the elements of a contiguous CPU tensor, in place.
@@ -68,9 +71,46 @@ impl Proj {
         q8.ok_or_else(|| candle_core::Error::Msg(format!("{:?} weights: partial block", w.dtype())))
     }
 
-    /// Dense CPU weights, and CPU Q8_0 weights, repacked for the CPU
-    /// kernels (see [`kernels::Packed`]); anything else as it is.
+    /// The weights as Q4_K / Q5_K / Q6_K blocks and their shape (n, k), when this
+    /// is a CPU projection of whole super-blocks and the CPU multiplies
+    /// k-quant tiles ([`kernels::ktile::runs`]).
+    fn k_tiles(&self) -> Option<(kernels::kquant::Kind, &QTensor, usize, usize)> {
+        use kernels::kquant::{Kind, QK_K};
+        let Proj::Quant(QMatMul::QTensor(w), _) = self else {
+            return None;
+        };
+        let kind = match w.dtype() {
+            GgmlDType::Q4K => Kind::Q4K,
+            GgmlDType::Q5K => Kind::Q5K,
+            GgmlDType::Q6K => Kind::Q6K,
+            _ => return None,
+        };
+        let (n, k) = w.shape().dims2().ok()?;
+        (kernels::ktile::runs() && w.device().is_cpu() && k.is_multiple_of(QK_K))
+            .then_some((kind, w, n, k))
+    }
+
+    /// Row `j` of the weights, dequantized (a tied head's embedding lookup).
+    pub(super) fn row(&self, j: usize) -> candle_core::Result<Vec<f32>> {
+        match self {
+            Proj::Packed(p, _) => Ok(p.row(j)),
+            Proj::KTiles(t, _) => Ok(t.row(j)),
+            _ => candle_core::bail!("rows are read from packed projections only"),
+        }
+    }
+
+    /// Dense CPU weights, CPU Q8_0 weights and (with AVX512-VNNI) CPU
+    /// Q4_K / Q6_K weights, repacked for the CPU kernels (see
+    /// [`kernels::Packed`], [`kernels::ktile`]); anything else as it is.
     pub(super) fn packed(self) -> candle_core::Result<Proj> {
+        if let Some((kind, w, n, k)) = self.k_tiles() {
+            let tiles = kernels::ktile::KTiles::pack(kind, &w.data()?, n, k);
+            let Proj::Quant(_, bias) = self else {
+                unreachable!("k_tiles() matched a quantized projection")
+            };
+            let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+            return Ok(Proj::KTiles(tiles, bias));
+        }
         if let Some((w, n, k)) = self.q8_0() {
             let packed = kernels::Packed::from_q8_0(&Self::q8_0_bytes(w)?, n, k);
             let Proj::Quant(_, bias) = self else {
@@ -135,14 +175,22 @@ impl Proj {
     pub(super) fn fuse(projs: &[&Proj]) -> candle_core::Result<Option<Proj>> {
         let q8: Option<Vec<_>> = projs.iter().map(|p| p.q8_0()).collect();
         let q8 = q8.filter(|q| !q.is_empty() && q.iter().all(|(_, _, k)| *k == q[0].2));
-        if q8.is_none() && !projs.iter().all(|p| matches!(p, Proj::Dense(_))) {
+        let kt: Option<Vec<_>> = projs.iter().map(|p| p.k_tiles()).collect();
+        let kt = kt.filter(|t| {
+            t.iter().enumerate().all(|(i, (kind, _, n, k))| {
+                *kind == t[0].0
+                    && *k == t[0].3
+                    && (i + 1 == t.len() || n.is_multiple_of(kernels::ktile::TR))
+            })
+        });
+        if q8.is_none() && kt.is_none() && !projs.iter().all(|p| matches!(p, Proj::Dense(_))) {
             return Ok(None);
         }
         let biases: Vec<Tensor> = projs
             .iter()
             .filter_map(|p| match p {
                 Proj::Dense(l) => l.bias().cloned(),
-                Proj::Quant(_, b) | Proj::Packed(_, b) => b.clone(),
+                Proj::Quant(_, b) | Proj::Packed(_, b) | Proj::KTiles(_, b) => b.clone(),
             })
             .collect();
         let bias = match biases.len() {
@@ -150,6 +198,16 @@ impl Proj {
             n if n == projs.len() => Some(Tensor::cat(&biases, 0)?),
             _ => return Ok(None),
         };
+        if let Some(kt) = kt.filter(|t| !t.is_empty()) {
+            let parts = kt
+                .iter()
+                .map(|(kind, w, n, k)| Ok(kernels::ktile::KTiles::pack(*kind, &w.data()?, *n, *k)))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let refs: Vec<&kernels::ktile::KTiles> = parts.iter().collect();
+            let tiles = kernels::ktile::KTiles::concat(&refs).expect("checked above");
+            let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+            return Ok(Some(Proj::KTiles(tiles, bias)));
+        }
         if let Some(q8) = q8 {
             let mut rows = Vec::new();
             for (w, _, _) in &q8 {
@@ -168,26 +226,37 @@ impl Proj {
         Ok(Some(Proj::Dense(Linear::new(Tensor::cat(&ws, 0)?, bias))))
     }
 
+    /// `x`'s rows (k inputs each) through `linear` (m rows in, m × n out),
+    /// plus the bias.
+    fn rows(
+        x: &Tensor,
+        n: usize,
+        k: usize,
+        bias: &Option<Tensor>,
+        linear: impl FnOnce(&[f32], usize) -> Vec<f32>,
+    ) -> candle_core::Result<Tensor> {
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let mut dims = x.dims().to_vec();
+        let have = *dims.last().unwrap_or(&0);
+        if have != k {
+            candle_core::bail!("projection: {k} inputs, activations have {have}");
+        }
+        let m = x.elem_count() / k.max(1);
+        let y = with_cpu_slice::<f32, _>(&x, |xs| linear(xs, m))?;
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
+        let y = Tensor::from_vec(y, dims, x.device())?;
+        match bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Proj::Packed(p, bias) => {
-                let x = x.to_dtype(DType::F32)?.contiguous()?;
-                let mut dims = x.dims().to_vec();
-                let k = *dims.last().unwrap_or(&0);
-                if k != p.k() {
-                    candle_core::bail!("projection: {} inputs, activations have {k}", p.k());
-                }
-                let m = x.elem_count() / k.max(1);
-                let y = with_cpu_slice::<f32, _>(&x, |xs| p.linear(xs, m))?;
-                if let Some(last) = dims.last_mut() {
-                    *last = p.n();
-                }
-                let y = Tensor::from_vec(y, dims, x.device())?;
-                match bias {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                }
-            }
+            Proj::Packed(p, bias) => Self::rows(x, p.n(), p.k(), bias, |xs, m| p.linear(xs, m)),
+            Proj::KTiles(t, bias) => Self::rows(x, t.n(), t.k(), bias, |xs, m| t.linear(xs, m)),
             Proj::Dense(l) => l.forward(x),
             Proj::Quant(q, bias) => {
                 let y = match Self::kquant(q, x)? {

@@ -5,6 +5,9 @@
 //! - **Q4_K** (144 bytes): f16 `d` and `dmin`, twelve bytes packing eight
 //!   6-bit scales and eight 6-bit mins, then 128 bytes of 4-bit quants;
 //!   weight = `d·scale·q − dmin·min` per sub-block of 32.
+//! - **Q5_K** (176 bytes): Q4_K's scales and mins, then 32 bytes holding
+//!   each weight's fifth bit (bit j of byte l: sub-block j, weight l),
+//!   then the 128 bytes of low 4 bits; weight = `d·scale·q − dmin·min`.
 //! - **Q6_K** (210 bytes): 128 bytes of low 4 bits, 64 of high 2 bits,
 //!   sixteen int8 scales, f16 `d`; weight = `d·scale·(q − 32)` per
 //!   sub-block of 16.
@@ -19,7 +22,8 @@
 //! The inner products are chosen once ([`Dots`]): `vpmaddubsw` at
 //! AVX-512's width or AVX2's where the CPU has them, else the portable
 //! loops here, which are also the reference the tests hold the SIMD ones
-//! to.
+//! to. Q5_K has the portable loop only: it is the reference of the VNNI
+//! tiles ([`super::ktile`]); without VNNI its products stay candle's.
 
 use half::f16;
 
@@ -30,6 +34,8 @@ use super::SendPtr;
 pub const QK_K: usize = 256;
 /// Bytes of a Q4_K super-block.
 pub const Q4K_BYTES: usize = 144;
+/// Bytes of a Q5_K super-block.
+pub const Q5K_BYTES: usize = 176;
 /// Bytes of a Q6_K super-block.
 pub const Q6K_BYTES: usize = 210;
 
@@ -38,6 +44,8 @@ pub const Q6K_BYTES: usize = 210;
 pub enum Kind {
     /// 4-bit quants with 6-bit scales and mins.
     Q4K,
+    /// 5-bit quants with 6-bit scales and mins.
+    Q5K,
     /// 6-bit quants with int8 scales.
     Q6K,
 }
@@ -47,6 +55,7 @@ impl Kind {
     pub fn block_bytes(self) -> usize {
         match self {
             Kind::Q4K => Q4K_BYTES,
+            Kind::Q5K => Q5K_BYTES,
             Kind::Q6K => Q6K_BYTES,
         }
     }
@@ -181,6 +190,17 @@ pub unsafe fn dot_q4k(rows: &[u8], a: &Q8K, out: &mut [f32]) {
     }
 }
 
+/// Q5_K rows · Q8_K, portable.
+///
+/// # Safety
+/// None (`unsafe` only to share [`Dot`]'s type).
+pub unsafe fn dot_q5k(rows: &[u8], a: &Q8K, out: &mut [f32]) {
+    let row_bytes = a.d.len() * Q5K_BYTES;
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(row_bytes)) {
+        *o = row_q5k(row, a);
+    }
+}
+
 /// Q6_K rows · Q8_K, portable.
 ///
 /// # Safety
@@ -207,6 +227,35 @@ fn row_q4k(row: &[u8], a: &Q8K) -> f32 {
                 let w = qs[32 * il + l];
                 lo += (w & 0x0f) as i32 * q8[64 * il + l] as i32;
                 hi += (w >> 4) as i32 * q8[64 * il + 32 + l] as i32;
+            }
+            sumi += lo * sc[2 * il] as i32 + hi * sc[2 * il + 1] as i32;
+        }
+        let sums = &a.sums[b * 16..(b + 1) * 16];
+        let mins: i32 = (0..8)
+            .map(|j| mn[j] as i32 * (sums[2 * j] as i32 + sums[2 * j + 1] as i32))
+            .sum();
+        total += a.d[b] * (d * sumi as f32 - dmin * mins as f32);
+    }
+    total
+}
+
+fn row_q5k(row: &[u8], a: &Q8K) -> f32 {
+    let mut total = 0f32;
+    for (b, blk) in row.chunks_exact(Q5K_BYTES).enumerate() {
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let both = q4k_scales(&blk[4..16]);
+        let (sc, mn) = (&both[..8], &both[8..]);
+        let (qh, qs) = (&blk[16..48], &blk[48..176]);
+        let q8 = &a.q[b * QK_K..(b + 1) * QK_K];
+        let mut sumi = 0i32;
+        for il in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                let w = qs[32 * il + l];
+                let q0 = (w & 0x0f) | (((qh[l] >> (2 * il)) & 1) << 4);
+                let q1 = (w >> 4) | (((qh[l] >> (2 * il + 1)) & 1) << 4);
+                lo += q0 as i32 * q8[64 * il + l] as i32;
+                hi += q1 as i32 * q8[64 * il + 32 + l] as i32;
             }
             sumi += lo * sc[2 * il] as i32 + hi * sc[2 * il + 1] as i32;
         }
@@ -282,6 +331,20 @@ pub fn dequantize(kind: Kind, row: &[u8]) -> Vec<f32> {
                     }
                 }
             }
+            Kind::Q5K => {
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                let both = q4k_scales(&blk[4..16]);
+                let (sc, mn) = (&both[..8], &both[8..]);
+                let (qh, qs) = (&blk[16..48], &blk[48..176]);
+                for il in 0..4 {
+                    for (shift, j) in [(0, 2 * il), (4, 2 * il + 1)] {
+                        for l in 0..32 {
+                            let q = ((qs[32 * il + l] >> shift) & 0x0f) | (((qh[l] >> j) & 1) << 4);
+                            out.push(d * sc[j] as f32 * q as f32 - dmin * mn[j] as f32);
+                        }
+                    }
+                }
+            }
             Kind::Q6K => {
                 let d = f16_at(blk, 208);
                 let mut v = [0f32; QK_K];
@@ -321,6 +384,7 @@ pub fn matmul(kind: Kind, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> 
     let dots = dots();
     let dot = match kind {
         Kind::Q4K => dots.q4k,
+        Kind::Q5K => dot_q5k as Dot,
         Kind::Q6K => dots.q6k,
     };
     let mut out = Vec::<f32>::with_capacity(m * n);
@@ -368,7 +432,7 @@ mod tests {
                 b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes())
             };
             match kind {
-                Kind::Q4K => {
+                Kind::Q4K | Kind::Q5K => {
                     put(&mut b, 0, 0.01 + byte() as f32 * 1e-4);
                     put(&mut b, 2, 0.005 + byte() as f32 * 1e-4);
                 }
@@ -411,7 +475,11 @@ mod tests {
         use candle_core::quantized::{GgmlDType, QTensor};
         use candle_core::{Device, Tensor};
         let t = Tensor::from_vec(acts(3 * QK_K, 1), (3, QK_K), &Device::Cpu).unwrap();
-        for (kind, dt) in [(Kind::Q4K, GgmlDType::Q4K), (Kind::Q6K, GgmlDType::Q6K)] {
+        for (kind, dt) in [
+            (Kind::Q4K, GgmlDType::Q4K),
+            (Kind::Q5K, GgmlDType::Q5K),
+            (Kind::Q6K, GgmlDType::Q6K),
+        ] {
             let q = QTensor::quantize(&t, dt).unwrap();
             let want: Vec<f32> = q
                 .dequantize(&Device::Cpu)
@@ -430,7 +498,7 @@ mod tests {
 
     #[test]
     fn dots_match_the_dequantized_product() {
-        for kind in [Kind::Q4K, Kind::Q6K] {
+        for kind in [Kind::Q4K, Kind::Q5K, Kind::Q6K] {
             let k = 4 * QK_K;
             let row = blocks(kind, 4, 7);
             let x = acts(k, 3);
@@ -440,6 +508,7 @@ mod tests {
             let a = Q8K::new(&x);
             let got = match kind {
                 Kind::Q4K => row_q4k(&row, &a),
+                Kind::Q5K => row_q5k(&row, &a),
                 Kind::Q6K => row_q6k(&row, &a),
             };
             // Only the activations' int8 rounding differs.
@@ -458,6 +527,7 @@ mod tests {
             let a = Q8K::new(&acts(4 * QK_K, 5));
             let (p, c) = match kind {
                 Kind::Q4K => (portable().q4k, chosen.q4k),
+                Kind::Q5K => unreachable!("Q5_K has the portable dot only"),
                 Kind::Q6K => (portable().q6k, chosen.q6k),
             };
             let (mut po, mut co) = ([0f32; 2], [0f32; 2]);

@@ -23,6 +23,10 @@
 //!   embedding) the AVX512-BF16 tile kernel reads bf16 panels as they are,
 //!   and `gemm` takes the others widened to f32 four panels at a time.
 //!   [`linear`] packs and multiplies in one call, for row-major weights.
+//! - `kquant`: GGUF Q4_K / Q6_K blocks read in place, row by row
+//!   (`vpmaddubsw`), for CPUs without AVX512-VNNI; `ktile`: the same
+//!   blocks repacked at load into tiles of 16 rows for `vpdpbusd`
+//!   (`x86/vnni_ktile`), one copy that decode and prefill both read.
 //! - `q8`: GGUF Q8_0 weights in the same panels, multiplied as int8 with
 //!   int8-quantized activations (`vpdpbusd`) in decode, widened to bf16
 //!   panel by panel for prefill. Q4_0 and Q5_0 weights are re-encoded as
@@ -85,6 +89,7 @@ mod detect;
 mod dispatch;
 mod heads;
 pub mod kquant;
+pub mod ktile;
 mod packed;
 mod portable;
 mod q8;

@@ -105,6 +105,7 @@ pub mod avx2;
 pub mod avx512;
 pub mod bf16;
 pub mod vnni;
+pub mod vnni_ktile;
 
 /// The first `take` (at most 4) of four sums to `o` (the keys' scores of a
 /// tile of four, the last tile maybe short): one store when whole (SSE,
