@@ -252,12 +252,18 @@ pub struct EvalArgs {
     /// Print per-query results too.
     #[arg(long, short)]
     pub verbose: bool,
-    /// RRF weight of the BM25 ranking (hybrid).
+    /// How hybrid fuses the BM25 and dense rankings.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = shirabe::retrieve::Fusion::Rrf)]
+    pub fusion: shirabe::retrieve::Fusion,
+    /// Weight of the BM25 ranking (hybrid).
     #[arg(long, value_name = "W", default_value_t = 1.0)]
     pub bm25_weight: f32,
-    /// RRF weight of the dense ranking (hybrid).
+    /// Weight of the dense ranking (hybrid).
     #[arg(long, value_name = "W", default_value_t = 1.0)]
     pub dense_weight: f32,
+    /// RRF constant k (with --fusion rrf).
+    #[arg(long, value_name = "K", default_value_t = 60.0)]
+    pub rrf_k: f32,
     /// Qdrant options.
     #[command(flatten)]
     pub qdrant: QdrantArgs,
@@ -313,13 +319,18 @@ pub struct SearchArgs {
     /// Also show the N chunks before and after each hit.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub neighbors: usize,
-    /// RRF weight of the BM25 ranking.
+    /// How hybrid fuses the BM25 and dense rankings: reciprocal rank (each
+    /// list's first hit kept in the top four), or the weighted sum of each
+    /// list's min-max-normalized scores.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = shirabe::retrieve::Fusion::Rrf)]
+    pub fusion: shirabe::retrieve::Fusion,
+    /// Weight of the BM25 ranking (hybrid).
     #[arg(long, value_name = "W", default_value_t = 1.0)]
     pub bm25_weight: f32,
-    /// RRF weight of the dense ranking.
+    /// Weight of the dense ranking (hybrid).
     #[arg(long, value_name = "W", default_value_t = 1.0)]
     pub dense_weight: f32,
-    /// RRF constant k.
+    /// RRF constant k (with --fusion rrf).
     #[arg(long, value_name = "K", default_value_t = 60.0)]
     pub rrf_k: f32,
     /// Rerank the top hits with a Qwen3-Reranker (slow on a CPU: the cost is

@@ -182,7 +182,9 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         for (mi, &mode) in modes.iter().enumerate() {
             let req = SearchRequest {
                 mode,
+                fusion: a.fusion,
                 weights: (a.bm25_weight, a.dense_weight),
+                rrf_k: a.rrf_k,
                 ..SearchRequest::new(q.query.clone(), 10)
             };
             let hits = match retriever.search_as(index.as_ref(), &req, vector.clone()) {

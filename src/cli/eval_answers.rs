@@ -87,7 +87,8 @@ pub fn run(s: &Settings, a: &EvalArgs) -> Result<Status> {
         "{} has no questions",
         a.queries.display()
     );
-    let retriever = super::search::retriever(s, Some(&index), None)?;
+    let mut retriever = super::search::retriever(s, Some(&index), None)?;
+    retriever.fusion = a.fusion;
     let mode = retriever.mode;
     let mut answerer = answerer(index.manifest.as_ref(), &a.backend)?;
     fit_window(&mut answerer, !s.quiet && !a.json)?;

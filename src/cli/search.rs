@@ -100,6 +100,7 @@ pub fn run(s: &Settings, a: &SearchArgs) -> Result<Status> {
         },
         doc_glob: a.doc.clone(),
         mode,
+        fusion: a.fusion,
         weights: (a.bm25_weight, a.dense_weight),
         rrf_k: a.rrf_k,
         neighbors: a.neighbors,

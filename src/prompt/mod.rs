@@ -24,7 +24,7 @@ use serde::Serialize;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::answer::Lang;
-use crate::ingest::chunk::sentences;
+use crate::ingest::chunk::{fine_sentences, sentences};
 use crate::ingest::tokens::TokenCounter;
 use crate::retrieve::Hit;
 
@@ -709,32 +709,42 @@ pub fn pack_with(
 }
 
 /// The longest sentence-aligned prefix of `p` whose block fits in `room`
-/// tokens.
+/// tokens: by the chunker's sentences, else by the finer ones that also
+/// end at `．`, else by characters (a passage that is one long sentence
+/// is cut rather than lost, which left a prompt with no passage at all).
 fn cut_to_fit(p: &Passage, counter: &TokenCounter, room: usize) -> Option<Passage> {
-    let ends: Vec<usize> = sentences(&p.text, 0, p.text.len())
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let text = &p.text;
     let fits = |end: usize| {
         let mut q = p.clone();
-        q.text = p.text[..end].to_string();
+        q.text = text[..end].to_string();
         q.page_map.retain(|m| m.at < end);
         (counter.count(&q.render()) <= room).then_some(q)
     };
-    // Binary search the number of whole sentences.
-    let (mut lo, mut hi) = (0usize, ends.len());
-    let mut best = None;
-    while lo < hi {
-        let mid = (lo + hi).div_ceil(2);
-        match fits(ends[mid - 1]) {
-            Some(q) => {
-                best = Some(q);
-                lo = mid;
+    // Binary search the number of pieces that fit.
+    let longest = |ends: &[usize]| {
+        let (mut lo, mut hi) = (0usize, ends.len());
+        let mut best = None;
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            match fits(ends[mid - 1]) {
+                Some(q) => {
+                    best = Some(q);
+                    lo = mid;
+                }
+                None => hi = mid - 1,
             }
-            None => hi = mid - 1,
         }
-    }
-    best
+        best
+    };
+    let ends = |s: Vec<(usize, usize)>| s.into_iter().map(|(_, e)| e).collect::<Vec<_>>();
+    // Whole sentences; else the answer checker's finer ones (`．`); else,
+    // rather than lose the passage, as many characters as fit.
+    longest(&ends(sentences(text, 0, text.len())))
+        .or_else(|| longest(&ends(fine_sentences(text, 0, text.len()))))
+        .or_else(|| {
+            let chars: Vec<usize> = text.char_indices().skip(1).map(|(i, _)| i).collect();
+            longest(&chars)
+        })
 }
 
 /// Tokens kept free after pinned documents for the question and its
@@ -1277,6 +1287,29 @@ pub(crate) mod tests {
         assert_eq!(p.passages.len(), 2);
         let cut = &p.passages[1].text;
         assert!(cut.len() < long.len() && cut.ends_with('.'), "{cut:?}");
+    }
+
+    #[test]
+    fn a_passage_without_sentence_ends_is_cut_rather_than_lost() {
+        let c = counter();
+        // Technical Japanese ends its sentences with `．`, which the
+        // chunker's sentences do not cut at; then a text with no stop at all.
+        let dotted: String = (0..60)
+            .map(|i| format!("設定{i}はここで変える．"))
+            .collect();
+        let endless: String = (0..200).map(|i| format!("word{i} ")).collect();
+        for (text, end) in [(&dotted, Some('．')), (&endless, None)] {
+            let hits = vec![hit("a", 0, 1, text)];
+            let base = pack(&hits[..0], "q", c, 100_000, &[]).tokens;
+            let p = pack(&hits, "q", c, base + 120, &[]);
+            assert!(p.tokens <= base + 120);
+            assert_eq!(p.passages.len(), 1, "the passage is kept");
+            let cut = &p.passages[0].text;
+            assert!(cut.len() < text.len(), "{cut:?}");
+            if let Some(end) = end {
+                assert!(cut.ends_with(end), "{cut:?}");
+            }
+        }
     }
 
     proptest! {

@@ -11,7 +11,8 @@
 //! returns content hashes, which resolve to live chunks through the tantivy
 //! index, so deleted or stale vectors never surface.
 //!
-//! **Hybrid** fuses the two rankings by reciprocal rank ([`fusion`]).
+//! **Hybrid** fuses the two rankings: by reciprocal rank, each list's first
+//! hit kept near the top, or by min-max-normalized scores ([`fusion`]).
 //!
 //! A snippet is the window of the chunk with the most distinct query terms,
 //! and the hit's page is the page that window is on. Neighbour expansion
@@ -26,6 +27,7 @@ pub mod live;
 pub mod remote;
 pub mod retriever;
 
+pub use fusion::Fusion;
 pub use live::{Live, Snapshot};
 pub use retriever::{Dense, Retriever, RetrieverConfig};
 
@@ -94,9 +96,11 @@ pub struct SearchRequest {
     pub doc_glob: Option<String>,
     /// How to rank.
     pub mode: Mode,
-    /// RRF weights of the BM25 and dense lists.
+    /// How hybrid fuses the BM25 and dense lists.
+    pub fusion: Fusion,
+    /// Weights of the BM25 and dense lists in the fusion.
     pub weights: (f32, f32),
-    /// RRF constant.
+    /// RRF constant (with [`Fusion::Rrf`]).
     pub rrf_k: f32,
     /// Add this many chunks before and after each hit.
     pub neighbors: usize,
@@ -110,6 +114,7 @@ impl SearchRequest {
             limit,
             doc_glob: None,
             mode: Mode::Bm25,
+            fusion: Fusion::default(),
             weights: (1.0, 1.0),
             rrf_k: fusion::DEFAULT_K,
             neighbors: 0,
@@ -495,14 +500,15 @@ pub fn search(
     let ranked: Vec<(DocAddress, f32, Option<f32>)> = match req.mode {
         Mode::Bm25 => lexical.iter().map(|(a, s)| (*a, *s, None)).collect(),
         Mode::Dense => semantic.iter().map(|(a, s)| (*a, *s, None)).collect(),
-        Mode::Hybrid => {
-            let l: Vec<DocAddress> = lexical.iter().map(|x| x.0).collect();
-            let d: Vec<DocAddress> = semantic.iter().map(|x| x.0).collect();
-            fusion::rrf(&[(req.weights.0, &l), (req.weights.1, &d)], req.rrf_k)
-                .into_iter()
-                .map(|f| (f.item, f.score, Some(f.score)))
-                .collect()
-        }
+        Mode::Hybrid => req
+            .fusion
+            .fuse(
+                &[(req.weights.0, &lexical), (req.weights.1, &semantic)],
+                req.rrf_k,
+            )
+            .into_iter()
+            .map(|f| (f.item, f.score, Some(f.score)))
+            .collect(),
     };
     let mut highlight_terms: HashSet<String> = parsed.words.into_iter().collect();
     highlight_terms.extend(parsed.phrases.into_iter().flatten());

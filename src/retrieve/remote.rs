@@ -2,7 +2,8 @@
 //!
 //! The query is analysed as the local index would analyse it; its terms
 //! become the sparse (BM25) half of one Query API call and its embedding
-//! the dense half, fused by the server ([`QdrantIndex::search`]). Hits,
+//! the dense half, fused as a local index fuses them
+//! ([`QdrantIndex::search`]). Hits,
 //! the term statistics of the grounding check and whole documents come
 //! from the points' payloads, so `search`, `ask` and `eval` need only the
 //! collection. A `"quoted phrase"` cannot be a sparse query: its words
@@ -71,6 +72,7 @@ impl Remote {
             } else {
                 fetch
             },
+            fusion: req.fusion,
             weights: req.weights,
             rrf_k: req.rrf_k,
         };
@@ -99,6 +101,10 @@ impl Remote {
                     ..Explain::default()
                 },
                 Mode::Hybrid => Explain {
+                    bm25_rank: f.lists[0].map(|x| x.0),
+                    bm25_score: f.lists[0].map(|x| x.1),
+                    dense_rank: f.lists[1].map(|x| x.0),
+                    similarity: f.lists[1].map(|x| x.1),
                     fused: Some(f.score),
                     ..Explain::default()
                 },

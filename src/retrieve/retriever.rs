@@ -57,6 +57,8 @@ pub struct Dense {
 pub struct Retriever {
     /// The mode it searches in.
     pub mode: Mode,
+    /// How hybrid fuses its lists.
+    pub fusion: super::Fusion,
     dense: Option<Dense>,
     /// Searches go to this Qdrant collection instead of the local index.
     remote: Option<Remote>,
@@ -69,6 +71,7 @@ impl Retriever {
     pub fn bm25() -> Retriever {
         Retriever {
             mode: Mode::Bm25,
+            fusion: super::Fusion::default(),
             dense: None,
             remote: None,
             remote_embedder: None,
@@ -96,6 +99,7 @@ impl Retriever {
         let layout = qdrant.layout().dense.clone();
         let bm25 = |qdrant| Retriever {
             mode: Mode::Bm25,
+            fusion: super::Fusion::default(),
             dense: None,
             remote: Some(Remote { qdrant }),
             remote_embedder: None,
@@ -123,6 +127,7 @@ impl Retriever {
         Ok(match embedder(&wanted, cfg, previous, on_note)? {
             Some(e) => Retriever {
                 mode: asked.unwrap_or(Mode::Hybrid),
+                fusion: super::Fusion::default(),
                 dense: None,
                 remote: Some(Remote { qdrant }),
                 remote_embedder: Some(e),
@@ -206,6 +211,7 @@ impl Retriever {
         Ok(match embedder(&wanted, cfg, previous, on_note)? {
             Some(embedder) => Retriever {
                 mode: asked.unwrap_or(Mode::Hybrid),
+                fusion: super::Fusion::default(),
                 dense: Some(Dense {
                     embedder,
                     vectors: store,
@@ -257,6 +263,7 @@ impl Retriever {
     ) -> Result<Vec<Hit>> {
         let req = SearchRequest {
             doc_glob,
+            fusion: self.fusion,
             ..SearchRequest::new(query, limit)
         };
         match self.search(index, req) {

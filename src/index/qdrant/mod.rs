@@ -10,9 +10,9 @@
 //! the answer's grounding check reads). Keyword indexes on `doc_key`,
 //! `path` and `terms` serve `--doc` filters and those statistics. The
 //! collection's metadata names the embedding model and BM25's mean chunk
-//! length, so a process with no local index can search it: one Query API
-//! call, dense and sparse prefetches fused by reciprocal rank on the
-//! server ([`QdrantIndex::search`]).
+//! length, so a process with no local index can search it: one batch of
+//! a sparse and a dense query, fused as a local index fuses its two lists
+//! ([`QdrantIndex::search`]).
 //!
 //! The local index stays the source: [`QdrantIndex::sync`] makes the
 //! collection match its live chunks (upserting new or changed points in
@@ -35,8 +35,8 @@ use std::time::Duration;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, value::Kind, Condition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FacetCountsBuilder,
-    FieldType, Filter, Modifier, PointId, PointStruct, PointsIdsList, PrefetchQueryBuilder, Query,
-    QueryPointsBuilder, RrfBuilder, ScrollPointsBuilder, SparseVectorParamsBuilder,
+    FieldType, Filter, Modifier, PointId, PointStruct, PointsIdsList, Query,
+    QueryBatchPointsBuilder, QueryPointsBuilder, ScrollPointsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
     VectorsConfigBuilder,
 };
@@ -160,6 +160,9 @@ pub struct Found {
     pub score: f32,
     /// The chunk, from the payload.
     pub chunk: StoredChunk,
+    /// Its rank (from 1) and score in the BM25 and the dense list, when
+    /// two lists were fused.
+    pub lists: [Option<(usize, f32)>; 2],
 }
 
 /// One search of the collection.
@@ -175,7 +178,9 @@ pub struct RemoteQuery {
     pub limit: usize,
     /// Candidates per list before fusion.
     pub depth: usize,
-    /// RRF weights of the BM25 and dense lists.
+    /// How the two lists are fused.
+    pub fusion: crate::retrieve::Fusion,
+    /// Weights of the BM25 and dense lists in the fusion.
     pub weights: (f32, f32),
     /// RRF constant.
     pub rrf_k: f32,
@@ -655,9 +660,10 @@ impl QdrantIndex {
         Ok(report)
     }
 
-    /// The best chunks for `q`: one Query API call. With both lists, each
-    /// is a prefetch of `depth` candidates and the server fuses them by
-    /// weighted reciprocal rank; with one, it is searched directly.
+    /// The best chunks for `q`: one Query API call. With both lists, one
+    /// batch of two queries returns `depth` candidates from each, fused
+    /// here exactly as a local index fuses them ([`crate::retrieve::fusion`]);
+    /// with one list, it is searched directly.
     pub fn search(&self, q: &RemoteQuery) -> Result<Vec<Found>> {
         if q.doc_keys.as_ref().is_some_and(|k| k.is_empty()) {
             return Ok(Vec::new());
@@ -679,45 +685,72 @@ impl QdrantIndex {
             }
             _ => None,
         };
-        let mut req = QueryPointsBuilder::new(&self.collection)
-            .limit(q.limit.max(1) as u64)
-            .with_payload(include(HIT_FIELDS));
-        match (sparse, dense) {
-            (None, None) => return Ok(Vec::new()),
-            (Some(s), Some(d)) => {
-                for (input, using) in [(s, SPARSE_NAME), (d, VECTOR_NAME)] {
-                    let mut p = PrefetchQueryBuilder::default()
-                        .query(Query::new_nearest(input))
-                        .using(using)
-                        .limit(q.depth.max(q.limit) as u64);
-                    if let Some(f) = &filter {
-                        p = p.filter(f.clone());
-                    }
-                    req = req.add_prefetch(p);
-                }
-                // Qdrant scores position p (from 0) by 1 / ((p + 1)/w + k − 1):
-                // with k + 1 that is shirabe's w / (k + rank) at w = 1 (other
-                // weights stretch ranks rather than scale scores). It does
-                // not break ties; shirabe prefers the BM25 list's item, so
-                // the dense list's weight is a hair lower.
-                let rrf = RrfBuilder::with_k(q.rrf_k.round().max(1.0) as u32 + 1)
-                    .weights(vec![q.weights.0, q.weights.1 * (1.0 - 1e-4)]);
-                req = req.query(Query::new_rrf(rrf));
+        let one = |input: VectorInput, using: &str, limit: usize| {
+            let mut req = QueryPointsBuilder::new(&self.collection)
+                .query(Query::new_nearest(input))
+                .using(using)
+                .limit(limit.max(1) as u64)
+                .with_payload(include(HIT_FIELDS));
+            if let Some(f) = &filter {
+                req = req.filter(f.clone());
             }
-            (Some(input), None) => req = req.query(Query::new_nearest(input)).using(SPARSE_NAME),
-            (None, Some(input)) => req = req.query(Query::new_nearest(input)).using(VECTOR_NAME),
-        }
-        if let Some(f) = filter {
-            req = req.filter(f);
-        }
-        let req = req.build();
-        let res = request!(self, query, req)?;
-        Ok(res
-            .result
+            req.build()
+        };
+        let found = |points: Vec<qdrant_client::qdrant::ScoredPoint>| -> Vec<Found> {
+            points
+                .into_iter()
+                .map(|p| Found {
+                    score: p.score,
+                    chunk: stored_chunk(&p.payload),
+                    lists: [None, None],
+                })
+                .collect()
+        };
+        let (s, d) = match (sparse, dense) {
+            (None, None) => return Ok(Vec::new()),
+            (Some(input), None) => {
+                let req = one(input, SPARSE_NAME, q.limit);
+                return Ok(found(request!(self, query, req)?.result));
+            }
+            (None, Some(input)) => {
+                let req = one(input, VECTOR_NAME, q.limit);
+                return Ok(found(request!(self, query, req)?.result));
+            }
+            (Some(s), Some(d)) => (s, d),
+        };
+        let depth = q.depth.max(q.limit);
+        let req = QueryBatchPointsBuilder::new(
+            &self.collection,
+            vec![one(s, SPARSE_NAME, depth), one(d, VECTOR_NAME, depth)],
+        )
+        .build();
+        let mut results = request!(self, query_batch, req)?.result.into_iter();
+        let mut next = || found(results.next().map(|r| r.result).unwrap_or_default());
+        let (lexical, semantic) = (next(), next());
+        let key = |l: &[Found]| -> Vec<(String, f32)> {
+            l.iter()
+                .map(|f| (f.chunk.chunk_id.clone(), f.score))
+                .collect()
+        };
+        let (lk, sk) = (key(&lexical), key(&semantic));
+        let fused = q
+            .fusion
+            .fuse(&[(q.weights.0, &lk), (q.weights.1, &sk)], q.rrf_k);
+        let mut chunks: HashMap<String, StoredChunk> = lexical
             .into_iter()
-            .map(|p| Found {
-                score: p.score,
-                chunk: stored_chunk(&p.payload),
+            .chain(semantic)
+            .map(|f| (f.chunk.chunk_id.clone(), f.chunk))
+            .collect();
+        let score_at = |l: &[(String, f32)], rank: Option<usize>| rank.map(|r| (r, l[r - 1].1));
+        Ok(fused
+            .into_iter()
+            .take(q.limit)
+            .filter_map(|f| {
+                Some(Found {
+                    score: f.score,
+                    lists: [score_at(&lk, f.ranks[0]), score_at(&sk, f.ranks[1])],
+                    chunk: chunks.remove(&f.item)?,
+                })
             })
             .collect())
     }
