@@ -211,6 +211,21 @@ mod tests {
         assert_eq!(f[2].ranks, [None, Some(2)]);
     }
 
+    /// The distinct items of `a` and `b`, sorted.
+    fn union(a: &[u8], b: &[u8]) -> Vec<u8> {
+        let mut u: Vec<u8> = a.iter().chain(b).copied().collect();
+        u.sort();
+        u.dedup();
+        u
+    }
+
+    /// The fused items, sorted.
+    fn sorted_items(f: &[Fused<u8>]) -> Vec<u8> {
+        let mut v: Vec<u8> = f.iter().map(|x| x.item).collect();
+        v.sort();
+        v
+    }
+
     /// A ranking with descending scores: `items` best first.
     fn scored<T: Copy>(items: &[T], scores: impl Fn(usize) -> f32) -> Vec<(T, f32)> {
         items
@@ -297,12 +312,7 @@ mod tests {
             let sa = scored(&a, |i| 20.0 / (1.0 + i as f32));
             let sb = scored(&b, |i| 0.9 - 0.01 * i as f32);
             let f = min_max(&[(wa, &sa[..]), (wb, &sb[..])]);
-            let mut got: Vec<u8> = f.iter().map(|x| x.item).collect();
-            let mut want: Vec<u8> = a.iter().chain(&b).copied().collect();
-            want.sort();
-            want.dedup();
-            got.sort();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(sorted_items(&f), union(&a, &b));
             for w in f.windows(2) {
                 prop_assert!(w[0].score >= w[1].score);
             }
@@ -327,12 +337,7 @@ mod tests {
         #[test]
         fn output_is_the_union_without_duplicates(a in ranking(), b in ranking()) {
             let f = rrf(&[(1.0, &a[..]), (0.5, &b[..])], DEFAULT_K);
-            let mut got: Vec<u8> = f.iter().map(|x| x.item).collect();
-            let mut want: Vec<u8> = a.iter().chain(&b).copied().collect();
-            want.sort();
-            want.dedup();
-            got.sort();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(sorted_items(&f), union(&a, &b));
         }
 
         #[test]

@@ -213,47 +213,43 @@ pub unsafe fn dot_q6k(rows: &[u8], a: &Q8K, out: &mut [f32]) {
 }
 
 fn row_q4k(row: &[u8], a: &Q8K) -> f32 {
-    let mut total = 0f32;
-    for (b, blk) in row.chunks_exact(Q4K_BYTES).enumerate() {
-        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-        let both = q4k_scales(&blk[4..16]);
-        let (sc, mn) = (&both[..8], &both[8..]);
-        let qs = &blk[16..144];
-        let q8 = &a.q[b * QK_K..(b + 1) * QK_K];
-        let mut sumi = 0i32;
-        for il in 0..4 {
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                let w = qs[32 * il + l];
-                lo += (w & 0x0f) as i32 * q8[64 * il + l] as i32;
-                hi += (w >> 4) as i32 * q8[64 * il + 32 + l] as i32;
-            }
-            sumi += lo * sc[2 * il] as i32 + hi * sc[2 * il + 1] as i32;
-        }
-        let sums = &a.sums[b * 16..(b + 1) * 16];
-        let mins: i32 = (0..8)
-            .map(|j| mn[j] as i32 * (sums[2 * j] as i32 + sums[2 * j + 1] as i32))
-            .sum();
-        total += a.d[b] * (d * sumi as f32 - dmin * mins as f32);
-    }
-    total
+    row_scaled_mins(row, a, Q4K_BYTES, |blk, il, l| {
+        let w = blk[16 + 32 * il + l];
+        (w & 0x0f, w >> 4)
+    })
 }
 
 fn row_q5k(row: &[u8], a: &Q8K) -> f32 {
+    row_scaled_mins(row, a, Q5K_BYTES, |blk, il, l| {
+        let (w, high) = (blk[48 + 32 * il + l], blk[16 + l]);
+        (
+            (w & 0x0f) | (((high >> (2 * il)) & 1) << 4),
+            (w >> 4) | (((high >> (2 * il + 1)) & 1) << 4),
+        )
+    })
+}
+
+/// A row of blocks with Q4_K's scales and mins (`bytes` each) · Q8_K;
+/// `quants(block, il, l)` gives weight `l` of sub-blocks `2il` and
+/// `2il + 1`.
+#[inline(always)]
+fn row_scaled_mins(
+    row: &[u8],
+    a: &Q8K,
+    bytes: usize,
+    quants: impl Fn(&[u8], usize, usize) -> (u8, u8),
+) -> f32 {
     let mut total = 0f32;
-    for (b, blk) in row.chunks_exact(Q5K_BYTES).enumerate() {
+    for (b, blk) in row.chunks_exact(bytes).enumerate() {
         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
         let both = q4k_scales(&blk[4..16]);
         let (sc, mn) = (&both[..8], &both[8..]);
-        let (qh, qs) = (&blk[16..48], &blk[48..176]);
         let q8 = &a.q[b * QK_K..(b + 1) * QK_K];
         let mut sumi = 0i32;
         for il in 0..4 {
             let (mut lo, mut hi) = (0i32, 0i32);
             for l in 0..32 {
-                let w = qs[32 * il + l];
-                let q0 = (w & 0x0f) | (((qh[l] >> (2 * il)) & 1) << 4);
-                let q1 = (w >> 4) | (((qh[l] >> (2 * il + 1)) & 1) << 4);
+                let (q0, q1) = quants(blk, il, l);
                 lo += q0 as i32 * q8[64 * il + l] as i32;
                 hi += q1 as i32 * q8[64 * il + 32 + l] as i32;
             }
@@ -413,11 +409,11 @@ pub fn matmul(kind: Kind, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Random super-blocks with sane f16 scales.
-    fn blocks(kind: Kind, count: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn blocks(kind: Kind, count: usize, seed: u64) -> Vec<u8> {
         let mut s = seed;
         let mut byte = || {
             s = s
@@ -443,7 +439,8 @@ mod tests {
         out
     }
 
-    fn acts(k: usize, seed: u32) -> Vec<f32> {
+    /// `k` activations in [−1, 1], a hash of their index.
+    pub(crate) fn acts(k: usize, seed: u32) -> Vec<f32> {
         (0..k)
             .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
             .collect()
@@ -574,12 +571,8 @@ mod tests {
         }
     }
 
-    /// The real 0.5B GGUF's first Q4_K and Q6_K matrices times one
-    /// vector: the same outputs as candle's k-quant products.
-    #[test]
-    fn real_gguf_matrices_give_candles_products() {
-        use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
-        use candle_core::{Device, Module, Tensor};
+    /// The real 0.5B GGUF (fetched by `.ci/run`).
+    pub(crate) fn real_gguf() -> std::path::PathBuf {
         let dir = std::env::var_os("SHIRABE_REAL_MODELS")
             .map(std::path::PathBuf::from)
             .or_else(|| {
@@ -588,38 +581,76 @@ mod tests {
             })
             .unwrap_or_default();
         let path = dir.join("qwen2.5-coder-0.5b-instruct-q4.gguf");
-        let Ok(mut file) = std::fs::File::open(&path) else {
-            panic!("{} is missing: run ../shared/models/fetch-real-models.sh ~/.cache/shirabe/real-models qwen0.5b (.ci/run does)", path.display());
-        };
+        assert!(
+            path.exists(),
+            "{} is missing: run ../shared/models/fetch-real-models.sh ~/.cache/shirabe/real-models qwen0.5b (.ci/run does)",
+            path.display()
+        );
+        path
+    }
+
+    /// candle's product of `x` (m × k) and the quantized matrix `q`.
+    pub(crate) fn candles_product(
+        q: &candle_core::quantized::QMatMul,
+        x: &[f32],
+        m: usize,
+        k: usize,
+    ) -> Vec<f32> {
+        use candle_core::{Device, Module, Tensor};
+        q.forward(&Tensor::from_vec(x.to_vec(), (m, k), &Device::Cpu).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// The real 0.5B GGUF's first Q4_K and Q6_K matrices (by name).
+    pub(crate) fn real_matrices() -> Vec<(Kind, String, candle_core::quantized::QTensor)> {
+        use candle_core::quantized::{gguf_file, GgmlDType};
+        let path = real_gguf();
+        let mut file = std::fs::File::open(&path).unwrap();
         let content = gguf_file::Content::read(&mut file).unwrap();
-        for (kind, dtype) in [(Kind::Q4K, GgmlDType::Q4K), (Kind::Q6K, GgmlDType::Q6K)] {
-            let name = content
-                .tensor_infos
-                .iter()
-                .filter(|(_, t)| t.ggml_dtype == dtype && t.shape.dims().len() == 2)
-                .map(|(n, _)| n.clone())
-                .min()
-                .unwrap_or_else(|| panic!("no {dtype:?} matrix in {}", path.display()));
-            let t = content.tensor(&mut file, &name, &Device::Cpu).unwrap();
+        [(Kind::Q4K, GgmlDType::Q4K), (Kind::Q6K, GgmlDType::Q6K)]
+            .into_iter()
+            .map(|(kind, dtype)| {
+                let name = content
+                    .tensor_infos
+                    .iter()
+                    .filter(|(_, t)| t.ggml_dtype == dtype && t.shape.dims().len() == 2)
+                    .map(|(n, _)| n.clone())
+                    .min()
+                    .unwrap_or_else(|| panic!("no {dtype:?} matrix in {}", path.display()));
+                let t = content
+                    .tensor(&mut file, &name, &candle_core::Device::Cpu)
+                    .unwrap();
+                (kind, name, t)
+            })
+            .collect()
+    }
+
+    /// Asserts `got` is within `tol` of `want`'s largest magnitude.
+    pub(crate) fn assert_near(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= tol * scale,
+                "{what}: {g} vs {w} (max {scale})"
+            );
+        }
+    }
+
+    /// The real 0.5B GGUF's first Q4_K and Q6_K matrices times one
+    /// vector: the same outputs as candle's k-quant products.
+    #[test]
+    fn real_gguf_matrices_give_candles_products() {
+        for (kind, name, t) in real_matrices() {
             let (n, k) = t.shape().dims2().unwrap();
             let x = acts(k, 31);
-            let want: Vec<f32> = QMatMul::from_qtensor(t)
-                .unwrap()
-                .forward(&Tensor::from_vec(x.clone(), (1, k), &Device::Cpu).unwrap())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let t = content.tensor(&mut file, &name, &Device::Cpu).unwrap();
             let got = matmul(kind, &t.data().unwrap(), n, k, &x, 1);
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 2e-3 * scale,
-                    "{name}: {g} vs {w} (max {scale})"
-                );
-            }
+            let q = candle_core::quantized::QMatMul::from_qtensor(t).unwrap();
+            assert_near(&got, &candles_product(&q, &x, 1, k), 2e-3, &name);
         }
     }
 

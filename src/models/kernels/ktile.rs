@@ -513,39 +513,9 @@ pub unsafe fn tile_q6k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::models::kernels::kquant;
-
-    /// Random super-blocks with sane f16 scales (as kquant's tests make).
-    fn blocks(kind: Kind, count: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        let mut byte = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 33) as u8
-        };
-        let mut out = Vec::new();
-        for _ in 0..count {
-            let mut b: Vec<u8> = (0..kind.block_bytes()).map(|_| byte()).collect();
-            let put = |b: &mut [u8], at: usize, v: f32| {
-                b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes())
-            };
-            match kind {
-                Kind::Q4K | Kind::Q5K => {
-                    put(&mut b, 0, 0.01 + byte() as f32 * 1e-4);
-                    put(&mut b, 2, 0.005 + byte() as f32 * 1e-4);
-                }
-                Kind::Q6K => put(&mut b, 208, 0.002 + byte() as f32 * 1e-5),
-            }
-            out.extend(b);
-        }
-        out
-    }
-
-    fn acts(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
-            .collect()
-    }
+    use crate::models::kernels::kquant::tests::{
+        acts, assert_near, blocks, candles_product, real_gguf, real_matrices,
+    };
 
     /// The row-by-row products of `kquant` (in place, portable).
     fn reference(kind: Kind, w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
@@ -647,7 +617,7 @@ mod tests {
     #[test]
     fn candles_blocks_give_candles_products() {
         use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-        use candle_core::{Device, Module, Tensor};
+        use candle_core::{Device, Tensor};
         let (n, k) = (48, 2 * QK_K);
         let w = Tensor::from_vec(acts(n * k, 77), (n, k), &Device::Cpu).unwrap();
         for (kind, dt) in [
@@ -660,78 +630,34 @@ mod tests {
             let mm = QMatMul::from_qtensor(q).unwrap();
             for m in [1, 7] {
                 let x = acts(m * k, 5 + m as u32);
-                let want: Vec<f32> = mm
-                    .forward(&Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let got = tiles.linear(&x, m);
-                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-                for (g, v) in got.iter().zip(&want) {
-                    assert!((g - v).abs() <= 1e-3 * scale, "{kind:?} m {m}: {g} vs {v}");
-                }
+                let what = format!("{kind:?} m {m}");
+                assert_near(
+                    &tiles.linear(&x, m),
+                    &candles_product(&mm, &x, m, k),
+                    1e-3,
+                    &what,
+                );
             }
         }
-    }
-
-    /// The real 0.5B GGUF (fetched by `.ci/run`).
-    fn real_gguf() -> std::path::PathBuf {
-        let dir = std::env::var_os("SHIRABE_REAL_MODELS")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| std::path::PathBuf::from(h).join(".cache/shirabe/real-models"))
-            })
-            .unwrap_or_default();
-        let path = dir.join("qwen2.5-coder-0.5b-instruct-q4.gguf");
-        assert!(
-            path.exists(),
-            "{} is missing: run ../shared/models/fetch-real-models.sh ~/.cache/shirabe/real-models qwen0.5b (.ci/run does)",
-            path.display()
-        );
-        path
     }
 
     /// Every Q4_K and Q6_K matrix kind of the real file times a few rows:
     /// candle's k-quant products.
     #[test]
     fn real_gguf_matrices_give_candles_products() {
-        use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
-        use candle_core::{Device, Module, Tensor};
-        let path = real_gguf();
-        let mut file = std::fs::File::open(&path).unwrap();
-        let content = gguf_file::Content::read(&mut file).unwrap();
-        for (kind, dtype) in [(Kind::Q4K, GgmlDType::Q4K), (Kind::Q6K, GgmlDType::Q6K)] {
-            let name = content
-                .tensor_infos
-                .iter()
-                .filter(|(_, t)| t.ggml_dtype == dtype && t.shape.dims().len() == 2)
-                .map(|(n, _)| n.clone())
-                .min()
-                .unwrap_or_else(|| panic!("no {dtype:?} matrix in {}", path.display()));
-            let t = content.tensor(&mut file, &name, &Device::Cpu).unwrap();
+        for (kind, name, t) in real_matrices() {
             let (n, k) = t.shape().dims2().unwrap();
             let tiles = KTiles::pack(kind, &t.data().unwrap(), n, k);
-            let q = QMatMul::from_qtensor(t).unwrap();
+            let q = candle_core::quantized::QMatMul::from_qtensor(t).unwrap();
             for m in [1, 6] {
                 let x = acts(m * k, 31 + m as u32);
-                let want: Vec<f32> = q
-                    .forward(&Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                let got = tiles.linear(&x, m);
-                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-                for (g, w) in got.iter().zip(&want) {
-                    assert!(
-                        (g - w).abs() <= 2e-3 * scale,
-                        "{name} m {m}: {g} vs {w} (max {scale})"
-                    );
-                }
+                let what = format!("{name} m {m}");
+                assert_near(
+                    &tiles.linear(&x, m),
+                    &candles_product(&q, &x, m, k),
+                    2e-3,
+                    &what,
+                );
             }
         }
     }
