@@ -1,10 +1,10 @@
 //! A decoder's projections (its weight matrices) and how they multiply:
 //! dense or Q8_0 weights repacked once for the project's CPU kernels
 //! ([`kernels::Packed`]), Q4_0/Q5_0 re-encoded as Q8_0, Q4_K/Q5_K/Q6_K
-//! repacked into VNNI tiles ([`kernels::ktile`]) where the CPU has
-//! AVX512-VNNI and otherwise read in place by [`kernels::kquant`] for
-//! decoding, anything else through candle (`Linear`, `QMatMul`). Projections that read the same input
-//! fuse into one (q/k/v, gate/up).
+//! repacked into tiles ([`kernels::ktile`]) where the CPU has
+//! AVX512-VNNI or AVX2 and otherwise read in place by [`kernels::kquant`]
+//! for decoding, anything else through candle (`Linear`, `QMatMul`).
+//! Projections that read the same input fuse into one (q/k/v, gate/up).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Storage, Tensor, WithDType};
@@ -99,7 +99,7 @@ impl Proj {
         }
     }
 
-    /// Dense CPU weights, CPU Q8_0 weights and (with AVX512-VNNI) CPU
+    /// Dense CPU weights, CPU Q8_0 weights and (with VNNI or AVX2) CPU
     /// Q4_K / Q6_K weights, repacked for the CPU kernels (see
     /// [`kernels::Packed`], [`kernels::ktile`]); anything else as it is.
     pub(super) fn packed(self) -> candle_core::Result<Proj> {

@@ -22,8 +22,10 @@
 //! The inner products are chosen once ([`Dots`]): `vpmaddubsw` at
 //! AVX-512's width or AVX2's where the CPU has them, else the portable
 //! loops here, which are also the reference the tests hold the SIMD ones
-//! to. Q5_K has the portable loop only: it is the reference of the VNNI
-//! tiles ([`super::ktile`]); without VNNI its products stay candle's.
+//! to. Q5_K has the portable loop only: it is the reference of the tiles
+//! ([`super::ktile`]); where they do not run its products stay candle's.
+//! On x86 with AVX2 the tiles take every k-quant, so these rows serve
+//! `SHIRABE_SIMD=none` and CPUs of other architectures.
 
 use half::f16;
 

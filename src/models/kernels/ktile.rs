@@ -34,9 +34,11 @@
 //! so a tile's product equals [`super::kquant`]'s row by row up to the
 //! order of the f32 additions.
 //!
-//! The tiles are used where the CPU has AVX512-VNNI ([`runs`]); elsewhere
-//! the blocks stay in place for [`super::kquant`] and candle. The portable
-//! kernel here is the reference the tests hold the VNNI one to.
+//! The tiles are used where the CPU has AVX512-VNNI or AVX2 ([`runs`];
+//! the AVX2 kernel takes each 64-byte run as two halves of 8 rows, with
+//! `vpmaddubsw` and `vpmaddwd`); elsewhere the blocks stay in place for
+//! [`super::kquant`] and candle. The portable kernel here is the
+//! reference the tests hold both to.
 
 use half::f16;
 
@@ -83,16 +85,23 @@ pub fn tile_bytes(kind: Kind) -> usize {
 }
 
 /// Whether this CPU multiplies tiles with its own instructions (AVX512-VNNI
-/// and AVX512BW, within `SHIRABE_SIMD`): only then are weights repacked.
+/// and AVX512BW, or AVX2 and FMA, within `SHIRABE_SIMD`): only then are
+/// weights repacked.
 pub fn runs() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::has_avx512vnni() && super::has_avx512bw()
+        vnni() || super::has_avx2_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
+}
+
+/// Whether the VNNI kernels run.
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    super::has_avx512vnni() && super::has_avx512bw()
 }
 
 /// A k-quant matrix (n rows × k inputs) in tiles: `n.div_ceil(16)` row
@@ -281,11 +290,20 @@ impl KTiles {
 /// The kernel for `kind` on this CPU.
 fn kernel(kind: Kind) -> TileKernel {
     #[cfg(target_arch = "x86_64")]
-    if runs() {
+    if vnni() {
         return match kind {
             Kind::Q4K => super::x86::vnni_ktile::q4k,
             Kind::Q5K => super::x86::vnni_ktile::q5k,
             Kind::Q6K => super::x86::vnni_ktile::q6k,
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        use super::x86::avx2::ktile;
+        return match kind {
+            Kind::Q4K => ktile::q4k,
+            Kind::Q5K => ktile::q5k,
+            Kind::Q6K => ktile::q6k,
         };
     }
     portable(kind)
@@ -566,7 +584,14 @@ mod tests {
             ("portable", Kind::Q6K, tile_q6k as TileKernel),
         ];
         #[cfg(target_arch = "x86_64")]
-        if runs() {
+        if crate::models::kernels::has_avx2_fma() {
+            use crate::models::kernels::x86::avx2::ktile as a;
+            kernels.push(("avx2", Kind::Q4K, a::q4k as TileKernel));
+            kernels.push(("avx2", Kind::Q5K, a::q5k as TileKernel));
+            kernels.push(("avx2", Kind::Q6K, a::q6k as TileKernel));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if vnni() {
             use crate::models::kernels::x86::vnni_ktile as v;
             kernels.push(("vnni", Kind::Q4K, v::q4k as TileKernel));
             kernels.push(("vnni", Kind::Q5K, v::q5k as TileKernel));

@@ -23,10 +23,11 @@
 //!   embedding) the AVX512-BF16 tile kernel reads bf16 panels as they are,
 //!   and `gemm` takes the others widened to f32 four panels at a time.
 //!   [`linear`] packs and multiplies in one call, for row-major weights.
-//! - `kquant`: GGUF Q4_K / Q6_K blocks read in place, row by row
-//!   (`vpmaddubsw`), for CPUs without AVX512-VNNI; `ktile`: the same
-//!   blocks repacked at load into tiles of 16 rows for `vpdpbusd`
-//!   (`x86/vnni_ktile`), one copy that decode and prefill both read.
+//! - `ktile`: GGUF Q4_K / Q5_K / Q6_K blocks repacked at load into tiles
+//!   of 16 rows for `vpdpbusd` (`x86/vnni_ktile`) or, without VNNI,
+//!   AVX2's `vpmaddubsw` (`x86/avx2/ktile`): one copy that decode and
+//!   prefill both read. `kquant`: the blocks read in place, row by row,
+//!   where neither runs (and the tiles' reference).
 //! - `q8`: GGUF Q8_0 weights in the same panels, multiplied as int8 with
 //!   int8-quantized activations (`vpdpbusd`) in decode, widened to bf16
 //!   panel by panel for prefill. Q4_0 and Q5_0 weights are re-encoded as

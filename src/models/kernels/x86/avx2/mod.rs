@@ -2,5 +2,6 @@
 
 pub mod attention;
 pub mod kquant;
+pub mod ktile;
 pub mod panels;
 pub mod q8;
