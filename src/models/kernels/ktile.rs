@@ -115,7 +115,23 @@ pub struct KTiles {
 
 /// Tile-major products: `m` rows of activations (`acts`, Q8_K) times one
 /// row tile (`kb` tiles at `tile`), `out[i·16 + r]` = row i · weight row r.
-pub type TileKernel = unsafe fn(tile: &[u8], acts: &[&Q8K], out: &mut [f32]);
+pub type TileKernel = unsafe fn(tile: &[u8], acts: &[Q8K], out: &mut [f32]);
+
+/// Checks the lengths the SIMD kernels rely on (whole tiles of `tile`
+/// bytes, 1 to [`MR`] rows of as many super-blocks, an output per row and
+/// tile row); returns the super-blocks.
+pub(crate) fn check_lengths(tiles: &[u8], tile: usize, acts: &[Q8K], out: &[f32]) -> usize {
+    assert!(tiles.len().is_multiple_of(tile), "whole tiles");
+    let kb = tiles.len() / tile;
+    assert!((1..=MR).contains(&acts.len()), "1 to {MR} rows");
+    assert!(
+        acts.iter()
+            .all(|a| a.q.len() == kb * QK_K && a.sums.len() == kb * 16 && a.d.len() == kb),
+        "activations of {kb} super-blocks"
+    );
+    assert_eq!(out.len(), acts.len() * TR, "outputs");
+    kb
+}
 
 impl KTiles {
     /// Repacks `n` GGUF rows of `kind` (`k` inputs, a multiple of 256).
@@ -262,10 +278,10 @@ impl KTiles {
                     let w = &self.data[t * stride..(t + 1) * stride];
                     let cols = TR.min(n - t * TR);
                     for i0 in rows.clone().step_by(MR) {
-                        let a: Vec<&Q8K> = acts[i0..(i0 + MR).min(rows.end)].iter().collect();
+                        let a = &acts[i0..(i0 + MR).min(rows.end)];
                         // SAFETY: the kernel's instruction sets were checked
                         // when it was chosen; it checks the lengths.
-                        unsafe { kern(w, &a, &mut tile_out[..a.len() * TR]) };
+                        unsafe { kern(w, a, &mut tile_out[..a.len() * TR]) };
                         for (j, o) in tile_out.chunks_exact(TR).take(a.len()).enumerate() {
                             // SAFETY: outputs (i0 + j, t·16..) belong to this
                             // task alone, inside the m × n `out` holds.
@@ -454,7 +470,7 @@ fn dequant_q6k(tile: &[u8], r: usize) -> Vec<f32> {
 ///
 /// # Safety
 /// None (`unsafe` only to share [`TileKernel`]'s type).
-pub unsafe fn tile_q4k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
+pub unsafe fn tile_q4k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
     scaled_mins(tiles, Q4K_TILE, q4k_quants, acts, out)
 }
 
@@ -462,7 +478,7 @@ pub unsafe fn tile_q4k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
 ///
 /// # Safety
 /// None (`unsafe` only to share [`TileKernel`]'s type).
-pub unsafe fn tile_q5k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
+pub unsafe fn tile_q5k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
     scaled_mins(tiles, Q5K_TILE, q5k_quants, acts, out)
 }
 
@@ -472,7 +488,7 @@ fn scaled_mins(
     tiles: &[u8],
     tile: usize,
     quants: fn(&[u8], usize) -> [u8; QK_K],
-    acts: &[&Q8K],
+    acts: &[Q8K],
     out: &mut [f32],
 ) {
     assert_eq!(out.len(), acts.len() * TR, "outputs");
@@ -503,7 +519,7 @@ fn scaled_mins(
 ///
 /// # Safety
 /// None (`unsafe` only to share [`TileKernel`]'s type).
-pub unsafe fn tile_q6k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
+pub unsafe fn tile_q6k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
     assert_eq!(out.len(), acts.len() * TR, "outputs");
     out.fill(0.0);
     for (b, tile) in tiles.chunks_exact(Q6K_TILE).enumerate() {

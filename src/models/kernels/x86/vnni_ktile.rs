@@ -2,7 +2,7 @@
 //! AVX512-VNNI: every 64-byte run of a tile is 4 inputs of 16 rows, the
 //! unsigned side of `vpdpbusd`; the activations' 4 bytes at those inputs
 //! are broadcast to all 16 lanes as the signed side. Each unpacked run
-//! serves up to [`MR`] rows of activations (const generic `M`), so prefill
+//! serves up to [`MR`](crate::models::kernels::ktile::MR) rows of activations (const generic `M`), so prefill
 //! does one load and two or three bit operations per 4·M instructions.
 //!
 //! Q5_K runs Q4_K's kernel with the fifth bits added as 16 under a byte
@@ -17,30 +17,16 @@ use std::arch::x86_64::*;
 
 use crate::models::kernels::kquant::{Q8K, QK_K};
 use crate::models::kernels::ktile::{
-    MR, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE, Q5K_HIGH, Q5K_TILE, Q6K_QUANTS, Q6K_SCALES,
-    Q6K_TILE, TR,
+    check_lengths, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE, Q5K_HIGH, Q5K_TILE, Q6K_QUANTS,
+    Q6K_SCALES, Q6K_TILE, TR,
 };
-
-/// Checks the lengths every kernel relies on; returns the super-blocks.
-fn check(tiles: &[u8], tile: usize, acts: &[&Q8K], out: &[f32]) -> usize {
-    assert!(tiles.len().is_multiple_of(tile), "whole tiles");
-    let kb = tiles.len() / tile;
-    assert!((1..=MR).contains(&acts.len()), "1 to {MR} rows");
-    assert!(
-        acts.iter()
-            .all(|a| a.q.len() == kb * QK_K && a.sums.len() == kb * 16 && a.d.len() == kb),
-        "activations of {kb} super-blocks"
-    );
-    assert_eq!(out.len(), acts.len() * TR, "outputs");
-    kb
-}
 
 /// Q4_K tiles × 1 to 4 Q8_K rows: `out[i·16 + r]`.
 ///
 /// # Safety
 /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI.
-pub unsafe fn q4k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
-    let kb = check(tiles, Q4K_TILE, acts, out);
+pub unsafe fn q4k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
+    let kb = check_lengths(tiles, Q4K_TILE, acts, out);
     match acts.len() {
         1 => q4k_m::<1, false>(tiles.as_ptr(), kb, acts, out),
         2 => q4k_m::<2, false>(tiles.as_ptr(), kb, acts, out),
@@ -53,8 +39,8 @@ pub unsafe fn q4k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI.
-pub unsafe fn q5k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
-    let kb = check(tiles, Q5K_TILE, acts, out);
+pub unsafe fn q5k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
+    let kb = check_lengths(tiles, Q5K_TILE, acts, out);
     match acts.len() {
         1 => q4k_m::<1, true>(tiles.as_ptr(), kb, acts, out),
         2 => q4k_m::<2, true>(tiles.as_ptr(), kb, acts, out),
@@ -67,8 +53,8 @@ pub unsafe fn q5k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU must have AVX512F, AVX512BW and AVX512-VNNI.
-pub unsafe fn q6k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
-    let kb = check(tiles, Q6K_TILE, acts, out);
+pub unsafe fn q6k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
+    let kb = check_lengths(tiles, Q6K_TILE, acts, out);
     match acts.len() {
         1 => q6k_m::<1>(tiles.as_ptr(), kb, acts, out),
         2 => q6k_m::<2>(tiles.as_ptr(), kb, acts, out),
@@ -101,7 +87,7 @@ unsafe fn i8x16(p: *const u8) -> __m512i {
 unsafe fn q4k_m<const M: usize, const FIVE: bool>(
     tiles: *const u8,
     kb: usize,
-    acts: &[&Q8K],
+    acts: &[Q8K],
     out: &mut [f32],
 ) {
     let low = _mm512_set1_epi8(0x0f);
@@ -129,8 +115,8 @@ unsafe fn q4k_m<const M: usize, const FIVE: bool>(
                 }
                 for i in 0..M {
                     let x = at + 64 * p + 4 * g;
-                    s0[i] = _mm512_dpbusd_epi32(s0[i], lo, bcast(acts[i], x));
-                    s1[i] = _mm512_dpbusd_epi32(s1[i], hi, bcast(acts[i], x + 32));
+                    s0[i] = _mm512_dpbusd_epi32(s0[i], lo, bcast(&acts[i], x));
+                    s1[i] = _mm512_dpbusd_epi32(s1[i], hi, bcast(&acts[i], x + 32));
                 }
             }
             let sc0 = u8x16(t.add(Q4K_SCALES + TR * 2 * p));
@@ -170,7 +156,7 @@ unsafe fn q4k_m<const M: usize, const FIVE: bool>(
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q6k_m<const M: usize>(tiles: *const u8, kb: usize, acts: &[&Q8K], out: &mut [f32]) {
+unsafe fn q6k_m<const M: usize>(tiles: *const u8, kb: usize, acts: &[Q8K], out: &mut [f32]) {
     let low = _mm512_set1_epi8(0x0f);
     let high2 = _mm512_set1_epi8(0x30);
     let mut res = [_mm512_setzero_ps(); M];
@@ -223,8 +209,8 @@ unsafe fn q6k_m<const M: usize>(tiles: *const u8, kb: usize, acts: &[&Q8K], out:
                         };
                         let x = at + 128 * h + 64 * pass + 4 * g;
                         for i in 0..M {
-                            sa[i] = _mm512_dpbusd_epi32(sa[i], qa, bcast(acts[i], x));
-                            sb[i] = _mm512_dpbusd_epi32(sb[i], qb, bcast(acts[i], x + 32));
+                            sa[i] = _mm512_dpbusd_epi32(sa[i], qa, bcast(&acts[i], x));
+                            sb[i] = _mm512_dpbusd_epi32(sb[i], qb, bcast(&acts[i], x + 32));
                         }
                     }
                     // Quarter q's sub-block in this half: 8h + 2q + half.

@@ -11,30 +11,16 @@ use std::arch::x86_64::*;
 
 use crate::models::kernels::kquant::{Q8K, QK_K};
 use crate::models::kernels::ktile::{
-    MR, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE, Q5K_HIGH, Q5K_TILE, Q6K_QUANTS, Q6K_SCALES,
-    Q6K_TILE, TR,
+    check_lengths, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE, Q5K_HIGH, Q5K_TILE, Q6K_QUANTS,
+    Q6K_SCALES, Q6K_TILE, TR,
 };
-
-/// Checks the lengths every kernel relies on; returns the super-blocks.
-fn check(tiles: &[u8], tile: usize, acts: &[&Q8K], out: &[f32]) -> usize {
-    assert!(tiles.len().is_multiple_of(tile), "whole tiles");
-    let kb = tiles.len() / tile;
-    assert!((1..=MR).contains(&acts.len()), "1 to {MR} rows");
-    assert!(
-        acts.iter()
-            .all(|a| a.q.len() == kb * QK_K && a.sums.len() == kb * 16 && a.d.len() == kb),
-        "activations of {kb} super-blocks"
-    );
-    assert_eq!(out.len(), acts.len() * TR, "outputs");
-    kb
-}
 
 /// Q4_K tiles × 1 to 4 Q8_K rows: `out[i·16 + r]`.
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
-pub unsafe fn q4k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
-    let kb = check(tiles, Q4K_TILE, acts, out);
+pub unsafe fn q4k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
+    let kb = check_lengths(tiles, Q4K_TILE, acts, out);
     for (a, o) in acts.chunks(2).zip(out.chunks_mut(2 * TR)) {
         match a.len() {
             1 => q4k_m::<1, false>(tiles.as_ptr(), kb, a, o),
@@ -47,8 +33,8 @@ pub unsafe fn q4k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
-pub unsafe fn q5k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
-    let kb = check(tiles, Q5K_TILE, acts, out);
+pub unsafe fn q5k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
+    let kb = check_lengths(tiles, Q5K_TILE, acts, out);
     for (a, o) in acts.chunks(2).zip(out.chunks_mut(2 * TR)) {
         match a.len() {
             1 => q4k_m::<1, true>(tiles.as_ptr(), kb, a, o),
@@ -61,8 +47,8 @@ pub unsafe fn q5k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA.
-pub unsafe fn q6k(tiles: &[u8], acts: &[&Q8K], out: &mut [f32]) {
-    let kb = check(tiles, Q6K_TILE, acts, out);
+pub unsafe fn q6k(tiles: &[u8], acts: &[Q8K], out: &mut [f32]) {
+    let kb = check_lengths(tiles, Q6K_TILE, acts, out);
     for (a, o) in acts.chunks(2).zip(out.chunks_mut(2 * TR)) {
         match a.len() {
             1 => q6k_m::<1>(tiles.as_ptr(), kb, a, o),
@@ -108,7 +94,7 @@ unsafe fn sixteen_where(bits: __m256i, mask: u8) -> __m256i {
 unsafe fn q4k_m<const M: usize, const FIVE: bool>(
     tiles: *const u8,
     kb: usize,
-    acts: &[&Q8K],
+    acts: &[Q8K],
     out: &mut [f32],
 ) {
     let low = _mm256_set1_epi8(0x0f);
@@ -135,8 +121,8 @@ unsafe fn q4k_m<const M: usize, const FIVE: bool>(
                     }
                     for i in 0..M {
                         let x = at + 64 * p + 4 * g;
-                        s0[i][h] = _mm256_add_epi32(s0[i][h], dot4(lo, bcast(acts[i], x)));
-                        s1[i][h] = _mm256_add_epi32(s1[i][h], dot4(hi, bcast(acts[i], x + 32)));
+                        s0[i][h] = _mm256_add_epi32(s0[i][h], dot4(lo, bcast(&acts[i], x)));
+                        s1[i][h] = _mm256_add_epi32(s1[i][h], dot4(hi, bcast(&acts[i], x + 32)));
                     }
                 }
             }
@@ -183,7 +169,7 @@ unsafe fn q4k_m<const M: usize, const FIVE: bool>(
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn q6k_m<const M: usize>(tiles: *const u8, kb: usize, acts: &[&Q8K], out: &mut [f32]) {
+unsafe fn q6k_m<const M: usize>(tiles: *const u8, kb: usize, acts: &[Q8K], out: &mut [f32]) {
     let low = _mm256_set1_epi8(0x0f);
     let high2 = _mm256_set1_epi8(0x30);
     let mut res = [[_mm256_setzero_ps(); 2]; M];
@@ -237,9 +223,9 @@ unsafe fn q6k_m<const M: usize>(tiles: *const u8, kb: usize, acts: &[&Q8K], out:
                             };
                             let x = at + 128 * half128 + 64 * pass + 4 * g;
                             for i in 0..M {
-                                sa[i][h] = _mm256_add_epi32(sa[i][h], dot4(qa, bcast(acts[i], x)));
+                                sa[i][h] = _mm256_add_epi32(sa[i][h], dot4(qa, bcast(&acts[i], x)));
                                 sb[i][h] =
-                                    _mm256_add_epi32(sb[i][h], dot4(qb, bcast(acts[i], x + 32)));
+                                    _mm256_add_epi32(sb[i][h], dot4(qb, bcast(&acts[i], x + 32)));
                             }
                         }
                     }
