@@ -1,8 +1,8 @@
 //! Search with no local index: the whole hybrid in a Qdrant collection.
 //!
 //! The query is analysed as the local index would analyse it; its terms
-//! become the sparse (BM25) half of one Query API call and its embedding
-//! the dense half, fused as a local index fuses them
+//! become the sparse (BM25) search and its embedding the dense one, both
+//! in one batch call, fused as a local index fuses them
 //! ([`QdrantIndex::search`]). Hits,
 //! the term statistics of the grounding check and whole documents come
 //! from the points' payloads, so `search`, `ask` and `eval` need only the

@@ -660,8 +660,8 @@ impl QdrantIndex {
         Ok(report)
     }
 
-    /// The best chunks for `q`: one Query API call. With both lists, one
-    /// batch of two queries returns `depth` candidates from each, fused
+    /// The best chunks for `q`: one call. With both lists, one batch of
+    /// two queries returns `depth` candidates from each, fused
     /// here exactly as a local index fuses them ([`crate::retrieve::fusion`]);
     /// with one list, it is searched directly.
     pub fn search(&self, q: &RemoteQuery) -> Result<Vec<Found>> {
